@@ -1,0 +1,43 @@
+// The ticker demo: a worker whose pace is read live from ticker:interval.
+// Run it with `npm start`, then append lines to the inbox it names.
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import pretty from "pino-pretty";
+import { startCdp } from "../../src/index.js";
+
+const here = fileURLToPath(new URL("../../../examples/ticker/", import.meta.url)); // from dist/examples/ticker
+const dir = resolve(process.env.CDP_DIR ?? join(here, "data"));
+mkdirSync(dir, { recursive: true });
+const inbox = join(dir, "cdp.new");
+
+const logger = pino({ level: "info" }, pretty({ colorize: process.stdout.isTTY, sync: true, ignore: "pid,hostname", singleLine: true }));
+const cdp = await startCdp({ dir, schemas: join(here, "schemas"), logger });
+
+let timer: NodeJS.Timeout | undefined;
+function tick(): void {
+  const interval = cdp.get("ticker", "interval") as number;
+  console.log(`Next tick in ${interval} ms!`);
+  timer = setTimeout(tick, interval);
+}
+// A new interval takes effect at once: the pending tick is rescheduled with it.
+cdp.subscribe("ticker", "interval", () => {
+  clearTimeout(timer);
+  tick();
+});
+
+console.log(`cdp ticker demo: the interval comes live from ticker:interval (now ${String(cdp.get("ticker", "interval"))} ms).
+Try, in another terminal:
+  echo 'ticker:interval:1500' >> ${inbox}     (the pace changes at once)
+  echo 'ticker:interval:100' >> ${inbox}      (rejected: must be > 200; see ${join(dir, "cdp.rej")})
+  echo 'broken' >> ${inbox}                   (rejected: not a change line)
+Stop with Ctrl-C.`);
+tick();
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    clearTimeout(timer);
+    void cdp.stop().then(() => process.exit(0));
+  });
+}

@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+// The `cdp` command: a thin layer over the pipeline. `main` is callable from tests;
+// only the last line of this file exits the process.
+import { realpathSync } from "node:fs";
+import { appendFile, mkdir, readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { fileURLToPath } from "node:url";
+import { pino, type Logger } from "pino";
+import pretty from "pino-pretty";
+import { CdpError } from "./errors.js";
+import { startCdp } from "./index.js";
+import { INBOX_FILE, linesOf } from "./inbox.js";
+import { JOURNAL_FILE, replayJournal } from "./journal.js";
+import { judgeLine } from "./pipeline.js";
+import { loadSchemas } from "./schemas.js";
+import type { AppConfig } from "./values.js";
+
+const USAGE = `cdp: configuration delivery pipeline
+
+Usage:
+  cdp watch  --dir D --schemas S     run the watcher in the foreground
+  cdp push   --dir D LINE...         append change lines to D/${INBOX_FILE} (- reads them from stdin)
+  cdp get    --dir D --schemas S [app[.key]]   print the current config as JSON
+  cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
+
+Run 'cdp COMMAND --help' for a command's options.
+Exit codes: 0 done; 1 a check found rejections (or a fault stopped cdp); 2 bad usage or an
+invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
+
+const HELP: Record<string, string> = {
+  watch: `Usage: cdp watch --dir D --schemas S [options]
+
+Follow D/${INBOX_FILE}: each new line is parsed, validated against S/<app>.schema.json and
+either appended to the journal D/${JOURNAL_FILE} and applied, or written to D/cdp.rej with
+the reason. Lines appended while cdp was stopped are processed at start.
+Refuses to start (exit 2) when a schema or the journal is invalid.
+SIGINT/SIGTERM finish and flush the batch in hand, then exit 0.
+
+Options:
+  --dir D                the data directory (created if missing)
+  --schemas S            the directory of <app>.schema.json files
+  --max-line-bytes N     reject lines longer than N bytes (default 65536)
+  --poll-interval MS     check the inbox every MS ms even without file events (default 1000)
+  --log-level LEVEL      trace, debug, info, warn, error (default info)
+  --pretty               human-readable logs (the default on a terminal)`,
+  push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
+
+Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
+does. With -, the lines are read from standard input. Nothing is validated here: the
+watcher judges each line and records rejections in D/cdp.rej.`,
+  get: `Usage: cdp get --dir D --schemas S [app[.key.path]]
+
+Print the configuration persisted in D/${JOURNAL_FILE} (with schema defaults) as JSON:
+all apps, one app, or one key. Exits 2 on an invalid journal or an unknown app or key.`,
+  check: `Usage: cdp check --schemas S [--dir D] [FILE|-]
+
+Dry run: judge each line of FILE (or standard input) as the watcher would, one after the
+other, and print every line that would be rejected, with the reason. With --dir, lines are
+judged against the current configuration in D/${JOURNAL_FILE}, otherwise against the
+schema defaults. Exit 0 when every line would be accepted, 1 when any would be rejected.
+
+Options:
+  --max-line-bytes N     the line length limit to apply (default 65536)`,
+};
+
+const OPTIONS = {
+  dir: { type: "string" },
+  schemas: { type: "string" },
+  "max-line-bytes": { type: "string" },
+  "poll-interval": { type: "string" },
+  "log-level": { type: "string" },
+  pretty: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} satisfies ParseArgsConfig["options"];
+
+type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
+
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  stdin: () => Promise<Buffer>;
+}
+
+const processIo: Io = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  stdin: async () => Buffer.concat(await process.stdin.toArray()),
+};
+
+/** Run the command line `argv` (without node and the script); resolves to the exit code. */
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+      io.stdout(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    }
+    if (command === "--version") {
+      io.stdout(`${await version()}\n`);
+      return 0;
+    }
+    if (!(command in HELP)) throw new CdpError("usage", `unknown command "${command}"`);
+    const { values, positionals } = parseCommand(rest);
+    if (values.help) {
+      io.stdout(`${HELP[command]}\n`);
+      return 0;
+    }
+    switch (command) {
+      case "watch":
+        return await watchCommand(values, positionals);
+      case "push":
+        return await pushCommand(values, positionals, io);
+      case "get":
+        return await getCommand(values, positionals, io);
+      default:
+        return await checkCommand(values, positionals, io);
+    }
+  } catch (error) {
+    if (error instanceof CdpError) {
+      io.stderr(`cdp: ${error.message}\n`);
+      if (error.code === "usage") io.stderr(`Run 'cdp ${argv[0] && argv[0] in HELP ? `${argv[0]} ` : ""}--help' for usage.\n`);
+      return error.code === "inbox" ? 3 : 2;
+    }
+    io.stderr(`cdp: ${(error as Error).message ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+function parseCommand(args: string[]): { values: Values; positionals: string[] } {
+  try {
+    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+  } catch (error) {
+    throw new CdpError("usage", (error as Error).message);
+  }
+}
+
+function required(values: Values, name: "dir" | "schemas"): string {
+  const value = values[name];
+  if (!value) throw new CdpError("usage", `--${name} is required`);
+  return resolve(value);
+}
+
+function positiveInteger(values: Values, name: "max-line-bytes" | "poll-interval", fallback: number): number {
+  const text = values[name];
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive whole number, got "${text}"`);
+  return value;
+}
+
+function noPositionals(positionals: string[], most = 0): void {
+  if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);
+}
+
+async function watchCommand(values: Values, positionals: string[]): Promise<number> {
+  noPositionals(positionals);
+  const logger = createLogger(values);
+  const cdp = await startCdp({
+    dir: required(values, "dir"),
+    schemas: required(values, "schemas"),
+    logger,
+    maxLineBytes: positiveInteger(values, "max-line-bytes", 65536),
+    pollIntervalMs: positiveInteger(values, "poll-interval", 1000),
+  });
+  const stop = (signal: string) => {
+    logger.info({ signal }, "stopping: finishing the batch in hand");
+    void cdp.stop();
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    await cdp.stopped;
+  } catch {
+    return 1; // the fault is logged by the pipeline
+  }
+  logger.info("stopped");
+  return 0;
+}
+
+function createLogger(values: Values): Logger {
+  const level = values["log-level"] ?? "info";
+  if (!pino.levels.values[level]) throw new CdpError("usage", `--log-level must be one of trace, debug, info, warn, error, got "${level}"`);
+  if (values.pretty || process.stdout.isTTY) return pino({ level }, pretty({ colorize: process.stdout.isTTY, sync: true }));
+  return pino({ level }, pino.destination({ fd: 1, sync: true }));
+}
+
+async function pushCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  const dir = required(values, "dir");
+  let lines = positionals;
+  if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").filter((line) => line !== "");
+  else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
+  else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // one write with O_APPEND: concurrent writers never interleave within it
+  await appendFile(join(dir, INBOX_FILE), lines.map((line) => `${line}\n`).join(""), { mode: 0o600 });
+  io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
+  return 0;
+}
+
+async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals, 1);
+  const dir = required(values, "dir");
+  const schemas = await loadSchemas(required(values, "schemas"));
+  const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
+  const selector = positionals[0];
+  let result: unknown = Object.fromEntries(apps);
+  if (selector !== undefined) {
+    const [app = "", ...path] = selector.split(".");
+    const schema = schemas.get(app);
+    if (!schema) throw new CdpError("usage", `unknown app "${app}"`);
+    const info = path.length > 0 ? schema.key(path) : null;
+    if (typeof info === "string") throw new CdpError("usage", `${app} has ${info}`);
+    result = path.reduce<unknown>((node, key) => (node as AppConfig | undefined)?.[key], apps.get(app));
+    if (result === undefined) {
+      io.stderr(`cdp: ${selector} has no value\n`);
+      return 1;
+    }
+  }
+  io.stdout(`${JSON.stringify(result, null, 2)}\n`);
+  return 0;
+}
+
+async function checkCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals, 1);
+  const schemas = await loadSchemas(required(values, "schemas"));
+  const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
+  const input = positionals[0] ?? "-";
+  const name = input === "-" ? "stdin" : input;
+  let text: Buffer;
+  try {
+    text = input === "-" ? await io.stdin() : await readFile(input);
+  } catch (error) {
+    throw new CdpError("usage", `cannot read ${input}: ${(error as Error).message}`);
+  }
+  const apps = values.dir ? (await replayJournal(join(resolve(values.dir), JOURNAL_FILE), schemas)).apps : new Map([...schemas].map(([app, s]) => [app, s.defaults]));
+  const context = { schemas, validators: new Map(), current: (app: string) => apps.get(app) ?? {}, maxLineBytes };
+  let accepted = 0;
+  let rejected = 0;
+  for (const line of linesOf(text, maxLineBytes)) {
+    const outcome = judgeLine(line, context);
+    if (outcome.kind === "accept") {
+      accepted++;
+      apps.set(outcome.change.app, outcome.change.config);
+    } else if (outcome.kind === "reject") {
+      rejected++;
+      io.stdout(`${name}:${line.number}: ${outcome.reason}\n`);
+    }
+  }
+  io.stderr(`${accepted + rejected} change line${accepted + rejected === 1 ? "" : "s"}: ${accepted} would be accepted, ${rejected} rejected\n`);
+  return rejected > 0 ? 1 : 0;
+}
+
+async function version(): Promise<string> {
+  const manifest = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return manifest.version;
+}
+
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exit(await main(process.argv.slice(2)));
+}

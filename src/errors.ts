@@ -1,0 +1,15 @@
+// The one error type for what an operator can cause; the CLI maps its code to an exit code.
+
+/** usage: bad command line; bootstrap: a schema or the journal is invalid; inbox: unreachable too long. */
+export type CdpErrorCode = "usage" | "bootstrap" | "inbox";
+
+/** An error whose message is written for the operator: where, what was found, what was expected. */
+export class CdpError extends Error {
+  override readonly name = "CdpError";
+  constructor(
+    readonly code: CdpErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,88 @@
+// The public API of cdp: start the pipeline on a data directory, read the live table, subscribe.
+import { pino, type Logger } from "pino";
+import { CdpError } from "./errors.js";
+import { startPipeline } from "./pipeline.js";
+import type { ChangeEvent, Snapshot, Subscriber } from "./table.js";
+import type { AppValidator } from "./validate.js";
+import type { AppConfig } from "./values.js";
+
+export interface CdpOptions {
+  /** The data directory: `cdp.new` (inbox), `cdp` (journal), `cdp.rej` (rejects). Created if missing. */
+  dir: string;
+  /** The directory of `<app>.schema.json` files. */
+  schemas: string;
+  /** Code-level checks per app, run on the app's whole config after each change (and at start). */
+  validators?: Record<string, AppValidator | AppValidator[]>;
+  /** A pino logger; by default JSON lines on stderr at level info. */
+  logger?: Logger;
+  /** Lines longer than this many bytes are rejected (default 65536). */
+  maxLineBytes?: number;
+  /** How often the inbox is checked when no file-system event arrives, in ms (default 1000). */
+  pollIntervalMs?: number;
+}
+
+/** A running cdp: the live config table fed by the inbox. */
+export interface Cdp {
+  /** The revision of the last applied change (0 before any). */
+  readonly revision: number;
+  /** An app's whole config, or the value at a dotted key path; undefined if there is none. */
+  get(app: string, key?: string): unknown;
+  /** Every app's config at one revision; immutable. */
+  snapshot(): Snapshot;
+  /**
+   * Hear every change to an app, or to one key of it, after the change is durable.
+   * Returns a function that unsubscribes. A subscriber that throws is logged and does not stop others.
+   */
+  subscribe(app: string, subscriber: Subscriber): () => void;
+  subscribe(app: string, key: string, subscriber: Subscriber): () => void;
+  /** Add a code-level check for an app; it applies to the changes that follow. */
+  registerValidator(app: string, validator: AppValidator): void;
+  /** Settles when cdp stops: after `stop()`, or rejected with the fault that stopped it. */
+  readonly stopped: Promise<void>;
+  /** Finish and flush the batch in hand, then stop watching. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Start cdp on a data directory. Rejects with a {@link CdpError} when a schema or the journal is
+ * invalid: cdp never starts on an invalid config.
+ * @example
+ * const cdp = await startCdp({ dir: "/var/lib/cdp", schemas: "./schemas" });
+ * cdp.subscribe("ticker", "interval", ({ value }) => reschedule(value as number));
+ */
+export async function startCdp(options: CdpOptions): Promise<Cdp> {
+  const validators = new Map<string, AppValidator[]>();
+  for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());
+  const pipeline = await startPipeline({
+    dir: options.dir,
+    schemas: options.schemas,
+    validators,
+    maxLineBytes: options.maxLineBytes ?? 65536,
+    pollIntervalMs: options.pollIntervalMs ?? 1000,
+    log: options.logger ?? pino({ level: "info" }, pino.destination(2)),
+  });
+  const { table } = pipeline;
+  return {
+    get revision() {
+      return table.revision;
+    },
+    get: (app, key) => table.get(app, key),
+    snapshot: () => table.snapshot(),
+    subscribe(app: string, keyOrSubscriber: string | Subscriber, subscriber?: Subscriber) {
+      if (typeof keyOrSubscriber === "function") return table.subscribe(app, undefined, keyOrSubscriber);
+      return table.subscribe(app, keyOrSubscriber, subscriber!);
+    },
+    registerValidator(app, validator) {
+      if (!pipeline.schemas.has(app)) throw new CdpError("usage", `cannot register a validator for unknown app "${app}"`);
+      validators.set(app, [...(validators.get(app) ?? []), validator]);
+    },
+    stopped: pipeline.stopped,
+    stop: () => pipeline.stop(),
+  };
+}
+
+export { CdpError } from "./errors.js";
+export type { CdpErrorCode } from "./errors.js";
+export { parseLine } from "./parse.js";
+export type { ParsedLine } from "./parse.js";
+export type { AppConfig, AppValidator, ChangeEvent, Snapshot, Subscriber };

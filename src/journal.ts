@@ -1,0 +1,183 @@
+// Stage 5a: the journal `cdp`: the persisted configuration, replayed at start, appended durably.
+//
+// Every record cdp writes is a `#` metadata comment plus the change line:
+//   # rev=12 seq=40 time=2026-11-24T01:13:36.123Z source=cdp.new:12 inbox=1234-5678@345
+//   ticker:interval:1500
+// A batch that ends with rejected lines ends with a marker, so the journal alone says where to resume:
+//   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 inbox=1234-5678@372
+import { readFile } from "node:fs/promises";
+import type { InboxPosition } from "./inbox.js";
+import { CdpError } from "./errors.js";
+import { DurableFile } from "./durable.js";
+import { parseLine } from "./parse.js";
+import type { KeyInfo, Schemas } from "./schemas.js";
+import { describeSchemaError } from "./schemas.js";
+import { decodeValue, runValidators, type AppValidator } from "./validate.js";
+import { setIn, type AppConfig } from "./values.js";
+import { isDeepStrictEqual } from "node:util";
+
+export const JOURNAL_FILE = "cdp";
+
+/** Where processing stands once the journal is read: the table's state and the inbox cursor. */
+export interface JournalState {
+  apps: Map<string, AppConfig>;
+  revision: number;
+  /** How many inbox lines (accepted or rejected) have been committed. */
+  seq: number;
+  /** The inbox position after the last committed line, if cdp has processed any. */
+  position: InboxPosition | undefined;
+  /** Byte length of the journal's valid part (a torn last record is not counted). */
+  length: number;
+  /** The torn last record, if a crash cut an append short. */
+  torn: string | undefined;
+  /** The last line was hand-written without its newline: add one before appending. */
+  unterminated: boolean;
+}
+
+export interface Commit {
+  seq: number;
+  time: string;
+  source: string;
+  position: InboxPosition;
+}
+
+/** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
+export async function replayJournal(
+  path: string,
+  schemas: Schemas,
+  validators: ReadonlyMap<string, readonly AppValidator[]> = new Map(),
+): Promise<JournalState> {
+  let text = "";
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  const state: JournalState = { apps: new Map(), revision: 0, seq: 0, position: undefined, length: Buffer.byteLength(text), torn: undefined, unterminated: false };
+  for (const [app, schema] of schemas) state.apps.set(app, schema.defaults);
+
+  const lines = text.split("\n");
+  const last = lines.pop() ?? "";
+  // A last line without "\n" after one of cdp's own records is an append a crash cut short.
+  if (last !== "" && lines.length > 0 && META.test(lines[lines.length - 1]!)) {
+    const meta = lines.pop()!;
+    state.torn = `${meta}\n${last}`;
+    state.length -= Buffer.byteLength(state.torn);
+  } else if (last !== "") {
+    lines.push(last); // a hand-written journal may lack the final newline
+    state.unterminated = true;
+  }
+
+  const setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
+  let nextRevision: number | undefined;
+  for (const [index, raw] of lines.entries()) {
+    const number = index + 1;
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const parsed = parseLine(line);
+    if (parsed.kind === "blank") continue;
+    if (parsed.kind === "comment") {
+      const meta = readMeta(line);
+      if (meta.rev !== undefined) nextRevision = meta.rev;
+      if (meta.seq !== undefined) state.seq = meta.seq;
+      if (meta.position) state.position = meta.position;
+      continue;
+    }
+    const fail = (reason: string) => new CdpError("bootstrap", `${path}:${number}: ${reason}`);
+    if (parsed.kind === "error") throw fail(parsed.message);
+    const schema = schemas.get(parsed.app);
+    if (!schema) throw fail(`unknown app "${parsed.app}" (no ${parsed.app}.schema.json)`);
+    const info: KeyInfo | string = schema.key(parsed.path);
+    if (typeof info === "string") throw fail(`${parsed.app} has ${info}`);
+    const decoded = decodeValue(parsed.valueText, info);
+    if (!decoded.ok) throw fail(`${parsed.app}.${parsed.key} ${decoded.reason}`);
+    state.apps.set(parsed.app, setIn(state.apps.get(parsed.app)!, parsed.path, decoded.value));
+    state.revision = nextRevision ?? state.revision + 1;
+    nextRevision = undefined;
+    if (!setBy.has(parsed.app)) setBy.set(parsed.app, new Map());
+    setBy.get(parsed.app)!.set(parsed.key, number);
+  }
+
+  // The whole config of every app must hold, as if each change had come through the inbox.
+  for (const [app, schema] of schemas) {
+    const config = structuredClone(state.apps.get(app)!) as Record<string, unknown>;
+    if (!schema.validate(config)) {
+      const error = schema.validate.errors![0]!;
+      const where = lineOf(setBy.get(app), error.instancePath.split("/").slice(1).join("."));
+      throw new CdpError("bootstrap", `${where ? `${path}:${where}` : schema.file}: ${describeSchemaError(schema, error, config)}`);
+    }
+    const refusal = runValidators(schema, validators.get(app), config);
+    if (refusal) throw new CdpError("bootstrap", `${path}: ${refusal}`);
+    state.apps.set(app, config);
+  }
+  return state;
+}
+
+/** The journal line that last set this key, a key above it or a key below it. */
+function lineOf(setBy: Map<string, number> | undefined, key: string): number | undefined {
+  let found: number | undefined;
+  for (const [setKey, line] of setBy ?? []) {
+    const related = key === "" || setKey === key || setKey.startsWith(`${key}.`) || key.startsWith(`${setKey}.`);
+    if (related && (found === undefined || line > found)) found = line;
+  }
+  return found;
+}
+
+const META = /^# (?:rev=\d+ )?seq=\d+ /;
+
+interface Meta {
+  rev?: number;
+  seq?: number;
+  position?: InboxPosition;
+}
+
+/** The fields of one of cdp's metadata comments; any other comment yields nothing. */
+export function readMeta(comment: string): Meta {
+  if (!META.test(comment)) return {};
+  const fields = new Map(comment.slice(2).split(" ").map((field) => field.split("=", 2) as [string, string]));
+  const meta: Meta = {};
+  if (fields.has("rev")) meta.rev = Number(fields.get("rev"));
+  meta.seq = Number(fields.get("seq"));
+  const inbox = /^(.+)@(\d+)$/.exec(fields.get("inbox") ?? "");
+  const line = /:(\d+)$/.exec(fields.get("source") ?? "");
+  if (inbox && line) meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };
+  return meta;
+}
+
+function metaLine(commit: Commit, revision?: number): string {
+  const rev = revision === undefined ? "" : `rev=${revision} `;
+  const { file, offset } = commit.position;
+  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source} inbox=${file}@${offset}\n`;
+}
+
+/** A journal record for an accepted change: its metadata comment and the change line. */
+export function changeRecord(commit: Commit, revision: number, line: string): string {
+  return `${metaLine(commit, revision)}${line}\n`;
+}
+
+/** A marker that records how far the inbox was processed when a batch ends with rejected lines. */
+export function positionRecord(commit: Commit): string {
+  return metaLine(commit);
+}
+
+/**
+ * The change line to journal: the value in the form that decodes back to exactly the same value
+ * (a string as plain text where that is unambiguous, otherwise JSON).
+ */
+export function encodeChange(app: string, key: string, value: unknown, info: KeyInfo): string {
+  if (typeof value === "string" && !/[\r\n]/.test(value)) {
+    const plain = decodeValue(value, info);
+    if (plain.ok && plain.value === value) return `${app}:${key}:${value}`;
+  }
+  const json = JSON.stringify(value);
+  const decoded = decodeValue(json, info);
+  if (!decoded.ok || !isDeepStrictEqual(decoded.value, value)) throw new Error(`cannot encode ${app}.${key}`);
+  return `${app}:${key}:${json}`;
+}
+
+/** The journal file, open for durable appends. */
+export async function openJournal(path: string, state: JournalState): Promise<DurableFile> {
+  const file = await DurableFile.open(path);
+  if (state.torn !== undefined) await file.truncateDurably(state.length);
+  else if (state.unterminated) await file.appendDurably("\n");
+  return file;
+}

@@ -1,0 +1,86 @@
+// Stage 2: one line of text -> a typed line, or a parse error with its column.
+// The grammar itself lives in grammar/line.ne and is compiled by `npm run build`.
+import nearley from "nearley";
+import grammar, { type LineTree, type Token } from "./generated/line-grammar.js";
+
+/** An identifier (app name or key segment) may have at most this many characters. */
+export const MAX_IDENTIFIER = 64;
+
+/** A line as the grammar sees it. `path` is the dotted key split into its segments. */
+export type ParsedLine =
+  | { kind: "blank" }
+  | { kind: "comment"; text: string }
+  | { kind: "change"; app: string; key: string; path: string[]; valueText: string }
+  | { kind: "error"; column: number; message: string };
+
+const compiled = nearley.Grammar.fromCompiled(grammar as unknown as nearley.CompiledRules);
+
+// nearley keeps its chart in `table`; its typings omit it. We read it only to name
+// the tokens the grammar expected where it failed.
+interface Chart {
+  table: { scannable: { rule: { symbols: unknown[] }; dot: number }[] }[];
+  current: number;
+}
+
+/**
+ * Parse one line (without its newline) by the contract's grammar.
+ * @example parseLine("ticker:interval:1500") // { kind: "change", app: "ticker", key: "interval", ... }
+ */
+export function parseLine(text: string): ParsedLine {
+  const parser = new nearley.Parser(compiled);
+  try {
+    parser.feed(text);
+  } catch (error) {
+    const token = (error as { token?: Token }).token;
+    return failure(text, parser, token?.offset ?? text.length);
+  }
+  const tree = parser.results[0] as LineTree | undefined;
+  if (!tree) return failure(text, parser, text.length);
+  if (tree.kind !== "change") return tree.kind === "comment" ? { kind: "comment", text } : tree;
+
+  for (const token of [tree.app, ...tree.key]) {
+    if (token.text.length > MAX_IDENTIFIER) {
+      const what = token === tree.app ? "app name" : "key name";
+      return error(token.offset, `${what} "${token.text.slice(0, 16)}…" is longer than ${MAX_IDENTIFIER} characters`);
+    }
+  }
+  const path = tree.key.map((token) => token.text);
+  return { kind: "change", app: tree.app.text, key: path.join("."), path, valueText: tree.value?.text ?? "" };
+}
+
+function error(offset: number, message: string): ParsedLine {
+  return { kind: "error", column: offset + 1, message: `column ${offset + 1}: ${message}` };
+}
+
+/** Say, in an operator's words, what the grammar expected at `offset` and what it found. */
+function failure(text: string, parser: nearley.Parser, offset: number): ParsedLine {
+  const chart = parser as unknown as Chart;
+  const column = chart.table[chart.current];
+  const expected = new Set<string>();
+  for (const state of column?.scannable ?? []) {
+    const symbol = state.rule.symbols[state.dot] as { type?: string };
+    if (symbol.type) expected.add(symbol.type);
+  }
+  const part = (text.slice(0, offset).match(/:/g) ?? []).length; // 0: app, 1: key, 2: value
+  const found = offset >= text.length ? "end of line" : JSON.stringify(text[offset]);
+
+  if (part === 0 && /^[ \t]/.test(text) && expected.has("comment")) {
+    return error(offset, `a change must start at column 1, found ${found} after leading spaces`);
+  }
+  const names = [...expected].map((type) => tokenName(type, part)).filter(Boolean);
+  const hint = part < 2 && (text.match(/:/g) ?? []).length < 2 ? " (a change is app:key:value)" : "";
+  return error(offset, `expected ${names.join(" or ") || "end of line"}, found ${found}${hint}`);
+}
+
+function tokenName(type: string, part: number): string {
+  switch (type) {
+    case "name":
+      return part === 0 ? "an app name (a letter or '_', then letters, digits, '_' or '-')" : "a key name";
+    case "colon":
+      return "':'";
+    case "dot":
+      return "'.'";
+    default:
+      return ""; // spaces and comments are never what an operator meant to write here
+  }
+}

@@ -1,0 +1,133 @@
+// The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine } from "./inbox.js";
+import { JOURNAL_FILE, changeRecord, encodeChange, openJournal, positionRecord, replayJournal, type Commit } from "./journal.js";
+import { parseLine } from "./parse.js";
+import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
+import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
+import { ConfigTable, type AppliedChange } from "./table.js";
+import { validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
+import type { AppConfig } from "./values.js";
+import type { DurableFile } from "./durable.js";
+
+export interface PipelineOptions {
+  dir: string;
+  schemas: string;
+  validators: Map<string, AppValidator[]>;
+  maxLineBytes: number;
+  pollIntervalMs: number;
+  log: Logger;
+}
+
+export interface Pipeline {
+  table: ConfigTable;
+  schemas: Schemas;
+  /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
+  stopped: Promise<void>;
+  /** Finish and flush the batch in hand, then stop watching. */
+  stop(): Promise<void>;
+}
+
+type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind: "accept"; change: ValidChange };
+
+/** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
+export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
+  const { dir, log } = options;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const schemas = await loadSchemas(options.schemas);
+  if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
+  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, options.validators);
+  if (state.torn !== undefined) log.warn({ torn: state.torn }, "the journal's last record was cut short by a crash; it is dropped and its line read again");
+  const journal = await openJournal(join(dir, JOURNAL_FILE), state);
+  const rejects = await openRejects(join(dir, REJECTS_FILE), state.seq);
+  const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
+  const inbox = new Inbox({ dir, maxLineBytes: options.maxLineBytes, pollMs: options.pollIntervalMs, log: log.child({ stage: "inbox" }), resumeAt: state.position });
+  await inbox.start();
+  log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+
+  let seq = state.seq;
+  const maxLineBytes = options.maxLineBytes;
+  // One batch: judge every line against the state the lines before it leave, write the
+  // rejections, then commit the journal (the commit point), then tell the table.
+  const handleBatch = async (batch: InboxBatch) => {
+    const time = new Date().toISOString();
+    const pending = new Map<string, AppConfig>();
+    const current = (app: string) => pending.get(app) ?? table.config(app);
+    const applied: AppliedChange[] = [];
+    let journalText = "";
+    let rejectText = "";
+    let revision = table.revision;
+    let last: { commit: Commit; accepted: boolean } | undefined;
+    for (const line of batch.lines) {
+      const outcome = judgeLine(line, { schemas, validators: options.validators, current, maxLineBytes }, log);
+      if (outcome.kind === "ignore") continue;
+      const source = `${INBOX_FILE}:${line.number}`;
+      const commit: Commit = { seq: ++seq, time, source, position: { file: batch.file, offset: line.end, line: line.number } };
+      if (outcome.kind === "accept") {
+        const { change } = outcome;
+        pending.set(change.app, change.config);
+        journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
+        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time });
+        log.info({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
+      } else {
+        rejectText += rejectionRecord({ seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
+        log.warn({ source, reason: outcome.reason }, "rejected");
+      }
+      last = { commit, accepted: outcome.kind === "accept" };
+    }
+    if (!last) return; // blank lines and comments only: nothing to commit
+    if (!last.accepted) journalText += positionRecord(last.commit);
+    await rejects.appendDurably(rejectText);
+    await journal.appendDurably(journalText);
+    for (const change of applied) table.apply(change);
+  };
+
+  const stopped = (async () => {
+    try {
+      for await (const batch of inbox.batches()) await handleBatch(batch);
+    } finally {
+      await inbox.close();
+      await closeAll([journal, rejects]);
+    }
+  })();
+  stopped.catch((error: unknown) => log.fatal({ err: error }, "cdp stopped"));
+
+  return {
+    table,
+    schemas,
+    stopped,
+    async stop() {
+      await inbox.close();
+      await stopped;
+    },
+  };
+}
+
+/** Decide one line's fate: ignored (blank, comment), rejected with a reason, or accepted. */
+export function judgeLine(line: InboxLine, context: ValidationContext & { maxLineBytes: number }, log?: Logger): Outcome {
+  if (line.tooLong !== undefined) return reject(`line is ${line.tooLong} bytes, over the limit of ${context.maxLineBytes}`);
+  if (line.notUtf8) return reject("line is not valid UTF-8");
+  if (line.unterminated) return reject("the inbox was replaced before this line's newline arrived");
+  const parsed = parseLine(line.text);
+  if (parsed.kind === "blank" || parsed.kind === "comment") return { kind: "ignore" };
+  if (parsed.kind === "error") return reject(parsed.message);
+  try {
+    const verdict = validateChange(context, parsed);
+    return verdict.ok ? { kind: "accept", change: verdict.change } : reject(verdict.reason);
+  } catch (error) {
+    log?.error({ err: error, line: line.number }, "validating a line failed");
+    return reject(`could not be validated: ${(error as Error).message}`);
+  }
+}
+
+const reject = (reason: string): Outcome => ({ kind: "reject", reason });
+
+function keyInfo(schemas: Schemas, change: ValidChange): KeyInfo {
+  return schemas.get(change.app)!.key(change.path) as KeyInfo;
+}
+
+async function closeAll(files: DurableFile[]): Promise<void> {
+  await Promise.allSettled(files.map((file) => file.close()));
+}

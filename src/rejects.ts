@@ -1,0 +1,69 @@
+// Stage 5b: `cdp.rej`: every rejected line, verbatim, after a comment with time, source and reason:
+//   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 reason: ticker.interval must be > 200, got 100
+//   ticker:interval:100
+import { createReadStream } from "node:fs";
+import { DurableFile } from "./durable.js";
+
+export const REJECTS_FILE = "cdp.rej";
+
+/** A line cdp refused, and why. */
+export interface Rejection {
+  /** The line's place in the order of processed inbox lines (see the journal). */
+  seq: number;
+  time: string;
+  /** Where the line came from, e.g. `cdp.new:13`. */
+  source: string;
+  /** What failed, in words an operator understands. */
+  reason: string;
+  /** The line as received (cut short if it was over the length limit). */
+  text: string;
+  /** The line's full length in bytes, when `text` was cut short. */
+  fullLength?: number;
+}
+
+export function rejectionRecord(rejection: Rejection): string {
+  const { seq, time, source, reason, text, fullLength } = rejection;
+  const length = fullLength === undefined ? "" : ` length=${fullLength}`;
+  return `# seq=${seq} time=${time} source=${source}${length} reason: ${reason.replace(/[\r\n]+/g, " ")}\n${text}\n`;
+}
+
+/**
+ * Open `cdp.rej` for appends, first dropping any record after `committedSeq`: rejections are written
+ * before the journal commits their batch, so after a crash in between they are made again.
+ */
+export async function openRejects(path: string, committedSeq: number): Promise<DurableFile> {
+  const keep = await committedLength(path, committedSeq);
+  const file = await DurableFile.open(path);
+  if (keep !== undefined) await file.truncateDurably(keep);
+  return file;
+}
+
+/** The byte length of the records up to `committedSeq`, or undefined when nothing is to be dropped. */
+async function committedLength(path: string, committedSeq: number): Promise<number | undefined> {
+  let offset = 0; // of the chunk in the file
+  let lineStart = 0; // file offset where the current line starts
+  let header = true; // records alternate: a header line, then the verbatim line
+  let head = ""; // the start of the current header line, enough to read its seq
+  try {
+    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+      let from = 0;
+      for (let end = chunk.indexOf(0x0a); end !== -1; from = end + 1, end = chunk.indexOf(0x0a, from)) {
+        if (header) {
+          head += chunk.toString("latin1", from, Math.min(end, from + 40));
+          const seq = /^# seq=(\d+) /.exec(head);
+          if (seq && Number(seq[1]) > committedSeq) return lineStart;
+        }
+        header = !header;
+        head = "";
+        lineStart = offset + end + 1;
+      }
+      if (header && head.length < 40) head += chunk.toString("latin1", from, Math.min(chunk.length, from + 40));
+      offset += chunk.length;
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  // a record cut short by a crash (no final newline) belongs to a batch that never committed
+  return lineStart < offset ? lineStart : undefined;
+}

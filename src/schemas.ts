@@ -1,0 +1,188 @@
+// Stage 3a: the apps' JSON Schemas, compiled once with ajv, and what a key path means in them.
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Ajv, type AnySchemaObject, type ErrorObject, type ValidateFunction } from "ajv";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import addFormatsModule from "ajv-formats";
+import { CdpError } from "./errors.js";
+import { describeValue, freezeDeep, getIn, type AppConfig } from "./values.js";
+
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
+
+/** The schema file of app NAME is NAME.schema.json. */
+export const SCHEMA_SUFFIX = ".schema.json";
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+
+/** What cdp knows of a key: the JSON types its value may have (null: any) and whether it is secret. */
+export interface KeyInfo {
+  types: ReadonlySet<string> | null;
+  secret: boolean;
+}
+
+export interface AppSchema {
+  app: string;
+  file: string;
+  /** The app's config before any change: the schema's defaults. */
+  defaults: AppConfig;
+  /** Validates a whole config and fills in missing defaults (ajv `useDefaults`). */
+  validate: ValidateFunction;
+  /** The key's info, or a reason the key does not exist. Cached per key. */
+  key(path: readonly string[]): KeyInfo | string;
+}
+
+export type Schemas = ReadonlyMap<string, AppSchema>;
+
+// allErrors so that `useDefaults` fills every default even when something else is wrong;
+// no type coercion: "1500" is never silently an integer.
+const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, logger: false } as const;
+
+/** Load and compile every DIR/<app>.schema.json. Throws a CdpError naming the file and the fault. */
+export async function loadSchemas(dir: string): Promise<Schemas> {
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
+  } catch (error) {
+    throw new CdpError("usage", `cannot read the schema directory ${dir}: ${(error as Error).message}`);
+  }
+  const draft7 = addFormats(new Ajv(options));
+  const draft2020 = addFormats(new Ajv2020(options));
+  const schemas = new Map<string, AppSchema>();
+  for (const name of names) {
+    const file = join(dir, name);
+    const app = name.slice(0, -SCHEMA_SUFFIX.length);
+    if (!IDENTIFIER.test(app)) {
+      throw new CdpError("bootstrap", `${file}: "${app}" is not a valid app name (letters, digits, '_' and '-', at most 64)`);
+    }
+    const schema = await readSchema(file);
+    const ajv = /draft-0[467]/.test(String(schema.$schema ?? "")) ? draft7 : draft2020;
+    let validate: ValidateFunction;
+    try {
+      validate = ajv.compile(schema);
+    } catch (error) {
+      throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${(error as Error).message}`);
+    }
+    const defaults: Record<string, unknown> = {};
+    validate(defaults); // fills the defaults; whether the result is valid is checked once the journal is read
+    schemas.set(app, { app, file, defaults: freezeDeep(defaults), validate, key: keyLookup(schema) });
+  }
+  return schemas;
+}
+
+async function readSchema(file: string): Promise<AnySchemaObject> {
+  let schema: unknown;
+  try {
+    schema = JSON.parse(await readFile(file, "utf8"));
+  } catch (error) {
+    throw new CdpError("bootstrap", `${file}: not valid JSON: ${(error as Error).message}`);
+  }
+  const isObjectSchema =
+    typeof schema === "object" && schema !== null && ((schema as AnySchemaObject).type === "object" || "properties" in schema);
+  if (!isObjectSchema) throw new CdpError("bootstrap", `${file}: an app's schema must describe an object ("type": "object")`);
+  return schema as AnySchemaObject;
+}
+
+function keyLookup(root: AnySchemaObject): AppSchema["key"] {
+  const cache = new Map<string, KeyInfo | string>();
+  return (path) => {
+    const dotted = path.join(".");
+    let info = cache.get(dotted);
+    if (info === undefined) cache.set(dotted, (info = resolveKey(root, path)));
+    return info;
+  };
+}
+
+/** Walk a key path through properties, patternProperties, additionalProperties, $ref and allOf/anyOf/oneOf. */
+function resolveKey(root: AnySchemaObject, path: readonly string[]): KeyInfo | string {
+  let nodes = [root];
+  let secret = false;
+  for (const [index, segment] of path.entries()) {
+    nodes = nodes.flatMap((node) => expand(root, node));
+    secret ||= nodes.some((node) => node.writeOnly === true);
+    const children = nodes.flatMap((node) => childSchemas(node, segment));
+    if (children.length === 0) {
+      const parent = path.slice(0, index).join(".");
+      const known = nodes.flatMap((node) => Object.keys(ownObject(node.properties)));
+      const list = known.length > 0 ? ` (it has ${[...new Set(known)].slice(0, 12).join(", ")})` : "";
+      return parent ? `key "${parent}" has no key "${segment}"${list}` : `no key "${segment}"${list}`;
+    }
+    nodes = children;
+  }
+  nodes = nodes.flatMap((node) => expand(root, node));
+  secret ||= nodes.some((node) => node.writeOnly === true);
+  return { types: typesOf(nodes), secret };
+}
+
+function childSchemas(node: AnySchemaObject, segment: string): AnySchemaObject[] {
+  const properties = ownObject(node.properties);
+  if (Object.prototype.hasOwnProperty.call(properties, segment)) return [properties[segment] as AnySchemaObject];
+  const patterns = Object.entries(ownObject(node.patternProperties))
+    .filter(([pattern]) => new RegExp(pattern, "u").test(segment))
+    .map(([, schema]) => schema as AnySchemaObject);
+  if (patterns.length > 0) return patterns;
+  const extra = node.additionalProperties as AnySchemaObject | boolean | undefined;
+  if (extra === true) return [{}];
+  return typeof extra === "object" ? [extra] : [];
+}
+
+/** A schema node together with the nodes it pulls in by $ref and the allOf/anyOf/oneOf combinators. */
+function expand(root: AnySchemaObject, node: AnySchemaObject, depth = 0): AnySchemaObject[] {
+  if (depth > 32 || typeof node !== "object" || node === null) return [];
+  const found = [node];
+  if (typeof node.$ref === "string" && node.$ref.startsWith("#")) {
+    const target = getIn(root, node.$ref.slice(1).split("/").filter(Boolean).map(unescapePointer));
+    if (typeof target === "object" && target !== null) found.push(...expand(root, target as AnySchemaObject, depth + 1));
+  }
+  for (const combinator of ["allOf", "anyOf", "oneOf"]) {
+    const branches = node[combinator];
+    if (Array.isArray(branches)) for (const branch of branches) found.push(...expand(root, branch, depth + 1));
+  }
+  return found;
+}
+
+const unescapePointer = (segment: string) => decodeURIComponent(segment).replace(/~1/g, "/").replace(/~0/g, "~");
+
+/** The JSON types a value may take under these nodes, or null when they do not say. */
+function typesOf(nodes: AnySchemaObject[]): ReadonlySet<string> | null {
+  let types: Set<string> | null = null;
+  for (const node of nodes) {
+    const declared = node.type ?? constTypes(node);
+    if (declared === undefined) continue;
+    const list: string[] = Array.isArray(declared) ? declared : [declared];
+    // every declaration must hold (allOf), so the usable types are their intersection
+    types = types === null ? new Set(list) : new Set(list.filter((type) => types!.has(type)));
+  }
+  if (types?.has("number")) types.add("integer");
+  return types;
+}
+
+function constTypes(node: AnySchemaObject): string[] | undefined {
+  const values = "const" in node ? [node.const] : Array.isArray(node.enum) ? node.enum : undefined;
+  return values?.map((value: unknown) => (value === null ? "null" : Array.isArray(value) ? "array" : typeof value === "number" ? "number" : typeof value));
+}
+
+function ownObject(value: unknown): Record<string, unknown> {
+  return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : {};
+}
+
+/**
+ * ajv's first error as a sentence naming app and key: `ticker.interval must be > 200, got 100`.
+ * A secret key's value is never shown.
+ */
+export function describeSchemaError(schema: AppSchema, error: ErrorObject, config: AppConfig): string {
+  const path = error.instancePath.split("/").slice(1).map(unescapePointer);
+  const where = [schema.app, ...path].join(".");
+  const info = path.length > 0 ? schema.key(path) : null;
+  const secret = typeof info === "object" && info?.secret === true;
+  const got = secret ? " (value hidden: secret key)" : `, got ${describeValue(getIn(config, path))}`;
+  const params = error.params as Record<string, unknown>;
+  switch (error.keyword) {
+    case "required":
+      return `${where}.${String(params.missingProperty)} is required but has no value`;
+    case "additionalProperties":
+      return `${where} has no key "${String(params.additionalProperty)}"`;
+    case "enum":
+      return `${where} must be one of ${(params.allowedValues as unknown[]).map((v) => describeValue(v)).join(", ")}${got}`;
+    default:
+      return `${where} ${error.message ?? "is invalid"}${got}`;
+  }
+}

@@ -1,0 +1,131 @@
+// Stage 4: the live config table: synchronous reads, snapshots, revisions and subscribers.
+// It knows nothing of files: any ordered source of changes (the journal today) feeds `apply`.
+import { EventEmitter } from "eventemitter3";
+import { isDeepStrictEqual } from "node:util";
+import type { Logger } from "pino";
+import { freezeDeep, getIn, type AppConfig } from "./values.js";
+
+/** What a subscriber hears: the change, after it is durable. */
+export interface ChangeEvent {
+  app: string;
+  /** The subscribed key (or, for an app subscription, the changed key) as a dotted path. */
+  key: string;
+  value: unknown;
+  previous: unknown;
+  revision: number;
+  /** Where the change came from, e.g. `cdp.new:12`. */
+  source: string;
+  time: string;
+}
+
+/** A change the table applies: the app's whole new config, at the next revision. */
+export interface AppliedChange {
+  app: string;
+  key: string;
+  config: AppConfig;
+  revision: number;
+  source: string;
+  time: string;
+}
+
+export type Subscriber = (event: ChangeEvent) => void | Promise<void>;
+
+/** An immutable view of every app's config at one revision. */
+export interface Snapshot {
+  readonly revision: number;
+  readonly apps: { readonly [app: string]: AppConfig };
+}
+
+// Subscriptions are events named "app" (every key) or "app:key.path"; ':' never occurs in a name.
+type Events = Record<string, (event: ChangeEvent) => void>;
+
+export class ConfigTable {
+  #apps = new Map<string, AppConfig>();
+  #revision: number;
+  #snapshot: Snapshot | undefined;
+  #emitter = new EventEmitter<Events>();
+  #log: Logger;
+
+  constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
+    for (const [app, config] of apps) this.#apps.set(app, freezeDeep(config));
+    this.#revision = revision;
+    this.#log = log;
+  }
+
+  /** The revision of the last applied change (0: none yet). */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** The app's whole config, or the value at a dotted key; undefined if there is none. */
+  get(app: string, key?: string): unknown {
+    const config = this.#apps.get(app);
+    return key === undefined || config === undefined ? config : getIn(config, key.split("."));
+  }
+
+  /** The app's current config ({} for an unknown app). */
+  config(app: string): AppConfig {
+    return this.#apps.get(app) ?? {};
+  }
+
+  snapshot(): Snapshot {
+    this.#snapshot ??= Object.freeze({
+      revision: this.#revision,
+      apps: Object.freeze(Object.fromEntries(this.#apps)),
+    });
+    return this.#snapshot;
+  }
+
+  /**
+   * Call `subscriber` after every durable change to `app` (or to its `key` only: a change above
+   * or below the key counts when the key's value changes). Returns the unsubscribe function.
+   */
+  subscribe(app: string, key: string | undefined, subscriber: Subscriber): () => void {
+    const name = key === undefined ? app : `${app}:${key}`;
+    const guarded = (event: ChangeEvent) => {
+      try {
+        const result = subscriber(event);
+        if (result instanceof Promise) result.catch((error: unknown) => this.#subscriberFailed(event, error));
+      } catch (error) {
+        this.#subscriberFailed(event, error);
+      }
+    };
+    this.#emitter.on(name, guarded);
+    return () => this.#emitter.off(name, guarded);
+  }
+
+  /** Apply a change that is already durable; revisions must come in order, one by one. */
+  apply(change: AppliedChange): void {
+    if (change.revision !== this.#revision + 1) {
+      throw new Error(`revision ${change.revision} applied after ${this.#revision}: changes must come in order`);
+    }
+    const before = this.#apps.get(change.app) ?? {};
+    this.#apps.set(change.app, freezeDeep(change.config));
+    this.#revision = change.revision;
+    this.#snapshot = undefined;
+    this.#announce(change, before);
+  }
+
+  #announce(change: AppliedChange, before: AppConfig): void {
+    const { app, revision, source, time } = change;
+    const event = (key: string): ChangeEvent => {
+      const path = key.split(".");
+      return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time };
+    };
+    this.#emitter.emit(app, event(change.key));
+    for (const name of this.#emitter.eventNames()) {
+      if (typeof name !== "string" || !name.startsWith(`${app}:`)) continue;
+      const key = name.slice(app.length + 1);
+      if (key === change.key) {
+        this.#emitter.emit(name, event(key));
+      } else if (key.startsWith(`${change.key}.`) || change.key.startsWith(`${key}.`)) {
+        const related = event(key);
+        if (!isDeepStrictEqual(related.value, related.previous)) this.#emitter.emit(name, related);
+      }
+    }
+  }
+
+  #subscriberFailed(event: ChangeEvent, error: unknown): void {
+    this.#log.error({ err: error, app: event.app, key: event.key, revision: event.revision }, "subscriber failed");
+  }
+}

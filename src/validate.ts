@@ -1,0 +1,125 @@
+// Stage 3b: a parsed change -> an accepted change (with the app's whole new config), or a reason.
+import type { ParsedLine } from "./parse.js";
+import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
+import { describeValue, freezeDeep, getIn, jsonTypeOf, setIn, type AppConfig } from "./values.js";
+
+/** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
+export type AppValidator = (config: AppConfig) => string | undefined | void;
+
+export type ParsedChange = Extract<ParsedLine, { kind: "change" }>;
+
+/** A change that passed every check, before it is durable. */
+export interface ValidChange {
+  app: string;
+  key: string;
+  path: string[];
+  value: unknown;
+  previous: unknown;
+  /** The app's whole config with the change applied (defaults filled in). */
+  config: AppConfig;
+  secret: boolean;
+}
+
+export type Verdict = { ok: true; change: ValidChange } | { ok: false; reason: string };
+
+/** What validation needs besides the line: the schemas, the apps' current configs and their validators. */
+export interface ValidationContext {
+  schemas: Schemas;
+  current(app: string): AppConfig;
+  validators: ReadonlyMap<string, readonly AppValidator[]>;
+}
+
+/** Check one change against its app's schema, its current config and its validators. */
+export function validateChange(context: ValidationContext, line: ParsedChange): Verdict {
+  const schema = context.schemas.get(line.app);
+  if (!schema) return refuse(`unknown app "${line.app}"${known(context.schemas)}`);
+  const where = `${line.app}.${line.key}`;
+  const info = schema.key(line.path);
+  if (typeof info === "string") return refuse(`${line.app} has ${info}`);
+
+  const decoded = decodeValue(line.valueText, info);
+  if (!decoded.ok) return refuse(`${where} ${decoded.reason}`);
+
+  const current = context.current(line.app);
+  const config = setIn(current, line.path, decoded.value);
+  if (!schema.validate(config)) return refuse(describeSchemaError(schema, schema.validate.errors![0]!, config));
+  const refusal = runValidators(schema, context.validators.get(line.app), config);
+  if (refusal) return refuse(refusal);
+
+  const value = getIn(config, line.path);
+  const change = { app: line.app, key: line.key, path: line.path, value, previous: getIn(current, line.path), secret: info.secret };
+  return { ok: true, change: { ...change, config: freezeDeep(config) } };
+}
+
+/** The app's registered validators, in order; the first refusal (or throw) wins. */
+export function runValidators(schema: AppSchema, validators: readonly AppValidator[] | undefined, config: AppConfig): string | undefined {
+  for (const validator of validators ?? []) {
+    let reason: string | undefined | void;
+    try {
+      reason = validator(config);
+    } catch (error) {
+      reason = error instanceof Error ? error.message : String(error);
+    }
+    if (typeof reason === "string") return `${schema.app} refused by its validator: ${reason}`;
+  }
+  return undefined;
+}
+
+type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
+
+/**
+ * Decode a value's text by the schema type of its key: a string key takes the text as it is
+ * (or a JSON-quoted string), every other type takes JSON of that type.
+ */
+export function decodeValue(text: string, key: KeyInfo): Decoded {
+  const trimmed = text.trim();
+  const types = key.types;
+  const got = key.secret ? "(value hidden: secret key)" : `got ${describeValue(trimmed)}`;
+  if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
+  const acceptsString = types === null || types.has("string");
+  if (types !== null && types.size === 1 && acceptsString) return { ok: true, value: stringValue(trimmed) };
+
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch {
+    if (acceptsString) return { ok: true, value: trimmed };
+    return { ok: false, reason: `must be ${typeNames(types)}, ${got} (not JSON)` };
+  }
+  if (types === null || types.has(jsonTypeOf(value))) return { ok: true, value };
+  if (acceptsString) return { ok: true, value: trimmed };
+  return { ok: false, reason: `must be ${typeNames(types)}, ${got}` };
+}
+
+function stringValue(text: string): string {
+  if (text.length >= 2 && text.startsWith('"') && text.endsWith('"')) {
+    try {
+      const value: unknown = JSON.parse(text);
+      if (typeof value === "string") return value;
+    } catch {
+      // not a JSON string after all: the text is the value
+    }
+  }
+  return text;
+}
+
+const NAMES: Record<string, string> = {
+  integer: "an integer",
+  number: "a number",
+  boolean: "true or false",
+  null: "null",
+  array: "a JSON array",
+  object: "a JSON object",
+  string: "a string",
+};
+
+function typeNames(types: ReadonlySet<string> | null): string {
+  const list = [...(types ?? [])].filter((type) => !(type === "integer" && types!.has("number")));
+  return list.map((type) => NAMES[type] ?? type).join(" or ");
+}
+
+function known(schemas: Schemas): string {
+  return schemas.size > 0 ? ` (known apps: ${[...schemas.keys()].slice(0, 12).join(", ")})` : " (no schemas are loaded)";
+}
+
+const refuse = (reason: string): Verdict => ({ ok: false, reason });

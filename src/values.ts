@@ -1,0 +1,55 @@
+// Plain JSON values as the table holds them: read and replace by key path, freeze, describe.
+
+/** An app's whole configuration: a JSON object. */
+export type AppConfig = { readonly [key: string]: unknown };
+
+const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
+
+/** The value at `path` inside `config`, or undefined. Own properties only: `__proto__` is just a name. */
+export function getIn(config: unknown, path: readonly string[]): unknown {
+  let node = config;
+  for (const segment of path) {
+    if (node === null || typeof node !== "object" || !hasOwn(node, segment)) return undefined;
+    node = (node as Record<string, unknown>)[segment];
+  }
+  return node;
+}
+
+/** A copy of `config` with `value` at `path`; untouched branches are shared, missing objects created. */
+export function setIn(config: AppConfig, path: readonly string[], value: unknown): AppConfig {
+  const [head, ...rest] = path;
+  if (head === undefined) return value as AppConfig;
+  const child = getIn(config, [head]);
+  const next = rest.length === 0 ? value : setIn(isObject(child) ? child : {}, rest, value);
+  const copy: Record<string, unknown> = { ...config };
+  // defineProperty, not assignment: a key named "__proto__" must stay a plain key
+  Object.defineProperty(copy, head, { value: next, enumerable: true, writable: true, configurable: true });
+  return copy;
+}
+
+export function isObject(value: unknown): value is AppConfig {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** Freeze a freshly decoded value and everything in it, so readers can share it safely. */
+export function freezeDeep<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) freezeDeep(child);
+  }
+  return value;
+}
+
+/** The JSON Schema type of a value ("integer" for whole numbers). */
+export function jsonTypeOf(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "number";
+  return typeof value;
+}
+
+/** A short rendering of a value for a message an operator reads. */
+export function describeValue(value: unknown, max = 60): string {
+  const text = value === undefined ? "nothing" : JSON.stringify(value) ?? String(value);
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}

@@ -1,0 +1,82 @@
+// Shared by the tests: temp data dirs with the fixture schemas, and the real `cdp` process.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach } from "vitest";
+
+export const SCHEMAS = fileURLToPath(new URL("./fixtures/schemas", import.meta.url));
+export const CLI = fileURLToPath(new URL("../dist/src/cli.js", import.meta.url));
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  await Promise.allSettled(cleanups.splice(0).map((cleanup) => cleanup()));
+});
+
+/** A fresh directory, removed after the test. */
+export async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "cdp-test-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The text of a file, or "" when it does not exist yet. */
+export async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "";
+    throw error;
+  }
+}
+
+/** The change lines of a journal or the verbatim lines of cdp.rej (metadata comments left out). */
+export async function recordLines(path: string): Promise<string[]> {
+  return (await readText(path)).split("\n").filter((line) => line !== "" && !line.startsWith("#"));
+}
+
+export interface Running {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Start the real `cdp` command; it is killed after the test if still running. */
+export function runCdp(args: string[], options: { stdin?: string } = {}): Running {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+  child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
+  child.stdin!.end(options.stdin ?? "");
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+  });
+  return { child, output: () => output, exited };
+}
+
+/** Run `cdp` to completion; resolves to its exit code and output. */
+export async function cdp(args: string[], stdin?: string): Promise<{ code: number | null; output: string }> {
+  const running = runCdp(args, { stdin });
+  const code = await running.exited;
+  return { code, output: running.output() };
+}
+
+/** Start `cdp watch` on `dir` and wait until it says it is watching. */
+export async function startWatch(dir: string, extra: string[] = []): Promise<Running> {
+  const running = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, ...extra]);
+  await waitUntil(() => running.output().includes("cdp is watching") || running.child.exitCode !== null);
+  if (running.child.exitCode !== null) throw new Error(`cdp watch exited early:\n${running.output()}`);
+  return running;
+}
+
+/** Wait (on real time, polling) until `check` holds; fails with the last state after `timeout`. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, timeout = 20_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for a condition");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,53 @@
+import { describe, expect, it } from "vitest";
+import { parseLine } from "../src/parse.js";
+
+describe("the line grammar", () => {
+  it.each([
+    ["", { kind: "blank" }],
+    ["   \t ", { kind: "blank" }],
+    ["# a comment: with colons", { kind: "comment", text: "# a comment: with colons" }],
+    ["   # an indented comment", { kind: "comment", text: "   # an indented comment" }],
+  ])("reads %j as blank or comment", (line, expected) => {
+    expect(parseLine(line)).toEqual(expected);
+  });
+
+  it.each([
+    ["ticker:interval:1500", "ticker", "interval", ["interval"], "1500"],
+    ["db:pool.max:20", "db", "pool.max", ["pool", "max"], "20"],
+    ["a:b.c.d: x:y ", "a", "b.c.d", ["b", "c", "d"], " x:y "],
+    ["url_map:base-url:http://host:8080/x", "url_map", "base-url", ["base-url"], "http://host:8080/x"],
+    ["_a-1:_k-2:", "_a-1", "_k-2", ["_k-2"], ""],
+    ["app:key:#not a comment", "app", "key", ["key"], "#not a comment"],
+  ])("reads %j as a change", (line, app, key, path, valueText) => {
+    expect(parseLine(line)).toEqual({ kind: "change", app, key, path, valueText });
+  });
+
+  it.each([
+    ["broken", 7, "expected ':', found end of line (a change is app:key:value)"],
+    ["ticker:", 8, "expected a key name, found end of line (a change is app:key:value)"],
+    ["ticker:interval", 16, "expected ':' or '.', found end of line (a change is app:key:value)"],
+    ["tick er:x:1", 5, `expected ':', found " "`],
+    ["ticker:inter val:1", 13, `expected ':' or '.', found " "`],
+    ["  ticker:x:1", 3, `a change must start at column 1, found "t" after leading spaces`],
+    ["ticker:.x:1", 8, `expected a key name, found "."`],
+    ["ticker::1", 8, `expected a key name, found ":"`],
+    ["a:b.:1", 5, `expected a key name, found ":"`],
+    ["1ticker:x:1", 1, `expected an app name (a letter or '_', then letters, digits, '_' or '-'), found "1"`],
+    ["é:x:1", 1, `expected an app name (a letter or '_', then letters, digits, '_' or '-'), found "é"`],
+    [":x:1", 1, `expected an app name (a letter or '_', then letters, digits, '_' or '-'), found ":"`],
+  ])("rejects %j at column %i", (line, column, message) => {
+    expect(parseLine(line)).toEqual({ kind: "error", column, message: `column ${column}: ${message}` });
+  });
+
+  it("accepts identifiers of 64 characters and refuses longer ones", () => {
+    const name = "a".repeat(64);
+    expect(parseLine(`${name}:${name}:1`)).toMatchObject({ kind: "change", app: name, key: name });
+    expect(parseLine(`${name}x:k:1`)).toMatchObject({ kind: "error", column: 1, message: expect.stringContaining("app name") });
+    expect(parseLine(`a:k.${name}x:1`)).toMatchObject({ kind: "error", column: 5, message: expect.stringContaining("key name") });
+  });
+
+  it("reads a 1 MB value as one value (the lexer keeps it one token)", () => {
+    const value = "x:".repeat(1 << 19);
+    expect(parseLine(`app:key:${value}`)).toMatchObject({ kind: "change", valueText: value });
+  });
+});
