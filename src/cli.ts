@@ -211,7 +211,7 @@ async function getCommand(values: Values, positionals: string[], io: Io): Promis
     const schema = schemas.get(app);
     if (!schema) throw new CdpError("usage", `unknown app "${app}"`);
     const info = path.length > 0 ? schema.key(path) : null;
-    if (typeof info === "string") throw new CdpError("usage", `${app} has ${info}`);
+    if (typeof info === "string") throw new CdpError("usage", `${app}${info}`);
     result = path.reduce<unknown>((node, key) => (node as AppConfig | undefined)?.[key], apps.get(app));
     if (result === undefined) {
       io.stderr(`cdp: ${selector} has no value\n`);

@@ -87,7 +87,7 @@ export async function replayJournal(
     const schema = schemas.get(parsed.app);
     if (!schema) throw fail(`unknown app "${parsed.app}" (no ${parsed.app}.schema.json)`);
     const info: KeyInfo | string = schema.key(parsed.path);
-    if (typeof info === "string") throw fail(`${parsed.app} has ${info}`);
+    if (typeof info === "string") throw fail(`${parsed.app}${info}`);
     const decoded = decodeValue(parsed.valueText, info);
     if (!decoded.ok) throw fail(`${parsed.app}.${parsed.key} ${decoded.reason}`);
     state.apps.set(parsed.app, setIn(state.apps.get(parsed.app)!, parsed.path, decoded.value));

@@ -26,7 +26,7 @@ export interface AppSchema {
   defaults: AppConfig;
   /** Validates a whole config and fills in missing defaults (ajv `useDefaults`). */
   validate: ValidateFunction;
-  /** The key's info, or a reason the key does not exist. Cached per key. */
+  /** The key's info, or why it does not exist, to follow the app's name (`.limits has no key "x"`). Cached. */
   key(path: readonly string[]): KeyInfo | string;
 }
 
@@ -103,7 +103,7 @@ function resolveKey(root: AnySchemaObject, path: readonly string[]): KeyInfo | s
       const parent = path.slice(0, index).join(".");
       const known = nodes.flatMap((node) => Object.keys(ownObject(node.properties)));
       const list = known.length > 0 ? ` (it has ${[...new Set(known)].slice(0, 12).join(", ")})` : "";
-      return parent ? `key "${parent}" has no key "${segment}"${list}` : `no key "${segment}"${list}`;
+      return `${parent ? `.${parent}` : ""} has no key "${segment}"${list}`;
     }
     nodes = children;
   }

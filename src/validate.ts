@@ -35,7 +35,7 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
   if (!schema) return refuse(`unknown app "${line.app}"${known(context.schemas)}`);
   const where = `${line.app}.${line.key}`;
   const info = schema.key(line.path);
-  if (typeof info === "string") return refuse(`${line.app} has ${info}`);
+  if (typeof info === "string") return refuse(`${line.app}${info}`);
 
   const decoded = decodeValue(line.valueText, info);
   if (!decoded.ok) return refuse(`${where} ${decoded.reason}`);

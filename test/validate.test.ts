@@ -1,0 +1,152 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseLine } from "../src/parse.js";
+import { loadSchemas, type Schemas } from "../src/schemas.js";
+import { validateChange, type AppValidator, type ParsedChange } from "../src/validate.js";
+import type { AppConfig } from "../src/values.js";
+import { SCHEMAS, tempDir } from "./helpers.js";
+
+let schemas: Schemas;
+beforeAll(async () => {
+  schemas = await loadSchemas(SCHEMAS);
+});
+
+function judge(line: string, current: Record<string, AppConfig> = {}, validators: Record<string, AppValidator[]> = {}) {
+  const parsed = parseLine(line) as ParsedChange;
+  return validateChange(
+    { schemas, validators: new Map(Object.entries(validators)), current: (app) => current[app] ?? schemas.get(app)!.defaults },
+    parsed,
+  );
+}
+
+describe("decoding a value by the schema type of its key", () => {
+  it.each([
+    ["ticker:interval:1500", 1500],
+    ["ticker:interval:  1500  ", 1500],
+    ["ticker:name:007", "007"],
+    ["ticker:name: a:b:c ", "a:b:c"],
+    ['ticker:name:"  padded "', "  padded "],
+    ['ticker:name:""', ""],
+    ['ticker:name:"unclosed', '"unclosed'],
+    ["ticker:name:true", "true"],
+    ["ticker:enabled:false", false],
+    ["ticker:ratio:0.25", 0.25],
+    ["ticker:ratio:3", 3],
+    ['ticker:tags:["a", "b"]', ["a", "b"]],
+    ['ticker:limits:{"min": 1, "max": 2}', { min: 1, max: 2 }],
+    ["ticker:limits.max:7", 7],
+    ["ticker:mode:fast", "fast"],
+    ["ticker:label:12", 12],
+    ["ticker:label:twelve", "twelve"],
+    ["db:pool.min:3", 3],
+  ])("accepts %j as %j", (line, value) => {
+    const verdict = judge(line);
+    expect(verdict).toMatchObject({ ok: true, change: { value } });
+  });
+
+  it.each([
+    ["ticker:interval:abc", `ticker.interval must be an integer, got "abc" (not JSON)`],
+    ["ticker:interval:1.5", "ticker.interval must be an integer, got \"1.5\""],
+    ['ticker:interval:"1500"', `ticker.interval must be an integer, got "\\"1500\\""`],
+    ["ticker:enabled:yes", `ticker.enabled must be true or false, got "yes" (not JSON)`],
+    ["ticker:tags:a,b", `ticker.tags must be a JSON array, got "a,b" (not JSON)`],
+    ["ticker:interval:", `ticker.interval has no value (write "" for an empty string)`],
+    ["ticker:name:   ", `ticker.name has no value (write "" for an empty string)`],
+  ])("rejects %j: %s", (line, reason) => {
+    expect(judge(line)).toEqual({ ok: false, reason });
+  });
+});
+
+describe("validating a change", () => {
+  it.each([
+    ["nope:interval:1", `unknown app "nope" (known apps: db, ticker)`],
+    ["ticker:nope:1", `ticker has no key "nope" (it has interval, name, enabled, ratio, tags, limits, mode, label, token)`],
+    ["ticker:interval.deep:1", `ticker.interval has no key "deep"`],
+    ["ticker:limits.nope:1", `ticker.limits has no key "nope" (it has min, max)`],
+    ["ticker:interval:100", "ticker.interval must be > 200, got 100"],
+    ["ticker:interval:60000", "ticker.interval must be < 60000, got 60000"],
+    ["ticker:mode:medium", `ticker.mode must be one of "fast", "slow", got "medium"`],
+    ['ticker:tags:["a", 1]', "ticker.tags.1 must be string, got 1"],
+    ['ticker:limits:{"min": 1, "other": 2}', `ticker.limits has no key "other"`],
+    ["db:host:not_a_host!", `db.host must match format "hostname", got "not_a_host!"`],
+  ])("rejects %j: %s", (line, reason) => {
+    expect(judge(line)).toEqual({ ok: false, reason });
+  });
+
+  it("never shows the value of a secret (writeOnly) key in a reason", () => {
+    const verdict = judge("ticker:token:short");
+    expect(verdict).toEqual({ ok: false, reason: "ticker.token must NOT have fewer than 8 characters (value hidden: secret key)" });
+    expect(judge("ticker:token:long-enough")).toMatchObject({ ok: true, change: { secret: true } });
+  });
+
+  it("checks the app's whole config, so cross-field rules hold", () => {
+    const current = { ticker: { ...schemas.get("ticker")!.defaults, interval: 10_000 } };
+    expect(judge("ticker:mode:fast", current)).toEqual({ ok: false, reason: "ticker.interval must be <= 5000, got 10000" });
+    expect(judge("ticker:mode:slow", current)).toMatchObject({ ok: true });
+  });
+
+  it("returns the app's whole new config with the previous value", () => {
+    const verdict = judge("ticker:interval:1500");
+    expect(verdict).toEqual({
+      ok: true,
+      change: {
+        app: "ticker",
+        key: "interval",
+        path: ["interval"],
+        value: 1500,
+        previous: 1000,
+        secret: false,
+        config: { interval: 1500, name: "tick", enabled: true },
+      },
+    });
+  });
+
+  it("fills schema defaults, nested ones too", () => {
+    expect(schemas.get("db")!.defaults).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
+    expect(schemas.get("ticker")!.defaults).toEqual({ interval: 1000, name: "tick", enabled: true });
+  });
+
+  it("runs the app's validators on the whole config; a refusal or a throw rejects", () => {
+    const ordered: AppValidator = (config) => {
+      const limits = config.limits as { min?: number; max?: number } | undefined;
+      if (limits?.min !== undefined && limits.max !== undefined && limits.min > limits.max) return "limits.min must not exceed limits.max";
+    };
+    const throwing: AppValidator = (config) => {
+      if (config.name === "boom") throw new Error("the name boom is reserved");
+    };
+    const validators = { ticker: [ordered, throwing] };
+    expect(judge('ticker:limits:{"min": 5, "max": 2}', {}, validators)).toEqual({
+      ok: false,
+      reason: "ticker refused by its validator: limits.min must not exceed limits.max",
+    });
+    expect(judge("ticker:name:boom", {}, validators)).toEqual({ ok: false, reason: "ticker refused by its validator: the name boom is reserved" });
+    expect(judge('ticker:limits:{"min": 1, "max": 2}', {}, validators)).toMatchObject({ ok: true });
+  });
+
+  it("treats __proto__, constructor and prototype as plain names", () => {
+    for (const line of ["ticker:__proto__:1", "ticker:constructor:1", "__proto__:x:1", "ticker:limits.__proto__:1"]) {
+      expect(judge(line)).toMatchObject({ ok: false });
+    }
+    expect(({} as Record<string, unknown>).interval).toBeUndefined();
+  });
+});
+
+describe("loading schemas", () => {
+  it.each([
+    ["bad.schema.json", "{ not json", "bad.schema.json: not valid JSON"],
+    ["bad.schema.json", `{"type": "object", "properties": {"a": {"type": "integr"}}}`, "bad.schema.json: not a valid JSON Schema"],
+    ["bad.schema.json", `{"type": "object", "unknownKeyword": 1}`, "bad.schema.json: not a valid JSON Schema"],
+    ["bad.schema.json", `{"type": "string"}`, "bad.schema.json: an app's schema must describe an object"],
+    ["no good.schema.json", `{"type": "object"}`, `"no good" is not a valid app name`],
+  ])("refuses %s with %j", async (name, text, message) => {
+    const dir = await tempDir();
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, name), text);
+    await expect(loadSchemas(dir)).rejects.toMatchObject({ name: "CdpError", code: "bootstrap", message: expect.stringContaining(message) });
+  });
+
+  it("names the directory it cannot read", async () => {
+    await expect(loadSchemas("/nonexistent/schemas")).rejects.toMatchObject({ code: "usage", message: expect.stringContaining("/nonexistent/schemas") });
+  });
+});
