@@ -157,6 +157,7 @@ export class Inbox {
         const lines = await this.#readLines();
         if (lines === undefined) continue; // only part of a line so far: read on
         if (lines.length > 0) return { file: this.#file, lines };
+        if (this.#pendingLength > 0) this.#options.log.debug({ line: this.#line + 1, bytes: this.#pendingLength }, "waiting for the rest of a line");
         const end = await this.#atEnd();
         if (end === "idle") return undefined;
         if (end !== "read on") return end;
