@@ -2,27 +2,14 @@
 import { readFileSync } from "node:fs";
 import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Writable } from "node:stream";
-import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
-import { readText, recordLines, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
-
-function quietLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: pino(stream), lines };
-}
+import { capturedLogger, readText, recordLines, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
 
 describe("the library API", () => {
   it("reads, snapshots and tells subscribers after the change is durable", async () => {
     const dir = await tempDir();
-    const { logger } = quietLogger();
+    const { logger } = capturedLogger();
     const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
     try {
       expect(cdp.get("ticker", "interval")).toBe(1000);
@@ -52,7 +39,7 @@ describe("the library API", () => {
 
   it("rejects through validators given at start and registered later", async () => {
     const dir = await tempDir();
-    const { logger } = quietLogger();
+    const { logger } = capturedLogger();
     const cdp = await startCdp({
       dir,
       schemas: SCHEMAS,
@@ -77,7 +64,7 @@ describe("the library API", () => {
 
   it("keeps going when a subscriber throws, and logs it", async () => {
     const dir = await tempDir();
-    const { logger, lines } = quietLogger();
+    const { logger, lines } = capturedLogger();
     const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
     try {
       cdp.subscribe("ticker", () => {
@@ -97,7 +84,7 @@ describe("the library API", () => {
   it("refuses to start on an invalid journal with a CdpError naming file and line", async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:1500\nticker:mode:turbo\n");
-    await expect(startCdp({ dir, schemas: SCHEMAS, logger: quietLogger().logger })).rejects.toMatchObject({
+    await expect(startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger })).rejects.toMatchObject({
       name: "CdpError",
       code: "bootstrap",
       message: `${join(dir, "cdp")}:2: ticker.mode must be one of "fast", "slow", got "turbo"`,
@@ -107,13 +94,13 @@ describe("the library API", () => {
   it("finishes the batch in hand when stopped, and resumes after it", async () => {
     const dir = await tempDir();
     const lines = Array.from({ length: 2000 }, (_, i) => `ticker:interval:${1000 + i}\n`).join("");
-    let cdp = await startCdp({ dir, schemas: SCHEMAS, logger: quietLogger().logger });
+    let cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger });
     await appendFile(join(dir, "cdp.new"), lines);
     await waitUntil(() => cdp.revision > 0);
     await cdp.stop();
     const applied = cdp.revision;
     expect((await recordLines(join(dir, "cdp"))).length).toBe(applied);
-    cdp = await startCdp({ dir, schemas: SCHEMAS, logger: quietLogger().logger });
+    cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger });
     try {
       expect(cdp.revision).toBe(applied);
       await waitUntil(() => cdp.revision === 2000);

@@ -1,26 +1,14 @@
-import { Writable } from "node:stream";
-import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { ConfigTable, type ChangeEvent } from "../src/table.js";
-
-function capturedLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: pino(stream), lines };
-}
+import { capturedLogger } from "./helpers.js";
 
 function table() {
-  const { log, lines } = capturedLogger();
+  const { logger: log, lines } = capturedLogger();
   const apps = new Map([["ticker", { interval: 1000, limits: { min: 1, max: 2 } }]]);
   return { table: new ConfigTable(apps, 0, log), lines };
 }
 
-const change = (revision: number, key: string, config: object) => ({ app: "ticker", key, config, revision, source: `cdp.new:${revision}`, time: "t" });
+const change = (revision: number, key: string, config: Record<string, unknown>) => ({ app: "ticker", key, config, revision, source: `cdp.new:${revision}`, time: "t" });
 
 describe("the live table", () => {
   it("reads apps and dotted keys synchronously", () => {
