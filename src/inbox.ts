@@ -47,7 +47,8 @@ export interface InboxOptions {
   resumeAt: InboxPosition | undefined;
 }
 
-const CHUNK = 1 << 20;
+// A batch is at most one chunk of lines: it bounds memory and how long a stop waits for the batch in hand.
+const CHUNK = 256 << 10;
 
 /** A line from its bytes (at most maxLineBytes of them) and its full length, both without "\n". */
 export function toInboxLine(bytes: Buffer, length: number, number: number, end: number, maxLineBytes: number): InboxLine {

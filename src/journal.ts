@@ -58,13 +58,14 @@ export async function replayJournal(
 
   const lines = text.split("\n");
   const last = lines.pop() ?? "";
-  // A last line without "\n" after one of cdp's own records is an append a crash cut short.
-  if (last !== "" && lines.length > 0 && META.test(lines[lines.length - 1]!)) {
-    const meta = lines.pop()!;
-    state.torn = `${meta}\n${last}`;
+  // A last line without "\n" is an append that a crash cut short when it is (part of) one of
+  // cdp's metadata comments or follows one; otherwise a hand-written journal just lacks it.
+  const previous = lines[lines.length - 1];
+  if (last.startsWith("#") || (last !== "" && previous !== undefined && META.test(previous))) {
+    state.torn = last.startsWith("#") ? last : `${lines.pop()!}\n${last}`;
     state.length -= Buffer.byteLength(state.torn);
   } else if (last !== "") {
-    lines.push(last); // a hand-written journal may lack the final newline
+    lines.push(last);
     state.unterminated = true;
   }
 
@@ -78,8 +79,10 @@ export async function replayJournal(
     if (parsed.kind === "comment") {
       const meta = readMeta(line);
       if (meta.rev !== undefined) nextRevision = meta.rev;
-      if (meta.seq !== undefined) state.seq = meta.seq;
-      if (meta.position) state.position = meta.position;
+      if (meta.position) {
+        state.seq = meta.seq!;
+        state.position = meta.position;
+      }
       continue;
     }
     const fail = (reason: string) => new CdpError("bootstrap", `${path}:${number}: ${reason}`);
@@ -174,10 +177,15 @@ export function encodeChange(app: string, key: string, value: unknown, info: Key
   return `${app}:${key}:${json}`;
 }
 
-/** The journal file, open for durable appends. */
+/** The journal file, open for durable appends; a torn last record is cut off, a copy kept in `cdp.torn`. */
 export async function openJournal(path: string, state: JournalState): Promise<DurableFile> {
   const file = await DurableFile.open(path);
-  if (state.torn !== undefined) await file.truncateDurably(state.length);
+  if (state.torn !== undefined) {
+    const copy = await DurableFile.open(`${path}.torn`);
+    await copy.appendDurably(`# cut from ${path} at byte ${state.length} on ${new Date().toISOString()}\n${state.torn}\n`);
+    await copy.close();
+    await file.truncateDurably(state.length);
+  }
   else if (state.unterminated) await file.appendDurably("\n");
   return file;
 }

@@ -39,7 +39,9 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const schemas = await loadSchemas(options.schemas);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, options.validators);
-  if (state.torn !== undefined) log.warn({ torn: state.torn }, "the journal's last record was cut short by a crash; it is dropped and its line read again");
+  if (state.torn !== undefined) {
+    log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
+  }
   const journal = await openJournal(join(dir, JOURNAL_FILE), state);
   const rejects = await openRejects(join(dir, REJECTS_FILE), state.seq);
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));

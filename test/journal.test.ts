@@ -81,6 +81,18 @@ describe("replaying the journal", () => {
     await journal.appendDurably(changeRecord(commit(2, 42, 2), 2, "ticker:interval:2500"));
     await journal.close();
     expect((await replayJournal(path, schemas)).apps.get("ticker")).toMatchObject({ interval: 2500 });
+    expect(await readFile(`${path}.torn`, "utf8")).toMatch(new RegExp(`^# cut from ${path} at byte ${Buffer.byteLength(whole)} on \\S+\\n`));
+    expect(await readFile(`${path}.torn`, "utf8")).toContain(`${torn}\n`);
+  });
+
+  it.each([
+    ["# rev=2 seq=2 time=2026-11-24T00:00:00.000Z sour"],
+    ["# rev=2 se"],
+    ["#"],
+  ])("takes a cut-short metadata comment %j for a torn record, not for a commit", async (torn) => {
+    const whole = changeRecord(commit(1, 21, 1), 1, "ticker:interval:1500");
+    const state = await replayJournal(await journalWith(whole + torn), schemas);
+    expect(state).toMatchObject({ revision: 1, seq: 1, torn, length: Buffer.byteLength(whole), position: { offset: 21 } });
   });
 
   it("ends a hand-written last line before appending to it", async () => {
