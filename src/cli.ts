@@ -42,6 +42,10 @@ Options:
   --schemas S            the directory of <app>.schema.json files
   --max-line-bytes N     reject lines longer than N bytes (default 65536)
   --poll-interval MS     check the inbox every MS ms even without file events (default 1000)
+  --poll-only            use the periodic check alone, no file-system events (network file systems)
+  --max-outage SECONDS   exit 3 when the inbox stays unavailable longer than this (default 10)
+  --max-outages N        exit 3 after more than N outages within the outage window (default 5)
+  --outage-window SECONDS  the window for --max-outages (default 600)
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --pretty               human-readable logs (the default on a terminal)`,
   push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
@@ -69,6 +73,10 @@ const OPTIONS = {
   schemas: { type: "string" },
   "max-line-bytes": { type: "string" },
   "poll-interval": { type: "string" },
+  "poll-only": { type: "boolean" },
+  "max-outage": { type: "string" },
+  "max-outages": { type: "string" },
+  "outage-window": { type: "string" },
   "log-level": { type: "string" },
   pretty: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -142,12 +150,22 @@ function required(values: Values, name: "dir" | "schemas"): string {
   return resolve(value);
 }
 
-function positiveInteger(values: Values, name: "max-line-bytes" | "poll-interval", fallback: number): number {
+type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window";
+
+function positiveInteger(values: Values, name: NumberOption, fallback: number): number {
   const text = values[name];
   if (text === undefined) return fallback;
   const value = Number(text);
   if (!Number.isInteger(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive whole number, got "${text}"`);
   return value;
+}
+
+function seconds(values: Values, name: NumberOption, fallback: number): number {
+  const text = values[name];
+  if (text === undefined) return fallback * 1000;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive number of seconds, got "${text}"`);
+  return value * 1000;
 }
 
 function noPositionals(positionals: string[], most = 0): void {
@@ -163,6 +181,10 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     logger,
     maxLineBytes: positiveInteger(values, "max-line-bytes", 65536),
     pollIntervalMs: positiveInteger(values, "poll-interval", 1000),
+    watchEvents: !values["poll-only"],
+    maxOutageMs: seconds(values, "max-outage", 10),
+    maxOutages: positiveInteger(values, "max-outages", 5),
+    outageWindowMs: seconds(values, "outage-window", 600),
   });
   const stop = (signal: string) => {
     logger.info({ signal }, "stopping: finishing the batch in hand");
@@ -172,8 +194,9 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
   process.once("SIGTERM", stop);
   try {
     await cdp.stopped;
-  } catch {
-    return 1; // the fault is logged by the pipeline
+  } catch (error) {
+    if (error instanceof CdpError) throw error; // the inbox stayed unavailable: exit 3
+    return 1; // a fault of the machine, logged by the pipeline
   }
   logger.info("stopped");
   return 0;

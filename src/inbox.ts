@@ -3,10 +3,11 @@
 // them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means
 // "read from the saved position to the end"; the file's identity is checked on every read.
 import { isUtf8 } from "node:buffer";
-import { open, stat, type FileHandle } from "node:fs/promises";
+import { open, readdir, stat, type FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
+import { CdpError } from "./errors.js";
 
 export const INBOX_FILE = "cdp.new";
 
@@ -38,14 +39,30 @@ export interface InboxBatch {
   lines: InboxLine[];
 }
 
-export interface InboxOptions {
-  dir: string;
+/** How the inbox is read and supervised (resolved once, from the CLI or the library options). */
+export interface InboxSettings {
+  /** Lines longer than this many bytes are rejected, never buffered. */
   maxLineBytes: number;
-  pollMs: number;
+  /** The periodic check, for events that never come. */
+  pollIntervalMs: number;
+  /** Use file-system events (false: the periodic check alone, e.g. on network file systems). */
+  watchEvents: boolean;
+  /** An outage longer than this stops cdp (exit 3). */
+  maxOutageMs: number;
+  /** More outages than this within `outageWindowMs` stop cdp (exit 3). */
+  maxOutages: number;
+  outageWindowMs: number;
+}
+
+export interface InboxOptions extends InboxSettings {
+  dir: string;
   log: Logger;
   /** The position committed in the journal, if any. */
   resumeAt: InboxPosition | undefined;
 }
+
+/** While the inbox is unavailable, it is tried again this often. */
+const RETRY_MS = 1000;
 
 // A batch is at most one chunk of lines: it bounds memory and how long a stop waits for the batch in hand.
 const CHUNK = 256 << 10;
@@ -79,6 +96,24 @@ async function identify(handle: FileHandle): Promise<{ id: string; size: number 
   return { id: `${info.ino}-${info.birthtimeNs}`, size: Number(info.size) };
 }
 
+interface OpenFile {
+  path: string;
+  handle: FileHandle;
+  id: string;
+  size: number;
+}
+
+async function openIfPresent(path: string): Promise<OpenFile | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+  return { path, handle, ...(await identify(handle)) };
+}
+
 export class Inbox {
   readonly path: string;
   #options: InboxOptions;
@@ -86,6 +121,9 @@ export class Inbox {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #hinted = false;
+  #outageSince: number | undefined;
+  #outages: number[] = []; // start times of recent outages
+  #failure: CdpError | undefined;
   #wake: (() => void) | undefined;
 
   #handle: FileHandle | undefined;
@@ -105,7 +143,13 @@ export class Inbox {
 
   /** Start watching; resolves once the watch is in place. */
   async start(): Promise<void> {
-    const { dir, log, pollMs } = this.#options;
+    if (this.#options.watchEvents) await this.#watch();
+    this.#timer = setInterval(() => this.#hint(), this.#options.pollIntervalMs);
+  }
+
+  async #watch(): Promise<void> {
+    const { dir, log } = this.#options;
+    await this.#watcher?.close();
     const watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path) => path !== dir && basename(path) !== INBOX_FILE });
     this.#watcher = watcher;
     // `raw` is fs.watch unthrottled: chokidar's own `change` drops quick successive appends
@@ -115,7 +159,6 @@ export class Inbox {
     watcher.on("all", () => this.#hint());
     watcher.on("error", (error) => log.error({ err: error }, "watching the inbox failed; the periodic check goes on"));
     await new Promise<void>((resolve) => watcher.once("ready", resolve));
-    this.#timer = setInterval(() => this.#hint(), pollMs);
   }
 
   /** Batches of complete lines, in order, until `close()`. */
@@ -124,6 +167,7 @@ export class Inbox {
       while (!this.#closed) {
         this.#hinted = false; // the read below covers everything up to now
         const batch = await this.#read();
+        if (this.#failure) throw this.#failure;
         if (batch) {
           yield batch;
           continue;
@@ -153,48 +197,106 @@ export class Inbox {
 
   async #read(): Promise<InboxBatch | undefined> {
     try {
-      for (;;) {
-        if (!this.#handle && !(await this.#openCurrent())) return undefined;
-        const lines = await this.#readLines();
-        if (lines === undefined) continue; // only part of a line so far: read on
-        if (lines.length > 0) return { file: this.#file, lines };
-        if (this.#pendingLength > 0) this.#options.log.debug({ line: this.#line + 1, bytes: this.#pendingLength }, "waiting for the rest of a line");
-        const end = await this.#atEnd();
-        if (end === "idle") return undefined;
-        if (end !== "read on") return end;
-      }
+      const batch = await this.#readAvailable();
+      if (this.#outageSince !== undefined) await this.#recovered();
+      return batch;
     } catch (error) {
-      this.#options.log.warn({ err: error, path: this.path }, "cannot read the inbox; retrying");
       await this.#handle?.close().catch(() => undefined);
       this.#handle = undefined;
+      this.#unavailable(error as NodeJS.ErrnoException);
       return undefined;
     }
   }
 
-  /** Open cdp.new if it exists; resume at the journal's position only if it is the same file. */
-  async #openCurrent(): Promise<boolean> {
-    let handle: FileHandle;
-    try {
-      handle = await open(this.path, "r");
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
-      throw error;
+  async #readAvailable(): Promise<InboxBatch | undefined> {
+    for (;;) {
+      if (!this.#handle && !(await this.#openCurrent())) {
+        await stat(this.#options.dir); // a missing file is normal, a missing directory an outage
+        return undefined;
+      }
+      const lines = await this.#readLines();
+      if (lines === undefined) continue; // only part of a line so far: read on
+      if (lines.length > 0) return { file: this.#file, lines };
+      if (this.#pendingLength > 0) this.#options.log.debug({ line: this.#line + 1, bytes: this.#pendingLength }, "waiting for the rest of a line");
+      const end = await this.#atEnd();
+      if (end === "idle") return undefined;
+      if (end !== "read on") return end;
     }
-    const { id, size } = await identify(handle);
+  }
+
+  /**
+   * The inbox cannot be read: try again each second; past the supervision limits, stop so that a
+   * supervisor restarts cdp (exit 3).
+   */
+  #unavailable(error: NodeJS.ErrnoException): void {
+    const { log, maxOutageMs, maxOutages, outageWindowMs } = this.#options;
+    const now = Date.now();
+    if (this.#outageSince === undefined) {
+      this.#outageSince = now;
+      this.#outages = [...this.#outages.filter((start) => now - start < outageWindowMs), now];
+      log.warn({ err: error, path: this.path, outages: this.#outages.length }, "the inbox is unavailable; retrying each second");
+    }
+    const cause = `${error.code ?? "error"}: ${error.message}`;
+    if (this.#outages.length > maxOutages) {
+      this.#failure = new CdpError("inbox", `the inbox ${this.path} was unavailable ${this.#outages.length} times within ${outageWindowMs / 1000} s (${cause})`);
+    } else if (now - this.#outageSince > maxOutageMs) {
+      this.#failure = new CdpError("inbox", `the inbox ${this.path} has been unavailable for more than ${maxOutageMs / 1000} s (${cause})`);
+    }
+    setTimeout(() => this.#hint(), RETRY_MS).unref();
+  }
+
+  async #recovered(): Promise<void> {
+    this.#options.log.info({ path: this.path, seconds: (Date.now() - this.#outageSince!) / 1000 }, "the inbox is available again");
+    this.#outageSince = undefined;
+    if (this.#options.watchEvents) await this.#watch(); // the old watch may have died with the directory
+  }
+
+  /**
+   * Open cdp.new if it exists. At start, resume at the journal's position only in the very file
+   * it names (by identity): if cdp.new was rotated while cdp was down, the rest of the old file,
+   * when it is still in the directory, is read first.
+   */
+  async #openCurrent(): Promise<boolean> {
     const resume = this.#resumeAt;
     this.#resumeAt = undefined;
-    this.#handle = handle;
-    this.#file = id;
-    this.#resetPending();
-    if (resume && resume.file === id && resume.offset <= size) {
-      this.#offset = resume.offset;
-      this.#line = resume.line;
-    } else {
-      if (resume) this.#options.log.warn({ path: this.path }, "the inbox is not the file cdp last read; reading it from the start");
-      this.#offset = 0;
-      this.#line = 0;
+    const current = await openIfPresent(this.path);
+    if (resume && current?.id !== resume.file) {
+      const rotated = await this.#findRotated(resume.file);
+      if (rotated && rotated.size >= resume.offset) {
+        await current?.handle.close();
+        this.#options.log.info({ path: rotated.path }, "the inbox was rotated while cdp was stopped; reading the rest of the old file first");
+        return this.#use(rotated, resume);
+      }
     }
+    if (!current) return false;
+    if (resume && (current.id !== resume.file || current.size < resume.offset)) {
+      this.#options.log.warn({ path: this.path }, "the inbox is not the file cdp last read (or is shorter); reading it from the start");
+    }
+    return this.#use(current, resume);
+  }
+
+  #use(file: OpenFile, resume: InboxPosition | undefined): true {
+    const resumable = resume !== undefined && resume.file === file.id && resume.offset <= file.size;
+    this.#handle = file.handle;
+    this.#file = file.id;
+    this.#offset = resumable ? resume.offset : 0;
+    this.#line = resumable ? resume.line : 0;
+    this.#resetPending();
     return true;
+  }
+
+  /** A file in the data directory with this identity (cdp.new renamed by a log rotator). */
+  async #findRotated(id: string): Promise<OpenFile | undefined> {
+    for (const name of await readdir(this.#options.dir)) {
+      if (name === INBOX_FILE || !name.startsWith(INBOX_FILE)) continue;
+      const path = join(this.#options.dir, name);
+      const info = await stat(path, { bigint: true }).catch(() => undefined);
+      if (!info?.isFile() || `${info.ino}-${info.birthtimeNs}` !== id) continue;
+      const file = await openIfPresent(path).catch(() => undefined);
+      if (file?.id === id) return file;
+      await file?.handle.close();
+    }
+    return undefined;
   }
 
   /** Complete lines from the next chunk; [] at the end of the file, undefined for a chunk with no newline. */

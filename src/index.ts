@@ -19,6 +19,13 @@ export interface CdpOptions {
   maxLineBytes?: number;
   /** How often the inbox is checked when no file-system event arrives, in ms (default 1000). */
   pollIntervalMs?: number;
+  /** Use file-system events (default true); false relies on the periodic check alone. */
+  watchEvents?: boolean;
+  /** Stop (CdpError "inbox") when the inbox is unavailable longer than this, in ms (default 10000)… */
+  maxOutageMs?: number;
+  /** …or more than this many times (default 5) within `outageWindowMs` (default 600000). */
+  maxOutages?: number;
+  outageWindowMs?: number;
 }
 
 /** A running cdp: the live config table fed by the inbox. */
@@ -57,8 +64,14 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     dir: options.dir,
     schemas: options.schemas,
     validators,
-    maxLineBytes: options.maxLineBytes ?? 65536,
-    pollIntervalMs: options.pollIntervalMs ?? 1000,
+    inbox: Object.freeze({
+      maxLineBytes: options.maxLineBytes ?? 65536,
+      pollIntervalMs: options.pollIntervalMs ?? 1000,
+      watchEvents: options.watchEvents ?? true,
+      maxOutageMs: options.maxOutageMs ?? 10_000,
+      maxOutages: options.maxOutages ?? 5,
+      outageWindowMs: options.outageWindowMs ?? 600_000,
+    }),
     log: options.logger ?? pino({ level: "info" }, pino.destination(2)),
   });
   const { table } = pipeline;

@@ -2,7 +2,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine } from "./inbox.js";
+import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
 import { JOURNAL_FILE, changeRecord, encodeChange, openJournal, positionRecord, replayJournal, type Commit } from "./journal.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
@@ -16,8 +16,7 @@ export interface PipelineOptions {
   dir: string;
   schemas: string;
   validators: Map<string, AppValidator[]>;
-  maxLineBytes: number;
-  pollIntervalMs: number;
+  inbox: InboxSettings;
   log: Logger;
 }
 
@@ -45,12 +44,12 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const journal = await openJournal(join(dir, JOURNAL_FILE), state);
   const rejects = await openRejects(join(dir, REJECTS_FILE), state.seq);
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
-  const inbox = new Inbox({ dir, maxLineBytes: options.maxLineBytes, pollMs: options.pollIntervalMs, log: log.child({ stage: "inbox" }), resumeAt: state.position });
+  const inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: state.position });
   await inbox.start();
   log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
 
   let seq = state.seq;
-  const maxLineBytes = options.maxLineBytes;
+  const { maxLineBytes } = options.inbox;
   // One batch: judge every line against the state the lines before it leave, write the
   // rejections, then commit the journal (the commit point), then tell the table.
   const handleBatch = async (batch: InboxBatch) => {

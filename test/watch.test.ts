@@ -260,3 +260,45 @@ describe("cdp push, get, check and usage", () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+describe("restarting on an inbox that changed while cdp was stopped", () => {
+  async function runUntil(dir: string, journaled: number, rejected = 0): Promise<void> {
+    const watch = await startWatch(dir);
+    await waitUntil(async () => (await journalOf(dir)).length === journaled && (await recordLines(join(dir, "cdp.rej"))).length === rejected);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  }
+
+  it("reads the rest of a rotated inbox first, then the new one", async () => {
+    const dir = await tempDir();
+    const inbox = join(dir, "cdp.new");
+    await appendFile(inbox, "ticker:interval:1001\n");
+    await runUntil(dir, 1);
+    await appendFile(inbox, "ticker:interval:1002\n");
+    await rename(inbox, `${inbox}.1`);
+    await appendFile(inbox, "ticker:interval:1003\n");
+    await runUntil(dir, 3);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1001", "ticker:interval:1002", "ticker:interval:1003"]);
+  });
+
+  it("reads an inbox from its start when it is shorter than the saved position", async () => {
+    const dir = await tempDir();
+    const inbox = join(dir, "cdp.new");
+    await appendFile(inbox, "ticker:interval:1001\nticker:interval:1002\n");
+    await runUntil(dir, 2);
+    await writeFile(inbox, "ticker:name:x\n");
+    await runUntil(dir, 3);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1001", "ticker:interval:1002", "ticker:name:x"]);
+  });
+
+  it("reads a deleted and recreated inbox from its start, even when it is longer and reuses the inode", async () => {
+    const dir = await tempDir();
+    const inbox = join(dir, "cdp.new");
+    await appendFile(inbox, "ticker:interval:1001\n");
+    await runUntil(dir, 1);
+    await rm(inbox);
+    await writeFile(inbox, "ticker:interval:1002\nticker:interval:1003\nticker:interval:1004\n");
+    await runUntil(dir, 4);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1001", "ticker:interval:1002", "ticker:interval:1003", "ticker:interval:1004"]);
+  });
+});
