@@ -3,11 +3,42 @@ import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
+/**
+ * A write failed (disk full, file too large, read-only) and the file was cut back to its last
+ * durable length: nothing of the attempt remains, so it can be tried again.
+ */
+export class WriteFailed extends Error {
+  override readonly name = "WriteFailed";
+  constructor(
+    readonly path: string,
+    override readonly cause: NodeJS.ErrnoException,
+  ) {
+    super(`cannot write ${path}: ${cause.message}`);
+  }
+}
+
+/**
+ * What the file holds is no longer known: fsync failed (the kernel may have dropped the dirty
+ * pages and will not say so again: PostgreSQL's "fsyncgate"), or a failed write could not be cut
+ * back. Never retried: cdp stops, and the next start reads the journal as it really is.
+ */
+export class StorageFault extends Error {
+  override readonly name = "StorageFault";
+  constructor(
+    readonly path: string,
+    what: string,
+    override readonly cause: NodeJS.ErrnoException,
+  ) {
+    super(`${what} ${path} failed (${cause.code ?? cause.message}): stopping; restart cdp to recover from the journal`);
+  }
+}
+
 /** An append-only file of cdp's own, created with mode 0600. */
 export class DurableFile {
   private constructor(
     readonly path: string,
     private handle: FileHandle,
+    private length: number,
   ) {}
 
   static async open(path: string): Promise<DurableFile> {
@@ -22,24 +53,46 @@ export class DurableFile {
     }
     // a new file's name is durable only once its directory is
     if (created) await syncDirectory(dirname(path));
-    return new DurableFile(path, handle);
+    return new DurableFile(path, handle, (await handle.stat()).size);
   }
 
-  /** Append `text` and wait until it is on disk (fdatasync). */
+  /** Append `text` and wait until it is on disk (fdatasync). Throws WriteFailed or StorageFault. */
   async appendDurably(text: string): Promise<void> {
     if (text === "") return;
-    await this.handle.appendFile(text, "utf8");
-    await this.handle.datasync();
+    const bytes = Buffer.from(text, "utf8");
+    try {
+      await this.handle.appendFile(bytes);
+    } catch (error) {
+      await this.#cutBack(error as NodeJS.ErrnoException);
+      throw new WriteFailed(this.path, error as NodeJS.ErrnoException);
+    }
+    try {
+      await this.handle.datasync();
+    } catch (error) {
+      throw new StorageFault(this.path, "fsync of", error as NodeJS.ErrnoException);
+    }
+    this.length += bytes.length;
   }
 
   /** Cut the file to `length` bytes, durably (used to drop a torn or uncommitted tail). */
   async truncateDurably(length: number): Promise<void> {
     await this.handle.truncate(length);
     await this.handle.datasync();
+    this.length = length;
   }
 
   async close(): Promise<void> {
     await this.handle.close();
+  }
+
+  // A write may have landed in part (a full disk takes what fits): remove it, or the next
+  // append would follow half a record. If even that fails, stop: the next start repairs the tail.
+  async #cutBack(cause: NodeJS.ErrnoException): Promise<void> {
+    try {
+      await this.handle.truncate(this.length);
+    } catch {
+      throw new StorageFault(this.path, "cutting back a failed write to", cause);
+    }
   }
 }
 

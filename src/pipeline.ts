@@ -10,7 +10,7 @@ import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
 import type { AppConfig } from "./values.js";
-import type { DurableFile } from "./durable.js";
+import { WriteFailed, type DurableFile } from "./durable.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -80,9 +80,28 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     }
     if (!last) return; // blank lines and comments only: nothing to commit
     if (!last.accepted) journalText += positionRecord(last.commit);
-    await rejects.appendDurably(rejectText);
-    await journal.appendDurably(journalText);
+    if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
+      log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
+      return;
+    }
     for (const change of applied) table.apply(change);
+  };
+
+  // A write that fails is retried with backoff: the batch is held, neither applied nor skipped.
+  // False when cdp is stopped meanwhile.
+  let stopping = false;
+  const persist = async (file: DurableFile, text: string): Promise<boolean> => {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await file.appendDurably(text);
+        return true;
+      } catch (error) {
+        if (!(error instanceof WriteFailed)) throw error;
+        log.error({ err: error.cause, path: error.path, retryInMs: delay }, "cannot write: the batch is held and tried again");
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (stopping) return false;
+    }
   };
 
   const stopped = (async () => {
@@ -100,6 +119,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     schemas,
     stopped,
     async stop() {
+      stopping = true;
       await inbox.close();
       await stopped;
     },

@@ -1,0 +1,86 @@
+// Disk faults injected for real: a file-size limit set on the running process (prlimit) and a
+// full file system (a small tmpfs; the suite runs as root here and in CI).
+import { execFile } from "node:child_process";
+import { appendFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+import { cdp, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+const run = promisify(execFile);
+const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
+const mounts: string[] = [];
+afterEach(async () => {
+  for (const mount of mounts.splice(0)) await run("umount", ["-l", mount]).catch(() => undefined);
+});
+
+async function get(dir: string, selector: string): Promise<unknown> {
+  return JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, selector])).output);
+}
+
+describe("when the journal cannot be written", () => {
+  it("holds the batch under a file-size limit and applies it, once, when the limit is lifted", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    const journalSize = (await stat(join(dir, "cdp"))).size;
+
+    // room for part of one record: the write lands in part and must be cut back
+    await run("prlimit", ["--pid", String(watch.child.pid), `--fsize=${journalSize + 60}:unlimited`]);
+    const lines = Array.from({ length: 50 }, (_, i) => `ticker:name:n${i}`);
+    await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
+    await waitUntil(() => watch.output().includes("cannot write: the batch is held and tried again"));
+    expect(watch.output()).toContain("EFBIG");
+    expect((await stat(join(dir, "cdp"))).size).toBe(journalSize);
+    expect(await get(dir, "ticker.name")).toBe("tick");
+
+    await run("prlimit", ["--pid", String(watch.child.pid), "--fsize=unlimited:unlimited"]);
+    await waitUntil(async () => (await journalOf(dir)).length === 51);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1500", ...lines]);
+    expect(await get(dir, "ticker.name")).toBe("n49");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("holds the batch on a full disk and applies it, once, when space is freed", async () => {
+    const dir = join(await tempDir(), "data");
+    await mkdir(dir);
+    await run("mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", dir]);
+    mounts.push(dir);
+    const lines = Array.from({ length: 40 }, (_, i) => `ticker:name:${String(i).padStart(4, "0")}${"x".repeat(1000)}`);
+    await writeFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
+    await writeFile(join(dir, "filler"), Buffer.alloc(1 << 20)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "ENOSPC") throw error;
+    });
+
+    const watch = await startWatch(dir);
+    await waitUntil(() => watch.output().includes("cannot write: the batch is held and tried again"));
+    expect(watch.output()).toContain("ENOSPC");
+    expect(await journalOf(dir)).toEqual([]);
+
+    await rm(join(dir, "filler"));
+    await waitUntil(async () => (await journalOf(dir)).length === 40);
+    expect(await journalOf(dir)).toEqual(lines);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("stops on SIGTERM while a batch is held, and processes it at the next start", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    await run("prlimit", ["--pid", String(watch.child.pid), "--fsize=10:unlimited"]);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\nbroken\n");
+    await waitUntil(() => watch.output().includes("cannot write"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    expect(watch.output()).toContain("stopping with the batch unwritten");
+    expect(await journalOf(dir)).toEqual([]);
+    expect(await recordLines(join(dir, "cdp.rej"))).toEqual([]);
+
+    const again = await startWatch(dir);
+    await waitUntil(async () => (await journalOf(dir)).length === 1 && (await recordLines(join(dir, "cdp.rej"))).length === 1);
+    again.child.kill("SIGTERM");
+    expect(await again.exited).toBe(0);
+  });
+});
