@@ -40,11 +40,14 @@ const lexer = moo.states({
 
 export type Token = moo.Token;
 
+/** A dotted key as a list built from its end: constant work per segment, however many. */
+export type KeyPath = { last: Token; before: KeyPath | null };
+
 /** What the grammar yields; parse.ts turns it into a typed line for the pipeline. */
 export type LineTree =
   | { kind: "blank" }
   | { kind: "comment" }
-  | { kind: "change"; app: Token; key: Token[]; value: Token | null };
+  | { kind: "change"; app: Token; key: KeyPath; value: Token | null };
 %}
 
 @lexer lexer
@@ -56,5 +59,7 @@ line -> %space:?                         {% (): LineTree => ({ kind: "blank" }) 
 change -> %name %colon key %colon %value:?
   {% ([app, , key, , value]): LineTree => ({ kind: "change", app, key, value }) %}
 
-key -> %name (%dot %name):*
-  {% ([first, rest]) => [first, ...rest.map((pair: Token[]) => pair[1])] %}
+# Left-recursive, which Earley parses in linear time; an EBNF repetition would copy the
+# list at every segment (quadratic: 28 s for a 64 KiB key of 21,000 segments).
+key -> %name                             {% ([last]): KeyPath => ({ last, before: null }) %}
+     | key %dot %name                    {% ([before, , last]): KeyPath => ({ last, before }) %}

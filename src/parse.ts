@@ -1,10 +1,12 @@
 // Stage 2: one line of text -> a typed line, or a parse error with its column.
 // The grammar itself lives in grammar/line.ne and is compiled by `npm run build`.
 import nearley from "nearley";
-import grammar, { type LineTree, type Token } from "./generated/line-grammar.js";
+import grammar, { type KeyPath, type LineTree, type Token } from "./generated/line-grammar.js";
 
 /** An identifier (app name or key segment) may have at most this many characters. */
 export const MAX_IDENTIFIER = 64;
+/** A key may have at most this many segments (checked before parsing: Earley's work grows with them). */
+export const MAX_SEGMENTS = 32;
 
 /** A line as the grammar sees it. `path` is the dotted key split into its segments. */
 export type ParsedLine =
@@ -27,6 +29,8 @@ interface Chart {
  * @example parseLine("ticker:interval:1500") // { kind: "change", app: "ticker", key: "interval", ... }
  */
 export function parseLine(text: string): ParsedLine {
+  const tooDeep = segmentLimit(text);
+  if (tooDeep !== undefined) return error(tooDeep, `a key may have at most ${MAX_SEGMENTS} segments`);
   const parser = new nearley.Parser(compiled);
   try {
     parser.feed(text);
@@ -38,14 +42,30 @@ export function parseLine(text: string): ParsedLine {
   if (!tree) return failure(text, parser, text.length);
   if (tree.kind !== "change") return tree.kind === "comment" ? { kind: "comment", text } : tree;
 
-  for (const token of [tree.app, ...tree.key]) {
+  const key: Token[] = [];
+  for (let node: KeyPath | null = tree.key; node; node = node.before) key.push(node.last);
+  key.reverse();
+  for (const token of [tree.app, ...key]) {
     if (token.text.length > MAX_IDENTIFIER) {
       const what = token === tree.app ? "app name" : "key name";
       return error(token.offset, `${what} "${token.text.slice(0, 16)}…" is longer than ${MAX_IDENTIFIER} characters`);
     }
   }
-  const path = tree.key.map((token) => token.text);
+  const path = key.map((token) => token.text);
   return { kind: "change", app: tree.app.text, key: path.join("."), path, valueText: tree.value?.text ?? "" };
+}
+
+/** The offset of the dot that starts segment MAX_SEGMENTS + 1 of the key, if there is one. */
+function segmentLimit(text: string): number | undefined {
+  if (!/^[A-Za-z_]/.test(text)) return undefined; // not a change: a comment may hold anything
+  const keyStart = text.indexOf(":");
+  if (keyStart === -1) return undefined;
+  const keyEnd = text.indexOf(":", keyStart + 1);
+  let dots = 0;
+  for (let i = text.indexOf(".", keyStart); i !== -1 && (keyEnd === -1 || i < keyEnd); i = text.indexOf(".", i + 1)) {
+    if (++dots === MAX_SEGMENTS) return i;
+  }
+  return undefined;
 }
 
 function error(offset: number, message: string): ParsedLine {
@@ -67,10 +87,13 @@ function failure(text: string, parser: nearley.Parser, offset: number): ParsedLi
   if (part === 0 && /^[ \t]/.test(text) && expected.has("comment")) {
     return error(offset, `a change must start at column 1, found ${found} after leading spaces`);
   }
-  const names = [...expected].map((type) => tokenName(type, part)).filter(Boolean);
+  const names = ORDER.filter((type) => expected.has(type)).map((type) => tokenName(type, part));
   const hint = part < 2 && (text.match(/:/g) ?? []).length < 2 ? " (a change is app:key:value)" : "";
   return error(offset, `expected ${names.join(" or ") || "end of line"}, found ${found}${hint}`);
 }
+
+// Spaces and comments are never what an operator meant to write where a change fails.
+const ORDER = ["colon", "dot", "name"];
 
 function tokenName(type: string, part: number): string {
   switch (type) {
@@ -78,9 +101,7 @@ function tokenName(type: string, part: number): string {
       return part === 0 ? "an app name (a letter or '_', then letters, digits, '_' or '-')" : "a key name";
     case "colon":
       return "':'";
-    case "dot":
-      return "'.'";
     default:
-      return ""; // spaces and comments are never what an operator meant to write here
+      return "'.'";
   }
 }

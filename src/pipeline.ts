@@ -1,5 +1,5 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
@@ -46,6 +46,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
   const inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: state.position });
   await inbox.start();
+  await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
   log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
 
   let seq = state.seq;
@@ -144,6 +145,17 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
 }
 
 const reject = (reason: string): Outcome => ({ kind: "reject", reason });
+
+/** Whoever can write the inbox can change the configuration: say so when that is not only us. */
+async function warnIfOthersCanWrite(paths: string[], log: Logger): Promise<void> {
+  for (const path of paths) {
+    const info = await stat(path).catch(() => undefined);
+    if (info && (info.mode & 0o022) !== 0) {
+      const mode = (info.mode & 0o777).toString(8);
+      log.warn({ path, mode }, `${path} is writable by group or others (mode ${mode}): whoever can write the inbox can change the configuration`);
+    }
+  }
+}
 
 function keyInfo(schemas: Schemas, change: ValidChange): KeyInfo {
   return schemas.get(change.app)!.key(change.path) as KeyInfo;

@@ -86,7 +86,10 @@ function keyLookup(root: AnySchemaObject): AppSchema["key"] {
   return (path) => {
     const dotted = path.join(".");
     let info = cache.get(dotted);
-    if (info === undefined) cache.set(dotted, (info = resolveKey(root, path)));
+    if (info === undefined) {
+      if (cache.size >= 10_000) cache.clear(); // lines can name endless keys: stay bounded
+      cache.set(dotted, (info = resolveKey(root, path)));
+    }
     return info;
   };
 }

@@ -1,7 +1,7 @@
 // Stage 3b: a parsed change -> an accepted change (with the app's whole new config), or a reason.
 import type { ParsedLine } from "./parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
-import { describeValue, freezeDeep, getIn, jsonTypeOf, setIn, type AppConfig } from "./values.js";
+import { describeValue, freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, type AppConfig } from "./values.js";
 
 /** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
 export type AppValidator = (config: AppConfig) => string | undefined | void;
@@ -65,6 +65,9 @@ export function runValidators(schema: AppSchema, validators: readonly AppValidat
   return undefined;
 }
 
+/** Deeper values are refused: validating and freezing them would recurse without bound. */
+export const MAX_DEPTH = 64;
+
 type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
 
 /**
@@ -86,7 +89,9 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
     if (acceptsString) return { ok: true, value: trimmed };
     return { ok: false, reason: `must be ${typeNames(types)}, ${got} (not JSON)` };
   }
-  if (types === null || types.has(jsonTypeOf(value))) return { ok: true, value };
+  if (types === null || types.has(jsonTypeOf(value))) {
+    return nestsDeeperThan(value, MAX_DEPTH) ? { ok: false, reason: `is nested deeper than ${MAX_DEPTH} levels` } : { ok: true, value };
+  }
   if (acceptsString) return { ok: true, value: trimmed };
   return { ok: false, reason: `must be ${typeNames(types)}, ${got}` };
 }

@@ -53,3 +53,17 @@ export function describeValue(value: unknown, max = 60): string {
   const text = value === undefined ? "nothing" : JSON.stringify(value) ?? String(value);
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }
+
+/** Whether a JSON value nests deeper than `max` arrays and objects (checked without recursion). */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  let level: unknown[] = [value];
+  for (let depth = 0; level.length > 0; depth++) {
+    const next: unknown[] = [];
+    for (const node of level) {
+      if (node !== null && typeof node === "object") for (const child of Object.values(node)) next.push(child);
+    }
+    if (next.length > 0 && depth + 1 > max) return true;
+    level = next;
+  }
+  return false;
+}

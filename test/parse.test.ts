@@ -46,6 +46,15 @@ describe("the line grammar", () => {
     expect(parseLine(`a:k.${name}x:1`)).toMatchObject({ kind: "error", column: 5, message: expect.stringContaining("key name") });
   });
 
+  it("accepts keys of 32 segments and refuses more", () => {
+    const key = Array.from({ length: 32 }, (_, i) => `k${i}`).join(".");
+    expect(parseLine(`a:${key}:1`)).toMatchObject({ kind: "change", path: key.split(".") });
+    expect(parseLine(`a:${key}.k32:1`)).toEqual({ kind: "error", column: 3 + key.length, message: `column ${3 + key.length}: a key may have at most 32 segments` });
+    expect(parseLine(`a:${key}.k32`)).toMatchObject({ kind: "error", message: expect.stringContaining("at most 32 segments") });
+    expect(parseLine(`a:b:${"x.".repeat(100)}`)).toMatchObject({ kind: "change", key: "b" });
+    expect(parseLine(`# a:${"x.".repeat(100)}`)).toMatchObject({ kind: "comment" });
+  });
+
   it("reads a 1 MB value as one value (the lexer keeps it one token)", () => {
     const value = "x:".repeat(1 << 19);
     expect(parseLine(`app:key:${value}`)).toMatchObject({ kind: "change", valueText: value });

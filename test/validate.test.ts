@@ -61,7 +61,7 @@ describe("decoding a value by the schema type of its key", () => {
 describe("validating a change", () => {
   it.each([
     ["nope:interval:1", `unknown app "nope" (known apps: db, ticker)`],
-    ["ticker:nope:1", `ticker has no key "nope" (it has interval, name, enabled, ratio, tags, limits, mode, label, token)`],
+    ["ticker:nope:1", `ticker has no key "nope" (it has interval, name, enabled, ratio, tags, limits, mode, label, token, meta)`],
     ["ticker:interval.deep:1", `ticker.interval has no key "deep"`],
     ["ticker:limits.nope:1", `ticker.limits has no key "nope" (it has min, max)`],
     ["ticker:interval:100", "ticker.interval must be > 200, got 100"],

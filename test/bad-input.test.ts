@@ -1,0 +1,213 @@
+// Garbage in, a reason out: random and hostile lines never crash cdp, change a prototype, or
+// slip through unrecorded.
+import { execFile } from "node:child_process";
+import { appendFile, open, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import fc from "fast-check";
+import { beforeAll, describe, expect, it } from "vitest";
+import { startCdp } from "../src/index.js";
+import { toInboxLine } from "../src/inbox.js";
+import { encodeChange } from "../src/journal.js";
+import { parseLine } from "../src/parse.js";
+import { judgeLine } from "../src/pipeline.js";
+import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
+import { decodeValue } from "../src/validate.js";
+import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+let schemas: Schemas;
+beforeAll(async () => {
+  schemas = await loadSchemas(SCHEMAS);
+});
+
+const GRAMMAR_ALPHABET = ["a", "Z", "_", "-", "1", ":", ".", " ", "\t", "#", '"', "{", "[", "\r", "\0", "é", "\uD800"];
+const grammarish = fc.array(fc.constantFrom(...GRAMMAR_ALPHABET), { maxLength: 40 }).map((chars) => chars.join(""));
+const anyLine = fc.oneof(grammarish, fc.string({ unit: "binary", maxLength: 200 }), grammarish.map((tail) => `ticker:${tail}`));
+
+function judge(bytes: Uint8Array) {
+  const line = toInboxLine(Buffer.from(bytes), bytes.length, 1, bytes.length + 1, 65536);
+  const current = (app: string) => schemas.get(app)?.defaults ?? {};
+  return judgeLine(line, { schemas, validators: new Map(), current, maxLineBytes: 65536 });
+}
+
+describe("random lines (property-based)", () => {
+  it("parse to a blank line, a comment, a change or an error with a column on the line", () => {
+    fc.assert(
+      fc.property(anyLine, (text) => {
+        const parsed = parseLine(text);
+        expect(["blank", "comment", "change", "error"]).toContain(parsed.kind);
+        if (parsed.kind === "error") {
+          expect(parsed.column).toBeGreaterThanOrEqual(1);
+          expect(parsed.column).toBeLessThanOrEqual(text.length + 1);
+          expect(parsed.message).toMatch(/^column \d+: /);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("are judged without throwing, whatever their bytes, and leave every prototype alone", () => {
+    const before = [Object.getOwnPropertyNames(Object.prototype), Object.getOwnPropertyNames(Array.prototype)];
+    const bytes = fc.oneof(
+      fc.uint8Array({ maxLength: 120 }),
+      anyLine.map((text) => new TextEncoder().encode(text)),
+      fc.tuple(fc.constantFrom("ticker:meta:", "ticker:tags:", "ticker:limits:", "db:pool:"), fc.json()).map(([head, json]) => new TextEncoder().encode(head + json)),
+    );
+    fc.assert(
+      fc.property(bytes, (line) => {
+        expect(["ignore", "reject", "accept"]).toContain(judge(line).kind);
+      }),
+      { numRuns: 3000 },
+    );
+    expect([Object.getOwnPropertyNames(Object.prototype), Object.getOwnPropertyNames(Array.prototype)]).toEqual(before);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it("journal any string or integer value in a form that decodes back to it", () => {
+    const name = schemas.get("ticker")!.key(["name"]) as KeyInfo;
+    const label = schemas.get("ticker")!.key(["label"]) as KeyInfo;
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.integer()), (value) => {
+        for (const [key, info] of [["name", name], ["label", label]] as const) {
+          if (key === "name" && typeof value !== "string") continue;
+          const parsed = parseLine(encodeChange("ticker", key, value, info));
+          expect(parsed.kind).toBe("change");
+          if (parsed.kind === "change") expect(decodeValue(parsed.valueText, info)).toEqual({ ok: true, value });
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("each land exactly once in the journal or cdp.rej when a running watcher reads them", async () => {
+    const dir = await tempDir();
+    const lines = fc.sample(fc.oneof(anyLine, fc.constant("ticker:interval:1500"), fc.constant("ticker:name:ok")), { numRuns: 400, seed: 42 });
+    const clean = lines.map((line) => line.replace(/\n/g, ""));
+    const counted = clean.filter((line) => !["blank", "comment"].includes(parseLine(line.replace(/\r$/, "")).kind)).length;
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), clean.map((line) => `${line}\n`).join(""));
+    await waitUntil(async () => (await recordCount(dir)) === counted);
+    // every processed line has its own seq, in the journal or in cdp.rej: none twice, none missing
+    const seqs = [...(await readText(join(dir, "cdp"))).matchAll(/^# rev=\d+ seq=(\d+) /gm), ...(await readText(join(dir, "cdp.rej"))).matchAll(/^# seq=(\d+) /gm)]
+      .map((match) => Number(match[1]))
+      .sort((a, b) => a - b);
+    expect(seqs).toEqual(Array.from({ length: counted }, (_, i) => i + 1));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+});
+
+async function recordCount(dir: string): Promise<number> {
+  return (await recordLines(join(dir, "cdp"))).length + ((await readText(join(dir, "cdp.rej"))).match(/^# seq=/gm) ?? []).length;
+}
+
+const DEEP_ARRAY = "an array nested 30,000 deep";
+const DEEP_OBJECT = "an object nested 65 deep";
+
+describe("hostile lines (named cases)", () => {
+  it.each([
+    ['ticker:interval:"1500"', "ticker.interval must be an integer"],
+    ["ticker:interval:true", "ticker.interval must be an integer"],
+    ["ticker:interval:null", "ticker.interval must be an integer"],
+    ["ticker:interval:[1500]", "ticker.interval must be an integer"],
+    ["ticker:enabled:1", "ticker.enabled must be true or false"],
+    ['ticker:enabled:"true"', "ticker.enabled must be true or false"],
+    ['ticker:tags:"a"', "ticker.tags must be a JSON array"],
+    ["ticker:ratio:NaN", "ticker.ratio must be a number"],
+    ["ticker:ratio:0x10", "ticker.ratio must be a number"],
+    ["../etc:passwd:1", "column 1: expected an app name"],
+    ["ticker:../x:1", "column 8: expected a key name"],
+    ["__proto__:polluted:1", `unknown app "__proto__"`],
+    ["constructor:x:1", `unknown app "constructor"`],
+    ["ticker:__proto__:1", `ticker has no key "__proto__"`],
+    ["ticker:prototype.x:1", `ticker has no key "prototype"`],
+    ["ticker:constructor:1", `ticker has no key "constructor"`],
+    ["ticker:meta.__proto__:1", `ticker.meta has no key "__proto__"`],
+    ['ticker:limits:{"__proto__": {"polluted": true}}', `ticker.limits has no key "__proto__"`],
+    [DEEP_ARRAY, "ticker.tags is nested deeper than 64 levels"],
+    [DEEP_OBJECT, "ticker.meta is nested deeper than 64 levels"],
+    ["\0ticker:interval:1500", "column 1: expected an app name"],
+  ])("rejects %s where coercion or a lookup by name could surprise: %s", (name, reason) => {
+    const line = name === DEEP_ARRAY ? `ticker:tags:${"[".repeat(30_000)}${"]".repeat(30_000)}` : name === DEEP_OBJECT ? `ticker:meta:${'{"a":'.repeat(65)}1${"}".repeat(65)}` : name;
+    const verdict = judge(new TextEncoder().encode(line));
+    expect(verdict).toMatchObject({ kind: "reject", reason: expect.stringContaining(reason) });
+  });
+
+  it("decodes what the contract says, not what a coercing validator would", () => {
+    expect(judge(new TextEncoder().encode("ticker:name:1500"))).toMatchObject({ kind: "accept", change: { value: "1500" } });
+    expect(judge(new TextEncoder().encode('ticker:name:["a"]'))).toMatchObject({ kind: "accept", change: { value: '["a"]' } });
+    expect(judge(new TextEncoder().encode("ticker:interval:1.5e3"))).toMatchObject({ kind: "accept", change: { value: 1500 } });
+    expect(judge(new TextEncoder().encode("ticker:name:a\0b"))).toMatchObject({ kind: "accept", change: { value: "a\0b" } });
+    expect(judge(Uint8Array.from([...new TextEncoder().encode("ticker:name:"), 0xff, 0xfe]))).toEqual({ kind: "reject", reason: "line is not valid UTF-8" });
+  });
+
+  it("keeps __proto__ inside a free-form value a plain key, end to end", async () => {
+    const dir = await tempDir();
+    const { logger } = capturedLogger();
+    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
+    try {
+      await appendFile(join(dir, "cdp.new"), 'ticker:meta:{"__proto__": {"polluted": true}, "constructor": {"prototype": {"polluted": true}}}\n');
+      await waitUntil(() => cdp.revision === 1);
+      const meta = cdp.get("ticker", "meta") as Record<string, unknown>;
+      expect(Object.getPrototypeOf(meta)).toBe(Object.prototype);
+      expect(Object.keys(meta)).toEqual(["__proto__", "constructor"]);
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      expect(Object.getOwnPropertyNames(Object.prototype)).not.toContain("polluted");
+    } finally {
+      await cdp.stop();
+    }
+    expect((await readFile(join(dir, "cdp"), "utf8")).split("\n")[1]).toBe('ticker:meta:{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}');
+  });
+
+  it("rejects a 200 MB line once, cut short, without holding it in memory", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir, ["--poll-interval", "100"]);
+    const inbox = await open(join(dir, "cdp.new"), "a");
+    const piece = Buffer.alloc(1 << 20, "x");
+    await inbox.write("ticker:name:");
+    for (let i = 0; i < 200; i++) await inbox.write(piece);
+    await inbox.write("\nticker:interval:1500\n");
+    await inbox.close();
+    await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1, 60_000);
+    const rejects = await readText(join(dir, "cdp.rej"));
+    expect(rejects.match(/^# seq=/gm)).toHaveLength(1);
+    expect(rejects).toContain(`length=${200 * (1 << 20) + 12} reason: line is ${200 * (1 << 20) + 12} bytes, over the limit of 65536\n`);
+    expect(rejects.split("\n")[1]).toHaveLength(65536);
+    const status = await readFile(`/proc/${watch.child.pid}/status`, "utf8");
+    const peakKb = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]);
+    expect(peakKb).toBeLessThan(150 * 1024); // far below the line's 200 MB
+    watch.child.kill("SIGTERM");
+  }, 90_000);
+});
+
+describe("secrets and permissions", () => {
+  it("never shows a secret (writeOnly) value in logs, reasons or error messages", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir, ["--log-level", "trace"]);
+    await appendFile(join(dir, "cdp.new"), "ticker:token:s3cr\nticker:token:hunter2hunter2\n");
+    await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    expect(watch.output()).not.toContain("s3cr");
+    expect(watch.output()).not.toContain("hunter2");
+    const rejects = await readText(join(dir, "cdp.rej"));
+    expect(rejects).toContain("reason: ticker.token must NOT have fewer than 8 characters (value hidden: secret key)\nticker:token:s3cr\n");
+    expect(await recordLines(join(dir, "cdp"))).toEqual(["ticker:token:hunter2hunter2"]); // the journal keeps it
+
+    const checked = await cdp(["check", "--schemas", SCHEMAS, "-"], "ticker:token:s3cr\n");
+    expect(checked.output).not.toContain("s3cr");
+    await appendFile(join(dir, "cdp"), "ticker:token:x1\n");
+    const started = await cdp(["watch", "--dir", dir, "--schemas", SCHEMAS]);
+    expect(started.code).toBe(2);
+    expect(started.output).toContain("ticker.token must NOT have fewer than 8 characters (value hidden: secret key)");
+    expect(started.output).not.toContain("x1");
+  });
+
+  it("warns when others can write the inbox or its directory", async () => {
+    const dir = await tempDir();
+    await promisify(execFile)("chmod", ["0777", dir]);
+    const watch = await startWatch(dir);
+    expect(watch.output()).toContain(`${dir} is writable by group or others (mode 777): whoever can write the inbox can change the configuration`);
+    watch.child.kill("SIGTERM");
+  });
+});
