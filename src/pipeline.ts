@@ -58,6 +58,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
     const applied: AppliedChange[] = [];
+    const outcomes: (() => void)[] = []; // logged once durable: a failed write must not look accepted
     let journalText = "";
     let rejectText = "";
     let revision = table.revision;
@@ -72,10 +73,12 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
         pending.set(change.app, change.config);
         journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
         applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time });
-        log.info({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
+        const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
+        outcomes.push(() => log.info(fields, "accepted"));
       } else {
         rejectText += rejectionRecord({ seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
-        log.warn({ source, reason: outcome.reason }, "rejected");
+        const { reason } = outcome;
+        outcomes.push(() => log.warn({ source, reason }, "rejected"));
       }
       last = { commit, accepted: outcome.kind === "accept" };
     }
@@ -85,6 +88,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
       log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
       return;
     }
+    for (const logOutcome of outcomes) logOutcome();
     for (const change of applied) table.apply(change);
   };
 

@@ -84,3 +84,47 @@ describe("when the journal cannot be written", () => {
     expect(await again.exited).toBe(0);
   });
 });
+
+describe("when fsync fails", () => {
+  // ext4 on a loop device whose backing file lives on a tmpfs that is then filled: writes land in
+  // the page cache, and fdatasync fails when the loop device cannot write them out. A second
+  // fsync would report success (the error is consumed): the fault PostgreSQL called fsyncgate.
+  it("stops with a clear error instead of retrying, and a restart recovers from the journal", async () => {
+    const root = await tempDir();
+    const back = join(root, "back");
+    const disk = join(root, "disk");
+    await mkdir(back);
+    await mkdir(disk);
+    await run("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", back]);
+    mounts.push(back);
+    await run("truncate", ["-s", "64M", join(back, "disk.img")]);
+    await run("mkfs.ext4", ["-q", "-O", "^has_journal", "-E", "lazy_itable_init=1", join(back, "disk.img")]);
+    const loop = (await run("losetup", ["-f", "--show", join(back, "disk.img")])).stdout.trim();
+    try {
+      await run("mount", [loop, disk]);
+      mounts.unshift(disk);
+      const dir = join(disk, "data");
+      const watch = await startWatch(dir);
+      await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+      await waitUntil(async () => (await journalOf(dir)).length === 1);
+
+      await writeFile(join(back, "filler"), Buffer.alloc(32 << 20)).catch(() => undefined); // fills the backing store
+      const lines = Array.from({ length: 2000 }, (_, i) => `ticker:name:${String(i).padStart(500, "n")}`);
+      await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
+      expect(await watch.exited).toBe(1);
+      expect(watch.output()).toMatch(/fsync of \S+ failed \((ENOSPC|EIO)\): stopping; restart cdp to recover from the journal/);
+      // the batch whose fsync failed was never reported accepted
+      expect(watch.output().match(/"accepted"/g)!.length).toBeLessThan(2001);
+
+      await rm(join(back, "filler"));
+      const again = await startWatch(dir);
+      await waitUntil(async () => (await journalOf(dir)).length === 2001);
+      expect(await journalOf(dir)).toEqual(["ticker:interval:1500", ...lines]);
+      again.child.kill("SIGTERM");
+      expect(await again.exited).toBe(0);
+    } finally {
+      for (const mount of mounts.splice(0)) await run("umount", ["-l", mount]).catch(() => undefined);
+      await run("losetup", ["-d", loop]).catch(() => undefined);
+    }
+  }, 60_000);
+});
