@@ -13,7 +13,8 @@ import { startCdp } from "./index.js";
 import { INBOX_FILE, linesOf } from "./inbox.js";
 import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { judgeLine } from "./pipeline.js";
-import { loadSchemas } from "./schemas.js";
+import { formatHistory, historyJson, rollbackLines, selectHistory } from "./history.js";
+import { loadSchemas, type Schemas } from "./schemas.js";
 import type { AppConfig } from "./values.js";
 
 const USAGE = `cdp: configuration delivery pipeline
@@ -23,10 +24,12 @@ Usage:
   cdp push   --dir D LINE...         append change lines to D/${INBOX_FILE} (- reads them from stdin)
   cdp get    --dir D --schemas S [app[.key]]   print the current config as JSON
   cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
+  cdp history --dir D --schemas S [app[.key]] [--limit N] [--json]   revisions, newest first
+  cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]   undo changes through the inbox
 
 Run 'cdp COMMAND --help' for a command's options.
-Exit codes: 0 done; 1 a check found rejections (or a fault stopped cdp); 2 bad usage or an
-invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
+Exit codes: 0 done; 1 a check found rejections, a rollback was refused, or a fault stopped cdp;
+2 bad usage or an invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
 
 const HELP: Record<string, string> = {
   watch: `Usage: cdp watch --dir D --schemas S [options]
@@ -66,6 +69,24 @@ schema defaults. Exit 0 when every line would be accepted, 1 when any would be r
 
 Options:
   --max-line-bytes N     the line length limit to apply (default 65536)`,
+  history: `Usage: cdp history --dir D --schemas S [app[.key.path]] [--limit N] [--json]
+
+Print the accepted changes recorded in D/${JOURNAL_FILE}, newest first: revision, time, source,
+key, old and new value. Secret (writeOnly) values are shown as [secret].
+
+Options:
+  --limit N              at most N revisions
+  --json                 a JSON array, for scripts`,
+  rollback: `Usage: cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]
+
+Bring the configuration back to its state at revision REV (--last: undo the latest change).
+cdp computes the change lines that undo every later change (keys that did not exist at REV go
+back to their schema default) and appends them to D/${INBOX_FILE}, so the watcher validates,
+journals and announces them like any other change. A rollback that the current schemas would
+refuse is refused (exit 1) before anything is written, with the reason.
+
+Options:
+  --dry-run              print the lines without appending them`,
 };
 
 const OPTIONS = {
@@ -81,6 +102,11 @@ const OPTIONS = {
   pretty: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
+  limit: { type: "string" },
+  json: { type: "boolean" },
+  to: { type: "string" },
+  last: { type: "boolean" },
+  "dry-run": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -122,6 +148,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await pushCommand(values, positionals, io);
       case "get":
         return await getCommand(values, positionals, io);
+      case "history":
+        return await historyCommand(values, positionals, io);
+      case "rollback":
+        return await rollbackCommand(values, positionals, io);
       default:
         return await checkCommand(values, positionals, io);
     }
@@ -129,7 +159,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     if (error instanceof CdpError) {
       io.stderr(`cdp: ${error.message}\n`);
       if (error.code === "usage") io.stderr(`Run 'cdp ${argv[0] && argv[0] in HELP ? `${argv[0]} ` : ""}--help' for usage.\n`);
-      return error.code === "inbox" ? 3 : 2;
+      return error.code === "inbox" ? 3 : error.code === "refused" ? 1 : 2;
     }
     io.stderr(`cdp: ${(error as Error).message ?? String(error)}\n`);
     return 1;
@@ -150,7 +180,7 @@ function required(values: Values, name: "dir" | "schemas"): string {
   return resolve(value);
 }
 
-type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window";
+type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window" | "limit";
 
 function positiveInteger(values: Values, name: NumberOption, fallback: number): number {
   const text = values[name];
@@ -215,11 +245,15 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").filter((line) => line !== "");
   else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
   else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
+  await queueLines(dir, lines, io);
+  return 0;
+}
+
+/** Append lines to the inbox with one write in append mode: concurrent writers never interleave within it. */
+async function queueLines(dir: string, lines: string[], io: Io): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  // one write with O_APPEND: concurrent writers never interleave within it
   await appendFile(join(dir, INBOX_FILE), lines.map((line) => `${line}\n`).join(""), { mode: 0o600 });
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
-  return 0;
 }
 
 async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {
@@ -273,6 +307,58 @@ async function checkCommand(values: Values, positionals: string[], io: Io): Prom
   }
   io.stderr(`${accepted + rejected} change line${accepted + rejected === 1 ? "" : "s"}: ${accepted} would be accepted, ${rejected} rejected\n`);
   return rejected > 0 ? 1 : 0;
+}
+
+async function historyCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals, 1);
+  const dir = required(values, "dir");
+  const schemas = await loadSchemas(required(values, "schemas"));
+  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
+  const entries = selectHistory(state.history, positionals[0], positiveInteger(values, "limit", Number.MAX_SAFE_INTEGER));
+  if (values.json) io.stdout(`${JSON.stringify(historyJson(entries), null, 2)}\n`);
+  else io.stdout(entries.length > 0 ? `${formatHistory(entries)}\n` : "no changes recorded\n");
+  return 0;
+}
+
+async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const schemas = await loadSchemas(required(values, "schemas"));
+  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
+  if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
+  const revision = values.last ? state.revision - 1 : Number(values.to);
+  if (!Number.isInteger(revision)) throw new CdpError("usage", `--to must be a revision number, got "${values.to}"`);
+  const lines = rollbackLines(state, schemas, revision);
+  if (lines.length === 0) {
+    io.stderr(`the configuration is already as it was at revision ${revision}\n`);
+    return 0;
+  }
+  // Judge the lines as the watcher will, against the current state; a cross-field rule may need
+  // them in the other order.
+  const refusal = judgeInOrder(lines, schemas, state.apps);
+  const ordered = refusal === undefined ? lines : lines.slice().reverse();
+  if (refusal !== undefined && judgeInOrder(ordered, schemas, state.apps) !== undefined) {
+    throw new CdpError("refused", `rollback to revision ${revision} refused: ${refusal}`);
+  }
+  if (values["dry-run"]) {
+    io.stdout(`${ordered.join("\n")}\n`);
+    return 0;
+  }
+  await queueLines(dir, ordered, io);
+  io.stdout(`${ordered.join("\n")}\n`);
+  return 0;
+}
+
+/** The reason the first of these lines that would be rejected is, or undefined when all would pass. */
+function judgeInOrder(lines: string[], schemas: Schemas, apps: ReadonlyMap<string, AppConfig>): string | undefined {
+  const current = new Map(apps);
+  const context = { schemas, validators: new Map(), current: (app: string) => current.get(app) ?? {}, maxLineBytes: Infinity };
+  for (const line of linesOf(Buffer.from(lines.join("\n")), Infinity)) {
+    const outcome = judgeLine(line, context);
+    if (outcome.kind === "reject") return `${line.text}: ${outcome.reason}`;
+    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
+  }
+  return undefined;
 }
 
 async function version(): Promise<string> {

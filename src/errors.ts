@@ -1,7 +1,10 @@
 // The one error type for what an operator can cause; the CLI maps its code to an exit code.
 
-/** usage: bad command line; bootstrap: a schema or the journal is invalid; inbox: unreachable too long. */
-export type CdpErrorCode = "usage" | "bootstrap" | "inbox";
+/**
+ * usage: bad command line; bootstrap: a schema or the journal is invalid; inbox: unreachable too
+ * long; refused: a request (such as a rollback) that the schemas would reject.
+ */
+export type CdpErrorCode = "usage" | "bootstrap" | "inbox" | "refused";
 
 /** An error whose message is written for the operator: where, what was found, what was expected. */
 export class CdpError extends Error {

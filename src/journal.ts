@@ -13,7 +13,7 @@ import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "./validate.js";
-import { setIn, type AppConfig } from "./values.js";
+import { getIn, setIn, type AppConfig } from "./values.js";
 import { isDeepStrictEqual } from "node:util";
 
 export const JOURNAL_FILE = "cdp";
@@ -32,6 +32,32 @@ export interface JournalState {
   torn: string | undefined;
   /** The last line was hand-written without its newline: add one before appending. */
   unterminated: boolean;
+  /** With `history`: every change since `historyFrom`, oldest first. */
+  history: HistoryEntry[];
+  /** The revision the journal's history starts from (not 0 once compacted). */
+  historyFrom: number;
+  /** How many change records the journal holds after its compacted state. */
+  records: number;
+}
+
+export interface ReplayOptions {
+  /** The apps' code-level checks, run on the replayed config. */
+  validators?: ReadonlyMap<string, readonly AppValidator[]>;
+  /** Collect every change with its previous value (for `cdp history` and rollback). */
+  history?: boolean;
+}
+
+/** One accepted change as the journal records it. */
+export interface HistoryEntry {
+  revision: number;
+  /** When it was applied (absent for hand-written lines). */
+  time: string | undefined;
+  source: string;
+  app: string;
+  key: string;
+  value: unknown;
+  previous: unknown;
+  secret: boolean;
 }
 
 export interface Commit {
@@ -42,18 +68,26 @@ export interface Commit {
 }
 
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
-export async function replayJournal(
-  path: string,
-  schemas: Schemas,
-  validators: ReadonlyMap<string, readonly AppValidator[]> = new Map(),
-): Promise<JournalState> {
+export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
+  const validators = options.validators ?? new Map<string, readonly AppValidator[]>();
   let text = "";
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
-  const state: JournalState = { apps: new Map(), revision: 0, seq: 0, position: undefined, length: Buffer.byteLength(text), torn: undefined, unterminated: false };
+  const state: JournalState = {
+    apps: new Map(),
+    revision: 0,
+    seq: 0,
+    position: undefined,
+    length: Buffer.byteLength(text),
+    torn: undefined,
+    unterminated: false,
+    history: [],
+    historyFrom: 0,
+    records: 0,
+  };
   for (const [app, schema] of schemas) state.apps.set(app, schema.defaults);
 
   const lines = text.split("\n");
@@ -70,15 +104,20 @@ export async function replayJournal(
   }
 
   const setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
-  let nextRevision: number | undefined;
+  let meta: Meta = {}; // the metadata comment that applies to the next change line
   for (const [index, raw] of lines.entries()) {
     const number = index + 1;
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const parsed = parseLine(line);
     if (parsed.kind === "blank") continue;
     if (parsed.kind === "comment") {
-      const meta = readMeta(line);
-      if (meta.rev !== undefined) nextRevision = meta.rev;
+      const read = readMeta(line);
+      if (read.seq === undefined) continue; // an operator's comment
+      meta = read;
+      if (meta.base) {
+        state.revision = meta.rev!; // a compacted journal starts with the state at this revision
+        state.historyFrom = meta.rev!;
+      }
       if (meta.position) {
         state.seq = meta.seq!;
         state.position = meta.position;
@@ -93,9 +132,17 @@ export async function replayJournal(
     if (typeof info === "string") throw fail(`${parsed.app}${info}`);
     const decoded = decodeValue(parsed.valueText, info);
     if (!decoded.ok) throw fail(`${parsed.app}.${parsed.key} ${decoded.reason}`);
-    state.apps.set(parsed.app, setIn(state.apps.get(parsed.app)!, parsed.path, decoded.value));
-    state.revision = nextRevision ?? state.revision + 1;
-    nextRevision = undefined;
+    const before = state.apps.get(parsed.app)!;
+    state.apps.set(parsed.app, setIn(before, parsed.path, decoded.value));
+    if (meta.base) continue; // part of the compacted state: no revision of its own
+    state.revision = meta.rev ?? state.revision + 1;
+    state.records++;
+    if (options.history) {
+      const { time, source } = meta;
+      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous: getIn(before, parsed.path), secret: info.secret };
+      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}` });
+    }
+    meta = {};
     if (!setBy.has(parsed.app)) setBy.set(parsed.app, new Map());
     setBy.get(parsed.app)!.set(parsed.key, number);
   }
@@ -125,21 +172,29 @@ function lineOf(setBy: Map<string, number> | undefined, key: string): number | u
   return found;
 }
 
-const META = /^# (?:rev=\d+ )?seq=\d+ /;
+const META = /^# (?:base )?(?:rev=\d+ )?seq=\d+ /;
 
 interface Meta {
   rev?: number;
   seq?: number;
+  time?: string;
+  source?: string;
   position?: InboxPosition;
+  /** The change lines that follow are the compacted state at `rev`, not changes. */
+  base?: boolean;
 }
 
 /** The fields of one of cdp's metadata comments; any other comment yields nothing. */
 export function readMeta(comment: string): Meta {
   if (!META.test(comment)) return {};
-  const fields = new Map(comment.slice(2).split(" ").map((field) => field.split("=", 2) as [string, string]));
+  const words = comment.slice(2).split(" ");
+  const fields = new Map(words.map((field) => field.split("=", 2) as [string, string]));
   const meta: Meta = {};
+  if (words[0] === "base") meta.base = true;
   if (fields.has("rev")) meta.rev = Number(fields.get("rev"));
   meta.seq = Number(fields.get("seq"));
+  meta.time = fields.get("time");
+  meta.source = fields.get("source");
   const inbox = /^(.+)@(\d+)$/.exec(fields.get("inbox") ?? "");
   const line = /:(\d+)$/.exec(fields.get("source") ?? "");
   if (inbox && line) meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };

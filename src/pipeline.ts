@@ -37,7 +37,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const schemas = await loadSchemas(options.schemas);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
-  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, options.validators);
+  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { validators: options.validators });
   if (state.torn !== undefined) {
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }

@@ -33,8 +33,9 @@ export interface AppSchema {
 export type Schemas = ReadonlyMap<string, AppSchema>;
 
 // allErrors so that `useDefaults` fills every default even when something else is wrong;
-// no type coercion: "1500" is never silently an integer.
-const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, logger: false } as const;
+// no type coercion: "1500" is never silently an integer; $data for cross-field rules
+// ("max": {"minimum": {"$data": "1/min"}}).
+const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false } as const;
 
 /** Load and compile every DIR/<app>.schema.json. Throws a CdpError naming the file and the fault. */
 export async function loadSchemas(dir: string): Promise<Schemas> {

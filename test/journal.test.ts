@@ -67,7 +67,7 @@ describe("replaying the journal", () => {
   it("runs the apps' validators on the replayed config", async () => {
     const path = await journalWith("ticker:name:boom\n");
     const validators = new Map([["ticker", [(config: { name?: unknown }) => (config.name === "boom" ? "boom is reserved" : undefined)]]]);
-    await expect(replayJournal(path, schemas, validators)).rejects.toMatchObject({ message: `${path}: ticker refused by its validator: boom is reserved` });
+    await expect(replayJournal(path, schemas, { validators })).rejects.toMatchObject({ message: `${path}: ticker refused by its validator: boom is reserved` });
   });
 
   it("cuts off a record that a crash left torn, and appends after the valid part", async () => {

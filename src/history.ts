@@ -1,0 +1,73 @@
+// Change management: the journal's history as operators read it, and rollback as ordinary lines.
+import { isDeepStrictEqual } from "node:util";
+import { CdpError } from "./errors.js";
+import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
+import type { KeyInfo, Schemas } from "./schemas.js";
+import { describeValue, getIn, setIn, type AppConfig } from "./values.js";
+
+/** The entries for `app` or `app.key` (a change above or below the key counts), newest first. */
+export function selectHistory(history: readonly HistoryEntry[], selector: string | undefined, limit = Infinity): HistoryEntry[] {
+  const [app, ...path] = selector?.split(".") ?? [];
+  const key = path.join(".");
+  const related = (entry: HistoryEntry) =>
+    (app === undefined || entry.app === app) && (key === "" || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
+  const selected: HistoryEntry[] = [];
+  for (let i = history.length - 1; i >= 0 && selected.length < limit; i--) if (related(history[i]!)) selected.push(history[i]!);
+  return selected;
+}
+
+const shown = (entry: HistoryEntry, value: unknown) => (entry.secret ? "[secret]" : value === undefined ? "(none)" : describeValue(value));
+
+/** History as an aligned table for a terminal. */
+export function formatHistory(entries: readonly HistoryEntry[]): string {
+  const rows = entries.map((entry) => [
+    String(entry.revision),
+    entry.time ?? "(bootstrap)",
+    entry.source,
+    `${entry.app}.${entry.key}`,
+    `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}`,
+  ]);
+  const header = ["rev", "time", "source", "key", "change"];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  return [header, ...rows].map((row) => row.map((cell, column) => (column === 4 ? cell : cell.padEnd(widths[column]!))).join("  ")).join("\n");
+}
+
+/** History for scripts: secret values are never shown. */
+export function historyJson(entries: readonly HistoryEntry[]): object[] {
+  return entries.map(({ secret, ...entry }) => (secret ? { ...entry, value: "[secret]", previous: "[secret]" } : entry));
+}
+
+/**
+ * The change lines that bring the configuration back to its state at `revision`: the changes
+ * after it are undone, newest first; a key that did not exist then goes back to its schema default.
+ * One line per top-level key that differs, with the key's whole value.
+ */
+export function rollbackLines(state: JournalState, schemas: Schemas, revision: number): string[] {
+  if (revision < state.historyFrom) throw new CdpError("usage", `the history before revision ${state.historyFrom} was compacted away`);
+  if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
+  const target = new Map(state.apps);
+  for (const entry of state.history.slice().reverse()) {
+    if (entry.revision <= revision) break;
+    const path = entry.key.split(".");
+    const previous = entry.previous === undefined ? getIn(schemas.get(entry.app)?.defaults, path) : entry.previous;
+    target.set(entry.app, setIn(target.get(entry.app) ?? {}, path, previous));
+  }
+  const lines: string[] = [];
+  for (const [app, config] of target) {
+    const current: AppConfig = state.apps.get(app) ?? {};
+    for (const key of new Set([...Object.keys(current), ...Object.keys(config)])) {
+      const value = withoutUndefined(config[key]);
+      if (isDeepStrictEqual(value, current[key])) continue;
+      if (value === undefined) {
+        throw new CdpError("refused", `${app}.${key} did not exist at revision ${revision} and has no default: a change line cannot remove it`);
+      }
+      lines.push(encodeChange(app, key, value, schemas.get(app)!.key([key]) as KeyInfo));
+    }
+  }
+  return lines;
+}
+
+// Keys that went back to "not set" are left out of the object written in their place.
+function withoutUndefined(value: unknown): unknown {
+  return value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as unknown);
+}

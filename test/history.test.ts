@@ -1,0 +1,133 @@
+// Change management through the CLI: history, rollback, atomic multi-key changes.
+import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+
+const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
+
+/** A watcher on a fresh dir that has applied `lines` (all valid). */
+async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: string; watch: Running }> {
+  const dir = await tempDir();
+  const watch = await startWatch(dir, ["--schemas", schemas]);
+  await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
+  await waitUntil(async () => (await journalOf(dir)).length === lines.length);
+  return { dir, watch };
+}
+
+async function get(dir: string, selector: string, schemas = SCHEMAS): Promise<unknown> {
+  return JSON.parse((await cdp(["get", "--dir", dir, "--schemas", schemas, selector])).output);
+}
+
+describe("cdp history", () => {
+  it("lists revisions newest first with time, source, key, old and new value", async () => {
+    const { dir, watch } = await watched(["ticker:interval:1500", "ticker:name:abc", "ticker:interval:2500", "ticker:token:supersecret"]);
+    const { code, output } = await cdp(["history", "--dir", dir, "--schemas", SCHEMAS]);
+    expect(code).toBe(0);
+    const lines = output.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^rev\s+time\s+source\s+key\s+change$/);
+    expect(lines.slice(1).map((line) => line.replace(/\d{4}-\S+Z/, "T").replace(/\s+/g, " "))).toEqual([
+      "4 T cdp.new:4 ticker.token [secret] → [secret]",
+      "3 T cdp.new:3 ticker.interval 1500 → 2500",
+      '2 T cdp.new:2 ticker.name "tick" → "abc"',
+      "1 T cdp.new:1 ticker.interval 1000 → 1500",
+    ]);
+    expect(output).not.toContain("supersecret");
+    watch.child.kill("SIGTERM");
+  });
+
+  it("filters by app or key, limits, and speaks JSON for scripts", async () => {
+    const { dir, watch } = await watched(["ticker:interval:1500", "db:pool.max:20", "ticker:interval:2500", 'db:pool:{"min":2,"max":30}']);
+    const json = await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "ticker.interval", "--limit", "1", "--json"]);
+    expect(JSON.parse(json.output)).toEqual([
+      { revision: 3, time: expect.stringMatching(/Z$/), source: "cdp.new:3", app: "ticker", key: "interval", value: 2500, previous: 1500 },
+    ]);
+    const pool = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "db.pool.max", "--json"])).output) as { revision: number }[];
+    expect(pool.map((entry) => entry.revision)).toEqual([4, 2]);
+    expect((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--limit", "x"])).code).toBe(2);
+    watch.child.kill("SIGTERM");
+  });
+
+  it("shows a hand-written bootstrap as such", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "cdp"), "ticker:interval:2000\n");
+    const { output } = await cdp(["history", "--dir", dir, "--schemas", SCHEMAS]);
+    expect(output).toMatch(/^1\s+\(bootstrap\)\s+cdp:1\s+ticker\.interval\s+1000 → 2000$/m);
+  });
+});
+
+describe("cdp rollback", () => {
+  it("brings the configuration back to a revision through the inbox, as ordinary changes", async () => {
+    const { dir, watch } = await watched(["ticker:interval:1500", "ticker:name:abc", "ticker:interval:2500", "db:pool.max:20"]);
+    const { code, output } = await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "1"]);
+    expect(code).toBe(0);
+    expect(output.split("\n")).toEqual(expect.arrayContaining(["ticker:interval:1500", "ticker:name:tick", 'db:pool:{"min":1,"max":10}']));
+    await waitUntil(async () => (await journalOf(dir)).length === 7);
+    expect(await get(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
+    expect(await get(dir, "db")).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as { source: string }[];
+    expect(history.map((entry) => entry.source)).toEqual(["cdp.new:7", "cdp.new:6", "cdp.new:5"]);
+    watch.child.kill("SIGTERM");
+  });
+
+  it("undoes the latest change with --last, and prints without writing with --dry-run", async () => {
+    const { dir, watch } = await watched(["ticker:interval:1500", "ticker:interval:2500"]);
+    const dry = await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--last", "--dry-run"]);
+    expect(dry).toEqual({ code: 0, output: "ticker:interval:1500\n" });
+    expect(await readText(join(dir, "cdp.new"))).toBe("ticker:interval:1500\nticker:interval:2500\n");
+    expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--last"])).code).toBe(0);
+    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    expect(await get(dir, "ticker.interval")).toBe(1500);
+    watch.child.kill("SIGTERM");
+  });
+
+  it("orders the lines so that a cross-field rule holds at every step", async () => {
+    // at revision 1 the mode is slow with a long interval; "fast" allows at most 5000
+    const { dir, watch } = await watched(["ticker:interval:9000", "ticker:mode:slow", "ticker:interval:3000", "ticker:mode:fast"]);
+    expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "2"])).code).toBe(0);
+    await waitUntil(async () => (await journalOf(dir)).length === 6);
+    expect(await get(dir, "ticker")).toMatchObject({ interval: 9000, mode: "slow" });
+    expect(await readText(join(dir, "cdp.rej"))).toBe("");
+    watch.child.kill("SIGTERM");
+  });
+
+  it("refuses, before writing anything, a rollback that the current schemas would reject", async () => {
+    const schemas = await tempDir();
+    await cp(SCHEMAS, schemas, { recursive: true });
+    const { dir, watch } = await watched(["ticker:interval:9000", "ticker:interval:1500"], schemas);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    const ticker = JSON.parse(await readFile(join(schemas, "ticker.schema.json"), "utf8")) as { properties: { interval: { exclusiveMaximum: number } } };
+    ticker.properties.interval.exclusiveMaximum = 5000;
+    await writeFile(join(schemas, "ticker.schema.json"), JSON.stringify(ticker));
+    const inbox = await readText(join(dir, "cdp.new"));
+    const { code, output } = await cdp(["rollback", "--dir", dir, "--schemas", schemas, "--to", "1"]);
+    expect(code).toBe(1);
+    expect(output).toContain("rollback to revision 1 refused: ticker:interval:9000: ticker.interval must be < 5000, got 9000");
+    expect(await readText(join(dir, "cdp.new"))).toBe(inbox);
+  });
+
+  it.each([
+    [["--to", "9"], "there is no revision 9 (the latest is 1)"],
+    [[], "give either --to REV or --last"],
+    [["--to", "1", "--last"], "give either --to REV or --last"],
+    [["--to", "x"], `--to must be a revision number, got "x"`],
+  ])("refuses bad usage %j", async (args, message) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "cdp"), "ticker:interval:2000\n");
+    const { code, output } = await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, ...args]);
+    expect(code).toBe(2);
+    expect(output).toContain(message);
+  });
+});
+
+describe("atomic multi-key changes", () => {
+  it("changes several keys of an object in one validated step when a rule ties them", async () => {
+    const { dir, watch } = await watched([]);
+    await appendFile(join(dir, "cdp.new"), 'db:pool.min:20\ndb:pool:{"min":20,"max":40}\n');
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect(await readText(join(dir, "cdp.rej"))).toContain("reason: db.pool.max must be >= 20, got 10\ndb:pool.min:20\n");
+    expect(await get(dir, "db.pool")).toEqual({ min: 20, max: 40 });
+    watch.child.kill("SIGTERM");
+  });
+});
