@@ -11,7 +11,8 @@ import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
 import { startCdp } from "./index.js";
 import { INBOX_FILE, linesOf } from "./inbox.js";
-import { JOURNAL_FILE, replayJournal } from "./journal.js";
+import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
+import { lockDataDir } from "./durable.js";
 import { judgeLine } from "./pipeline.js";
 import { formatHistory, historyJson, rollbackLines, selectHistory } from "./history.js";
 import { loadSchemas, type Schemas } from "./schemas.js";
@@ -26,6 +27,7 @@ Usage:
   cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
   cdp history --dir D --schemas S [app[.key]] [--limit N] [--json]   revisions, newest first
   cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]   undo changes through the inbox
+  cdp compact --dir D --schemas S [--keep N]   rewrite the journal as its state plus recent history
 
 Run 'cdp COMMAND --help' for a command's options.
 Exit codes: 0 done; 1 a check found rejections, a rollback was refused, or a fault stopped cdp;
@@ -49,6 +51,8 @@ Options:
   --max-outage SECONDS   exit 3 when the inbox stays unavailable longer than this (default 10)
   --max-outages N        exit 3 after more than N outages within the outage window (default 5)
   --outage-window SECONDS  the window for --max-outages (default 600)
+  --compact-after N      compact the journal once it holds N changes (default 100000; 0: never)
+  --keep-history N       changes kept as history when compacting (default 1000)
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --pretty               human-readable logs (the default on a terminal)`,
   push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
@@ -77,6 +81,16 @@ key, old and new value. Secret (writeOnly) values are shown as [secret].
 Options:
   --limit N              at most N revisions
   --json                 a JSON array, for scripts`,
+  compact: `Usage: cdp compact --dir D --schemas S [--keep N]
+
+Rewrite the journal D/${JOURNAL_FILE} as the configuration before its last N changes plus those
+changes (default 1000), so that it stops growing; replaying it gives the same configuration,
+revision and inbox position. Crash-safe: a temporary file is written and fsync'd, then renamed
+over the journal. A running watcher compacts by itself (--compact-after); stop it first to
+compact by hand.
+
+Options:
+  --keep N               changes to keep as history (default 1000; 0 keeps none)`,
   rollback: `Usage: cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]
 
 Bring the configuration back to its state at revision REV (--last: undo the latest change).
@@ -107,6 +121,9 @@ const OPTIONS = {
   to: { type: "string" },
   last: { type: "boolean" },
   "dry-run": { type: "boolean" },
+  keep: { type: "string" },
+  "keep-history": { type: "string" },
+  "compact-after": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -152,6 +169,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await historyCommand(values, positionals, io);
       case "rollback":
         return await rollbackCommand(values, positionals, io);
+      case "compact":
+        return await compactCommand(values, positionals, io);
       default:
         return await checkCommand(values, positionals, io);
     }
@@ -180,13 +199,15 @@ function required(values: Values, name: "dir" | "schemas"): string {
   return resolve(value);
 }
 
-type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window" | "limit";
+type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window" | "limit" | "keep" | "keep-history" | "compact-after";
 
-function positiveInteger(values: Values, name: NumberOption, fallback: number): number {
+function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
   const text = values[name];
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive whole number, got "${text}"`);
+  if (!Number.isInteger(value) || value < least) {
+    throw new CdpError("usage", `--${name} must be a ${least > 0 ? "positive" : "non-negative"} whole number, got "${text}"`);
+  }
   return value;
 }
 
@@ -215,6 +236,8 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     maxOutageMs: seconds(values, "max-outage", 10),
     maxOutages: positiveInteger(values, "max-outages", 5),
     outageWindowMs: seconds(values, "outage-window", 600),
+    compactAfter: positiveInteger(values, "compact-after", 100_000, 0),
+    keepHistory: positiveInteger(values, "keep-history", 1000, 0),
   });
   const stop = (signal: string) => {
     logger.info({ signal }, "stopping: finishing the batch in hand");
@@ -359,6 +382,23 @@ function judgeInOrder(lines: string[], schemas: Schemas, apps: ReadonlyMap<strin
     if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
   }
   return undefined;
+}
+
+async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const schemas = await loadSchemas(required(values, "schemas"));
+  const keep = positiveInteger(values, "keep", 1000, 0);
+  const unlock = await lockDataDir(dir, "compact by hand (a running watcher compacts by itself)");
+  try {
+    const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
+    if (state.torn !== undefined) throw new CdpError("usage", `${join(dir, JOURNAL_FILE)} ends with a torn record: start cdp watch once to repair it`);
+    const { before, after } = await compactJournal(join(dir, JOURNAL_FILE), state, schemas, keep);
+    io.stderr(`compacted ${join(dir, JOURNAL_FILE)}: ${before} → ${after} bytes, revision ${state.revision}\n`);
+    return 0;
+  } finally {
+    await unlock();
+  }
 }
 
 async function version(): Promise<string> {

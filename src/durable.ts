@@ -1,7 +1,8 @@
 // Files cdp owns (journal, rejects): appended in whole records, on disk before anyone is told.
 import { constants } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
+import { open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { CdpError } from "./errors.js";
 
 /**
  * A write failed (disk full, file too large, read-only) and the file was cut back to its last
@@ -102,5 +103,38 @@ export async function syncDirectory(path: string): Promise<void> {
     await directory.sync();
   } finally {
     await directory.close();
+  }
+}
+
+/**
+ * Make this process the only cdp that writes `dir` (two watchers would apply every line twice).
+ * The lock is a symbolic link to the owner's pid: created atomically, and without a data block,
+ * so it works on a full disk. A lock whose process is gone (kill -9) is taken over.
+ * Resolves to the function that releases it.
+ */
+export async function lockDataDir(dir: string, what: string): Promise<() => Promise<void>> {
+  const path = join(dir, "cdp.lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await symlink(String(process.pid), path);
+      return () => rm(path, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    const owner = Number(await readlink(path).catch(() => ""));
+    if (owner > 0 && owner !== process.pid && isAlive(owner)) {
+      throw new CdpError("usage", `${dir} is in use by another cdp (pid ${owner}): stop it before you ${what}`);
+    }
+    await rm(path, { force: true }); // left by a process that is gone
+  }
+  throw new CdpError("usage", `cannot lock ${dir}: another cdp is starting there`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -34,7 +34,7 @@ export function formatHistory(entries: readonly HistoryEntry[]): string {
 
 /** History for scripts: secret values are never shown. */
 export function historyJson(entries: readonly HistoryEntry[]): object[] {
-  return entries.map(({ secret, ...entry }) => (secret ? { ...entry, value: "[secret]", previous: "[secret]" } : entry));
+  return entries.map(({ secret, record: _record, ...entry }) => (secret ? { ...entry, value: "[secret]", previous: "[secret]" } : entry));
 }
 
 /**

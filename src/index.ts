@@ -26,6 +26,10 @@ export interface CdpOptions {
   /** …or more than this many times (default 5) within `outageWindowMs` (default 600000). */
   maxOutages?: number;
   outageWindowMs?: number;
+  /** Compact the journal once it holds this many change records (default 100000; 0: never)… */
+  compactAfter?: number;
+  /** …keeping the last this many as history (default 1000). */
+  keepHistory?: number;
 }
 
 /** A running cdp: the live config table fed by the inbox. */
@@ -72,6 +76,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
       maxOutages: options.maxOutages ?? 5,
       outageWindowMs: options.outageWindowMs ?? 600_000,
     }),
+    compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     log: options.logger ?? pino({ level: "info" }, pino.destination(2)),
   });
   const { table } = pipeline;

@@ -5,10 +5,11 @@
 //   ticker:interval:1500
 // A batch that ends with rejected lines ends with a marker, so the journal alone says where to resume:
 //   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 inbox=1234-5678@372
-import { readFile } from "node:fs/promises";
-import type { InboxPosition } from "./inbox.js";
+import { open, readFile, rename, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+import { INBOX_FILE, type InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
-import { DurableFile } from "./durable.js";
+import { DurableFile, syncDirectory } from "./durable.js";
 import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
@@ -58,6 +59,8 @@ export interface HistoryEntry {
   value: unknown;
   previous: unknown;
   secret: boolean;
+  /** The record as the journal holds it (metadata comment and change line). */
+  record: string;
 }
 
 export interface Commit {
@@ -105,6 +108,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
 
   const setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
   let meta: Meta = {}; // the metadata comment that applies to the next change line
+  let metaText = "";
   for (const [index, raw] of lines.entries()) {
     const number = index + 1;
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
@@ -114,6 +118,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
       const read = readMeta(line);
       if (read.seq === undefined) continue; // an operator's comment
       meta = read;
+      metaText = line;
       if (meta.base) {
         state.revision = meta.rev!; // a compacted journal starts with the state at this revision
         state.historyFrom = meta.rev!;
@@ -140,9 +145,11 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     if (options.history) {
       const { time, source } = meta;
       const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous: getIn(before, parsed.path), secret: info.secret };
-      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}` });
+      const record = `${metaText && meta.rev !== undefined ? `${metaText}\n` : ""}${line}\n`;
+      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record });
     }
     meta = {};
+    metaText = "";
     if (!setBy.has(parsed.app)) setBy.set(parsed.app, new Map());
     setBy.get(parsed.app)!.set(parsed.key, number);
   }
@@ -230,6 +237,48 @@ export function encodeChange(app: string, key: string, value: unknown, info: Key
   const decoded = decodeValue(json, info);
   if (!decoded.ok || !isDeepStrictEqual(decoded.value, value)) throw new Error(`cannot encode ${app}.${key}`);
   return `${app}:${key}:${json}`;
+}
+
+/**
+ * Rewrite the journal as the state before its last `keep` changes plus those changes, and a
+ * marker with the inbox position: replaying it gives the same table, revision and position.
+ * Crash-safe: a temporary file is written and fsync'd, renamed over the journal, and the directory
+ * fsync'd, so a crash leaves either the old journal or the new one. `state` must hold the history.
+ */
+export async function compactJournal(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<{ before: number; after: number }> {
+  const kept = keep > 0 ? state.history.slice(-keep) : [];
+  const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
+  const base = new Map(state.apps);
+  for (const entry of kept.slice().reverse()) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
+
+  const time = new Date().toISOString();
+  let text = `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
+  for (const [app, config] of base) {
+    const schema = schemas.get(app)!;
+    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
+      if (!isDeepStrictEqual(value, schema.defaults[key])) text += `${encodeChange(app, key, value, schema.key([key]) as KeyInfo)}\n`;
+    }
+  }
+  for (const entry of kept) text += entry.record;
+  if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });
+
+  const temporary = `${path}.compacting`;
+  const file = await open(temporary, "w", 0o600);
+  try {
+    await file.writeFile(text);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  const check = await replayJournal(temporary, schemas);
+  const same = check.revision === state.revision && check.seq === state.seq && isDeepStrictEqual(check.position, state.position);
+  if (!same || !isDeepStrictEqual(check.apps, state.apps)) {
+    await rm(temporary, { force: true });
+    throw new Error(`compaction of ${path} would change the configuration; the journal is left as it was`);
+  }
+  await rename(temporary, path);
+  await syncDirectory(dirname(path));
+  return { before: state.length, after: Buffer.byteLength(text) };
 }
 
 /** The journal file, open for durable appends; a torn last record is cut off, a copy kept in `cdp.torn`. */

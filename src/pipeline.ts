@@ -3,20 +3,22 @@ import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, changeRecord, encodeChange, openJournal, positionRecord, replayJournal, type Commit } from "./journal.js";
+import { JOURNAL_FILE, changeRecord, compactJournal, encodeChange, openJournal, positionRecord, replayJournal, type Commit } from "./journal.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
 import type { AppConfig } from "./values.js";
-import { WriteFailed, type DurableFile } from "./durable.js";
+import { DurableFile, lockDataDir, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
   dir: string;
   schemas: string;
   validators: Map<string, AppValidator[]>;
   inbox: InboxSettings;
+  /** Compact the journal once it holds `after` change records (0: never), keeping the last `keep`. */
+  compaction: { after: number; keep: number };
   log: Logger;
 }
 
@@ -35,13 +37,25 @@ type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind:
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
   const { dir, log } = options;
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  const unlock = await lockDataDir(dir, "start another watcher");
+  try {
+    return await follow(options, unlock);
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
+}
+
+async function follow(options: PipelineOptions, unlock: () => Promise<void>): Promise<Pipeline> {
+  const { dir, log } = options;
+  const journalPath = join(dir, JOURNAL_FILE);
   const schemas = await loadSchemas(options.schemas);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
-  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { validators: options.validators });
+  const state = await replayJournal(journalPath, schemas, { validators: options.validators });
   if (state.torn !== undefined) {
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }
-  const journal = await openJournal(join(dir, JOURNAL_FILE), state);
+  let journal = await openJournal(journalPath, state);
   const rejects = await openRejects(join(dir, REJECTS_FILE), state.seq);
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
   const inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: state.position });
@@ -50,6 +64,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
 
   let seq = state.seq;
+  let records = state.records;
   const { maxLineBytes } = options.inbox;
   // One batch: judge every line against the state the lines before it leave, write the
   // rejections, then commit the journal (the commit point), then tell the table.
@@ -90,6 +105,18 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     }
     for (const logOutcome of outcomes) logOutcome();
     for (const change of applied) table.apply(change);
+    records += applied.length;
+    if (options.compaction.after > 0 && records >= options.compaction.after) await compact();
+  };
+
+  // Between batches, so the journal is whole: rewrite it, then append to the new file.
+  const compact = async () => {
+    const full = await replayJournal(journalPath, schemas, { validators: options.validators, history: true });
+    const { before, after } = await compactJournal(journalPath, full, schemas, options.compaction.keep);
+    await journal.close();
+    journal = await DurableFile.open(journalPath);
+    records = Math.min(records, options.compaction.keep);
+    log.info({ before, after, revision: table.revision }, "compacted the journal");
   };
 
   // A write that fails is retried with backoff: the batch is held, neither applied nor skipped.
@@ -115,6 +142,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     } finally {
       await inbox.close();
       await closeAll([journal, rejects]);
+      await unlock();
     }
   })();
   stopped.catch((error: unknown) => log.fatal({ err: error }, "cdp stopped"));

@@ -1,0 +1,97 @@
+// Compaction: the journal stops growing, replay gives the same table, and a crash at any point
+// leaves the old journal or the new one.
+import { appendFile, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { cdp, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+async function snapshot(dir: string): Promise<{ config: unknown; revision: number }> {
+  const config = JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS])).output) as unknown;
+  const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "1"])).output) as { revision: number }[];
+  return { config, revision: history[0]?.revision ?? 0 };
+}
+
+async function journalWithChanges(count: number): Promise<string> {
+  const dir = await tempDir();
+  const lines = Array.from({ length: count }, (_, i) => (i % 3 === 0 ? `db:pool.max:${20 + i}` : i % 3 === 1 ? `ticker:name:n${i}` : `ticker:interval:${1000 + i}`));
+  const watch = await startWatch(dir);
+  await appendFile(join(dir, "cdp.new"), `${lines.join("\n")}\nbroken\n`);
+  await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 1);
+  watch.child.kill("SIGTERM");
+  await watch.exited;
+  return dir;
+}
+
+describe("cdp compact", () => {
+  it("rewrites the journal as its state plus the last N changes; replay gives the same table and revision", async () => {
+    const dir = await journalWithChanges(300);
+    const before = await snapshot(dir);
+    const size = (await readFile(join(dir, "cdp"))).length;
+    const { code, output } = await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", "5"]);
+    expect(code).toBe(0);
+    expect(output).toMatch(/compacted \S+: \d+ → \d+ bytes, revision 300/);
+    expect((await readFile(join(dir, "cdp"))).length).toBeLessThan(size / 10);
+    expect(await snapshot(dir)).toEqual(before);
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as { revision: number }[];
+    expect(history.map((entry) => entry.revision)).toEqual([300, 299, 298, 297, 296]);
+    expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "200", "--dry-run"])).output).toContain("the history before revision 295 was compacted away");
+
+    // the watcher resumes exactly where it was: nothing is read twice
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:4242\n");
+    await waitUntil(async () => (await snapshot(dir)).revision === 301);
+    expect(await readText(join(dir, "cdp.rej"))).toMatch(/^(# seq=\d+ [^\n]*\nbroken\n)$/);
+    watch.child.kill("SIGTERM");
+  });
+
+  it("leaves the old journal or the new one, never a mix, when killed at any moment", async () => {
+    const dir = await journalWithChanges(3000);
+    const before = await snapshot(dir);
+    for (let round = 0; round < 8; round++) {
+      const compaction = runCdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", String(round)]);
+      await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 150));
+      compaction.child.kill("SIGKILL");
+      await compaction.exited;
+      expect(await snapshot(dir)).toEqual(before);
+    }
+    expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
+    expect(await snapshot(dir)).toEqual(before);
+  }, 60_000);
+
+  it("refuses while a watcher owns the directory", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    const { code, output } = await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS]);
+    expect(code).toBe(2);
+    expect(output).toContain(`is in use by another cdp (pid ${watch.child.pid})`);
+    const second = await cdp(["watch", "--dir", dir, "--schemas", SCHEMAS]);
+    expect(second.code).toBe(2);
+    expect(second.output).toContain("stop it before you start another watcher");
+    watch.child.kill("SIGTERM");
+  });
+
+  it("happens automatically in the watcher past --compact-after", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir, ["--compact-after", "50", "--keep-history", "10"]);
+    for (let i = 0; i < 4; i++) {
+      await appendFile(join(dir, "cdp.new"), Array.from({ length: 40 }, (_, j) => `ticker:interval:${1000 + i * 40 + j}\n`).join(""));
+      await waitUntil(() => watch.output().includes(`"revision":${(i + 1) * 40}`));
+    }
+    expect(watch.output()).toContain("compacted the journal");
+    const journal = await readText(join(dir, "cdp"));
+    expect(journal).toMatch(/^# base rev=\d+ /);
+    expect((await recordLines(join(dir, "cdp"))).length).toBeLessThan(100);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1159 }) }), revision: 160 });
+  });
+
+  it("ignores a temporary file left by a crash", async () => {
+    const dir = await journalWithChanges(30);
+    const before = await snapshot(dir);
+    await writeFile(join(dir, "cdp.compacting"), "# base rev=1 seq=1 time=x source=compaction\nticker:interval:garbage");
+    expect(await snapshot(dir)).toEqual(before);
+    expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
+    expect(await snapshot(dir)).toEqual(before);
+  });
+});
