@@ -119,6 +119,11 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
       if (read.seq === undefined) continue; // an operator's comment
       meta = read;
       metaText = line;
+      if (meta.source?.startsWith("schema:")) {
+        state.revision = meta.rev!; // a schema upgrade: a revision without a change line
+        meta = {};
+        continue;
+      }
       if (meta.base) {
         state.revision = meta.rev!; // a compacted journal starts with the state at this revision
         state.historyFrom = meta.rev!;
@@ -222,6 +227,11 @@ export function changeRecord(commit: Commit, revision: number, line: string): st
 /** A marker that records how far the inbox was processed when a batch ends with rejected lines. */
 export function positionRecord(commit: Commit): string {
   return metaLine(commit);
+}
+
+/** A schema upgrade that changed effective values: a revision of its own, with no change line. */
+export function upgradeRecord(seq: number, time: string, revision: number, files: string[]): string {
+  return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.join(",")}\n`;
 }
 
 /**

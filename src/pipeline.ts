@@ -1,9 +1,11 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
 import { mkdir, stat } from "node:fs/promises";
+import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, changeRecord, compactJournal, encodeChange, openJournal, positionRecord, replayJournal, type Commit } from "./journal.js";
+import { JOURNAL_FILE, changeRecord, compactJournal, encodeChange, openJournal, positionRecord, replayJournal, upgradeRecord, type Commit } from "./journal.js";
+import { changedFiles, planUpgrade, readSchemaTexts, watchSchemaDir, type SchemaTexts } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
@@ -49,7 +51,8 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
 async function follow(options: PipelineOptions, unlock: () => Promise<void>): Promise<Pipeline> {
   const { dir, log } = options;
   const journalPath = join(dir, JOURNAL_FILE);
-  const schemas = await loadSchemas(options.schemas);
+  let schemas = await loadSchemas(options.schemas);
+  let schemaTexts = await readSchemaTexts(options.schemas);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
   const state = await replayJournal(journalPath, schemas, { validators: options.validators });
   if (state.torn !== undefined) {
@@ -136,10 +139,54 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     }
   };
 
+  // Batches and schema upgrades take turns, one at a time.
+  let turn: Promise<void> = Promise.resolve();
+  const inTurn = (task: () => Promise<void>) => (turn = turn.then(task));
+  let fault: unknown;
+
+  // A changed schema directory: take the new schemas if the configuration holds under them.
+  let refused: SchemaTexts | undefined;
+  const upgrade = async () => {
+    const texts = await readSchemaTexts(options.schemas).catch(() => schemaTexts);
+    const files = changedFiles(schemaTexts, texts);
+    if (files.length === 0 || (refused && changedFiles(refused, texts).length === 0)) return;
+    const plan = await planUpgrade(options.schemas, journalPath, options.validators);
+    const time = new Date().toISOString();
+    if (!plan.ok) {
+      refused = texts;
+      log.warn({ files, reason: plan.reason }, "schema change refused: the schemas in force stay");
+      const text = files.map((file) => join(options.schemas, file)).join(" ");
+      await persist(rejects, rejectionRecord({ seq, time, source: "schemas", reason: `schema change refused: ${plan.reason}`, text }));
+      return;
+    }
+    const changed = [...new Set([...plan.apps.keys(), ...schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
+    if (changed && !(await persist(journal, upgradeRecord(seq, time, table.revision + 1, files)))) return;
+    schemas = plan.schemas;
+    schemaTexts = texts;
+    refused = undefined;
+    if (changed) table.applyAll(plan.apps, table.revision + 1, `schema:${files.join(",")}`, time);
+    log.info({ files, apps: [...schemas.keys()], revision: table.revision }, "schemas upgraded");
+  };
+  let upgradeQueued = false;
+  const closeSchemaWatch = watchSchemaDir(options.schemas, options.inbox.pollIntervalMs, log.child({ stage: "upgrade" }), () => {
+    if (upgradeQueued || stopping) return;
+    upgradeQueued = true;
+    inTurn(async () => {
+      upgradeQueued = false;
+      await upgrade();
+    }).catch((error: unknown) => {
+      fault = error;
+      void inbox.close();
+    });
+  });
+
   const stopped = (async () => {
     try {
-      for await (const batch of inbox.batches()) await handleBatch(batch);
+      for await (const batch of inbox.batches()) await inTurn(() => handleBatch(batch));
+      await turn;
+      if (fault) throw fault;
     } finally {
+      await closeSchemaWatch();
       await inbox.close();
       await closeAll([journal, rejects]);
       await unlock();
@@ -149,7 +196,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
 
   return {
     table,
-    schemas,
+    get schemas() {
+      return schemas;
+    },
     stopped,
     async stop() {
       stopping = true;

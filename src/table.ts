@@ -106,6 +106,24 @@ export class ConfigTable {
     this.#announce(change, before);
   }
 
+  /**
+   * Replace apps' whole configs at one revision (a schema upgrade that changed effective values,
+   * a new default say): every key whose value changed is announced. Apps not given are dropped.
+   */
+  applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string): void {
+    if (revision !== this.#revision + 1) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
+    const before = new Map(this.#apps);
+    this.#apps = new Map([...apps].map(([app, config]) => [app, freezeDeep(config)]));
+    this.#revision = revision;
+    this.#snapshot = undefined;
+    for (const [app, config] of this.#apps) {
+      const previous = before.get(app) ?? {};
+      for (const key of new Set([...Object.keys(previous), ...Object.keys(config)])) {
+        if (!isDeepStrictEqual(previous[key], config[key])) this.#announce({ app, key, config, revision, source, time }, previous);
+      }
+    }
+  }
+
   #announce(change: AppliedChange, before: AppConfig): void {
     const { app, revision, source, time } = change;
     const event = (key: string): ChangeEvent => {
