@@ -30,6 +30,8 @@ export interface CdpOptions {
   compactAfter?: number;
   /** …keeping the last this many as history (default 1000). */
   keepHistory?: number;
+  /** How long a change stays tentative: a subscriber may `veto()` it within this many ms (default 10000). */
+  vetoWindowMs?: number;
 }
 
 /** A running cdp: the live config table fed by the inbox. */
@@ -77,6 +79,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
       outageWindowMs: options.outageWindowMs ?? 600_000,
     }),
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
+    vetoWindowMs: options.vetoWindowMs ?? 10_000,
     log: options.logger ?? pino({ level: "info" }, pino.destination(2)),
   });
   const { table } = pipeline;

@@ -61,6 +61,8 @@ export interface HistoryEntry {
   secret: boolean;
   /** The record as the journal holds it (metadata comment and change line). */
   record: string;
+  /** Why cdp made the change itself (a vetoed change's revert). */
+  reason?: string;
 }
 
 export interface Commit {
@@ -148,10 +150,10 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     state.revision = meta.rev ?? state.revision + 1;
     state.records++;
     if (options.history) {
-      const { time, source } = meta;
+      const { time, source, reason } = meta;
       const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous: getIn(before, parsed.path), secret: info.secret };
       const record = `${metaText && meta.rev !== undefined ? `${metaText}\n` : ""}${line}\n`;
-      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record });
+      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }) });
     }
     meta = {};
     metaText = "";
@@ -194,12 +196,15 @@ interface Meta {
   position?: InboxPosition;
   /** The change lines that follow are the compacted state at `rev`, not changes. */
   base?: boolean;
+  /** Why cdp made this change itself (a veto's revert). */
+  reason?: string;
 }
 
 /** The fields of one of cdp's metadata comments; any other comment yields nothing. */
 export function readMeta(comment: string): Meta {
   if (!META.test(comment)) return {};
-  const words = comment.slice(2).split(" ");
+  const [head = "", reason] = comment.slice(2).split(" reason: ", 2);
+  const words = head.split(" ");
   const fields = new Map(words.map((field) => field.split("=", 2) as [string, string]));
   const meta: Meta = {};
   if (words[0] === "base") meta.base = true;
@@ -207,6 +212,7 @@ export function readMeta(comment: string): Meta {
   meta.seq = Number(fields.get("seq"));
   meta.time = fields.get("time");
   meta.source = fields.get("source");
+  if (reason !== undefined) meta.reason = reason;
   const inbox = /^(.+)@(\d+)$/.exec(fields.get("inbox") ?? "");
   const line = /:(\d+)$/.exec(fields.get("source") ?? "");
   if (inbox && line) meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };
@@ -227,6 +233,11 @@ export function changeRecord(commit: Commit, revision: number, line: string): st
 /** A marker that records how far the inbox was processed when a batch ends with rejected lines. */
 export function positionRecord(commit: Commit): string {
   return metaLine(commit);
+}
+
+/** The revert of a vetoed change: a change record whose source names the vetoed revision. */
+export function vetoRecord(veto: { revision: number; seq: number; time: string; vetoed: number; reason: string }, line: string): string {
+  return `# rev=${veto.revision} seq=${veto.seq} time=${veto.time} source=veto:${veto.vetoed} reason: ${veto.reason}\n${line}\n`;
 }
 
 /** A schema upgrade that changed effective values: a revision of its own, with no change line. */

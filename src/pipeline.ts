@@ -4,14 +4,25 @@ import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, changeRecord, compactJournal, encodeChange, openJournal, positionRecord, replayJournal, upgradeRecord, type Commit } from "./journal.js";
+import {
+  JOURNAL_FILE,
+  changeRecord,
+  compactJournal,
+  encodeChange,
+  openJournal,
+  positionRecord,
+  replayJournal,
+  upgradeRecord,
+  vetoRecord,
+  type Commit,
+} from "./journal.js";
 import { changedFiles, planUpgrade, readSchemaTexts, watchSchemaDir, type SchemaTexts } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
-import { validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
-import type { AppConfig } from "./values.js";
+import { validateChange, type AppValidator, type ParsedChange, type ValidationContext, type ValidChange } from "./validate.js";
+import { getIn, type AppConfig } from "./values.js";
 import { DurableFile, lockDataDir, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
@@ -21,6 +32,8 @@ export interface PipelineOptions {
   inbox: InboxSettings;
   /** Compact the journal once it holds `after` change records (0: never), keeping the last `keep`. */
   compaction: { after: number; keep: number };
+  /** How long after it is applied a change may be vetoed by a subscriber. */
+  vetoWindowMs: number;
   log: Logger;
 }
 
@@ -90,7 +103,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         const { change } = outcome;
         pending.set(change.app, change.config);
         journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
-        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time });
+        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: tentative(change, revision) });
         const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
         outcomes.push(() => log.info(fields, "accepted"));
       } else {
@@ -110,6 +123,35 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     for (const change of applied) table.apply(change);
     records += applied.length;
     if (options.compaction.after > 0 && records >= options.compaction.after) await compact();
+  };
+
+  // A change is tentative for vetoWindowMs: a subscriber that finds it unhealthy may veto it, and
+  // it is then reverted through the pipeline (validated, journaled with the reason, announced).
+  const tentative = (change: ValidChange, revision: number) => {
+    const deadline = Date.now() + options.vetoWindowMs;
+    let vetoed = false;
+    return (reason: string): boolean => {
+      if (vetoed) return true;
+      if (Date.now() > deadline || stopping) return false;
+      vetoed = true;
+      inTurn(() => revert(change, revision, String(reason).replace(/[\r\n]+/g, " "))).catch(stopOn);
+      return true;
+    };
+  };
+  const revert = async (change: ValidChange, vetoed: number, reason: string) => {
+    const fields = { app: change.app, key: change.key, vetoed, reason };
+    if (!isDeepStrictEqual(table.get(change.app, change.key), change.value)) return log.warn(fields, "veto not applied: the key has changed since");
+    const previous = change.previous ?? getIn(schemas.get(change.app)?.defaults, change.path);
+    if (previous === undefined) return log.warn(fields, "veto not applied: the key had no value before and has no default");
+    const line = encodeChange(change.app, change.key, previous, keyInfo(schemas, change));
+    const verdict = validateChange({ schemas, validators: options.validators, current: (app) => table.config(app) }, parseLine(line) as ParsedChange);
+    if (!verdict.ok) return log.warn({ ...fields, refused: verdict.reason }, "veto not applied: the revert would be rejected");
+    const time = new Date().toISOString();
+    const revision = table.revision + 1;
+    if (!(await persist(journal, vetoRecord({ revision, seq, time, vetoed, reason }, line)))) return;
+    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time });
+    records++;
+    log.warn({ ...fields, revision }, "change vetoed and reverted");
   };
 
   // Between batches, so the journal is whole: rewrite it, then append to the new file.
@@ -143,6 +185,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let turn: Promise<void> = Promise.resolve();
   const inTurn = (task: () => Promise<void>) => (turn = turn.then(task));
   let fault: unknown;
+  const stopOn = (error: unknown) => {
+    fault = error;
+    void inbox.close();
+  };
 
   // A changed schema directory: take the new schemas if the configuration holds under them.
   let refused: SchemaTexts | undefined;
@@ -174,10 +220,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     inTurn(async () => {
       upgradeQueued = false;
       await upgrade();
-    }).catch((error: unknown) => {
-      fault = error;
-      void inbox.close();
-    });
+    }).catch(stopOn);
   });
 
   const stopped = (async () => {

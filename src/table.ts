@@ -16,6 +16,11 @@ export interface ChangeEvent {
   /** Where the change came from, e.g. `cdp.new:12`. */
   source: string;
   time: string;
+  /**
+   * Report the change unhealthy: within the tentative window, cdp reverts it through the
+   * pipeline and records the reason. False when it can no longer be vetoed (it is permanent).
+   */
+  veto(reason: string): boolean;
 }
 
 /** A change the table applies: the app's whole new config, at the next revision. */
@@ -26,6 +31,8 @@ export interface AppliedChange {
   revision: number;
   source: string;
   time: string;
+  /** What a subscriber's veto does; without it, a change cannot be vetoed. */
+  veto?: (reason: string) => boolean;
 }
 
 export type Subscriber = (event: ChangeEvent) => void | Promise<void>;
@@ -126,9 +133,10 @@ export class ConfigTable {
 
   #announce(change: AppliedChange, before: AppConfig): void {
     const { app, revision, source, time } = change;
+    const veto = change.veto ?? (() => false);
     const event = (key: string): ChangeEvent => {
       const path = key.split(".");
-      return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time };
+      return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
     };
     this.#emitter.emit(app, event(change.key));
     for (const name of this.#emitter.eventNames()) {

@@ -52,10 +52,9 @@ describe("the live table", () => {
     t.subscribe("ticker", "interval", (event) => void heard.push(event));
     t.subscribe("ticker", "limits", (event) => void heard.push(event));
     t.apply(change(1, "interval", { interval: 1500, limits: { min: 1, max: 2 } }));
-    expect(heard).toEqual([
-      { app: "ticker", key: "interval", value: 1500, previous: 1000, revision: 1, source: "cdp.new:1", time: "t" },
-      { app: "ticker", key: "interval", value: 1500, previous: 1000, revision: 1, source: "cdp.new:1", time: "t" },
-    ]);
+    const event = { app: "ticker", key: "interval", value: 1500, previous: 1000, revision: 1, source: "cdp.new:1", time: "t", veto: expect.any(Function) };
+    expect(heard).toEqual([event, event]);
+    expect(heard[0]!.veto("no veto without a pipeline")).toBe(false);
   });
 
   it("tells a key's subscribers when a change above or below the key changes its value", () => {
