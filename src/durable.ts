@@ -1,5 +1,5 @@
 // Files cdp owns (journal, rejects): appended in whole records, on disk before anyone is told.
-import { constants } from "node:fs";
+import { constants, writeSync } from "node:fs";
 import { open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { CdpError } from "./errors.js";
@@ -62,7 +62,9 @@ export class DurableFile {
     if (text === "") return;
     const bytes = Buffer.from(text, "utf8");
     try {
-      await this.handle.appendFile(bytes);
+      // Into the page cache synchronously (microseconds); the wait for the disk, fdatasync,
+      // stays off the event loop. A thread-pool trip for the write cost ~0.1 ms per batch.
+      for (let written = 0; written < bytes.length; ) written += writeSync(this.handle.fd, bytes, written);
     } catch (error) {
       await this.#cutBack(error as NodeJS.ErrnoException);
       throw new WriteFailed(this.path, error as NodeJS.ErrnoException);

@@ -5,7 +5,8 @@
 //   ticker:interval:1500
 // A batch that ends with rejected lines ends with a marker, so the journal alone says where to resume:
 //   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 inbox=1234-5678@372
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
+import { StringDecoder } from "node:string_decoder";
 import { dirname } from "node:path";
 import { INBOX_FILE, type InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
@@ -14,7 +15,7 @@ import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "./validate.js";
-import { getIn, setIn, type AppConfig } from "./values.js";
+import { getIn, jsonTypeOf, setIn, setInPlace, type AppConfig } from "./values.js";
 import { isDeepStrictEqual } from "node:util";
 
 export const JOURNAL_FILE = "cdp";
@@ -75,56 +76,39 @@ export interface Commit {
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
 export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
   const validators = options.validators ?? new Map<string, readonly AppValidator[]>();
-  let text = "";
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-  }
   const state: JournalState = {
     apps: new Map(),
     revision: 0,
     seq: 0,
     position: undefined,
-    length: Buffer.byteLength(text),
+    length: 0,
     torn: undefined,
     unterminated: false,
     history: [],
     historyFrom: 0,
     records: 0,
   };
-  for (const [app, schema] of schemas) state.apps.set(app, schema.defaults);
-
-  const lines = text.split("\n");
-  const last = lines.pop() ?? "";
-  // A last line without "\n" is an append that a crash cut short when it is (part of) one of
-  // cdp's metadata comments or follows one; otherwise a hand-written journal just lacks it.
-  const previous = lines[lines.length - 1];
-  if (last.startsWith("#") || (last !== "" && previous !== undefined && META.test(previous))) {
-    state.torn = last.startsWith("#") ? last : `${lines.pop()!}\n${last}`;
-    state.length -= Buffer.byteLength(state.torn);
-  } else if (last !== "") {
-    lines.push(last);
-    state.unterminated = true;
-  }
+  // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
+  // with history, entries keep their values, so every change copies instead.
+  const assign = options.history ? setIn : setInPlace;
+  for (const [app, schema] of schemas) state.apps.set(app, structuredClone(schema.defaults));
 
   const setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
   let meta: Meta = {}; // the metadata comment that applies to the next change line
   let metaText = "";
-  for (const [index, raw] of lines.entries()) {
-    const number = index + 1;
+  const replayLine = (raw: string, number: number) => {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const parsed = parseLine(line);
-    if (parsed.kind === "blank") continue;
+    if (parsed.kind === "blank") return;
     if (parsed.kind === "comment") {
       const read = readMeta(line);
-      if (read.seq === undefined) continue; // an operator's comment
+      if (read.seq === undefined) return; // an operator's comment
       meta = read;
       metaText = line;
       if (meta.source?.startsWith("schema:")) {
         state.revision = meta.rev!; // a schema upgrade: a revision without a change line
         meta = {};
-        continue;
+        return;
       }
       if (meta.base) {
         state.revision = meta.rev!; // a compacted journal starts with the state at this revision
@@ -134,7 +118,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
         state.seq = meta.seq!;
         state.position = meta.position;
       }
-      continue;
+      return;
     }
     const fail = (reason: string) => new CdpError("bootstrap", `${path}:${number}: ${reason}`);
     if (parsed.kind === "error") throw fail(parsed.message);
@@ -145,25 +129,51 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     const decoded = decodeValue(parsed.valueText, info);
     if (!decoded.ok) throw fail(`${parsed.app}.${parsed.key} ${decoded.reason}`);
     const before = state.apps.get(parsed.app)!;
-    state.apps.set(parsed.app, setIn(before, parsed.path, decoded.value));
-    if (meta.base) continue; // part of the compacted state: no revision of its own
+    const previous = options.history ? getIn(before, parsed.path) : undefined;
+    state.apps.set(parsed.app, assign(before, parsed.path, decoded.value));
+    let lines = setBy.get(parsed.app);
+    if (!lines) setBy.set(parsed.app, (lines = new Map()));
+    lines.set(parsed.key, number);
+    if (meta.base) return; // part of the compacted state: no revision of its own
     state.revision = meta.rev ?? state.revision + 1;
     state.records++;
     if (options.history) {
       const { time, source, reason } = meta;
-      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous: getIn(before, parsed.path), secret: info.secret };
       const record = `${metaText && meta.rev !== undefined ? `${metaText}\n` : ""}${line}\n`;
+      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
       state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }) });
     }
     meta = {};
     metaText = "";
-    if (!setBy.has(parsed.app)) setBy.set(parsed.app, new Map());
-    setBy.get(parsed.app)!.set(parsed.key, number);
+  };
+
+  // Each line is replayed once the next is known: a last line without "\n" is an append that a
+  // crash cut short when it is (part of) one of cdp's metadata comments or follows one (then both
+  // are dropped); otherwise a hand-written journal just lacks its final newline.
+  let held: string | undefined;
+  let number = 0;
+  const { tail, size } = await readLines(path, (lines) => {
+    for (const line of lines) {
+      if (held !== undefined) replayLine(held, number);
+      held = line;
+      number++;
+    }
+  });
+  state.length = size;
+  if (tail.startsWith("#") || (tail !== "" && held !== undefined && META.test(held))) {
+    state.torn = tail.startsWith("#") ? tail : `${held}\n${tail}`;
+    if (!tail.startsWith("#")) held = undefined;
+    state.length -= Buffer.byteLength(state.torn);
+  }
+  if (held !== undefined) replayLine(held, number);
+  if (tail !== "" && state.torn === undefined) {
+    replayLine(tail, number + 1);
+    state.unterminated = true;
   }
 
   // The whole config of every app must hold, as if each change had come through the inbox.
   for (const [app, schema] of schemas) {
-    const config = structuredClone(state.apps.get(app)!) as Record<string, unknown>;
+    const config = (options.history ? structuredClone(state.apps.get(app)!) : state.apps.get(app)!) as Record<string, unknown>;
     if (!schema.validate(config)) {
       const error = schema.validate.errors![0]!;
       const where = lineOf(setBy.get(app), error.instancePath.split("/").slice(1).join("."));
@@ -174,6 +184,32 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     state.apps.set(app, config);
   }
   return state;
+}
+
+/** Read a file in large chunks, handing over its complete lines; the unterminated tail is returned. */
+async function readLines(path: string, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
+  let handle;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { tail: "", size: 0 };
+    throw error;
+  }
+  try {
+    const decoder = new StringDecoder("utf8");
+    const buffer = Buffer.allocUnsafe(4 << 20);
+    let carry = "";
+    let size = 0;
+    for (let read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead; read > 0; read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead) {
+      size += read;
+      const lines = (carry + decoder.write(buffer.subarray(0, read))).split("\n");
+      carry = lines.pop()!;
+      take(lines);
+    }
+    return { tail: carry + decoder.end(), size };
+  } finally {
+    await handle.close();
+  }
 }
 
 /** The journal line that last set this key, a key above it or a key below it. */
@@ -200,8 +236,18 @@ interface Meta {
   reason?: string;
 }
 
+// The form of almost every record's comment, read with one match (replay reads one per change).
+const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=(\S+)@(\d+)$/;
+
 /** The fields of one of cdp's metadata comments; any other comment yields nothing. */
 export function readMeta(comment: string): Meta {
+  const record = RECORD_META.exec(comment);
+  if (record) {
+    const [, rev, seq, time, name, line, file, offset] = record;
+    const meta: Meta = { seq: Number(seq), time, source: `${name}:${line}`, position: { file: file!, offset: Number(offset), line: Number(line) } };
+    if (rev !== undefined) meta.rev = Number(rev);
+    return meta;
+  }
   if (!META.test(comment)) return {};
   const [head = "", reason] = comment.slice(2).split(" reason: ", 2);
   const words = head.split(" ");
@@ -255,8 +301,12 @@ export function encodeChange(app: string, key: string, value: unknown, info: Key
     if (plain.ok && plain.value === value) return `${app}:${key}:${value}`;
   }
   const json = JSON.stringify(value);
-  const decoded = decodeValue(json, info);
-  if (!decoded.ok || !isDeepStrictEqual(decoded.value, value)) throw new Error(`cannot encode ${app}.${key}`);
+  // JSON of a type the key takes other than string decodes back to itself; check the rest
+  const plainJson = typeof value !== "string" && info.types !== null && !info.types.has("string") && info.types.has(jsonTypeOf(value));
+  if (!plainJson) {
+    const decoded = decodeValue(json, info);
+    if (!decoded.ok || !isDeepStrictEqual(decoded.value, value)) throw new Error(`cannot encode ${app}.${key}`);
+  }
   return `${app}:${key}:${json}`;
 }
 

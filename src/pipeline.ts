@@ -90,12 +90,17 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const current = (app: string) => pending.get(app) ?? table.config(app);
     const applied: AppliedChange[] = [];
     const outcomes: (() => void)[] = []; // logged once durable: a failed write must not look accepted
+    // Each line is logged; a burst is summed up instead, its lines logged at debug level only.
+    const burst = batch.lines.length > 100;
+    const logLines = !burst || log.isLevelEnabled("debug");
+    const context = { schemas, validators: options.validators, current, maxLineBytes };
+    let rejected = 0;
     let journalText = "";
     let rejectText = "";
     let revision = table.revision;
     let last: { commit: Commit; accepted: boolean } | undefined;
     for (const line of batch.lines) {
-      const outcome = judgeLine(line, { schemas, validators: options.validators, current, maxLineBytes }, log);
+      const outcome = judgeLine(line, context, log);
       if (outcome.kind === "ignore") continue;
       const source = `${INBOX_FILE}:${line.number}`;
       const commit: Commit = { seq: ++seq, time, source, position: { file: batch.file, offset: line.end, line: line.number } };
@@ -104,12 +109,15 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         pending.set(change.app, change.config);
         journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
         applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: tentative(change, revision) });
-        const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
-        outcomes.push(() => log.info(fields, "accepted"));
+        if (logLines) {
+          const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
+          outcomes.push(() => (burst ? log.debug(fields, "accepted") : log.info(fields, "accepted")));
+        }
       } else {
         rejectText += rejectionRecord({ seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
+        rejected++;
         const { reason } = outcome;
-        outcomes.push(() => log.warn({ source, reason }, "rejected"));
+        if (logLines) outcomes.push(() => (burst ? log.debug({ source, reason }, "rejected") : log.warn({ source, reason }, "rejected")));
       }
       last = { commit, accepted: outcome.kind === "accept" };
     }
@@ -120,6 +128,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       return;
     }
     for (const logOutcome of outcomes) logOutcome();
+    if (burst) {
+      const fields = { accepted: applied.length, rejected, revision, lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
+      if (rejected > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
+      else log.info(fields, "batch applied");
+    }
     for (const change of applied) table.apply(change);
     records += applied.length;
     if (options.compaction.after > 0 && records >= options.compaction.after) await compact();

@@ -51,6 +51,7 @@ export class ConfigTable {
   #revision: number;
   #snapshot: Snapshot | undefined;
   #emitter = new EventEmitter<Events>();
+  #keyNames = new Set<string>(); // the "app:key" events someone listens to
   #log: Logger;
 
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
@@ -89,6 +90,7 @@ export class ConfigTable {
    */
   subscribe(app: string, key: string | undefined, subscriber: Subscriber): () => void {
     const name = key === undefined ? app : `${app}:${key}`;
+    if (key !== undefined) this.#keyNames.add(name);
     const guarded = (event: ChangeEvent) => {
       try {
         const result = subscriber(event);
@@ -98,7 +100,10 @@ export class ConfigTable {
       }
     };
     this.#emitter.on(name, guarded);
-    return () => this.#emitter.off(name, guarded);
+    return () => {
+      this.#emitter.off(name, guarded);
+      if (this.#emitter.listenerCount(name) === 0) this.#keyNames.delete(name);
+    };
   }
 
   /** Apply a change that is already durable; revisions must come in order, one by one. */
@@ -139,8 +144,8 @@ export class ConfigTable {
       return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
     };
     this.#emitter.emit(app, event(change.key));
-    for (const name of this.#emitter.eventNames()) {
-      if (typeof name !== "string" || !name.startsWith(`${app}:`)) continue;
+    for (const name of this.#keyNames) {
+      if (!name.startsWith(`${app}:`)) continue;
       const key = name.slice(app.length + 1);
       if (key === change.key) {
         this.#emitter.emit(name, event(key));

@@ -46,9 +46,8 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
   const refusal = runValidators(schema, context.validators.get(line.app), config);
   if (refusal) return refuse(refusal);
 
-  const value = getIn(config, line.path);
-  const change = { app: line.app, key: line.key, path: line.path, value, previous: getIn(current, line.path), secret: info.secret };
-  return { ok: true, change: { ...change, config: freezeDeep(config) } };
+  const change = { app: line.app, key: line.key, path: line.path, value: getIn(config, line.path), previous: getIn(current, line.path), config: freezeDeep(config), secret: info.secret };
+  return { ok: true, change };
 }
 
 /** The app's registered validators, in order; the first refusal (or throw) wins. */
@@ -77,7 +76,7 @@ type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
 export function decodeValue(text: string, key: KeyInfo): Decoded {
   const trimmed = text.trim();
   const types = key.types;
-  const got = key.secret ? "(value hidden: secret key)" : `got ${describeValue(trimmed)}`;
+  const got = () => (key.secret ? "(value hidden: secret key)" : `got ${describeValue(trimmed)}`);
   if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
   const acceptsString = types === null || types.has("string");
   if (types !== null && types.size === 1 && acceptsString) return { ok: true, value: stringValue(trimmed) };
@@ -87,13 +86,13 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
     value = JSON.parse(trimmed);
   } catch {
     if (acceptsString) return { ok: true, value: trimmed };
-    return { ok: false, reason: `must be ${typeNames(types)}, ${got} (not JSON)` };
+    return { ok: false, reason: `must be ${typeNames(types)}, ${got()} (not JSON)` };
   }
   if (types === null || types.has(jsonTypeOf(value))) {
     return nestsDeeperThan(value, MAX_DEPTH) ? { ok: false, reason: `is nested deeper than ${MAX_DEPTH} levels` } : { ok: true, value };
   }
   if (acceptsString) return { ok: true, value: trimmed };
-  return { ok: false, reason: `must be ${typeNames(types)}, ${got}` };
+  return { ok: false, reason: `must be ${typeNames(types)}, ${got()}` };
 }
 
 function stringValue(text: string): string {

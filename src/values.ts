@@ -27,6 +27,18 @@ export function setIn(config: AppConfig, path: readonly string[], value: unknown
   return copy;
 }
 
+/** `config` with `value` at `path`, changed in place (objects on the way that are frozen are copied). */
+export function setInPlace(config: AppConfig, path: readonly string[], value: unknown): AppConfig {
+  let node = config as Record<string, unknown>;
+  for (const [index, segment] of path.entries()) {
+    let next = index === path.length - 1 ? value : getIn(node, [segment]);
+    if (index < path.length - 1 && (!isObject(next) || Object.isFrozen(next))) next = isObject(next) ? { ...next } : {};
+    Object.defineProperty(node, segment, { value: next, enumerable: true, writable: true, configurable: true });
+    node = next as Record<string, unknown>;
+  }
+  return config;
+}
+
 export function isObject(value: unknown): value is AppConfig {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }

@@ -1,5 +1,6 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseLine } from "../src/parse.js";
+import { parseLine, parseWithGrammar } from "../src/parse.js";
 
 describe("the line grammar", () => {
   it.each([
@@ -58,5 +59,20 @@ describe("the line grammar", () => {
   it("reads a 1 MB value as one value (the lexer keeps it one token)", () => {
     const value = "x:".repeat(1 << 19);
     expect(parseLine(`app:key:${value}`)).toMatchObject({ kind: "change", valueText: value });
+  });
+});
+
+describe("the fast path for common lines", () => {
+  const alphabet = ["a", "Z", "_", "-", "1", ":", ".", " ", "\t", "#", '"', "\r", "\n", "é", "\0"];
+  const shaped = fc.array(fc.constantFrom(...alphabet), { maxLength: 30 }).map((chars) => chars.join(""));
+  const long = fc.tuple(fc.constantFrom("a", "a.b", "a".repeat(64), "a".repeat(65)), fc.integer({ min: 0, max: 40 })).map(([part, n]) => `app:${Array(n + 1).fill(part).join(".")}:1`);
+
+  it("agrees with the nearley grammar on arbitrary input", () => {
+    fc.assert(
+      fc.property(fc.oneof(shaped, long, fc.string({ unit: "binary", maxLength: 80 })), (text) => {
+        expect(parseLine(text)).toEqual(parseWithGrammar(text));
+      }),
+      { numRuns: 20_000 },
+    );
   });
 });
