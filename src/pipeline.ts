@@ -50,7 +50,7 @@ type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind:
 
 /** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
-  const { dir, log } = options;
+  const { dir } = options;
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const unlock = await lockDataDir(dir, "start another watcher");
   try {
