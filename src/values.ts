@@ -22,8 +22,7 @@ export function setIn(config: AppConfig, path: readonly string[], value: unknown
   const child = getIn(config, [head]);
   const next = rest.length === 0 ? value : setIn(isObject(child) ? child : {}, rest, value);
   const copy: Record<string, unknown> = { ...config };
-  // defineProperty, not assignment: a key named "__proto__" must stay a plain key
-  Object.defineProperty(copy, head, { value: next, enumerable: true, writable: true, configurable: true });
+  defineKey(copy, head, next);
   return copy;
 }
 
@@ -33,10 +32,17 @@ export function setInPlace(config: AppConfig, path: readonly string[], value: un
   for (const [index, segment] of path.entries()) {
     let next = index === path.length - 1 ? value : getIn(node, [segment]);
     if (index < path.length - 1 && (!isObject(next) || Object.isFrozen(next))) next = isObject(next) ? { ...next } : {};
-    Object.defineProperty(node, segment, { value: next, enumerable: true, writable: true, configurable: true });
+    defineKey(node, segment, next);
     node = next as Record<string, unknown>;
   }
   return config;
+}
+
+// Assignment to "__proto__" would set the prototype: that one key is defined instead (defining
+// every key costs a burst measurably).
+function defineKey(object: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === "__proto__") Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
+  else object[key] = value;
 }
 
 export function isObject(value: unknown): value is AppConfig {
