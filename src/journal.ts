@@ -197,7 +197,7 @@ async function readLines(path: string, take: (lines: string[]) => void): Promise
   }
   try {
     const decoder = new StringDecoder("utf8");
-    const buffer = Buffer.allocUnsafe(4 << 20);
+    const buffer = Buffer.allocUnsafe(1 << 20);
     let carry = "";
     let size = 0;
     for (let read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead; read > 0; read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead) {
