@@ -2,7 +2,7 @@
 // The `cdp` command: a thin layer over the pipeline. `main` is callable from tests;
 // only the last line of this file exits the process.
 import { realpathSync } from "node:fs";
-import { appendFile, mkdir, readFile } from "node:fs/promises";
+import { appendFile, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { fileURLToPath } from "node:url";
@@ -12,7 +12,7 @@ import { CdpError } from "./errors.js";
 import { startCdp } from "./index.js";
 import { INBOX_FILE, linesOf } from "./inbox.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
-import { lockDataDir } from "./durable.js";
+import { ensureDataDir, lockDataDir } from "./durable.js";
 import { judgeLine } from "./pipeline.js";
 import { formatHistory, historyJson, rollbackLines, selectHistory } from "./history.js";
 import { loadSchemas, type Schemas } from "./schemas.js";
@@ -274,7 +274,7 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
 
 /** Append lines to the inbox with one write in append mode: concurrent writers never interleave within it. */
 async function queueLines(dir: string, lines: string[], io: Io): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureDataDir(dir);
   await appendFile(join(dir, INBOX_FILE), lines.map((line) => `${line}\n`).join(""), { mode: 0o600 });
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
 }

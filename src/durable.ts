@@ -1,6 +1,6 @@
 // Files cdp owns (journal, rejects): appended in whole records, on disk before anyone is told.
 import { constants, fdatasyncSync, writeSync } from "node:fs";
-import { open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { CdpError } from "./errors.js";
 
@@ -101,6 +101,15 @@ export class DurableFile {
     } catch {
       throw new StorageFault(this.path, "cutting back a failed write to", cause);
     }
+  }
+}
+
+/** Create the data directory (mode 0700) if it is missing; say so plainly when it cannot be one. */
+export async function ensureDataDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new CdpError("usage", `cannot use ${dir} as the data directory: ${(error as Error).message}`);
   }
 }
 

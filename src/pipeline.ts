@@ -1,5 +1,5 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
-import { mkdir, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -23,7 +23,7 @@ import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidationContext, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
-import { DurableFile, lockDataDir, WriteFailed } from "./durable.js";
+import { DurableFile, ensureDataDir, lockDataDir, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -51,7 +51,7 @@ type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind:
 /** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
   const { dir } = options;
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureDataDir(dir);
   const unlock = await lockDataDir(dir, "start another watcher");
   try {
     return await follow(options, unlock);

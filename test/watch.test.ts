@@ -244,6 +244,8 @@ describe("cdp push, get, check and usage", () => {
     [["watch", "--dir", "d", "--schemas", "s", "--poll-interval", "soon"], `--poll-interval must be a positive whole number, got "soon"`],
     [["push", "--dir", "d"], "give at least one LINE"],
     [["check", "--schemas", "/nonexistent"], "cannot read the schema directory /nonexistent"],
+    [["watch", "--dir", "/dev/null", "--schemas", "s"], "cannot use /dev/null as the data directory"],
+    [["push", "--dir", "/dev/null", "x:y:1"], "cannot use /dev/null as the data directory"],
   ])("exits 2 on bad usage %j", async (args, message) => {
     const { code, output } = await cdp(args);
     expect(code).toBe(2);
