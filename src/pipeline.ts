@@ -23,7 +23,7 @@ import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidationContext, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
-import { DurableFile, ensureDataDir, lockDataDir, WriteFailed } from "./durable.js";
+import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -135,7 +135,13 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     }
     for (const change of applied) table.apply(change);
     records += applied.length;
-    if (options.compaction.after > 0 && records >= options.compaction.after) await compact();
+    if (options.compaction.after > 0 && records >= options.compaction.after) {
+      await compact().catch((error: unknown) => {
+        if (error instanceof StorageFault) throw error;
+        records = 0; // try again after as many changes again
+        log.error({ err: error }, "compaction failed; the journal is left as it was");
+      });
+    }
   };
 
   // A change is tentative for vetoWindowMs: a subscriber that finds it unhealthy may veto it, and
@@ -171,8 +177,13 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const compact = async () => {
     const full = await replayJournal(journalPath, schemas, { validators: options.validators, history: true });
     const { before, after } = await compactJournal(journalPath, full, schemas, options.compaction.keep);
-    await journal.close();
-    journal = await DurableFile.open(journalPath);
+    try {
+      // the old file is gone: appending to it now would lose changes, so failing here stops cdp
+      await journal.close();
+      journal = await DurableFile.open(journalPath);
+    } catch (error) {
+      throw new StorageFault(journalPath, "reopening the compacted journal", error as NodeJS.ErrnoException);
+    }
     records = Math.min(records, options.compaction.keep);
     log.info({ before, after, revision: table.revision }, "compacted the journal");
   };

@@ -1,6 +1,6 @@
 // Compaction: the journal stops growing, replay gives the same table, and a crash at any point
 // leaves the old journal or the new one.
-import { appendFile, readFile, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cdp, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
@@ -84,6 +84,21 @@ describe("cdp compact", () => {
     watch.child.kill("SIGTERM");
     await watch.exited;
     expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1159 }) }), revision: 160 });
+  });
+
+  it("goes on when an automatic compaction fails, and compacts later", async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, "cdp.compacting")); // the temporary file cannot be written
+    const watch = await startWatch(dir, ["--compact-after", "10", "--keep-history", "2"]);
+    await appendFile(join(dir, "cdp.new"), Array.from({ length: 15 }, (_, i) => `ticker:interval:${1000 + i}\n`).join(""));
+    await waitUntil(() => watch.output().includes("compaction failed; the journal is left as it was"));
+    await waitUntil(async () => (await snapshot(dir)).revision === 15);
+    await rm(join(dir, "cdp.compacting"), { recursive: true });
+    await appendFile(join(dir, "cdp.new"), Array.from({ length: 15 }, (_, i) => `ticker:interval:${2000 + i}\n`).join(""));
+    await waitUntil(() => watch.output().includes("compacted the journal"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 2014 }) }), revision: 30 });
   });
 
   it("ignores a temporary file left by a crash", async () => {
