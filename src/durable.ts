@@ -1,5 +1,5 @@
 // Files cdp owns (journal, rejects): appended in whole records, on disk before anyone is told.
-import { constants, fdatasyncSync, writeSync } from "node:fs";
+import { constants, fdatasyncSync, fstatSync, writeSync } from "node:fs";
 import { mkdir, open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { CdpError } from "./errors.js";
@@ -97,6 +97,8 @@ export class DurableFile {
   // append would follow half a record. If even that fails, stop: the next start repairs the tail.
   async #cutBack(cause: NodeJS.ErrnoException): Promise<void> {
     try {
+      // nothing landed (a read-only disk refuses even the truncate): nothing to cut
+      if (fstatSync(this.handle.fd).size === this.length) return;
       await this.handle.truncate(this.length);
     } catch {
       throw new StorageFault(this.path, "cutting back a failed write to", cause);

@@ -66,6 +66,27 @@ describe("when the journal cannot be written", () => {
     expect(await watch.exited).toBe(0);
   });
 
+  it("holds the batch while the journal cannot be written (immutable, as on a read-only disk) and applies it after", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    // a read-only remount is refused while cdp holds the journal open for writing, so the
+    // journal is made immutable (ext4's chattr +i): writes to the open file then fail with EPERM
+    await run("chattr", ["+i", join(dir, "cdp")]);
+    try {
+      await appendFile(join(dir, "cdp.new"), "ticker:interval:2500\n");
+      await waitUntil(() => watch.output().includes("EPERM"));
+      expect(await get(dir, "ticker.interval")).toBe(1500);
+    } finally {
+      await run("chattr", ["-i", join(dir, "cdp")]);
+    }
+    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:interval:2500"]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
   it("stops on SIGTERM while a batch is held, and processes it at the next start", async () => {
     const dir = await tempDir();
     const watch = await startWatch(dir);
