@@ -5,18 +5,14 @@ import { appendFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { cdp, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { getConfig, journalOf, recordLines, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const run = promisify(execFile);
-const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
 const mounts: string[] = [];
 afterEach(async () => {
   for (const mount of mounts.splice(0)) await run("umount", ["-l", mount]).catch(() => undefined);
 });
 
-async function get(dir: string, selector: string): Promise<unknown> {
-  return JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, selector])).output);
-}
 
 describe("when the journal cannot be written", () => {
   it("holds the batch under a file-size limit and applies it, once, when the limit is lifted", async () => {
@@ -33,12 +29,12 @@ describe("when the journal cannot be written", () => {
     await waitUntil(() => watch.output().includes("cannot write: the batch is held and tried again"));
     expect(watch.output()).toContain("EFBIG");
     expect((await stat(join(dir, "cdp"))).size).toBe(journalSize);
-    expect(await get(dir, "ticker.name")).toBe("tick");
+    expect(await getConfig(dir, "ticker.name")).toBe("tick");
 
     await run("prlimit", ["--pid", String(watch.child.pid), "--fsize=unlimited:unlimited"]);
     await waitUntil(async () => (await journalOf(dir)).length === 51);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", ...lines]);
-    expect(await get(dir, "ticker.name")).toBe("n49");
+    expect(await getConfig(dir, "ticker.name")).toBe("n49");
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
   });
@@ -77,7 +73,7 @@ describe("when the journal cannot be written", () => {
     try {
       await appendFile(join(dir, "cdp.new"), "ticker:interval:2500\n");
       await waitUntil(() => watch.output().includes("EPERM"));
-      expect(await get(dir, "ticker.interval")).toBe(1500);
+      expect(await getConfig(dir, "ticker.interval")).toBe(1500);
     } finally {
       await run("chattr", ["-i", join(dir, "cdp")]);
     }

@@ -66,6 +66,16 @@ export async function cdp(args: string[], stdin?: string): Promise<{ code: numbe
   return { code, output: running.output() };
 }
 
+/** What `cdp get` prints for all apps, an app or a key (parsed JSON); the command must succeed. */
+export async function getConfig(dir: string, selector?: string, schemas = SCHEMAS): Promise<unknown> {
+  const { code, output } = await cdp(["get", "--dir", dir, "--schemas", schemas, ...(selector ? [selector] : [])]);
+  if (code !== 0) throw new Error(`cdp get exited ${code}:\n${output}`);
+  return JSON.parse(output) as unknown;
+}
+
+/** The change lines of a data directory's journal. */
+export const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
+
 /** Start `cdp watch` on `dir` and wait until it says it is watching. */
 export async function startWatch(dir: string, extra: string[] = []): Promise<Running> {
   const running = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, ...extra]);

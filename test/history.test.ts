@@ -2,9 +2,8 @@
 import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
 
-const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
 
 /** A watcher on a fresh dir that has applied `lines` (all valid). */
 async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: string; watch: Running }> {
@@ -15,9 +14,6 @@ async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: strin
   return { dir, watch };
 }
 
-async function get(dir: string, selector: string, schemas = SCHEMAS): Promise<unknown> {
-  return JSON.parse((await cdp(["get", "--dir", dir, "--schemas", schemas, selector])).output);
-}
 
 describe("cdp history", () => {
   it("lists revisions newest first with time, source, key, old and new value", async () => {
@@ -63,8 +59,8 @@ describe("cdp rollback", () => {
     expect(code).toBe(0);
     expect(output.split("\n")).toEqual(expect.arrayContaining(["ticker:interval:1500", "ticker:name:tick", 'db:pool:{"min":1,"max":10}']));
     await waitUntil(async () => (await journalOf(dir)).length === 7);
-    expect(await get(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
-    expect(await get(dir, "db")).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
+    expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
+    expect(await getConfig(dir, "db")).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
     const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as { source: string }[];
     expect(history.map((entry) => entry.source)).toEqual(["cdp.new:7", "cdp.new:6", "cdp.new:5"]);
     watch.child.kill("SIGTERM");
@@ -77,7 +73,7 @@ describe("cdp rollback", () => {
     expect(await readText(join(dir, "cdp.new"))).toBe("ticker:interval:1500\nticker:interval:2500\n");
     expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--last"])).code).toBe(0);
     await waitUntil(async () => (await journalOf(dir)).length === 3);
-    expect(await get(dir, "ticker.interval")).toBe(1500);
+    expect(await getConfig(dir, "ticker.interval")).toBe(1500);
     watch.child.kill("SIGTERM");
   });
 
@@ -86,7 +82,7 @@ describe("cdp rollback", () => {
     const { dir, watch } = await watched(["ticker:interval:9000", "ticker:mode:slow", "ticker:interval:3000", "ticker:mode:fast"]);
     expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "2"])).code).toBe(0);
     await waitUntil(async () => (await journalOf(dir)).length === 6);
-    expect(await get(dir, "ticker")).toMatchObject({ interval: 9000, mode: "slow" });
+    expect(await getConfig(dir, "ticker")).toMatchObject({ interval: 9000, mode: "slow" });
     expect(await readText(join(dir, "cdp.rej"))).toBe("");
     watch.child.kill("SIGTERM");
   });
@@ -127,7 +123,7 @@ describe("atomic multi-key changes", () => {
     await appendFile(join(dir, "cdp.new"), 'db:pool.min:20\ndb:pool:{"min":20,"max":40}\n');
     await waitUntil(async () => (await journalOf(dir)).length === 1);
     expect(await readText(join(dir, "cdp.rej"))).toContain("reason: db.pool.max must be >= 20, got 10\ndb:pool.min:20\n");
-    expect(await get(dir, "db.pool")).toEqual({ min: 20, max: 40 });
+    expect(await getConfig(dir, "db.pool")).toEqual({ min: 20, max: 40 });
     watch.child.kill("SIGTERM");
   });
 });

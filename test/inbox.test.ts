@@ -4,9 +4,8 @@ import { spawn } from "node:child_process";
 import { appendFile, mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
-const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
 
 describe("the inbox", () => {
   it("reads the rest of a file moved away before switching to its replacement, as tail -F does", async () => {

@@ -4,7 +4,7 @@ import { appendFile, readFile, rename, rm, stat, truncate, writeFile } from "nod
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { cdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
 
 const sh = promisify(execFile);
 
@@ -13,13 +13,7 @@ async function stopWatch(running: Running): Promise<number | null> {
   return running.exited;
 }
 
-async function get(dir: string, selector?: string): Promise<unknown> {
-  const { code, output } = await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, ...(selector ? [selector] : [])]);
-  expect(code).toBe(0);
-  return JSON.parse(output);
-}
 
-const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
 const rejectsOf = (dir: string) => readText(join(dir, "cdp.rej"));
 
 describe("cdp watch", () => {
@@ -30,8 +24,8 @@ describe("cdp watch", () => {
     await waitUntil(async () => (await journalOf(dir)).length === 1);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]);
     expect(await readText(join(dir, "cdp"))).toMatch(/^# rev=1 seq=1 time=\d{4}-\d\d-\d\dT[\d:.]+Z source=cdp\.new:1 inbox=\S+@21\n/);
-    expect(await get(dir, "ticker.interval")).toBe(1500);
-    expect(await get(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
+    expect(await getConfig(dir, "ticker.interval")).toBe(1500);
+    expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
     expect(await stopWatch(watch)).toBe(0);
   });
 
@@ -62,10 +56,10 @@ describe("cdp watch", () => {
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:name:http://host:8080/x\r\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
-    expect(await get(dir, "ticker.name")).toBe("http://host:8080/x");
+    expect(await getConfig(dir, "ticker.name")).toBe("http://host:8080/x");
     await sh("sh", ["-c", `echo 'ticker:name:007' >> '${join(dir, "cdp.new")}'`]);
     await waitUntil(async () => (await journalOf(dir)).length === 2);
-    expect(await get(dir, "ticker.name")).toBe("007");
+    expect(await getConfig(dir, "ticker.name")).toBe("007");
     await stopWatch(watch);
   });
 
@@ -91,7 +85,7 @@ describe("cdp watch", () => {
     expect(await journalOf(dir)).toEqual(accepted);
     expect(await recordLines(join(dir, "cdp.rej"))).toEqual(lines.filter((_, i) => i % 10 === 9));
     expect(await readText(join(dir, "cdp"))).toContain("# rev=900 seq=999 ");
-    expect(await get(dir, "ticker.interval")).toBe(1998);
+    expect(await getConfig(dir, "ticker.interval")).toBe(1998);
     await stopWatch(watch);
   });
 
@@ -115,7 +109,7 @@ describe("cdp watch", () => {
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:interval:2500", "ticker:interval:3500"]);
     expect(await recordLines(join(dir, "cdp.rej"))).toEqual(["broken", "broken again"]);
     expect(await rejectsOf(dir)).toContain("source=cdp.new:4 ");
-    expect(await get(dir, "ticker.interval")).toBe(3500);
+    expect(await getConfig(dir, "ticker.interval")).toBe(3500);
   });
 
   it("follows an inbox created after start, replaced by mv, truncated, or deleted and recreated", async () => {
@@ -191,7 +185,7 @@ describe("cdp push, get, check and usage", () => {
     expect((await cdp(["push", "--dir", dir, "-"], "ticker:enabled:false\n")).code).toBe(0);
     const watch = await startWatch(dir);
     await waitUntil(async () => (await journalOf(dir)).length === 3);
-    expect(await get(dir, "ticker")).toEqual({ interval: 1500, name: "pushed", enabled: false });
+    expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "pushed", enabled: false });
     await stopWatch(watch);
   });
 
@@ -205,8 +199,8 @@ describe("cdp push, get, check and usage", () => {
   it("get prints all apps, one app or one key, and refuses unknown ones", async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "cdp"), "db:pool.max:20\n");
-    expect(await get(dir)).toEqual({ db: { host: "localhost", pool: { min: 1, max: 20 } }, ticker: { interval: 1000, name: "tick", enabled: true } });
-    expect(await get(dir, "db.pool")).toEqual({ min: 1, max: 20 });
+    expect(await getConfig(dir)).toEqual({ db: { host: "localhost", pool: { min: 1, max: 20 } }, ticker: { interval: 1000, name: "tick", enabled: true } });
+    expect(await getConfig(dir, "db.pool")).toEqual({ min: 1, max: 20 });
     expect(await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "nope"])).toMatchObject({ code: 2, output: expect.stringContaining(`unknown app "nope"`) });
     expect(await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "db.nope"])).toMatchObject({ code: 2, output: expect.stringContaining(`db has no key "nope"`) });
   });
