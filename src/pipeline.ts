@@ -16,10 +16,10 @@ import {
   vetoRecord,
   type Commit,
 } from "./journal.js";
-import { changedFiles, planUpgrade, readSchemaTexts, watchSchemaDir, type SchemaTexts } from "./upgrade.js";
+import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
-import { loadSchemas, type KeyInfo, type Schemas } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidationContext, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
@@ -64,8 +64,8 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
 async function follow(options: PipelineOptions, unlock: () => Promise<void>): Promise<Pipeline> {
   const { dir, log } = options;
   const journalPath = join(dir, JOURNAL_FILE);
-  let schemas = await loadSchemas(options.schemas);
   let schemaTexts = await readSchemaTexts(options.schemas);
+  let schemas = compileSchemas(options.schemas, schemaTexts);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
   const state = await replayJournal(journalPath, schemas, { validators: options.validators });
   if (state.torn !== undefined) {
@@ -220,7 +220,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const texts = await readSchemaTexts(options.schemas).catch(() => schemaTexts);
     const files = changedFiles(schemaTexts, texts);
     if (files.length === 0 || (refused && changedFiles(refused, texts).length === 0)) return;
-    const plan = await planUpgrade(options.schemas, journalPath, options.validators);
+    const plan = await planUpgrade(options.schemas, texts, journalPath, options.validators);
     const time = new Date().toISOString();
     if (!plan.ok) {
       refused = texts;

@@ -37,24 +37,44 @@ export type Schemas = ReadonlyMap<string, AppSchema>;
 // ("max": {"minimum": {"$data": "1/min"}}).
 const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false } as const;
 
-/** Load and compile every DIR/<app>.schema.json. Throws a CdpError naming the file and the fault. */
-export async function loadSchemas(dir: string): Promise<Schemas> {
+/** The text of every schema file in `dir`, by file name: what is compiled, and what a change of schemas is measured against. */
+export type SchemaTexts = ReadonlyMap<string, string>;
+
+export async function readSchemaTexts(dir: string): Promise<SchemaTexts> {
   let names: string[];
   try {
     names = (await readdir(dir)).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
   } catch (error) {
     throw new CdpError("usage", `cannot read the schema directory ${dir}: ${(error as Error).message}`);
   }
+  const texts = new Map<string, string>();
+  for (const name of names) {
+    try {
+      texts.set(name, await readFile(join(dir, name), "utf8"));
+    } catch (error) {
+      throw new CdpError("bootstrap", `${join(dir, name)}: cannot read: ${(error as Error).message}`);
+    }
+  }
+  return texts;
+}
+
+/** Load and compile every DIR/<app>.schema.json. Throws a CdpError naming the file and the fault. */
+export async function loadSchemas(dir: string): Promise<Schemas> {
+  return compileSchemas(dir, await readSchemaTexts(dir));
+}
+
+/** Compile schema files already read (so that what is compiled is exactly what was read). */
+export function compileSchemas(dir: string, texts: SchemaTexts): Schemas {
   const draft7 = addFormats(new Ajv(options));
   const draft2020 = addFormats(new Ajv2020(options));
   const schemas = new Map<string, AppSchema>();
-  for (const name of names) {
+  for (const [name, text] of texts) {
     const file = join(dir, name);
     const app = name.slice(0, -SCHEMA_SUFFIX.length);
     if (!IDENTIFIER.test(app)) {
       throw new CdpError("bootstrap", `${file}: "${app}" is not a valid app name (letters, digits, '_' and '-', at most 64)`);
     }
-    const schema = await readSchema(file);
+    const schema = parseSchema(file, text);
     const ajv = /draft-0[467]/.test(String(schema.$schema ?? "")) ? draft7 : draft2020;
     let validate: ValidateFunction;
     try {
@@ -69,10 +89,10 @@ export async function loadSchemas(dir: string): Promise<Schemas> {
   return schemas;
 }
 
-async function readSchema(file: string): Promise<AnySchemaObject> {
+function parseSchema(file: string, text: string): AnySchemaObject {
   let schema: unknown;
   try {
-    schema = JSON.parse(await readFile(file, "utf8"));
+    schema = JSON.parse(text);
   } catch (error) {
     throw new CdpError("bootstrap", `${file}: not valid JSON: ${(error as Error).message}`);
   }

@@ -1,25 +1,12 @@
 // Live schema upgrades (the appup of cdp): notice changed schema files, and decide whether the
 // configuration holds under them. The pipeline applies the verdict between batches.
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { watch } from "chokidar";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { replayJournal } from "./journal.js";
-import { loadSchemas, SCHEMA_SUFFIX, type Schemas } from "./schemas.js";
+import { compileSchemas, type SchemaTexts, type Schemas } from "./schemas.js";
 import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
-
-/** The text of every schema file, by name: what a change of schemas is measured against. */
-export type SchemaTexts = ReadonlyMap<string, string>;
-
-export async function readSchemaTexts(dir: string): Promise<SchemaTexts> {
-  const texts = new Map<string, string>();
-  for (const name of (await readdir(dir)).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort()) {
-    texts.set(name, await readFile(join(dir, name), "utf8").catch(() => ""));
-  }
-  return texts;
-}
 
 /** The names of the files that differ between two readings. */
 export function changedFiles(before: SchemaTexts, after: SchemaTexts): string[] {
@@ -34,9 +21,14 @@ export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>
  * or why the new schemas cannot be taken (they do not compile, or the configuration breaks them,
  * a removed app's configured values included).
  */
-export async function planUpgrade(schemaDir: string, journalPath: string, validators: ReadonlyMap<string, readonly AppValidator[]>): Promise<Upgrade> {
+export async function planUpgrade(
+  schemaDir: string,
+  texts: SchemaTexts,
+  journalPath: string,
+  validators: ReadonlyMap<string, readonly AppValidator[]>,
+): Promise<Upgrade> {
   try {
-    const schemas = await loadSchemas(schemaDir);
+    const schemas = compileSchemas(schemaDir, texts);
     const { apps } = await replayJournal(journalPath, schemas, { validators });
     return { ok: true, schemas, apps };
   } catch (error) {
