@@ -315,18 +315,13 @@ async function checkCommand(values: Values, positionals: string[], io: Io): Prom
     throw new CdpError("usage", `cannot read ${input}: ${(error as Error).message}`);
   }
   const apps = values.dir ? (await replayJournal(join(resolve(values.dir), JOURNAL_FILE), schemas)).apps : new Map([...schemas].map(([app, s]) => [app, s.defaults]));
-  const context = { schemas, validators: new Map(), current: (app: string) => apps.get(app) ?? {}, maxLineBytes };
   let accepted = 0;
   let rejected = 0;
-  for (const line of linesOf(text, maxLineBytes)) {
-    const outcome = judgeLine(line, context);
-    if (outcome.kind === "accept") {
-      accepted++;
-      apps.set(outcome.change.app, outcome.change.config);
-    } else if (outcome.kind === "reject") {
-      rejected++;
-      io.stdout(`${name}:${line.number}: ${outcome.reason}\n`);
-    }
+  for (const { line, outcome } of judgeInSequence(text, schemas, apps, maxLineBytes)) {
+    if (outcome.kind === "accept") accepted++;
+    if (outcome.kind !== "reject") continue;
+    rejected++;
+    io.stdout(`${name}:${line.number}: ${outcome.reason}\n`);
   }
   io.stderr(`${accepted + rejected} change line${accepted + rejected === 1 ? "" : "s"}: ${accepted} would be accepted, ${rejected} rejected\n`);
   return rejected > 0 ? 1 : 0;
@@ -374,14 +369,21 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
 
 /** The reason the first of these lines that would be rejected is, or undefined when all would pass. */
 function judgeInOrder(lines: string[], schemas: Schemas, apps: ReadonlyMap<string, AppConfig>): string | undefined {
-  const current = new Map(apps);
-  const context = { schemas, validators: new Map(), current: (app: string) => current.get(app) ?? {}, maxLineBytes: Infinity };
-  for (const line of linesOf(Buffer.from(lines.join("\n")), Infinity)) {
-    const outcome = judgeLine(line, context);
+  for (const { line, outcome } of judgeInSequence(Buffer.from(lines.join("\n")), schemas, apps, Infinity)) {
     if (outcome.kind === "reject") return `${line.text}: ${outcome.reason}`;
-    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
   }
   return undefined;
+}
+
+/** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
+function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number) {
+  const current = new Map(apps);
+  const context = { schemas, validators: new Map(), current: (app: string) => current.get(app) ?? {}, maxLineBytes };
+  for (const line of linesOf(text, maxLineBytes)) {
+    const outcome = judgeLine(line, context);
+    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
+    yield { line, outcome };
+  }
 }
 
 async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
