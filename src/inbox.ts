@@ -125,8 +125,10 @@ export class Inbox {
   #hinted = false;
   #outageSince: number | undefined;
   #outages: number[] = []; // start times of recent outages
+  #outageCount = 0;
   #failure: CdpError | undefined;
   #wake: (() => void) | undefined;
+  #whenClosed: (() => void) | undefined;
 
   #handle: FileHandle | undefined;
   #file = "";
@@ -172,7 +174,12 @@ export class Inbox {
     });
     watcher.on("all", () => this.#hint());
     watcher.on("error", (error) => log.error({ err: error }, "watching the inbox failed; the periodic check goes on"));
-    await new Promise<void>((resolve) => watcher.once("ready", resolve));
+    // the directory may vanish before chokidar is ready: then it never is, and close() must not wait on it
+    await new Promise<void>((resolve) => {
+      watcher.once("ready", resolve);
+      watcher.once("error", () => resolve());
+      this.#whenClosed = resolve;
+    });
   }
 
   /** Batches of complete lines, in order, until `close()`. */
@@ -197,10 +204,21 @@ export class Inbox {
   /** Stop watching; `batches()` ends after the batch in hand. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#whenClosed?.();
     this.#hint();
     clearInterval(this.#timer);
     this.#appends?.close();
     await this.#watcher?.close();
+  }
+
+  /** Why the inbox cannot be read right now, or undefined while it can. */
+  get unavailable(): string | undefined {
+    return this.#outageSince === undefined ? undefined : `the inbox ${this.path} has been unavailable since ${new Date(this.#outageSince).toISOString()}`;
+  }
+
+  /** How many outages there were since start. */
+  get outages(): number {
+    return this.#outageCount;
   }
 
   #hint(): void {
@@ -249,6 +267,7 @@ export class Inbox {
     if (this.#outageSince === undefined) {
       this.#outageSince = now;
       this.#outages = [...this.#outages.filter((start) => now - start < outageWindowMs), now];
+      this.#outageCount++;
       log.warn({ err: error, path: this.path, outages: this.#outages.length }, "the inbox is unavailable; retrying each second");
     }
     const cause = `${error.code ?? "error"}: ${error.message}`;
