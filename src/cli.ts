@@ -9,13 +9,13 @@ import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
-import { startCdp } from "./index.js";
-import { INBOX_FILE, linesOf } from "./inbox.js";
+import { startCdp, type HttpOptions } from "./index.js";
+import { INBOX_FILE } from "./inbox.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
 import { ensureDataDir, lockDataDir } from "./durable.js";
-import { judgeLine } from "./pipeline.js";
-import { formatHistory, historyJson, rollbackLines, selectHistory } from "./history.js";
-import { loadSchemas, type Schemas } from "./schemas.js";
+import { judgeInSequence } from "./pipeline.js";
+import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
+import { loadSchemas } from "./schemas.js";
 import type { AppConfig } from "./values.js";
 
 const USAGE = `cdp: configuration delivery pipeline
@@ -54,7 +54,16 @@ Options:
   --compact-after N      compact the journal once it holds N changes (default 100000; 0: never)
   --keep-history N       changes kept as history when compacting (default 1000)
   --log-level LEVEL      trace, debug, info, warn, error (default info)
-  --pretty               human-readable logs (the default on a terminal)`,
+  --pretty               human-readable logs (the default on a terminal)
+
+The sidecar (off unless --http is given):
+  --http ADDRESS         serve the HTTP API, event stream, metrics and dashboard on
+                         HOST:PORT (or PORT, on 127.0.0.1; 0 takes a free port)
+  --token-file F         bearer tokens, one 'read TOKEN' or 'write TOKEN' per line; without
+                         it only a loopback address is allowed and no token is asked for
+  --http-max-body BYTES  refuse larger request bodies with 413 (default 1048576)
+  --http-wait SECONDS    how long POST /v1/changes waits for outcomes before 202 (default 10)
+  --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)`,
   push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
 
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
@@ -124,6 +133,11 @@ const OPTIONS = {
   keep: { type: "string" },
   "keep-history": { type: "string" },
   "compact-after": { type: "string" },
+  http: { type: "string" },
+  "token-file": { type: "string" },
+  "http-max-body": { type: "string" },
+  "http-wait": { type: "string" },
+  "http-keepalive": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -199,7 +213,19 @@ function required(values: Values, name: "dir" | "schemas"): string {
   return resolve(value);
 }
 
-type NumberOption = "max-line-bytes" | "poll-interval" | "max-outage" | "max-outages" | "outage-window" | "limit" | "keep" | "keep-history" | "compact-after";
+type NumberOption =
+  | "max-line-bytes"
+  | "poll-interval"
+  | "max-outage"
+  | "max-outages"
+  | "outage-window"
+  | "limit"
+  | "keep"
+  | "keep-history"
+  | "compact-after"
+  | "http-max-body"
+  | "http-wait"
+  | "http-keepalive";
 
 function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
   const text = values[name];
@@ -238,6 +264,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     outageWindowMs: seconds(values, "outage-window", 600),
     compactAfter: positiveInteger(values, "compact-after", 100_000, 0),
     keepHistory: positiveInteger(values, "keep-history", 1000, 0),
+    http: httpOptions(values),
   });
   const stop = (signal: string) => {
     logger.info({ signal }, "stopping: finishing the batch in hand");
@@ -253,6 +280,21 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
   }
   logger.info("stopped");
   return 0;
+}
+
+function httpOptions(values: Values): HttpOptions | undefined {
+  if (values.http === undefined) {
+    const stray = (["token-file", "http-max-body", "http-wait", "http-keepalive"] as const).find((name) => values[name] !== undefined);
+    if (stray) throw new CdpError("usage", `--${stray} needs --http`);
+    return undefined;
+  }
+  return {
+    listen: values.http,
+    tokenFile: values["token-file"] === undefined ? undefined : resolve(values["token-file"]),
+    maxBodyBytes: positiveInteger(values, "http-max-body", 1 << 20),
+    waitMs: seconds(values, "http-wait", 10),
+    keepAliveMs: seconds(values, "http-keepalive", 15),
+  };
 }
 
 function createLogger(values: Values): Logger {
@@ -346,44 +388,18 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
   if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
   const revision = values.last ? state.revision - 1 : Number(values.to);
   if (!Number.isInteger(revision)) throw new CdpError("usage", `--to must be a revision number, got "${values.to}"`);
-  const lines = rollbackLines(state, schemas, revision);
+  const lines = planRollback(state, schemas, revision);
   if (lines.length === 0) {
     io.stderr(`the configuration is already as it was at revision ${revision}\n`);
     return 0;
   }
-  // Judge the lines as the watcher will, against the current state; a cross-field rule may need
-  // them in the other order.
-  const refusal = judgeInOrder(lines, schemas, state.apps);
-  const ordered = refusal === undefined ? lines : lines.slice().reverse();
-  if (refusal !== undefined && judgeInOrder(ordered, schemas, state.apps) !== undefined) {
-    throw new CdpError("refused", `rollback to revision ${revision} refused: ${refusal}`);
-  }
   if (values["dry-run"]) {
-    io.stdout(`${ordered.join("\n")}\n`);
+    io.stdout(`${lines.join("\n")}\n`);
     return 0;
   }
-  await queueLines(dir, ordered, io);
-  io.stdout(`${ordered.join("\n")}\n`);
+  await queueLines(dir, lines, io);
+  io.stdout(`${lines.join("\n")}\n`);
   return 0;
-}
-
-/** The reason the first of these lines that would be rejected is, or undefined when all would pass. */
-function judgeInOrder(lines: string[], schemas: Schemas, apps: ReadonlyMap<string, AppConfig>): string | undefined {
-  for (const { line, outcome } of judgeInSequence(Buffer.from(lines.join("\n")), schemas, apps, Infinity)) {
-    if (outcome.kind === "reject") return `${line.text}: ${outcome.reason}`;
-  }
-  return undefined;
-}
-
-/** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
-function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number) {
-  const current = new Map(apps);
-  const context = { schemas, validators: new Map(), current: (app: string) => current.get(app) ?? {}, maxLineBytes };
-  for (const line of linesOf(text, maxLineBytes)) {
-    const outcome = judgeLine(line, context);
-    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
-    yield { line, outcome };
-  }
 }
 
 async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {

@@ -2,7 +2,9 @@
 import { isDeepStrictEqual } from "node:util";
 import { CdpError } from "./errors.js";
 import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
+import { judgeInSequence } from "./pipeline.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
+import type { AppValidator } from "./validate.js";
 import { describeValue, getIn, setIn, type AppConfig } from "./values.js";
 
 /** The entries for `app` or `app.key` (a change above or below the key counts), newest first. */
@@ -43,8 +45,9 @@ export function historyJson(entries: readonly HistoryEntry[]): object[] {
  * One line per top-level key that differs, with the key's whole value.
  */
 export function rollbackLines(state: JournalState, schemas: Schemas, revision: number): string[] {
-  if (revision < state.historyFrom) throw new CdpError("usage", `the history before revision ${state.historyFrom} was compacted away`);
+  if (revision < 0 && state.revision === 0) throw new CdpError("usage", "nothing to undo: no change has been applied yet");
   if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
+  if (revision < state.historyFrom) throw new CdpError("usage", `the history before revision ${state.historyFrom} was compacted away`);
   const target = new Map(state.apps);
   for (const entry of state.history.slice().reverse()) {
     if (entry.revision <= revision) break;
@@ -70,4 +73,24 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
 // Keys that went back to "not set" are left out of the object written in their place.
 function withoutUndefined(value: unknown): unknown {
   return value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as unknown);
+}
+
+/**
+ * The lines of a rollback to `revision`, in an order the current schemas accept (a cross-field
+ * rule may need them reversed); refused (CdpError "refused") with the reason when no order passes.
+ */
+export function planRollback(state: JournalState, schemas: Schemas, revision: number, validators?: Map<string, AppValidator[]>): string[] {
+  const lines = rollbackLines(state, schemas, revision);
+  const refusal = firstRefusal(lines, schemas, state.apps, validators);
+  if (refusal === undefined) return lines;
+  const reversed = lines.slice().reverse();
+  if (firstRefusal(reversed, schemas, state.apps, validators) === undefined) return reversed;
+  throw new CdpError("refused", `rollback to revision ${revision} refused: ${refusal}`);
+}
+
+function firstRefusal(lines: string[], schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, validators?: Map<string, AppValidator[]>): string | undefined {
+  for (const { line, outcome } of judgeInSequence(Buffer.from(lines.join("\n")), schemas, apps, Infinity, validators)) {
+    if (outcome.kind === "reject") return `${line.text}: ${outcome.reason}`;
+  }
+  return undefined;
 }

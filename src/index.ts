@@ -2,6 +2,8 @@
 import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { startPipeline } from "./pipeline.js";
+import { startSidecar, type Sidecar } from "./sidecar.js";
+import { readTokenFile } from "./tokens.js";
 import type { ChangeEvent, Snapshot, Subscriber } from "./table.js";
 import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
@@ -32,6 +34,21 @@ export interface CdpOptions {
   keepHistory?: number;
   /** How long a change stays tentative: a subscriber may `veto()` it within this many ms (default 10000). */
   vetoWindowMs?: number;
+  /** Serve the sidecar's HTTP API, event stream, metrics and dashboard (off by default). */
+  http?: HttpOptions;
+}
+
+export interface HttpOptions {
+  /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free port. */
+  listen: string;
+  /** Bearer tokens, one `read TOKEN` or `write TOKEN` per line; required off loopback. */
+  tokenFile?: string;
+  /** Larger request bodies are refused with 413 (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** How long POST /v1/changes waits for the lines' outcomes before answering 202 (default 10000 ms). */
+  waitMs?: number;
+  /** How often an idle event stream gets a keep-alive comment (default 15000 ms). */
+  keepAliveMs?: number;
 }
 
 /** A running cdp: the live config table fed by the inbox. */
@@ -50,6 +67,8 @@ export interface Cdp {
   subscribe(app: string, key: string, subscriber: Subscriber): () => void;
   /** Add a code-level check for an app; it applies to the changes that follow. */
   registerValidator(app: string, validator: AppValidator): void;
+  /** The sidecar's address (`http://127.0.0.1:7070`), when `http` was given. */
+  readonly url: string | undefined;
   /** Settles when cdp stops: after `stop()`, or rejected with the fault that stopped it. */
   readonly stopped: Promise<void>;
   /** Finish and flush the batch in hand, then stop watching. */
@@ -66,6 +85,8 @@ export interface Cdp {
 export async function startCdp(options: CdpOptions): Promise<Cdp> {
   const validators = new Map<string, AppValidator[]>();
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());
+  const log = options.logger ?? pino({ level: "info" }, pino.destination(2));
+  const sidecar = options.http && (await serveHttp(options.http, log));
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,
@@ -80,8 +101,14 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     }),
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
-    log: options.logger ?? pino({ level: "info" }, pino.destination(2)),
+    log,
+  }).catch(async (error: unknown) => {
+    await sidecar?.close();
+    throw error;
   });
+  sidecar?.attach(pipeline);
+  const stopped = sidecar ? pipeline.stopped.finally(() => sidecar.close()) : pipeline.stopped;
+  stopped.catch(() => undefined); // logged by the pipeline; whoever awaits `stopped` still sees it
   const { table } = pipeline;
   return {
     get revision() {
@@ -97,9 +124,26 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
       if (!pipeline.schemas.has(app)) throw new CdpError("usage", `cannot register a validator for unknown app "${app}"`);
       validators.set(app, [...(validators.get(app) ?? []), validator]);
     },
-    stopped: pipeline.stopped,
-    stop: () => pipeline.stop(),
+    url: sidecar?.url,
+    stopped,
+    async stop() {
+      await pipeline.stop();
+      await stopped;
+    },
   };
+}
+
+async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
+  const tokens = http.tokenFile === undefined ? undefined : await readTokenFile(http.tokenFile);
+  if (tokens?.warning) log.warn(tokens.warning);
+  return startSidecar({
+    listen: http.listen,
+    tokens,
+    maxBodyBytes: http.maxBodyBytes ?? 1 << 20,
+    waitMs: http.waitMs ?? 10_000,
+    keepAliveMs: http.keepAliveMs ?? 15_000,
+    log: log.child({ stage: "sidecar" }),
+  });
 }
 
 export { CdpError } from "./errors.js";
@@ -107,3 +151,4 @@ export type { CdpErrorCode } from "./errors.js";
 export { parseLine } from "./parse.js";
 export type { ParsedLine } from "./parse.js";
 export type { AppConfig, AppValidator, ChangeEvent, Snapshot, Subscriber };
+

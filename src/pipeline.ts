@@ -1,9 +1,11 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
 import { stat } from "node:fs/promises";
+import { performance } from "node:perf_hooks";
 import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
+import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
-import { Inbox, INBOX_FILE, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
+import { Inbox, INBOX_FILE, linesOf, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
 import {
   JOURNAL_FILE,
   changeRecord,
@@ -37,9 +39,33 @@ export interface PipelineOptions {
   log: Logger;
 }
 
+/** What became of one inbox line, once its batch is durable. */
+export interface LineOutcome {
+  number: number;
+  text: string;
+  outcome: "accepted" | "rejected" | "ignored";
+  revision?: number;
+  reason?: string;
+}
+
+export interface PipelineEvents {
+  /** A batch is durable and applied: how many lines went which way, and how long it took from reading. */
+  batch: (summary: { accepted: number; rejected: number; seconds: number }) => void;
+  /** Every line of that batch (built only while someone listens). */
+  lines: (file: string, lines: LineOutcome[]) => void;
+}
+
 export interface Pipeline {
   table: ConfigTable;
   schemas: Schemas;
+  validators: Map<string, AppValidator[]>;
+  dir: string;
+  journalPath: string;
+  events: EventEmitter<PipelineEvents>;
+  /** How many times the inbox became unavailable since start. */
+  readonly outages: number;
+  /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
+  notReady(): string | undefined;
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
   stopped: Promise<void>;
   /** Finish and flush the batch in hand, then stop watching. */
@@ -84,8 +110,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const { maxLineBytes } = options.inbox;
   // One batch: judge every line against the state the lines before it leave, write the
   // rejections, then commit the journal (the commit point), then tell the table.
+  const events = new EventEmitter<PipelineEvents>();
   const handleBatch = async (batch: InboxBatch) => {
+    const started = performance.now();
     const time = new Date().toISOString();
+    const details: LineOutcome[] | undefined = events.listenerCount("lines") > 0 ? [] : undefined;
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
     const applied: AppliedChange[] = [];
@@ -101,7 +130,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     let last: { commit: Commit; accepted: boolean } | undefined;
     for (const line of batch.lines) {
       const outcome = judgeLine(line, context, log);
-      if (outcome.kind === "ignore") continue;
+      if (outcome.kind === "ignore") {
+        details?.push({ number: line.number, text: line.text, outcome: "ignored" });
+        continue;
+      }
       const source = `${INBOX_FILE}:${line.number}`;
       const commit: Commit = { seq: ++seq, time, source, position: { file: batch.file, offset: line.end, line: line.number } };
       if (outcome.kind === "accept") {
@@ -109,6 +141,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         pending.set(change.app, change.config);
         journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
         applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: tentative(change, revision) });
+        details?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
         if (logLines) {
           const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
           outcomes.push(() => (burst ? log.debug(fields, "accepted") : log.info(fields, "accepted")));
@@ -117,11 +150,15 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         rejectText += rejectionRecord({ seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
         rejected++;
         const { reason } = outcome;
+        details?.push({ number: line.number, text: line.text, outcome: "rejected", reason });
         if (logLines) outcomes.push(() => (burst ? log.debug({ source, reason }, "rejected") : log.warn({ source, reason }, "rejected")));
       }
       last = { commit, accepted: outcome.kind === "accept" };
     }
-    if (!last) return; // blank lines and comments only: nothing to commit
+    if (!last) {
+      if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
+      return;
+    }
     if (!last.accepted) journalText += positionRecord(last.commit);
     if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
       log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
@@ -134,6 +171,8 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       else log.info(fields, "batch applied");
     }
     for (const change of applied) table.apply(change);
+    events.emit("batch", { accepted: applied.length, rejected, seconds: (performance.now() - started) / 1000 });
+    if (details) events.emit("lines", batch.file, details);
     records += applied.length;
     if (options.compaction.after > 0 && records >= options.compaction.after) {
       await compact().catch((error: unknown) => {
@@ -191,13 +230,16 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // A write that fails is retried with backoff: the batch is held, neither applied nor skipped.
   // False when cdp is stopped meanwhile.
   let stopping = false;
+  let held: string | undefined; // why writes are failing, while they are
   const persist = async (file: DurableFile, text: string): Promise<boolean> => {
     for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
       try {
         await file.appendDurably(text);
+        held = undefined;
         return true;
       } catch (error) {
         if (!(error instanceof WriteFailed)) throw error;
+        held = `cannot write ${error.path}: ${error.cause.message}`;
         log.error({ err: error.cause, path: error.path, retryInMs: delay }, "cannot write: the batch is held and tried again");
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
@@ -266,6 +308,14 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     get schemas() {
       return schemas;
     },
+    validators: options.validators,
+    dir,
+    journalPath,
+    events,
+    get outages() {
+      return inbox.outages;
+    },
+    notReady: () => (stopping || fault ? "cdp is stopping" : (inbox.unavailable ?? held)),
     stopped,
     async stop() {
       stopping = true;
@@ -289,6 +339,17 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
   } catch (error) {
     log?.error({ err: error, line: line.number }, "validating a line failed");
     return reject(`could not be validated: ${(error as Error).message}`);
+  }
+}
+
+/** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
+export function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number, validators = new Map<string, AppValidator[]>()) {
+  const current = new Map(apps);
+  const context = { schemas, validators, current: (app: string) => current.get(app) ?? {}, maxLineBytes };
+  for (const line of linesOf(text, maxLineBytes)) {
+    const outcome = judgeLine(line, context);
+    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
+    yield { line, outcome };
   }
 }
 

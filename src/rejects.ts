@@ -2,7 +2,10 @@
 //   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 reason: ticker.interval must be > 200, got 100
 //   ticker:interval:100
 import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import { DurableFile } from "./durable.js";
+import { parseLine } from "./parse.js";
+import type { Schemas } from "./schemas.js";
 
 export const REJECTS_FILE = "cdp.rej";
 
@@ -67,3 +70,55 @@ async function committedLength(path: string, committedSeq: number): Promise<numb
   // a record cut short by a crash (no final newline) belongs to a batch that never committed
   return lineStart < offset ? lineStart : undefined;
 }
+
+/** A rejection as the sidecar serves it: the line's text only when it sets no secret and was not cut short. */
+export interface ServedRejection {
+  time: string;
+  source: string;
+  reason: string;
+  text?: string;
+}
+
+export function serveRejection(rejection: Omit<Rejection, "seq">, schemas: Schemas): ServedRejection {
+  const { time, source, reason, text, fullLength } = rejection;
+  return fullLength === undefined && !setsSecret(text, schemas) ? { time, source, reason, text } : { time, source, reason };
+}
+
+function setsSecret(text: string, schemas: Schemas): boolean {
+  const parsed = parseLine(text);
+  if (parsed.kind === "error") return /:.*:/.test(text); // it may still be meant for a secret key: keep it back
+  if (parsed.kind !== "change") return false;
+  const info = schemas.get(parsed.app)?.key(parsed.path);
+  return info === undefined || typeof info === "string" ? false : info.secret;
+}
+
+/** The last `limit` rejections recorded in `cdp.rej`, newest first (read from its end). */
+export async function recentRejections(path: string, schemas: Schemas, limit: number): Promise<ServedRejection[]> {
+  let handle;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw error;
+  }
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, TAIL_BYTES);
+    const { buffer } = await handle.read(Buffer.alloc(length), 0, length, size - length);
+    const lines = buffer.toString("utf8").split("\n");
+    const served: ServedRejection[] = [];
+    for (let i = lines.length - 2; i > 0 && served.length < limit; i--) {
+      const header = /^# seq=\d+ time=(\S+) source=(\S+)(?: length=(\d+))? reason: (.*)$/.exec(lines[i - 1]!);
+      if (!header) continue;
+      const [, time, source, fullLength, reason] = header as unknown as [string, string, string, string | undefined, string];
+      served.push(serveRejection({ time, source, reason, text: lines[i]!, fullLength: fullLength === undefined ? undefined : Number(fullLength) }, schemas));
+      i--;
+    }
+    return served;
+  } finally {
+    await handle.close();
+  }
+}
+
+// The end of cdp.rej that is read for the recent rejections: enough for hundreds of records.
+const TAIL_BYTES = 256 << 10;

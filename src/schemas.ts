@@ -5,7 +5,7 @@ import { Ajv, type AnySchemaObject, type ErrorObject, type ValidateFunction } fr
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { CdpError } from "./errors.js";
-import { describeValue, freezeDeep, getIn, type AppConfig } from "./values.js";
+import { defineKey, describeValue, freezeDeep, getIn, isObject, type AppConfig } from "./values.js";
 
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
@@ -209,4 +209,16 @@ export function describeSchemaError(schema: AppSchema, error: ErrorObject, confi
     default:
       return `${where} ${error.message ?? "is invalid"}${got}`;
   }
+}
+
+/** `value` (found at `path` in the app's config) without its secret (writeOnly) keys: what may be served. */
+export function withoutSecrets(schema: AppSchema, path: readonly string[], value: unknown): unknown {
+  if (!isObject(value)) return value;
+  const shown: AppConfig = {};
+  for (const [key, child] of Object.entries(value)) {
+    const info = schema.key([...path, key]);
+    if (typeof info === "object" && info.secret) continue;
+    defineKey(shown, key, withoutSecrets(schema, [...path, key], child));
+  }
+  return shown;
 }

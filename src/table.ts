@@ -43,7 +43,9 @@ export interface Snapshot {
   readonly apps: { readonly [app: string]: AppConfig };
 }
 
-// Subscriptions are events named "app" (every key) or "app:key.path"; ':' never occurs in a name.
+// Subscriptions are events named "app" (every key) or "app:key.path"; ':' never occurs in a name,
+// nor '*' (every app).
+const ALL = "*";
 type Events = Record<string, (event: ChangeEvent) => void>;
 
 export class ConfigTable {
@@ -53,6 +55,7 @@ export class ConfigTable {
   #emitter = new EventEmitter<Events>();
   #keyNames = new Set<string>(); // the "app:key" events someone listens to
   #log: Logger;
+  #subscriberErrors = 0;
 
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
     for (const [app, config] of apps) this.#apps.set(app, freezeDeep(config));
@@ -106,9 +109,22 @@ export class ConfigTable {
     };
   }
 
-  /** Apply a change that is already durable; revisions must come in order, one by one. */
+  /** Hear every change to every app (what the sidecar's event stream sends). */
+  subscribeAll(subscriber: Subscriber): () => void {
+    return this.subscribe(ALL, undefined, subscriber);
+  }
+
+  /** How many times a subscriber threw or rejected. */
+  get subscriberErrors(): number {
+    return this.#subscriberErrors;
+  }
+
+  /**
+   * Apply a change that is already durable. Revisions never go back; a feed may skip some (a
+   * remote client's filtered stream) and several changes may share one (a schema upgrade's keys).
+   */
   apply(change: AppliedChange): void {
-    if (change.revision !== this.#revision + 1) {
+    if (change.revision < this.#revision) {
       throw new Error(`revision ${change.revision} applied after ${this.#revision}: changes must come in order`);
     }
     const before = this.#apps.get(change.app) ?? {};
@@ -123,7 +139,7 @@ export class ConfigTable {
    * a new default say): every key whose value changed is announced. Apps not given are dropped.
    */
   applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string): void {
-    if (revision !== this.#revision + 1) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
+    if (revision < this.#revision) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
     const before = new Map(this.#apps);
     this.#apps = new Map([...apps].map(([app, config]) => [app, freezeDeep(config)]));
     this.#revision = revision;
@@ -143,7 +159,9 @@ export class ConfigTable {
       const path = key.split(".");
       return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
     };
-    this.#emitter.emit(app, event(change.key));
+    const changed = event(change.key);
+    this.#emitter.emit(app, changed);
+    this.#emitter.emit(ALL, changed);
     for (const name of this.#keyNames) {
       if (!name.startsWith(`${app}:`)) continue;
       const key = name.slice(app.length + 1);
@@ -157,6 +175,7 @@ export class ConfigTable {
   }
 
   #subscriberFailed(event: ChangeEvent, error: unknown): void {
+    this.#subscriberErrors++;
     this.#log.error({ err: error, app: event.app, key: event.key, revision: event.revision }, "subscriber failed");
   }
 }

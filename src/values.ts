@@ -40,7 +40,7 @@ export function setInPlace(config: AppConfig, path: readonly string[], value: un
 
 // Assignment to "__proto__" would set the prototype: that one key is defined instead (defining
 // every key costs a burst measurably).
-function defineKey(object: Record<string, unknown>, key: string, value: unknown): void {
+export function defineKey(object: Record<string, unknown>, key: string, value: unknown): void {
   if (key === "__proto__") Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
   else object[key] = value;
 }

@@ -1,5 +1,6 @@
 // Shared by the tests: temp data dirs with the fixture schemas, and the real `cdp` process.
 import { spawn, type ChildProcess } from "node:child_process";
+import http from "node:http";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +16,11 @@ const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   await Promise.allSettled(cleanups.splice(0).map((cleanup) => cleanup()));
 });
+
+/** Run `cleanup` after the test, pass or fail. */
+export function afterThisTest(cleanup: () => Promise<unknown>): void {
+  cleanups.push(cleanup);
+}
 
 /** A fresh directory, removed after the test. */
 export async function tempDir(): Promise<string> {
@@ -103,4 +109,45 @@ export function capturedLogger(): { logger: Logger; lines: Record<string, unknow
     },
   });
   return { logger: pino(stream), lines };
+}
+
+/** One server-sent event as received. */
+export interface StreamedEvent {
+  id: string | undefined;
+  event: string;
+  data: string;
+}
+
+/** Follow a server-sent event stream; it is closed after the test. */
+export function openEvents(url: string, headers: Record<string, string> = {}) {
+  const events: StreamedEvent[] = [];
+  let raw = "";
+  let status: number | undefined;
+  const request = http.get(url, { headers: { accept: "text/event-stream", ...headers } }, (res) => {
+    status = res.statusCode;
+    res.setEncoding("utf8");
+    res.on("data", (chunk: string) => {
+      raw += chunk;
+      for (let end = raw.indexOf("\n\n"); end !== -1; end = raw.indexOf("\n\n")) {
+        const block = raw.slice(0, end);
+        raw = raw.slice(end + 2);
+        const field = (name: string) => block.split("\n").find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2);
+        const data = field("data");
+        if (data !== undefined) events.push({ id: field("id"), event: field("event") ?? "message", data });
+        else comments.push(block);
+      }
+    });
+  });
+  const comments: string[] = [];
+  request.on("error", () => undefined);
+  const close = () => request.destroy();
+  cleanups.push(async () => close());
+  return {
+    events,
+    comments,
+    status: () => status,
+    /** The data of the change events so far, parsed. */
+    changes: () => events.filter((event) => event.event === "message").map((event) => JSON.parse(event.data) as Record<string, unknown>),
+    close,
+  };
 }

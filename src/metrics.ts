@@ -1,0 +1,49 @@
+// The sidecar's /metrics in the Prometheus text format (prom-client), on a registry of its own
+// so that an embedding service's default registry is left alone.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Pipeline } from "./pipeline.js";
+import type { EventStream } from "./stream.js";
+
+export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "cdp_" });
+  const lines = new Counter({ name: "cdp_lines_total", help: "Inbox change lines processed, by outcome", labelNames: ["outcome"], registers: [registry] });
+  lines.inc({ outcome: "accepted" }, 0);
+  lines.inc({ outcome: "rejected" }, 0);
+  const latency = new Histogram({
+    name: "cdp_apply_latency_seconds",
+    help: "From reading a batch of inbox lines to the table applying it (journal fsync included)",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  pipeline.events.on("batch", ({ accepted, rejected, seconds }) => {
+    if (accepted > 0) lines.inc({ outcome: "accepted" }, accepted);
+    if (rejected > 0) lines.inc({ outcome: "rejected" }, rejected);
+    latency.observe(seconds);
+  });
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge("cdp_revision", "The revision of the last applied change", () => pipeline.table.revision);
+  gauge("cdp_ready", "1 while cdp takes changes (see /readyz), else 0", () => (pipeline.notReady() === undefined ? 1 : 0));
+  gauge("cdp_sse_clients", "Clients connected to the event stream", () => stream.clients);
+  counter("cdp_inbox_outages_total", "Times the inbox became unavailable", () => pipeline.outages);
+  counter("cdp_subscriber_errors_total", "Times a subscriber threw or rejected", () => pipeline.table.subscriberErrors);
+  return registry;
+}

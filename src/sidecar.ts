@@ -1,0 +1,356 @@
+// The sidecar: cdp over HTTP for services in any language and for operators without a shell on
+// the box. It listens before the journal is read (so /healthz answers during a long start) and
+// serves the pipeline once it is attached. Everything but the probes and the page itself needs a
+// bearer token when a token file is given; without one, only a loopback address is allowed.
+import { isUtf8 } from "node:buffer";
+import { readFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { CdpError } from "./errors.js";
+import { historyJson, planRollback, selectHistory } from "./history.js";
+import { replayJournal } from "./journal.js";
+import { createMetrics } from "./metrics.js";
+import type { Pipeline } from "./pipeline.js";
+import { recentRejections, REJECTS_FILE } from "./rejects.js";
+import { withoutSecrets, type Schemas } from "./schemas.js";
+import { EventStream } from "./stream.js";
+import { submitLines } from "./submit.js";
+import type { Scope, Tokens } from "./tokens.js";
+import { join } from "node:path";
+
+export interface SidecarOptions {
+  /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
+  listen: string;
+  /** Without tokens, the address must be a loopback one. */
+  tokens?: Tokens;
+  /** Larger request bodies are refused with 413. */
+  maxBodyBytes: number;
+  /** How long POST /v1/changes waits for the lines' outcomes before answering 202 (queued). */
+  waitMs: number;
+  /** How often an idle event stream gets a keep-alive comment. */
+  keepAliveMs: number;
+  log: Logger;
+}
+
+export interface Sidecar {
+  /** Where it listens, e.g. `http://127.0.0.1:7070`. */
+  url: string;
+  /** Serve this pipeline (until then, everything but the probes answers 503). */
+  attach(pipeline: Pipeline): void;
+  close(): Promise<void>;
+}
+
+/** Parse `--http`'s address. */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port > 65535) throw new CdpError("usage", `--http takes HOST:PORT or PORT, got "${text}"`);
+  return { host: match[1] || match[2] || "127.0.0.1", port };
+}
+
+const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+
+type Handler = (request: Request) => Promise<void> | void;
+interface Request {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  pipeline: Pipeline;
+  /** What follows the route's prefix in the path (for /v1/config/...). */
+  rest: string;
+}
+interface Route {
+  method: "GET" | "POST";
+  /** null: open to all (probes, the page). */
+  scope: Scope | null;
+  handle: Handler;
+  /** Works before the pipeline is attached. */
+  early?: boolean;
+}
+
+export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
+  const { host, port } = parseListen(options.listen);
+  if (!options.tokens && !isLoopback(host)) {
+    throw new CdpError("usage", `refusing to serve on ${host} without --token-file: anyone who reaches it could read and change the configuration`);
+  }
+  const { log } = options;
+  const page = await readFile(new URL("./dashboard.html", import.meta.url));
+  let pipeline: Pipeline | undefined;
+  let stream: EventStream | undefined;
+  let metrics: Registry | undefined;
+  const configs = new ConfigCache();
+
+  const routes: Record<string, Route> = {
+    "/": { method: "GET", scope: null, early: true, handle: ({ res }) => sendPage(res, page) },
+    "/healthz": { method: "GET", scope: null, early: true, handle: ({ res }) => sendJson(res, 200, { status: "alive" }) },
+    "/readyz": {
+      method: "GET",
+      scope: null,
+      early: true,
+      handle: ({ res }) => {
+        const reason = pipeline ? pipeline.notReady() : "cdp is starting: reading the schemas and the journal";
+        if (reason === undefined) sendJson(res, 200, { ready: true, revision: pipeline!.table.revision });
+        else sendJson(res, 503, { ready: false, reason });
+      },
+    },
+    "/metrics": {
+      method: "GET",
+      scope: "read",
+      handle: async ({ res }) => {
+        const text = await metrics!.metrics();
+        res.writeHead(200, { "content-type": metrics!.contentType, "cache-control": "no-store" }).end(text);
+      },
+    },
+    "/v1/config": { method: "GET", scope: "read", handle: (request) => configs.serve(request) },
+    "/v1/events": { method: "GET", scope: "read", handle: (request) => openStream(request, stream!) },
+    "/v1/history": { method: "GET", scope: "read", handle: serveHistory },
+    "/v1/rejections": {
+      method: "GET",
+      scope: "read",
+      handle: async ({ res, url, pipeline }) => {
+        const limit = limitOf(url, 50);
+        sendJson(res, 200, await recentRejections(join(pipeline.dir, REJECTS_FILE), pipeline.schemas, limit));
+      },
+    },
+    "/v1/changes": {
+      method: "POST",
+      scope: "write",
+      handle: async ({ req, res, pipeline }) => {
+        const type = req.headers["content-type"];
+        // text/plain, or curl's default for --data-binary: the body is taken as lines either way
+        if (type !== undefined && !/^(text\/plain|application\/x-www-form-urlencoded)\b/i.test(type)) {
+          return sendError(res, 415, `send the change lines as text/plain, not ${type}`);
+        }
+        const body = await readBody(req, options.maxBodyBytes);
+        if (body.length === 0) return sendError(res, 400, "the body holds no line: send change lines (app:key:value), one per line");
+        if (!isUtf8(body)) return sendError(res, 400, "the body is not valid UTF-8");
+        await sendSubmitted(res, pipeline, body.toString("utf8"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs);
+      },
+    },
+    "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
+  };
+
+  const server = createServer({ requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    const url = new URL(req.url ?? "/", "http://cdp.invalid");
+    const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
+    const route = routes[prefix];
+    if (!route) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
+    if (req.method !== route.method && !(route.method === "GET" && req.method === "HEAD")) {
+      res.setHeader("allow", route.method === "GET" ? "GET, HEAD" : route.method);
+      return sendError(res, 405, `${url.pathname} takes ${route.method}`);
+    }
+    const refusal = foreignRequest(req, !options.tokens);
+    if (refusal) return sendError(res, 403, refusal);
+    if (route.scope && options.tokens) {
+      const scope = options.tokens.scopeOf(req.headers.authorization);
+      if (!scope) {
+        res.setHeader("www-authenticate", 'Bearer realm="cdp"');
+        return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+      }
+      if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
+    }
+    if (!pipeline && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
+    const rest = prefix === url.pathname ? "" : url.pathname.slice(prefix.length + 1);
+    (async () => route.handle({ req, res, url, pipeline: pipeline!, rest }))().catch((error: unknown) => {
+      if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      log.error({ err: error, path: url.pathname }, "request failed");
+      if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
+      else res.destroy();
+    });
+  });
+  server.on("clientError", (_error, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError("usage", `cannot listen on ${options.listen}: ${error.code ?? error.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+  log.info({ url, auth: options.tokens ? "bearer tokens" : "none (loopback only)" }, "sidecar listening");
+  return {
+    url,
+    attach(attached) {
+      stream = new EventStream(attached, { log, keepAliveMs: options.keepAliveMs });
+      metrics = createMetrics(attached, stream);
+      pipeline = attached;
+    },
+    async close() {
+      stream?.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A web page the operator visits must not use the sidecar through their browser: a change from
+ * another origin is refused (CSRF), and without tokens the Host must be a loopback name (DNS rebinding).
+ */
+function foreignRequest(req: IncomingMessage, loopbackOnly: boolean): string | undefined {
+  const host = req.headers.host ?? "";
+  if (loopbackOnly && !isLoopback(host.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1"))) return `refused: Host "${host}" is not a loopback address`;
+  const origin = req.headers.origin;
+  if (req.method === "POST" && origin !== undefined && origin !== `http://${host}`) return `refused: a change from another origin (${origin})`;
+  return undefined;
+}
+
+/** An operator's mistake in a request: answered with its status and message. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * GET /v1/config[/app[/key.path]]: the configuration without its secrets; the revision is the
+ * ETag. Bodies are kept per path until the revision (or the schemas) change.
+ */
+class ConfigCache {
+  #bodies = new Map<string, string>();
+  #revision = -1;
+  #schemas: Schemas | undefined;
+
+  serve({ req, res, rest, pipeline }: Request): void {
+    const { table, schemas } = pipeline;
+    if (table.revision !== this.#revision || schemas !== this.#schemas || this.#bodies.size > 10_000) {
+      this.#bodies.clear();
+      this.#revision = table.revision;
+      this.#schemas = schemas;
+    }
+    const etag = `"${table.revision}"`;
+    const headers = { etag, "cache-control": "no-cache" };
+    if (matchesEtag(req.headers["if-none-match"], etag)) return void res.writeHead(304, headers).end();
+    let body = this.#bodies.get(rest);
+    if (body === undefined) {
+      body = JSON.stringify(configAt(pipeline, rest));
+      this.#bodies.set(rest, body);
+    }
+    res.writeHead(200, { ...headers, "content-type": "application/json; charset=utf-8" }).end(req.method === "HEAD" ? undefined : body);
+  }
+}
+
+function configAt({ table, schemas }: Pipeline, rest: string): unknown {
+  if (rest === "") {
+    const apps: Record<string, unknown> = {};
+    for (const [app, schema] of schemas) apps[app] = withoutSecrets(schema, [], table.config(app));
+    return apps;
+  }
+  const [app = "", key, ...more] = rest.split("/").map(decodeURIComponent);
+  if (more.length > 0) throw new HttpError(404, `give a key as a dotted path: /v1/config/${app}/${[key, ...more].join(".")}`);
+  const schema = schemas.get(app);
+  if (!schema) throw new HttpError(404, `unknown app "${app}"`);
+  if (key === undefined || key === "") return withoutSecrets(schema, [], table.config(app));
+  const path = key.split(".");
+  const info = schema.key(path);
+  if (typeof info === "string") throw new HttpError(404, `${app}${info}`);
+  if (info.secret) throw new HttpError(403, `${app}.${key} is secret (writeOnly): it is never served`);
+  const value = table.get(app, key);
+  if (value === undefined) throw new HttpError(404, `${app}.${key} has no value`);
+  return withoutSecrets(schema, path, value);
+}
+
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  return header !== undefined && header.split(",").some((tag) => tag.trim() === "*" || tag.trim().replace(/^W\//, "") === etag);
+}
+
+/** GET /v1/events[?app=A[&key=K]][&since=REV][&rejections=1]; Last-Event-ID takes precedence over since. */
+async function openStream({ req, res, url, pipeline }: Request, stream: EventStream): Promise<void> {
+  const given = req.headers["last-event-id"] ?? url.searchParams.get("since") ?? undefined;
+  const since = given === undefined || given === "" ? undefined : Number(given);
+  if (since !== undefined && !(Number.isInteger(since) && since >= 0)) throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
+  const app = url.searchParams.get("app") ?? undefined;
+  const key = url.searchParams.get("key") ?? undefined;
+  if (key !== undefined && app === undefined) throw new HttpError(400, "a key filter needs an app: ?app=APP&key=KEY");
+  if (app !== undefined) {
+    const schema = pipeline.schemas.get(app);
+    if (!schema) throw new HttpError(404, `unknown app "${app}"`);
+    const info = key === undefined ? undefined : schema.key(key.split("."));
+    if (typeof info === "string") throw new HttpError(404, `${app}${info}`);
+  }
+  const rejections = ["1", "true", "yes"].includes(url.searchParams.get("rejections") ?? "");
+  await stream.open(res, since, { app, key, rejections });
+}
+
+/** GET /v1/history[?app=A[&key=K]][&limit=N]: newest first, as `cdp history --json` prints it. */
+async function serveHistory({ res, url, pipeline }: Request): Promise<void> {
+  const app = url.searchParams.get("app");
+  const key = url.searchParams.get("key");
+  const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
+  const selector = app === null ? undefined : key === null ? app : `${app}.${key}`;
+  sendJson(res, 200, historyJson(selectHistory(state.history, selector, limitOf(url, 100))));
+}
+
+/** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */
+async function rollback({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const body = await readBody(req, options.maxBodyBytes);
+  let request: { to?: unknown; last?: unknown; dryRun?: unknown };
+  try {
+    request = JSON.parse(body.toString("utf8")) as typeof request;
+  } catch {
+    throw new HttpError(400, 'send JSON: {"to": REVISION} or {"last": true}');
+  }
+  const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
+  if ((request.to === undefined) === (request.last !== true)) throw new HttpError(400, 'give either "to": REVISION or "last": true');
+  const revision = request.last === true ? state.revision - 1 : request.to;
+  if (!Number.isInteger(revision)) throw new HttpError(400, `"to" must be a revision number, got ${JSON.stringify(request.to)}`);
+  let lines: string[];
+  try {
+    lines = planRollback(state, pipeline.schemas, revision as number, pipeline.validators);
+  } catch (error) {
+    if (error instanceof CdpError) throw new HttpError(error.code === "refused" ? 409 : 400, error.message);
+    throw error;
+  }
+  if (lines.length === 0 || request.dryRun === true) {
+    return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
+  }
+  await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, lines);
+}
+
+async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, changes?: string[]): Promise<void> {
+  const { status, lines } = await submitLines(pipeline, text, waitMs, from);
+  const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected") ? 422 : 200;
+  sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
+}
+
+function limitOf(url: URL, fallback: number): number {
+  const text = url.searchParams.get("limit");
+  if (text === null) return fallback;
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new HttpError(400, `limit must be a whole number from 1 to 100000, got "${text}"`);
+  return limit;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  if (Number(req.headers["content-length"] ?? 0) > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    length += chunk.length;
+    if (length > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" }).end(JSON.stringify(body));
+}
+
+function sendError(res: ServerResponse, status: number, message: string): void {
+  if (status === 413) res.setHeader("connection", "close"); // the rest of the body is not read
+  sendJson(res, status, { error: message });
+}
+
+function sendPage(res: ServerResponse, page: Buffer): void {
+  res.writeHead(200, {
+    "content-type": "text/html; charset=utf-8",
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+  });
+  res.end(page);
+}

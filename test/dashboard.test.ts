@@ -1,0 +1,61 @@
+// The dashboard at GET /, driven end to end in headless Chromium (Debian's chromium package,
+// installed by .ci/run) through playwright-core.
+import { appendFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startCdp } from "../src/index.js";
+import { afterThisTest, capturedLogger, SCHEMAS, tempDir } from "./helpers.js";
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+// as root Chromium needs --no-sandbox; the rest keep it from calling out of this closed network
+const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const TOKEN = "dashboard-write-token-0123456789";
+
+let browser: Browser;
+beforeAll(async () => {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+});
+afterAll(async () => {
+  await browser?.close();
+});
+
+describe("the dashboard", () => {
+  it("shows the live table, takes a token, submits accepted and rejected lines and shows history and rejections", async () => {
+    const dir = await tempDir();
+    const tokens = join(dir, "..", `${dir.split("/").pop()}-tokens`);
+    await writeFile(tokens, `write ${TOKEN}\n`, { mode: 0o600 });
+    const { logger } = capturedLogger();
+    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
+    afterThisTest(() => cdp.stop());
+    const page = await browser.newPage();
+    afterThisTest(() => page.close());
+
+    await page.goto(cdp.url!);
+    await expect.poll(() => page.textContent("#status")).toBe("a token is needed: enter one above");
+    await page.fill("#token", TOKEN);
+    await page.click("text=Use token");
+    await expect.poll(() => page.textContent("#status")).toBe("live");
+    const cell = (key: string) => page.textContent(`tr[data-key="${key}"] td.value`);
+    expect(await cell("ticker.interval")).toBe("1000");
+
+    await page.fill("#line", "ticker:interval:1500");
+    await page.click("#submit");
+    await expect.poll(() => page.textContent("#result")).toBe("accepted at revision 1");
+    await expect.poll(() => cell("ticker.interval")).toBe("1500");
+    await expect.poll(() => page.textContent("#revision")).toBe("1");
+    await expect.poll(() => page.textContent("#history tbody tr:first-child")).toContain("1000 → 1500");
+
+    await page.fill("#line", "ticker:interval:100");
+    await page.click("#submit");
+    await expect.poll(() => page.textContent("#result")).toBe("rejected: ticker.interval must be > 200, got 100");
+    await expect.poll(() => page.textContent("#rejections tbody tr:first-child")).toContain("ticker.interval must be > 200, got 100");
+    expect(await cell("ticker.interval")).toBe("1500");
+
+    // a change from elsewhere (an operator's echo >>) arrives over the event stream
+    await appendFile(join(dir, "cdp.new"), "db:host:db.example.org\n");
+    await expect.poll(() => cell("db.host")).toBe('"db.example.org"');
+    expect(await page.textContent("#revision")).toBe("2");
+    expect(cdp.get("ticker", "interval")).toBe(1500);
+  });
+});
