@@ -2,9 +2,10 @@
 
 /**
  * usage: bad command line; bootstrap: a schema or the journal is invalid; inbox: unreachable too
- * long; refused: a request (such as a rollback) that the schemas would reject.
+ * long; refused: a request (such as a rollback) that the schemas would reject; remote: a sidecar
+ * that cannot be reached or refuses the client.
  */
-export type CdpErrorCode = "usage" | "bootstrap" | "inbox" | "refused";
+export type CdpErrorCode = "usage" | "bootstrap" | "inbox" | "refused" | "remote";
 
 /** An error whose message is written for the operator: where, what was found, what was expected. */
 export class CdpError extends Error {

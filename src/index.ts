@@ -149,6 +149,8 @@ async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
 export { CdpError } from "./errors.js";
 export type { CdpErrorCode } from "./errors.js";
 export { parseLine } from "./parse.js";
+export { connectCdp } from "./remote.js";
+export type { RemoteCdp, RemoteOptions } from "./remote.js";
 export type { ParsedLine } from "./parse.js";
 export type { AppConfig, AppValidator, ChangeEvent, Snapshot, Subscriber };
 

@@ -1,19 +1,26 @@
 // The ticker demo: a worker whose pace is read live from ticker:interval.
-// Run it with `npm start`, then append lines to the inbox it names.
+// Run it with `npm start`, then append lines to the inbox it names. With CDP_URL set (and
+// CDP_TOKEN if the sidecar asks for one), it runs beside a `cdp watch --http` sidecar instead.
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import pretty from "pino-pretty";
-import { startCdp } from "../../src/index.js";
+import { connectCdp, startCdp } from "../../src/index.js";
 
 const here = fileURLToPath(new URL("../../../examples/ticker/", import.meta.url)); // from dist/examples/ticker
 const dir = resolve(process.env.CDP_DIR ?? join(here, "data"));
-mkdirSync(dir, { recursive: true });
+const remote = process.env.CDP_URL;
+if (!remote) mkdirSync(dir, { recursive: true });
 const inbox = join(dir, "cdp.new");
 
 const logger = pino({ level: "info" }, pretty({ colorize: process.stdout.isTTY, sync: true, ignore: "pid,hostname", singleLine: true }));
-const cdp = await startCdp({ dir, schemas: join(here, "schemas"), logger });
+const cdp = await (remote ? connectCdp({ url: remote, token: process.env.CDP_TOKEN, logger }) : startCdp({ dir, schemas: join(here, "schemas"), logger })).catch(
+  (error: Error) => {
+    console.error(`cdp: ${error.message}`);
+    process.exit(2);
+  },
+);
 
 let timer: NodeJS.Timeout | undefined;
 function tick(): void {
@@ -27,11 +34,12 @@ cdp.subscribe("ticker", "interval", () => {
   tick();
 });
 
+const push = (line: string) => (remote ? `curl --data-binary '${line}' ${remote}/v1/changes` : `echo '${line}' >> ${inbox}`);
 console.log(`cdp ticker demo: the interval comes live from ticker:interval (now ${String(cdp.get("ticker", "interval"))} ms).
 Try, in another terminal:
-  echo 'ticker:interval:1500' >> ${inbox}     (the pace changes at once)
-  echo 'ticker:interval:100' >> ${inbox}      (rejected: must be > 200; see ${join(dir, "cdp.rej")})
-  echo 'broken' >> ${inbox}                   (rejected: not a change line)
+  ${push("ticker:interval:1500")}     (the pace changes at once)
+  ${push("ticker:interval:100")}      (rejected: must be > 200${remote ? "" : `; see ${join(dir, "cdp.rej")}`})
+  ${push("broken")}                   (rejected: not a change line)
 Stop with Ctrl-C.`);
 tick();
 
