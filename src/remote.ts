@@ -51,7 +51,7 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
   const base = options.url.replace(/\/+$/, "");
   const log = options.logger ?? pino({ level: "info" }, pino.destination(2));
   const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
-  const response = await request(`${base}/v1/config`, { headers });
+  const response = await requestWhenReady(`${base}/v1/config`, headers);
   const apps = (await response.json()) as Record<string, AppConfig>;
   const table = new ConfigTable(new Map(Object.entries(apps)), Number(/\d+/.exec(response.headers.get("etag") ?? "")?.[0] ?? 0), log);
   let heard = table.revision; // a secret change is heard but not applied
@@ -122,6 +122,19 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
       abort.abort();
     },
   };
+}
+
+/** A sidecar that is still reading its journal answers 503: it is asked again for up to 10 s. */
+async function requestWhenReady(url: string, headers: Record<string, string>): Promise<Response> {
+  const deadline = Date.now() + 10_000;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+    try {
+      return await request(url, { headers });
+    } catch (error) {
+      if (!(error instanceof CdpError && error.message.includes(" answered 503:")) || Date.now() > deadline) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
 }
 
 /** A response with status 200, or a CdpError with the sidecar's own reason. */
