@@ -8,6 +8,21 @@ import { CdpError, connectCdp, startCdp, type ChangeEvent, type RemoteCdp } from
 import { afterThisTest, capturedLogger, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
 
 const DEMO = fileURLToPath(new URL("../dist/examples/ticker/main.js", import.meta.url));
+const PYTHON_SUBSCRIBER = fileURLToPath(new URL("../examples/sidecar/subscriber.py", import.meta.url));
+
+/** Start a process whose output the test reads; it is stopped after the test. */
+function run(command: string, args: string[], env: Record<string, string> = {}) {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (data: Buffer) => (output += data.toString()));
+  child.stderr.on("data", (data: Buffer) => (output += data.toString()));
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  afterThisTest(async () => {
+    child.kill("SIGTERM");
+    await exited;
+  });
+  return () => output;
+}
 
 async function sidecar(dir: string, listen = "127.0.0.1:0", tokenFile?: string) {
   const cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen, tokenFile } });
@@ -87,18 +102,28 @@ describe("connectCdp", () => {
   it("runs the ticker demo as a separate process beside a sidecar", async () => {
     const dir = await tempDir();
     const server = await sidecar(dir);
-    const child = spawn(process.execPath, [DEMO], { env: { ...process.env, CDP_URL: server.url! }, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (data: Buffer) => (output += data.toString()));
-    child.stderr.on("data", (data: Buffer) => (output += data.toString()));
-    const exited = new Promise((resolve) => child.on("exit", resolve));
-    afterThisTest(async () => {
-      child.kill("SIGTERM");
-      await exited;
-    });
-    await waitUntil(() => output.includes("Next tick in 1000 ms!"));
-    expect(output).toContain(`curl --data-binary 'ticker:interval:1500' ${server.url}/v1/changes`);
+    const output = run(process.execPath, [DEMO], { CDP_URL: server.url! });
+    await waitUntil(() => output().includes("Next tick in 1000 ms!"));
+    expect(output()).toContain(`curl --data-binary 'ticker:interval:1500' ${server.url}/v1/changes`);
     await fetch(`${server.url}/v1/changes`, { method: "POST", body: "ticker:interval:1500\n" });
-    await waitUntil(() => output.includes("Next tick in 1500 ms!"));
+    await waitUntil(() => output().includes("Next tick in 1500 ms!"));
+  });
+});
+
+describe("a subscriber in another language (examples/sidecar/subscriber.py, Python's standard library)", () => {
+  it("prints the value and each change, and after a sidecar restart the changes it missed", async () => {
+    const dir = await tempDir();
+    const first = await sidecar(dir);
+    const output = run("python3", [PYTHON_SUBSCRIBER, first.url!, "ticker", "interval"]);
+    await waitUntil(() => output().includes("ticker.interval = 1000 (revision 0)"));
+    await appendFile(join(dir, "cdp.new"), "ticker:name:other\nticker:interval:1500\n");
+    await waitUntil(() => output().includes("ticker.interval = 1500 (was 1000, revision 2, from cdp.new:2)"));
+    expect(output()).not.toContain("ticker.name"); // it follows one key
+
+    await first.stop();
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
+    await sidecar(dir, new URL(first.url!).host);
+    await waitUntil(() => output().includes("ticker.interval = 1600 (was 1500, revision 3, from cdp.new:3)"));
+    expect(output()).toContain("reconnecting from revision 2");
   });
 });
