@@ -13,7 +13,7 @@ import { startCdp, type HttpOptions } from "./index.js";
 import { INBOX_FILE } from "./inbox.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
 import { ensureDataDir, lockDataDir } from "./durable.js";
-import { judgeInSequence } from "./pipeline.js";
+import { judgeInSequence } from "./validate.js";
 import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
 import { loadSchemas } from "./schemas.js";
 import type { AppConfig } from "./values.js";

@@ -2,7 +2,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { CdpError } from "./errors.js";
 import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
-import { judgeInSequence } from "./pipeline.js";
+import { judgeInSequence } from "./validate.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { AppValidator } from "./validate.js";
 import { describeValue, getIn, setIn, type AppConfig } from "./values.js";

@@ -5,7 +5,7 @@ import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
-import { Inbox, INBOX_FILE, linesOf, type InboxBatch, type InboxLine, type InboxSettings } from "./inbox.js";
+import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
 import {
   JOURNAL_FILE,
   changeRecord,
@@ -23,7 +23,7 @@ import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
-import { validateChange, type AppValidator, type ParsedChange, type ValidationContext, type ValidChange } from "./validate.js";
+import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
 import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 
@@ -71,8 +71,6 @@ export interface Pipeline {
   /** Finish and flush the batch in hand, then stop watching. */
   stop(): Promise<void>;
 }
-
-type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind: "accept"; change: ValidChange };
 
 /** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
@@ -325,35 +323,6 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   };
 }
 
-/** Decide one line's fate: ignored (blank, comment), rejected with a reason, or accepted. */
-export function judgeLine(line: InboxLine, context: ValidationContext & { maxLineBytes: number }, log?: Logger): Outcome {
-  if (line.tooLong !== undefined) return reject(`line is ${line.tooLong} bytes, over the limit of ${context.maxLineBytes}`);
-  if (line.notUtf8) return reject("line is not valid UTF-8");
-  if (line.unterminated) return reject("the inbox was replaced before this line's newline arrived");
-  const parsed = parseLine(line.text);
-  if (parsed.kind === "blank" || parsed.kind === "comment") return { kind: "ignore" };
-  if (parsed.kind === "error") return reject(parsed.message);
-  try {
-    const verdict = validateChange(context, parsed);
-    return verdict.ok ? { kind: "accept", change: verdict.change } : reject(verdict.reason);
-  } catch (error) {
-    log?.error({ err: error, line: line.number }, "validating a line failed");
-    return reject(`could not be validated: ${(error as Error).message}`);
-  }
-}
-
-/** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
-export function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number, validators = new Map<string, AppValidator[]>()) {
-  const current = new Map(apps);
-  const context = { schemas, validators, current: (app: string) => current.get(app) ?? {}, maxLineBytes };
-  for (const line of linesOf(text, maxLineBytes)) {
-    const outcome = judgeLine(line, context);
-    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
-    yield { line, outcome };
-  }
-}
-
-const reject = (reason: string): Outcome => ({ kind: "reject", reason });
 
 /** Whoever can write the inbox can change the configuration: say so when that is not only us. */
 async function warnIfOthersCanWrite(paths: string[], log: Logger): Promise<void> {

@@ -1,5 +1,7 @@
 // Stage 3b: a parsed change -> an accepted change (with the app's whole new config), or a reason.
-import type { ParsedLine } from "./parse.js";
+import type { Logger } from "pino";
+import { linesOf, type InboxLine } from "./inbox.js";
+import { parseLine, type ParsedLine } from "./parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
 import { describeValue, freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, type AppConfig } from "./values.js";
 
@@ -127,3 +129,36 @@ function known(schemas: Schemas): string {
 }
 
 const refuse = (reason: string): Verdict => ({ ok: false, reason });
+
+/** What becomes of one inbox line. */
+export type Outcome = { kind: "ignore" } | { kind: "reject"; reason: string } | { kind: "accept"; change: ValidChange };
+
+/** Decide one line's fate: ignored (blank, comment), rejected with a reason, or accepted. */
+export function judgeLine(line: InboxLine, context: ValidationContext & { maxLineBytes: number }, log?: Logger): Outcome {
+  if (line.tooLong !== undefined) return reject(`line is ${line.tooLong} bytes, over the limit of ${context.maxLineBytes}`);
+  if (line.notUtf8) return reject("line is not valid UTF-8");
+  if (line.unterminated) return reject("the inbox was replaced before this line's newline arrived");
+  const parsed = parseLine(line.text);
+  if (parsed.kind === "blank" || parsed.kind === "comment") return { kind: "ignore" };
+  if (parsed.kind === "error") return reject(parsed.message);
+  try {
+    const verdict = validateChange(context, parsed);
+    return verdict.ok ? { kind: "accept", change: verdict.change } : reject(verdict.reason);
+  } catch (error) {
+    log?.error({ err: error, line: line.number }, "validating a line failed");
+    return reject(`could not be validated: ${(error as Error).message}`);
+  }
+}
+
+/** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
+export function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number, validators = new Map<string, AppValidator[]>()) {
+  const current = new Map(apps);
+  const context = { schemas, validators, current: (app: string) => current.get(app) ?? {}, maxLineBytes };
+  for (const line of linesOf(text, maxLineBytes)) {
+    const outcome = judgeLine(line, context);
+    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
+    yield { line, outcome };
+  }
+}
+
+const reject = (reason: string): Outcome => ({ kind: "reject", reason });

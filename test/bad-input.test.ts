@@ -10,7 +10,7 @@ import { startCdp } from "../src/index.js";
 import { toInboxLine } from "../src/inbox.js";
 import { encodeChange } from "../src/journal.js";
 import { parseLine } from "../src/parse.js";
-import { judgeLine } from "../src/pipeline.js";
+import { judgeLine } from "../src/validate.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
 import { decodeValue } from "../src/validate.js";
 import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
