@@ -63,7 +63,8 @@ The sidecar (off unless --http is given):
                          it only a loopback address is allowed and no token is asked for
   --http-max-body BYTES  refuse larger request bodies with 413 (default 1048576)
   --http-wait SECONDS    how long POST /v1/changes waits for outcomes before 202 (default 10)
-  --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)`,
+  --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)
+  --http-timeout SECONDS cut off a request not received within this time (default 15)`,
   push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
 
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
@@ -138,6 +139,7 @@ const OPTIONS = {
   "http-max-body": { type: "string" },
   "http-wait": { type: "string" },
   "http-keepalive": { type: "string" },
+  "http-timeout": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -225,7 +227,8 @@ type NumberOption =
   | "compact-after"
   | "http-max-body"
   | "http-wait"
-  | "http-keepalive";
+  | "http-keepalive"
+  | "http-timeout";
 
 function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
   const text = values[name];
@@ -284,7 +287,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
 
 function httpOptions(values: Values): HttpOptions | undefined {
   if (values.http === undefined) {
-    const stray = (["token-file", "http-max-body", "http-wait", "http-keepalive"] as const).find((name) => values[name] !== undefined);
+    const stray = (["token-file", "http-max-body", "http-wait", "http-keepalive", "http-timeout"] as const).find((name) => values[name] !== undefined);
     if (stray) throw new CdpError("usage", `--${stray} needs --http`);
     return undefined;
   }
@@ -294,6 +297,7 @@ function httpOptions(values: Values): HttpOptions | undefined {
     maxBodyBytes: positiveInteger(values, "http-max-body", 1 << 20),
     waitMs: seconds(values, "http-wait", 10),
     keepAliveMs: seconds(values, "http-keepalive", 15),
+    requestTimeoutMs: seconds(values, "http-timeout", 15),
   };
 }
 

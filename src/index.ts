@@ -49,6 +49,8 @@ export interface HttpOptions {
   waitMs?: number;
   /** How often an idle event stream gets a keep-alive comment (default 15000 ms). */
   keepAliveMs?: number;
+  /** A request whose headers and body are not received within this time is cut off (default 15000 ms). */
+  requestTimeoutMs?: number;
 }
 
 /** A running cdp: the live config table fed by the inbox. */
@@ -142,6 +144,7 @@ async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
     maxBodyBytes: http.maxBodyBytes ?? 1 << 20,
     waitMs: http.waitMs ?? 10_000,
     keepAliveMs: http.keepAliveMs ?? 15_000,
+    requestTimeoutMs: http.requestTimeoutMs ?? 15_000,
     log: log.child({ stage: "sidecar" }),
   });
 }

@@ -31,6 +31,8 @@ export interface SidecarOptions {
   waitMs: number;
   /** How often an idle event stream gets a keep-alive comment. */
   keepAliveMs: number;
+  /** A request (headers and body) not received within this time is cut off. */
+  requestTimeoutMs: number;
   log: Logger;
 }
 
@@ -132,7 +134,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
   };
 
-  const server = createServer({ requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const { requestTimeoutMs } = options;
+  const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs / 4) };
+  const server = createServer({ ...timeouts, keepAliveTimeout: 5_000 }, (req, res) => {
     const url = new URL(req.url ?? "/", "http://cdp.invalid");
     const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
     const route = routes[prefix];
@@ -160,7 +164,6 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       else res.destroy();
     });
   });
-  server.on("clientError", (_error, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError("usage", `cannot listen on ${options.listen}: ${error.code ?? error.message}`)));
     server.listen(port, host, () => resolve());

@@ -3,7 +3,8 @@ import { appendFile, chmod, readFile, rename, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type Cdp, type CdpOptions, type HttpOptions } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp as runCli, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { connect } from "node:net";
+import { afterThisTest, capturedLogger, cdp as runCli, runCdp, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const READ_TOKEN = "read-token-0123456789abcdef";
 const WRITE_TOKEN = "write-token-0123456789abcdef";
@@ -402,7 +403,55 @@ describe("probes and metrics", () => {
   });
 });
 
+describe("slow and stuck clients", () => {
+  it("cuts off a request whose headers do not arrive in time", async () => {
+    const { url } = await served({ http: { requestTimeoutMs: 300 } });
+    const { port } = new URL(url);
+    const socket = connect(Number(port), "127.0.0.1");
+    let answer = "";
+    socket.on("data", (data: Buffer) => (answer += data.toString()));
+    socket.write("GET /v1/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"); // the headers never end
+    await new Promise((resolve) => socket.on("close", resolve));
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it("drops an event-stream client that stops reading, and serves the others", async () => {
+    const { cdp, url, call, logs } = await served();
+    const { port } = new URL(url);
+    const stuck = connect(Number(port), "127.0.0.1");
+    stuck.write("GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    stuck.pause(); // reads nothing: the kernel's buffers fill, then cdp's
+    const reading = openEvents(`${url}/v1/events`);
+    await waitUntil(() => reading.comments.length > 0);
+    const big = JSON.stringify({ blob: "x".repeat(60_000) });
+    for (let i = 0; i < 400 && !logs.some((line) => String(line.msg).startsWith("dropping an event-stream client")); i++) {
+      await call("/v1/changes", post(`ticker:meta:${big.replace("x", String(i % 10))}\n`));
+    }
+    expect(logs.some((line) => String(line.msg).startsWith("dropping an event-stream client that does not keep up"))).toBe(true);
+    await waitUntil(() => reading.events.length === cdp.revision);
+    stuck.destroy();
+  });
+});
+
 describe("cdp watch --http", () => {
+  it("answers /healthz at once and /readyz 503 until the journal is read", async () => {
+    const dir = await tempDir();
+    const records = Array.from({ length: 300_000 }, (_, i) => `ticker:interval:${1000 + (i % 1000)}\n`).join("");
+    await writeFile(join(dir, "cdp"), records);
+    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0"]);
+    await waitUntil(() => watch.output().includes("sidecar listening"));
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
+    // replaying 300,000 records takes a good part of a second: the first answers come before
+    const starting = await fetch(`${url}/readyz`);
+    expect(starting.status).toBe(503);
+    expect(await starting.json()).toEqual({ ready: false, reason: "cdp is starting: reading the schemas and the journal" });
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${url}/v1/config`)).status).toBe(503);
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
+    expect(await (await fetch(`${url}/readyz`)).json()).toEqual({ ready: true, revision: 300_000 });
+  });
+
+
   it("serves the sidecar from the command line and logs where", async () => {
     const dir = await tempDir();
     const watch = await startWatch(dir, ["--http", "127.0.0.1:0"]);
