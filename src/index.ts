@@ -4,7 +4,7 @@ import { CdpError } from "./errors.js";
 import { startPipeline } from "./pipeline.js";
 import { startSidecar, type Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
-import type { ChangeEvent, Snapshot, Subscriber } from "./table.js";
+import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
 import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -54,19 +54,7 @@ export interface HttpOptions {
 }
 
 /** A running cdp: the live config table fed by the inbox. */
-export interface Cdp {
-  /** The revision of the last applied change (0 before any). */
-  readonly revision: number;
-  /** An app's whole config, or the value at a dotted key path; undefined if there is none. */
-  get(app: string, key?: string): unknown;
-  /** Every app's config at one revision; immutable. */
-  snapshot(): Snapshot;
-  /**
-   * Hear every change to an app, or to one key of it, after the change is durable.
-   * Returns a function that unsubscribes. A subscriber that throws is logged and does not stop others.
-   */
-  subscribe(app: string, subscriber: Subscriber): () => void;
-  subscribe(app: string, key: string, subscriber: Subscriber): () => void;
+export interface Cdp extends LiveConfig {
   /** Add a code-level check for an app; it applies to the changes that follow. */
   registerValidator(app: string, validator: AppValidator): void;
   /** The sidecar's address (`http://127.0.0.1:7070`), when `http` was given. */
@@ -116,12 +104,9 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     get revision() {
       return table.revision;
     },
-    get: (app, key) => table.get(app, key),
-    snapshot: () => table.snapshot(),
-    subscribe(app: string, keyOrSubscriber: string | Subscriber, subscriber?: Subscriber) {
-      if (typeof keyOrSubscriber === "function") return table.subscribe(app, undefined, keyOrSubscriber);
-      return table.subscribe(app, keyOrSubscriber, subscriber!);
-    },
+    get: table.get.bind(table),
+    snapshot: table.snapshot.bind(table),
+    subscribe: table.subscribe.bind(table),
     registerValidator(app, validator) {
       if (!pipeline.schemas.has(app)) throw new CdpError("usage", `cannot register a validator for unknown app "${app}"`);
       validators.set(app, [...(validators.get(app) ?? []), validator]);
@@ -155,5 +140,5 @@ export { parseLine } from "./parse.js";
 export { connectCdp } from "./remote.js";
 export type { RemoteCdp, RemoteOptions } from "./remote.js";
 export type { ParsedLine } from "./parse.js";
-export type { AppConfig, AppValidator, ChangeEvent, Snapshot, Subscriber };
+export type { AppConfig, AppValidator, ChangeEvent, LiveConfig, Snapshot, Subscriber };
 

@@ -4,7 +4,7 @@
 // (writeOnly) keys are never served, so they are absent here.
 import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
-import { ConfigTable, type Snapshot, type Subscriber } from "./table.js";
+import { ConfigTable, type LiveConfig } from "./table.js";
 import { setIn, type AppConfig } from "./values.js";
 
 export interface RemoteOptions {
@@ -17,13 +17,7 @@ export interface RemoteOptions {
 }
 
 /** A live view of a sidecar's configuration: reads are local and synchronous. */
-export interface RemoteCdp {
-  /** The revision of the last change heard. */
-  readonly revision: number;
-  get(app: string, key?: string): unknown;
-  snapshot(): Snapshot;
-  subscribe(app: string, subscriber: Subscriber): () => void;
-  subscribe(app: string, key: string, subscriber: Subscriber): () => void;
+export interface RemoteCdp extends LiveConfig {
   /** Whether the event stream is connected right now (it reconnects by itself). */
   readonly connected: boolean;
   /** Close the event stream. */
@@ -111,12 +105,9 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
     get connected() {
       return connected;
     },
-    get: (app, key) => table.get(app, key),
-    snapshot: () => table.snapshot(),
-    subscribe(app: string, keyOrSubscriber: string | Subscriber, subscriber?: Subscriber) {
-      if (typeof keyOrSubscriber === "function") return table.subscribe(app, undefined, keyOrSubscriber);
-      return table.subscribe(app, keyOrSubscriber, subscriber!);
-    },
+    get: table.get.bind(table),
+    snapshot: table.snapshot.bind(table),
+    subscribe: table.subscribe.bind(table),
     async stop() {
       stopping = true;
       abort.abort();

@@ -37,6 +37,23 @@ export interface AppliedChange {
 
 export type Subscriber = (event: ChangeEvent) => void | Promise<void>;
 
+/** Reading and hearing the live configuration: what embedded cdp and the remote client share. */
+export interface LiveConfig {
+  /** The revision of the last applied change (0 before any). */
+  readonly revision: number;
+  /** An app's whole config, or the value at a dotted key path; undefined if there is none. */
+  get(app: string, key?: string): unknown;
+  /** Every app's config at one revision; immutable. */
+  snapshot(): Snapshot;
+  /**
+   * Hear every change to an app, or to one key of it (a change above or below the key counts
+   * when the key's value changes). Returns a function that unsubscribes. A subscriber that
+   * throws is logged and does not stop others.
+   */
+  subscribe(app: string, subscriber: Subscriber): () => void;
+  subscribe(app: string, key: string, subscriber: Subscriber): () => void;
+}
+
 /** An immutable view of every app's config at one revision. */
 export interface Snapshot {
   readonly revision: number;
@@ -48,7 +65,7 @@ export interface Snapshot {
 const ALL = "*";
 type Events = Record<string, (event: ChangeEvent) => void>;
 
-export class ConfigTable {
+export class ConfigTable implements LiveConfig {
   #apps = new Map<string, AppConfig>();
   #revision: number;
   #snapshot: Snapshot | undefined;
@@ -87,11 +104,10 @@ export class ConfigTable {
     return this.#snapshot;
   }
 
-  /**
-   * Call `subscriber` after every durable change to `app` (or to its `key` only: a change above
-   * or below the key counts when the key's value changes). Returns the unsubscribe function.
-   */
-  subscribe(app: string, key: string | undefined, subscriber: Subscriber): () => void {
+  subscribe(app: string, subscriber: Subscriber): () => void;
+  subscribe(app: string, key: string, subscriber: Subscriber): () => void;
+  subscribe(app: string, keyOrSubscriber: string | Subscriber, maybeSubscriber?: Subscriber): () => void {
+    const [key, subscriber] = typeof keyOrSubscriber === "function" ? [undefined, keyOrSubscriber] : [keyOrSubscriber, maybeSubscriber!];
     const name = key === undefined ? app : `${app}:${key}`;
     if (key !== undefined) this.#keyNames.add(name);
     const guarded = (event: ChangeEvent) => {
@@ -111,7 +127,7 @@ export class ConfigTable {
 
   /** Hear every change to every app (what the sidecar's event stream sends). */
   subscribeAll(subscriber: Subscriber): () => void {
-    return this.subscribe(ALL, undefined, subscriber);
+    return this.subscribe(ALL, subscriber);
   }
 
   /** How many times a subscriber threw or rejected. */

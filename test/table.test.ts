@@ -50,7 +50,7 @@ describe("the live table", () => {
   it("tells app subscribers and the key's subscribers, with new value, old value, revision and source", () => {
     const { table: t } = table();
     const heard: ChangeEvent[] = [];
-    t.subscribe("ticker", undefined, (event) => void heard.push(event));
+    t.subscribe("ticker", (event) => void heard.push(event));
     t.subscribe("ticker", "interval", (event) => void heard.push(event));
     t.subscribe("ticker", "limits", (event) => void heard.push(event));
     t.apply(change(1, "interval", { interval: 1500, limits: { min: 1, max: 2 } }));
