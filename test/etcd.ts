@@ -1,0 +1,62 @@
+// Real etcd servers for the fleet tests (Debian's etcd-server package; .ci/run installs it),
+// each on free loopback ports with a fresh data directory, killed after the test.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { afterThisTest, tempDir, waitUntil } from "./helpers.js";
+
+export const ETCD = process.env.ETCD ?? "/usr/bin/etcd";
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface EtcdCluster {
+  endpoints: string[];
+  members: { name: string; client: string; child: ChildProcess; output: () => string }[];
+}
+
+/** Start an etcd cluster of `size` members on loopback and wait until each answers /health. */
+export async function startEtcd(size = 1): Promise<EtcdCluster> {
+  const dir = await tempDir();
+  const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), peer: await freePort() })));
+  const names = ports.map((_, i) => `m${i}`);
+  const cluster = names.map((name, i) => `${name}=http://127.0.0.1:${ports[i]!.peer}`).join(",");
+  const members = names.map((name, i) => {
+    const { client, peer } = ports[i]!;
+    const args = [
+      `--name=${name}`,
+      `--data-dir=${join(dir, name)}`,
+      `--listen-client-urls=http://127.0.0.1:${client}`,
+      `--advertise-client-urls=http://127.0.0.1:${client}`,
+      `--listen-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-cluster=${cluster}`,
+      "--initial-cluster-state=new",
+      "--initial-cluster-token=cdp-test",
+      "--log-level=warn",
+    ];
+    const child = spawn(ETCD, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+    child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    afterThisTest(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    });
+    return { name, client: `http://127.0.0.1:${client}`, child, output: () => output };
+  });
+  for (const member of members) {
+    await waitUntil(async () => {
+      if (member.child.exitCode !== null) throw new Error(`etcd ${member.name} exited:\n${member.output()}`);
+      const response = await fetch(`${member.client}/health`).catch(() => undefined);
+      return response?.status === 200 && ((await response.json()) as { health: string }).health === "true";
+    });
+  }
+  return { endpoints: members.map((member) => member.client), members };
+}
