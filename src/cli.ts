@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
-import { startCdp, type HttpOptions } from "./index.js";
+import { startCdp, type ClusterOptions, type HttpOptions } from "./index.js";
 import { INBOX_FILE } from "./inbox.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
 import { ensureDataDir, lockDataDir } from "./durable.js";
@@ -64,7 +64,18 @@ The sidecar (off unless --http is given):
   --http-max-body BYTES  refuse larger request bodies with 413 (default 1048576)
   --http-wait SECONDS    how long POST /v1/changes waits for outcomes before 202 (default 10)
   --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)
-  --http-timeout SECONDS cut off a request not received within this time (default 15)`,
+  --http-timeout SECONDS cut off a request not received within this time (default 15)
+
+A fleet (off unless --cluster is given): one configuration for many hosts, ordered by etcd.
+Each host keeps its own data directory; a line read here is committed to the fleet's log
+only if the fleet is still at the state it was judged against, and every host applies the
+log in the same order.
+  --cluster URLS         etcd endpoints: etcd://host:port[,host:port...] (or http(s)://)
+  --cluster-prefix P     the fleet's key prefix in etcd, the same on every host (e.g. /cdp/prod)
+  --cluster-host NAME    this host's name in the fleet's records (default: hostname:dir)
+  --cluster-user U       etcd user; the password is read from --cluster-password-file F
+  --cluster-ca F         CA certificate (PEM) for TLS to etcd; --cluster-cert F and
+                         --cluster-key F for a client certificate`,
   push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
 
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
@@ -140,6 +151,14 @@ const OPTIONS = {
   "http-wait": { type: "string" },
   "http-keepalive": { type: "string" },
   "http-timeout": { type: "string" },
+  cluster: { type: "string" },
+  "cluster-prefix": { type: "string" },
+  "cluster-host": { type: "string" },
+  "cluster-user": { type: "string" },
+  "cluster-password-file": { type: "string" },
+  "cluster-ca": { type: "string" },
+  "cluster-cert": { type: "string" },
+  "cluster-key": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -268,6 +287,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     compactAfter: positiveInteger(values, "compact-after", 100_000, 0),
     keepHistory: positiveInteger(values, "keep-history", 1000, 0),
     http: httpOptions(values),
+    cluster: await clusterOptions(values),
   });
   const stop = (signal: string) => {
     logger.info({ signal }, "stopping: finishing the batch in hand");
@@ -298,6 +318,39 @@ function httpOptions(values: Values): HttpOptions | undefined {
     waitMs: seconds(values, "http-wait", 10),
     keepAliveMs: seconds(values, "http-keepalive", 15),
     requestTimeoutMs: seconds(values, "http-timeout", 15),
+  };
+}
+
+async function clusterOptions(values: Values): Promise<ClusterOptions | undefined> {
+  const names = ["cluster-prefix", "cluster-host", "cluster-user", "cluster-password-file", "cluster-ca", "cluster-cert", "cluster-key"] as const;
+  if (values.cluster === undefined) {
+    const stray = names.find((name) => values[name] !== undefined);
+    if (stray) throw new CdpError("usage", `--${stray} needs --cluster`);
+    return undefined;
+  }
+  const match = /^(etcd|https?):\/\/(.+)$/.exec(values.cluster);
+  const hosts = match?.[2]!.split(",") ?? [];
+  if (!match || hosts.some((host) => !/^[^\s/,]+:\d+$/.test(host))) {
+    throw new CdpError("usage", `--cluster takes etcd://host:port[,host:port...], got "${values.cluster}"`);
+  }
+  const prefix = values["cluster-prefix"];
+  if (!prefix || !prefix.startsWith("/")) throw new CdpError("usage", "--cluster needs --cluster-prefix /PATH, the same on every host of the fleet");
+  const read = async (name: "cluster-password-file" | "cluster-ca" | "cluster-cert" | "cluster-key") => {
+    const path = values[name];
+    if (path === undefined) return undefined;
+    return readFile(path).catch((error: Error) => {
+      throw new CdpError("usage", `cannot read --${name} ${path}: ${error.message}`);
+    });
+  };
+  const [password, ca, cert, key] = await Promise.all([read("cluster-password-file"), read("cluster-ca"), read("cluster-cert"), read("cluster-key")]);
+  if ((values["cluster-user"] === undefined) !== (password === undefined)) throw new CdpError("usage", "--cluster-user and --cluster-password-file go together");
+  const tls = ca !== undefined || match[1] === "https";
+  return {
+    endpoints: hosts.map((host) => `${tls ? "https" : "http"}://${host}`),
+    prefix,
+    host: values["cluster-host"],
+    auth: password === undefined ? undefined : { username: values["cluster-user"]!, password: password.toString("utf8").trim() },
+    tls: ca === undefined ? undefined : { ca, cert, key },
   };
 }
 

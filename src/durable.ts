@@ -59,6 +59,11 @@ export class DurableFile {
     return new DurableFile(path, handle, (await handle.stat()).size);
   }
 
+  /** The durable length in bytes. */
+  get size(): number {
+    return this.length;
+  }
+
   /** Append `text` and wait until it is on disk (fdatasync). Throws WriteFailed or StorageFault. */
   async appendDurably(text: string): Promise<void> {
     if (text === "") return;

@@ -8,6 +8,7 @@
 // then followed live with a watch.
 import { Etcd3, type IOptions, type Watcher } from "etcd3";
 import type { Logger } from "pino";
+import type { InboxPosition } from "./inbox.js";
 
 /** One accepted change as the fleet records it: the change line (journal grammar) and where it came from. */
 export interface FleetRecord {
@@ -19,8 +20,9 @@ export interface FleetRecord {
   /** Where it came from on that host, e.g. `cdp.new:12`. */
   source: string;
   time: string;
-  /** The committing host's inbox position after the line (file identity @ offset), to resume there after a crash. */
-  inbox?: string;
+  /** The committing host's count of processed inbox lines and its inbox position after the line: it resumes there after a crash. */
+  seq: number;
+  position: InboxPosition;
 }
 
 export interface FleetOptions {
@@ -68,11 +70,11 @@ export class FleetLog {
    * still at revision `after`. False when it is not (another host committed first).
    */
   async commit(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean> {
-    if (records.length === 0) return true;
+    // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
     const puts = records.map((record, i) => this.#client.put(`${this.#log}${pad(after + i + 1)}`).value(JSON.stringify({ revision: after + i + 1, ...record })));
-    const result = await head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts).commit();
+    const result = await (records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts)).commit();
     return result.succeeded;
   }
 

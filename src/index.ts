@@ -1,6 +1,9 @@
 // The public API of cdp: start the pipeline on a data directory, read the live table, subscribe.
 import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import { FleetLog } from "./fleet.js";
 import { startPipeline } from "./pipeline.js";
 import { startSidecar, type Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
@@ -36,6 +39,21 @@ export interface CdpOptions {
   vetoWindowMs?: number;
   /** Serve the sidecar's HTTP API, event stream, metrics and dashboard (off by default). */
   http?: HttpOptions;
+  /** Join a fleet: one configuration for many hosts, ordered by etcd (off by default). */
+  cluster?: ClusterOptions;
+}
+
+export interface ClusterOptions {
+  /** etcd client URLs (`http://host:2379`). */
+  endpoints: string[];
+  /** The fleet's key prefix in etcd, e.g. `/cdp/prod`: every host of the fleet uses the same. */
+  prefix: string;
+  /** This host's name in the fleet's records (default: the machine's hostname and the data directory). */
+  host?: string;
+  /** etcd user and password, when etcd's authentication is on. */
+  auth?: { username: string; password: string };
+  /** PEM contents for TLS to etcd: the CA, and a client certificate and key if etcd asks for one. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export interface HttpOptions {
@@ -77,6 +95,8 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());
   const log = options.logger ?? pino({ level: "info" }, pino.destination(2));
   const sidecar = options.http && (await serveHttp(options.http, log));
+  const { cluster } = options;
+  const fleet = cluster && new FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,
@@ -91,13 +111,18 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     }),
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
+    fleet: fleet && { log: fleet, host: options.cluster!.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_") },
     log,
   }).catch(async (error: unknown) => {
     await sidecar?.close();
+    await fleet?.close();
     throw error;
   });
   sidecar?.attach(pipeline);
-  const stopped = sidecar ? pipeline.stopped.finally(() => sidecar.close()) : pipeline.stopped;
+  const stopped = pipeline.stopped.finally(async () => {
+    await sidecar?.close();
+    await fleet?.close();
+  });
   stopped.catch(() => undefined); // logged by the pipeline; whoever awaits `stopped` still sees it
   const { table } = pipeline;
   return {

@@ -70,7 +70,8 @@ export interface Commit {
   seq: number;
   time: string;
   source: string;
-  position: InboxPosition;
+  /** Where this host's inbox stands after the line (absent for a change another host of the fleet read). */
+  position?: InboxPosition;
 }
 
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
@@ -105,8 +106,8 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
       if (read.seq === undefined) return; // an operator's comment
       meta = read;
       metaText = line;
-      if (meta.source?.startsWith("schema:")) {
-        state.revision = meta.rev!; // a schema upgrade: a revision without a change line
+      if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:")) {
+        state.revision = meta.rev!; // a schema upgrade, or a fleet change refused here: a revision without a change line
         meta = {};
         return;
       }
@@ -267,8 +268,13 @@ export function readMeta(comment: string): Meta {
 
 function metaLine(commit: Commit, revision?: number): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
-  const { file, offset } = commit.position;
-  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source} inbox=${file}@${offset}\n`;
+  const inbox = commit.position ? ` inbox=${commit.position.file}@${commit.position.offset}` : "";
+  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}\n`;
+}
+
+/** A fleet revision whose change this host's schemas refuse: the revision without its change, and why. */
+export function divergedRecord(revision: number, seq: number, time: string, source: string, reason: string): string {
+  return `# rev=${revision} seq=${seq} time=${time} source=diverged:${source} reason: ${reason.replace(/[\r\n]+/g, " ")}\n`;
 }
 
 /** A journal record for an accepted change: its metadata comment and the change line. */

@@ -10,6 +10,7 @@ import {
   JOURNAL_FILE,
   changeRecord,
   compactJournal,
+  divergedRecord,
   encodeChange,
   openJournal,
   positionRecord,
@@ -18,6 +19,7 @@ import {
   vetoRecord,
   type Commit,
 } from "./journal.js";
+import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord } from "./fleet.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
@@ -25,6 +27,7 @@ import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type Schem
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
+import { CdpError } from "./errors.js";
 import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
@@ -36,6 +39,8 @@ export interface PipelineOptions {
   compaction: { after: number; keep: number };
   /** How long after it is applied a change may be vetoed by a subscriber. */
   vetoWindowMs: number;
+  /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
+  fleet?: { log: FleetLog; host: string };
   log: Logger;
 }
 
@@ -96,12 +101,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }
   let journal = await openJournal(journalPath, state);
-  const rejects = await openRejects(join(dir, REJECTS_FILE), state.seq);
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
-  const inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: state.position });
-  await inbox.start();
-  await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
-  log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+  // opened once the fleet's changes are caught up: they may move the inbox position on
+  let rejects!: DurableFile;
+  let inbox!: Inbox;
+  let resumeAt = state.position;
 
   let seq = state.seq;
   let records = state.records;
@@ -109,7 +113,14 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // One batch: judge every line against the state the lines before it leave, write the
   // rejections, then commit the journal (the commit point), then tell the table.
   const events = new EventEmitter<PipelineEvents>();
-  const handleBatch = async (batch: InboxBatch) => {
+  const handleBatch = async (batch: InboxBatch): Promise<void> => {
+    if (options.fleet && batch.lines.length > MAX_RECORDS_PER_COMMIT) {
+      // one etcd transaction holds a bounded number of changes: commit a long batch in parts
+      for (let from = 0; from < batch.lines.length && !stopping; from += MAX_RECORDS_PER_COMMIT) {
+        await handleBatch({ file: batch.file, lines: batch.lines.slice(from, from + MAX_RECORDS_PER_COMMIT) });
+      }
+      return;
+    }
     const started = performance.now();
     const time = new Date().toISOString();
     const details: LineOutcome[] | undefined = events.listenerCount("lines") > 0 ? [] : undefined;
@@ -124,6 +135,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     let rejected = 0;
     let journalText = "";
     let rejectText = "";
+    const judgedAt = table.revision;
+    const seqBefore = seq;
+    const fleetRecords: Omit<FleetRecord, "revision">[] = [];
     let revision = table.revision;
     let last: { commit: Commit; accepted: boolean } | undefined;
     for (const line of batch.lines) {
@@ -137,7 +151,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       if (outcome.kind === "accept") {
         const { change } = outcome;
         pending.set(change.app, change.config);
-        journalText += changeRecord(commit, ++revision, encodeChange(change.app, change.key, change.value, keyInfo(schemas, change)));
+        const encoded = encodeChange(change.app, change.key, change.value, keyInfo(schemas, change));
+        journalText += changeRecord(commit, ++revision, encoded);
+        if (options.fleet) fleetRecords.push({ line: encoded, host: options.fleet.host, source, time, seq: commit.seq, position: commit.position! });
         applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: tentative(change, revision) });
         details?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
         if (logLines) {
@@ -157,10 +173,25 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
       return;
     }
-    if (!last.accepted) journalText += positionRecord(last.commit);
-    if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
-      log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
-      return;
+    if (options.fleet) {
+      // the fleet's log is the commit point: only if the fleet is still at the state the lines were judged against
+      const rejectsBefore = rejects.size;
+      const committed = (await persist(rejects, rejectText)) && (await commitToFleet(options.fleet.log, judgedAt, fleetRecords));
+      if (committed === undefined || committed === false) {
+        if (committed === undefined || stopping) return log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
+        await rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
+        seq = seqBefore;
+        await untilRevision(await options.fleet.log.head());
+        return handleBatch(batch);
+      }
+      await untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
+      if (!last.accepted && !(await persist(journal, positionRecord(last.commit)))) return;
+    } else {
+      if (!last.accepted) journalText += positionRecord(last.commit);
+      if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
+        log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
+        return;
+      }
     }
     for (const logOutcome of outcomes) logOutcome();
     if (burst) {
@@ -168,7 +199,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       if (rejected > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
       else log.info(fields, "batch applied");
     }
-    for (const change of applied) table.apply(change);
+    if (!options.fleet) for (const change of applied) table.apply(change);
     events.emit("batch", { accepted: applied.length, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
     records += applied.length;
@@ -278,7 +309,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     log.info({ files, apps: [...schemas.keys()], revision: table.revision }, "schemas upgraded");
   };
   let upgradeQueued = false;
-  const closeSchemaWatch = watchSchemaDir(options.schemas, options.inbox.pollIntervalMs, log.child({ stage: "upgrade" }), () => {
+  // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
+  // there, so new schemas are taken at a restart (a rolling upgrade).
+  const closeSchemaWatch = options.fleet ? async () => undefined : watchSchemaDir(options.schemas, options.inbox.pollIntervalMs, log.child({ stage: "upgrade" }), () => {
     if (upgradeQueued || stopping) return;
     upgradeQueued = true;
     inTurn(async () => {
@@ -287,12 +320,103 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     }).catch(stopOn);
   });
 
+  // Fleet mode: every accepted change, this host's included, comes back from the fleet's log, in
+  // order; each is checked against this host's schemas, journaled here, then applied.
+  const fleetQueue: FleetRecord[] = [];
+  let draining: Promise<void> | undefined;
+  const waiters = new Set<{ revision: number; resolve: () => void }>();
+  const diverged = new Map<string, string>(); // app.key -> why this host keeps its last good value
+  const takeRecord = (record: FleetRecord) => {
+    fleetQueue.push(record);
+    draining ??= drainFleet().catch(stopOn);
+  };
+  const drainFleet = async () => {
+    while (fleetQueue.length > 0) await applyFleet(fleetQueue.splice(0));
+    draining = undefined;
+  };
+  const untilRevision = (revision: number) =>
+    table.revision >= revision ? Promise.resolve() : new Promise<void>((resolve) => waiters.add({ revision, resolve }));
+  const applyFleet = async (group: FleetRecord[]) => {
+    const host = options.fleet!.host;
+    const pending = new Map<string, AppConfig>();
+    const current = (app: string) => pending.get(app) ?? table.config(app);
+    const changes: (AppliedChange | number)[] = []; // a number: a revision this host refuses
+    let text = "";
+    for (const record of group) {
+      const own = record.host === host;
+      if (own) [seq, resumeAt] = [Math.max(seq, record.seq), record.position];
+      const source = `${record.host}:${record.source}`;
+      const parsed = parseLine(record.line);
+      const verdict = parsed.kind === "change" ? validateChange({ schemas, validators: options.validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
+      if (!verdict.ok) {
+        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
+        diverged.set(key, verdict.reason);
+        log.error({ revision: record.revision, key, reason: verdict.reason, from: record.host }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
+        text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
+        changes.push(record.revision);
+        continue;
+      }
+      const { change } = verdict;
+      diverged.delete(`${change.app}.${change.key}`);
+      pending.set(change.app, change.config);
+      text += changeRecord({ seq: own ? record.seq : seq, time: record.time, source, position: own ? record.position : undefined }, record.revision, record.line);
+      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time });
+    }
+    if (!(await persist(journal, text))) return;
+    for (const change of changes) {
+      if (typeof change === "number") table.advance(change);
+      else table.apply(change);
+    }
+    records += changes.length;
+    for (const waiter of waiters) {
+      if (table.revision < waiter.revision) continue;
+      waiters.delete(waiter);
+      waiter.resolve();
+    }
+  };
+  // An unreachable etcd holds the batch, as a failing disk does: retried with backoff until it
+  // answers. True: committed; false: another host committed first; undefined: cdp is stopping.
+  const commitToFleet = async (fleet: FleetLog, after: number, list: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined> => {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const committed = await fleet.commit(after, list);
+        held = undefined;
+        return committed;
+      } catch (error) {
+        held = `cannot reach etcd: ${(error as Error).message}`;
+        log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (stopping) return undefined;
+    }
+  };
+
+  let following: { stop(): Promise<void> } | undefined;
+  if (options.fleet) {
+    const head = await options.fleet.log.head();
+    if (head < table.revision) {
+      throw new CdpError(
+        "bootstrap",
+        `${journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
+      );
+    }
+    following = await options.fleet.log.follow(table.revision, takeRecord);
+    await untilRevision(head);
+    log.info({ revision: table.revision, host: options.fleet.host }, "caught up with the fleet");
+  }
+  rejects = await openRejects(join(dir, REJECTS_FILE), seq);
+  inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt });
+  await inbox.start();
+  await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
+  log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+
   const stopped = (async () => {
     try {
       for await (const batch of inbox.batches()) await inTurn(() => handleBatch(batch));
       await turn;
       if (fault) throw fault;
     } finally {
+      await following?.stop();
       await closeSchemaWatch();
       await inbox.close();
       await closeAll([journal, rejects]);
@@ -313,7 +437,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     get outages() {
       return inbox.outages;
     },
-    notReady: () => (stopping || fault ? "cdp is stopping" : (inbox.unavailable ?? held)),
+    notReady: () => {
+      if (stopping || fault) return "cdp is stopping";
+      const divergence = diverged.size > 0 ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
+      return inbox.unavailable ?? held ?? divergence;
+    },
     stopped,
     async stop() {
       stopping = true;

@@ -150,6 +150,13 @@ export class ConfigTable implements LiveConfig {
     this.#announce(change, before);
   }
 
+  /** Move to `revision` without a change (a fleet change this host refuses: its value stays). */
+  advance(revision: number): void {
+    if (revision < this.#revision) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
+    this.#revision = revision;
+    this.#snapshot = undefined;
+  }
+
   /**
    * Replace apps' whole configs at one revision (a schema upgrade that changed effective values,
    * a new default say): every key whose value changed is announced. Apps not given are dropped.

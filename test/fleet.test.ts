@@ -1,9 +1,11 @@
 // The fleet's log on a real etcd: ordered commits that fail when another host got there first,
 // and followers that see every record once, in order, across restarts.
+import { appendFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
 import { startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -11,7 +13,7 @@ function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   return log;
 }
 
-const record = (line: string, host = "a") => ({ line, host, source: "cdp.new:1", time: new Date().toISOString() });
+const record = (line: string, host = "a") => ({ line, host, source: "cdp.new:1", time: new Date().toISOString(), seq: 1, position: { file: "1-1", offset: 10, line: 1 } });
 
 describe("the fleet log on etcd", () => {
   it("commits records after the head, and refuses a commit made against an old head", async () => {
@@ -53,5 +55,88 @@ describe("the fleet log on etcd", () => {
     await waitUntil(() => heard.length === 39);
     expect(heard.map((r) => r.revision)).toEqual(Array.from({ length: 39 }, (_, i) => i + 2));
     expect(heard.at(-1)!.line).toBe("ticker:interval:1040");
+  });
+});
+
+describe("cdp watch --cluster: three hosts, one configuration", () => {
+  async function host(name: string, endpoints: string[], dir?: string) {
+    const data = dir ?? (await tempDir());
+    const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
+    const watch = await startWatch(data, ["--cluster", cluster, "--cluster-prefix", "/cdp/test", "--cluster-host", name]);
+    return { name, dir: data, watch };
+  }
+
+  it("applies a change appended on any host on every host, in the same order", async () => {
+    const { endpoints } = await startEtcd();
+    const [a, b, c] = [await host("a", endpoints), await host("b", endpoints), await host("c", endpoints)];
+    for (let i = 0; i < 10; i++) {
+      await appendFile(join((i % 2 === 0 ? a : b).dir, "cdp.new"), `ticker:interval:${1001 + i}\nticker:name:n${i}\n`);
+    }
+    await appendFile(join(c.dir, "cdp.new"), "ticker:interval:100\n"); // rejected where it was read
+    for (const { dir } of [a, b, c]) await waitUntil(async () => (await journalOf(dir)).length === 20);
+    const journals = await Promise.all([a, b, c].map(({ dir }) => journalOf(dir)));
+    expect(journals[1]).toEqual(journals[0]);
+    expect(journals[2]).toEqual(journals[0]);
+    await waitUntil(async () => (await readText(join(c.dir, "cdp.rej"))).includes("ticker:interval:100"));
+    expect(await readText(join(a.dir, "cdp.rej"))).toBe("");
+    const configs = await Promise.all([a, b, c].map(({ dir }) => getConfig(dir, "ticker")));
+    // lines read on two hosts at once commit in some order, but in the same one everywhere
+    expect(journals[0]!.slice().sort()).toEqual(Array.from({ length: 10 }, (_, i) => [`ticker:interval:${1001 + i}`, `ticker:name:n${i}`]).flat().sort());
+    const intervals = journals[0]!.filter((line) => line.startsWith("ticker:interval:"));
+    expect(configs[0]).toMatchObject({ interval: Number(intervals.at(-1)!.split(":")[2]) });
+    expect(configs[1]).toEqual(configs[0]);
+    expect(configs[2]).toEqual(configs[0]);
+    // the record says where a change came from, the same on every host
+    expect(await readText(join(c.dir, "cdp"))).toMatch(/ source=a:cdp\.new:1$/m);
+  });
+
+  it("never breaks a cross-field rule when two hosts push conflicting changes at once", async () => {
+    const { endpoints } = await startEtcd();
+    const [a, b] = [await host("a", endpoints), await host("b", endpoints)];
+    let changes = 0;
+    for (let round = 0; round < 5; round++) {
+      await appendFile(join(a.dir, "cdp.new"), 'db:pool:{"min":1,"max":10}\n');
+      changes++;
+      for (const { dir } of [a, b]) await waitUntil(async () => (await journalOf(dir)).length === changes);
+      // each is valid against the state it was read in; together min 8 > max 5 would break the rule
+      await Promise.all([appendFile(join(a.dir, "cdp.new"), "db:pool.min:8\n"), appendFile(join(b.dir, "cdp.new"), "db:pool.max:5\n")]);
+      const rejections = async () => (await recordLines(join(a.dir, "cdp.rej"))).length + (await recordLines(join(b.dir, "cdp.rej"))).length;
+      await waitUntil(async () => (await rejections()) === round + 1);
+      changes++;
+      for (const { dir } of [a, b]) await waitUntil(async () => (await journalOf(dir)).length === changes);
+      const pool = (await getConfig(a.dir, "db.pool")) as { min: number; max: number };
+      expect(pool.max).toBeGreaterThanOrEqual(pool.min);
+      expect(await getConfig(b.dir, "db.pool")).toEqual(pool);
+    }
+  });
+
+  it("catches up a host that was stopped while 1,000 changes landed", async () => {
+    const { endpoints } = await startEtcd();
+    const a = await host("a", endpoints);
+    let c = await host("c", endpoints);
+    c.watch.child.kill("SIGTERM");
+    expect(await c.watch.exited).toBe(0);
+    await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 1000 }, (_, i) => `ticker:interval:${1001 + i}\n`).join(""));
+    await waitUntil(async () => (await journalOf(a.dir)).length === 1000);
+    c = await host("c", endpoints, c.dir);
+    await waitUntil(async () => (await journalOf(c.dir)).length === 1000);
+    expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
+    expect(c.watch.output()).toContain("caught up with the fleet");
+    await appendFile(join(c.dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => ((await getConfig(a.dir, "ticker.interval")) as number) === 1500);
+  });
+
+  it("refuses to start when the local journal is ahead of the fleet's log", async () => {
+    const { endpoints } = await startEtcd();
+    const dir = await tempDir();
+    await writeFile(join(dir, "cdp"), "ticker:interval:1500\n");
+    const cluster = `etcd://${new URL(endpoints[0]!).host}`;
+    const { code, output } = await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/test"]);
+    expect(code).toBe(2);
+    expect(output).toContain("is at revision 1 but the fleet's log is at 0: this data directory belongs to another fleet");
+    expect((await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster])).output).toContain("cdp: --cluster needs --cluster-prefix /PATH");
+    expect((await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", "127.0.0.1:2379", "--cluster-prefix", "/x"])).output).toContain(
+      'cdp: --cluster takes etcd://host:port[,host:port...], got "127.0.0.1:2379"',
+    );
   });
 });
