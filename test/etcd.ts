@@ -60,3 +60,20 @@ export async function startEtcd(size = 1): Promise<EtcdCluster> {
   }
   return { endpoints: members.map((member) => member.client), members };
 }
+
+/** The index of the cluster's current leader (asked of a member that is up). */
+export async function leaderOf(cluster: EtcdCluster): Promise<number> {
+  for (const member of cluster.members) {
+    if (member.child.exitCode !== null || member.child.signalCode !== null) continue;
+    const status = (await (await fetch(`${member.client}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as { leader: string; header: { member_id: string } };
+    const statuses = await Promise.all(
+      cluster.members.map(async (other) => {
+        if (other.child.exitCode !== null || other.child.signalCode !== null) return undefined;
+        return ((await (await fetch(`${other.client}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as { header: { member_id: string } }).header.member_id;
+      }),
+    );
+    const index = statuses.indexOf(status.leader);
+    if (index !== -1) return index;
+  }
+  throw new Error("no etcd leader found");
+}

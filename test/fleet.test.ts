@@ -4,7 +4,7 @@ import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
-import { startEtcd } from "./etcd.js";
+import { leaderOf, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
@@ -139,4 +139,32 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
       'cdp: --cluster takes etcd://host:port[,host:port...], got "127.0.0.1:2379"',
     );
   });
+});
+
+describe("cdp watch --cluster on a 3-member etcd", () => {
+  it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
+    const cluster = await startEtcd(3);
+    const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
+    const hosts = await Promise.all(
+      ["a", "b", "c"].map(async (name) => {
+        const dir = await tempDir();
+        await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/failover", "--cluster-host", name]);
+        return dir;
+      }),
+    );
+    const [a, b, c] = hosts as [string, string, string];
+    await appendFile(join(a, "cdp.new"), Array.from({ length: 50 }, (_, i) => `ticker:interval:${1001 + i}\n`).join(""));
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 50);
+
+    const leader = cluster.members[await leaderOf(cluster)]!;
+    leader.child.kill("SIGKILL");
+    await appendFile(join(b, "cdp.new"), Array.from({ length: 50 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
+    await appendFile(join(c, "cdp.new"), "ticker:name:after-the-election\n");
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 101, 60_000);
+    const journals = await Promise.all(hosts.map((dir) => journalOf(dir)));
+    expect(journals[1]).toEqual(journals[0]);
+    expect(journals[2]).toEqual(journals[0]);
+    expect(journals[0]!.filter((line) => line.startsWith("ticker:interval:"))).toHaveLength(100);
+    expect(await getConfig(a, "ticker.name")).toBe("after-the-election");
+  }, 90_000);
 });
