@@ -5,6 +5,7 @@
 //   ticker:interval:1500
 // A batch that ends with rejected lines ends with a marker, so the journal alone says where to resume:
 //   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 inbox=1234-5678@372
+import { createReadStream } from "node:fs";
 import { open, rename, rm } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
 import { dirname } from "node:path";
@@ -40,6 +41,8 @@ export interface JournalState {
   historyFrom: number;
   /** How many change records the journal holds after its compacted state. */
   records: number;
+  /** The first fleet revision this host's schemas refused (a `diverged` record), and its line. */
+  divergedFrom?: { revision: number; line: number };
 }
 
 export interface ReplayOptions {
@@ -108,6 +111,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
       metaText = line;
       if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:")) {
         state.revision = meta.rev!; // a schema upgrade, or a fleet change refused here: a revision without a change line
+        if (meta.source.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
         meta = {};
         return;
       }
@@ -369,4 +373,27 @@ export async function openJournal(path: string, state: JournalState): Promise<Du
   }
   else if (state.unterminated) await file.appendDurably("\n");
   return file;
+}
+
+/**
+ * Cut the journal just before its line `line` (1-based), durably: a fleet host drops what
+ * followed a change it refused, to read it again from the fleet's log under newer schemas.
+ */
+export async function truncateJournalBefore(path: string, line: number): Promise<void> {
+  let offset = 0;
+  let seen = 1;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    for (let at = chunk.indexOf(0x0a); at !== -1 && seen < line; at = chunk.indexOf(0x0a, at + 1)) {
+      seen++;
+      if (seen === line) offset += at + 1;
+    }
+    if (seen === line) break;
+    offset += chunk.length;
+  }
+  const file = await DurableFile.open(path);
+  try {
+    await file.truncateDurably(offset);
+  } finally {
+    await file.close();
+  }
 }

@@ -43,6 +43,7 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
   gauge("cdp_revision", "The revision of the last applied change", () => pipeline.table.revision);
   gauge("cdp_ready", "1 while cdp takes changes (see /readyz), else 0", () => (pipeline.notReady() === undefined ? 1 : 0));
   gauge("cdp_sse_clients", "Clients connected to the event stream", () => stream.clients);
+  gauge("cdp_diverged_keys", "Fleet mode: keys whose fleet change this host's schemas refuse (it keeps the last good value)", () => pipeline.diverged);
   counter("cdp_inbox_outages_total", "Times the inbox became unavailable", () => pipeline.outages);
   counter("cdp_subscriber_errors_total", "Times a subscriber threw or rejected", () => pipeline.table.subscriberErrors);
   return registry;

@@ -15,6 +15,7 @@ import {
   openJournal,
   positionRecord,
   replayJournal,
+  truncateJournalBefore,
   upgradeRecord,
   vetoRecord,
   type Commit,
@@ -69,6 +70,8 @@ export interface Pipeline {
   events: EventEmitter<PipelineEvents>;
   /** How many times the inbox became unavailable since start. */
   readonly outages: number;
+  /** Fleet mode: how many keys keep a value the fleet has changed, because this host's schemas refuse the change. */
+  readonly diverged: number;
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
   notReady(): string | undefined;
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
@@ -96,7 +99,14 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let schemaTexts = await readSchemaTexts(options.schemas);
   let schemas = compileSchemas(options.schemas, schemaTexts);
   if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
-  const state = await replayJournal(journalPath, schemas, { validators: options.validators });
+  let state = await replayJournal(journalPath, schemas, { validators: options.validators });
+  if (options.fleet && state.divergedFrom) {
+    // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
+    const { revision } = state.divergedFrom;
+    log.warn({ revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
+    await truncateJournalBefore(journalPath, state.divergedFrom.line);
+    state = await replayJournal(journalPath, schemas, { validators: options.validators });
+  }
   if (state.torn !== undefined) {
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }
@@ -436,6 +446,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     events,
     get outages() {
       return inbox.outages;
+    },
+    get diverged() {
+      return diverged.size;
     },
     notReady: () => {
       if (stopping || fault) return "cdp is stopping";
