@@ -4,7 +4,7 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
-import { leaderOf, startEtcd } from "./etcd.js";
+import { compactEtcd, leaderOf, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, runCdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
@@ -124,6 +124,29 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(c.watch.output()).toContain("caught up with the fleet");
     await appendFile(join(c.dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => ((await getConfig(a.dir, "ticker.interval")) as number) === 1500);
+  });
+
+  it("catches up a host whose revision etcd has compacted away, and follows on across compactions", async () => {
+    const etcd = await startEtcd();
+    const { endpoints } = etcd;
+    const a = await host("a", endpoints);
+    let c = await host("c", endpoints);
+    await appendFile(join(a.dir, "cdp.new"), "ticker:interval:1001\n");
+    await waitUntil(async () => (await journalOf(c.dir)).length === 1);
+    c.watch.child.kill("SIGTERM");
+    expect(await c.watch.exited).toBe(0);
+    for (let i = 2; i <= 20; i++) await appendFile(join(a.dir, "cdp.new"), `ticker:interval:${1000 + i}\n`);
+    await waitUntil(async () => (await journalOf(a.dir)).length === 20);
+    await compactEtcd(etcd); // c's revision is no longer in etcd's history
+    c = await host("c", endpoints, c.dir);
+    await waitUntil(async () => (await journalOf(c.dir)).length === 20);
+    expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
+    await appendFile(join(a.dir, "cdp.new"), "ticker:name:compacted\n");
+    await waitUntil(async () => (await journalOf(c.dir)).length === 21);
+    await compactEtcd(etcd); // while both follow
+    await appendFile(join(c.dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(a.dir)).length === 22);
+    expect(await getConfig(a.dir, "ticker.interval")).toBe(1500);
   });
 
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {
