@@ -15,9 +15,26 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+interface Member {
+  name: string;
+  client: string;
+  child: ChildProcess;
+  output: () => string;
+  /** Start this member again (same data and ports) after it was killed. */
+  restart(): Promise<void>;
+}
+
 export interface EtcdCluster {
   endpoints: string[];
-  members: { name: string; client: string; child: ChildProcess; output: () => string }[];
+  members: Member[];
+}
+
+async function healthy(member: Member): Promise<void> {
+  await waitUntil(async () => {
+    if (member.child.exitCode !== null) throw new Error(`etcd ${member.name} exited:\n${member.output()}`);
+    const response = await fetch(`${member.client}/health`).catch(() => undefined);
+    return response?.status === 200 && ((await response.json()) as { health: string }).health === "true";
+  });
 }
 
 /** Start an etcd cluster of `size` members on loopback and wait until each answers /health. */
@@ -40,24 +57,31 @@ export async function startEtcd(size = 1): Promise<EtcdCluster> {
       "--initial-cluster-token=cdp-test",
       "--log-level=warn",
     ];
-    const child = spawn(ETCD, args, { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
-    child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
-    child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
-    const exited = new Promise((resolve) => child.on("exit", resolve));
-    afterThisTest(async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      await exited;
-    });
-    return { name, client: `http://127.0.0.1:${client}`, child, output: () => output };
+    const launch = () => {
+      const child = spawn(ETCD, args, { stdio: ["ignore", "pipe", "pipe"] });
+      child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+      child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
+      const exited = new Promise((resolve) => child.on("exit", resolve));
+      afterThisTest(async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        await exited;
+      });
+      return child;
+    };
+    const member: Member = {
+      name,
+      client: `http://127.0.0.1:${client}`,
+      child: launch(),
+      output: () => output,
+      async restart() {
+        member.child = launch();
+        await healthy(member);
+      },
+    };
+    return member;
   });
-  for (const member of members) {
-    await waitUntil(async () => {
-      if (member.child.exitCode !== null) throw new Error(`etcd ${member.name} exited:\n${member.output()}`);
-      const response = await fetch(`${member.client}/health`).catch(() => undefined);
-      return response?.status === 200 && ((await response.json()) as { health: string }).health === "true";
-    });
-  }
+  for (const member of members) await healthy(member);
   return { endpoints: members.map((member) => member.client), members };
 }
 

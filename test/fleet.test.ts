@@ -149,6 +149,30 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await getConfig(a.dir, "ticker.interval")).toBe(1500);
   });
 
+  it("keeps serving its configuration while etcd is unreachable, leaves new lines queued, and commits them when it is back", async () => {
+    const etcd = await startEtcd();
+    const dir = await tempDir();
+    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
+    const watch = await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/outage", "--http", "127.0.0.1:0"]);
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+
+    const member = etcd.members[0]!;
+    member.child.kill("SIGKILL");
+    await new Promise((resolve) => member.child.once("exit", resolve));
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 503);
+    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500); // still served
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]); // nothing applied here alone
+
+    await member.restart();
+    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
+  }, 60_000);
+
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {
     const { endpoints } = await startEtcd();
     const dir = await tempDir();
