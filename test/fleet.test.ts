@@ -173,6 +173,25 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
   }, 60_000);
 
+  it("gives the same history on every host, and a rollback on one host undoes the change everywhere", async () => {
+    const { endpoints } = await startEtcd();
+    const [a, b] = [await host("a", endpoints), await host("b", endpoints)];
+    await appendFile(join(a.dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(b.dir)).length === 1);
+    await appendFile(join(b.dir, "cdp.new"), "ticker:interval:2500\n");
+    await waitUntil(async () => (await journalOf(a.dir)).length === 2);
+    const history = async (dir: string) => JSON.parse((await runCli(["history", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as object[];
+    expect(await history(a.dir)).toEqual(await history(b.dir));
+    expect(await history(a.dir)).toMatchObject([
+      { revision: 2, source: "b:cdp.new:1", value: 2500, previous: 1500 },
+      { revision: 1, source: "a:cdp.new:1", value: 1500, previous: 1000 },
+    ]);
+    const rollback = await runCli(["rollback", "--dir", a.dir, "--schemas", SCHEMAS, "--to", "1"]);
+    expect(rollback.code).toBe(0);
+    await waitUntil(async () => (await journalOf(b.dir)).length === 3);
+    expect(await getConfig(b.dir, "ticker.interval")).toBe(1500);
+  });
+
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {
     const { endpoints } = await startEtcd();
     const dir = await tempDir();
