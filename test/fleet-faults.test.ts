@@ -1,0 +1,78 @@
+// Fleets under faults: the etcd leader killed in a 3-member cluster, and hosts on mixed schema
+// versions during a rolling upgrade. Apart from fleet.test.ts so that the two run side by side.
+import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { leaderOf, startEtcd } from "./etcd.js";
+import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+describe("cdp watch --cluster on a 3-member etcd", () => {
+  it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
+    const cluster = await startEtcd(3);
+    const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
+    const hosts = await Promise.all(
+      ["a", "b", "c"].map(async (name) => {
+        const dir = await tempDir();
+        await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/failover", "--cluster-host", name]);
+        return dir;
+      }),
+    );
+    const [a, b, c] = hosts as [string, string, string];
+    await appendFile(join(a, "cdp.new"), Array.from({ length: 50 }, (_, i) => `ticker:interval:${1001 + i}\n`).join(""));
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 50);
+
+    const leader = cluster.members[await leaderOf(cluster)]!;
+    leader.child.kill("SIGKILL");
+    await appendFile(join(b, "cdp.new"), Array.from({ length: 50 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
+    await appendFile(join(c, "cdp.new"), "ticker:name:after-the-election\n");
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 101, 60_000);
+    const journals = await Promise.all(hosts.map((dir) => journalOf(dir)));
+    expect(journals[1]).toEqual(journals[0]);
+    expect(journals[2]).toEqual(journals[0]);
+    expect(journals[0]!.filter((line) => line.startsWith("ticker:interval:"))).toHaveLength(100);
+    expect(await getConfig(a, "ticker.name")).toBe("after-the-election");
+  }, 90_000);
+});
+
+describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", () => {
+  it("reports a change its schemas refuse, keeps the last good value, and converges once its schemas catch up", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = `etcd://${new URL(endpoints[0]!).host}`;
+    // host b still runs the old schema, where the interval may not exceed 5000
+    const oldSchemas = await tempDir();
+    await cp(SCHEMAS, oldSchemas, { recursive: true });
+    const tickerSchema = join(oldSchemas, "ticker.schema.json");
+    const schema = JSON.parse(await readFile(tickerSchema, "utf8")) as { properties: { interval: Record<string, unknown> } };
+    schema.properties.interval.exclusiveMaximum = 5000;
+    await writeFile(tickerSchema, JSON.stringify(schema));
+
+    const a = await tempDir();
+    await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "a"]);
+    const b = await tempDir();
+    const args = (schemas: string) => ["watch", "--dir", b, "--schemas", schemas, "--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "b", "--http", "127.0.0.1:0"];
+    let watchB = runCdp(args(oldSchemas));
+    await waitUntil(() => watchB.output().includes("cdp is watching"));
+    const urlB = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watchB.output())![1]!;
+
+    await appendFile(join(a, "cdp.new"), "ticker:interval:6000\nticker:name:new\n");
+    await waitUntil(async () => (await journalOf(a)).length === 2);
+    await waitUntil(() => watchB.output().includes("this host's schemas refuse a change the fleet committed"));
+    await waitUntil(async () => ((await getConfig(b, "ticker.name", oldSchemas)) as string) === "new");
+    expect(await getConfig(b, "ticker.interval", oldSchemas)).toBe(1000); // its last good value
+    expect(await getConfig(a, "ticker.interval")).toBe(6000);
+    const ready = await fetch(`${urlB}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ ready: false, reason: "this host's schemas refuse fleet changes to ticker.interval" });
+    expect(await (await fetch(`${urlB}/metrics`)).text()).toMatch(/^cdp_diverged_keys 1$/m);
+
+    // the upgrade reaches b: restarted with the new schemas, it takes the change it refused
+    watchB.child.kill("SIGTERM");
+    expect(await watchB.exited).toBe(0);
+    watchB = runCdp(args(SCHEMAS));
+    await waitUntil(() => watchB.output().includes("cdp is watching"));
+    expect(await getConfig(b, "ticker.interval")).toBe(6000);
+    expect(await journalOf(b)).toEqual(await journalOf(a));
+    const urlB2 = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watchB.output())![1]!;
+    expect(await (await fetch(`${urlB2}/readyz`)).json()).toEqual({ ready: true, revision: 2 });
+  });
+});
