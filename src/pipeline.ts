@@ -114,7 +114,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
   // opened once the fleet's changes are caught up: they may move the inbox position on
   let rejects!: DurableFile;
-  let inbox!: Inbox;
+  let inbox: Inbox | undefined;
   let resumeAt = state.position;
 
   let seq = state.seq;
@@ -292,7 +292,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let fault: unknown;
   const stopOn = (error: unknown) => {
     fault = error;
-    void inbox.close();
+    void inbox?.close();
   };
 
   // A changed schema directory: take the new schemas if the configuration holds under them.
@@ -401,35 +401,62 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     }
   };
 
+  // Fleet mode: catch up with the fleet before reading the inbox. While etcd cannot be reached,
+  // the host serves its journal's configuration and keeps trying; its inbox waits.
   let following: { stop(): Promise<void> } | undefined;
-  if (options.fleet) {
-    const head = await options.fleet.log.head();
-    if (head < table.revision) {
-      throw new CdpError(
-        "bootstrap",
-        `${journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
-      );
+  const joinFleet = async (fleet: NonNullable<PipelineOptions["fleet"]>): Promise<boolean> => {
+    try {
+      const head = await fleet.log.head();
+      if (head < table.revision) {
+        throw new CdpError(
+          "bootstrap",
+          `${journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
+        );
+      }
+      following ??= await fleet.log.follow(table.revision, takeRecord);
+      await untilRevision(head);
+    } catch (error) {
+      if (error instanceof CdpError) throw error;
+      held = `cannot reach etcd: ${(error as Error).message}`;
+      log.error({ err: error }, "cannot reach etcd: serving this host's last configuration, and trying again");
+      return false;
     }
-    following = await options.fleet.log.follow(table.revision, takeRecord);
-    await untilRevision(head);
-    log.info({ revision: table.revision, host: options.fleet.host }, "caught up with the fleet");
-  }
-  rejects = await openRejects(join(dir, REJECTS_FILE), seq);
-  inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt });
-  await inbox.start();
-  await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
-  log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+    held = undefined;
+    log.info({ revision: table.revision, host: fleet.host }, "caught up with the fleet");
+    return true;
+  };
+  const joinLater = async (fleet: NonNullable<PipelineOptions["fleet"]>): Promise<boolean> => {
+    for (let delay = 500; !stopping; delay = Math.min(delay * 2, 5000)) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (!stopping && (await joinFleet(fleet))) return true;
+    }
+    return false;
+  };
+  const startReading = async () => {
+    rejects = await openRejects(join(dir, REJECTS_FILE), seq);
+    inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt });
+    await inbox.start();
+    if (stopping) await inbox.close(); // stopped while it was opening
+    await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
+    log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+  };
+  const firstTry = !options.fleet || (await joinFleet(options.fleet));
+  if (firstTry) await startReading();
 
   const stopped = (async () => {
     try {
-      for await (const batch of inbox.batches()) await inTurn(() => handleBatch(batch));
+      if (!firstTry) {
+        if (!(await joinLater(options.fleet!)) || stopping) return;
+        await startReading();
+      }
+      for await (const batch of inbox!.batches()) await inTurn(() => handleBatch(batch));
       await turn;
       if (fault) throw fault;
     } finally {
       await following?.stop();
       await closeSchemaWatch();
-      await inbox.close();
-      await closeAll([journal, rejects]);
+      await inbox?.close();
+      await closeAll([journal, rejects].filter(Boolean));
       await unlock();
     }
   })();
@@ -445,7 +472,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     journalPath,
     events,
     get outages() {
-      return inbox.outages;
+      return inbox?.outages ?? 0;
     },
     get diverged() {
       return diverged.size;
@@ -453,12 +480,12 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     notReady: () => {
       if (stopping || fault) return "cdp is stopping";
       const divergence = diverged.size > 0 ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
-      return inbox.unavailable ?? held ?? divergence;
+      return inbox?.unavailable ?? held ?? divergence;
     },
     stopped,
     async stop() {
       stopping = true;
-      await inbox.close();
+      await inbox?.close();
       await stopped;
     },
   };

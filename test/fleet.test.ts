@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
 import { compactEtcd, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, runCdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -172,6 +172,46 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
     await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
   }, 60_000);
+
+  it("starts and serves its journal's configuration while etcd is down, and reads its inbox once it has caught up", async () => {
+    const etcd = await startEtcd();
+    const dir = await tempDir();
+    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
+    const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/down", "--http", "127.0.0.1:0"];
+    const first = await startWatch(dir, args.slice(5));
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+    const member = etcd.members[0]!;
+    member.child.kill("SIGKILL");
+    await new Promise((resolve) => member.child.once("exit", resolve));
+
+    const second = runCdp(args);
+    await waitUntil(() => second.output().includes("cannot reach etcd: serving this host's last configuration"));
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(second.output())![1]!;
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500);
+    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
+    expect(second.output()).not.toContain("cdp is watching");
+
+    await member.restart();
+    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
+    expect(second.output()).toContain("caught up with the fleet");
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
+    second.child.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  }, 60_000);
+
+  it("stops cleanly on SIGTERM while it waits for etcd", async () => {
+    const etcd = await startEtcd();
+    await etcd.stop(); // nothing answers at its address now
+    const dir = await tempDir();
+    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/x"]);
+    await waitUntil(() => watch.output().includes("cannot reach etcd"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
 
   it("gives the same history on every host, and a rollback on one host undoes the change everywhere", async () => {
     const { endpoints } = await startEtcd();
