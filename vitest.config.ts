@@ -6,5 +6,8 @@ export default defineConfig({
     // end-to-end tests spawn real processes and wait on real file events
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // two files at a time: most of the suite waits on child processes, etcd and the disk,
+    // not on the CPU (on 2 cores the default would run one file at a time)
+    maxWorkers: 2,
   },
 });
