@@ -20,6 +20,7 @@ import {
   vetoRecord,
   type Commit,
 } from "./journal.js";
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
 import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord } from "./fleet.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
@@ -417,6 +418,9 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       await untilRevision(head);
     } catch (error) {
       if (error instanceof CdpError) throw error;
+      if (error instanceof EtcdAuthenticationFailedError || error instanceof EtcdPermissionDeniedError) {
+        throw new CdpError("usage", `etcd refused this host: ${error.message} (check --cluster-user, --cluster-password-file and the user's role)`);
+      }
       held = `cannot reach etcd: ${(error as Error).message}`;
       log.error({ err: error }, "cannot reach etcd: serving this host's last configuration, and trying again");
       return false;

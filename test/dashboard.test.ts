@@ -23,7 +23,7 @@ afterAll(async () => {
 describe("the dashboard", () => {
   it("shows the live table, takes a token, submits accepted and rejected lines and shows history and rejections", async () => {
     const dir = await tempDir();
-    const tokens = join(dir, "..", `${dir.split("/").pop()}-tokens`);
+    const tokens = join(await tempDir(), "tokens");
     await writeFile(tokens, `write ${TOKEN}\n`, { mode: 0o600 });
     const { logger } = capturedLogger();
     const cdp = await startCdp({ dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });

@@ -213,6 +213,35 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await watch.exited).toBe(0);
   });
 
+  it("authenticates to etcd with --cluster-user and --cluster-password-file, and says so when etcd refuses", async () => {
+    const etcd = await startEtcd();
+    const gateway = etcd.endpoints[0]!;
+    const call = async (path: string, body: object) => {
+      const response = await fetch(`${gateway}/v3/auth/${path}`, { method: "POST", body: JSON.stringify(body) });
+      if (response.status !== 200) throw new Error(`${path}: ${await response.text()}`);
+    };
+    await call("role/add", { name: "root" });
+    await call("user/add", { name: "root", password: "root-password" });
+    await call("user/grant", { user: "root", role: "root" });
+    await call("enable", {});
+    const dir = await tempDir();
+    const password = join(await tempDir(), "password");
+    await writeFile(password, "root-password\n", { mode: 0o600 });
+    const cluster = ["--cluster", `etcd://${new URL(gateway).host}`, "--cluster-prefix", "/cdp/auth"];
+    const watch = await startWatch(dir, [...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+
+    await writeFile(password, "wrong-password\n");
+    const refused = await runCli(["watch", "--dir", await tempDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
+    expect(refused.code).toBe(2);
+    expect(refused.output).toContain("cdp: etcd refused this host:");
+    const alone = await runCli(["watch", "--dir", await tempDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root"]);
+    expect(alone.output).toContain("cdp: --cluster-user and --cluster-password-file go together");
+  });
+
   it("gives the same history on every host, and a rollback on one host undoes the change everywhere", async () => {
     const { endpoints } = await startEtcd();
     const [a, b] = [await host("a", endpoints), await host("b", endpoints)];

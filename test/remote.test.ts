@@ -84,9 +84,8 @@ describe("connectCdp", () => {
 
   it("says why it cannot connect: nothing listening, or a token refused", async () => {
     const dir = await tempDir();
-    const tokens = `${dir}-tokens`;
+    const tokens = join(await tempDir(), "tokens");
     await writeFile(tokens, "read remote-read-token-0123456789\n", { mode: 0o600 });
-    afterThisTest(() => import("node:fs/promises").then(({ rm }) => rm(tokens, { force: true })));
     const server = await sidecar(dir, "127.0.0.1:0", tokens);
 
     const closed = await startCdp({ dir: await tempDir(), schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
