@@ -1,6 +1,8 @@
 // Local etcd clusters on loopback for the fleet's benchmarks and tests: Debian's etcd-server
 // (ETCD=path for another binary), each member on free ports with its own data directory.
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import https from "node:https";
 import { createServer } from "node:net";
 import { join } from "node:path";
 
@@ -17,6 +19,8 @@ async function freePort(): Promise<number> {
 export interface EtcdMember {
   name: string;
   client: string;
+  /** What a client needs to check the member's health over TLS. */
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer };
   child: ChildProcess;
   output: () => string;
   /** Start this member again (same data and ports) after it was killed. */
@@ -32,19 +36,48 @@ export interface EtcdCluster {
 
 const alive = (member: EtcdMember) => member.child.exitCode === null && member.child.signalCode === null;
 
+/** TLS for the members' client URLs: PEM files of the server's certificate and key, and the CA that signs clients. */
+export interface EtcdTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** GET a member's /health; over TLS, trusting the test CA and presenting `client` when given. */
+async function health(url: string, tls?: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<boolean> {
+  if (!tls) {
+    const response = await fetch(`${url}/health`).catch(() => undefined);
+    return response?.status === 200 && ((await response.json()) as { health: string }).health === "true";
+  }
+  return new Promise((resolve) => {
+    const request = https.get(`${url}/health`, { ca: tls.ca, cert: tls.cert, key: tls.key }, (res) => {
+      let body = "";
+      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      res.on("end", () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
+    });
+    request.on("error", () => resolve(false));
+  });
+}
+
 async function healthy(member: EtcdMember, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!alive(member)) throw new Error(`etcd ${member.name} exited:\n${member.output()}`);
-    const response = await fetch(`${member.client}/health`).catch(() => undefined);
-    if (response?.status === 200 && ((await response.json()) as { health: string }).health === "true") return;
+    if (await health(member.client, member.tls)) return;
     if (Date.now() > deadline) throw new Error(`etcd ${member.name} did not become healthy:\n${member.output()}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
-/** Start an etcd cluster of `size` members on loopback, with data under `dir`; resolves once each is healthy. */
-export async function startEtcdCluster(dir: string, size = 1): Promise<EtcdCluster> {
+/**
+ * Start an etcd cluster of `size` members on loopback, with data under `dir`; resolves once each
+ * is healthy. With `tls`, clients connect over https and must present a certificate signed by its CA
+ * (`client` is one, for the health checks).
+ */
+export async function startEtcdCluster(dir: string, size = 1, tls?: EtcdTls & { client: { cert: string; key: string } }): Promise<EtcdCluster> {
+  const scheme = tls ? "https" : "http";
+  const tlsArgs = tls ? [`--cert-file=${tls.cert}`, `--key-file=${tls.key}`, `--trusted-ca-file=${tls.ca}`, "--client-cert-auth"] : [];
+  const checkTls = tls && { ca: readFileSync(tls.ca), cert: readFileSync(tls.client.cert), key: readFileSync(tls.client.key) };
   const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), peer: await freePort() })));
   const names = ports.map((_, i) => `m${i}`);
   const initial = names.map((name, i) => `${name}=http://127.0.0.1:${ports[i]!.peer}`).join(",");
@@ -54,14 +87,15 @@ export async function startEtcdCluster(dir: string, size = 1): Promise<EtcdClust
     const args = [
       `--name=${name}`,
       `--data-dir=${join(dir, name)}`,
-      `--listen-client-urls=http://127.0.0.1:${client}`,
-      `--advertise-client-urls=http://127.0.0.1:${client}`,
+      `--listen-client-urls=${scheme}://127.0.0.1:${client}`,
+      `--advertise-client-urls=${scheme}://127.0.0.1:${client}`,
       `--listen-peer-urls=http://127.0.0.1:${peer}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
       `--initial-cluster=${initial}`,
       "--initial-cluster-state=new",
       "--initial-cluster-token=cdp-local",
       "--log-level=warn",
+      ...tlsArgs,
     ];
     let output = "";
     const launch = () => {
@@ -73,7 +107,8 @@ export async function startEtcdCluster(dir: string, size = 1): Promise<EtcdClust
     };
     const member: EtcdMember = {
       name,
-      client: `http://127.0.0.1:${client}`,
+      client: `${scheme}://127.0.0.1:${client}`,
+      tls: checkTls,
       child: launch(),
       output: () => output,
       async restart() {

@@ -1,5 +1,5 @@
-// Fleets under faults: the etcd leader killed in a 3-member cluster, and hosts on mixed schema
-// versions during a rolling upgrade. Apart from fleet.test.ts so that the two run side by side.
+// Fleets under faults: the etcd leader killed in a 3-member cluster, hosts on mixed schema
+// versions during a rolling upgrade, and etcd unreachable. Apart from fleet.test.ts so that the two run side by side.
 import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -74,5 +74,71 @@ describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", (
     expect(await journalOf(b)).toEqual(await journalOf(a));
     const urlB2 = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watchB.output())![1]!;
     expect(await (await fetch(`${urlB2}/readyz`)).json()).toEqual({ ready: true, revision: 2 });
+  });
+});
+
+describe("cdp watch --cluster while etcd is unreachable", () => {
+  it("keeps serving its configuration while etcd is unreachable, leaves new lines queued, and commits them when it is back", async () => {
+    const etcd = await startEtcd();
+    const dir = await tempDir();
+    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
+    const watch = await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/outage", "--http", "127.0.0.1:0"]);
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+
+    const member = etcd.members[0]!;
+    member.child.kill("SIGKILL");
+    await new Promise((resolve) => member.child.once("exit", resolve));
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 503);
+    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500); // still served
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]); // nothing applied here alone
+
+    await member.restart();
+    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
+  }, 60_000);
+
+  it("starts and serves its journal's configuration while etcd is down, and reads its inbox once it has caught up", async () => {
+    const etcd = await startEtcd();
+    const dir = await tempDir();
+    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
+    const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/down", "--http", "127.0.0.1:0"];
+    const first = await startWatch(dir, args.slice(5));
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+    const member = etcd.members[0]!;
+    member.child.kill("SIGKILL");
+    await new Promise((resolve) => member.child.once("exit", resolve));
+
+    const second = runCdp(args);
+    await waitUntil(() => second.output().includes("cannot reach etcd: serving this host's last configuration"));
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(second.output())![1]!;
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500);
+    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
+    expect(second.output()).not.toContain("cdp is watching");
+
+    await member.restart();
+    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
+    expect(second.output()).toContain("caught up with the fleet");
+    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
+    second.child.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  }, 60_000);
+
+  it("stops cleanly on SIGTERM while it waits for etcd", async () => {
+    const etcd = await startEtcd();
+    await etcd.stop(); // nothing answers at its address now
+    const dir = await tempDir();
+    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/x"]);
+    await waitUntil(() => watch.output().includes("cannot reach etcd"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
   });
 });

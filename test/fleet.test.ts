@@ -4,8 +4,8 @@ import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
-import { compactEtcd, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, runCdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
+import { afterThisTest, capturedLogger, cdp as runCli, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -149,70 +149,6 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await getConfig(a.dir, "ticker.interval")).toBe(1500);
   });
 
-  it("keeps serving its configuration while etcd is unreachable, leaves new lines queued, and commits them when it is back", async () => {
-    const etcd = await startEtcd();
-    const dir = await tempDir();
-    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
-    const watch = await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/outage", "--http", "127.0.0.1:0"]);
-    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
-
-    const member = etcd.members[0]!;
-    member.child.kill("SIGKILL");
-    await new Promise((resolve) => member.child.once("exit", resolve));
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
-    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 503);
-    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
-    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500); // still served
-    expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]); // nothing applied here alone
-
-    await member.restart();
-    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
-    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
-    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
-  }, 60_000);
-
-  it("starts and serves its journal's configuration while etcd is down, and reads its inbox once it has caught up", async () => {
-    const etcd = await startEtcd();
-    const dir = await tempDir();
-    const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
-    const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/down", "--http", "127.0.0.1:0"];
-    const first = await startWatch(dir, args.slice(5));
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
-    first.child.kill("SIGTERM");
-    expect(await first.exited).toBe(0);
-    const member = etcd.members[0]!;
-    member.child.kill("SIGKILL");
-    await new Promise((resolve) => member.child.once("exit", resolve));
-
-    const second = runCdp(args);
-    await waitUntil(() => second.output().includes("cannot reach etcd: serving this host's last configuration"));
-    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(second.output())![1]!;
-    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1500);
-    expect(((await (await fetch(`${url}/readyz`)).json()) as { reason: string }).reason).toMatch(/^cannot reach etcd/);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1600\n");
-    expect(second.output()).not.toContain("cdp is watching");
-
-    await member.restart();
-    await waitUntil(async () => (await journalOf(dir)).length === 2, 30_000);
-    expect(second.output()).toContain("caught up with the fleet");
-    expect(await (await fetch(`${url}/v1/config/ticker/interval`)).json()).toBe(1600);
-    second.child.kill("SIGTERM");
-    expect(await second.exited).toBe(0);
-  }, 60_000);
-
-  it("stops cleanly on SIGTERM while it waits for etcd", async () => {
-    const etcd = await startEtcd();
-    await etcd.stop(); // nothing answers at its address now
-    const dir = await tempDir();
-    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/x"]);
-    await waitUntil(() => watch.output().includes("cannot reach etcd"));
-    watch.child.kill("SIGTERM");
-    expect(await watch.exited).toBe(0);
-  });
-
   it("authenticates to etcd with --cluster-user and --cluster-password-file, and says so when etcd refuses", async () => {
     const etcd = await startEtcd();
     const gateway = etcd.endpoints[0]!;
@@ -240,6 +176,19 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(refused.output).toContain("cdp: etcd refused this host:");
     const alone = await runCli(["watch", "--dir", await tempDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root"]);
     expect(alone.output).toContain("cdp: --cluster-user and --cluster-password-file go together");
+  });
+
+  it("talks to etcd over TLS with a client certificate (--cluster-ca, --cluster-cert, --cluster-key)", async () => {
+    const certificates = await makeCertificates();
+    const etcd = await startEtcd(1, certificates);
+    const cluster = ["--cluster", `https://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/tls", "--cluster-ca", certificates.ca];
+    const client = ["--cluster-cert", certificates.client.cert, "--cluster-key", certificates.client.key];
+    const [a, b] = [await tempDir(), await tempDir()];
+    await startWatch(a, [...cluster, ...client, "--cluster-host", "a"]);
+    await startWatch(b, [...cluster, ...client, "--cluster-host", "b"]);
+    await appendFile(join(a, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(b)).length === 1);
+    expect(await getConfig(b, "ticker.interval")).toBe(1500);
   });
 
   it("gives the same history on every host, and a rollback on one host undoes the change everywhere", async () => {
