@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord } from "../src/fleet.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -208,6 +208,21 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(rollback.code).toBe(0);
     await waitUntil(async () => (await journalOf(b.dir)).length === 3);
     expect(await getConfig(b.dir, "ticker.interval")).toBe(1500);
+  });
+
+  it("serves the sidecar in fleet mode: a push on one host is answered once committed, and streamed by another", async () => {
+    const { endpoints } = await startEtcd();
+    const urlOf = (watch: { output: () => string }) => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
+    const cluster = ["--cluster", `etcd://${new URL(endpoints[0]!).host}`, "--cluster-prefix", "/cdp/sidecar", "--http", "127.0.0.1:0"];
+    const a = await startWatch(await tempDir(), [...cluster, "--cluster-host", "a"]);
+    const b = await startWatch(await tempDir(), [...cluster, "--cluster-host", "b"]);
+    const stream = openEvents(`${urlOf(b)}/v1/events`);
+    await waitUntil(() => stream.comments.length > 0);
+    const response = await fetch(`${urlOf(a)}/v1/changes`, { method: "POST", body: "ticker:interval:1500\nticker:interval:100\n" });
+    expect(response.status).toBe(422);
+    expect(await response.json()).toMatchObject({ status: "processed", lines: [{ outcome: "accepted", revision: 1 }, { outcome: "rejected" }] });
+    await waitUntil(() => stream.events.length === 1);
+    expect(stream.changes()).toMatchObject([{ revision: 1, app: "ticker", key: "interval", value: 1500, source: "a:cdp.new:2" }]);
   });
 
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {
