@@ -94,7 +94,8 @@ export class FleetLog {
    * already committed, then live ones. A gap (a missed watch event) is filled by reading again.
    */
   async follow(after: number, take: (record: FleetRecord) => void): Promise<{ stop(): Promise<void> }> {
-    let last = after;
+    let last = after; // handed to `take`
+    let scheduled = after; // handed, or queued to be
     let stopped = false;
     let reading: Promise<void> = Promise.resolve();
     const readOn = () =>
@@ -103,6 +104,7 @@ export class FleetLog {
           for (let batch = await this.recordsAfter(last); batch.length > 0 && !stopped; batch = await this.recordsAfter(last)) {
             for (const record of batch) deliver(record);
           }
+          scheduled = Math.max(scheduled, last);
         })
         .catch((error: unknown) => {
           if (!stopped) this.#options.log.warn({ err: error }, "reading the fleet log failed; trying again at the next event");
@@ -113,10 +115,15 @@ export class FleetLog {
       take(record);
     };
     const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
+    // a transaction's records arrive together: each one after the last scheduled is queued at once
     watcher.on("put", (kv) => {
       const record = JSON.parse(kv.value!.toString()) as FleetRecord;
-      if (record.revision === last + 1) reading = reading.then(() => deliver(record));
-      else if (record.revision > last + 1) void readOn();
+      if (record.revision === scheduled + 1) {
+        scheduled = record.revision;
+        reading = reading.then(() => deliver(record));
+      } else if (record.revision > scheduled + 1) {
+        void readOn();
+      }
     });
     watcher.on("connected", () => void readOn()); // after a reconnect, read what the cut may have hidden
     watcher.on("error", (error) => this.#options.log.warn({ err: error }, "the fleet watch failed; reading on from the last record"));

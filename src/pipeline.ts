@@ -339,7 +339,8 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const diverged = new Map<string, string>(); // app.key -> why this host keeps its last good value
   const takeRecord = (record: FleetRecord) => {
     fleetQueue.push(record);
-    draining ??= drainFleet().catch(stopOn);
+    // a transaction's records arrive one after another in the same turn: journal them with one fsync
+    draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drainFleet).catch(stopOn);
   };
   const drainFleet = async () => {
     while (fleetQueue.length > 0) await applyFleet(fleetQueue.splice(0));
