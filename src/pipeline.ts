@@ -213,8 +213,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     if (!options.fleet) for (const change of applied) table.apply(change);
     events.emit("batch", { accepted: applied.length, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
-    records += applied.length;
-    if (options.compaction.after > 0 && records >= options.compaction.after) {
+    if (!options.fleet) records += applied.length; // in a fleet, counted as they come back from its log
+    // not in a fleet yet: the follower appends to the journal outside the batches' turns, and
+    // compaction swaps the file under it
+    if (!options.fleet && options.compaction.after > 0 && records >= options.compaction.after) {
       await compact().catch((error: unknown) => {
         if (error instanceof StorageFault) throw error;
         records = 0; // try again after as many changes again
