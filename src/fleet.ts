@@ -2,10 +2,13 @@
 // no consensus of its own; etcd's transactions give the order:
 //   <prefix>/head          the fleet's revision (the number of the last record)
 //   <prefix>/log/<rev>     one record per revision (rev zero-padded, so keys sort in order)
+//   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
+//                         records up to S minus a kept tail were trimmed
 // A host commits records after revision R with one transaction that succeeds only if the head is
 // still R; otherwise another host got there first, and the caller judges its lines again.
 // Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
-// then followed live with a watch.
+// then followed live with a watch; a host that was away past the trimmed records starts again
+// from the state.
 import { Etcd3, type IOptions, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
@@ -23,6 +26,13 @@ export interface FleetRecord {
   /** The committing host's count of processed inbox lines and its inbox position after the line: it resumes there after a crash. */
   seq: number;
   position: InboxPosition;
+}
+
+/** The fleet's whole configuration at one revision: one change line per top-level key that has a value. */
+export interface FleetSnapshot {
+  revision: number;
+  lines: string[];
+  time: string;
 }
 
 export interface FleetOptions {
@@ -45,6 +55,8 @@ export class FleetLog {
   #client: Etcd3;
   #head: string;
   #log: string;
+  #state: string;
+  #stateRevision: string;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
 
@@ -53,6 +65,8 @@ export class FleetLog {
     const prefix = options.prefix.replace(/\/+$/, "");
     this.#head = `${prefix}/head`;
     this.#log = `${prefix}/log/`;
+    this.#state = `${prefix}/state`;
+    this.#stateRevision = `${prefix}/state-rev`;
     const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000 };
     if (options.auth) clientOptions.auth = options.auth;
     if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
@@ -78,6 +92,30 @@ export class FleetLog {
     return result.succeeded;
   }
 
+  /** The fleet's configuration as last saved by a trim, if any. */
+  async snapshot(): Promise<FleetSnapshot | undefined> {
+    const value = await this.#client.get(this.#state).string();
+    return value === null ? undefined : (JSON.parse(value) as FleetSnapshot);
+  }
+
+  /**
+   * Save `snapshot` (the state at its revision) and delete the records before revision `keepFrom`,
+   * unless a newer snapshot is saved already (two hosts may trim at once). So the log in etcd
+   * stays bounded; a host behind `keepFrom` starts again from the snapshot.
+   */
+  async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
+    const saved = await this.#client.get(this.#stateRevision).string();
+    const older = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "<", pad(snapshot.revision));
+    const result = await older
+      .then(
+        this.#client.put(this.#state).value(JSON.stringify(snapshot)),
+        this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
+        this.#client.delete().inRange({ start: this.#log, end: `${this.#log}${pad(keepFrom)}` }),
+      )
+      .commit();
+    return result.succeeded;
+  }
+
   /** The records after revision `after`, in order, read by key (at most `limit`). */
   async recordsAfter(after: number, limit = 1000): Promise<FleetRecord[]> {
     const values = await this.#client
@@ -93,7 +131,7 @@ export class FleetLog {
    * Hand every record after revision `after` to `take`, in order and each once: first those
    * already committed, then live ones. A gap (a missed watch event) is filled by reading again.
    */
-  async follow(after: number, take: (record: FleetRecord) => void): Promise<{ stop(): Promise<void> }> {
+  async follow(after: number, take: (item: FleetRecord | FleetSnapshot) => void): Promise<{ stop(): Promise<void> }> {
     let last = after; // handed to `take`
     let scheduled = after; // handed, or queued to be
     let stopped = false;
@@ -102,6 +140,7 @@ export class FleetLog {
       (reading = reading
         .then(async () => {
           for (let batch = await this.recordsAfter(last); batch.length > 0 && !stopped; batch = await this.recordsAfter(last)) {
+            if (batch[0]!.revision > last + 1) await restartFromSnapshot(batch[0]!.revision);
             for (const record of batch) deliver(record);
           }
           scheduled = Math.max(scheduled, last);
@@ -113,6 +152,15 @@ export class FleetLog {
       if (record.revision !== last + 1) return;
       last = record.revision;
       take(record);
+    };
+    // the records after `last` were trimmed away: the snapshot that replaced them comes first
+    const restartFromSnapshot = async (first: number) => {
+      const snapshot = await this.snapshot();
+      if (!snapshot || snapshot.revision < first - 1 || snapshot.revision <= last) {
+        throw new Error(`the fleet's log misses revisions ${last + 1} to ${first - 1} and holds no state that covers them`);
+      }
+      last = snapshot.revision;
+      take(snapshot);
     };
     const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
     // a transaction's records arrive together: each one after the last scheduled is queued at once

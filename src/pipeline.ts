@@ -21,14 +21,14 @@ import {
   type Commit,
 } from "./journal.js";
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
-import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord } from "./fleet.js";
+import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
-import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
-import { getIn, type AppConfig } from "./values.js";
+import { decodeValue, judgeLine, runValidators, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
+import { getIn, setIn, type AppConfig } from "./values.js";
 import { CdpError } from "./errors.js";
 import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 
@@ -197,6 +197,8 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       }
       await untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
       if (!last.accepted && !(await persist(journal, positionRecord(last.commit)))) return;
+      const every = Math.max(options.compaction.keep, 100);
+      if (Math.floor(table.revision / every) > Math.floor(judgedAt / every)) await trimFleet(options.fleet.log);
     } else {
       if (!last.accepted) journalText += positionRecord(last.commit);
       if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
@@ -335,12 +337,12 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
 
   // Fleet mode: every accepted change, this host's included, comes back from the fleet's log, in
   // order; each is checked against this host's schemas, journaled here, then applied.
-  const fleetQueue: FleetRecord[] = [];
+  const fleetQueue: (FleetRecord | FleetSnapshot)[] = [];
   let draining: Promise<void> | undefined;
   const waiters = new Set<{ revision: number; resolve: () => void }>();
   const diverged = new Map<string, string>(); // app.key -> why this host keeps its last good value
-  const takeRecord = (record: FleetRecord) => {
-    fleetQueue.push(record);
+  const takeRecord = (item: FleetRecord | FleetSnapshot) => {
+    fleetQueue.push(item);
     // a transaction's records arrive one after another in the same turn: journal them with one fsync
     draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drainFleet).catch(stopOn);
   };
@@ -350,7 +352,57 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   };
   const untilRevision = (revision: number) =>
     table.revision >= revision ? Promise.resolve() : new Promise<void>((resolve) => waiters.add({ revision, resolve }));
-  const applyFleet = async (group: FleetRecord[]) => {
+  const applyFleet = async (items: (FleetRecord | FleetSnapshot)[]) => {
+    for (let from = 0; from < items.length; ) {
+      const item = items[from]!;
+      if ("lines" in item) {
+        await applyFleetState(item);
+        from++;
+        continue;
+      }
+      let to = from;
+      while (to < items.length && !("lines" in items[to]!)) to++;
+      await applyFleetRecords(items.slice(from, to) as FleetRecord[]);
+      from = to;
+    }
+    for (const waiter of waiters) {
+      if (table.revision < waiter.revision) continue;
+      waiters.delete(waiter);
+      waiter.resolve();
+    }
+  };
+  // This host was away past the records the fleet trimmed: it takes the fleet's state instead,
+  // journals it as a base block, and subscribers hear only the keys whose value changed.
+  const applyFleetState = async (snapshot: FleetSnapshot) => {
+    const apps = new Map<string, AppConfig>([...schemas].map(([app, schema]) => [app, schema.defaults]));
+    let text = `# base rev=${snapshot.revision} seq=${seq} time=${snapshot.time}\n`;
+    for (const line of snapshot.lines) {
+      const parsed = parseLine(line);
+      const info = parsed.kind === "change" ? schemas.get(parsed.app)?.key(parsed.path) : undefined;
+      const decoded = parsed.kind === "change" && typeof info === "object" ? decodeValue(parsed.valueText, info) : undefined;
+      if (parsed.kind !== "change" || !decoded?.ok) {
+        const reason = decoded && !decoded.ok ? decoded.reason : typeof info === "string" ? info : "not a change this host knows";
+        log.error({ revision: snapshot.revision, line: parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line, reason }, "this host's schemas refuse part of the fleet's state");
+        if (parsed.kind === "change") diverged.set(`${parsed.app}.${parsed.key}`, reason);
+        continue;
+      }
+      apps.set(parsed.app, setIn(apps.get(parsed.app) ?? {}, parsed.path, decoded.value));
+      text += `${line}\n`;
+    }
+    for (const [app, schema] of schemas) {
+      const config = structuredClone(apps.get(app)) as AppConfig;
+      const refusal = schema.validate(config) ? runValidators(schema, options.validators.get(app), config) : `${app}: ${schema.validate.errors?.[0]?.message ?? "invalid"}`;
+      if (refusal) {
+        diverged.set(app, refusal);
+        log.error({ revision: snapshot.revision, app, reason: refusal }, "this host's schemas refuse the fleet's state of an app: it keeps its own");
+        apps.set(app, table.config(app));
+      } else apps.set(app, config);
+    }
+    if (!(await persist(journal, text))) return;
+    table.applyAll(apps, snapshot.revision, "fleet-state", snapshot.time);
+    log.info({ revision: snapshot.revision }, "took the fleet's state (the changes this host missed were trimmed from the fleet's log)");
+  };
+  const applyFleetRecords = async (group: FleetRecord[]) => {
     const host = options.fleet!.host;
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
@@ -382,11 +434,26 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       else table.apply(change);
     }
     records += changes.length;
-    for (const waiter of waiters) {
-      if (table.revision < waiter.revision) continue;
-      waiters.delete(waiter);
-      waiter.resolve();
+  };
+  // The fleet's log in etcd stays bounded: every `keep` revisions, the host that commits saves
+  // the state and deletes the records older than the last `keep`.
+  const trimFleet = async (fleet: FleetLog) => {
+    const every = Math.max(options.compaction.keep, 100);
+    const { revision, apps } = table.snapshot();
+    const lines: string[] = [];
+    for (const [app, config] of Object.entries(apps)) {
+      const schema = schemas.get(app);
+      if (!schema) continue;
+      for (const [key, value] of Object.entries(config)) {
+        const info = schema.key([key]);
+        if (typeof info === "object") lines.push(encodeChange(app, key, value, info));
+      }
     }
+    const keepFrom = revision - options.compaction.keep + 1;
+    await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
+      (saved) => saved && log.info({ revision, keptFrom: keepFrom, every }, "trimmed the fleet's log in etcd"),
+      (error: unknown) => log.warn({ err: error }, "could not trim the fleet's log in etcd; trying again later"),
+    );
   };
   // An unreachable etcd holds the batch, as a failing disk does: retried with backoff until it
   // answers. True: committed; false: another host committed first; undefined: cdp is stopping.

@@ -3,7 +3,7 @@
 import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { FleetLog, type FleetRecord } from "../src/fleet.js";
+import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
@@ -45,8 +45,8 @@ describe("the fleet log on etcd", () => {
     const { endpoints } = await startEtcd();
     const writer = fleet(endpoints);
     await writer.commit(0, [record("ticker:interval:1001"), record("ticker:interval:1002")]);
-    const heard: FleetRecord[] = [];
-    const following = await fleet(endpoints).follow(1, (r) => heard.push(r));
+    const heard: (FleetRecord | FleetSnapshot)[] = [];
+    const following = await fleet(endpoints).follow(1, (item) => heard.push(item));
     afterThisTest(() => following.stop());
     await waitUntil(() => heard.length === 1);
     for (let head = 2; head < 40; head += 2) {
@@ -54,7 +54,7 @@ describe("the fleet log on etcd", () => {
     }
     await waitUntil(() => heard.length === 39);
     expect(heard.map((r) => r.revision)).toEqual(Array.from({ length: 39 }, (_, i) => i + 2));
-    expect(heard.at(-1)!.line).toBe("ticker:interval:1040");
+    expect(heard.at(-1)).toMatchObject({ line: "ticker:interval:1040" });
   });
 });
 
@@ -147,6 +147,35 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await appendFile(join(c.dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(a.dir)).length === 22);
     expect(await getConfig(a.dir, "ticker.interval")).toBe(1500);
+  });
+
+  it("keeps the fleet's log in etcd bounded, and a host away past the trimmed records takes the fleet's state", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = `etcd://${new URL(endpoints[0]!).host}`;
+    const trimming = ["--cluster", cluster, "--cluster-prefix", "/cdp/trim", "--keep-history", "5"];
+    const a = await tempDir();
+    await startWatch(a, [...trimming, "--cluster-host", "a"]);
+    const cDir = await tempDir();
+    const first = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
+    await appendFile(join(a, "cdp.new"), 'ticker:interval:1001\nticker:meta:{"from":"a"}\n');
+    await waitUntil(async () => (await journalOf(cDir)).length === 2);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+
+    await appendFile(join(a, "cdp.new"), Array.from({ length: 250 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
+    await waitUntil(async () => (await journalOf(a)).length === 252);
+    const log = fleet(endpoints, "/cdp/trim");
+    await waitUntil(async () => ((await log.snapshot())?.revision ?? 0) >= 200);
+    const kept = await log.recordsAfter(0);
+    expect(kept.length).toBeLessThan(100); // 252 committed, the older ones trimmed
+    expect(kept.at(-1)!.revision).toBe(252);
+
+    const again = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
+    expect(again.output()).toContain("took the fleet's state");
+    expect(await getConfig(cDir, "ticker")).toEqual(await getConfig(a, "ticker"));
+    expect(await readText(join(cDir, "cdp"))).toMatch(/^# base rev=2\d\d seq=/m);
+    await appendFile(join(cDir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => ((await getConfig(a, "ticker.interval")) as number) === 1500);
   });
 
   it("authenticates to etcd with --cluster-user and --cluster-password-file, and says so when etcd refuses", async () => {
