@@ -334,12 +334,7 @@ export async function compactJournal(path: string, state: JournalState, schemas:
 
   const time = new Date().toISOString();
   let text = `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
-  for (const [app, config] of base) {
-    const schema = schemas.get(app)!;
-    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
-      if (!isDeepStrictEqual(value, schema.defaults[key])) text += `${encodeChange(app, key, value, schema.key([key]) as KeyInfo)}\n`;
-    }
-  }
+  for (const line of stateLines(base, schemas)) text += `${line}\n`;
   for (const entry of kept) text += entry.record;
   if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });
 
@@ -373,6 +368,19 @@ export async function openJournal(path: string, state: JournalState): Promise<Du
   }
   else if (state.unterminated) await file.appendDurably("\n");
   return file;
+}
+
+/** A configuration as change lines: one per top-level key whose value is not its schema default. */
+export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas): string[] {
+  const lines: string[] = [];
+  for (const [app, config] of apps) {
+    const schema = schemas.get(app);
+    if (!schema) continue;
+    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
+      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo));
+    }
+  }
+  return lines;
 }
 
 /**

@@ -10,7 +10,6 @@ import {
   JOURNAL_FILE,
   changeRecord,
   compactJournal,
-  divergedRecord,
   encodeChange,
   openJournal,
   positionRecord,
@@ -20,16 +19,15 @@ import {
   vetoRecord,
   type Commit,
 } from "./journal.js";
-import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
-import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
+import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord } from "./fleet.js";
+import { FleetMember } from "./member.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable, type AppliedChange } from "./table.js";
-import { decodeValue, judgeLine, runValidators, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
-import { getIn, setIn, type AppConfig } from "./values.js";
-import { CdpError } from "./errors.js";
+import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
+import { getIn, type AppConfig } from "./values.js";
 import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 
 export interface PipelineOptions {
@@ -184,21 +182,20 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
       return;
     }
-    if (options.fleet) {
+    if (member) {
       // the fleet's log is the commit point: only if the fleet is still at the state the lines were judged against
       const rejectsBefore = rejects.size;
-      const committed = (await persist(rejects, rejectText)) && (await commitToFleet(options.fleet.log, judgedAt, fleetRecords));
+      const committed = (await persist(rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords));
       if (committed === undefined || committed === false) {
         if (committed === undefined || stopping) return log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
         await rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
         seq = seqBefore;
-        await untilRevision(await options.fleet.log.head());
+        await member.untilRevision(await options.fleet!.log.head());
         return handleBatch(batch);
       }
-      await untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
+      await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
       if (!last.accepted && !(await persist(journal, positionRecord(last.commit)))) return;
-      const every = Math.max(options.compaction.keep, 100);
-      if (Math.floor(table.revision / every) > Math.floor(judgedAt / every)) await trimFleet(options.fleet.log);
+      await member.trimIfDue(judgedAt);
     } else {
       if (!last.accepted) journalText += positionRecord(last.commit);
       if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
@@ -335,176 +332,32 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     }).catch(stopOn);
   });
 
-  // Fleet mode: every accepted change, this host's included, comes back from the fleet's log, in
-  // order; each is checked against this host's schemas, journaled here, then applied.
-  const fleetQueue: (FleetRecord | FleetSnapshot)[] = [];
-  let draining: Promise<void> | undefined;
-  const waiters = new Set<{ revision: number; resolve: () => void }>();
-  const diverged = new Map<string, string>(); // app.key -> why this host keeps its last good value
-  const takeRecord = (item: FleetRecord | FleetSnapshot) => {
-    fleetQueue.push(item);
-    // a transaction's records arrive one after another in the same turn: journal them with one fsync
-    draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drainFleet).catch(stopOn);
-  };
-  const drainFleet = async () => {
-    while (fleetQueue.length > 0) await applyFleet(fleetQueue.splice(0));
-    draining = undefined;
-  };
-  const untilRevision = (revision: number) =>
-    table.revision >= revision ? Promise.resolve() : new Promise<void>((resolve) => waiters.add({ revision, resolve }));
-  const applyFleet = async (items: (FleetRecord | FleetSnapshot)[]) => {
-    for (let from = 0; from < items.length; ) {
-      const item = items[from]!;
-      if ("lines" in item) {
-        await applyFleetState(item);
-        from++;
-        continue;
-      }
-      let to = from;
-      while (to < items.length && !("lines" in items[to]!)) to++;
-      await applyFleetRecords(items.slice(from, to) as FleetRecord[]);
-      from = to;
-    }
-    for (const waiter of waiters) {
-      if (table.revision < waiter.revision) continue;
-      waiters.delete(waiter);
-      waiter.resolve();
-    }
-  };
-  // This host was away past the records the fleet trimmed: it takes the fleet's state instead,
-  // journals it as a base block, and subscribers hear only the keys whose value changed.
-  const applyFleetState = async (snapshot: FleetSnapshot) => {
-    const apps = new Map<string, AppConfig>([...schemas].map(([app, schema]) => [app, schema.defaults]));
-    let text = `# base rev=${snapshot.revision} seq=${seq} time=${snapshot.time}\n`;
-    for (const line of snapshot.lines) {
-      const parsed = parseLine(line);
-      const info = parsed.kind === "change" ? schemas.get(parsed.app)?.key(parsed.path) : undefined;
-      const decoded = parsed.kind === "change" && typeof info === "object" ? decodeValue(parsed.valueText, info) : undefined;
-      if (parsed.kind !== "change" || !decoded?.ok) {
-        const reason = decoded && !decoded.ok ? decoded.reason : typeof info === "string" ? info : "not a change this host knows";
-        log.error({ revision: snapshot.revision, line: parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line, reason }, "this host's schemas refuse part of the fleet's state");
-        if (parsed.kind === "change") diverged.set(`${parsed.app}.${parsed.key}`, reason);
-        continue;
-      }
-      apps.set(parsed.app, setIn(apps.get(parsed.app) ?? {}, parsed.path, decoded.value));
-      text += `${line}\n`;
-    }
-    for (const [app, schema] of schemas) {
-      const config = structuredClone(apps.get(app)) as AppConfig;
-      const refusal = schema.validate(config) ? runValidators(schema, options.validators.get(app), config) : `${app}: ${schema.validate.errors?.[0]?.message ?? "invalid"}`;
-      if (refusal) {
-        diverged.set(app, refusal);
-        log.error({ revision: snapshot.revision, app, reason: refusal }, "this host's schemas refuse the fleet's state of an app: it keeps its own");
-        apps.set(app, table.config(app));
-      } else apps.set(app, config);
-    }
-    if (!(await persist(journal, text))) return;
-    table.applyAll(apps, snapshot.revision, "fleet-state", snapshot.time);
-    log.info({ revision: snapshot.revision }, "took the fleet's state (the changes this host missed were trimmed from the fleet's log)");
-  };
-  const applyFleetRecords = async (group: FleetRecord[]) => {
-    const host = options.fleet!.host;
-    const pending = new Map<string, AppConfig>();
-    const current = (app: string) => pending.get(app) ?? table.config(app);
-    const changes: (AppliedChange | number)[] = []; // a number: a revision this host refuses
-    let text = "";
-    for (const record of group) {
-      const own = record.host === host;
-      if (own) [seq, resumeAt] = [Math.max(seq, record.seq), record.position];
-      const source = `${record.host}:${record.source}`;
-      const parsed = parseLine(record.line);
-      const verdict = parsed.kind === "change" ? validateChange({ schemas, validators: options.validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
-      if (!verdict.ok) {
-        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
-        diverged.set(key, verdict.reason);
-        log.error({ revision: record.revision, key, reason: verdict.reason, from: record.host }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
-        text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
-        changes.push(record.revision);
-        continue;
-      }
-      const { change } = verdict;
-      diverged.delete(`${change.app}.${change.key}`);
-      pending.set(change.app, change.config);
-      text += changeRecord({ seq: own ? record.seq : seq, time: record.time, source, position: own ? record.position : undefined }, record.revision, record.line);
-      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time });
-    }
-    if (!(await persist(journal, text))) return;
-    for (const change of changes) {
-      if (typeof change === "number") table.advance(change);
-      else table.apply(change);
-    }
-    records += changes.length;
-  };
-  // The fleet's log in etcd stays bounded: every `keep` revisions, the host that commits saves
-  // the state and deletes the records older than the last `keep`.
-  const trimFleet = async (fleet: FleetLog) => {
-    const every = Math.max(options.compaction.keep, 100);
-    const { revision, apps } = table.snapshot();
-    const lines: string[] = [];
-    for (const [app, config] of Object.entries(apps)) {
-      const schema = schemas.get(app);
-      if (!schema) continue;
-      for (const [key, value] of Object.entries(config)) {
-        const info = schema.key([key]);
-        if (typeof info === "object") lines.push(encodeChange(app, key, value, info));
-      }
-    }
-    const keepFrom = revision - options.compaction.keep + 1;
-    await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
-      (saved) => saved && log.info({ revision, keptFrom: keepFrom, every }, "trimmed the fleet's log in etcd"),
-      (error: unknown) => log.warn({ err: error }, "could not trim the fleet's log in etcd; trying again later"),
-    );
-  };
-  // An unreachable etcd holds the batch, as a failing disk does: retried with backoff until it
-  // answers. True: committed; false: another host committed first; undefined: cdp is stopping.
-  const commitToFleet = async (fleet: FleetLog, after: number, list: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined> => {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        const committed = await fleet.commit(after, list);
-        held = undefined;
-        return committed;
-      } catch (error) {
-        held = `cannot reach etcd: ${(error as Error).message}`;
-        log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      if (stopping) return undefined;
-    }
-  };
-
-  // Fleet mode: catch up with the fleet before reading the inbox. While etcd cannot be reached,
-  // the host serves its journal's configuration and keeps trying; its inbox waits.
-  let following: { stop(): Promise<void> } | undefined;
-  const joinFleet = async (fleet: NonNullable<PipelineOptions["fleet"]>): Promise<boolean> => {
-    try {
-      const head = await fleet.log.head();
-      if (head < table.revision) {
-        throw new CdpError(
-          "bootstrap",
-          `${journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
-        );
-      }
-      following ??= await fleet.log.follow(table.revision, takeRecord);
-      await untilRevision(head);
-    } catch (error) {
-      if (error instanceof CdpError) throw error;
-      if (error instanceof EtcdAuthenticationFailedError || error instanceof EtcdPermissionDeniedError) {
-        throw new CdpError("usage", `etcd refused this host: ${error.message} (check --cluster-user, --cluster-password-file and the user's role)`);
-      }
-      held = `cannot reach etcd: ${(error as Error).message}`;
-      log.error({ err: error }, "cannot reach etcd: serving this host's last configuration, and trying again");
-      return false;
-    }
-    held = undefined;
-    log.info({ revision: table.revision, host: fleet.host }, "caught up with the fleet");
+  // Fleet mode: this host's changes are committed to the fleet's log and come back from it, with
+  // every other host's, in fleet order (see member.ts).
+  const member =
+    options.fleet &&
+    new FleetMember({
+      fleet: options.fleet.log,
+      host: options.fleet.host,
+      keep: options.compaction.keep,
+      table,
+      schemas,
+      validators: options.validators,
+      journalPath,
+      journal: (text) => persist(journal, text),
+      seq: () => seq,
+      stopping: () => stopping,
+      held: (reason) => (held = reason),
+      fault: stopOn,
+      log: log.child({ stage: "fleet" }),
+    });
+  // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
+  // While etcd cannot be reached it serves its journal's configuration and keeps trying.
+  const joined = async (first: boolean): Promise<boolean> => {
+    if (!member) return true;
+    if (!(first ? await member.join() : await member.joinLater())) return false;
+    if (member.own && member.own.seq > seq) [seq, resumeAt] = [member.own.seq, member.own.position];
     return true;
-  };
-  const joinLater = async (fleet: NonNullable<PipelineOptions["fleet"]>): Promise<boolean> => {
-    for (let delay = 500; !stopping; delay = Math.min(delay * 2, 5000)) {
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      if (!stopping && (await joinFleet(fleet))) return true;
-    }
-    return false;
   };
   const startReading = async () => {
     rejects = await openRejects(join(dir, REJECTS_FILE), seq);
@@ -514,20 +367,20 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
     log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
   };
-  const firstTry = !options.fleet || (await joinFleet(options.fleet));
+  const firstTry = await joined(true);
   if (firstTry) await startReading();
 
   const stopped = (async () => {
     try {
       if (!firstTry) {
-        if (!(await joinLater(options.fleet!)) || stopping) return;
+        if (!(await joined(false)) || stopping) return;
         await startReading();
       }
       for await (const batch of inbox!.batches()) await inTurn(() => handleBatch(batch));
       await turn;
       if (fault) throw fault;
     } finally {
-      await following?.stop();
+      await member?.stop();
       await closeSchemaWatch();
       await inbox?.close();
       await closeAll([journal, rejects].filter(Boolean));
@@ -549,11 +402,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       return inbox?.outages ?? 0;
     },
     get diverged() {
-      return diverged.size;
+      return member?.diverged.size ?? 0;
     },
     notReady: () => {
       if (stopping || fault) return "cdp is stopping";
-      const divergence = diverged.size > 0 ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
+      const divergence = member?.diverged.size ? `this host's schemas refuse fleet changes to ${[...member.diverged.keys()].join(", ")}` : undefined;
       return inbox?.unavailable ?? held ?? divergence;
     },
     stopped,

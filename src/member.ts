@@ -1,0 +1,240 @@
+// This host as a member of a fleet: it catches up with the fleet's log, applies every record in
+// fleet order (its own included) through the journal to the table, reports what its schemas
+// refuse, commits its batches (held and retried while etcd is away) and trims the log.
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
+import type { Logger } from "pino";
+import { CdpError } from "./errors.js";
+import type { FleetLog, FleetRecord, FleetSnapshot } from "./fleet.js";
+import type { InboxPosition } from "./inbox.js";
+import { changeRecord, divergedRecord, stateLines } from "./journal.js";
+import { parseLine } from "./parse.js";
+import type { Schemas } from "./schemas.js";
+import type { AppliedChange, ConfigTable } from "./table.js";
+import { decodeValue, runValidators, validateChange, type AppValidator } from "./validate.js";
+import { setIn, type AppConfig } from "./values.js";
+
+export interface MemberOptions {
+  fleet: FleetLog;
+  /** This host's name in the fleet's records. */
+  host: string;
+  /** Records kept in etcd when the log is trimmed (and how often, at least every 100 revisions). */
+  keep: number;
+  table: ConfigTable;
+  schemas: Schemas;
+  validators: Map<string, AppValidator[]>;
+  journalPath: string;
+  /** Append to this host's journal durably (retried while the disk refuses); false when cdp stops meanwhile. */
+  journal: (text: string) => Promise<boolean>;
+  /** How many inbox lines this host has processed: the seq of the journal's metadata. */
+  seq: () => number;
+  stopping: () => boolean;
+  /** Why etcd cannot be used right now, or undefined once it can (for /readyz). */
+  held: (reason: string | undefined) => void;
+  /** A fault that must stop cdp. */
+  fault: (error: unknown) => void;
+  log: Logger;
+}
+
+type Item = FleetRecord | FleetSnapshot;
+
+export class FleetMember {
+  /** app.key (or app) -> why this host keeps its last good value instead of the fleet's. */
+  readonly diverged = new Map<string, string>();
+  /** The last of this host's own records applied: after a crash, its inbox resumes there. */
+  own: { seq: number; position: InboxPosition } | undefined;
+  /** Changes applied, for compaction's count. */
+  applied = 0;
+  #options: MemberOptions;
+  #queue: Item[] = [];
+  #draining: Promise<void> | undefined;
+  #waiters = new Set<{ revision: number; resolve: () => void }>();
+  #following: { stop(): Promise<void> } | undefined;
+
+  constructor(options: MemberOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Catch up with the fleet: true once this host has applied every committed change; false when
+   * etcd cannot be reached (try again later). Throws a CdpError when this host cannot be a member.
+   */
+  async join(): Promise<boolean> {
+    const { fleet, table, log } = this.#options;
+    try {
+      const head = await fleet.head();
+      if (head < table.revision) {
+        throw new CdpError(
+          "bootstrap",
+          `${this.#options.journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
+        );
+      }
+      this.#following ??= await fleet.follow(table.revision, (item) => this.#take(item));
+      await this.untilRevision(head);
+    } catch (error) {
+      if (error instanceof CdpError) throw error;
+      if (error instanceof EtcdAuthenticationFailedError || error instanceof EtcdPermissionDeniedError) {
+        throw new CdpError("usage", `etcd refused this host: ${error.message} (check --cluster-user, --cluster-password-file and the user's role)`);
+      }
+      this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
+      log.error({ err: error }, "cannot reach etcd: serving this host's last configuration, and trying again");
+      return false;
+    }
+    this.#options.held(undefined);
+    log.info({ revision: table.revision, host: this.#options.host }, "caught up with the fleet");
+    return true;
+  }
+
+  /** Try `join` again with backoff until it succeeds (true) or cdp stops (false). */
+  async joinLater(): Promise<boolean> {
+    for (let delay = 500; !this.#options.stopping(); delay = Math.min(delay * 2, 5000)) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (!this.#options.stopping() && (await this.join())) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Commit records after revision `after`. An unreachable etcd holds the batch, as a failing disk
+   * does: retried with backoff. True: committed; false: another host committed first; undefined:
+   * cdp is stopping.
+   */
+  async commit(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const committed = await this.#options.fleet.commit(after, records);
+        this.#options.held(undefined);
+        return committed;
+      } catch (error) {
+        this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
+        this.#options.log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (this.#options.stopping()) return undefined;
+    }
+  }
+
+  /** Resolves once the table has reached `revision`. */
+  untilRevision(revision: number): Promise<void> {
+    if (this.#options.table.revision >= revision) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#waiters.add({ revision, resolve }));
+  }
+
+  /** After this host committed up to revision `from`…`to`: every `keep` revisions, save the state and trim the log. */
+  async trimIfDue(from: number): Promise<void> {
+    const { keep, table, fleet, schemas, log } = this.#options;
+    const every = Math.max(keep, 100);
+    if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
+    const { revision, apps } = table.snapshot();
+    const lines = stateLines(new Map(Object.entries(apps)), schemas);
+    const keepFrom = revision - keep + 1;
+    await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
+      (saved) => saved && log.info({ revision, keptFrom: keepFrom }, "trimmed the fleet's log in etcd"),
+      (error: unknown) => log.warn({ err: error }, "could not trim the fleet's log in etcd; trying again later"),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.#following?.stop();
+  }
+
+  // A transaction's records arrive one after another in the same turn: they are journaled with one fsync.
+  #take(item: Item): void {
+    this.#queue.push(item);
+    this.#draining ??= new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.#drain())
+      .catch((error: unknown) => this.#options.fault(error));
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const items = this.#queue.splice(0);
+      for (let from = 0; from < items.length; ) {
+        const item = items[from]!;
+        let to = from + 1;
+        if ("lines" in item) await this.#applyState(item);
+        else {
+          while (to < items.length && !("lines" in items[to]!)) to++;
+          await this.#applyRecords(items.slice(from, to) as FleetRecord[]);
+        }
+        from = to;
+      }
+      for (const waiter of this.#waiters) {
+        if (this.#options.table.revision < waiter.revision) continue;
+        this.#waiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+    this.#draining = undefined;
+  }
+
+  /** Records in fleet order: each checked against this host's schemas, journaled, then applied. */
+  async #applyRecords(records: FleetRecord[]): Promise<void> {
+    const { host, table, schemas, validators, log } = this.#options;
+    const pending = new Map<string, AppConfig>();
+    const current = (app: string) => pending.get(app) ?? table.config(app);
+    const changes: (AppliedChange | number)[] = []; // a number: a revision this host refuses
+    let text = "";
+    for (const record of records) {
+      const own = record.host === host;
+      if (own) this.own = { seq: record.seq, position: record.position };
+      const source = `${record.host}:${record.source}`;
+      const seq = own ? record.seq : this.#options.seq();
+      const parsed = parseLine(record.line);
+      const verdict = parsed.kind === "change" ? validateChange({ schemas, validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
+      if (!verdict.ok) {
+        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
+        this.diverged.set(key, verdict.reason);
+        log.error({ revision: record.revision, key, reason: verdict.reason, from: record.host }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
+        text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
+        changes.push(record.revision);
+        continue;
+      }
+      const { change } = verdict;
+      this.diverged.delete(`${change.app}.${change.key}`);
+      pending.set(change.app, change.config);
+      text += changeRecord({ seq, time: record.time, source, position: own ? record.position : undefined }, record.revision, record.line);
+      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time });
+    }
+    if (!(await this.#options.journal(text))) return;
+    for (const change of changes) {
+      if (typeof change === "number") table.advance(change);
+      else table.apply(change);
+    }
+    this.applied += changes.length;
+  }
+
+  /**
+   * This host was away past the records the fleet trimmed: it takes the fleet's state instead,
+   * journals it as a base block, and subscribers hear only the keys whose value changed.
+   */
+  async #applyState(snapshot: FleetSnapshot): Promise<void> {
+    const { table, schemas, validators, log } = this.#options;
+    const apps = new Map<string, AppConfig>([...schemas].map(([app, schema]) => [app, schema.defaults]));
+    let text = `# base rev=${snapshot.revision} seq=${this.#options.seq()} time=${snapshot.time}\n`;
+    for (const line of snapshot.lines) {
+      const parsed = parseLine(line);
+      const info = parsed.kind === "change" ? schemas.get(parsed.app)?.key(parsed.path) : undefined;
+      const decoded = parsed.kind === "change" && typeof info === "object" ? decodeValue(parsed.valueText, info) : undefined;
+      if (parsed.kind !== "change" || !decoded?.ok) {
+        const reason = decoded && !decoded.ok ? decoded.reason : typeof info === "string" ? info : "not a change this host knows";
+        log.error({ revision: snapshot.revision, line: parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line, reason }, "this host's schemas refuse part of the fleet's state");
+        if (parsed.kind === "change") this.diverged.set(`${parsed.app}.${parsed.key}`, reason);
+        continue;
+      }
+      apps.set(parsed.app, setIn(apps.get(parsed.app) ?? {}, parsed.path, decoded.value));
+      text += `${line}\n`;
+    }
+    for (const [app, schema] of schemas) {
+      const config = structuredClone(apps.get(app)) as AppConfig;
+      const refusal = schema.validate(config) ? runValidators(schema, validators.get(app), config) : `${app}: ${schema.validate.errors?.[0]?.message ?? "invalid"}`;
+      if (refusal) {
+        this.diverged.set(app, refusal);
+        log.error({ revision: snapshot.revision, app, reason: refusal }, "this host's schemas refuse the fleet's state of an app: it keeps its own");
+        apps.set(app, table.config(app));
+      } else apps.set(app, config);
+    }
+    if (!(await this.#options.journal(text))) return;
+    table.applyAll(apps, snapshot.revision, "fleet-state", snapshot.time);
+    log.info({ revision: snapshot.revision }, "took the fleet's state (the changes this host missed were trimmed from the fleet's log)");
+  }
+}
