@@ -32,6 +32,8 @@ export interface MemberOptions {
   held: (reason: string | undefined) => void;
   /** A fault that must stop cdp. */
   fault: (error: unknown) => void;
+  /** Called with how many changes were applied (for compaction's count). */
+  applied: (count: number) => void;
   log: Logger;
 }
 
@@ -42,8 +44,6 @@ export class FleetMember {
   readonly diverged = new Map<string, string>();
   /** The last of this host's own records applied: after a crash, its inbox resumes there. */
   own: { seq: number; position: InboxPosition } | undefined;
-  /** Changes applied, for compaction's count. */
-  applied = 0;
   #options: MemberOptions;
   #queue: Item[] = [];
   #draining: Promise<void> | undefined;
@@ -200,7 +200,7 @@ export class FleetMember {
       if (typeof change === "number") table.advance(change);
       else table.apply(change);
     }
-    this.applied += changes.length;
+    this.#options.applied(changes.length);
   }
 
   /**

@@ -194,7 +194,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         return handleBatch(batch);
       }
       await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
-      if (!last.accepted && !(await persist(journal, positionRecord(last.commit)))) return;
+      if (!last.accepted && !(await journalTurn(() => persist(journal, positionRecord(last.commit))))) return;
       await member.trimIfDue(judgedAt);
     } else {
       if (!last.accepted) journalText += positionRecord(last.commit);
@@ -213,13 +213,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     events.emit("batch", { accepted: applied.length, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
     if (!options.fleet) records += applied.length; // in a fleet, counted as they come back from its log
-    // not in a fleet yet: the follower appends to the journal outside the batches' turns, and
-    // compaction swaps the file under it
     if (!options.fleet && options.compaction.after > 0 && records >= options.compaction.after) {
       await compact().catch((error: unknown) => {
         if (error instanceof StorageFault) throw error;
-        records = 0; // try again after as many changes again
-        log.error({ err: error }, "compaction failed; the journal is left as it was");
+        compactionFailed(error);
       });
     }
   };
@@ -253,7 +250,21 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     log.warn({ ...fields, revision }, "change vetoed and reverted");
   };
 
-  // Between batches, so the journal is whole: rewrite it, then append to the new file.
+  // In a fleet, the member appends to the journal outside the batches' turns: every append and
+  // compaction there take turns of their own, so that compaction never swaps the file under a write.
+  let journalQueue: Promise<unknown> = Promise.resolve();
+  const journalTurn = <T>(task: () => Promise<T>): Promise<T> => {
+    const done = journalQueue.then(task);
+    journalQueue = done.catch(() => undefined);
+    return done;
+  };
+  const compactionFailed = (error: unknown) => {
+    records = 0; // try again after as many changes again
+    log.error({ err: error }, "compaction failed; the journal is left as it was");
+  };
+  // Between batches (in a fleet: between journal writes), so the journal is whole: rewrite it,
+  // then append to the new file. Not while this fleet host diverges: it reads those revisions
+  // again when its schemas catch up.
   const compact = async () => {
     const full = await replayJournal(journalPath, schemas, { validators: options.validators, history: true });
     const { before, after } = await compactJournal(journalPath, full, schemas, options.compaction.keep);
@@ -344,7 +355,14 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       schemas,
       validators: options.validators,
       journalPath,
-      journal: (text) => persist(journal, text),
+      journal: (text) => journalTurn(() => persist(journal, text)),
+      applied: (count) => {
+        records += count;
+        if (options.compaction.after > 0 && records >= options.compaction.after && member!.diverged.size === 0) {
+          records = 0; // counted again from the compacted journal's history
+          void journalTurn(() => compact().catch((error: unknown) => (error instanceof StorageFault ? stopOn(error) : compactionFailed(error))));
+        }
+      },
       seq: () => seq,
       stopping: () => stopping,
       held: (reason) => (held = reason),

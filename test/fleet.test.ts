@@ -178,6 +178,29 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await waitUntil(async () => ((await getConfig(a, "ticker.interval")) as number) === 1500);
   });
 
+  it("compacts a host's journal while the fleet's changes keep coming, and restarts from it", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = ["--cluster", `etcd://${new URL(endpoints[0]!).host}`, "--cluster-prefix", "/cdp/compact"];
+    const a = await tempDir();
+    await startWatch(a, [...cluster, "--cluster-host", "a"]);
+    const b = await tempDir();
+    const watchB = await startWatch(b, [...cluster, "--cluster-host", "b", "--compact-after", "50", "--keep-history", "10"]);
+    for (let i = 0; i < 4; i++) {
+      await appendFile(join(a, "cdp.new"), Array.from({ length: 40 }, (_, j) => `ticker:interval:${1001 + 40 * i + j}\n`).join(""));
+    }
+    await waitUntil(() => watchB.output().includes("compacted the journal"));
+    await waitUntil(async () => ((await getConfig(b, "ticker.interval")) as number) === 1160);
+    expect(await readText(join(b, "cdp"))).toMatch(/^# base rev=\d+ .*source=compaction/m);
+    expect((await journalOf(b)).length).toBeLessThan(160);
+    watchB.child.kill("SIGTERM");
+    expect(await watchB.exited).toBe(0);
+    await appendFile(join(a, "cdp.new"), "ticker:interval:1500\n");
+    await startWatch(b, [...cluster, "--cluster-host", "b", "--compact-after", "50", "--keep-history", "10"]);
+    await waitUntil(async () => ((await getConfig(b, "ticker.interval")) as number) === 1500);
+    const history = JSON.parse((await runCli(["history", "--dir", b, "--schemas", SCHEMAS, "--json", "--limit", "1"])).output) as { revision: number }[];
+    expect(history[0]!.revision).toBe(161);
+  });
+
   it("authenticates to etcd with --cluster-user and --cluster-password-file, and says so when etcd refuses", async () => {
     const etcd = await startEtcd();
     const gateway = etcd.endpoints[0]!;
