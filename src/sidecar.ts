@@ -6,6 +6,7 @@ import { isUtf8 } from "node:buffer";
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { CdpError } from "./errors.js";
@@ -18,7 +19,6 @@ import { withoutSecrets, type Schemas } from "./schemas.js";
 import { EventStream } from "./stream.js";
 import { submitLines } from "./submit.js";
 import type { Scope, Tokens } from "./tokens.js";
-import { join } from "node:path";
 
 export interface SidecarOptions {
   /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
