@@ -3,9 +3,9 @@ import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
-import { FleetLog } from "./fleet.js";
+import type { FleetLog } from "./fleet.js";
 import { startPipeline } from "./pipeline.js";
-import { startSidecar, type Sidecar } from "./sidecar.js";
+import type { Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
 import type { AppValidator } from "./validate.js";
@@ -96,7 +96,8 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   const log = options.logger ?? pino({ level: "info" }, pino.destination(2));
   const sidecar = options.http && (await serveHttp(options.http, log));
   const { cluster } = options;
-  const fleet = cluster && new FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
+  // the sidecar and etcd's client are loaded only when asked for: a plain watcher stays small
+  const fleet: FleetLog | undefined = cluster && new (await import("./fleet.js")).FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,
@@ -148,6 +149,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
 async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
   const tokens = http.tokenFile === undefined ? undefined : await readTokenFile(http.tokenFile);
   if (tokens?.warning) log.warn(tokens.warning);
+  const { startSidecar } = await import("./sidecar.js");
   return startSidecar({
     listen: http.listen,
     tokens,

@@ -19,8 +19,7 @@ import {
   vetoRecord,
   type Commit,
 } from "./journal.js";
-import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord } from "./fleet.js";
-import { FleetMember } from "./member.js";
+import type { FleetLog, FleetRecord } from "./fleet.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
@@ -123,10 +122,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // rejections, then commit the journal (the commit point), then tell the table.
   const events = new EventEmitter<PipelineEvents>();
   const handleBatch = async (batch: InboxBatch): Promise<void> => {
-    if (options.fleet && batch.lines.length > MAX_RECORDS_PER_COMMIT) {
+    if (member && batch.lines.length > member.maxRecordsPerCommit) {
       // one etcd transaction holds a bounded number of changes: commit a long batch in parts
-      for (let from = 0; from < batch.lines.length && !stopping; from += MAX_RECORDS_PER_COMMIT) {
-        await handleBatch({ file: batch.file, lines: batch.lines.slice(from, from + MAX_RECORDS_PER_COMMIT) });
+      for (let from = 0; from < batch.lines.length && !stopping; from += member.maxRecordsPerCommit) {
+        await handleBatch({ file: batch.file, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
       }
       return;
     }
@@ -345,9 +344,10 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
 
   // Fleet mode: this host's changes are committed to the fleet's log and come back from it, with
   // every other host's, in fleet order (see member.ts).
+  // loaded only in a fleet: etcd's client (gRPC, protobuf) costs a single host memory for nothing
   const member =
     options.fleet &&
-    new FleetMember({
+    new (await import("./member.js")).FleetMember({
       fleet: options.fleet.log,
       host: options.fleet.host,
       keep: options.compaction.keep,
