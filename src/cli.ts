@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
-import { startCdp, type ClusterOptions, type HttpOptions } from "./index.js";
+import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOptions } from "./index.js";
 import { INBOX_FILE } from "./inbox.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
 import { ensureDataDir, lockDataDir } from "./durable.js";
@@ -274,7 +274,7 @@ function noPositionals(positionals: string[], most = 0): void {
 async function watchCommand(values: Values, positionals: string[]): Promise<number> {
   noPositionals(positionals);
   const logger = createLogger(values);
-  const cdp = await startCdp({
+  const options: CdpOptions = {
     dir: required(values, "dir"),
     schemas: required(values, "schemas"),
     logger,
@@ -288,13 +288,19 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     keepHistory: positiveInteger(values, "keep-history", 1000, 0),
     http: httpOptions(values),
     cluster: await clusterOptions(values),
-  });
+  };
+  // listening from the start: a signal that arrives while cdp starts stops it once it has started
+  let cdp: Cdp | undefined;
+  let stopping = false;
   const stop = (signal: string) => {
     logger.info({ signal }, "stopping: finishing the batch in hand");
-    void cdp.stop();
+    stopping = true;
+    void cdp?.stop();
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
+  cdp = await startCdp(options);
+  if (stopping) void cdp.stop();
   try {
     await cdp.stopped;
   } catch (error) {

@@ -115,10 +115,16 @@ export class FleetMember {
     }
   }
 
-  /** Resolves once the table has reached `revision`. */
+  /** Resolves once the table has reached `revision`, or cdp stops (see `release`). */
   untilRevision(revision: number): Promise<void> {
-    if (this.#options.table.revision >= revision) return Promise.resolve();
+    if (this.#options.table.revision >= revision || this.#options.stopping()) return Promise.resolve();
     return new Promise<void>((resolve) => this.#waiters.add({ revision, resolve }));
+  }
+
+  /** cdp stops: nobody waits any longer for the log to reach a revision. */
+  release(): void {
+    for (const waiter of this.#waiters) waiter.resolve();
+    this.#waiters.clear();
   }
 
   /** After this host committed up to revision `from`…`to`: every `keep` revisions, save the state and trim the log. */

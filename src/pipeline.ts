@@ -20,6 +20,7 @@ import {
   type Commit,
 } from "./journal.js";
 import type { FleetLog, FleetRecord } from "./fleet.js";
+import type { FleetMember } from "./member.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
@@ -113,6 +114,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // opened once the fleet's changes are caught up: they may move the inbox position on
   let rejects!: DurableFile;
   let inbox: Inbox | undefined;
+  let member: FleetMember | undefined; // in a fleet (set up below, once persist and stopOn exist)
   let resumeAt = state.position;
 
   let seq = state.seq;
@@ -190,9 +192,12 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         await rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
         seq = seqBefore;
         await member.untilRevision(await options.fleet!.log.head());
-        return handleBatch(batch);
+        return stopping ? undefined : handleBatch(batch);
       }
       await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
+      if (table.revision < judgedAt + fleetRecords.length) {
+        return log.warn("stopping before the committed batch came back from the fleet's log: this host takes it from there at the next start");
+      }
       if (!last.accepted && !(await journalTurn(() => persist(journal, positionRecord(last.commit))))) return;
       await member.trimIfDue(judgedAt);
     } else {
@@ -304,6 +309,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let fault: unknown;
   const stopOn = (error: unknown) => {
     fault = error;
+    member?.release();
     void inbox?.close();
   };
 
@@ -345,7 +351,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // Fleet mode: this host's changes are committed to the fleet's log and come back from it, with
   // every other host's, in fleet order (see member.ts).
   // loaded only in a fleet: etcd's client (gRPC, protobuf) costs a single host memory for nothing
-  const member =
+  member =
     options.fleet &&
     new (await import("./member.js")).FleetMember({
       fleet: options.fleet.log,
@@ -430,6 +436,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     stopped,
     async stop() {
       stopping = true;
+      member?.release();
       await inbox?.close();
       await stopped;
     },
