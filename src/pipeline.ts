@@ -162,9 +162,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         const { change } = outcome;
         pending.set(change.app, change.config);
         const encoded = encodeChange(change.app, change.key, change.value, keyInfo(schemas, change));
-        journalText += changeRecord(commit, ++revision, encoded);
+        revision++;
+        // in a fleet the change is committed to the fleet's log; the member journals and applies it
         if (options.fleet) fleetRecords.push({ line: encoded, host: options.fleet.host, source, time, seq: commit.seq, position: commit.position! });
-        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: tentative(change, revision) });
+        else journalText += changeRecord(commit, revision, encoded);
+        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: options.fleet ? undefined : tentative(change, revision) });
         details?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
         if (logLines) {
           const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
