@@ -8,7 +8,7 @@ import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnap
 import type { InboxPosition } from "./inbox.js";
 import { changeRecord, divergedRecord, stateLines } from "./journal.js";
 import { parseLine } from "./parse.js";
-import type { Schemas } from "./schemas.js";
+import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
 import { decodeValue, runValidators, validateChange, type AppValidator } from "./validate.js";
 import { setIn, type AppConfig } from "./values.js";
@@ -113,6 +113,11 @@ export class FleetMember {
       await new Promise((resolve) => setTimeout(resolve, delay));
       if (this.#options.stopping()) return undefined;
     }
+  }
+
+  /** The fleet's revision now. */
+  head(): Promise<number> {
+    return this.#options.fleet.head();
   }
 
   /** Resolves once the table has reached `revision`, or cdp stops (see `release`). */
@@ -234,7 +239,7 @@ export class FleetMember {
     }
     for (const [app, schema] of schemas) {
       const config = structuredClone(apps.get(app)) as AppConfig;
-      const refusal = schema.validate(config) ? runValidators(schema, validators.get(app), config) : `${app}: ${schema.validate.errors?.[0]?.message ?? "invalid"}`;
+      const refusal = schema.validate(config) ? runValidators(schema, validators.get(app), config) : describeSchemaError(schema, schema.validate.errors![0]!, config);
       if (refusal) {
         this.diverged.set(app, refusal);
         log.error({ revision: snapshot.revision, app, reason: refusal }, "this host's schemas refuse the fleet's state of an app: it keeps its own");

@@ -193,7 +193,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         if (committed === undefined || stopping) return log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
         await rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
         seq = seqBefore;
-        await member.untilRevision(await options.fleet!.log.head());
+        await member.untilRevision(await member.head());
         return stopping ? undefined : handleBatch(batch);
       }
       await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
