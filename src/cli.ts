@@ -2,7 +2,7 @@
 // The `cdp` command: a thin layer over the pipeline. `main` is callable from tests;
 // only the last line of this file exits the process.
 import { realpathSync } from "node:fs";
-import { appendFile, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { fileURLToPath } from "node:url";
@@ -11,6 +11,7 @@ import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
 import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOptions } from "./index.js";
 import { INBOX_FILE } from "./inbox.js";
+import { appendToInbox } from "./submit.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
 import { ensureDataDir, lockDataDir } from "./durable.js";
 import { judgeInSequence } from "./validate.js";
@@ -380,7 +381,7 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
 /** Append lines to the inbox with one write in append mode: concurrent writers never interleave within it. */
 async function queueLines(dir: string, lines: string[], io: Io): Promise<void> {
   await ensureDataDir(dir);
-  await appendFile(join(dir, INBOX_FILE), lines.map((line) => `${line}\n`).join(""), { mode: 0o600 });
+  await appendToInbox(dir, lines.map((line) => `${line}\n`).join(""));
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
 }
 

@@ -1,43 +1,29 @@
 // Stage 1: tail `cdp.new`: read complete lines from the saved position, in order, across
-// rotation and truncation. File-system events are only hints (chokidar throttles and drops
-// them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means
-// "read from the saved position to the end"; the file's identity is checked on every read.
-import { isUtf8 } from "node:buffer";
-import { fstatSync, readSync, statSync, watch as fsWatch } from "node:fs";
-import { open, readdir, stat, type FileHandle } from "node:fs/promises";
+// rotation, truncation and re-saves. File-system events are only hints (chokidar throttles and
+// drops them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means
+// "read from the saved position to the end"; rotation.ts decides which file comes next, tail.ts
+// reads one file.
+import { createHash } from "node:crypto";
+import { lstatSync, watch as fsWatch } from "node:fs";
+import { stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
+import { findCopy, identityOf, INBOX_FILE, isInboxName, listInboxFiles, Moved, notRegular, openRegular, resumeIn, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
+import { TailedFile, type InboxLine } from "./tail.js";
 
-export const INBOX_FILE = "cdp.new";
-
-/** Where reading stands: the file (by identity, not name), the byte offset and the last line number. */
-export interface InboxPosition {
-  file: string;
-  offset: number;
-  line: number;
-}
-
-/** One complete line of the inbox. */
-export interface InboxLine {
-  /** The line without "\n" and a trailing "\r"; cut to the length limit when too long. */
-  text: string;
-  /** 1-based line number in its file. */
-  number: number;
-  /** The byte offset just after this line's newline: where reading resumes after it. */
-  end: number;
-  /** Its length in bytes (without the newline), when over the limit. */
-  tooLong?: number;
-  /** The bytes are not valid UTF-8. */
-  notUtf8?: boolean;
-  /** The file was replaced before this last line got its newline. */
-  unterminated?: boolean;
-}
+export { INBOX_FILE, type InboxPosition } from "./rotation.js";
+export { CUT_SHORT, linesOf, toInboxLine, type InboxLine } from "./tail.js";
 
 export interface InboxBatch {
   file: string;
   lines: InboxLine[];
+  /**
+   * Lines a writer appended to a file after cdp had finished it (it held the file open across a
+   * rotation): the position to record is where reading stands, not in that file.
+   */
+  late?: InboxPosition;
 }
 
 /** How the inbox is read and supervised (resolved once, from the CLI or the library options). */
@@ -60,60 +46,16 @@ export interface InboxOptions extends InboxSettings {
   log: Logger;
   /** The position committed in the journal, if any. */
   resumeAt: InboxPosition | undefined;
+  /** When that position was committed (ms): rotated files written since then are unread. */
+  resumeSince?: number;
 }
 
 /** While the inbox is unavailable, it is tried again this often. */
 const RETRY_MS = 1000;
-
-// A batch is at most one chunk of lines: it bounds memory and how long a stop waits for the batch in hand.
-const CHUNK = 256 << 10;
-
-/** A line from its bytes (at most maxLineBytes of them) and its full length, both without "\n". */
-export function toInboxLine(bytes: Buffer, length: number, number: number, end: number, maxLineBytes: number): InboxLine {
-  const cut = length > maxLineBytes;
-  const content = !cut && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, -1) : bytes;
-  const line: InboxLine = { text: content.toString("utf8"), number, end };
-  if (cut) line.tooLong = length;
-  else if (!isUtf8(content)) line.notUtf8 = true;
-  return line;
-}
-
-/** The lines of a whole text (for `cdp check`); a last line without "\n" counts as complete. */
-export function linesOf(text: Buffer, maxLineBytes: number): InboxLine[] {
-  const lines: InboxLine[] = [];
-  for (let from = 0, number = 1; from < text.length; number++) {
-    const newline = text.indexOf(0x0a, from);
-    const end = newline === -1 ? text.length : newline;
-    const bytes = text.subarray(from, Math.min(end, from + maxLineBytes));
-    lines.push(toInboxLine(bytes, end - from, number, end + 1, maxLineBytes));
-    from = end + 1;
-  }
-  return lines;
-}
-
-/** Identity of a file that survives renames: inode plus birth time (an inode number can be reused). */
-async function identify(handle: FileHandle): Promise<{ id: string; size: number }> {
-  const info = await handle.stat({ bigint: true });
-  return { id: `${info.ino}-${info.birthtimeNs}`, size: Number(info.size) };
-}
-
-interface OpenFile {
-  path: string;
-  handle: FileHandle;
-  id: string;
-  size: number;
-}
-
-async function openIfPresent(path: string): Promise<OpenFile | undefined> {
-  let handle: FileHandle;
-  try {
-    handle = await open(path, "r");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
-  }
-  return { path, handle, ...(await identify(handle)) };
-}
+/** A file finished because it was rotated is still read this long, for writers that had it open. */
+const LATE_MS = 5000;
+/** At most this many finished files are read for late lines (each holds a descriptor). */
+const LATE_FILES = 32;
 
 export class Inbox {
   readonly path: string;
@@ -130,20 +72,19 @@ export class Inbox {
   #wake: (() => void) | undefined;
   #whenClosed: (() => void) | undefined;
 
-  #handle: FileHandle | undefined;
-  #file = "";
-  #offset = 0; // bytes read so far, complete lines and pending part
-  #line = 0;
-  #buffer = Buffer.allocUnsafe(CHUNK); // read into again and again: lines are decoded before the next read
-  #pending: Buffer[] = []; // the incomplete last line, at most maxLineBytes of it
-  #pendingKept = 0;
-  #pendingLength = 0;
+  #current: TailedFile | undefined;
   #resumeAt: InboxPosition | undefined;
+  // The last file read to its end; before any, the journal's file (or none) as of when it was
+  // committed (or cdp started): files modified since then are unread.
+  #finished: InboxPosition & { modifiedNs: bigint };
+  #late: { file: TailedFile; until: number }[] = [];
 
   constructor(options: InboxOptions) {
     this.#options = options;
     this.path = join(options.dir, INBOX_FILE);
     this.#resumeAt = options.resumeAt;
+    const since = options.resumeAt ? (options.resumeSince ?? Date.now()) : Date.now();
+    this.#finished = { file: options.resumeAt?.file ?? "", offset: 0, line: 0, modifiedNs: BigInt(Math.floor(since)) * 1_000_000n };
   }
 
   /** Start watching; resolves once the watch is in place. */
@@ -163,7 +104,7 @@ export class Inbox {
     this.#appends?.close();
     try {
       this.#appends = fsWatch(dir, (_event, name) => {
-        if (!name || name === INBOX_FILE) this.#hint();
+        if (!name || isInboxName(name)) this.#hint();
       });
       this.#appends.on("error", () => this.#hint());
     } catch (error) {
@@ -196,8 +137,9 @@ export class Inbox {
         if (!this.#hinted && !this.#closed) await new Promise<void>((resolve) => (this.#wake = resolve));
       }
     } finally {
-      await this.#handle?.close();
-      this.#handle = undefined;
+      await this.#current?.close();
+      this.#current = undefined;
+      await Promise.allSettled(this.#late.splice(0).map(({ file }) => file.close()));
     }
   }
 
@@ -234,24 +176,31 @@ export class Inbox {
       if (this.#outageSince !== undefined) await this.#recovered();
       return batch;
     } catch (error) {
-      await this.#handle?.close().catch(() => undefined);
-      this.#handle = undefined;
+      await this.#current?.close().catch(() => undefined);
+      this.#current = undefined;
       this.#unavailable(error as NodeJS.ErrnoException);
       return undefined;
     }
   }
 
   async #readAvailable(): Promise<InboxBatch | undefined> {
+    const late = await this.#readLate();
+    if (late) return late;
     for (;;) {
-      if (!this.#handle && !(await this.#openCurrent())) {
+      if (!this.#current && !(await this.#openNext())) {
         await stat(this.#options.dir); // a missing file is normal, a missing directory an outage
         return undefined;
       }
-      const lines = await this.#readLines();
+      const current = this.#current!;
+      const lines = current.readLines();
+      if (lines === "changed") {
+        await this.#rewritten(current);
+        continue;
+      }
       if (lines === undefined) continue; // only part of a line so far: read on
-      if (lines.length > 0) return { file: this.#file, lines };
-      if (this.#pendingLength > 0) this.#options.log.debug({ line: this.#line + 1, bytes: this.#pendingLength }, "waiting for the rest of a line");
-      const end = await this.#atEnd();
+      if (lines.length > 0) return { file: current.id, lines };
+      if (current.pending > 0) this.#options.log.debug({ line: current.mark.line + 1, bytes: current.pending }, "waiting for the rest of a line");
+      const end = await this.#atEnd(current);
       if (end === "idle") return undefined;
       if (end !== "read on") return end;
     }
@@ -285,122 +234,157 @@ export class Inbox {
     if (this.#options.watchEvents) await this.#watch(); // the old watch may have died with the directory
   }
 
-  /**
-   * Open cdp.new if it exists. At start, resume at the journal's position only in the very file
-   * it names (by identity): if cdp.new was rotated while cdp was down, the rest of the old file,
-   * when it is still in the directory, is read first.
-   */
-  async #openCurrent(): Promise<boolean> {
-    const resume = this.#resumeAt;
-    this.#resumeAt = undefined;
-    const current = await openIfPresent(this.path);
-    if (resume && current?.id !== resume.file) {
-      const rotated = await this.#findRotated(resume.file);
-      if (rotated && rotated.size >= resume.offset) {
-        await current?.handle.close();
-        this.#options.log.info({ path: rotated.path }, "the inbox was rotated while cdp was stopped; reading the rest of the old file first");
-        return this.#use(rotated, resume);
+  /** Open the next file to read: at start where the journal left off, then whatever follows the file finished. */
+  async #openNext(): Promise<boolean> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.#openNextListed();
+      } catch (error) {
+        if (!(error instanceof Moved) || tries === 10) throw error;
       }
     }
-    if (!current) return false;
-    if (resume && (current.id !== resume.file || current.size < resume.offset)) {
-      this.#options.log.warn({ path: this.path }, "the inbox is not the file cdp last read (or is shorter); reading it from the start");
-    }
-    return this.#use(current, resume);
   }
 
-  #use(file: OpenFile, resume: InboxPosition | undefined): true {
-    const resumable = resume !== undefined && resume.file === file.id && resume.offset <= file.size;
-    this.#handle = file.handle;
-    this.#file = file.id;
-    this.#offset = resumable ? resume.offset : 0;
-    this.#line = resumable ? resume.line : 0;
-    this.#resetPending();
+  async #openNextListed(): Promise<boolean> {
+    const here = lstatSync(this.path, { throwIfNoEntry: false });
+    const why = here && notRegular(here, this.path);
+    if (why) throw Object.assign(new Error(why), { code: "ENOTREG" });
+    const files = await listInboxFiles(this.#options.dir);
+    const resume = this.#resumeAt;
+    if (resume && (await this.#resume(files, resume))) return true;
+    this.#resumeAt = undefined;
+    // what follows the finished file: the files after it in rotation order; when it is gone, those written after it
+    const finished = this.#finished;
+    const at = files.findIndex((file) => file.id === finished.file);
+    const next = at >= 0 ? files[at + 1] : files.find((file) => file.name === INBOX_FILE || file.modifiedNs > finished.modifiedNs);
+    if (!next || this.#late.some(({ file }) => file.id === next.id)) return false;
+    const resaved = finished.offset > 0 && (await resumeIn(next, finished)); // an editor's save: the same bytes, and maybe more
+    if (resaved) {
+      this.#options.log.info({ path: next.path }, "the inbox was saved again as a new file with the same lines: reading on after them");
+      return this.#use(new TailedFile(resaved, finished.line, this.#options.maxLineBytes));
+    }
+    if (at < 0 && finished.file !== "" && next.name !== INBOX_FILE) this.#options.log.warn({ path: next.path }, "the inbox file cdp was reading is gone: reading the rotated files written since, oldest first");
+    return this.#start(next);
+  }
+
+  /**
+   * At start: the file the journal names, at its position, if it still holds the bytes read before
+   * (renamed or not); otherwise the copy that holds them (copytruncate, an editor's save), or the
+   * file from its start. False when the file is gone: then what was written since is read.
+   */
+  async #resume(files: InboxFile[], resume: InboxPosition): Promise<boolean> {
+    const { log, maxLineBytes } = this.#options;
+    const same = files.find((file) => file.id === resume.file);
+    const there = same && (await resumeIn(same, resume));
+    if (there) {
+      if (there.file.name !== INBOX_FILE) log.info({ path: there.file.path }, "the inbox was rotated while cdp was stopped: reading the rest of the old file first");
+      return this.#use(new TailedFile(there, resume.line, maxLineBytes));
+    }
+    const copy = await findCopy(files.filter((file) => file.id !== resume.file).reverse(), resume);
+    if (copy) {
+      log.info({ path: copy.file.path }, same ? "the inbox was copied and truncated while cdp was stopped: reading the rest of the copy first" : "the inbox was saved again as a new file: reading on after the lines already read");
+      return this.#use(new TailedFile(copy, resume.line, maxLineBytes));
+    }
+    if (same) {
+      log.warn({ path: same.path }, "the inbox was truncated or rewritten while cdp was stopped and no copy of the lines read is left: reading it from the start");
+      return this.#start(same);
+    }
+    return false;
+  }
+
+  async #start(file: InboxFile | undefined): Promise<boolean> {
+    const handle = file && (await openRegular(file.path, file.id));
+    if (!file || !handle) return false;
+    return this.#use(new TailedFile({ file, handle, hash: createHash("sha256"), offset: 0 }, 0, this.#options.maxLineBytes));
+  }
+
+  #use(file: TailedFile): true {
+    this.#current = file;
+    this.#resumeAt = undefined;
     return true;
   }
 
-  /** A file in the data directory with this identity (cdp.new renamed by a log rotator). */
-  async #findRotated(id: string): Promise<OpenFile | undefined> {
-    for (const name of await readdir(this.#options.dir)) {
-      if (name === INBOX_FILE || !name.startsWith(INBOX_FILE)) continue;
-      const path = join(this.#options.dir, name);
-      const info = await stat(path, { bigint: true }).catch(() => undefined);
-      if (!info?.isFile() || `${info.ino}-${info.birthtimeNs}` !== id) continue;
-      const file = await openIfPresent(path).catch(() => undefined);
-      if (file?.id === id) return file;
-      await file?.handle.close();
+  /**
+   * cdp.new is still the file being read, but it was truncated (and maybe written again). Where
+   * a copy of it holds the lines read so far (logrotate's copytruncate), the rest of the copy is
+   * read first; then cdp.new from its start.
+   */
+  async #rewritten(current: TailedFile): Promise<void> {
+    const { log, maxLineBytes } = this.#options;
+    const copy = await this.#findCopy(current);
+    if (copy) {
+      log.info({ path: copy.file.path }, "the inbox was copied and truncated: reading the rest of the copy first");
+      await current.close();
+      this.#use(new TailedFile(copy, current.mark.line, maxLineBytes));
+      return;
+    }
+    log.warn({ path: this.path }, "the inbox was truncated; reading it from the start");
+    current.restart();
+  }
+
+  async #findCopy(current: TailedFile): Promise<Resumed | undefined> {
+    for (let tries = 1; ; tries++) {
+      const files = await listInboxFiles(this.#options.dir);
+      try {
+        return await findCopy(files.filter((file) => file.id !== current.id).reverse(), current.mark);
+      } catch (error) {
+        if (!(error instanceof Moved) || tries === 10) throw error;
+      }
+    }
+  }
+
+  /**
+   * At the end of the file: is it still cdp.new, and as long as what was read? A file that is no
+   * longer cdp.new (rotated, replaced, removed, or a rotated file read at start) is finished: it is
+   * still read for late lines a while, and the next read opens what follows it.
+   */
+  async #atEnd(current: TailedFile): Promise<"idle" | "read on" | InboxBatch> {
+    // Synchronous stats (microseconds): this check follows every read, and two thread-pool trips
+    // here delayed the next line's read by a good part of a millisecond (npm run bench).
+    const info = lstatSync(this.path, { bigint: true, throwIfNoEntry: false });
+    const now = info?.isFile() ? identityOf(info) : undefined;
+    if (now === current.id) {
+      if (!current.shrunk()) return "idle";
+      await this.#rewritten(current);
+      return "read on";
+    }
+    // lines may have come between the last read and the rename: read to the very end first
+    const open = current.stat();
+    if (Number(open.size) > current.end.offset) return "read on";
+    this.#finished = { ...current.end, modifiedNs: open.mtimeNs };
+    this.#current = undefined;
+    this.#late.push({ file: current, until: Date.now() + LATE_MS });
+    if (this.#late.length > LATE_FILES) await this.#retire(this.#late.shift()!);
+    this.#options.log.info({ path: this.path }, now ? "finished an inbox file that is no longer cdp.new; reading what follows it" : "the inbox was removed");
+    return "read on";
+  }
+
+  /** Lines appended to a finished file by a writer that had it open; a file past its time is closed. */
+  async #readLate(): Promise<InboxBatch | undefined> {
+    const now = Date.now();
+    for (const entry of [...this.#late]) {
+      const lines = entry.file.readLines();
+      if (Array.isArray(lines) && lines.length > 0) return this.#lateBatch(entry.file, lines);
+      if (now < entry.until) continue;
+      this.#late.splice(this.#late.indexOf(entry), 1);
+      const last = await this.#retire(entry);
+      if (last) return last;
     }
     return undefined;
   }
 
-  /** Complete lines from the next chunk; [] at the end of the file, undefined for a chunk with no newline. */
-  async #readLines(): Promise<InboxLine[] | undefined> {
-    const buffer = this.#buffer;
-    // A synchronous read: from the page cache it takes microseconds, while a trip through
-    // libuv's thread pool costs a good part of the echo->subscriber latency (npm run bench).
-    const bytesRead = readSync(this.#handle!.fd, buffer, 0, CHUNK, this.#offset);
-    if (bytesRead === 0) return [];
-    const chunk = buffer.subarray(0, bytesRead);
-    const start = this.#offset;
-    this.#offset += bytesRead;
-    const lines: InboxLine[] = [];
-    let from = 0;
-    for (let newline = chunk.indexOf(0x0a); newline !== -1; newline = chunk.indexOf(0x0a, from)) {
-      this.#keep(chunk.subarray(from, newline));
-      lines.push(this.#takeLine(start + newline + 1));
-      from = newline + 1;
-    }
-    this.#keep(chunk.subarray(from), true); // the buffer is read into again: keep a copy
-    return lines.length > 0 ? lines : undefined;
+  /** Close a finished file; its unterminated last line comes back as a batch of its own: its newline can never come now. */
+  async #retire({ file }: { file: TailedFile }): Promise<InboxBatch | undefined> {
+    const last = file.takeUnterminated();
+    await file.close();
+    return last && this.#lateBatch(file, [last]);
   }
 
-  // Keep at most maxLineBytes of a line: a longer one is rejected, never buffered without bound.
-  #keep(bytes: Buffer, copy = false): void {
-    this.#pendingLength += bytes.length;
-    const room = this.#options.maxLineBytes - this.#pendingKept;
-    if (room <= 0 || bytes.length === 0) return;
-    const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
-    this.#pending.push(copy ? Buffer.from(kept) : kept);
-    this.#pendingKept += kept.length;
-  }
-
-  #takeLine(end: number, unterminated = false): InboxLine {
-    const bytes = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending);
-    const line = toInboxLine(bytes, this.#pendingLength, ++this.#line, end, this.#options.maxLineBytes);
-    if (unterminated) line.unterminated = true;
-    this.#resetPending();
-    return line;
-  }
-
-  #resetPending(): void {
-    this.#pending = [];
-    this.#pendingKept = 0;
-    this.#pendingLength = 0;
-  }
-
-  /**
-   * At the end of the file: has cdp.new been replaced, deleted or truncated since it was opened?
-   * A replaced file's unterminated last line comes back as a batch of its own: its newline can
-   * never arrive now. Then the next read opens the new file from its start.
-   */
-  async #atEnd(): Promise<"idle" | "read on" | InboxBatch> {
-    // Synchronous stats (microseconds): this check follows every read, and two thread-pool trips
-    // here delayed the next line's read by a good part of a millisecond (npm run bench).
-    const info = statSync(this.path, { bigint: true, throwIfNoEntry: false });
-    const now = info && `${info.ino}-${info.birthtimeNs}`;
-    if (now === this.#file) {
-      if (Number(fstatSync(this.#handle!.fd).size) >= this.#offset) return "idle";
-      this.#options.log.warn({ path: this.path }, "the inbox was truncated; reading it from the start");
-      this.#offset = 0;
-      this.#line = 0;
-      this.#resetPending();
-      return "read on";
-    }
-    const last = this.#pendingLength > 0 ? this.#takeLine(this.#offset, true) : undefined;
-    const file = this.#file;
-    await this.#handle!.close();
-    this.#handle = undefined;
-    this.#options.log.info({ path: this.path }, now ? "the inbox was replaced; reading the new file" : "the inbox was removed");
-    return last ? { file, lines: [last] } : "read on";
+  #lateBatch(file: TailedFile, lines: InboxLine[]): InboxBatch {
+    if (this.#finished.file === file.id) this.#finished = { ...file.end, modifiedNs: this.#finished.modifiedNs };
+    // where reading stands stays where it is: in the file being read, or at the end of the last one finished
+    const { modifiedNs: _, ...finished } = this.#finished;
+    const cursor = this.#current?.mark ?? finished;
+    return { file: file.id, lines, ...(cursor.file === file.id ? {} : { late: cursor }) };
   }
 }

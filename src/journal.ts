@@ -29,6 +29,8 @@ export interface JournalState {
   seq: number;
   /** The inbox position after the last committed line, if cdp has processed any. */
   position: InboxPosition | undefined;
+  /** When that position was committed (ms since the epoch). */
+  positionTime?: number;
   /** Byte length of the journal's valid part (a torn last record is not counted). */
   length: number;
   /** The torn last record, if a crash cut an append short. */
@@ -122,6 +124,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
       if (meta.position) {
         state.seq = meta.seq!;
         state.position = meta.position;
+        state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
       }
       return;
     }
@@ -242,14 +245,16 @@ interface Meta {
 }
 
 // The form of almost every record's comment, read with one match (replay reads one per change).
-const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=(\S+)@(\d+)$/;
+const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=([^\s@]+)@(\d+)(?:\/([0-9a-f]+))?$/;
 
 /** The fields of one of cdp's metadata comments; any other comment yields nothing. */
 export function readMeta(comment: string): Meta {
   const record = RECORD_META.exec(comment);
   if (record) {
-    const [, rev, seq, time, name, line, file, offset] = record;
-    const meta: Meta = { seq: Number(seq), time, source: `${name}:${line}`, position: { file: file!, offset: Number(offset), line: Number(line) } };
+    const [, rev, seq, time, name, line, file, offset, check] = record;
+    const position: InboxPosition = { file: file!, offset: Number(offset), line: Number(line) };
+    if (check !== undefined) position.check = check;
+    const meta: Meta = { seq: Number(seq), time, source: `${name}:${line}`, position };
     if (rev !== undefined) meta.rev = Number(rev);
     return meta;
   }
@@ -264,15 +269,19 @@ export function readMeta(comment: string): Meta {
   meta.time = fields.get("time");
   meta.source = fields.get("source");
   if (reason !== undefined) meta.reason = reason;
-  const inbox = /^(.+)@(\d+)$/.exec(fields.get("inbox") ?? "");
+  const inbox = /^(.+)@(\d+)(?:\/([0-9a-f]+))?$/.exec(fields.get("inbox") ?? "");
   const line = /:(\d+)$/.exec(fields.get("source") ?? "");
-  if (inbox && line) meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };
+  if (inbox && line) {
+    meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };
+    if (inbox[3] !== undefined) meta.position.check = inbox[3];
+  }
   return meta;
 }
 
 function metaLine(commit: Commit, revision?: number): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
-  const inbox = commit.position ? ` inbox=${commit.position.file}@${commit.position.offset}` : "";
+  const position = commit.position;
+  const inbox = position ? ` inbox=${position.file}@${position.offset}${position.check === undefined ? "" : `/${position.check}`}` : "";
   return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}\n`;
 }
 

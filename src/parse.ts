@@ -29,7 +29,14 @@ interface Chart {
  * @example parseLine("ticker:interval:1500") // { kind: "change", app: "ticker", key: "interval", ... }
  */
 export function parseLine(text: string): ParsedLine {
-  return parseCommonLine(text) ?? parseWithGrammar(text);
+  return strayReturn(text) ?? parseCommonLine(text) ?? parseWithGrammar(text);
+}
+
+// A bare "\r" hides what comes after it on a terminal (`app:k:a\rapp:k:b` shows as `app:k:b`):
+// only one just before the newline is taken (and dropped before a line gets here).
+function strayReturn(text: string): ParsedLine | undefined {
+  const at = text.indexOf("\r");
+  return at === -1 ? undefined : error(at, "a carriage return (\\r) may only end a line, just before its newline");
 }
 
 // The shapes almost every line has, recognised without building an Earley chart (a benchmark
@@ -51,6 +58,8 @@ function parseCommonLine(text: string): ParsedLine | undefined {
 
 /** Parse by the nearley grammar alone (exported for the test that holds the fast path to it). */
 export function parseWithGrammar(text: string): ParsedLine {
+  const stray = strayReturn(text);
+  if (stray) return stray;
   const tooDeep = segmentLimit(text);
   if (tooDeep !== undefined) return error(tooDeep, `a key may have at most ${MAX_SEGMENTS} segments`);
   const parser = new nearley.Parser(compiled);

@@ -116,6 +116,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let inbox: Inbox | undefined;
   let member: FleetMember | undefined; // in a fleet (set up below, once persist and stopOn exist)
   let resumeAt = state.position;
+  const resumeSince = state.positionTime;
 
   let seq = state.seq;
   let records = state.records;
@@ -127,7 +128,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     if (member && batch.lines.length > member.maxRecordsPerCommit) {
       // one etcd transaction holds a bounded number of changes: commit a long batch in parts
       for (let from = 0; from < batch.lines.length && !stopping; from += member.maxRecordsPerCommit) {
-        await handleBatch({ file: batch.file, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
+        await handleBatch({ ...batch, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
       }
       return;
     }
@@ -150,14 +151,17 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const fleetRecords: Omit<FleetRecord, "revision">[] = [];
     let revision = table.revision;
     let last: { commit: Commit; accepted: boolean } | undefined;
+    let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
     for (const line of batch.lines) {
       const outcome = judgeLine(line, context, log);
       if (outcome.kind === "ignore") {
         details?.push({ number: line.number, text: line.text, outcome: "ignored" });
+        if (line.check !== undefined && last && !batch.late) ended = { ...last.commit, position: { file: batch.file, offset: line.end, line: line.number, check: line.check } };
         continue;
       }
       const source = `${INBOX_FILE}:${line.number}`;
-      const commit: Commit = { seq: ++seq, time, source, position: { file: batch.file, offset: line.end, line: line.number } };
+      const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
+      const commit: Commit = { seq: ++seq, time, source, position };
       if (outcome.kind === "accept") {
         const { change } = outcome;
         pending.set(change.app, change.config);
@@ -203,7 +207,8 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       if (!last.accepted && !(await journalTurn(() => persist(journal, positionRecord(last.commit))))) return;
       await member.trimIfDue(judgedAt);
     } else {
-      if (!last.accepted) journalText += positionRecord(last.commit);
+      if (ended) journalText += positionRecord(ended);
+      else if (!last.accepted) journalText += positionRecord(last.commit);
       if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
         log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
         return;
@@ -387,7 +392,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   };
   const startReading = async () => {
     rejects = await openRejects(join(dir, REJECTS_FILE), seq);
-    inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt });
+    inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt, resumeSince });
     await inbox.start();
     if (stopping) await inbox.close(); // stopped while it was opening
     await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);

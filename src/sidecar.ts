@@ -159,6 +159,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     const rest = prefix === url.pathname ? "" : url.pathname.slice(prefix.length + 1);
     (async () => route.handle({ req, res, url, pipeline: pipeline!, rest }))().catch((error: unknown) => {
       if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
       log.error({ err: error, path: url.pathname }, "request failed");
       if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
       else res.destroy();

@@ -1,11 +1,14 @@
-// Lines sent to the sidecar take the operators' path: one append to cdp.new, as `echo >>` does,
-// so they are ordered, journaled and recovered like any other line. A comment line with a fresh id
-// goes first, in the same write; the lines that follow it in the inbox are the caller's, and
-// their outcomes are reported once their batch is durable.
+// Lines from `cdp push` and the sidecar take the operators' path: one append to cdp.new, as
+// `echo >>` does, so they are ordered, journaled and recovered like any other line. For the
+// sidecar a comment line with a fresh id goes first, in the same write; the lines that follow it
+// in the inbox are the caller's, and their outcomes are reported once their batch is durable.
 import { randomUUID } from "node:crypto";
+import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { INBOX_FILE } from "./inbox.js";
+import { CdpError } from "./errors.js";
+import { CUT_SHORT, INBOX_FILE } from "./inbox.js";
+import { notRegular } from "./rotation.js";
 import type { LineOutcome, Pipeline } from "./pipeline.js";
 
 export interface LineResult {
@@ -46,12 +49,7 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
   pipeline.events.on("lines", take);
   let timer: NodeJS.Timeout | undefined;
   try {
-    const inbox = await open(join(pipeline.dir, INBOX_FILE), "a", 0o600);
-    try {
-      await inbox.write(`${marker}\n${body}`); // one write(2) in append mode: never interleaved with other writers
-    } finally {
-      await inbox.close();
-    }
+    await appendToInbox(pipeline.dir, `${marker}\n${body}`);
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
     await Promise.race([complete, timeout]);
   } finally {
@@ -59,4 +57,43 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
     pipeline.events.off("lines", take);
   }
   return { status: results.length === count ? "processed" : "queued", lines: results };
+}
+
+/**
+ * Append complete lines to the inbox in one write(2) in append mode: never interleaved with other
+ * writers. Never through a symbolic link or into a FIFO. When the inbox ends in another writer's
+ * line without its newline, that fragment is cut short first (CUT_SHORT and a newline): it is
+ * rejected as incomplete rather than glued to the first line written here.
+ */
+export async function appendToInbox(dir: string, text: string): Promise<void> {
+  const path = join(dir, INBOX_FILE);
+  let inbox;
+  try {
+    inbox = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") throw new CdpError("bootstrap", `${path} is a symbolic link (cdp never writes through links): remove it`);
+    if (code === "ENXIO") throw new CdpError("bootstrap", `${path} is a FIFO: remove it; the inbox must be a regular file`);
+    if (code === "EISDIR") throw new CdpError("bootstrap", `${path} is a directory: remove it; the inbox must be a regular file`);
+    throw error;
+  }
+  try {
+    const info = await inbox.stat();
+    const why = notRegular({ isFile: () => info.isFile(), isSymbolicLink: () => false, isFIFO: () => info.isFIFO(), isDirectory: () => info.isDirectory() }, path);
+    if (why) throw new CdpError("bootstrap", why);
+    let cut = "";
+    if (info.size > 0) {
+      const last = Buffer.alloc(1);
+      const reader = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      try {
+        await reader.read(last, 0, 1, info.size - 1);
+      } finally {
+        await reader.close();
+      }
+      if (last[0] !== 0x0a) cut = `${String.fromCharCode(CUT_SHORT)}\n`;
+    }
+    await inbox.write(`${cut}${text}`);
+  } finally {
+    await inbox.close();
+  }
 }

@@ -81,7 +81,7 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
   const got = () => (key.secret ? "(value hidden: secret key)" : `got ${describeValue(trimmed)}`);
   if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
   const acceptsString = types === null || types.has("string");
-  if (types !== null && types.size === 1 && acceptsString) return { ok: true, value: stringValue(trimmed) };
+  if (types !== null && types.size === 1 && acceptsString) return checked(stringValue(trimmed));
 
   let value: unknown;
   try {
@@ -91,10 +91,43 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
     return { ok: false, reason: `must be ${typeNames(types)}, ${got()} (not JSON)` };
   }
   if (types === null || types.has(jsonTypeOf(value))) {
-    return nestsDeeperThan(value, MAX_DEPTH) ? { ok: false, reason: `is nested deeper than ${MAX_DEPTH} levels` } : { ok: true, value };
+    return nestsDeeperThan(value, MAX_DEPTH) ? { ok: false, reason: `is nested deeper than ${MAX_DEPTH} levels` } : checked(value);
   }
   if (acceptsString) return { ok: true, value: trimmed };
   return { ok: false, reason: `must be ${typeNames(types)}, ${got()}` };
+}
+
+/**
+ * A value the journal can hold exactly: JSON would turn a lone surrogate into U+FFFD, a number
+ * past ±(2^53−1) into its neighbour and 1e400 into null, so they are refused, not changed.
+ */
+function checked(value: unknown): Decoded {
+  let level: unknown[] = [value];
+  while (level.length > 0) {
+    const next: unknown[] = [];
+    for (const node of level) {
+      const problem = unrepresentable(node);
+      if (problem) return { ok: false, reason: problem };
+      if (node !== null && typeof node === "object") {
+        for (const [key, child] of Object.entries(node)) {
+          if (LONE_SURROGATE.test(key)) return { ok: false, reason: `holds a name that is not valid Unicode (a lone surrogate such as \\ud800)` };
+          next.push(child);
+        }
+      }
+    }
+    level = next;
+  }
+  return { ok: true, value };
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function unrepresentable(value: unknown): string | undefined {
+  if (typeof value === "string" && LONE_SURROGATE.test(value)) return "holds a string that is not valid Unicode (a lone surrogate such as \\ud800)";
+  if (typeof value !== "number") return undefined;
+  if (!Number.isFinite(value)) return "holds a number too large to represent (it would become null)";
+  if (Number.isInteger(value) && !Number.isSafeInteger(value)) return `holds a whole number beyond ±${Number.MAX_SAFE_INTEGER}, which cannot be kept exactly (write it as a string)`;
+  return undefined;
 }
 
 function stringValue(text: string): string {
@@ -138,6 +171,7 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
   if (line.tooLong !== undefined) return reject(`line is ${line.tooLong} bytes, over the limit of ${context.maxLineBytes}`);
   if (line.notUtf8) return reject("line is not valid UTF-8");
   if (line.unterminated) return reject("the inbox was replaced before this line's newline arrived");
+  if (line.cutShort) return reject("this line never got its newline: another writer (cdp push or the sidecar) appended after it, so it was cut short and is not applied");
   const parsed = parseLine(line.text);
   if (parsed.kind === "blank" || parsed.kind === "comment") return { kind: "ignore" };
   if (parsed.kind === "error") return reject(parsed.message);

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { toInboxLine } from "../src/inbox.js";
+import { linesOf, toInboxLine } from "../src/inbox.js";
 import { encodeChange } from "../src/journal.js";
 import { parseLine } from "../src/parse.js";
 import { judgeLine } from "../src/validate.js";
@@ -25,7 +25,7 @@ const grammarish = fc.array(fc.constantFrom(...GRAMMAR_ALPHABET), { maxLength: 4
 const anyLine = fc.oneof(grammarish, fc.string({ unit: "binary", maxLength: 200 }), grammarish.map((tail) => `ticker:${tail}`));
 
 function judge(bytes: Uint8Array) {
-  const line = toInboxLine(Buffer.from(bytes), bytes.length, 1, bytes.length + 1, 65536);
+  const line = toInboxLine(Buffer.from(bytes), bytes.length, bytes.at(-1), 1, bytes.length + 1, 65536);
   const current = (app: string) => schemas.get(app)?.defaults ?? {};
   return judgeLine(line, { schemas, validators: new Map(), current, maxLineBytes: 65536 });
 }
@@ -127,10 +127,35 @@ describe("hostile lines (named cases)", () => {
     [DEEP_ARRAY, "ticker.tags is nested deeper than 64 levels"],
     [DEEP_OBJECT, "ticker.meta is nested deeper than 64 levels"],
     ["\0ticker:interval:1500", "column 1: expected an app name"],
+    ['ticker:name:"\\ud800"', "ticker.name holds a string that is not valid Unicode"],
+    ['ticker:tags:["ok", "\\udc00x"]', "ticker.tags holds a string that is not valid Unicode"],
+    ['ticker:meta:{"\\ud83d": 1}', "ticker.meta holds a name that is not valid Unicode"],
+    ["ticker:label:9007199254740993", "ticker.label holds a whole number beyond ±9007199254740991"],
+    ["ticker:limits:{\"min\": -9007199254740993}", "ticker.limits holds a whole number beyond ±9007199254740991"],
+    ["ticker:ratio:1e400", "ticker.ratio holds a number too large to represent"],
+    ["ticker:name:cr1\rticker:name:cr2\rticker:name:later", "column 16: a carriage return (\\r) may only end a line"],
+    ["# a comment\rticker:name:hidden", "column 12: a carriage return"],
   ])("rejects %s where coercion or a lookup by name could surprise: %s", (name, reason) => {
     const line = name === DEEP_ARRAY ? `ticker:tags:${"[".repeat(30_000)}${"]".repeat(30_000)}` : name === DEEP_OBJECT ? `ticker:meta:${'{"a":'.repeat(65)}1${"}".repeat(65)}` : name;
     const verdict = judge(new TextEncoder().encode(line));
     expect(verdict).toMatchObject({ kind: "reject", reason: expect.stringContaining(reason) });
+  });
+
+  it("keeps values that are exact: a surrogate pair, the largest exact integers, a large float", () => {
+    expect(judge(new TextEncoder().encode('ticker:name:"\\ud83d\\ude00"'))).toMatchObject({ kind: "accept", change: { value: "\u{1F600}" } });
+    expect(judge(new TextEncoder().encode("ticker:label:9007199254740991"))).toMatchObject({ kind: "accept", change: { value: 9007199254740991 } });
+    expect(judge(new TextEncoder().encode("ticker:ratio:1.5e300"))).toMatchObject({ kind: "reject" }); // whole: cannot be told from its neighbours
+    expect(judge(new TextEncoder().encode("ticker:ratio:1.5e-300"))).toMatchObject({ kind: "accept", change: { value: 1.5e-300 } });
+  });
+
+  it("measures a line's length without its CRLF: exactly the limit is accepted, one byte more is not", () => {
+    const limit = 100;
+    const text = (length: number) => `ticker:name:${"x".repeat(length - 12)}`;
+    const lineOf = (bytes: string) => toInboxLine(Buffer.from(bytes), bytes.length, bytes.charCodeAt(bytes.length - 1), 1, bytes.length + 1, limit);
+    expect(lineOf(`${text(100)}\r`)).toMatchObject({ text: text(100) });
+    expect(lineOf(`${text(100)}\r`).tooLong).toBeUndefined();
+    expect(lineOf(`${text(101)}\r`)).toMatchObject({ tooLong: 101 });
+    expect(linesOf(Buffer.from(`${text(100)}\r\n${text(101)}\r\n`), limit).map((line) => line.tooLong)).toEqual([undefined, 101]);
   });
 
   it("decodes what the contract says, not what a coercing validator would", () => {

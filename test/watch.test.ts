@@ -23,7 +23,7 @@ describe("cdp watch", () => {
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]);
-    expect(await readText(join(dir, "cdp"))).toMatch(/^# rev=1 seq=1 time=\d{4}-\d\d-\d\dT[\d:.]+Z source=cdp\.new:1 inbox=\S+@21\n/);
+    expect(await readText(join(dir, "cdp"))).toMatch(/^# rev=1 seq=1 time=\d{4}-\d\d-\d\dT[\d:.]+Z source=cdp\.new:1 inbox=[^\s@]+@21\/[0-9a-f]{16}\n/);
     expect(await getConfig(dir, "ticker.interval")).toBe(1500);
     expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
     expect(await stopWatch(watch)).toBe(0);

@@ -1,0 +1,129 @@
+// What writers leave in the inbox that is not a clean line: half-written lines, bare carriage
+// returns, a line of exactly the limit in CRLF, and an inbox that is not a regular file at all.
+import { execFile } from "node:child_process";
+import { appendFile, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { startCdp } from "../src/index.js";
+import { afterThisTest, capturedLogger, cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+const run = promisify(execFile);
+
+/** The reasons recorded in cdp.rej, in order. */
+async function reasons(dir: string): Promise<string[]> {
+  return (await readText(join(dir, "cdp.rej"))).split("\n").filter((line) => line.startsWith("# seq=")).map((line) => line.replace(/^.* reason: /, ""));
+}
+
+describe("lines written without their newline", () => {
+  it("cdp push never glues its line to another writer's unterminated one: that one is rejected as cut short", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:name:half");
+    expect((await cdp(["push", "--dir", dir, "ticker:name:pushed"])).code).toBe(0);
+    await waitUntil(async () => (await journalOf(dir)).length === 1 && (await reasons(dir)).length === 1);
+    expect(await journalOf(dir)).toEqual(["ticker:name:pushed"]);
+    expect(await recordLines(join(dir, "cdp.rej"))).toEqual(["ticker:name:half"]);
+    expect((await reasons(dir))[0]).toContain("never got its newline");
+    watch.child.kill("SIGTERM");
+  });
+
+  it("nor does the sidecar: its marker and lines stay lines of their own", async () => {
+    const dir = await tempDir();
+    const { logger } = capturedLogger();
+    const running = await startCdp({ dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0" } });
+    afterThisTest(() => running.stop());
+    await appendFile(join(dir, "cdp.new"), "ticker:name:half");
+    const response = await fetch(`${running.url}/v1/changes`, { method: "POST", body: "ticker:name:posted\n", headers: { "content-type": "text/plain" } });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ lines: [{ line: 1, outcome: "accepted" }] });
+    expect(running.get("ticker", "name")).toBe("posted");
+    expect(await recordLines(join(dir, "cdp.rej"))).toEqual(["ticker:name:half"]);
+  });
+
+  it("cdp push appends normally when the inbox ends in a newline (no stray cut-short line)", async () => {
+    const dir = await tempDir();
+    await appendFile(join(dir, "cdp.new"), "ticker:name:one\n");
+    expect((await cdp(["push", "--dir", dir, "ticker:name:two"])).code).toBe(0);
+    expect(await readText(join(dir, "cdp.new"))).toBe("ticker:name:one\nticker:name:two\n");
+  });
+});
+
+describe("carriage returns and the length limit", () => {
+  it("rejects a line with bare carriage returns inside, with the reason, and applies nothing of it", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:name:cr1\rticker:name:cr2\rticker:name:cr3\r");
+    await appendFile(join(dir, "cdp.new"), "\nticker:name:later\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect(await journalOf(dir)).toEqual(["ticker:name:later"]);
+    expect((await reasons(dir))[0]).toBe("column 16: a carriage return (\\r) may only end a line, just before its newline");
+    watch.child.kill("SIGTERM");
+  });
+
+  it("accepts a line of exactly --max-line-bytes that ends in CRLF", async () => {
+    const dir = await tempDir();
+    const watch = await startWatch(dir, ["--max-line-bytes", "64"]);
+    const exact = `ticker:name:${"x".repeat(64 - 12)}`;
+    await appendFile(join(dir, "cdp.new"), `${exact}\r\n${exact}x\r\n`);
+    await waitUntil(async () => (await journalOf(dir)).length === 1 && (await reasons(dir)).length === 1);
+    expect(await journalOf(dir)).toEqual([exact]);
+    expect((await reasons(dir))[0]).toBe("line is 65 bytes, over the limit of 64");
+    watch.child.kill("SIGTERM");
+  });
+});
+
+describe("an inbox that is not a regular file", () => {
+  it("a FIFO as cdp.new is an outage with the reason: cdp never blocks on it and stops cleanly", async () => {
+    const dir = await tempDir();
+    await run("mkfifo", [join(dir, "cdp.new")]);
+    const watch = await startWatch(dir, ["--max-outage", "600"]);
+    await waitUntil(() => watch.output().includes("is a FIFO"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("exits 3 naming the FIFO once the outage lasts past --max-outage", async () => {
+    const dir = await tempDir();
+    await run("mkfifo", [join(dir, "cdp.new")]);
+    const watch = await startWatch(dir, ["--max-outage", "1"]);
+    expect(await watch.exited).toBe(3);
+    expect(watch.output()).toContain(`${join(dir, "cdp.new")} is a FIFO: remove it; cdp reads only a regular file there`);
+  });
+
+  it("never follows a symbolic link: nothing of the file it names is read, and it goes on once a real inbox is back", async () => {
+    const dir = await tempDir();
+    const elsewhere = join(await tempDir(), "secret");
+    await writeFile(elsewhere, "ticker:name:from-elsewhere\nroot:x:0:0:root:/root:/bin/bash\n");
+    await symlink(elsewhere, join(dir, "cdp.new"));
+    const watch = await startWatch(dir, ["--max-outage", "600"]);
+    await waitUntil(() => watch.output().includes("is a symbolic link"));
+    expect(await readText(join(dir, "cdp.rej"))).toBe("");
+    await rm(join(dir, "cdp.new"));
+    await writeFile(join(dir, "cdp.new"), "ticker:name:real\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect(await journalOf(dir)).toEqual(["ticker:name:real"]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("cdp push refuses to write through a symbolic link or into a FIFO (exit 2), and the named file is untouched", async () => {
+    const dir = await tempDir();
+    const elsewhere = join(await tempDir(), "target");
+    await writeFile(elsewhere, "keep\n");
+    await symlink(elsewhere, join(dir, "cdp.new"));
+    const linked = await cdp(["push", "--dir", dir, "ticker:name:x"]);
+    expect(linked.code).toBe(2);
+    expect(linked.output).toContain("is a symbolic link");
+    expect(await readText(elsewhere)).toBe("keep\n");
+    await rm(join(dir, "cdp.new"));
+    await run("mkfifo", [join(dir, "cdp.new")]);
+    const fifo = await cdp(["push", "--dir", dir, "ticker:name:x"]);
+    expect(fifo.code).toBe(2);
+    expect(fifo.output).toContain("is a FIFO");
+    await rm(join(dir, "cdp.new"));
+    await mkdir(join(dir, "cdp.new"));
+    const directory = await cdp(["push", "--dir", dir, "ticker:name:x"]);
+    expect(directory.code).toBe(2);
+  });
+});
