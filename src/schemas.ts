@@ -3,6 +3,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Ajv, type AnySchemaObject, type ErrorObject, type ValidateFunction } from "ajv";
 import { Ajv2020 } from "ajv/dist/2020.js";
+import { RE2JS } from "re2js";
 import addFormatsModule from "ajv-formats";
 import { CdpError } from "./errors.js";
 import { defineKey, describeValue, freezeDeep, getIn, isObject, type AppConfig } from "./values.js";
@@ -35,7 +36,27 @@ export type Schemas = ReadonlyMap<string, AppSchema>;
 // allErrors so that `useDefaults` fills every default even when something else is wrong;
 // no type coercion: "1500" is never silently an integer; $data for cross-field rules
 // ("max": {"minimum": {"$data": "1/min"}}).
-const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false } as const;
+// Patterns run on RE2 (re2js, pure JS): linear time whatever the pattern, so a pattern such as
+// ^(a+)+$ cannot be made to block cdp by a crafted value (ajv's security notes recommend it;
+// $data patterns, taken from the config itself, go through the same engine).
+const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false, code: { regExp: linearRegExp } } as const;
+
+/** A pattern compiled by RE2; one it cannot compile (backreferences, lookaround) is refused, named. */
+export function linearRegExp(pattern: string): { test(text: string): boolean } {
+  let compiled = compiledPatterns.get(pattern);
+  // ajv tells compiled patterns apart by their toString()
+  if (compiled) return { test: (text: string) => compiled!.matcher(text).find(), toString: () => `re2:${pattern}` } as { test(text: string): boolean };
+  try {
+    compiled = RE2JS.compile(pattern);
+  } catch (error) {
+    throw new Error(`the pattern ${JSON.stringify(pattern)} cannot be used: ${(error as Error).message} (cdp matches patterns in linear time with RE2, which has no backreferences or lookaround)`);
+  }
+  if (compiledPatterns.size > 10_000) compiledPatterns.clear(); // $data patterns come from values: keep the cache bounded
+  compiledPatterns.set(pattern, compiled);
+  return linearRegExp(pattern);
+}
+linearRegExp.code = "linearRegExp";
+const compiledPatterns = new Map<string, RE2JS>();
 
 /** The text of every schema file in `dir`, by file name: what is compiled, and what a change of schemas is measured against. */
 export type SchemaTexts = ReadonlyMap<string, string>;
@@ -140,7 +161,7 @@ function childSchemas(node: AnySchemaObject, segment: string): AnySchemaObject[]
   const properties = ownObject(node.properties);
   if (Object.prototype.hasOwnProperty.call(properties, segment)) return [properties[segment] as AnySchemaObject];
   const patterns = Object.entries(ownObject(node.patternProperties))
-    .filter(([pattern]) => new RegExp(pattern, "u").test(segment))
+    .filter(([pattern]) => linearRegExp(pattern).test(segment))
     .map(([, schema]) => schema as AnySchemaObject);
   if (patterns.length > 0) return patterns;
   const extra = node.additionalProperties as AnySchemaObject | boolean | undefined;

@@ -14,7 +14,7 @@ const run = promisify(execFile);
 async function logrotate(dir: string, directives: string): Promise<void> {
   const conf = join(dir, "..", `${dir.split("/").at(-1)}-logrotate.conf`);
   await writeFile(conf, `${join(dir, "cdp.new")} {\n${directives}\n  missingok\n  nocompress\n}\n`, { mode: 0o644 });
-  await run("logrotate", ["-f", "-s", `${conf}.state`, conf]);
+  await run("/usr/sbin/logrotate", ["-f", "-s", `${conf}.state`, conf]);
 }
 
 const lines = (prefix: string, from: number, count: number) => Array.from({ length: count }, (_, i) => `ticker:name:${prefix}-${from + i}`);

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -125,5 +125,37 @@ describe("an inbox that is not a regular file", () => {
     await mkdir(join(dir, "cdp.new"));
     const directory = await cdp(["push", "--dir", dir, "ticker:name:x"]);
     expect(directory.code).toBe(2);
+  });
+});
+
+describe("schema patterns cannot hang cdp", () => {
+  async function patternSchemas(pattern: string, extra: Record<string, unknown> = {}): Promise<string> {
+    const dir = await tempDir();
+    const schema = { type: "object", properties: { r: { type: "string", pattern, default: "a" }, p: { type: "string", default: "x" }, v: { type: "string", pattern: { $data: "1/p" } }, ...extra } };
+    await writeFile(join(dir, "app.schema.json"), JSON.stringify(schema));
+    return dir;
+  }
+
+  it("matches ^(a+)+$ against 40 a's and a '!' at once (RE2, linear time): rejected, and the next line flows", async () => {
+    const schemas = await patternSchemas("^(a+)+$");
+    const dir = await tempDir();
+    const watch = runCdp(["watch", "--dir", dir, "--schemas", schemas]);
+    await waitUntil(() => watch.output().includes("cdp is watching"));
+    await appendFile(join(dir, "cdp.new"), `app:r:${"a".repeat(40)}!\napp:r:${"a".repeat(50_000)}\n`);
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect((await reasons(dir))[0]).toContain('app.r must match pattern "^(a+)+$"');
+    // a pattern taken from the config itself ($data) goes through the same engine
+    await appendFile(join(dir, "cdp.new"), `app:p:^(a+)+$\napp:v:${"a".repeat(40)}!\napp:v:aaa\n`);
+    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    expect((await reasons(dir))[1]).toContain("app.v must match pattern");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("refuses at start a schema pattern RE2 cannot run (a backreference), naming file and pattern (exit 2)", async () => {
+    const schemas = await patternSchemas("^(a)\\1$");
+    const result = await cdp(["watch", "--dir", await tempDir(), "--schemas", schemas]);
+    expect(result.code).toBe(2);
+    expect(result.output).toContain(`${join(schemas, "app.schema.json")}: not a valid JSON Schema: the pattern "^(a)\\\\1$" cannot be used`);
   });
 });
