@@ -307,7 +307,7 @@ export function vetoRecord(veto: { revision: number; seq: number; time: string; 
 
 /** A schema upgrade that changed effective values: a revision of its own, with no change line. */
 export function upgradeRecord(seq: number, time: string, revision: number, files: string[]): string {
-  return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.join(",")}\n`;
+  return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.map((file) => file.replace(/[\s,]/g, "_")).join(",")}\n`;
 }
 
 /**

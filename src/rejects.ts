@@ -27,7 +27,19 @@ export interface Rejection {
 export function rejectionRecord(rejection: Rejection): string {
   const { seq, time, source, reason, text, fullLength } = rejection;
   const length = fullLength === undefined ? "" : ` length=${fullLength}`;
-  return `# seq=${seq} time=${time} source=${source}${length} reason: ${reason.replace(/[\r\n]+/g, " ")}\n${text}\n`;
+  return `# seq=${seq} time=${time} source=${oneWord(source)}${length} reason: ${oneLine(reason)}\n${text.replace(/\n/g, "\\n")}\n`;
+}
+
+/**
+ * A record is two lines, a header and the text: nothing written into them may hold a newline
+ * (a schema file's name may), or the next start would misread where records begin.
+ */
+export function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, " ");
+}
+
+function oneWord(text: string): string {
+  return text.replace(/\s/g, "_");
 }
 
 /**
@@ -54,7 +66,10 @@ async function committedLength(path: string, committedSeq: number): Promise<numb
         if (header) {
           head += chunk.toString("latin1", from, Math.min(end, from + 40));
           const seq = /^# seq=(\d+) /.exec(head);
-          if (seq && Number(seq[1]) > committedSeq) return lineStart;
+          // not a header where one belongs (a record written by an older cdp with a newline in
+          // it): where records begin is no longer known, and a committed record is never cut
+          if (!seq) return undefined;
+          if (Number(seq[1]) > committedSeq) return lineStart;
         }
         header = !header;
         head = "";

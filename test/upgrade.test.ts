@@ -103,3 +103,25 @@ describe("live schema upgrades", () => {
     watch.child.kill("SIGTERM");
   });
 });
+
+describe("records that must stay two lines", () => {
+  it("keeps every committed rejection across a restart when a refused schema file's name holds a newline", async () => {
+    const schemas = await schemaCopy();
+    const dir = await tempDir();
+    let watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "200"]);
+    await appendFile(join(dir, "cdp.new"), "broken\nticker:interval:100\nnope:x:1\n");
+    await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 3);
+    await writeFile(join(schemas, "evil\n# seq=1 time=x source=y reason: z.schema.json"), "{}");
+    await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 4);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    const before = await readText(join(dir, "cdp.rej"));
+    expect(before.split("\n").filter((line) => line !== "")).toHaveLength(8); // header and text, four times
+    await rm(join(schemas, "evil\n# seq=1 time=x source=y reason: z.schema.json"));
+    watch = await startWatch(dir, ["--schemas", schemas]);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("ticker:interval:1500"));
+    expect(await readText(join(dir, "cdp.rej"))).toBe(before);
+    watch.child.kill("SIGTERM");
+  });
+});
