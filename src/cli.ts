@@ -488,6 +488,13 @@ async function version(): Promise<string> {
   return manifest.version;
 }
 
+/** Wait until what was written to a stream has left the process (a pipe takes 64 KiB at a time). */
+async function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength > 0) await new Promise((resolve) => stream.once("drain", resolve));
+}
+
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  process.exit(await main(process.argv.slice(2)));
+  const code = await main(process.argv.slice(2));
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
 }

@@ -246,7 +246,7 @@ function configAt({ table, schemas }: Pipeline, rest: string): unknown {
     for (const [app, schema] of schemas) apps[app] = withoutSecrets(schema, [], table.config(app));
     return apps;
   }
-  const [app = "", key, ...more] = rest.split("/").map(decodeURIComponent);
+  const [app = "", key, ...more] = rest.split("/").map(decodePathPart);
   if (more.length > 0) throw new HttpError(404, `give a key as a dotted path: /v1/config/${app}/${[key, ...more].join(".")}`);
   const schema = schemas.get(app);
   if (!schema) throw new HttpError(404, `unknown app "${app}"`);
@@ -258,6 +258,14 @@ function configAt({ table, schemas }: Pipeline, rest: string): unknown {
   const value = table.get(app, key);
   if (value === undefined) throw new HttpError(404, `${app}.${key} has no value`);
   return withoutSecrets(schema, path, value);
+}
+
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new HttpError(400, `malformed percent-escape in the path: "${part.slice(0, 64)}"`);
+  }
 }
 
 function matchesEtag(header: string | undefined, etag: string): boolean {
@@ -279,6 +287,12 @@ async function openStream({ req, res, url, pipeline }: Request, stream: EventStr
     if (typeof info === "string") throw new HttpError(404, `${app}${info}`);
   }
   const rejections = ["1", "true", "yes"].includes(url.searchParams.get("rejections") ?? "");
+  if (req.method === "HEAD") {
+    // what a GET would start with, and no stream: a HEAD must end
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store" });
+    res.end();
+    return;
+  }
   await stream.open(res, since, { app, key, rejections });
 }
 

@@ -1,9 +1,12 @@
 // Change management through the CLI: history, rollback, atomic multi-key changes.
+import { execFile } from "node:child_process";
 import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { CLI, cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
 
+const run = promisify(execFile);
 
 /** A watcher on a fresh dir that has applied `lines` (all valid). */
 async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: string; watch: Running }> {
@@ -125,5 +128,18 @@ describe("atomic multi-key changes", () => {
     expect(await readText(join(dir, "cdp.rej"))).toContain("reason: db.pool.max must be >= 20, got 10\ndb:pool.min:20\n");
     expect(await getConfig(dir, "db.pool")).toEqual({ min: 20, max: 40 });
     watch.child.kill("SIGTERM");
+  });
+});
+
+describe("output into a pipe", () => {
+  it("cdp get and cdp history --json print everything before they exit, past the 64 KiB a pipe holds", async () => {
+    const dir = await tempDir();
+    const names = Array.from({ length: 2000 }, (_, i) => `ticker:name:name-${i}-${"x".repeat(40)}`);
+    await writeFile(join(dir, "cdp"), `${names.join("\n")}\nticker:meta:{"blob":"${"y".repeat(200_000)}"}\n`);
+    const piped = async (args: string) => (await run("sh", ["-c", `"${process.execPath}" "${CLI}" ${args} --dir "${dir}" --schemas "${SCHEMAS}" | cat`], { maxBuffer: 64 << 20 })).stdout;
+    const config = JSON.parse(await piped("get")) as { ticker: { meta: { blob: string } } };
+    expect(config.ticker.meta.blob).toHaveLength(200_000);
+    const history = JSON.parse(await piped("history --json")) as unknown[];
+    expect(history).toHaveLength(2001);
   });
 });

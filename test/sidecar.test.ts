@@ -80,6 +80,19 @@ describe("GET /v1/config", () => {
     expect(wrongMethod.status).toBe(405);
     expect(wrongMethod.headers.get("allow")).toBe("GET, HEAD");
     expect((await call("/v1/changes")).status).toBe(405);
+    expect(await error("/v1/config/%ZZ")).toEqual({ status: 400, error: 'malformed percent-escape in the path: "%ZZ"' });
+    expect(await error("/v1/config/ticker/%E0%A4%A")).toMatchObject({ status: 400 });
+  });
+
+  it("answers HEAD on every GET endpoint with headers and no body, the event stream included", async () => {
+    const { call } = await served();
+    for (const path of ["/v1/config", "/v1/config/ticker", "/v1/events", "/v1/events?app=ticker", "/healthz"]) {
+      const response = await call(path, { method: "HEAD", signal: AbortSignal.timeout(5000) });
+      expect(response.status, path).toBe(200);
+      expect(await response.text(), path).toBe("");
+    }
+    const events = await call("/v1/events", { method: "HEAD", signal: AbortSignal.timeout(5000) });
+    expect(events.headers.get("content-type")).toMatch(/^text\/event-stream/);
   });
 });
 
