@@ -17,7 +17,10 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 /** What cdp knows of a key: the JSON types its value may have (null: any) and whether it is secret. */
 export interface KeyInfo {
   types: ReadonlySet<string> | null;
+  /** The value is or holds a secret (writeOnly here, above or anywhere below): never shown whole. */
   secret: boolean;
+  /** The key itself (or one above it) is writeOnly: never served at all. */
+  writeOnly: boolean;
 }
 
 export interface AppSchema {
@@ -153,8 +156,27 @@ function resolveKey(root: AnySchemaObject, path: readonly string[]): KeyInfo | s
     nodes = children;
   }
   nodes = nodes.flatMap((node) => expand(root, node));
-  secret ||= nodes.some((node) => node.writeOnly === true);
-  return { types: typesOf(nodes), secret };
+  const writeOnly = secret || nodes.some((node) => node.writeOnly === true);
+  // a value that holds a secret anywhere inside is kept back as a whole
+  return { types: typesOf(nodes), secret: writeOnly || nodes.some((node) => holdsSecret(root, node, new Set())), writeOnly };
+}
+
+/** Whether a schema node, or any node below it (properties, items, $ref …), is writeOnly. */
+function holdsSecret(root: AnySchemaObject, node: AnySchemaObject, seen: Set<AnySchemaObject>): boolean {
+  for (const each of expand(root, node)) {
+    if (seen.has(each)) continue;
+    seen.add(each);
+    if (each.writeOnly === true) return true;
+    const below = [
+      ...Object.values(ownObject(each.properties)),
+      ...Object.values(ownObject(each.patternProperties)),
+      ...[each.additionalProperties, each.items, each.contains].filter((child) => typeof child === "object" && child !== null),
+      ...(Array.isArray(each.prefixItems) ? each.prefixItems : []),
+      ...(Array.isArray(each.items) ? each.items : []),
+    ] as AnySchemaObject[];
+    if (below.some((child) => holdsSecret(root, child, seen))) return true;
+  }
+  return false;
 }
 
 function childSchemas(node: AnySchemaObject, segment: string): AnySchemaObject[] {
@@ -218,7 +240,7 @@ export function describeSchemaError(schema: AppSchema, error: ErrorObject, confi
   const where = [schema.app, ...path].join(".");
   const info = path.length > 0 ? schema.key(path) : null;
   const secret = typeof info === "object" && info?.secret === true;
-  const got = secret ? " (value hidden: secret key)" : `, got ${describeValue(getIn(config, path))}`;
+  const got = secret ? " (value hidden: secret key)" : `, got ${describeValue(maskSecrets(schema, path, getIn(config, path)))}`;
   const params = error.params as Record<string, unknown>;
   switch (error.keyword) {
     case "required":
@@ -232,13 +254,24 @@ export function describeSchemaError(schema: AppSchema, error: ErrorObject, confi
   }
 }
 
+/** `value` (found at `path` in the app's config) with every value that holds a secret shown as "[secret]": what a message may show. */
+export function maskSecrets(schema: AppSchema, path: readonly string[], value: unknown): unknown {
+  if (!isObject(value)) return value;
+  const shown: AppConfig = {};
+  for (const [key, child] of Object.entries(value)) {
+    const info = schema.key([...path, key]);
+    defineKey(shown, key, typeof info === "object" && info.secret ? "[secret]" : maskSecrets(schema, [...path, key], child));
+  }
+  return shown;
+}
+
 /** `value` (found at `path` in the app's config) without its secret (writeOnly) keys: what may be served. */
 export function withoutSecrets(schema: AppSchema, path: readonly string[], value: unknown): unknown {
   if (!isObject(value)) return value;
   const shown: AppConfig = {};
   for (const [key, child] of Object.entries(value)) {
     const info = schema.key([...path, key]);
-    if (typeof info === "object" && info.secret) continue;
+    if (typeof info === "object" && info.writeOnly) continue;
     defineKey(shown, key, withoutSecrets(schema, [...path, key], child));
   }
   return shown;

@@ -254,7 +254,7 @@ function configAt({ table, schemas }: Pipeline, rest: string): unknown {
   const path = key.split(".");
   const info = schema.key(path);
   if (typeof info === "string") throw new HttpError(404, `${app}${info}`);
-  if (info.secret) throw new HttpError(403, `${app}.${key} is secret (writeOnly): it is never served`);
+  if (info.writeOnly) throw new HttpError(403, `${app}.${key} is secret (writeOnly): it is never served`);
   const value = table.get(app, key);
   if (value === undefined) throw new HttpError(404, `${app}.${key} has no value`);
   return withoutSecrets(schema, path, value);

@@ -159,3 +159,42 @@ describe("schema patterns cannot hang cdp", () => {
     expect(result.output).toContain(`${join(schemas, "app.schema.json")}: not a valid JSON Schema: the pattern "^(a)\\\\1$" cannot be used`);
   });
 });
+
+describe("secrets at every depth", () => {
+  it("never shows a secret in a reason, a log line, cdp.rej, history or the sidecar, however deep it sits", async () => {
+    const schemas = await tempDir();
+    await writeFile(
+      join(schemas, "sec.schema.json"),
+      JSON.stringify({
+        type: "object",
+        maxProperties: 3,
+        properties: {
+          password: { type: "string", writeOnly: true },
+          a: { type: "string" },
+          b: { type: "string" },
+          creds: { type: "object", properties: { user: { type: "string" }, password: { type: "string", writeOnly: true } } },
+        },
+      }),
+    );
+    const dir = await tempDir();
+    const { logger, lines } = capturedLogger();
+    const running = await startCdp({ dir, schemas, logger, http: { listen: "127.0.0.1:0" } });
+    afterThisTest(() => running.stop());
+    await appendFile(join(dir, "cdp.new"), 'sec:password:hunter2-SECRET\nsec:creds:{"user":"u","password":"hunter2-NESTED"}\nsec:a:x\nsec:b:y\n');
+    await waitUntil(async () => running.revision === 3 && (await reasons(dir)).length === 1);
+    const [reason] = await reasons(dir);
+    expect(reason).toContain("sec must NOT have more than 3 properties");
+    expect(reason).toContain('"password":"[secret]"');
+    const everything = [
+      await readText(join(dir, "cdp.rej")).then((text) => text.split("\n").filter((line) => line.startsWith("#")).join("\n")),
+      JSON.stringify(lines),
+      await (await fetch(`${running.url}/v1/rejections`)).text(),
+      await (await fetch(`${running.url}/v1/history`)).text(),
+      await (await fetch(`${running.url}/v1/config`)).text(),
+      (await cdp(["history", "--dir", dir, "--schemas", schemas])).output,
+      (await cdp(["history", "--json", "--dir", dir, "--schemas", schemas])).output,
+    ].join("\n");
+    expect(everything).not.toContain("hunter2");
+    expect(await (await fetch(`${running.url}/v1/config/sec/creds`)).json()).toEqual({ user: "u" });
+  });
+});
