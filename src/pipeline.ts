@@ -256,7 +256,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const time = new Date().toISOString();
     const revision = table.revision + 1;
     if (!(await persist(journal, vetoRecord({ revision, seq, time, vetoed, reason }, line)))) return;
-    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time });
+    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time, reason });
     records++;
     log.warn({ ...fields, revision }, "change vetoed and reverted");
   };

@@ -17,6 +17,7 @@ import type { Pipeline } from "./pipeline.js";
 import { recentRejections, REJECTS_FILE } from "./rejects.js";
 import { withoutSecrets, type Schemas } from "./schemas.js";
 import { EventStream } from "./stream.js";
+import { RecentChanges } from "./changelog.js";
 import { submitLines } from "./submit.js";
 import type { Scope, Tokens } from "./tokens.js";
 
@@ -81,6 +82,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const page = await readFile(new URL("./dashboard.html", import.meta.url));
   let pipeline: Pipeline | undefined;
   let stream: EventStream | undefined;
+  let recent: RecentChanges | undefined;
   let metrics: Registry | undefined;
   const configs = new ConfigCache();
 
@@ -107,7 +109,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     },
     "/v1/config": { method: "GET", scope: "read", handle: (request) => configs.serve(request) },
     "/v1/events": { method: "GET", scope: "read", handle: (request) => openStream(request, stream!) },
-    "/v1/history": { method: "GET", scope: "read", handle: serveHistory },
+    "/v1/history": { method: "GET", scope: "read", handle: (request) => serveHistory(request, recent!) },
     "/v1/rejections": {
       method: "GET",
       scope: "read",
@@ -176,11 +178,13 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     url,
     attach(attached) {
       stream = new EventStream(attached, { log, keepAliveMs: options.keepAliveMs });
+      recent = new RecentChanges(attached, log);
       metrics = createMetrics(attached, stream);
       pipeline = attached;
     },
     async close() {
       stream?.close();
+      recent?.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     },
@@ -297,12 +301,12 @@ async function openStream({ req, res, url, pipeline }: Request, stream: EventStr
 }
 
 /** GET /v1/history[?app=A[&key=K]][&limit=N]: newest first, as `cdp history --json` prints it. */
-async function serveHistory({ res, url, pipeline }: Request): Promise<void> {
+async function serveHistory({ res, url }: Request, recent: RecentChanges): Promise<void> {
   const app = url.searchParams.get("app");
   const key = url.searchParams.get("key");
-  const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
   const selector = app === null ? undefined : key === null ? app : `${app}.${key}`;
-  sendJson(res, 200, historyJson(selectHistory(state.history, selector, limitOf(url, 100))));
+  const limit = limitOf(url, 100);
+  sendJson(res, 200, historyJson(selectHistory(await recent.entries(), selector, limit)));
 }
 
 /** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */

@@ -16,6 +16,8 @@ export interface ChangeEvent {
   /** Where the change came from, e.g. `cdp.new:12`. */
   source: string;
   time: string;
+  /** Why cdp made this change itself (the revert of a vetoed change). */
+  reason?: string;
   /**
    * Report the change unhealthy: within the tentative window, cdp reverts it through the
    * pipeline and records the reason. False when it can no longer be vetoed (it is permanent).
@@ -31,6 +33,8 @@ export interface AppliedChange {
   revision: number;
   source: string;
   time: string;
+  /** Why cdp made this change itself (the revert of a vetoed change). */
+  reason?: string;
   /** What a subscriber's veto does; without it, a change cannot be vetoed. */
   veto?: (reason: string) => boolean;
 }
@@ -180,7 +184,9 @@ export class ConfigTable implements LiveConfig {
     const veto = change.veto ?? (() => false);
     const event = (key: string): ChangeEvent => {
       const path = key.split(".");
-      return { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
+      const event: ChangeEvent = { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
+      if (change.reason !== undefined) event.reason = change.reason;
+      return event;
     };
     const changed = event(change.key);
     this.#emitter.emit(app, changed);

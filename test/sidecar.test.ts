@@ -335,6 +335,24 @@ describe("history, rollback, rejections", () => {
     expect((await call("/v1/history?limit=0")).status).toBe(400);
   });
 
+  it("GET /v1/history reads the journal once for any number of requests, then follows the changes as they are applied", async () => {
+    const dir = await tempDir();
+    const journal = Array.from({ length: 30_000 }, (_, i) => `ticker:name:bootstrap-${i}`);
+    await writeFile(join(dir, "cdp"), `${journal.join("\n")}\n`);
+    const { call, logs } = await served({ dir });
+    const bodies = await Promise.all(Array.from({ length: 20 }, () => call("/v1/history?limit=3").then((r) => r.json())));
+    for (const body of bodies) expect((body as { value: unknown }[]).map((entry) => entry.value)).toEqual(["bootstrap-29999", "bootstrap-29998", "bootstrap-29997"]);
+    await call("/v1/changes", post("ticker:interval:1500\nticker:name:after\n"));
+    const after = (await (await call("/v1/history?limit=3")).json()) as { revision: number; key: string; value: unknown; previous: unknown; source: string }[];
+    expect(after.map(({ revision, key, value, previous }) => ({ revision, key, value, previous }))).toEqual([
+      { revision: 30_002, key: "name", value: "after", previous: "bootstrap-29999" },
+      { revision: 30_001, key: "interval", value: 1500, previous: 1000 },
+      { revision: 30_000, key: "name", value: "bootstrap-29999", previous: "bootstrap-29998" },
+    ]);
+    expect(((await (await call("/v1/history?app=ticker&key=interval")).json()) as unknown[]).length).toBe(1);
+    expect(logs.filter((line) => String(line.msg).startsWith("read the journal's history once"))).toHaveLength(1);
+  });
+
   it("POST /v1/rollback undoes changes through the inbox, refuses what the schemas reject, and has a dry run", async () => {
     const { cdp, call } = await served();
     await call("/v1/changes", post("ticker:interval:1500\nticker:interval:1600\nticker:name:x\n"));

@@ -1,0 +1,61 @@
+// The recent history the sidecar serves (GET /v1/history), kept in memory: read from the journal
+// once, on the first request (concurrent first requests share that one read), then kept up to
+// date from the table as changes are applied. A request costs at most one pass over the kept
+// entries, however long the journal: replaying it per request let 20 clients hold up the pipeline.
+import type { Logger } from "pino";
+import { replayJournal, type HistoryEntry } from "./journal.js";
+import type { Pipeline } from "./pipeline.js";
+import type { ChangeEvent } from "./table.js";
+
+/** How many of the latest changes are kept and served. */
+export const KEPT_CHANGES = 10_000;
+
+export class RecentChanges {
+  #pipeline: Pipeline;
+  #log: Logger;
+  #entries: HistoryEntry[] | undefined;
+  #arrived: HistoryEntry[] = []; // applied while the journal is read
+  #reading: Promise<HistoryEntry[]> | undefined;
+  #unsubscribe: () => void;
+
+  constructor(pipeline: Pipeline, log: Logger) {
+    this.#pipeline = pipeline;
+    this.#log = log;
+    this.#unsubscribe = pipeline.table.subscribeAll((event) => this.#applied(event));
+  }
+
+  /** The kept changes, oldest first. */
+  async entries(): Promise<readonly HistoryEntry[]> {
+    if (this.#entries) return this.#entries;
+    this.#reading ??= this.#read().finally(() => (this.#reading = undefined));
+    return this.#reading;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  async #read(): Promise<HistoryEntry[]> {
+    const { journalPath, schemas, validators } = this.#pipeline;
+    const started = performance.now();
+    const state = await replayJournal(journalPath, schemas, { validators, history: true });
+    const entries = state.history.slice(-KEPT_CHANGES);
+    const last = entries.at(-1)?.revision ?? 0;
+    entries.push(...this.#arrived.filter((entry) => entry.revision > last));
+    this.#arrived = [];
+    this.#entries = entries;
+    this.#log.info({ entries: entries.length, ms: Math.round(performance.now() - started) }, "read the journal's history once for the sidecar; kept up to date from here on");
+    return entries;
+  }
+
+  #applied(event: ChangeEvent): void {
+    if (event.source.startsWith("schema:")) return; // a schema upgrade's revision has no change record
+    const info = this.#pipeline.schemas.get(event.app)?.key(event.key.split("."));
+    const { revision, app, key, value, previous, source, time, reason } = event;
+    const entry: HistoryEntry = { revision, time, source, app, key, value, previous, secret: typeof info !== "object" || info.secret, record: "" };
+    if (reason !== undefined) entry.reason = reason;
+    const entries = this.#entries ?? this.#arrived;
+    entries.push(entry);
+    if (entries.length > 2 * KEPT_CHANGES) entries.splice(0, entries.length - KEPT_CHANGES);
+  }
+}
