@@ -3,9 +3,10 @@
 // serves the pipeline once it is attached. Everything but the probes and the page itself needs a
 // bearer token when a token file is given; without one, only a loopback address is allowed.
 import { isUtf8 } from "node:buffer";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -167,6 +168,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       else res.destroy();
     });
   });
+  guardDescriptors(server, requestTimeoutMs, log);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError("usage", `cannot listen on ${options.listen}: ${error.code ?? error.message}`)));
     server.listen(port, host, () => resolve());
@@ -189,6 +191,40 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/** Descriptors kept for the pipeline (inbox files, journal, cdp.rej, etcd) whatever the clients do. */
+const RESERVED_DESCRIPTORS = 128;
+
+/**
+ * Connections must never take the descriptors the inbox and the journal need: 1,100 idle
+ * connections under a limit of 1,024 made opening cdp.new fail (EMFILE) and cdp exit 3. So the
+ * server takes at most the limit less a reserve, and a connection that sends no request within
+ * the request timeout is closed (Node closes only requests that have begun).
+ */
+function guardDescriptors(server: Server, firstRequestMs: number, log: Logger): void {
+  server.maxConnections = Math.max(16, openFileLimit() - RESERVED_DESCRIPTORS);
+  const waiting = new WeakMap<Socket, NodeJS.Timeout>();
+  server.on("connection", (socket: Socket) => {
+    waiting.set(socket, setTimeout(() => socket.destroy(), firstRequestMs).unref());
+  });
+  server.on("request", (req: IncomingMessage) => clearTimeout(waiting.get(req.socket)));
+  let warned = 0;
+  server.on("drop", () => {
+    if (Date.now() - warned < 10_000) return; // one line per 10 s under a flood
+    warned = Date.now();
+    log.warn({ maxConnections: server.maxConnections }, "refusing connections: the sidecar holds as many as the descriptor limit allows");
+  });
+}
+
+/** The soft limit on open files (RLIMIT_NOFILE), from /proc; 1024 where it cannot be read. */
+function openFileLimit(): number {
+  try {
+    const limit = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1];
+    return limit === undefined ? 1024 : limit === "unlimited" ? 1 << 20 : Number(limit);
+  } catch {
+    return 1024;
+  }
 }
 
 /**

@@ -1,12 +1,13 @@
 // What writers leave in the inbox that is not a clean line: half-written lines, bare carriage
 // returns, a line of exactly the limit in CRLF, and an inbox that is not a regular file at all.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { connect, type Socket } from "node:net";
 import { appendFile, mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -196,5 +197,39 @@ describe("secrets at every depth", () => {
     ].join("\n");
     expect(everything).not.toContain("hunter2");
     expect(await (await fetch(`${running.url}/v1/config/sec/creds`)).json()).toEqual({ user: "u" });
+  });
+});
+
+describe("connections cannot starve the pipeline of descriptors", () => {
+  it("with 400 idle connections under a limit of 256 descriptors, lines still flow; idle ones are closed", async () => {
+    const dir = await tempDir();
+    const child = spawn("prlimit", ["--nofile=256:256", process.execPath, CLI, "watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--http-timeout", "2"], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (data: Buffer) => (output += data.toString()));
+    child.stderr.on("data", (data: Buffer) => (output += data.toString()));
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    afterThisTest(async () => {
+      child.kill("SIGKILL");
+      await exited;
+    });
+    await waitUntil(() => /"url":"http:\/\/127\.0\.0\.1:(\d+)"/.test(output));
+    const port = Number(/"url":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(output)![1]);
+    const sockets = await Promise.all(
+      Array.from({ length: 400 }, () => new Promise<Socket>((resolve) => {
+        const socket = connect(port, "127.0.0.1");
+        socket.on("error", () => undefined);
+        socket.once("connect", () => resolve(socket));
+        socket.once("close", () => resolve(socket));
+      })),
+    );
+    afterThisTest(async () => sockets.forEach((socket) => socket.destroy()));
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect(child.exitCode).toBeNull();
+    // the idle connections are closed after --http-timeout; the sidecar answers again
+    await waitUntil(() => sockets.every((socket) => socket.destroyed || socket.readyState === "closed"));
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(health.status).toBe(200);
+    expect(output).toContain("refusing connections");
   });
 });
