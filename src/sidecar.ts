@@ -168,7 +168,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       else res.destroy();
     });
   });
-  guardDescriptors(server, requestTimeoutMs, log);
+  // after Node's own 408 for a request begun but not received in time
+  guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError("usage", `cannot listen on ${options.listen}: ${error.code ?? error.message}`)));
     server.listen(port, host, () => resolve());
@@ -199,8 +200,8 @@ const RESERVED_DESCRIPTORS = 128;
 /**
  * Connections must never take the descriptors the inbox and the journal need: 1,100 idle
  * connections under a limit of 1,024 made opening cdp.new fail (EMFILE) and cdp exit 3. So the
- * server takes at most the limit less a reserve, and a connection that sends no request within
- * the request timeout is closed (Node closes only requests that have begun).
+ * server takes at most the limit less a reserve, and a connection that sends no request in time
+ * is closed (Node closes only requests that have begun).
  */
 function guardDescriptors(server: Server, firstRequestMs: number, log: Logger): void {
   server.maxConnections = Math.max(16, openFileLimit() - RESERVED_DESCRIPTORS);
