@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // etcd, Chromium, logrotate …: installed from Debian when missing (as root), else a clear stop
+    globalSetup: ["test/system.ts"],
     // end-to-end tests spawn real processes and wait on real file events
     testTimeout: 30_000,
     hookTimeout: 30_000,

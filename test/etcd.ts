@@ -1,4 +1,4 @@
-// Real etcd servers for the fleet tests (Debian's etcd-server; .ci/run installs it), killed after the test.
+// Real etcd servers for the fleet tests (Debian's etcd-server; test/system.ts installs it), killed after the test.
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,0 +1,36 @@
+// What the suite needs beyond Node, checked once before any test runs: etcd (fleet tests),
+// Chromium (the dashboard), logrotate (the inbox under rotation), openssl (etcd's TLS test),
+// nginx (later issues' rendered files). As root, missing Debian packages are installed here;
+// otherwise the suite stops at once, naming the one command to run — never a cascade of timeouts.
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+
+/** A program the tests run, and the Debian package that brings it. */
+const NEEDED = [
+  { program: "/usr/bin/etcd", pkg: "etcd-server" },
+  { program: "/usr/bin/chromium", pkg: "chromium" },
+  { program: "/usr/sbin/logrotate", pkg: "logrotate" },
+  { program: "/usr/bin/openssl", pkg: "openssl" },
+  { program: "/usr/bin/prlimit", pkg: "util-linux" },
+];
+
+export default function setup(): void {
+  const missing = NEEDED.filter(({ program }) => !existsSync(program)).map(({ pkg }) => pkg);
+  if (missing.length === 0) return;
+  const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
+  if (process.getuid?.() !== 0 || !existsSync("/usr/bin/apt-get")) {
+    throw new Error(`the test suite needs Debian packages that are not installed: ${missing.join(", ")}.\nRun as root: ${command}\n(or run npm test as root, which installs them)`);
+  }
+  process.stderr.write(`test set-up: installing ${missing.join(", ")} from Debian (apt-get, as root)\n`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  execFileSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"], env });
+  execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env });
+  // Debian's etcd package may start a system etcd on the default ports; the tests start their own
+  try {
+    execFileSync("systemctl", ["disable", "--now", "etcd"], { stdio: "ignore" });
+  } catch {
+    // no systemd in a container: nothing was started
+  }
+  const still = NEEDED.filter(({ program }) => !existsSync(program)).map(({ pkg }) => pkg);
+  if (still.length > 0) throw new Error(`installing ${still.join(", ")} did not bring their programs: ${command}`);
+}
