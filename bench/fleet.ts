@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { initDataDir } from "../src/datadir.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +25,7 @@ const percentile = (values: number[], p: number) => values.slice().sort((a, b) =
 
 /** A `cdp watch --cluster` process, once it says it is watching. */
 async function watcher(dir: string, cluster: string[], name: string): Promise<ChildProcess> {
+  await initDataDir(dir, SCHEMAS);
   const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${cluster.map((url) => new URL(url).host).join(",")}`];
   const child = spawn(process.execPath, [CLI, ...args, "--cluster-prefix", "/cdp/bench", "--cluster-host", name], { stdio: ["ignore", "pipe", "inherit"] });
   let output = "";
@@ -48,6 +50,7 @@ async function main(): Promise<void> {
   const [a, b, c] = ["a", "b", "c"].map((name) => join(root, name)) as [string, string, string];
   const children = [await watcher(a, etcd.endpoints, "a"), await watcher(b, etcd.endpoints, "b")];
   const host: Cdp = await startCdp({
+    init: true,
     dir: c,
     schemas: SCHEMAS,
     logger: pino({ level: "warn" }, pino.destination({ dest: "/dev/null", sync: true })),

@@ -5,7 +5,7 @@ import { startCdp } from "../src/index.js";
 
 const [dir, schemas] = process.argv.slice(2);
 const started = performance.now();
-const cdp = await startCdp({ dir: dir!, schemas: schemas!, logger: pino({ level: "warn" }, pino.destination("/dev/null")), watchEvents: false });
+const cdp = await startCdp({ init: true, dir: dir!, schemas: schemas!, logger: pino({ level: "warn" }, pino.destination("/dev/null")), watchEvents: false });
 const ms = performance.now() - started;
 globalThis.gc?.();
 const rss = process.memoryUsage().rss;

@@ -40,7 +40,7 @@ const sinceLine = (value: unknown) => Number(process.hrtime.bigint() - BigInt(va
 /** echo -> subscriber, through cdp with the journal fsync'd. */
 async function latencyOfCdp(): Promise<number[]> {
   const dir = await tempDir();
-  const cdp = await startCdp({ dir, schemas: SCHEMAS, logger: quietLogger() });
+  const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: quietLogger() });
   const latencies: number[] = [];
   const run = appender(join(dir, "cdp.new"));
   cdp.subscribe("bench", "t", ({ value }) => {
@@ -91,7 +91,7 @@ async function latencyOfBaseline(): Promise<number[]> {
 /** Lines/s for `lines` appended in one write, until the subscriber hears the last one. */
 async function burst(lines: string[], last: number): Promise<number> {
   const dir = await tempDir();
-  const cdp: Cdp = await startCdp({ dir, schemas: SCHEMAS, logger: quietLogger() });
+  const cdp: Cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: quietLogger() });
   const heard = new Promise<void>((resolve) =>
     cdp.subscribe("bench", "n", ({ value }) => {
       if (value === last) resolve();

@@ -8,6 +8,7 @@
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { initDataDir } from "../src/datadir.js";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +26,7 @@ const percentile = (values: number[], p: number) => values.slice().sort((a, b) =
 
 async function sidecar(): Promise<{ url: string; dir: string; child: ChildProcess }> {
   const dir = await mkdtemp(join(tmpdir(), "cdp-bench-"));
+  await initDataDir(dir, SCHEMAS);
   const child = spawn(process.execPath, [CLI, "watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {

@@ -13,7 +13,8 @@ import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOpti
 import { INBOX_FILE } from "./inbox.js";
 import { appendToInbox } from "./submit.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
-import { ensureDataDir, lockDataDir } from "./durable.js";
+import { lockDataDir } from "./durable.js";
+import { initDataDir, openDataDir } from "./datadir.js";
 import { judgeInSequence } from "./validate.js";
 import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
 import { loadSchemas } from "./schemas.js";
@@ -22,19 +23,32 @@ import type { AppConfig } from "./values.js";
 const USAGE = `cdp: configuration delivery pipeline
 
 Usage:
-  cdp watch  --dir D --schemas S     run the watcher in the foreground
+  cdp init   --dir D --schemas S     create and mark a data directory (once; idempotent)
+  cdp watch  --dir D [--schemas S]   run the watcher in the foreground
   cdp push   --dir D LINE...         append change lines to D/${INBOX_FILE} (- reads them from stdin)
-  cdp get    --dir D --schemas S [app[.key]]   print the current config as JSON
+  cdp get    --dir D [app[.key]]     print the current config as JSON
   cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
-  cdp history --dir D --schemas S [app[.key]] [--limit N] [--json]   revisions, newest first
-  cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]   undo changes through the inbox
-  cdp compact --dir D --schemas S [--keep N]   rewrite the journal as its state plus recent history
+  cdp history --dir D [app[.key]] [--limit N] [--json]   revisions, newest first
+  cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
+  cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
 
+Settings come from flags, then environment variables, then the data directory: every option
+--NAME may be given as CDP_NAME (upper case, '-' as '_': CDP_DIR, CDP_SCHEMAS,
+CDP_MAX_LINE_BYTES, CDP_HTTP …; for a switch, 1 or 0), and --schemas defaults to the schema
+directory recorded by 'cdp init'. Flags win.
 Run 'cdp COMMAND --help' for a command's options.
 Exit codes: 0 done; 1 a check found rejections, a rollback was refused, or a fault stopped cdp;
 2 bad usage or an invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
 
 const HELP: Record<string, string> = {
+  init: `Usage: cdp init --dir D --schemas S
+
+Create the data directory D (mode 0700) and mark it as cdp's, recording the schema directory S
+in D/cdp.conf. Every other command refuses a directory that is not initialised (exit 2), so
+that a typo in --dir or an unmounted volume never looks like an empty configuration.
+The schemas must load (at least one S/<app>.schema.json), and a journal already in D (from an
+earlier cdp) must hold under them. Running it again with the same settings changes nothing
+(exit 0).`,
   watch: `Usage: cdp watch --dir D --schemas S [options]
 
 Follow D/${INBOX_FILE}: each new line is parsed, validated against S/<app>.schema.json and
@@ -44,8 +58,9 @@ Refuses to start (exit 2) when a schema or the journal is invalid.
 SIGINT/SIGTERM finish and flush the batch in hand, then exit 0.
 
 Options:
-  --dir D                the data directory (created if missing)
-  --schemas S            the directory of <app>.schema.json files
+  --dir D                the data directory (made by 'cdp init')
+  --schemas S            the directory of <app>.schema.json files (default: the one
+                         recorded by 'cdp init')
   --max-line-bytes N     reject lines longer than N bytes (default 65536)
   --poll-interval MS     check the inbox every MS ms even without file events (default 1000)
   --poll-only            use the periodic check alone, no file-system events (network file systems)
@@ -82,7 +97,7 @@ log in the same order.
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
 does. With -, the lines are read from standard input. Nothing is validated here: the
 watcher judges each line and records rejections in D/cdp.rej.`,
-  get: `Usage: cdp get --dir D --schemas S [app[.key.path]]
+  get: `Usage: cdp get --dir D [--schemas S] [app[.key.path]]
 
 Print the configuration persisted in D/${JOURNAL_FILE} (with schema defaults) as JSON:
 all apps, one app, or one key. Exits 2 on an invalid journal or an unknown app or key.`,
@@ -95,7 +110,7 @@ schema defaults. Exit 0 when every line would be accepted, 1 when any would be r
 
 Options:
   --max-line-bytes N     the line length limit to apply (default 65536)`,
-  history: `Usage: cdp history --dir D --schemas S [app[.key.path]] [--limit N] [--json]
+  history: `Usage: cdp history --dir D [--schemas S] [app[.key.path]] [--limit N] [--json]
 
 Print the accepted changes recorded in D/${JOURNAL_FILE}, newest first: revision, time, source,
 key, old and new value. Secret (writeOnly) values are shown as [secret].
@@ -103,7 +118,7 @@ key, old and new value. Secret (writeOnly) values are shown as [secret].
 Options:
   --limit N              at most N revisions
   --json                 a JSON array, for scripts`,
-  compact: `Usage: cdp compact --dir D --schemas S [--keep N]
+  compact: `Usage: cdp compact --dir D [--schemas S] [--keep N]
 
 Rewrite the journal D/${JOURNAL_FILE} as the configuration before its last N changes plus those
 changes (default 1000), so that it stops growing; replaying it gives the same configuration,
@@ -113,7 +128,7 @@ compact by hand.
 
 Options:
   --keep N               changes to keep as history (default 1000; 0 keeps none)`,
-  rollback: `Usage: cdp rollback --dir D --schemas S (--to REV | --last) [--dry-run]
+  rollback: `Usage: cdp rollback --dir D [--schemas S] (--to REV | --last) [--dry-run]
 
 Bring the configuration back to its state at revision REV (--last: undo the latest change).
 cdp computes the change lines that undo every later change (keys that did not exist at REV go
@@ -195,6 +210,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       return 0;
     }
     switch (command) {
+      case "init":
+        return await initCommand(values, positionals, io);
       case "watch":
         return await watchCommand(values, positionals);
       case "push":
@@ -222,17 +239,53 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
 }
 
 function parseCommand(args: string[]): { values: Values; positionals: string[] } {
+  let parsed: { values: Values; positionals: string[] };
   try {
-    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
   } catch (error) {
     throw new CdpError("usage", (error as Error).message);
   }
+  return { values: { ...fromEnvironment(), ...definedOnly(parsed.values) }, positionals: parsed.positionals };
+}
+
+/** CDP_NAME for each option --NAME (CDP_MAX_LINE_BYTES for --max-line-bytes); flags win. */
+export function environmentName(option: string): string {
+  return `CDP_${option.toUpperCase().replace(/-/g, "_")}`;
+}
+
+function fromEnvironment(): Values {
+  const values: Record<string, string | boolean> = {};
+  for (const [name, option] of Object.entries(OPTIONS)) {
+    if (name === "help" || name === "version") continue;
+    const text = process.env[environmentName(name)];
+    if (text === undefined || text === "") continue;
+    if (option.type === "string") values[name] = text;
+    else if (/^(1|true|yes|on)$/i.test(text)) values[name] = true;
+    else if (!/^(0|false|no|off)$/i.test(text)) throw new CdpError("usage", `${environmentName(name)} is a switch: 1 or 0, got "${text}"`);
+  }
+  return values as Values;
+}
+
+function definedOnly(values: Values): Values {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Values;
 }
 
 function required(values: Values, name: "dir" | "schemas"): string {
   const value = values[name];
-  if (!value) throw new CdpError("usage", `--${name} is required`);
+  if (!value) throw new CdpError("usage", `--${name} is required (or ${environmentName(name)})`);
   return resolve(value);
+}
+
+// what a command other than watch says of the data directory: one line on stderr
+const stderrLog = { info: (_fields: object, message: string) => void process.stderr.write(`cdp: ${message}\n`) } as Pick<Logger, "info">;
+
+/** The data directory, which must be initialised, and the schema directory: given, else recorded by `cdp init`. */
+async function dataDir(values: Values, log: Pick<Logger, "info"> = stderrLog): Promise<{ dir: string; schemas: string }> {
+  const dir = required(values, "dir");
+  const settings = await openDataDir(dir, log);
+  const schemas = values.schemas ? resolve(values.schemas) : settings.schemas;
+  if (!schemas) throw new CdpError("usage", `no schema directory: give --schemas (or CDP_SCHEMAS), or record one with 'cdp init --dir ${dir} --schemas DIR'`);
+  return { dir, schemas };
 }
 
 type NumberOption =
@@ -272,13 +325,23 @@ function noPositionals(positionals: string[], most = 0): void {
   if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);
 }
 
+async function initCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const schemaDir = required(values, "schemas");
+  const schemas = await loadSchemas(schemaDir);
+  await replayJournal(join(dir, JOURNAL_FILE), schemas); // an earlier cdp's journal must hold under them
+  const outcome = await initDataDir(dir, schemaDir);
+  const said = { created: `initialised the data directory ${dir}`, adopted: `adopted ${dir}, written by an earlier cdp`, unchanged: `${dir} is already initialised: nothing changed` };
+  io.stderr(`${said[outcome]} (schemas: ${schemaDir}, apps: ${[...schemas.keys()].join(", ")})\n`);
+  if (outcome !== "unchanged") io.stderr(`start the watcher with: cdp watch --dir ${dir}\n`);
+  return 0;
+}
+
 async function watchCommand(values: Values, positionals: string[]): Promise<number> {
   noPositionals(positionals);
   const logger = createLogger(values);
-  const options: CdpOptions = {
-    dir: required(values, "dir"),
-    schemas: required(values, "schemas"),
-    logger,
+  const settings = {
     maxLineBytes: positiveInteger(values, "max-line-bytes", 65536),
     pollIntervalMs: positiveInteger(values, "poll-interval", 1000),
     watchEvents: !values["poll-only"],
@@ -290,6 +353,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     http: httpOptions(values),
     cluster: await clusterOptions(values),
   };
+  const options: CdpOptions = { ...(await dataDir(values, logger)), logger, ...settings };
   // listening from the start: a signal that arrives while cdp starts stops it once it has started
   let cdp: Cdp | undefined;
   let stopping = false;
@@ -380,15 +444,15 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
 
 /** Append lines to the inbox with one write in append mode: concurrent writers never interleave within it. */
 async function queueLines(dir: string, lines: string[], io: Io): Promise<void> {
-  await ensureDataDir(dir);
+  await openDataDir(dir, stderrLog);
   await appendToInbox(dir, lines.map((line) => `${line}\n`).join(""));
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
 }
 
 async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals, 1);
-  const dir = required(values, "dir");
-  const schemas = await loadSchemas(required(values, "schemas"));
+  const { dir, schemas: schemaDir } = await dataDir(values);
+  const schemas = await loadSchemas(schemaDir);
   const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
   const selector = positionals[0];
   let result: unknown = Object.fromEntries(apps);
@@ -410,7 +474,8 @@ async function getCommand(values: Values, positionals: string[], io: Io): Promis
 
 async function checkCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals, 1);
-  const schemas = await loadSchemas(required(values, "schemas"));
+  const target = values.dir === undefined ? undefined : await dataDir(values);
+  const schemas = await loadSchemas(target?.schemas ?? required(values, "schemas"));
   const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
   const input = positionals[0] ?? "-";
   const name = input === "-" ? "stdin" : input;
@@ -420,7 +485,7 @@ async function checkCommand(values: Values, positionals: string[], io: Io): Prom
   } catch (error) {
     throw new CdpError("usage", `cannot read ${input}: ${(error as Error).message}`);
   }
-  const apps = values.dir ? (await replayJournal(join(resolve(values.dir), JOURNAL_FILE), schemas)).apps : new Map([...schemas].map(([app, s]) => [app, s.defaults]));
+  const apps = target ? (await replayJournal(join(target.dir, JOURNAL_FILE), schemas)).apps : new Map([...schemas].map(([app, s]) => [app, s.defaults]));
   let accepted = 0;
   let rejected = 0;
   for (const { line, outcome } of judgeInSequence(text, schemas, apps, maxLineBytes)) {
@@ -435,8 +500,8 @@ async function checkCommand(values: Values, positionals: string[], io: Io): Prom
 
 async function historyCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals, 1);
-  const dir = required(values, "dir");
-  const schemas = await loadSchemas(required(values, "schemas"));
+  const { dir, schemas: schemaDir } = await dataDir(values);
+  const schemas = await loadSchemas(schemaDir);
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
   const entries = selectHistory(state.history, positionals[0], positiveInteger(values, "limit", Number.MAX_SAFE_INTEGER));
   if (values.json) io.stdout(`${JSON.stringify(historyJson(entries), null, 2)}\n`);
@@ -446,8 +511,8 @@ async function historyCommand(values: Values, positionals: string[], io: Io): Pr
 
 async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
-  const dir = required(values, "dir");
-  const schemas = await loadSchemas(required(values, "schemas"));
+  const { dir, schemas: schemaDir } = await dataDir(values);
+  const schemas = await loadSchemas(schemaDir);
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
   if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
   const revision = values.last ? state.revision - 1 : Number(values.to);
@@ -468,8 +533,8 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
 
 async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
-  const dir = required(values, "dir");
-  const schemas = await loadSchemas(required(values, "schemas"));
+  const { dir, schemas: schemaDir } = await dataDir(values);
+  const schemas = await loadSchemas(schemaDir);
   const keep = positiveInteger(values, "keep", 1000, 0);
   const unlock = await lockDataDir(dir, "compact by hand (a running watcher compacts by itself)");
   try {

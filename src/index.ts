@@ -4,6 +4,7 @@ import { CdpError } from "./errors.js";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import type { FleetLog } from "./fleet.js";
+import { initDataDir, isDataDir } from "./datadir.js";
 import { startPipeline } from "./pipeline.js";
 import type { Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
@@ -12,8 +13,13 @@ import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
 export interface CdpOptions {
-  /** The data directory: `cdp.new` (inbox), `cdp` (journal), `cdp.rej` (rejects). Created if missing. */
+  /**
+   * The data directory: `cdp.new` (inbox), `cdp` (journal), `cdp.rej` (rejects). It must have been
+   * initialised (`cdp init`, or `init: true`): a missing or unmarked directory is refused.
+   */
   dir: string;
+  /** Initialise the data directory first if it is not one yet, as `cdp init` does (default false). */
+  init?: boolean;
   /** The directory of `<app>.schema.json` files. */
   schemas: string;
   /** Code-level checks per app, run on the app's whole config after each change (and at start). */
@@ -91,6 +97,7 @@ export interface Cdp extends LiveConfig {
  * cdp.subscribe("ticker", "interval", ({ value }) => reschedule(value as number));
  */
 export async function startCdp(options: CdpOptions): Promise<Cdp> {
+  if (options.init && !(await isDataDir(resolve(options.dir)))) await initDataDir(resolve(options.dir), resolve(options.schemas));
   const validators = new Map<string, AppValidator[]>();
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());
   const log = options.logger ?? pino({ level: "info" }, pino.destination(2));

@@ -28,7 +28,8 @@ import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type Schem
 import { ConfigTable, type AppliedChange } from "./table.js";
 import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
 import { getIn, type AppConfig } from "./values.js";
-import { DurableFile, ensureDataDir, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
+import { DurableFile, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
+import { openDataDir } from "./datadir.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -82,7 +83,7 @@ export interface Pipeline {
 /** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
   const { dir } = options;
-  await ensureDataDir(dir);
+  await openDataDir(dir, options.log);
   const unlock = await lockDataDir(dir, "start another watcher");
   try {
     return await follow(options, unlock);
@@ -97,7 +98,6 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const journalPath = join(dir, JOURNAL_FILE);
   let schemaTexts = await readSchemaTexts(options.schemas);
   let schemas = compileSchemas(options.schemas, schemaTexts);
-  if (schemas.size === 0) log.warn({ schemas: options.schemas }, "no *.schema.json found: every change will be rejected");
   let state = await replayJournal(journalPath, schemas, { validators: options.validators });
   if (options.fleet && state.divergedFrom) {
     // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet

@@ -65,11 +65,20 @@ const compiledPatterns = new Map<string, RE2JS>();
 export type SchemaTexts = ReadonlyMap<string, string>;
 
 export async function readSchemaTexts(dir: string): Promise<SchemaTexts> {
-  let names: string[];
+  let all: string[];
   try {
-    names = (await readdir(dir)).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
+    all = await readdir(dir);
   } catch (error) {
-    throw new CdpError("usage", `cannot read the schema directory ${dir}: ${(error as Error).message}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "it does not exist" : code === "ENOTDIR" ? "it is not a directory" : (error as Error).message;
+    throw new CdpError("usage", `cannot read the schema directory ${dir}: ${why}`);
+  }
+  const names = all.filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
+  if (names.length === 0) {
+    // a watcher with no app would reject every line: refuse to start instead
+    const ignored = all.filter((name) => name.endsWith(".json")).slice(0, 8);
+    const seen = ignored.length > 0 ? ` (ignored: ${ignored.join(", ")}: a schema's file name is <app>${SCHEMA_SUFFIX})` : "";
+    throw new CdpError("bootstrap", `no <app>${SCHEMA_SUFFIX} in the schema directory ${dir}${seen}`);
   }
   const texts = new Map<string, string>();
   for (const name of names) {

@@ -13,7 +13,7 @@ import { parseLine } from "../src/parse.js";
 import { judgeLine } from "../src/validate.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
 import { decodeValue } from "../src/validate.js";
-import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {
@@ -80,7 +80,7 @@ describe("random lines (property-based)", () => {
   });
 
   it("each land exactly once in the journal or cdp.rej when a running watcher reads them", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const lines = fc.sample(fc.oneof(anyLine, fc.constant("ticker:interval:1500"), fc.constant("ticker:name:ok")), { numRuns: 400, seed: 42 });
     const clean = lines.map((line) => line.replace(/\n/g, ""));
     const counted = clean.filter((line) => !["blank", "comment"].includes(parseLine(line.replace(/\r$/, "")).kind)).length;
@@ -167,9 +167,9 @@ describe("hostile lines (named cases)", () => {
   });
 
   it("keeps __proto__ inside a free-form value a plain key, end to end", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger } = capturedLogger();
-    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger });
     try {
       await appendFile(join(dir, "cdp.new"), 'ticker:meta:{"__proto__": {"polluted": true}, "constructor": {"prototype": {"polluted": true}}}\n');
       await waitUntil(() => cdp.revision === 1);
@@ -185,7 +185,7 @@ describe("hostile lines (named cases)", () => {
   });
 
   it("rejects a 200 MB line once, cut short, without holding it in memory", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--poll-interval", "100"]);
     const inbox = await open(join(dir, "cdp.new"), "a");
     const piece = Buffer.alloc(1 << 20, "x");
@@ -207,7 +207,7 @@ describe("hostile lines (named cases)", () => {
 
 describe("secrets and permissions", () => {
   it("never shows a secret (writeOnly) value in logs, reasons or error messages", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--log-level", "trace"]);
     await appendFile(join(dir, "cdp.new"), "ticker:token:s3cr\nticker:token:hunter2hunter2\n");
     await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1);
@@ -229,7 +229,7 @@ describe("secrets and permissions", () => {
   });
 
   it("warns when others can write the inbox or its directory", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await promisify(execFile)("chmod", ["0777", dir]);
     const watch = await startWatch(dir);
     expect(watch.output()).toContain(`${dir} is writable by group or others (mode 777): whoever can write the inbox can change the configuration`);

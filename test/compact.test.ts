@@ -3,7 +3,7 @@
 import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { cdp, readText, recordLines, runCdp, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 async function snapshot(dir: string): Promise<{ config: unknown; revision: number }> {
   const config = JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS])).output) as unknown;
@@ -12,7 +12,7 @@ async function snapshot(dir: string): Promise<{ config: unknown; revision: numbe
 }
 
 async function journalWithChanges(count: number): Promise<string> {
-  const dir = await tempDir();
+  const dir = await dataDir();
   const lines = Array.from({ length: count }, (_, i) => (i % 3 === 0 ? `db:pool.max:${20 + i}` : i % 3 === 1 ? `ticker:name:n${i}` : `ticker:interval:${1000 + i}`));
   const watch = await startWatch(dir);
   await appendFile(join(dir, "cdp.new"), `${lines.join("\n")}\nbroken\n`);
@@ -59,7 +59,7 @@ describe("cdp compact", () => {
   }, 60_000);
 
   it("refuses while a watcher owns the directory", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     const { code, output } = await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS]);
     expect(code).toBe(2);
@@ -71,7 +71,7 @@ describe("cdp compact", () => {
   });
 
   it("happens automatically in the watcher past --compact-after", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--compact-after", "50", "--keep-history", "10"]);
     for (let i = 0; i < 4; i++) {
       await appendFile(join(dir, "cdp.new"), Array.from({ length: 40 }, (_, j) => `ticker:interval:${1000 + i * 40 + j}\n`).join(""));
@@ -87,7 +87,7 @@ describe("cdp compact", () => {
   });
 
   it("goes on when an automatic compaction fails, and compacts later", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await mkdir(join(dir, "cdp.compacting")); // the temporary file cannot be written
     const watch = await startWatch(dir, ["--compact-after", "10", "--keep-history", "2"]);
     await appendFile(join(dir, "cdp.new"), Array.from({ length: 15 }, (_, i) => `ticker:interval:${1000 + i}\n`).join(""));

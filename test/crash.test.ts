@@ -2,7 +2,7 @@
 import { appendFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { cdp, readText, recordLines, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 /** A burst of valid and invalid lines (every value distinct), and what cdp must make of it. */
 function burst(count: number, tag = "v") {
@@ -24,7 +24,7 @@ async function size(path: string): Promise<number> {
 
 describe("crash and restart", () => {
   it("applies and rejects every line exactly once, in order, across repeated kill -9 during a 50,000-line burst", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { text, accepted, rejected, count } = burst(50_000);
     await writeFile(join(dir, "cdp.new"), text);
     let kills = 0;
@@ -53,7 +53,7 @@ describe("crash and restart", () => {
   }, 120_000);
 
   it("finishes and flushes the batch in hand on SIGTERM, and continues there after a restart", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { text, accepted, rejected, count } = burst(50_000, "t");
     let watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), text);

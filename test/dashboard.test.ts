@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, SCHEMAS, tempDir } from "./helpers.js";
+import { afterThisTest, capturedLogger, SCHEMAS, tempDir, dataDir } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 // as root Chromium needs --no-sandbox; the rest keep it from calling out of this closed network
@@ -22,11 +22,11 @@ afterAll(async () => {
 
 describe("the dashboard", () => {
   it("shows the live table, takes a token, submits accepted and rejected lines and shows history and rejections", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const tokens = join(await tempDir(), "tokens");
     await writeFile(tokens, `write ${TOKEN}\n`, { mode: 0o600 });
     const { logger } = capturedLogger();
-    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
     afterThisTest(() => cdp.stop());
     const page = await browser.newPage();
     afterThisTest(() => page.close());

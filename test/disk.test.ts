@@ -5,7 +5,8 @@ import { appendFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { getConfig, journalOf, recordLines, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { initDataDir } from "../src/datadir.js";
+import { getConfig, journalOf, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 const run = promisify(execFile);
 const mounts: string[] = [];
@@ -16,7 +17,7 @@ afterEach(async () => {
 
 describe("when the journal cannot be written", () => {
   it("holds the batch under a file-size limit and applies it, once, when the limit is lifted", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
@@ -44,6 +45,7 @@ describe("when the journal cannot be written", () => {
     await mkdir(dir);
     await run("mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", dir]);
     mounts.push(dir);
+    await initDataDir(dir, SCHEMAS);
     const lines = Array.from({ length: 40 }, (_, i) => `ticker:name:${String(i).padStart(4, "0")}${"x".repeat(1000)}`);
     await writeFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
     await writeFile(join(dir, "filler"), Buffer.alloc(1 << 20)).catch((error: NodeJS.ErrnoException) => {
@@ -63,7 +65,7 @@ describe("when the journal cannot be written", () => {
   });
 
   it("holds the batch while the journal cannot be written (immutable, as on a read-only disk) and applies it after", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
@@ -84,7 +86,7 @@ describe("when the journal cannot be written", () => {
   });
 
   it("stops on SIGTERM while a batch is held, and processes it at the next start", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await run("prlimit", ["--pid", String(watch.child.pid), "--fsize=10:unlimited"]);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\nbroken\n");

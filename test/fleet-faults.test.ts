@@ -4,7 +4,7 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { leaderOf, startEtcd } from "./etcd.js";
-import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 describe("cdp watch --cluster on a 3-member etcd", () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
@@ -12,7 +12,7 @@ describe("cdp watch --cluster on a 3-member etcd", () => {
     const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
     const hosts = await Promise.all(
       ["a", "b", "c"].map(async (name) => {
-        const dir = await tempDir();
+        const dir = await dataDir();
         await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/failover", "--cluster-host", name]);
         return dir;
       }),
@@ -48,7 +48,7 @@ describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", (
 
     const a = await tempDir();
     await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "a"]);
-    const b = await tempDir();
+    const b = await dataDir();
     const args = (schemas: string) => ["watch", "--dir", b, "--schemas", schemas, "--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "b", "--http", "127.0.0.1:0"];
     let watchB = runCdp(args(oldSchemas));
     await waitUntil(() => watchB.output().includes("cdp is watching"));
@@ -80,7 +80,7 @@ describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", (
 describe("cdp watch --cluster while etcd is unreachable", () => {
   it("keeps serving its configuration while etcd is unreachable, leaves new lines queued, and commits them when it is back", async () => {
     const etcd = await startEtcd();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
     const watch = await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/outage", "--http", "127.0.0.1:0"]);
     const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
@@ -104,7 +104,7 @@ describe("cdp watch --cluster while etcd is unreachable", () => {
 
   it("starts and serves its journal's configuration while etcd is down, and reads its inbox once it has caught up", async () => {
     const etcd = await startEtcd();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
     const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/down", "--http", "127.0.0.1:0"];
     const first = await startWatch(dir, args.slice(5));
@@ -135,7 +135,7 @@ describe("cdp watch --cluster while etcd is unreachable", () => {
   it("stops cleanly on SIGTERM while it waits for etcd", async () => {
     const etcd = await startEtcd();
     await etcd.stop(); // nothing answers at its address now
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/x"]);
     await waitUntil(() => watch.output().includes("cannot reach etcd"));
     watch.child.kill("SIGTERM");

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -212,7 +212,7 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await call("user/add", { name: "root", password: "root-password" });
     await call("user/grant", { user: "root", role: "root" });
     await call("enable", {});
-    const dir = await tempDir();
+    const dir = await dataDir();
     const password = join(await tempDir(), "password");
     await writeFile(password, "root-password\n", { mode: 0o600 });
     const cluster = ["--cluster", `etcd://${new URL(gateway).host}`, "--cluster-prefix", "/cdp/auth"];
@@ -223,10 +223,10 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await watch.exited).toBe(0);
 
     await writeFile(password, "wrong-password\n");
-    const refused = await runCli(["watch", "--dir", await tempDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
+    const refused = await runCli(["watch", "--dir", await dataDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
     expect(refused.code).toBe(2);
     expect(refused.output).toContain("cdp: etcd refused this host:");
-    const alone = await runCli(["watch", "--dir", await tempDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root"]);
+    const alone = await runCli(["watch", "--dir", await dataDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root"]);
     expect(alone.output).toContain("cdp: --cluster-user and --cluster-password-file go together");
   });
 
@@ -279,7 +279,7 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
 
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {
     const { endpoints } = await startEtcd();
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:1500\n");
     const cluster = `etcd://${new URL(endpoints[0]!).host}`;
     const { code, output } = await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/test"]);

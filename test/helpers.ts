@@ -1,6 +1,7 @@
 // Shared by the tests: temp data dirs with the fixture schemas, and the real `cdp` process.
 import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { afterEach } from "vitest";
+import { initDataDir, SETTINGS_FILE } from "../src/datadir.js";
 
 export const SCHEMAS = fileURLToPath(new URL("./fixtures/schemas", import.meta.url));
 export const CLI = fileURLToPath(new URL("../dist/src/cli.js", import.meta.url));
@@ -26,6 +28,13 @@ export function afterThisTest(cleanup: () => Promise<unknown>): void {
 export async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "cdp-test-"));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A fresh, initialised data directory (as `cdp init --dir D --schemas SCHEMAS`), removed after the test. */
+export async function dataDir(schemas = SCHEMAS): Promise<string> {
+  const dir = await tempDir();
+  await initDataDir(dir, schemas);
   return dir;
 }
 
@@ -84,6 +93,8 @@ export const journalOf = (dir: string) => recordLines(join(dir, "cdp"));
 
 /** Start `cdp watch` on `dir` and wait until it says it is watching. */
 export async function startWatch(dir: string, extra: string[] = []): Promise<Running> {
+  // a watcher runs on an initialised data directory: make one of a bare temporary directory
+  if (!existsSync(join(dir, SETTINGS_FILE))) await initDataDir(dir, extra.includes("--schemas") ? extra[extra.indexOf("--schemas") + 1]! : SCHEMAS);
   const running = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, ...extra]);
   await waitUntil(() => running.output().includes("cdp is watching") || running.child.exitCode !== null);
   if (running.child.exitCode !== null) throw new Error(`cdp watch exited early:\n${running.output()}`);

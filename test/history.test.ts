@@ -4,13 +4,13 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { CLI, cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { CLI, cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir } from "./helpers.js";
 
 const run = promisify(execFile);
 
 /** A watcher on a fresh dir that has applied `lines` (all valid). */
 async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: string; watch: Running }> {
-  const dir = await tempDir();
+  const dir = await dataDir();
   const watch = await startWatch(dir, ["--schemas", schemas]);
   await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
   await waitUntil(async () => (await journalOf(dir)).length === lines.length);
@@ -48,7 +48,7 @@ describe("cdp history", () => {
   });
 
   it("shows a hand-written bootstrap as such", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:2000\n");
     const { output } = await cdp(["history", "--dir", dir, "--schemas", SCHEMAS]);
     expect(output).toMatch(/^1\s+\(bootstrap\)\s+cdp:1\s+ticker\.interval\s+1000 → 2000$/m);
@@ -112,7 +112,7 @@ describe("cdp rollback", () => {
     [["--to", "1", "--last"], "give either --to REV or --last"],
     [["--to", "x"], `--to must be a revision number, got "x"`],
   ])("refuses bad usage %j", async (args, message) => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:2000\n");
     const { code, output } = await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, ...args]);
     expect(code).toBe(2);
@@ -133,7 +133,7 @@ describe("atomic multi-key changes", () => {
 
 describe("output into a pipe", () => {
   it("cdp get and cdp history --json print everything before they exit, past the 64 KiB a pipe holds", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const names = Array.from({ length: 2000 }, (_, i) => `ticker:name:name-${i}-${"x".repeat(40)}`);
     await writeFile(join(dir, "cdp"), `${names.join("\n")}\nticker:meta:{"blob":"${"y".repeat(200_000)}"}\n`);
     const piped = async (args: string) => (await run("sh", ["-c", `"${process.execPath}" "${CLI}" ${args} --dir "${dir}" --schemas "${SCHEMAS}" | cat`], { maxBuffer: 64 << 20 })).stdout;

@@ -4,12 +4,12 @@ import { spawn } from "node:child_process";
 import { appendFile, mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 
 describe("the inbox", () => {
   it("reads the rest of a file moved away before switching to its replacement, as tail -F does", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     await appendFile(inbox, "ticker:name:old-0\n");
@@ -26,7 +26,7 @@ describe("the inbox", () => {
   });
 
   it("processes 20 writers appending 1,000 lines each at once, every line exactly once", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const writer = `const fs = require("node:fs"); const fd = fs.openSync(process.argv[1], "a");
@@ -49,7 +49,7 @@ describe("the inbox", () => {
   });
 
   it("catches up through the periodic check when no file-system event ever comes", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--poll-only", "--poll-interval", "200"]);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
@@ -60,7 +60,7 @@ describe("the inbox", () => {
   });
 
   it("retries an unavailable inbox and goes on when it is back", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir, ["--poll-interval", "100"]);
     await mkdir(inbox); // a directory where the file should be: it cannot be read
@@ -73,7 +73,7 @@ describe("the inbox", () => {
   });
 
   it("exits 3 when the inbox stays unavailable past --max-outage", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--max-outage", "1"]);
     await mkdir(join(dir, "cdp.new"));
     const started = Date.now();
@@ -83,7 +83,7 @@ describe("the inbox", () => {
   });
 
   it("exits 3 after more than --max-outages outages within the window", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir, ["--poll-interval", "50", "--max-outages", "2", "--outage-window", "600"]);
     for (let outage = 1; outage <= 3; outage++) {
@@ -110,7 +110,7 @@ describe("when file-system watching fails", () => {
   // inotify instances are per user: with the limit at what is in use, cdp's watch cannot start
   const LIMIT = "/proc/sys/fs/inotify/max_user_instances";
   it("reports the error and keeps lines flowing through the periodic check", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const original = (await readText(LIMIT)).trim();
     expect(process.getuid?.()).toBe(0); // the suite runs as root here and in CI
     let watch;

@@ -4,13 +4,13 @@ import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
-import { capturedLogger, readText, recordLines, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
+import { capturedLogger, readText, recordLines, SCHEMAS, waitUntil, dataDir } from "./helpers.js";
 
 describe("the library API", () => {
   it("reads, snapshots and tells subscribers after the change is durable", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger } = capturedLogger();
-    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger });
     try {
       expect(cdp.get("ticker", "interval")).toBe(1000);
       const before = cdp.snapshot();
@@ -38,7 +38,7 @@ describe("the library API", () => {
   });
 
   it("rejects through validators given at start and registered later", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger } = capturedLogger();
     const cdp = await startCdp({
       dir,
@@ -63,9 +63,9 @@ describe("the library API", () => {
   });
 
   it("keeps going when a subscriber throws, and logs it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger, lines } = capturedLogger();
-    const cdp = await startCdp({ dir, schemas: SCHEMAS, logger });
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger });
     try {
       cdp.subscribe("ticker", () => {
         throw new Error("broken subscriber");
@@ -82,9 +82,9 @@ describe("the library API", () => {
   });
 
   it("refuses to start on an invalid journal with a CdpError naming file and line", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:1500\nticker:mode:turbo\n");
-    await expect(startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger })).rejects.toMatchObject({
+    await expect(startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger })).rejects.toMatchObject({
       name: "CdpError",
       code: "bootstrap",
       message: `${join(dir, "cdp")}:2: ticker.mode must be one of "fast", "slow", got "turbo"`,
@@ -92,15 +92,15 @@ describe("the library API", () => {
   });
 
   it("finishes the batch in hand when stopped, and resumes after it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const lines = Array.from({ length: 2000 }, (_, i) => `ticker:interval:${1000 + i}\n`).join("");
-    let cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger });
+    let cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger });
     await appendFile(join(dir, "cdp.new"), lines);
     await waitUntil(() => cdp.revision > 0);
     await cdp.stop();
     const applied = cdp.revision;
     expect((await recordLines(join(dir, "cdp"))).length).toBe(applied);
-    cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger });
+    cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger });
     try {
       expect(cdp.revision).toBe(applied);
       await waitUntil(() => cdp.revision === 2000);

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { CdpError, connectCdp, startCdp, type ChangeEvent, type RemoteCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, SCHEMAS, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 const DEMO = fileURLToPath(new URL("../dist/examples/ticker/main.js", import.meta.url));
 const PYTHON_SUBSCRIBER = fileURLToPath(new URL("../examples/sidecar/subscriber.py", import.meta.url));
@@ -25,7 +25,7 @@ function run(command: string, args: string[], env: Record<string, string> = {}) 
 }
 
 async function sidecar(dir: string, listen = "127.0.0.1:0", tokenFile?: string) {
-  const cdp = await startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen, tokenFile } });
+  const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen, tokenFile } });
   afterThisTest(() => cdp.stop());
   return cdp;
 }
@@ -38,7 +38,7 @@ async function connect(url: string, token?: string): Promise<RemoteCdp> {
 
 describe("connectCdp", () => {
   it("reads the sidecar's configuration synchronously and hears each change, secrets left out", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const server = await sidecar(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\nticker:token:s3cret-value\n");
     await waitUntil(() => server.revision === 2);
@@ -64,7 +64,7 @@ describe("connectCdp", () => {
   });
 
   it("reconnects after the sidecar restarts and catches up on every change it missed, in order", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const first = await sidecar(dir);
     const remote = await connect(first.url!);
     const values: unknown[] = [];
@@ -83,12 +83,12 @@ describe("connectCdp", () => {
   });
 
   it("says why it cannot connect: nothing listening, or a token refused", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const tokens = join(await tempDir(), "tokens");
     await writeFile(tokens, "read remote-read-token-0123456789\n", { mode: 0o600 });
     const server = await sidecar(dir, "127.0.0.1:0", tokens);
 
-    const closed = await startCdp({ dir: await tempDir(), schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
+    const closed = await startCdp({ init: true, dir: await tempDir(), schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
     await closed.stop(); // nothing listens on its port now
     await expect(connectCdp({ url: closed.url!, logger: capturedLogger().logger })).rejects.toThrow(`cannot reach cdp at ${closed.url}/v1/config: connect ECONNREFUSED`);
     const refused = connectCdp({ url: server.url!, token: "wrong-token-0123456789", logger: capturedLogger().logger });
@@ -99,7 +99,7 @@ describe("connectCdp", () => {
   });
 
   it("runs the ticker demo as a separate process beside a sidecar", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const server = await sidecar(dir);
     const output = run(process.execPath, [DEMO], { CDP_URL: server.url! });
     await waitUntil(() => output().includes("Next tick in 1000 ms!"));
@@ -111,7 +111,7 @@ describe("connectCdp", () => {
 
 describe("a subscriber in another language (examples/sidecar/subscriber.py, Python's standard library)", () => {
   it("prints the value and each change, and after a sidecar restart the changes it missed", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const first = await sidecar(dir);
     const output = run("python3", [PYTHON_SUBSCRIBER, first.url!, "ticker", "interval"]);
     await waitUntil(() => output().includes("ticker.interval = 1000 (revision 0)"));

@@ -6,7 +6,7 @@ import { appendFile, open, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, waitUntil, type Running, dataDir } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -35,7 +35,7 @@ async function stopped(watch: Running): Promise<void> {
 
 describe("the inbox under logrotate, editors and copies", () => {
   it("reads every file rotated in between when cdp.new was rotated twice while cdp was stopped", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     await appendFile(inbox, "ticker:name:a1\n");
@@ -54,7 +54,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("loses nothing when logrotate (create) runs five times while cdp is paused, with writers appending", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const written: string[] = [];
@@ -77,7 +77,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("loses nothing when logrotate (create) rotates in a loop against running writers and a running cdp", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     // two writer processes, each appending 1,500 lines one `open(O_APPEND)` at a time, with pauses
@@ -114,7 +114,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("still reads the lines of a writer that kept the rotated file open (logrotate create, no postrotate)", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const writer = await open(inbox, "a"); // a service that opened the inbox once and keeps writing to it
@@ -131,7 +131,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("reads the rest of the copy, then the truncated file anew, after copytruncate while cdp was stopped", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     const first = lines("first", 0, 100);
@@ -150,7 +150,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("reads the rest of the copy, then the truncated file anew, after copytruncate while cdp was paused", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const first = lines("first", 0, 300);
@@ -168,7 +168,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("follows copytruncate while running, each time", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const written: string[] = [];
@@ -185,7 +185,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("applies nothing twice when an editor saves cdp.new as a new file (sed -i), running or stopped", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     const first = lines("first", 0, 5);
@@ -204,7 +204,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("reads a re-saved file from its start when lines before the saved position were changed", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     await appendFile(inbox, "ticker:name:one\nticker:name:two\n");
@@ -216,7 +216,7 @@ describe("the inbox under logrotate, editors and copies", () => {
   });
 
   it("keeps its place across a restart in a journal written before fingerprints (inbox=ID@OFFSET)", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     await appendFile(inbox, "ticker:name:one\n");

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type Cdp, type CdpOptions, type HttpOptions } from "../src/index.js";
 import { connect } from "node:net";
-import { afterThisTest, capturedLogger, cdp as runCli, runCdp, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, runCdp, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 const READ_TOKEN = "read-token-0123456789abcdef";
 const WRITE_TOKEN = "write-token-0123456789abcdef";
@@ -13,7 +13,7 @@ const WRITE_TOKEN = "write-token-0123456789abcdef";
 async function served(options: Omit<Partial<CdpOptions>, "http"> & { http?: Partial<HttpOptions> } = {}) {
   const dir = options.dir ?? (await tempDir());
   const { logger, lines } = capturedLogger();
-  const cdp = await startCdp({ dir, schemas: SCHEMAS, logger, ...options, http: { listen: "127.0.0.1:0", ...options.http } });
+  const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, ...options, http: { listen: "127.0.0.1:0", ...options.http } });
   afterThisTest(() => cdp.stop());
   const url = cdp.url!;
   const call = (path: string, init: RequestInit = {}) => fetch(`${url}${path}`, init);
@@ -191,7 +191,7 @@ describe("bearer tokens", () => {
   });
 
   it("refuses to start on a non-loopback address without a token file, or with a bad token file", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const open = await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "0.0.0.0:0"]);
     expect(open.code).toBe(2);
     expect(open.output).toContain("cdp: refusing to serve on 0.0.0.0 without --token-file: anyone who reaches it could read and change the configuration");
@@ -281,7 +281,7 @@ describe("GET /v1/events", () => {
   });
 
   it("catches a client up from the journal after a restart of cdp, and with a snapshot once compacted away", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const first = await served({ dir });
     await first.call("/v1/changes", post(Array.from({ length: 5 }, (_, i) => `ticker:interval:${1000 + i + 1}`).join("\n")));
     await first.cdp.stop();
@@ -336,7 +336,7 @@ describe("history, rollback, rejections", () => {
   });
 
   it("GET /v1/history reads the journal once for any number of requests, then follows the changes as they are applied", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const journal = Array.from({ length: 30_000 }, (_, i) => `ticker:name:bootstrap-${i}`);
     await writeFile(join(dir, "cdp"), `${journal.join("\n")}\n`);
     const { call, logs } = await served({ dir });
@@ -466,7 +466,7 @@ describe("slow and stuck clients", () => {
 
 describe("cdp watch --http", () => {
   it("answers /healthz at once and /readyz 503 until the journal is read", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const records = Array.from({ length: 300_000 }, (_, i) => `ticker:interval:${1000 + (i % 1000)}\n`).join("");
     await writeFile(join(dir, "cdp"), records);
     const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0"]);
@@ -484,7 +484,7 @@ describe("cdp watch --http", () => {
 
 
   it("serves the sidecar from the command line and logs where", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--http", "127.0.0.1:0"]);
     await waitUntil(() => watch.output().includes("sidecar listening"));
     const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;

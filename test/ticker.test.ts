@@ -4,13 +4,13 @@ import { appendFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { readText, recordLines, tempDir, waitUntil } from "./helpers.js";
+import { readText, recordLines, waitUntil, dataDir } from "./helpers.js";
 
 const DEMO = fileURLToPath(new URL("../dist/examples/ticker/main.js", import.meta.url));
 
 describe("the ticker demo", () => {
   it("changes pace at once on ticker:interval:1500 and runs on through rejected lines", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const child = spawn(process.execPath, [DEMO], { env: { ...process.env, CDP_DIR: dir }, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout.on("data", (data: Buffer) => (output += data.toString()));

@@ -4,10 +4,10 @@ import { appendFile, cp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
-import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 async function schemaCopy(): Promise<string> {
-  const dir = await tempDir();
+  const dir = await dataDir();
   await cp(SCHEMAS, dir, { recursive: true });
   return dir;
 }
@@ -22,9 +22,9 @@ async function editSchema(dir: string, app: string, edit: (schema: { properties:
 describe("live schema upgrades", () => {
   it("takes a changed schema at once and tells subscribers of every value it changed", async () => {
     const schemas = await schemaCopy();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger } = capturedLogger();
-    const live = await startCdp({ dir, schemas, logger, pollIntervalMs: 200 });
+    const live = await startCdp({ init: true, dir, schemas, logger, pollIntervalMs: 200 });
     try {
       const heard: ChangeEvent[] = [];
       live.subscribe("ticker", "interval", (event) => void heard.push(event));
@@ -39,7 +39,7 @@ describe("live schema upgrades", () => {
     }
     // the upgrade is a revision of its own, and a restart keeps it
     expect(await readText(join(dir, "cdp"))).toMatch(/^# rev=1 seq=0 time=\S+ source=schema:ticker\.schema\.json\n$/);
-    const restarted = await startCdp({ dir, schemas, logger: capturedLogger().logger });
+    const restarted = await startCdp({ init: true, dir, schemas, logger: capturedLogger().logger });
     expect(restarted.revision).toBe(1);
     expect(restarted.get("ticker", "interval")).toBe(2000);
     await restarted.stop();
@@ -47,7 +47,7 @@ describe("live schema upgrades", () => {
 
   it("keeps the schemas in force, and records why in cdp.rej, when the configuration breaks the new one", async () => {
     const schemas = await schemaCopy();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "200"]);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1);
@@ -70,7 +70,7 @@ describe("live schema upgrades", () => {
 
   it("refuses a schema that does not compile, and one removed while its app has values", async () => {
     const schemas = await schemaCopy();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "200"]);
     await appendFile(join(dir, "cdp.new"), "db:pool.max:20\n");
     await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1);
@@ -88,7 +88,7 @@ describe("live schema upgrades", () => {
 
   it("adds an app when its schema appears, and drops one without values when its schema goes", async () => {
     const schemas = await schemaCopy();
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "200"]);
     await writeFile(join(schemas, "mailer.schema.json"), JSON.stringify({ type: "object", properties: { host: { type: "string", default: "mx" } } }));
     await waitUntil(() => watch.output().includes('"schemas upgraded"') && watch.output().includes("mailer"));
@@ -107,7 +107,7 @@ describe("live schema upgrades", () => {
 describe("records that must stay two lines", () => {
   it("keeps every committed rejection across a restart when a refused schema file's name holds a newline", async () => {
     const schemas = await schemaCopy();
-    const dir = await tempDir();
+    const dir = await dataDir();
     let watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "200"]);
     await appendFile(join(dir, "cdp.new"), "broken\nticker:interval:100\nnope:x:1\n");
     await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 3);

@@ -5,7 +5,7 @@ import { parseLine } from "../src/parse.js";
 import { loadSchemas, type Schemas } from "../src/schemas.js";
 import { validateChange, type AppValidator, type ParsedChange } from "../src/validate.js";
 import type { AppConfig } from "../src/values.js";
-import { SCHEMAS, tempDir } from "./helpers.js";
+import { SCHEMAS, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {
@@ -140,7 +140,7 @@ describe("loading schemas", () => {
     ["bad.schema.json", `{"type": "string"}`, "bad.schema.json: an app's schema must describe an object"],
     ["no good.schema.json", `{"type": "object"}`, `"no good" is not a valid app name`],
   ])("refuses %s with %j", async (name, text, message) => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, name), text);
     await expect(loadSchemas(dir)).rejects.toMatchObject({ name: "CdpError", code: "bootstrap", message: expect.stringContaining(message) });

@@ -4,12 +4,12 @@ import { appendFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type Cdp, type ChangeEvent } from "../src/index.js";
-import { capturedLogger, cdp, readText, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
+import { capturedLogger, cdp, readText, SCHEMAS, waitUntil, dataDir } from "./helpers.js";
 
 async function started(vetoWindowMs: number): Promise<{ dir: string; live: Cdp; lines: Record<string, unknown>[] }> {
-  const dir = await tempDir();
+  const dir = await dataDir();
   const { logger, lines } = capturedLogger();
-  return { dir, live: await startCdp({ dir, schemas: SCHEMAS, logger, vetoWindowMs }), lines };
+  return { dir, live: await startCdp({ init: true, dir, schemas: SCHEMAS, logger, vetoWindowMs }), lines };
 }
 
 describe("tentative changes", () => {

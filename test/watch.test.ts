@@ -4,7 +4,7 @@ import { appendFile, readFile, rename, rm, stat, truncate, writeFile } from "nod
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running } from "./helpers.js";
+import { cdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir } from "./helpers.js";
 
 const sh = promisify(execFile);
 
@@ -18,7 +18,7 @@ const rejectsOf = (dir: string) => readText(join(dir, "cdp.rej"));
 
 describe("cdp watch", () => {
   it("applies a valid line: journal, then table; `cdp get` shows it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
@@ -30,7 +30,7 @@ describe("cdp watch", () => {
   });
 
   it("records each kind of rejection in cdp.rej with its reason, and applies nothing for it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     const lines = ["broken", "nope:x:1", "ticker:nope:1", "ticker:interval:abc", "ticker:interval:100", "ticker:interval:1500"];
     await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
@@ -52,7 +52,7 @@ describe("cdp watch", () => {
   });
 
   it("takes values with ':', a string key given 007, CRLF endings and a shell's echo >>", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:name:http://host:8080/x\r\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
@@ -64,7 +64,7 @@ describe("cdp watch", () => {
   });
 
   it("leaves a partial last line until its newline arrives", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--log-level", "debug", "--poll-interval", "100"]);
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\nticker:interval:25");
     await waitUntil(() => watch.output().includes("waiting for the rest of a line"));
@@ -76,7 +76,7 @@ describe("cdp watch", () => {
   });
 
   it("applies 1,000 lines written at once, in order", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     const lines = Array.from({ length: 1000 }, (_, i) => (i % 10 === 9 ? `ticker:interval:${i % 100}` : `ticker:interval:${1000 + i}`));
     await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
@@ -90,7 +90,7 @@ describe("cdp watch", () => {
   });
 
   it("restarts where it stopped: lines appended while down are processed, none twice", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     await appendFile(inbox, "ticker:interval:1500\nbroken\n");
@@ -113,7 +113,7 @@ describe("cdp watch", () => {
   });
 
   it("follows an inbox created after start, replaced by mv, truncated, or deleted and recreated", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir, ["--poll-interval", "200"]);
     await appendFile(inbox, "ticker:interval:1001\n");
@@ -138,7 +138,7 @@ describe("cdp watch", () => {
   });
 
   it("rejects a line over the length limit once, recorded cut short with its full length", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--max-line-bytes", "100"]);
     const long = `ticker:name:${"x".repeat(300)}`;
     await appendFile(join(dir, "cdp.new"), `${long}\nticker:interval:1500\n`);
@@ -149,7 +149,7 @@ describe("cdp watch", () => {
   });
 
   it("never starts on an invalid journal: exit 2 with file:line and why", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:1500\nticker:interval:100\n");
     const { code, output } = await cdp(["watch", "--dir", dir, "--schemas", SCHEMAS]);
     expect(code).toBe(2);
@@ -160,7 +160,7 @@ describe("cdp watch", () => {
   it("never starts with an invalid schema: exit 2 naming the file", async () => {
     const schemas = await tempDir();
     await writeFile(join(schemas, "app.schema.json"), '{"type": "object", "properties": {"a": {"type": "integr"}}}');
-    const { code, output } = await cdp(["watch", "--dir", await tempDir(), "--schemas", schemas]);
+    const { code, output } = await cdp(["watch", "--dir", await dataDir(), "--schemas", schemas]);
     expect(code).toBe(2);
     expect(output).toContain(`${join(schemas, "app.schema.json")}: not a valid JSON Schema`);
   });
@@ -179,7 +179,7 @@ describe("cdp watch", () => {
 
 describe("cdp push, get, check and usage", () => {
   it("push appends lines that the watcher then applies", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     expect((await cdp(["push", "--dir", dir, "ticker:interval:1500", "ticker:name:pushed"])).code).toBe(0);
     expect(await readFile(join(dir, "cdp.new"), "utf8")).toBe("ticker:interval:1500\nticker:name:pushed\n");
     expect((await cdp(["push", "--dir", dir, "-"], "ticker:enabled:false\n")).code).toBe(0);
@@ -190,14 +190,14 @@ describe("cdp push, get, check and usage", () => {
   });
 
   it("push refuses a LINE with a newline in it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { code, output } = await cdp(["push", "--dir", dir, "ticker:name:a\nb"]);
     expect(code).toBe(2);
     expect(output).toContain("may not contain a newline");
   });
 
   it("get prints all apps, one app or one key, and refuses unknown ones", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "db:pool.max:20\n");
     expect(await getConfig(dir)).toEqual({ db: { host: "localhost", pool: { min: 1, max: 20 } }, ticker: { interval: 1000, name: "tick", enabled: true } });
     expect(await getConfig(dir, "db.pool")).toEqual({ min: 1, max: 20 });
@@ -206,7 +206,7 @@ describe("cdp push, get, check and usage", () => {
   });
 
   it("check exits 0 when every line would be accepted", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "changes"), "# deploy 42\nticker:interval:1500\n\nticker:mode:fast\n");
     expect(await cdp(["check", "--schemas", SCHEMAS, join(dir, "changes")])).toEqual({ code: 0, output: "2 change lines: 2 would be accepted, 0 rejected\n" });
   });
@@ -223,7 +223,7 @@ describe("cdp push, get, check and usage", () => {
   });
 
   it("check --dir judges lines against the current configuration", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await writeFile(join(dir, "cdp"), "ticker:interval:9000\n");
     const { code, output } = await cdp(["check", "--schemas", SCHEMAS, "--dir", dir, "-"], "ticker:mode:fast\n");
     expect(code).toBe(1);
@@ -238,8 +238,8 @@ describe("cdp push, get, check and usage", () => {
     [["watch", "--dir", "d", "--schemas", "s", "--poll-interval", "soon"], `--poll-interval must be a positive whole number, got "soon"`],
     [["push", "--dir", "d"], "give at least one LINE"],
     [["check", "--schemas", "/nonexistent"], "cannot read the schema directory /nonexistent"],
-    [["watch", "--dir", "/dev/null", "--schemas", "s"], "cannot use /dev/null as the data directory"],
-    [["push", "--dir", "/dev/null", "x:y:1"], "cannot use /dev/null as the data directory"],
+    [["watch", "--dir", "/dev/null", "--schemas", "s"], "/dev/null is not a directory: --dir names cdp's data directory"],
+    [["push", "--dir", "/dev/null", "x:y:1"], "/dev/null is not a directory: --dir names cdp's data directory"],
   ])("exits 2 on bad usage %j", async (args, message) => {
     const { code, output } = await cdp(args);
     expect(code).toBe(2);
@@ -266,7 +266,7 @@ describe("restarting on an inbox that changed while cdp was stopped", () => {
   }
 
   it("reads the rest of a rotated inbox first, then the new one", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     await appendFile(inbox, "ticker:interval:1001\n");
     await runUntil(dir, 1);
@@ -278,7 +278,7 @@ describe("restarting on an inbox that changed while cdp was stopped", () => {
   });
 
   it("reads an inbox from its start when it is shorter than the saved position", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     await appendFile(inbox, "ticker:interval:1001\nticker:interval:1002\n");
     await runUntil(dir, 2);
@@ -288,7 +288,7 @@ describe("restarting on an inbox that changed while cdp was stopped", () => {
   });
 
   it("reads a deleted and recreated inbox from its start, even when it is longer and reuses the inode", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     await appendFile(inbox, "ticker:interval:1001\n");
     await runUntil(dir, 1);

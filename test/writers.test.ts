@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -18,7 +18,7 @@ async function reasons(dir: string): Promise<string[]> {
 
 describe("lines written without their newline", () => {
   it("cdp push never glues its line to another writer's unterminated one: that one is rejected as cut short", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:name:half");
     expect((await cdp(["push", "--dir", dir, "ticker:name:pushed"])).code).toBe(0);
@@ -30,9 +30,9 @@ describe("lines written without their newline", () => {
   });
 
   it("nor does the sidecar: its marker and lines stay lines of their own", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger } = capturedLogger();
-    const running = await startCdp({ dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0" } });
+    const running = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0" } });
     afterThisTest(() => running.stop());
     await appendFile(join(dir, "cdp.new"), "ticker:name:half");
     const response = await fetch(`${running.url}/v1/changes`, { method: "POST", body: "ticker:name:posted\n", headers: { "content-type": "text/plain" } });
@@ -43,7 +43,7 @@ describe("lines written without their newline", () => {
   });
 
   it("cdp push appends normally when the inbox ends in a newline (no stray cut-short line)", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await appendFile(join(dir, "cdp.new"), "ticker:name:one\n");
     expect((await cdp(["push", "--dir", dir, "ticker:name:two"])).code).toBe(0);
     expect(await readText(join(dir, "cdp.new"))).toBe("ticker:name:one\nticker:name:two\n");
@@ -52,7 +52,7 @@ describe("lines written without their newline", () => {
 
 describe("carriage returns and the length limit", () => {
   it("rejects a line with bare carriage returns inside, with the reason, and applies nothing of it", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:name:cr1\rticker:name:cr2\rticker:name:cr3\r");
     await appendFile(join(dir, "cdp.new"), "\nticker:name:later\n");
@@ -63,7 +63,7 @@ describe("carriage returns and the length limit", () => {
   });
 
   it("accepts a line of exactly --max-line-bytes that ends in CRLF", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = await startWatch(dir, ["--max-line-bytes", "64"]);
     const exact = `ticker:name:${"x".repeat(64 - 12)}`;
     await appendFile(join(dir, "cdp.new"), `${exact}\r\n${exact}x\r\n`);
@@ -76,7 +76,7 @@ describe("carriage returns and the length limit", () => {
 
 describe("an inbox that is not a regular file", () => {
   it("a FIFO as cdp.new is an outage with the reason: cdp never blocks on it and stops cleanly", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await run("mkfifo", [join(dir, "cdp.new")]);
     const watch = await startWatch(dir, ["--max-outage", "600"]);
     await waitUntil(() => watch.output().includes("is a FIFO"));
@@ -85,7 +85,7 @@ describe("an inbox that is not a regular file", () => {
   });
 
   it("exits 3 naming the FIFO once the outage lasts past --max-outage", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     await run("mkfifo", [join(dir, "cdp.new")]);
     const watch = await startWatch(dir, ["--max-outage", "1"]);
     expect(await watch.exited).toBe(3);
@@ -93,7 +93,7 @@ describe("an inbox that is not a regular file", () => {
   });
 
   it("never follows a symbolic link: nothing of the file it names is read, and it goes on once a real inbox is back", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const elsewhere = join(await tempDir(), "secret");
     await writeFile(elsewhere, "ticker:name:from-elsewhere\nroot:x:0:0:root:/root:/bin/bash\n");
     await symlink(elsewhere, join(dir, "cdp.new"));
@@ -109,7 +109,7 @@ describe("an inbox that is not a regular file", () => {
   });
 
   it("cdp push refuses to write through a symbolic link or into a FIFO (exit 2), and the named file is untouched", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const elsewhere = join(await tempDir(), "target");
     await writeFile(elsewhere, "keep\n");
     await symlink(elsewhere, join(dir, "cdp.new"));
@@ -131,7 +131,7 @@ describe("an inbox that is not a regular file", () => {
 
 describe("schema patterns cannot hang cdp", () => {
   async function patternSchemas(pattern: string, extra: Record<string, unknown> = {}): Promise<string> {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const schema = { type: "object", properties: { r: { type: "string", pattern, default: "a" }, p: { type: "string", default: "x" }, v: { type: "string", pattern: { $data: "1/p" } }, ...extra } };
     await writeFile(join(dir, "app.schema.json"), JSON.stringify(schema));
     return dir;
@@ -139,7 +139,7 @@ describe("schema patterns cannot hang cdp", () => {
 
   it("matches ^(a+)+$ against 40 a's and a '!' at once (RE2, linear time): rejected, and the next line flows", async () => {
     const schemas = await patternSchemas("^(a+)+$");
-    const dir = await tempDir();
+    const dir = await dataDir();
     const watch = runCdp(["watch", "--dir", dir, "--schemas", schemas]);
     await waitUntil(() => watch.output().includes("cdp is watching"));
     await appendFile(join(dir, "cdp.new"), `app:r:${"a".repeat(40)}!\napp:r:${"a".repeat(50_000)}\n`);
@@ -155,7 +155,7 @@ describe("schema patterns cannot hang cdp", () => {
 
   it("refuses at start a schema pattern RE2 cannot run (a backreference), naming file and pattern (exit 2)", async () => {
     const schemas = await patternSchemas("^(a)\\1$");
-    const result = await cdp(["watch", "--dir", await tempDir(), "--schemas", schemas]);
+    const result = await cdp(["watch", "--dir", await dataDir(), "--schemas", schemas]);
     expect(result.code).toBe(2);
     expect(result.output).toContain(`${join(schemas, "app.schema.json")}: not a valid JSON Schema: the pattern "^(a)\\\\1$" cannot be used`);
   });
@@ -177,9 +177,9 @@ describe("secrets at every depth", () => {
         },
       }),
     );
-    const dir = await tempDir();
+    const dir = await dataDir();
     const { logger, lines } = capturedLogger();
-    const running = await startCdp({ dir, schemas, logger, http: { listen: "127.0.0.1:0" } });
+    const running = await startCdp({ init: true, dir, schemas, logger, http: { listen: "127.0.0.1:0" } });
     afterThisTest(() => running.stop());
     await appendFile(join(dir, "cdp.new"), 'sec:password:hunter2-SECRET\nsec:creds:{"user":"u","password":"hunter2-NESTED"}\nsec:a:x\nsec:b:y\n');
     await waitUntil(async () => running.revision === 3 && (await reasons(dir)).length === 1);
@@ -202,7 +202,7 @@ describe("secrets at every depth", () => {
 
 describe("connections cannot starve the pipeline of descriptors", () => {
   it("with 400 idle connections under a limit of 256 descriptors, lines still flow; idle ones are closed", async () => {
-    const dir = await tempDir();
+    const dir = await dataDir();
     const child = spawn("prlimit", ["--nofile=256:256", process.execPath, CLI, "watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--http-timeout", "2"], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout.on("data", (data: Buffer) => (output += data.toString()));
