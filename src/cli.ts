@@ -195,15 +195,19 @@ const processIo: Io = {
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
   try {
     const [command, ...rest] = argv;
+    if (command === "help" && rest[0] !== undefined && rest[0] in HELP) {
+      io.stdout(`${HELP[rest[0]]}\n`);
+      return 0;
+    }
     if (command === undefined || command === "help" || command === "--help" || command === "-h") {
       io.stdout(`${USAGE}\n`);
       return command === undefined ? 2 : 0;
     }
-    if (command === "--version") {
+    if (command === "--version" || command === "-v" || command === "version") {
       io.stdout(`${await version()}\n`);
       return 0;
     }
-    if (!(command in HELP)) throw new CdpError("usage", `unknown command "${command}"`);
+    if (!(command in HELP)) throw new CdpError("usage", `unknown command "${command}"${didYouMean(command, Object.keys(HELP))}`);
     const { values, positionals } = parseCommand(rest);
     if (values.help) {
       io.stdout(`${HELP[command]}\n`);
@@ -243,9 +247,44 @@ function parseCommand(args: string[]): { values: Values; positionals: string[] }
   try {
     parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
   } catch (error) {
-    throw new CdpError("usage", (error as Error).message);
+    throw new CdpError("usage", optionError(error as Error & { code?: string }));
   }
   return { values: { ...fromEnvironment(), ...definedOnly(parsed.values) }, positionals: parsed.positionals };
+}
+
+/** parseArgs's own words ("Unknown option '--x'. To specify a positional argument …") made short, with a suggestion. */
+function optionError(error: Error & { code?: string }): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(error.message);
+  if (unknown) {
+    const name = unknown[1]!;
+    return `unknown option ${name}${didYouMean(name.replace(/^-+/, ""), Object.keys(OPTIONS), "--")}`;
+  }
+  const missing = /^Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(error.message);
+  if (missing) return `${missing[1]} needs a value`;
+  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return error.message.replace(/^Option '(?:-\w, )?(--[\w-]+)[^']*'/, "$1");
+  return error.message;
+}
+
+/** " (did you mean X?)" for the known name closest to `given`, when one is close. */
+function didYouMean(given: string, known: string[], prefix = ""): string {
+  let best: { name: string; distance: number } | undefined;
+  for (const name of known) {
+    const distance = editDistance(given, name);
+    if (!best || distance < best.distance) best = { name, distance };
+  }
+  return best && best.distance <= Math.max(1, Math.floor(given.length / 3)) ? ` (did you mean ${prefix}${best.name}?)` : "";
+}
+
+// Edits, with a swap of neighbours counting as one ("wacth" is one edit from "watch").
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /** CDP_NAME for each option --NAME (CDP_MAX_LINE_BYTES for --max-line-bytes); flags win. */

@@ -135,7 +135,7 @@ export async function syncDirectory(path: string): Promise<void> {
  * so it works on a full disk. A lock whose process is gone (kill -9) is taken over.
  * Resolves to the function that releases it.
  */
-export async function lockDataDir(dir: string, what: string): Promise<() => Promise<void>> {
+export async function lockDataDir(dir: string, what: string, taken?: (message: string) => void): Promise<() => Promise<void>> {
   const path = join(dir, "cdp.lock");
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -146,11 +146,12 @@ export async function lockDataDir(dir: string, what: string): Promise<() => Prom
     }
     const owner = Number(await readlink(path).catch(() => ""));
     if (owner > 0 && owner !== process.pid && isAlive(owner)) {
-      throw new CdpError("usage", `${dir} is in use by another cdp (pid ${owner}): stop it before you ${what}`);
+      throw new CdpError("busy", `${dir} is in use by another cdp (pid ${owner}): stop it before you ${what}`);
     }
     await rm(path, { force: true }); // left by a process that is gone
+    taken?.(owner > 0 ? `took over the lock of ${dir} from pid ${owner}, which is gone (stopped without releasing it, e.g. kill -9)` : `took over a damaged lock of ${dir}`);
   }
-  throw new CdpError("usage", `cannot lock ${dir}: another cdp is starting there`);
+  throw new CdpError("busy", `cannot lock ${dir}: another cdp is starting there`);
 }
 
 function isAlive(pid: number): boolean {

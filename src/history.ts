@@ -47,7 +47,7 @@ export function historyJson(entries: readonly HistoryEntry[]): object[] {
 export function rollbackLines(state: JournalState, schemas: Schemas, revision: number): string[] {
   if (revision < 0 && state.revision === 0) throw new CdpError("usage", "nothing to undo: no change has been applied yet");
   if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
-  if (revision < state.historyFrom) throw new CdpError("usage", `the history before revision ${state.historyFrom} was compacted away`);
+  if (revision < state.historyFrom) throw new CdpError("refused", `the history before revision ${state.historyFrom} was compacted away: cdp cannot go back that far`);
   const target = new Map(state.apps);
   for (const entry of state.history.slice().reverse()) {
     if (entry.revision <= revision) break;

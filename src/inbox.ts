@@ -219,7 +219,7 @@ export class Inbox {
       this.#outageCount++;
       log.warn({ err: error, path: this.path, outages: this.#outages.length }, "the inbox is unavailable; retrying each second");
     }
-    const cause = `${error.code ?? "error"}: ${error.message}`;
+    const cause = error.code && !error.message.startsWith(`${error.code}:`) ? `${error.code}: ${error.message}` : error.message; // Node's own messages start with their code
     if (this.#outages.length > maxOutages) {
       this.#failure = new CdpError("inbox", `the inbox ${this.path} was unavailable ${this.#outages.length} times within ${outageWindowMs / 1000} s (${cause})`);
     } else if (now - this.#outageSince > maxOutageMs) {

@@ -84,7 +84,7 @@ export interface Pipeline {
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
   const { dir } = options;
   await openDataDir(dir, options.log);
-  const unlock = await lockDataDir(dir, "start another watcher");
+  const unlock = await lockDataDir(dir, "start another watcher", (message) => options.log.warn(message));
   try {
     return await follow(options, unlock);
   } catch (error) {

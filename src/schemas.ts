@@ -109,6 +109,7 @@ export function compileSchemas(dir: string, texts: SchemaTexts): Schemas {
     }
     const schema = parseSchema(file, text);
     const ajv = /draft-0[467]/.test(String(schema.$schema ?? "")) ? draft7 : draft2020;
+    if (!ajv.validateSchema(schema)) throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${describeSchemaProblem(ajv.errors ?? [], schema)}`);
     let validate: ValidateFunction;
     try {
       validate = ajv.compile(schema);
@@ -127,12 +128,39 @@ function parseSchema(file: string, text: string): AnySchemaObject {
   try {
     schema = JSON.parse(text);
   } catch (error) {
-    throw new CdpError("bootstrap", `${file}: not valid JSON: ${(error as Error).message}`);
+    throw new CdpError("bootstrap", `${file}:${jsonErrorPlace(text, (error as Error).message)}`);
   }
   const isObjectSchema =
     typeof schema === "object" && schema !== null && ((schema as AnySchemaObject).type === "object" || "properties" in schema);
   if (!isObjectSchema) throw new CdpError("bootstrap", `${file}: an app's schema must describe an object ("type": "object")`);
   return schema as AnySchemaObject;
+}
+
+/** " LINE:COLUMN: not valid JSON: what", from JSON.parse's "… in JSON at position N". */
+function jsonErrorPlace(text: string, message: string): string {
+  const position = /at position (\d+)/.exec(message);
+  const what = message.replace(/ in JSON at position \d+.*$/, "").replace(/ \(line \d+ column \d+\)$/, "");
+  if (!position) return ` not valid JSON: ${what}`;
+  const before = text.slice(0, Number(position[1]));
+  const line = before.split("\n").length;
+  return `${line}:${before.length - before.lastIndexOf("\n")}: not valid JSON: ${what}`;
+}
+
+/**
+ * ajv's verdict on a schema, as one sentence: the most precise complaint (the deepest path;
+ * there, the list of allowed values if there is one), instead of its raw list of every branch.
+ */
+function describeSchemaProblem(errors: ErrorObject[], schema: unknown): string {
+  const depth = (error: ErrorObject) => error.instancePath.split("/").length;
+  const deepest = Math.max(...errors.map(depth));
+  const here = errors.filter((error) => depth(error) === deepest);
+  const error = here.find((each) => each.keyword === "enum") ?? here.find((each) => each.keyword !== "anyOf" && each.keyword !== "oneOf") ?? here[0]!;
+  const path = error.instancePath.split("/").slice(1).map(unescapePointer);
+  const value = getIn(schema, path);
+  const where = error.instancePath === "" ? "at the top" : `at ${error.instancePath}`;
+  const allowed = error.keyword === "enum" ? `one of ${(error.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(", ")}` : undefined;
+  const keyword = path.at(-1);
+  return `${where}: ${keyword === undefined ? "the schema" : `"${keyword}"`} ${allowed ? `must be ${allowed}` : (error.message ?? "is invalid")}, got ${describeValue(value)}`;
 }
 
 function keyLookup(root: AnySchemaObject): AppSchema["key"] {

@@ -171,7 +171,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   // after Node's own 408 for a request begun but not received in time
   guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError("usage", `cannot listen on ${options.listen}: ${error.code ?? error.message}`)));
+    server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError(error.code === "EADDRINUSE" || error.code === "EACCES" ? "busy" : "usage", `cannot listen on ${options.listen}: ${error.code === "EADDRINUSE" ? "the address is in use (another cdp, or another server?)" : error.code === "EACCES" ? "permission denied (ports below 1024 need privileges)" : (error.code ?? error.message)}`)));
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { linesOf, type InboxLine } from "./inbox.js";
 import { parseLine, type ParsedLine } from "./parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
-import { describeValue, freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, type AppConfig } from "./values.js";
+import { freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, type AppConfig } from "./values.js";
 
 /** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
 export type AppValidator = (config: AppConfig) => string | undefined | void;
@@ -78,7 +78,8 @@ type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
 export function decodeValue(text: string, key: KeyInfo): Decoded {
   const trimmed = text.trim();
   const types = key.types;
-  const got = () => (key.secret ? "(value hidden: secret key)" : `got ${describeValue(trimmed)}`);
+  // the text as written (not JSON of it: `got "1500"`, not `got "\"1500\""`)
+  const got = () => (key.secret ? "(value hidden: secret key)" : `got ${trimmed.length > 60 ? `${trimmed.slice(0, 60)}…` : trimmed}`);
   if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
   const acceptsString = types === null || types.has("string");
   if (types !== null && types.size === 1 && acceptsString) return checked(stringValue(trimmed));

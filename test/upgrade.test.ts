@@ -76,7 +76,7 @@ describe("live schema upgrades", () => {
     await waitUntil(async () => (await recordLines(join(dir, "cdp"))).length === 1);
 
     await writeFile(join(schemas, "ticker.schema.json"), "{ not json");
-    await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("ticker.schema.json: not valid JSON"));
+    await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("ticker.schema.json:1:3: not valid JSON"));
     await cp(join(SCHEMAS, "ticker.schema.json"), join(schemas, "ticker.schema.json"));
 
     await rm(join(schemas, "db.schema.json"));

@@ -40,7 +40,7 @@ describe("cdp watch", () => {
       ["cdp.new:1", "column 7: expected ':', found end of line (a change is app:key:value)", "broken"],
       ["cdp.new:2", `unknown app "nope" (known apps: db, ticker)`, "nope:x:1"],
       ["cdp.new:3", `ticker has no key "nope"`, "ticker:nope:1"],
-      ["cdp.new:4", `ticker.interval must be an integer, got "abc" (not JSON)`, "ticker:interval:abc"],
+      ["cdp.new:4", "ticker.interval must be an integer, got abc (not JSON)", "ticker:interval:abc"],
       ["cdp.new:5", "ticker.interval must be > 200, got 100", "ticker:interval:100"],
     ];
     for (const [source, reason, line] of reasons) {
@@ -234,7 +234,7 @@ describe("cdp push, get, check and usage", () => {
     [[], "Usage:"],
     [["frobnicate"], `unknown command "frobnicate"`],
     [["watch", "--schemas", "s"], "--dir is required"],
-    [["watch", "--dir", "d", "--schemas", "s", "--bogus"], "Unknown option '--bogus'"],
+    [["watch", "--dir", "d", "--schemas", "s", "--bogus"], "unknown option --bogus"],
     [["watch", "--dir", "d", "--schemas", "s", "--poll-interval", "soon"], `--poll-interval must be a positive whole number, got "soon"`],
     [["push", "--dir", "d"], "give at least one LINE"],
     [["check", "--schemas", "/nonexistent"], "cannot read the schema directory /nonexistent"],

@@ -1,0 +1,84 @@
+// The errors a newcomer meets: each one sentence, saying where and what, with the fix.
+import { createServer } from "node:net";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { cdp, dataDir, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+describe("errors that explain", () => {
+  it("names the JSON Schema keyword and path that are wrong, not ajv's list of every branch", async () => {
+    const schemas = await tempDir();
+    await writeFile(join(schemas, "ticker.schema.json"), JSON.stringify({ type: "object", properties: { interval: { type: "int" } } }));
+    const { code, output } = await cdp(["check", "--schemas", schemas, "-"], "");
+    expect(code).toBe(2);
+    expect(output).toContain(`${join(schemas, "ticker.schema.json")}: not a valid JSON Schema: at /properties/interval/type: "type" must be one of "array", "boolean", "integer", "null", "number", "object", "string", got "int"`);
+    expect(output).not.toContain("anyOf");
+  });
+
+  it("places a JSON syntax error in a schema at line:column", async () => {
+    const schemas = await tempDir();
+    await writeFile(join(schemas, "ticker.schema.json"), '{\n  "type": "object",\n  "properties": {},\n}\n');
+    const { code, output } = await cdp(["check", "--schemas", schemas, "-"], "");
+    expect(code).toBe(2);
+    expect(output).toMatch(new RegExp(`${join(schemas, "ticker.schema.json")}:4:1: not valid JSON: `));
+  });
+
+  it.each([
+    [["wacth"], 'unknown command "wacth" (did you mean watch?)'],
+    [["watch", "--schema", "s"], "unknown option --schema (did you mean --schemas?)"],
+    [["push", "--dri", "d", "x:y:1"], "unknown option --dri (did you mean --dir?)"],
+    [["watch", "--dir"], "--dir needs a value"],
+  ])("suggests what was meant for %j", async (args, message) => {
+    const { code, output } = await cdp(args);
+    expect(code).toBe(2);
+    expect(output).toContain(`cdp: ${message}\n`);
+    expect(output).not.toContain("To specify a positional argument");
+  });
+
+  it("answers cdp help COMMAND and cdp -v", async () => {
+    expect((await cdp(["help", "push"])).output).toMatch(/^Usage: cdp push /);
+    expect((await cdp(["-v"])).output).toMatch(/^\d+\.\d+\.\d+\n$/);
+  });
+
+  it("does not send the operator to --help for what is not a usage error: a port in use, a running cdp", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const dir = await dataDir();
+      const inUse = await cdp(["watch", "--dir", dir, "--http", `127.0.0.1:${port}`]);
+      expect(inUse.code).toBe(2);
+      expect(inUse.output).toContain(`cannot listen on 127.0.0.1:${port}: the address is in use`);
+      expect(inUse.output).not.toContain("--help");
+    } finally {
+      blocker.close();
+    }
+    const dir = await dataDir();
+    const first = await startWatch(dir);
+    const second = await cdp(["watch", "--dir", dir]);
+    expect(second.code).toBe(2);
+    expect(second.output).toContain(`is in use by another cdp (pid ${first.child.pid})`);
+    expect(second.output).not.toContain("--help");
+  });
+
+  it("says so when it takes over the lock of a cdp that was killed", async () => {
+    const dir = await dataDir();
+    const killed = await startWatch(dir);
+    killed.child.kill("SIGKILL");
+    await killed.exited;
+    const restarted = runCdp(["watch", "--dir", dir]);
+    await waitUntil(() => restarted.output().includes("cdp is watching"));
+    expect(restarted.output()).toContain(`took over the lock of ${dir} from pid ${killed.child.pid}, which is gone`);
+  });
+
+  it("names an unavailable inbox's cause once (no ENOENT: ENOENT:)", async () => {
+    const parent = await tempDir();
+    const dir = join(parent, "data");
+    await mkdir(dir);
+    const watch = await startWatch(dir, ["--max-outage", "1"]);
+    await rm(dir, { recursive: true });
+    expect(await watch.exited).toBe(3);
+    expect(watch.output()).toContain("has been unavailable for more than 1 s (ENOENT: no such file or directory");
+    expect(watch.output()).not.toContain("ENOENT: ENOENT");
+  });
+});
