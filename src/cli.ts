@@ -17,7 +17,8 @@ import { lockDataDir } from "./durable.js";
 import { initDataDir, openDataDir } from "./datadir.js";
 import { judgeInSequence } from "./validate.js";
 import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
-import { loadSchemas } from "./schemas.js";
+import { loadSchemas, maskSecrets } from "./schemas.js";
+import { VERSION } from "./version.js";
 import type { AppConfig } from "./values.js";
 
 const USAGE = `cdp: configuration delivery pipeline
@@ -100,7 +101,11 @@ watcher judges each line and records rejections in D/cdp.rej.`,
   get: `Usage: cdp get --dir D [--schemas S] [app[.key.path]]
 
 Print the configuration persisted in D/${JOURNAL_FILE} (with schema defaults) as JSON:
-all apps, one app, or one key. Exits 2 on an invalid journal or an unknown app or key.`,
+all apps, one app, or one key. Exits 2 on an invalid journal or an unknown app or key.
+Secret (writeOnly) values are printed as "[secret]".
+
+Options:
+  --show-secrets         print secret values too`,
   check: `Usage: cdp check --schemas S [--dir D] [FILE|-]
 
 Dry run: judge each line of FILE (or standard input) as the watcher would, one after the
@@ -158,6 +163,7 @@ const OPTIONS = {
   to: { type: "string" },
   last: { type: "boolean" },
   "dry-run": { type: "boolean" },
+  "show-secrets": { type: "boolean" },
   keep: { type: "string" },
   "keep-history": { type: "string" },
   "compact-after": { type: "string" },
@@ -204,7 +210,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       return command === undefined ? 2 : 0;
     }
     if (command === "--version" || command === "-v" || command === "version") {
-      io.stdout(`${await version()}\n`);
+      io.stdout(`${VERSION}\n`);
       return 0;
     }
     if (!(command in HELP)) throw new CdpError("usage", `unknown command "${command}"${didYouMean(command, Object.keys(HELP))}`);
@@ -506,8 +512,13 @@ async function getCommand(values: Values, positionals: string[], io: Io): Promis
       io.stderr(`cdp: ${selector} has no value\n`);
       return 1;
     }
+    if (!values["show-secrets"]) result = typeof info === "object" && info?.writeOnly ? "[secret]" : maskSecrets(schema, path, result);
+  } else if (!values["show-secrets"]) {
+    result = Object.fromEntries([...apps].map(([app, config]) => [app, maskSecrets(schemas.get(app)!, [], config)]));
   }
-  io.stdout(`${JSON.stringify(result, null, 2)}\n`);
+  const text = JSON.stringify(result, null, 2);
+  if (text.includes('"[secret]"') && !values["show-secrets"]) io.stderr("cdp: secret (writeOnly) values are shown as [secret]; --show-secrets shows them\n");
+  io.stdout(`${text}\n`);
   return 0;
 }
 
@@ -587,10 +598,6 @@ async function compactCommand(values: Values, positionals: string[], io: Io): Pr
   }
 }
 
-async function version(): Promise<string> {
-  const manifest = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
-  return manifest.version;
-}
 
 /** Wait until what was written to a stream has left the process (a pipe takes 64 KiB at a time). */
 async function flushed(stream: NodeJS.WriteStream): Promise<void> {

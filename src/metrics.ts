@@ -3,10 +3,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Pipeline } from "./pipeline.js";
 import type { EventStream } from "./stream.js";
+import { VERSION } from "./version.js";
 
 export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "cdp_" });
+  // prom-client names three gauges "…_total", which is for counters (promtool check metrics
+  // refuses them); the same counts by type, without the suffix, stay
+  for (const name of ["active_handles", "active_requests", "active_resources"]) registry.removeSingleMetric(`cdp_nodejs_${name}_total`);
   const lines = new Counter({ name: "cdp_lines_total", help: "Inbox change lines processed, by outcome", labelNames: ["outcome"], registers: [registry] });
   lines.inc({ outcome: "accepted" }, 0);
   lines.inc({ outcome: "rejected" }, 0);
@@ -40,6 +44,10 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
         this.set(read());
       },
     });
+  new Gauge({ name: "cdp_build_info", help: "Always 1: the version of cdp serving these metrics", labelNames: ["version"], registers: [registry] }).set({ version: VERSION }, 1);
+  let lastChange = 0;
+  pipeline.table.subscribeAll((event) => void (lastChange = Date.parse(event.time) / 1000));
+  gauge("cdp_last_change_timestamp_seconds", "When the last change was applied (Unix time; 0: none since cdp started)", () => lastChange);
   gauge("cdp_revision", "The revision of the last applied change", () => pipeline.table.revision);
   gauge("cdp_ready", "1 while cdp takes changes (see /readyz), else 0", () => (pipeline.notReady() === undefined ? 1 : 0));
   gauge("cdp_sse_clients", "Clients connected to the event stream", () => stream.clients);

@@ -395,7 +395,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt, resumeSince });
     await inbox.start();
     if (stopping) await inbox.close(); // stopped while it was opening
-    await warnIfOthersCanWrite([dir, join(dir, INBOX_FILE)], log);
+    await warnIfOthersCanWrite(dir, log);
     log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
   };
   const firstTry = await joined(true);
@@ -451,13 +451,17 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
 }
 
 
-/** Whoever can write the inbox can change the configuration: say so when that is not only us. */
-async function warnIfOthersCanWrite(paths: string[], log: Logger): Promise<void> {
-  for (const path of paths) {
+/**
+ * Whoever can write the inbox can change the configuration: say so when anyone can (a world-
+ * writable cdp.new or data directory), or when a group can replace cdp's own files (a group-
+ * writable data directory). A group-writable cdp.new is how operators are let in: no warning.
+ */
+async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
+  for (const [path, mask, who] of [[dir, 0o022, "group or others"], [join(dir, INBOX_FILE), 0o002, "anyone"]] as const) {
     const info = await stat(path).catch(() => undefined);
-    if (info && (info.mode & 0o022) !== 0) {
+    if (info && (info.mode & mask) !== 0) {
       const mode = (info.mode & 0o777).toString(8);
-      log.warn({ path, mode }, `${path} is writable by group or others (mode ${mode}): whoever can write the inbox can change the configuration`);
+      log.warn({ path, mode }, `${path} is writable by ${who} (mode ${mode}): whoever can write there can change the configuration`);
     }
   }
 }

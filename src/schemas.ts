@@ -297,7 +297,8 @@ export function maskSecrets(schema: AppSchema, path: readonly string[], value: u
   const shown: AppConfig = {};
   for (const [key, child] of Object.entries(value)) {
     const info = schema.key([...path, key]);
-    defineKey(shown, key, typeof info === "object" && info.secret ? "[secret]" : maskSecrets(schema, [...path, key], child));
+    // a value holding a secret deeper down is shown, with that secret masked
+    defineKey(shown, key, typeof info === "object" && info.writeOnly ? "[secret]" : maskSecrets(schema, [...path, key], child));
   }
   return shown;
 }

@@ -1,7 +1,7 @@
 // Garbage in, a reason out: random and hostile lines never crash cdp, change a prototype, or
 // slip through unrecorded.
 import { execFile } from "node:child_process";
-import { appendFile, open, readFile } from "node:fs/promises";
+import { appendFile, open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import fc from "fast-check";
@@ -228,11 +228,21 @@ describe("secrets and permissions", () => {
     expect(started.output).not.toContain("x1");
   });
 
-  it("warns when others can write the inbox or its directory", async () => {
+  it("warns when anyone can write the inbox, or a group the data directory; a group-writable inbox is the way to let operators in", async () => {
     const dir = await dataDir();
-    await promisify(execFile)("chmod", ["0777", dir]);
-    const watch = await startWatch(dir);
-    expect(watch.output()).toContain(`${dir} is writable by group or others (mode 777): whoever can write the inbox can change the configuration`);
+    await writeFile(join(dir, "cdp.new"), "");
+    await promisify(execFile)("chmod", ["0770", dir]);
+    await promisify(execFile)("chmod", ["0660", join(dir, "cdp.new")]);
+    let watch = await startWatch(dir);
+    expect(watch.output()).toContain(`${dir} is writable by group or others (mode 770): whoever can write there can change the configuration`);
+    expect(watch.output()).not.toContain(`${join(dir, "cdp.new")} is writable`);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    await promisify(execFile)("chmod", ["0700", dir]);
+    await promisify(execFile)("chmod", ["0666", join(dir, "cdp.new")]);
+    watch = await startWatch(dir);
+    expect(watch.output()).toContain(`${join(dir, "cdp.new")} is writable by anyone (mode 666)`);
+    expect(watch.output()).not.toContain(`${dir} is writable`);
     watch.child.kill("SIGTERM");
   });
 });

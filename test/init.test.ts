@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { appendFile, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CLI, cdp, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { CLI, cdp, dataDir, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 /** Run the real `cdp` with extra environment variables. */
 async function cdpWithEnv(args: string[], env: Record<string, string>, stdin = ""): Promise<{ code: number | null; output: string }> {
@@ -145,5 +145,20 @@ describe("settings in one place", () => {
     const { output } = await cdp(["--help"]);
     expect(output).toContain("CDP_DIR, CDP_SCHEMAS");
     expect(output).toContain("cdp init   --dir D --schemas S");
+  });
+});
+
+describe("cdp get and secrets", () => {
+  it("masks secret (writeOnly) values and says so, unless --show-secrets", async () => {
+    const dir = await dataDir();
+    await writeFile(join(dir, "cdp"), "ticker:token:s3cret-value\nticker:interval:1500\n");
+    const all = await cdp(["get", "--dir", dir]);
+    expect(all.code).toBe(0);
+    expect(all.output).not.toContain("s3cret-value");
+    expect(all.output).toContain('"token": "[secret]"');
+    expect(all.output).toContain("secret (writeOnly) values are shown as [secret]; --show-secrets shows them");
+    expect((await cdp(["get", "--dir", dir, "ticker.token"])).output).toContain('"[secret]"');
+    const shown = await cdp(["get", "--dir", dir, "--show-secrets", "ticker.token"]);
+    expect(shown).toEqual({ code: 0, output: '"s3cret-value"\n' });
   });
 });

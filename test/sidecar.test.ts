@@ -3,6 +3,7 @@ import { appendFile, chmod, readFile, rename, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type Cdp, type CdpOptions, type HttpOptions } from "../src/index.js";
+import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { afterThisTest, capturedLogger, cdp as runCli, runCdp, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
@@ -431,6 +432,22 @@ describe("probes and metrics", () => {
     expect(value("cdp_inbox_outages_total")).toBe(0);
     expect(value("cdp_sse_clients")).toBe(1);
     expect(value("cdp_ready")).toBe(1);
+    expect(text).toMatch(/^cdp_build_info\{version="\d+\.\d+\.\d+"\} 1$/m);
+    expect(Math.abs(value("cdp_last_change_timestamp_seconds") - Date.now() / 1000)).toBeLessThan(60);
+  });
+
+  it("/metrics passes promtool check metrics (Prometheus's own linter)", async () => {
+    const { call } = await served();
+    await call("/v1/changes", post("ticker:interval:1500\n"));
+    const text = await (await call("/metrics")).text();
+    const child = spawn("/usr/bin/promtool", ["check", "metrics"], { stdio: ["pipe", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (data: Buffer) => (output += data.toString()));
+    child.stderr.on("data", (data: Buffer) => (output += data.toString()));
+    child.stdin.end(text);
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(output).toBe("");
+    expect(code).toBe(0);
   });
 });
 

@@ -1,6 +1,6 @@
 // What the suite needs beyond Node, checked once before any test runs: etcd (fleet tests),
 // Chromium (the dashboard), logrotate (the inbox under rotation), openssl (etcd's TLS test),
-// nginx (later issues' rendered files). As root, missing Debian packages are installed here;
+// promtool (the metrics' linter, from prometheus). As root, missing Debian packages are installed here;
 // otherwise the suite stops at once, naming the one command to run — never a cascade of timeouts.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,6 +12,7 @@ const NEEDED = [
   { program: "/usr/sbin/logrotate", pkg: "logrotate" },
   { program: "/usr/bin/openssl", pkg: "openssl" },
   { program: "/usr/bin/prlimit", pkg: "util-linux" },
+  { program: "/usr/bin/promtool", pkg: "prometheus" },
 ];
 
 export default function setup(): void {
@@ -25,11 +26,14 @@ export default function setup(): void {
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   execFileSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"], env });
   execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env });
-  // Debian's etcd package may start a system etcd on the default ports; the tests start their own
-  try {
-    execFileSync("systemctl", ["disable", "--now", "etcd"], { stdio: "ignore" });
-  } catch {
-    // no systemd in a container: nothing was started
+  // Debian's etcd and prometheus packages may start services on their default ports; the tests
+  // start their own etcd and need only promtool
+  for (const service of ["etcd", "prometheus", "prometheus-node-exporter"]) {
+    try {
+      execFileSync("systemctl", ["disable", "--now", service], { stdio: "ignore" });
+    } catch {
+      // no systemd in a container: nothing was started
+    }
   }
   const still = NEEDED.filter(({ program }) => !existsSync(program)).map(({ pkg }) => pkg);
   if (still.length > 0) throw new Error(`installing ${still.join(", ")} did not bring their programs: ${command}`);
