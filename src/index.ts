@@ -89,6 +89,18 @@ export interface Cdp extends LiveConfig {
   stop(): Promise<void>;
 }
 
+/** The fleet's code and etcd's client: an optional peer dependency, installed only by those who run fleets. */
+async function loadFleet(): Promise<typeof import("./fleet.js")> {
+  try {
+    return await import("./fleet.js");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes("etcd3")) {
+      throw new CdpError("bootstrap", "a fleet (--cluster) needs etcd's client, the npm package etcd3, which is not installed: run 'npm install etcd3' where cdp is installed");
+    }
+    throw error;
+  }
+}
+
 /**
  * Start cdp on a data directory. Rejects with a {@link CdpError} when a schema or the journal is
  * invalid: cdp never starts on an invalid config.
@@ -104,7 +116,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   const sidecar = options.http && (await serveHttp(options.http, log));
   const { cluster } = options;
   // the sidecar and etcd's client are loaded only when asked for: a plain watcher stays small
-  const fleet: FleetLog | undefined = cluster && new (await import("./fleet.js")).FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
+  const fleet: FleetLog | undefined = cluster && new (await loadFleet()).FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,

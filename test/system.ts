@@ -1,6 +1,6 @@
 // What the suite needs beyond Node, checked once before any test runs: etcd (fleet tests),
 // Chromium (the dashboard), logrotate (the inbox under rotation), openssl (etcd's TLS test),
-// promtool (the metrics' linter, from prometheus). As root, missing Debian packages are installed here;
+// promtool (the metrics' linter, from prometheus), supervisord (the example service file). As root, missing Debian packages are installed here;
 // otherwise the suite stops at once, naming the one command to run — never a cascade of timeouts.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -13,6 +13,7 @@ const NEEDED = [
   { program: "/usr/bin/openssl", pkg: "openssl" },
   { program: "/usr/bin/prlimit", pkg: "util-linux" },
   { program: "/usr/bin/promtool", pkg: "prometheus" },
+  { program: "/usr/bin/supervisord", pkg: "supervisor" },
 ];
 
 export default function setup(): void {
@@ -28,7 +29,7 @@ export default function setup(): void {
   execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env });
   // Debian's etcd and prometheus packages may start services on their default ports; the tests
   // start their own etcd and need only promtool
-  for (const service of ["etcd", "prometheus", "prometheus-node-exporter"]) {
+  for (const service of ["etcd", "prometheus", "prometheus-node-exporter", "supervisor"]) {
     try {
       execFileSync("systemctl", ["disable", "--now", service], { stdio: "ignore" });
     } catch {

@@ -1,0 +1,67 @@
+// cdp as a package and a service: what `npm pack` ships, and the service files under a real
+// systemd-analyze and a real supervisord (exit 3 is restarted, exit 2 is not).
+import { execFile, spawn } from "node:child_process";
+import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { afterThisTest, CLI, dataDir, journalOf, tempDir, waitUntil } from "./helpers.js";
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+describe("the package", () => {
+  it("ships the built code, its types, the licence, the service files; no tests, no sources, no install script", async () => {
+    const { stdout } = await run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT });
+    const [pack] = JSON.parse(stdout) as [{ files: { path: string }[] }];
+    const files = pack.files.map((file) => file.path);
+    for (const expected of ["LICENSE", "README.md", "package.json", "dist/src/cli.js", "dist/src/index.js", "dist/src/index.d.ts", "dist/src/dashboard.html", "examples/systemd/cdp.service", "examples/supervisor/cdp.conf"]) {
+      expect(files, expected).toContain(expected);
+    }
+    expect(files.filter((path) => path.startsWith("test/") || path.startsWith("src/") || path.endsWith(".tgz"))).toEqual([]);
+    const manifest = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as Record<string, Record<string, unknown>>;
+    expect(manifest.scripts).not.toHaveProperty("prepare");
+    expect(manifest.scripts).toHaveProperty("prepack");
+    expect(manifest).toMatchObject({ types: "./dist/src/index.d.ts", license: "MIT", peerDependenciesMeta: { etcd3: { optional: true } } });
+    expect(manifest.dependencies).not.toHaveProperty("etcd3");
+    for (const key of ["repository", "bugs", "homepage"]) expect(manifest).toHaveProperty(key);
+    // source maps carry their sources: they point at nothing that is not shipped
+    for (const map of files.filter((path) => path.endsWith(".js.map"))) {
+      const parsed = JSON.parse(await readFile(join(ROOT, map), "utf8")) as { sources: string[]; sourcesContent?: string[] };
+      expect(parsed.sourcesContent?.length, map).toBe(parsed.sources.length);
+    }
+  });
+
+  it("the systemd unit passes systemd-analyze verify", async () => {
+    const copy = join(await tempDir(), "cdp.service");
+    await writeFile(copy, await readFile(join(ROOT, "examples/systemd/cdp.service")));
+    const { stderr } = await run("systemd-analyze", ["verify", copy]);
+    expect(stderr).toBe("");
+  });
+
+  it("under supervisord with the example's settings, exit 3 is restarted and the watcher goes on once the inbox is back", async () => {
+    const dir = await dataDir();
+    await mkdir(join(dir, "cdp.new")); // the inbox unavailable: cdp exits 3 after --max-outage
+    const work = await tempDir();
+    const example = await readFile(join(ROOT, "examples/supervisor/cdp.conf"), "utf8");
+    const program = example
+      .replace(/^command=.*$/m, `command=${process.execPath} ${CLI} watch --dir ${dir} --max-outage 1`)
+      .replace(/^user=.*$/m, "")
+      .replace(/^stdout_logfile=.*$/m, `stdout_logfile=${join(work, "cdp.log")}`);
+    const conf = join(work, "supervisord.conf");
+    await writeFile(conf, `[supervisord]\nnodaemon=true\nlogfile=${join(work, "supervisord.log")}\npidfile=${join(work, "supervisord.pid")}\n[unix_http_server]\nfile=${join(work, "supervisor.sock")}\n${program}`);
+    const supervisord = spawn("supervisord", ["-n", "-c", conf], { stdio: "ignore" });
+    const exited = new Promise((resolve) => supervisord.on("exit", resolve));
+    afterThisTest(async () => {
+      supervisord.kill("SIGTERM");
+      await exited;
+    });
+    const log = () => readFile(join(work, "supervisord.log"), "utf8").catch(() => "");
+    await waitUntil(async () => (await log()).includes("exited: cdp (exit status 3; not expected)"));
+    await rm(join(dir, "cdp.new"), { recursive: true });
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    expect((await log()).match(/spawned: 'cdp'/g)!.length).toBeGreaterThan(1);
+  });
+});
