@@ -51,9 +51,10 @@ export class RecentChanges {
   #applied(event: ChangeEvent): void {
     if (event.source.startsWith("schema:")) return; // a schema upgrade's revision has no change record
     const info = this.#pipeline.schemas.get(event.app)?.key(event.key.split("."));
-    const { revision, app, key, value, previous, source, time, reason } = event;
+    const { revision, app, key, value, previous, source, time, reason, by } = event;
     const entry: HistoryEntry = { revision, time, source, app, key, value, previous, secret: typeof info !== "object" || info.secret, record: "" };
     if (reason !== undefined) entry.reason = reason;
+    if (by !== undefined) entry.by = by;
     const entries = this.#entries ?? this.#arrived;
     entries.push(entry);
     if (entries.length > 2 * KEPT_CHANGES) entries.splice(0, entries.length - KEPT_CHANGES);

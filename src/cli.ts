@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `cdp` command: a thin layer over the pipeline. `main` is callable from tests;
 // only the last line of this file exits the process.
+import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
+import { userInfo } from "node:os";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -13,12 +15,14 @@ import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOpti
 import { INBOX_FILE } from "./inbox.js";
 import { appendToInbox } from "./submit.js";
 import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
-import { lockDataDir } from "./durable.js";
+import { lockDataDir, lockHolder } from "./durable.js";
+import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { initDataDir, openDataDir } from "./datadir.js";
 import { judgeInSequence } from "./validate.js";
 import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
 import { loadSchemas, maskSecrets } from "./schemas.js";
 import { VERSION } from "./version.js";
+import { readStatus } from "./status.js";
 import type { AppConfig } from "./values.js";
 
 const USAGE = `cdp: configuration delivery pipeline
@@ -28,6 +32,7 @@ Usage:
   cdp watch  --dir D [--schemas S]   run the watcher in the foreground
   cdp push   --dir D LINE...         append change lines to D/${INBOX_FILE} (- reads them from stdin)
   cdp get    --dir D [app[.key]]     print the current config as JSON
+  cdp status --dir D [--json]        the watcher, revision, lines waiting, last rejection
   cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
   cdp history --dir D [app[.key]] [--limit N] [--json]   revisions, newest first
   cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
@@ -93,11 +98,29 @@ log in the same order.
   --cluster-user U       etcd user; the password is read from --cluster-password-file F
   --cluster-ca F         CA certificate (PEM) for TLS to etcd; --cluster-cert F and
                          --cluster-key F for a client certificate`,
-  push: `Usage: cdp push --dir D LINE... | cdp push --dir D -
+  push: `Usage: cdp push --dir D [--reason TEXT] LINE... | cdp push --dir D -
 
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
-does. With -, the lines are read from standard input. Nothing is validated here: the
-watcher judges each line and records rejections in D/cdp.rej.`,
+does, each after a '# by: USER' comment (the user behind sudo, where there is one) and, with
+--reason, a '# reason: TEXT' comment: history, events and the dashboard show both. With -, the
+lines are read from standard input.
+When a watcher is running on D, cdp push waits for each line's outcome and prints it:
+accepted at revision N, or rejected with the reason (exit 1 when any line is rejected).
+Without one, it says the lines wait in the inbox.
+
+Options:
+  --reason TEXT          why: recorded with each change
+  --wait                 wait for the outcomes (the default when a watcher is running)
+  --no-wait              only queue the lines
+  --wait-timeout SECONDS how long to wait for the outcomes (default 10)`,
+  status: `Usage: cdp status --dir D [--json]
+
+Say what state D is in: whether a watcher runs on it (its pid, since when, its sidecar's
+address, its fleet), the revision, how many lines wait in D/${INBOX_FILE}, the last rejection,
+and the schemas in force (their version and a digest of each file).
+
+Options:
+  --json                 the same as JSON, for scripts`,
   get: `Usage: cdp get --dir D [--schemas S] [app[.key.path]]
 
 Print the configuration persisted in D/${JOURNAL_FILE} (with schema defaults) as JSON:
@@ -164,6 +187,10 @@ const OPTIONS = {
   last: { type: "boolean" },
   "dry-run": { type: "boolean" },
   "show-secrets": { type: "boolean" },
+  reason: { type: "string" },
+  wait: { type: "boolean" },
+  "no-wait": { type: "boolean" },
+  "wait-timeout": { type: "string" },
   keep: { type: "string" },
   "keep-history": { type: "string" },
   "compact-after": { type: "string" },
@@ -228,6 +255,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await pushCommand(values, positionals, io);
       case "get":
         return await getCommand(values, positionals, io);
+      case "status":
+        return await statusCommand(values, positionals, io);
       case "history":
         return await historyCommand(values, positionals, io);
       case "rollback":
@@ -346,7 +375,8 @@ type NumberOption =
   | "http-max-body"
   | "http-wait"
   | "http-keepalive"
-  | "http-timeout";
+  | "http-timeout"
+  | "wait-timeout";
 
 function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
   const text = values[name];
@@ -480,18 +510,76 @@ function createLogger(values: Values): Logger {
 async function pushCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   const dir = required(values, "dir");
   let lines = positionals;
-  if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").filter((line) => line !== "");
+  if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").map((line) => line.replace(/\r$/, "")).filter((line) => line !== "");
   else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
   else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
-  await queueLines(dir, lines, io);
-  return 0;
+  if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
+  const timeoutMs = seconds(values, "wait-timeout", 10);
+  const receipts = await queueLines(dir, lines, io, { reason: values.reason, wait: values["no-wait"] ? false : values.wait ? true : "if-watching", timeoutMs });
+  for (const receipt of receipts ?? []) {
+    const outcome = receipt.outcome === "accepted" ? `accepted at revision ${receipt.revision}` : receipt.outcome === "rejected" ? `rejected: ${receipt.reason}` : receipt.outcome === "ignored" ? "ignored (a comment)" : "still waiting in the inbox";
+    io.stdout(`${receipt.text}  ${outcome}\n`);
+  }
+  const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
+  if (waiting > 0) io.stderr(`cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`);
+  return receipts?.some((receipt) => receipt.outcome === "rejected") ? 1 : 0;
 }
 
-/** Append lines to the inbox with one write in append mode: concurrent writers never interleave within it. */
-async function queueLines(dir: string, lines: string[], io: Io): Promise<void> {
+/** Who runs this command, for `# by:` (the user behind sudo, where there is one). */
+function invokingUser(): string {
+  return process.env.SUDO_USER || userInfo().username;
+}
+
+/**
+ * Append lines to the inbox with one write in append mode (concurrent writers never interleave
+ * within it), each after a `# by:` (and `# reason:`) comment; then, when asked, wait for their
+ * outcomes from the running watcher.
+ */
+async function queueLines(dir: string, lines: string[], io: Io, options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number }): Promise<Receipt[] | undefined> {
   await openDataDir(dir, stderrLog);
-  await appendToInbox(dir, lines.map((line) => `${line}\n`).join(""));
+  const watcher = await lockHolder(dir);
+  const marks = await receiptMarks(dir);
+  const said = `# by: ${invokingUser()}\n${options.reason ? `# reason: ${options.reason.replace(/[\r\n]+/g, " ")}\n` : ""}`;
+  let text = `# cdp push id=${randomUUID()}\n`;
+  const ends: number[] = [];
+  for (const line of lines) {
+    text += `${said}${line}\n`;
+    ends.push(Buffer.byteLength(text));
+  }
+  const landed = await appendToInbox(dir, text);
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
+  if (options.wait === false) return undefined;
+  if (watcher === undefined) {
+    io.stderr(`cdp: no watcher is running on ${dir}: the lines wait in the inbox until 'cdp watch --dir ${dir}' starts\n`);
+    return undefined;
+  }
+  if (!landed) return undefined; // the inbox was replaced at once: their outcomes cannot be told apart
+  const start = landed.end - Buffer.byteLength(text);
+  const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
+  return awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
+}
+
+async function statusCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const { dir, schemas } = await dataDir(values);
+  const status = await readStatus(dir, schemas);
+  if (values.json) {
+    io.stdout(`${JSON.stringify(status, null, 2)}\n`);
+    return 0;
+  }
+  const { watcher } = status;
+  const running = watcher.running ? `running, pid ${watcher.pid}${watcher.started ? ` since ${watcher.started}` : ""}${watcher.url ? `, sidecar ${watcher.url}` : ""}` : "not running";
+  const rows = [
+    ["data directory", dir],
+    ["watcher", running],
+    ["fleet", watcher.running && watcher.fleet ? `${watcher.fleet.prefix} as ${watcher.fleet.host}` : "none"],
+    ["revision", String(status.revision)],
+    ["inbox", `${status.waiting} line${status.waiting === 1 ? "" : "s"} waiting in ${join(dir, INBOX_FILE)}`],
+    ["last rejection", status.lastRejection ? `${status.lastRejection.time} ${status.lastRejection.source}: ${status.lastRejection.reason}` : "none"],
+    ["schemas", `${schemas}: ${status.apps.map(({ app, version, sha256 }) => `${app} (${version === null ? "unversioned" : `version ${version}`}, ${sha256})`).join(", ")}`],
+  ];
+  for (const [name, value] of rows) io.stdout(`${name!.padEnd(15)} ${value}\n`);
+  return 0;
 }
 
 async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {
@@ -576,7 +664,7 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
     io.stdout(`${lines.join("\n")}\n`);
     return 0;
   }
-  await queueLines(dir, lines, io);
+  await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: false, timeoutMs: 0 });
   io.stdout(`${lines.join("\n")}\n`);
   return 0;
 }

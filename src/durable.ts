@@ -154,6 +154,12 @@ export async function lockDataDir(dir: string, what: string, taken?: (message: s
   throw new CdpError("busy", `cannot lock ${dir}: another cdp is starting there`);
 }
 
+/** The pid of the cdp that holds `dir`'s lock (a running watcher), if any. */
+export async function lockHolder(dir: string): Promise<number | undefined> {
+  const owner = Number(await readlink(join(dir, "cdp.lock")).catch(() => ""));
+  return owner > 0 && isAlive(owner) ? owner : undefined;
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -27,7 +27,7 @@ export function formatHistory(entries: readonly HistoryEntry[]): string {
     entry.time ?? "(bootstrap)",
     entry.source,
     `${entry.app}.${entry.key}`,
-    `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}${entry.reason ? `  (${entry.reason})` : ""}`,
+    `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}${entry.by ? `  by ${entry.by}` : ""}${entry.reason ? `  (${entry.reason})` : ""}`,
   ]);
   const header = ["rev", "time", "source", "key", "change"];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));

@@ -6,6 +6,7 @@ import { resolve } from "node:path";
 import type { FleetLog } from "./fleet.js";
 import { initDataDir, isDataDir } from "./datadir.js";
 import { startPipeline } from "./pipeline.js";
+import { announceWatcher } from "./status.js";
 import type { Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
@@ -139,7 +140,11 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     throw error;
   });
   sidecar?.attach(pipeline);
+  // for `cdp status`: what this watcher serves (removed when it stops)
+  const fleetHost = fleet && { prefix: options.cluster!.prefix, host: options.cluster!.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_") };
+  const withdraw = await announceWatcher(resolve(options.dir), { pid: process.pid, started: new Date().toISOString(), ...(sidecar ? { url: sidecar.url } : {}), ...(fleetHost ? { fleet: fleetHost } : {}) }).catch(() => async () => undefined);
   const stopped = pipeline.stopped.finally(async () => {
+    await withdraw().catch(() => undefined);
     await sidecar?.close();
     await fleet?.close();
   });

@@ -67,14 +67,19 @@ export interface HistoryEntry {
   secret: boolean;
   /** The record as the journal holds it (metadata comment and change line). */
   record: string;
-  /** Why cdp made the change itself (a vetoed change's revert). */
+  /** Why the change was made: given by whoever made it (`# reason:`), or cdp's own (a vetoed change's revert). */
   reason?: string;
+  /** Who made the change (`# by:` in the inbox: the pushing user, the sidecar's token name). */
+  by?: string;
 }
 
 export interface Commit {
   seq: number;
   time: string;
   source: string;
+  /** Who made the change, and why (for change records). */
+  by?: string;
+  reason?: string;
   /** Where this host's inbox stands after the line (absent for a change another host of the fleet read). */
   position?: InboxPosition;
 }
@@ -146,10 +151,10 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     state.revision = meta.rev ?? state.revision + 1;
     state.records++;
     if (options.history) {
-      const { time, source, reason } = meta;
+      const { time, source, reason, by } = meta;
       const record = `${metaText && meta.rev !== undefined ? `${metaText}\n` : ""}${line}\n`;
       const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
-      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }) });
+      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }), ...(by === undefined ? {} : { by }) });
     }
     meta = {};
     metaText = "";
@@ -240,22 +245,25 @@ interface Meta {
   position?: InboxPosition;
   /** The change lines that follow are the compacted state at `rev`, not changes. */
   base?: boolean;
-  /** Why cdp made this change itself (a veto's revert). */
+  /** Why the change was made. */
   reason?: string;
+  by?: string;
 }
 
 // The form of almost every record's comment, read with one match (replay reads one per change).
-const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=([^\s@]+)@(\d+)(?:\/([0-9a-f]+))?$/;
+const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=([^\s@]+)@(\d+)(?:\/([0-9a-f]+))?(?: by=(\S+))?(?: reason: (.*))?$/;
 
 /** The fields of one of cdp's metadata comments; any other comment yields nothing. */
 export function readMeta(comment: string): Meta {
   const record = RECORD_META.exec(comment);
   if (record) {
-    const [, rev, seq, time, name, line, file, offset, check] = record;
+    const [, rev, seq, time, name, line, file, offset, check, by, reason] = record;
     const position: InboxPosition = { file: file!, offset: Number(offset), line: Number(line) };
     if (check !== undefined) position.check = check;
     const meta: Meta = { seq: Number(seq), time, source: `${name}:${line}`, position };
     if (rev !== undefined) meta.rev = Number(rev);
+    if (by !== undefined) meta.by = by;
+    if (reason !== undefined) meta.reason = reason;
     return meta;
   }
   if (!META.test(comment)) return {};
@@ -269,6 +277,7 @@ export function readMeta(comment: string): Meta {
   meta.time = fields.get("time");
   meta.source = fields.get("source");
   if (reason !== undefined) meta.reason = reason;
+  if (fields.has("by")) meta.by = fields.get("by");
   const inbox = /^(.+)@(\d+)(?:\/([0-9a-f]+))?$/.exec(fields.get("inbox") ?? "");
   const line = /:(\d+)$/.exec(fields.get("source") ?? "");
   if (inbox && line) {
@@ -282,7 +291,9 @@ function metaLine(commit: Commit, revision?: number): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
   const position = commit.position;
   const inbox = position ? ` inbox=${position.file}@${position.offset}${position.check === undefined ? "" : `/${position.check}`}` : "";
-  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}\n`;
+  const by = commit.by === undefined ? "" : ` by=${commit.by.replace(/\s/g, "_")}`;
+  const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ")}`;
+  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}${by}${reason}\n`;
 }
 
 /** A fleet revision whose change this host's schemas refuse: the revision without its change, and why. */
@@ -297,7 +308,8 @@ export function changeRecord(commit: Commit, revision: number, line: string): st
 
 /** A marker that records how far the inbox was processed when a batch ends with rejected lines. */
 export function positionRecord(commit: Commit): string {
-  return metaLine(commit);
+  const { by: _by, reason: _reason, ...position } = commit;
+  return metaLine(position);
 }
 
 /** The revert of a vetoed change: a change record whose source names the vetoed revision. */

@@ -152,16 +152,19 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     let revision = table.revision;
     let last: { commit: Commit; accepted: boolean } | undefined;
     let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
+    let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
     for (const line of batch.lines) {
       const outcome = judgeLine(line, context, log);
       if (outcome.kind === "ignore") {
+        said = { ...said, ...directive(line.text) };
         details?.push({ number: line.number, text: line.text, outcome: "ignored" });
         if (line.check !== undefined && last && !batch.late) ended = { ...last.commit, position: { file: batch.file, offset: line.end, line: line.number, check: line.check } };
         continue;
       }
       const source = `${INBOX_FILE}:${line.number}`;
       const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
-      const commit: Commit = { seq: ++seq, time, source, position };
+      const commit: Commit = { seq: ++seq, time, source, position, ...said };
+      said = {};
       if (outcome.kind === "accept") {
         const { change } = outcome;
         pending.set(change.app, change.config);
@@ -170,7 +173,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         // in a fleet the change is committed to the fleet's log; the member journals and applies it
         if (options.fleet) fleetRecords.push({ line: encoded, host: options.fleet.host, source, time, seq: commit.seq, position: commit.position! });
         else journalText += changeRecord(commit, revision, encoded);
-        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, veto: options.fleet ? undefined : tentative(change, revision) });
+        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }), veto: options.fleet ? undefined : tentative(change, revision) });
         details?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
         if (logLines) {
           const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
@@ -464,6 +467,13 @@ async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
       log.warn({ path, mode }, `${path} is writable by ${who} (mode ${mode}): whoever can write there can change the configuration`);
     }
   }
+}
+
+/** `# by: NAME` or `# reason: TEXT`: who makes the next change line, and why. */
+function directive(text: string): { by?: string } | { reason?: string } {
+  const said = /^\s*#\s*(by|reason):\s*(.*?)\s*$/.exec(text);
+  if (!said || said[2] === "") return {};
+  return said[1] === "by" ? { by: said[2]!.replace(/\s+/g, "_").slice(0, 128) } : { reason: said[2]!.slice(0, 1000) };
 }
 
 function keyInfo(schemas: Schemas, change: ValidChange): KeyInfo {

@@ -131,7 +131,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         const body = await readBody(req, options.maxBodyBytes);
         if (body.length === 0) return sendError(res, 400, "the body holds no line: send change lines (app:key:value), one per line");
         if (!isUtf8(body)) return sendError(res, 400, "the body is not valid UTF-8");
-        await sendSubmitted(res, pipeline, body.toString("utf8"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs);
+        await sendSubmitted(res, pipeline, body.toString("utf8"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, options.tokens));
       },
     },
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
@@ -369,11 +369,20 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
   if (lines.length === 0 || request.dryRun === true) {
     return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
   }
-  await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, lines);
+  const said = whoAndWhy(req, options.tokens);
+  await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, { ...said, reason: said.reason ?? "rollback" }, lines);
 }
 
-async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, changes?: string[]): Promise<void> {
-  const { status, lines } = await submitLines(pipeline, text, waitMs, from);
+/** Who makes a change over HTTP (the token's name, or the client's address without tokens), and why (X-Cdp-Reason). */
+function whoAndWhy(req: IncomingMessage, tokens: Tokens | undefined): { by: string; reason?: string } {
+  const by = tokens?.nameOf(req.headers.authorization) ?? `http:${req.socket.remoteAddress ?? "?"}`;
+  const header = req.headers["x-cdp-reason"];
+  const reason = (Array.isArray(header) ? header.join(" ") : header)?.trim().slice(0, 1000);
+  return reason ? { by, reason } : { by };
+}
+
+async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, said: { by: string; reason?: string }, changes?: string[]): Promise<void> {
+  const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
   const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
 }

@@ -44,7 +44,7 @@ interface Client {
   backlog: Frame[] | undefined;
 }
 
-type ChangeData = Pick<ChangeEvent, "revision" | "app" | "key" | "value" | "previous" | "source"> & { time: string | undefined };
+type ChangeData = Pick<ChangeEvent, "revision" | "app" | "key" | "value" | "previous" | "source" | "by" | "reason"> & { time: string | undefined };
 
 export class EventStream {
   #pipeline: Pipeline;
@@ -145,12 +145,13 @@ export class EventStream {
 
   #frameOf(change: ChangeData): Frame {
     const { revision, app, key, time, source } = change;
+    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }) };
     const schema = this.#pipeline.schemas.get(app);
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;
-    if (!schema || (typeof info === "object" && info.secret)) data = { revision, app, key, secret: true, time, source };
-    else data = { revision, app, key, value: withoutSecrets(schema, path, change.value), previous: withoutSecrets(schema, path, change.previous), time, source };
+    if (!schema || (typeof info === "object" && info.secret)) data = { revision, app, key, secret: true, time, source, ...who };
+    else data = { revision, app, key, value: withoutSecrets(schema, path, change.value), previous: withoutSecrets(schema, path, change.previous), time, source, ...who };
     return { revision, app, key, text: `id: ${revision}\ndata: ${JSON.stringify(data)}\n\n` };
   }
 

@@ -4,11 +4,11 @@
 // in the inbox are the caller's, and their outcomes are reported once their batch is durable.
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { CdpError } from "./errors.js";
 import { CUT_SHORT, INBOX_FILE } from "./inbox.js";
-import { notRegular } from "./rotation.js";
+import { identityOf, notRegular } from "./rotation.js";
 import type { LineOutcome, Pipeline } from "./pipeline.js";
 
 export interface LineResult {
@@ -25,12 +25,18 @@ export interface Submitted {
   lines: LineResult[];
 }
 
-/** Append `text` (complete lines) to the inbox and wait up to `waitMs` for each line's outcome. */
-export async function submitLines(pipeline: Pipeline, text: string, waitMs: number, from: string): Promise<Submitted> {
-  const body = text.endsWith("\n") ? text : `${text}\n`;
-  const count = body.split("\n").length - 1;
+/**
+ * Append `text` (complete lines) to the inbox, each line after `# by:` (and `# reason:`)
+ * comments, and wait up to `waitMs` for each line's outcome.
+ */
+export async function submitLines(pipeline: Pipeline, text: string, waitMs: number, from: string, said: { by: string; reason?: string }): Promise<Submitted> {
+  const given = (text.endsWith("\n") ? text.slice(0, -1) : text).split("\n");
+  const count = given.length;
   const marker = `# from ${from.replace(/\s+/g, "_")} id=${randomUUID()}`;
+  const directives = [`# by: ${said.by.replace(/\s+/g, "_")}`, ...(said.reason ? [`# reason: ${said.reason.replace(/[\r\n]+/g, " ")}`] : [])];
+  const body = given.map((line) => [...directives, line].join("\n")).join("\n") + "\n";
   const results: LineResult[] = [];
+  let skip = 0; // our directives before the next given line
   let found = false;
   let done!: () => void;
   const complete = new Promise<void>((resolve) => (done = resolve));
@@ -39,8 +45,14 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
       if (results.length === count) return;
       if (!found) {
         found = line.text.includes(marker);
+        skip = directives.length;
         continue;
       }
+      if (skip > 0) {
+        skip--;
+        continue;
+      }
+      skip = directives.length;
       const { outcome, revision, reason } = line;
       results.push({ line: results.length + 1, outcome, ...(revision === undefined ? {} : { revision }), ...(reason === undefined ? {} : { reason }) });
       if (results.length === count) done();
@@ -65,7 +77,7 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
  * line without its newline, that fragment is cut short first (CUT_SHORT and a newline): it is
  * rejected as incomplete rather than glued to the first line written here.
  */
-export async function appendToInbox(dir: string, text: string): Promise<void> {
+export async function appendToInbox(dir: string, text: string): Promise<Landed | undefined> {
   const path = join(dir, INBOX_FILE);
   let inbox;
   try {
@@ -92,8 +104,37 @@ export async function appendToInbox(dir: string, text: string): Promise<void> {
       }
       if (last[0] !== 0x0a) cut = `${String.fromCharCode(CUT_SHORT)}\n`;
     }
-    await inbox.write(`${cut}${text}`);
+    const bytes = Buffer.from(`${cut}${text}`);
+    await inbox.write(bytes);
+    return await landed(inbox, bytes, cut.length);
   } finally {
     await inbox.close();
   }
+}
+
+/** Where appended bytes landed: the inbox file (its identity) and the offset just after the write. */
+export interface Landed {
+  file: string;
+  end: number;
+  /** How many lines the file holds before the appended text (its first line is this + 1). */
+  linesBefore: number;
+}
+
+// Other writers may have appended after us already: find our bytes (they hold a fresh id) near the end.
+async function landed(inbox: FileHandle, bytes: Buffer, prefix: number): Promise<Landed | undefined> {
+  const info = await inbox.stat({ bigint: true });
+  const size = Number(info.size);
+  const whole = Buffer.alloc(size);
+  const reader = await open(`/proc/self/fd/${inbox.fd}`, "r").catch(() => undefined); // the file we wrote, even if renamed since
+  if (!reader) return undefined;
+  try {
+    await reader.read(whole, 0, size, 0);
+  } finally {
+    await reader.close();
+  }
+  const at = whole.lastIndexOf(bytes);
+  if (at === -1) return undefined;
+  let linesBefore = 0;
+  for (let newline = whole.indexOf(0x0a); newline !== -1 && newline < at + prefix; newline = whole.indexOf(0x0a, newline + 1)) linesBefore++;
+  return { file: identityOf(info), end: at + bytes.length, linesBefore };
 }

@@ -16,8 +16,10 @@ export interface ChangeEvent {
   /** Where the change came from, e.g. `cdp.new:12`. */
   source: string;
   time: string;
-  /** Why cdp made this change itself (the revert of a vetoed change). */
+  /** Why the change was made (`# reason:` before its line, or cdp's own: the revert of a vetoed change). */
   reason?: string;
+  /** Who made it (`# by:` before its line: the user of `cdp push`, the sidecar's token name). */
+  by?: string;
   /**
    * Report the change unhealthy: within the tentative window, cdp reverts it through the
    * pipeline and records the reason. False when it can no longer be vetoed (it is permanent).
@@ -33,8 +35,9 @@ export interface AppliedChange {
   revision: number;
   source: string;
   time: string;
-  /** Why cdp made this change itself (the revert of a vetoed change). */
+  /** Why the change was made, and who made it. */
   reason?: string;
+  by?: string;
   /** What a subscriber's veto does; without it, a change cannot be vetoed. */
   veto?: (reason: string) => boolean;
 }
@@ -186,6 +189,7 @@ export class ConfigTable implements LiveConfig {
       const path = key.split(".");
       const event: ChangeEvent = { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
       if (change.reason !== undefined) event.reason = change.reason;
+      if (change.by !== undefined) event.by = change.by;
       return event;
     };
     const changed = event(change.key);

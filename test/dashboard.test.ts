@@ -24,7 +24,7 @@ describe("the dashboard", () => {
   it("shows the live table, takes a token, submits accepted and rejected lines and shows history and rejections", async () => {
     const dir = await dataDir();
     const tokens = join(await tempDir(), "tokens");
-    await writeFile(tokens, `write ${TOKEN}\n`, { mode: 0o600 });
+    await writeFile(tokens, `write ${TOKEN} alice\n`, { mode: 0o600 });
     const { logger } = capturedLogger();
     const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
     afterThisTest(() => cdp.stop());
@@ -45,6 +45,7 @@ describe("the dashboard", () => {
     await expect.poll(() => cell("ticker.interval")).toBe("1500");
     await expect.poll(() => page.textContent("#revision")).toBe("1");
     await expect.poll(() => page.textContent("#history tbody tr:first-child")).toContain("1000 → 1500");
+    expect(await page.textContent("#history tbody tr:first-child")).toContain("alice"); // who made it: the token's name
 
     await page.fill("#line", "ticker:interval:100");
     await page.click("#submit");

@@ -274,7 +274,8 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(response.status).toBe(422);
     expect(await response.json()).toMatchObject({ status: "processed", lines: [{ outcome: "accepted", revision: 1 }, { outcome: "rejected" }] });
     await waitUntil(() => stream.events.length === 1);
-    expect(stream.changes()).toMatchObject([{ revision: 1, app: "ticker", key: "interval", value: 1500, source: "a:cdp.new:2" }]);
+    // line 3: after the sidecar's marker and its `# by:` line
+    expect(stream.changes()).toMatchObject([{ revision: 1, app: "ticker", key: "interval", value: 1500, source: "a:cdp.new:3" }]);
   });
 
   it("refuses to start when the local journal is ahead of the fleet's log", async () => {

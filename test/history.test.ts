@@ -1,6 +1,7 @@
 // Change management through the CLI: history, rollback, atomic multi-key changes.
 import { execFile } from "node:child_process";
 import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -64,8 +65,11 @@ describe("cdp rollback", () => {
     await waitUntil(async () => (await journalOf(dir)).length === 7);
     expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
     expect(await getConfig(dir, "db")).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
-    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as { source: string }[];
-    expect(history.map((entry) => entry.source)).toEqual(["cdp.new:7", "cdp.new:6", "cdp.new:5"]);
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as { source: string; reason: string; by: string }[];
+    // each rollback line follows its `# by:` and `# reason:` comments (and the push's id before the first)
+    expect(history.map((entry) => entry.source)).toEqual(["cdp.new:14", "cdp.new:11", "cdp.new:8"]);
+    expect(history.map((entry) => entry.reason)).toEqual(Array(3).fill("rollback to revision 1"));
+    expect(history.every((entry) => entry.by === userInfo().username)).toBe(true);
     watch.child.kill("SIGTERM");
   });
 

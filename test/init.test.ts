@@ -130,7 +130,7 @@ describe("settings in one place", () => {
     const dir = join(await tempDir(), "data");
     expect((await cdpWithEnv(["init"], { CDP_DIR: dir, CDP_SCHEMAS: SCHEMAS })).code).toBe(0);
     expect((await cdpWithEnv(["push", "ticker:interval:1500"], { CDP_DIR: dir })).code).toBe(0);
-    expect(await readFile(join(dir, "cdp.new"), "utf8")).toBe("ticker:interval:1500\n");
+    expect(await readFile(join(dir, "cdp.new"), "utf8")).toMatch(/\nticker:interval:1500\n$/);
     const tooLong = await cdpWithEnv(["check", "-"], { CDP_SCHEMAS: SCHEMAS, CDP_MAX_LINE_BYTES: "10" }, "ticker:interval:1500\n");
     expect(tooLong.code).toBe(1);
     expect(tooLong.output).toContain("stdin:1: line is 20 bytes, over the limit of 10");

@@ -114,7 +114,7 @@ describe("POST /v1/changes", () => {
     });
     expect(cdp.get("db", "pool")).toEqual({ min: 2, max: 5 });
     // the same path as echo >>: the lines are in cdp.new after a comment that marks them
-    expect(await readText(join(dir, "cdp.new"))).toMatch(/^# from http:127\.0\.0\.1 id=[0-9a-f-]{36}\nticker:interval:1500\n/);
+    expect(await readText(join(dir, "cdp.new"))).toMatch(/^# from http:127\.0\.0\.1 id=[0-9a-f-]{36}\n# by: http:127\.0\.0\.1\nticker:interval:1500\n/);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", 'db:pool:{"min":2,"max":5}']);
     expect(await readText(join(dir, "cdp.rej"))).toContain("ticker:interval:100\n");
 
@@ -201,7 +201,7 @@ describe("bearer tokens", () => {
     await writeFile(bad, "admin abcdefghijklmnopqrstuvwxyz\n", { mode: 0o600 });
     const badScope = await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--token-file", bad]);
     expect(badScope.code).toBe(2);
-    expect(badScope.output).toContain(`cdp: ${bad}:1: expected "read TOKEN" or "write TOKEN", got scope "admin"`);
+    expect(badScope.output).toContain(`cdp: ${bad}:1: expected "read TOKEN [NAME]" or "write TOKEN [NAME]", got scope "admin"`);
 
     await writeFile(bad, "write short\n");
     expect((await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--token-file", bad])).output).toContain(
@@ -244,8 +244,8 @@ describe("GET /v1/events", () => {
     await waitUntil(() => stream.events.length === 3);
     expect(stream.events.map((event) => event.id)).toEqual(["1", "2", "3"]);
     const [first, secret, host] = stream.changes();
-    expect(first).toEqual({ revision: 1, app: "ticker", key: "interval", value: 1500, previous: 1000, time: expect.any(String), source: expect.stringMatching(/^cdp\.new:\d+$/) });
-    expect(secret).toEqual({ revision: 2, app: "ticker", key: "token", secret: true, time: expect.any(String), source: expect.any(String) });
+    expect(first).toEqual({ revision: 1, app: "ticker", key: "interval", value: 1500, previous: 1000, time: expect.any(String), source: expect.stringMatching(/^cdp\.new:\d+$/), by: "http:127.0.0.1" });
+    expect(secret).toEqual({ revision: 2, app: "ticker", key: "token", secret: true, time: expect.any(String), source: expect.any(String), by: "http:127.0.0.1" });
     expect(JSON.stringify(stream.events)).not.toContain("s3cret-value");
     expect(host).toMatchObject({ revision: 3, app: "db", key: "host", value: "example.org", previous: "localhost" });
     expect(cdp.revision).toBe(3);

@@ -1,6 +1,6 @@
 // `cdp watch` as an operator runs it: a real process, real files, lines appended by hand.
 import { execFile } from "node:child_process";
-import { appendFile, readFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { appendFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -181,7 +181,7 @@ describe("cdp push, get, check and usage", () => {
   it("push appends lines that the watcher then applies", async () => {
     const dir = await dataDir();
     expect((await cdp(["push", "--dir", dir, "ticker:interval:1500", "ticker:name:pushed"])).code).toBe(0);
-    expect(await readFile(join(dir, "cdp.new"), "utf8")).toBe("ticker:interval:1500\nticker:name:pushed\n");
+    expect(await recordLines(join(dir, "cdp.new"))).toEqual(["ticker:interval:1500", "ticker:name:pushed"]);
     expect((await cdp(["push", "--dir", dir, "-"], "ticker:enabled:false\n")).code).toBe(0);
     const watch = await startWatch(dir);
     await waitUntil(async () => (await journalOf(dir)).length === 3);
