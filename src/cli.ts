@@ -664,9 +664,12 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
     io.stdout(`${lines.join("\n")}\n`);
     return 0;
   }
-  await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: false, timeoutMs: 0 });
+  // like cdp push: with a watcher running, done once the lines are applied (or refused)
+  const receipts = await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: "if-watching", timeoutMs: seconds(values, "wait-timeout", 10) });
   io.stdout(`${lines.join("\n")}\n`);
-  return 0;
+  const refused = receipts?.filter((receipt) => receipt.outcome === "rejected") ?? [];
+  for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);
+  return refused.length > 0 ? 1 : 0;
 }
 
 async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
