@@ -8,7 +8,6 @@ import type { Logger } from "pino";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
 import {
   JOURNAL_FILE,
-  changeRecord,
   compactJournal,
   encodeChange,
   openJournal,
@@ -17,17 +16,17 @@ import {
   truncateJournalBefore,
   upgradeRecord,
   vetoRecord,
-  type Commit,
 } from "./journal.js";
-import type { FleetLog, FleetRecord } from "./fleet.js";
+import type { FleetLog } from "./fleet.js";
 import type { FleetMember } from "./member.js";
 import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
 import { parseLine } from "./parse.js";
 import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
-import { ConfigTable, type AppliedChange } from "./table.js";
-import { judgeLine, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
-import { getIn, type AppConfig } from "./values.js";
+import { ConfigTable } from "./table.js";
+import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
+import { judgeBatch, type JudgedBatch, type LineOutcome } from "./batch.js";
+import { getIn } from "./values.js";
 import { DurableFile, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
 import { openDataDir } from "./datadir.js";
 
@@ -45,14 +44,7 @@ export interface PipelineOptions {
   log: Logger;
 }
 
-/** What became of one inbox line, once its batch is durable. */
-export interface LineOutcome {
-  number: number;
-  text: string;
-  outcome: "accepted" | "rejected" | "ignored";
-  revision?: number;
-  reason?: string;
-}
+export type { LineOutcome } from "./batch.js";
 
 export interface PipelineEvents {
   /** A batch is durable and applied: how many lines went which way, and how long it took from reading. */
@@ -133,61 +125,24 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       return;
     }
     const started = performance.now();
-    const time = new Date().toISOString();
-    const details: LineOutcome[] | undefined = events.listenerCount("lines") > 0 ? [] : undefined;
-    const pending = new Map<string, AppConfig>();
-    const current = (app: string) => pending.get(app) ?? table.config(app);
-    const applied: AppliedChange[] = [];
-    const outcomes: (() => void)[] = []; // logged once durable: a failed write must not look accepted
-    // Each line is logged; a burst is summed up instead, its lines logged at debug level only.
-    const burst = batch.lines.length > 100;
-    const logLines = !burst || log.isLevelEnabled("debug");
-    const context = { schemas, validators: options.validators, current, maxLineBytes };
-    let rejected = 0;
-    let journalText = "";
-    let rejectText = "";
     const judgedAt = table.revision;
     const seqBefore = seq;
-    const fleetRecords: Omit<FleetRecord, "revision">[] = [];
-    let revision = table.revision;
-    let last: { commit: Commit; accepted: boolean } | undefined;
-    let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
-    let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
-    for (const line of batch.lines) {
-      const outcome = judgeLine(line, context, log);
-      if (outcome.kind === "ignore") {
-        said = { ...said, ...directive(line.text) };
-        details?.push({ number: line.number, text: line.text, outcome: "ignored" });
-        if (line.check !== undefined && last && !batch.late) ended = { ...last.commit, position: { file: batch.file, offset: line.end, line: line.number, check: line.check } };
-        continue;
-      }
-      const source = `${INBOX_FILE}:${line.number}`;
-      const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
-      const commit: Commit = { seq: ++seq, time, source, position, ...said };
-      said = {};
-      if (outcome.kind === "accept") {
-        const { change } = outcome;
-        pending.set(change.app, change.config);
-        const encoded = encodeChange(change.app, change.key, change.value, keyInfo(schemas, change));
-        revision++;
-        // in a fleet the change is committed to the fleet's log; the member journals and applies it
-        if (options.fleet) fleetRecords.push({ line: encoded, host: options.fleet.host, source, time, seq: commit.seq, position: commit.position! });
-        else journalText += changeRecord(commit, revision, encoded);
-        applied.push({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }), veto: options.fleet ? undefined : tentative(change, revision) });
-        details?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
-        if (logLines) {
-          const fields = { app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source };
-          outcomes.push(() => (burst ? log.debug(fields, "accepted") : log.info(fields, "accepted")));
-        }
-      } else {
-        rejectText += rejectionRecord({ seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
-        rejected++;
-        const { reason } = outcome;
-        details?.push({ number: line.number, text: line.text, outcome: "rejected", reason });
-        if (logLines) outcomes.push(() => (burst ? log.debug({ source, reason }, "rejected") : log.warn({ source, reason }, "rejected")));
-      }
-      last = { commit, accepted: outcome.kind === "accept" };
-    }
+    const judged = judgeBatch(batch, {
+      schemas,
+      validators: options.validators,
+      maxLineBytes,
+      current: (app) => table.config(app),
+      revision: judgedAt,
+      seq,
+      time: new Date().toISOString(),
+      fleetHost: options.fleet?.host,
+      details: events.listenerCount("lines") > 0,
+      log,
+    });
+    seq = judged.seq;
+    const { last, rejectText, journalText, fleetRecords } = judged;
+    const rejected = judged.rejections.length;
+    const details = judged.lines;
     if (!last) {
       if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
       return;
@@ -209,24 +164,20 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       }
       if (!last.accepted && !(await journalTurn(() => persist(journal, positionRecord(last.commit))))) return;
       await member.trimIfDue(judgedAt);
-    } else {
-      if (ended) journalText += positionRecord(ended);
-      else if (!last.accepted) journalText += positionRecord(last.commit);
-      if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
-        log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
-        return;
+    } else if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
+      log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
+      return;
+    }
+    logOutcomes(batch, judged, log);
+    const accepted = judged.changes.length;
+    if (!options.fleet) {
+      for (const { change, revision, source, time, by, reason } of judged.changes) {
+        table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }), veto: tentative(change, revision) });
       }
     }
-    for (const logOutcome of outcomes) logOutcome();
-    if (burst) {
-      const fields = { accepted: applied.length, rejected, revision, lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
-      if (rejected > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
-      else log.info(fields, "batch applied");
-    }
-    if (!options.fleet) for (const change of applied) table.apply(change);
-    events.emit("batch", { accepted: applied.length, rejected, seconds: (performance.now() - started) / 1000 });
+    events.emit("batch", { accepted, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
-    if (!options.fleet) records += applied.length; // in a fleet, counted as they come back from its log
+    if (!options.fleet) records += accepted; // in a fleet, counted as they come back from its log
     if (!options.fleet && options.compaction.after > 0 && records >= options.compaction.after) {
       await compact().catch((error: unknown) => {
         if (error instanceof StorageFault) throw error;
@@ -469,11 +420,20 @@ async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
   }
 }
 
-/** `# by: NAME` or `# reason: TEXT`: who makes the next change line, and why. */
-function directive(text: string): { by?: string } | { reason?: string } {
-  const said = /^\s*#\s*(by|reason):\s*(.*?)\s*$/.exec(text);
-  if (!said || said[2] === "") return {};
-  return said[1] === "by" ? { by: said[2]!.replace(/\s+/g, "_").slice(0, 128) } : { reason: said[2]!.slice(0, 1000) };
+/** Each line's outcome, once durable (a failed write must not look accepted); a burst is summed up, its lines at debug level. */
+function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void {
+  const burst = batch.lines.length > 100;
+  if (!burst || log.isLevelEnabled("debug")) {
+    const level = burst ? "debug" : "info";
+    for (const { change, revision, source } of judged.changes) log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
+    for (const fields of judged.rejections) log[burst ? "debug" : "warn"](fields, "rejected");
+  }
+  if (burst) {
+    const revision = judged.changes.at(-1)?.revision;
+    const fields = { accepted: judged.changes.length, rejected: judged.rejections.length, ...(revision === undefined ? {} : { revision }), lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
+    if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
+    else log.info(fields, "batch applied");
+  }
 }
 
 function keyInfo(schemas: Schemas, change: ValidChange): KeyInfo {

@@ -258,6 +258,21 @@ function escape(text: string): string {
 }
 
 describe("restarting on an inbox that changed while cdp was stopped", () => {
+  it("numbers lines right after a batch that ended with a comment", async () => {
+    const dir = await dataDir();
+    let watch = await startWatch(dir);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n# a note at the end\n");
+    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:2500\n");
+    watch = await startWatch(dir);
+    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--json"])).output) as { source: string }[];
+    expect(history.map((entry) => entry.source)).toEqual(["cdp.new:3", "cdp.new:1"]);
+    watch.child.kill("SIGTERM");
+  });
+
   async function runUntil(dir: string, journaled: number, rejected = 0): Promise<void> {
     const watch = await startWatch(dir);
     await waitUntil(async () => (await journalOf(dir)).length === journaled && (await recordLines(join(dir, "cdp.rej"))).length === rejected);

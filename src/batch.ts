@@ -1,0 +1,118 @@
+// Judging one batch of inbox lines: a function of its inputs, with no I/O. Each line is judged
+// against the state the accepted lines before it leave; the result says what to write (the
+// records for cdp.rej and for the commit point) and what to announce once that is durable.
+import type { Logger } from "pino";
+import type { FleetRecord } from "./fleet.js";
+import { INBOX_FILE, type InboxBatch } from "./inbox.js";
+import { changeRecord, encodeChange, positionRecord, type Commit } from "./journal.js";
+import { rejectionRecord } from "./rejects.js";
+import type { KeyInfo, Schemas } from "./schemas.js";
+import { judgeLine, type AppValidator, type ValidChange } from "./validate.js";
+import type { AppConfig } from "./values.js";
+
+/** What became of one inbox line, once its batch is durable. */
+export interface LineOutcome {
+  number: number;
+  text: string;
+  outcome: "accepted" | "rejected" | "ignored";
+  revision?: number;
+  reason?: string;
+}
+
+/** What a batch is judged against. */
+export interface BatchContext {
+  schemas: Schemas;
+  validators: ReadonlyMap<string, readonly AppValidator[]>;
+  maxLineBytes: number;
+  /** The apps' configs before the batch (the table's). */
+  current(app: string): AppConfig;
+  /** The table's revision and the count of processed lines before the batch. */
+  revision: number;
+  seq: number;
+  time: string;
+  /** In a fleet, accepted changes become records of the fleet's log instead of journal text. */
+  fleetHost?: string;
+  /** Keep every line's outcome (for those who asked: the sidecar's POST). */
+  details: boolean;
+  log?: Logger;
+}
+
+/** An accepted change, with what the table and its subscribers are told. */
+export interface JudgedChange {
+  change: ValidChange;
+  revision: number;
+  source: string;
+  time: string;
+  by?: string;
+  reason?: string;
+}
+
+export interface JudgedBatch {
+  changes: JudgedChange[];
+  rejections: { source: string; reason: string }[];
+  /** Every line's outcome, when asked for. */
+  lines: LineOutcome[] | undefined;
+  /** cdp.rej records, and the journal records of a single host (changes, then a position marker). */
+  rejectText: string;
+  journalText: string;
+  /** A fleet's records, in order. */
+  fleetRecords: Omit<FleetRecord, "revision">[];
+  /** The last line that counts (a change or a rejection): where the inbox stands once this is committed. */
+  last: { commit: Commit; accepted: boolean } | undefined;
+  /** The count of processed lines after the batch. */
+  seq: number;
+}
+
+export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatch {
+  const { schemas, time } = context;
+  const pending = new Map<string, AppConfig>();
+  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: (app: string) => pending.get(app) ?? context.current(app) };
+  const judged: JudgedBatch = { changes: [], rejections: [], lines: context.details ? [] : undefined, rejectText: "", journalText: "", fleetRecords: [], last: undefined, seq: context.seq };
+  let revision = context.revision;
+  let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
+  let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
+  for (const line of batch.lines) {
+    const outcome = judgeLine(line, judging, context.log);
+    if (outcome.kind === "ignore") {
+      said = { ...said, ...directive(line.text) };
+      judged.lines?.push({ number: line.number, text: line.text, outcome: "ignored" });
+      // the marker's source names its own line: replay takes the line number from it
+      if (line.check !== undefined && judged.last && !batch.late) ended = { ...judged.last.commit, source: `${INBOX_FILE}:${line.number}`, position: { file: batch.file, offset: line.end, line: line.number, check: line.check } };
+      continue;
+    }
+    const source = `${INBOX_FILE}:${line.number}`;
+    const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
+    const commit: Commit = { seq: ++judged.seq, time, source, position, ...said };
+    said = {};
+    if (outcome.kind === "accept") {
+      const { change } = outcome;
+      pending.set(change.app, change.config);
+      const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
+      revision++;
+      // in a fleet the change is committed to the fleet's log; the member journals and applies it
+      if (context.fleetHost !== undefined) judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position! });
+      else judged.journalText += changeRecord(commit, revision, encoded);
+      judged.changes.push({ change, revision, source, time, ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) });
+      judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
+    } else {
+      judged.rejectText += rejectionRecord({ seq: commit.seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
+      judged.rejections.push({ source, reason: outcome.reason });
+      judged.lines?.push({ number: line.number, text: line.text, outcome: "rejected", reason: outcome.reason });
+    }
+    judged.last = { commit, accepted: outcome.kind === "accept" };
+  }
+  // a single host's journal alone says where to resume: a batch that ends with anything but a
+  // change ends with a position marker
+  if (context.fleetHost === undefined && judged.last) {
+    if (ended) judged.journalText += positionRecord(ended);
+    else if (!judged.last.accepted) judged.journalText += positionRecord(judged.last.commit);
+  }
+  return judged;
+}
+
+/** `# by: NAME` or `# reason: TEXT`: who makes the next change line, and why. */
+function directive(text: string): { by?: string } | { reason?: string } {
+  const said = /^\s*#\s*(by|reason):\s*(.*?)\s*$/.exec(text);
+  if (!said || said[2] === "") return {};
+  return said[1] === "by" ? { by: said[2]!.replace(/\s+/g, "_").slice(0, 128) } : { reason: said[2]!.slice(0, 1000) };
+}
