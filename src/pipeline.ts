@@ -11,7 +11,6 @@ import {
   compactJournal,
   encodeChange,
   openJournal,
-  positionRecord,
   replayJournal,
   truncateJournalBefore,
   upgradeRecord,
@@ -27,7 +26,9 @@ import { ConfigTable } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
 import { judgeBatch, type JudgedBatch, type LineOutcome } from "./batch.js";
 import { getIn } from "./values.js";
-import { DurableFile, lockDataDir, StorageFault, WriteFailed } from "./durable.js";
+import { DurableFile, lockDataDir, StorageFault } from "./durable.js";
+import { fleetCommit, journalCommit, type CommitPoint, type Files } from "./commit.js";
+import { HeldWrites } from "./held.js";
 import { openDataDir } from "./datadir.js";
 
 export interface PipelineOptions {
@@ -101,12 +102,14 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   if (state.torn !== undefined) {
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }
-  let journal = await openJournal(journalPath, state);
+  // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
+  const files: Files = { journal: await openJournal(journalPath, state), rejects: undefined as unknown as DurableFile };
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
-  // opened once the fleet's changes are caught up: they may move the inbox position on
-  let rejects!: DurableFile;
   let inbox: Inbox | undefined;
-  let member: FleetMember | undefined; // in a fleet (set up below, once persist and stopOn exist)
+  let member: FleetMember | undefined; // in a fleet (set up below, once the turns and stopOn exist)
+  let commitPoint!: CommitPoint;
+  let stopping = false;
+  const writes = new HeldWrites(log, () => stopping);
   let resumeAt = state.position;
   const resumeSince = state.positionTime;
 
@@ -140,45 +143,30 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       log,
     });
     seq = judged.seq;
-    const { last, rejectText, journalText, fleetRecords } = judged;
-    const rejected = judged.rejections.length;
     const details = judged.lines;
-    if (!last) {
+    if (!judged.last) {
       if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
       return;
     }
-    if (member) {
-      // the fleet's log is the commit point: only if the fleet is still at the state the lines were judged against
-      const rejectsBefore = rejects.size;
-      const committed = (await persist(rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords));
-      if (committed === undefined || committed === false) {
-        if (committed === undefined || stopping) return log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
-        await rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
-        seq = seqBefore;
-        await member.untilRevision(await member.head());
-        return stopping ? undefined : handleBatch(batch);
-      }
-      await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
-      if (table.revision < judgedAt + fleetRecords.length) {
-        return log.warn("stopping before the committed batch came back from the fleet's log: this host takes it from there at the next start");
-      }
-      if (!last.accepted && !(await journalTurn(() => persist(journal, positionRecord(last.commit))))) return;
-      await member.trimIfDue(judgedAt);
-    } else if (!(await persist(rejects, rejectText)) || !(await persist(journal, journalText))) {
-      log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
-      return;
+    const committed = await commitPoint.commit(judged, judgedAt);
+    if (committed === "again") {
+      seq = seqBefore;
+      return handleBatch(batch);
     }
+    if (committed === "stopped") return;
     logOutcomes(batch, judged, log);
     const accepted = judged.changes.length;
-    if (!options.fleet) {
+    const rejected = judged.rejections.length;
+    if (!commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
         table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }), veto: tentative(change, revision) });
       }
     }
     events.emit("batch", { accepted, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
-    if (!options.fleet) records += accepted; // in a fleet, counted as they come back from its log
-    if (!options.fleet && options.compaction.after > 0 && records >= options.compaction.after) {
+    if (commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
+    records += accepted;
+    if (options.compaction.after > 0 && records >= options.compaction.after) {
       await compact().catch((error: unknown) => {
         if (error instanceof StorageFault) throw error;
         compactionFailed(error);
@@ -209,7 +197,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     if (!verdict.ok) return log.warn({ ...fields, refused: verdict.reason }, "veto not applied: the revert would be rejected");
     const time = new Date().toISOString();
     const revision = table.revision + 1;
-    if (!(await persist(journal, vetoRecord({ revision, seq, time, vetoed, reason }, line)))) return;
+    if (!(await writes.append(files.journal, vetoRecord({ revision, seq, time, vetoed, reason }, line)))) return;
     table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time, reason });
     records++;
     log.warn({ ...fields, revision }, "change vetoed and reverted");
@@ -235,33 +223,13 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const { before, after } = await compactJournal(journalPath, full, schemas, options.compaction.keep);
     try {
       // the old file is gone: appending to it now would lose changes, so failing here stops cdp
-      await journal.close();
-      journal = await DurableFile.open(journalPath);
+      await files.journal.close();
+      files.journal = await DurableFile.open(journalPath);
     } catch (error) {
       throw new StorageFault(journalPath, "reopening the compacted journal", error as NodeJS.ErrnoException);
     }
     records = Math.min(records, options.compaction.keep);
     log.info({ before, after, revision: table.revision }, "compacted the journal");
-  };
-
-  // A write that fails is retried with backoff: the batch is held, neither applied nor skipped.
-  // False when cdp is stopped meanwhile.
-  let stopping = false;
-  let held: string | undefined; // why writes are failing, while they are
-  const persist = async (file: DurableFile, text: string): Promise<boolean> => {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        await file.appendDurably(text);
-        held = undefined;
-        return true;
-      } catch (error) {
-        if (!(error instanceof WriteFailed)) throw error;
-        held = `cannot write ${error.path}: ${error.cause.message}`;
-        log.error({ err: error.cause, path: error.path, retryInMs: delay }, "cannot write: the batch is held and tried again");
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      if (stopping) return false;
-    }
   };
 
   // Batches and schema upgrades take turns, one at a time.
@@ -278,24 +246,24 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let refused: SchemaTexts | undefined;
   const upgrade = async () => {
     const texts = await readSchemaTexts(options.schemas).catch(() => schemaTexts);
-    const files = changedFiles(schemaTexts, texts);
-    if (files.length === 0 || (refused && changedFiles(refused, texts).length === 0)) return;
+    const changedSchemas = changedFiles(schemaTexts, texts);
+    if (changedSchemas.length === 0 || (refused && changedFiles(refused, texts).length === 0)) return;
     const plan = await planUpgrade(options.schemas, texts, journalPath, options.validators);
     const time = new Date().toISOString();
     if (!plan.ok) {
       refused = texts;
-      log.warn({ files, reason: plan.reason }, "schema change refused: the schemas in force stay");
-      const text = files.map((file) => join(options.schemas, file)).join(" ");
-      await persist(rejects, rejectionRecord({ seq, time, source: "schemas", reason: `schema change refused: ${plan.reason}`, text }));
+      log.warn({ files: changedSchemas, reason: plan.reason }, "schema change refused: the schemas in force stay");
+      const text = changedSchemas.map((file) => join(options.schemas, file)).join(" ");
+      await writes.append(files.rejects, rejectionRecord({ seq, time, source: "schemas", reason: `schema change refused: ${plan.reason}`, text }));
       return;
     }
     const changed = [...new Set([...plan.apps.keys(), ...schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
-    if (changed && !(await persist(journal, upgradeRecord(seq, time, table.revision + 1, files)))) return;
+    if (changed && !(await writes.append(files.journal, upgradeRecord(seq, time, table.revision + 1, changedSchemas)))) return;
     schemas = plan.schemas;
     schemaTexts = texts;
     refused = undefined;
-    if (changed) table.applyAll(plan.apps, table.revision + 1, `schema:${files.join(",")}`, time);
-    log.info({ files, apps: [...schemas.keys()], revision: table.revision }, "schemas upgraded");
+    if (changed) table.applyAll(plan.apps, table.revision + 1, `schema:${changedSchemas.join(",")}`, time);
+    log.info({ files: changedSchemas, apps: [...schemas.keys()], revision: table.revision }, "schemas upgraded");
   };
   let upgradeQueued = false;
   // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
@@ -322,7 +290,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       schemas,
       validators: options.validators,
       journalPath,
-      journal: (text) => journalTurn(() => persist(journal, text)),
+      journal: (text) => journalTurn(() => writes.append(files.journal, text)),
       applied: (count) => {
         records += count;
         if (options.compaction.after > 0 && records >= options.compaction.after && member!.diverged.size === 0) {
@@ -332,10 +300,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       },
       seq: () => seq,
       stopping: () => stopping,
-      held: (reason) => (held = reason),
+      held: (reason) => (writes.reason = reason),
       fault: stopOn,
       log: log.child({ stage: "fleet" }),
     });
+  commitPoint = member ? fleetCommit(files, writes, { member, table, journalTurn, stopping: () => stopping }, log) : journalCommit(files, writes, log);
   // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
   // While etcd cannot be reached it serves its journal's configuration and keeps trying.
   const joined = async (first: boolean): Promise<boolean> => {
@@ -345,7 +314,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     return true;
   };
   const startReading = async () => {
-    rejects = await openRejects(join(dir, REJECTS_FILE), seq);
+    files.rejects = await openRejects(join(dir, REJECTS_FILE), seq);
     inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt, resumeSince });
     await inbox.start();
     if (stopping) await inbox.close(); // stopped while it was opening
@@ -368,7 +337,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       await member?.stop();
       await closeSchemaWatch();
       await inbox?.close();
-      await closeAll([journal, rejects].filter(Boolean));
+      await closeAll([files.journal, files.rejects].filter(Boolean));
       await unlock();
     }
   })();
@@ -392,7 +361,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     notReady: () => {
       if (stopping || fault) return "cdp is stopping";
       const divergence = member?.diverged.size ? `this host's schemas refuse fleet changes to ${[...member.diverged.keys()].join(", ")}` : undefined;
-      return inbox?.unavailable ?? held ?? divergence;
+      return inbox?.unavailable ?? writes.reason ?? divergence;
     },
     stopped,
     async stop() {

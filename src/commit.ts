@@ -1,0 +1,67 @@
+// The commit point of a batch, one interface with two implementations: a single host's journal
+// (cdp.rej, then the journal, each fsync'd), or a fleet's log on etcd (cdp.rej, then a
+// transaction that holds only if the fleet is still at the revision the batch was judged
+// against; the records then come back through the log, and the member applies them).
+import type { Logger } from "pino";
+import type { JudgedBatch } from "./batch.js";
+import type { DurableFile } from "./durable.js";
+import type { HeldWrites } from "./held.js";
+import { positionRecord } from "./journal.js";
+import type { FleetMember } from "./member.js";
+import type { ConfigTable } from "./table.js";
+
+/** committed: durable; again: another host committed first (judge the batch again); stopped: cdp stops with it unwritten. */
+export type Committed = "committed" | "again" | "stopped";
+
+/** cdp's own files; the journal is replaced when it is compacted. */
+export interface Files {
+  journal: DurableFile;
+  rejects: DurableFile;
+}
+
+export interface CommitPoint {
+  /** Whether the commit point feeds the table itself (a fleet's log does, through the member). */
+  readonly appliesItself: boolean;
+  commit(judged: JudgedBatch, judgedAt: number): Promise<Committed>;
+}
+
+/** A single host: the rejections, then the journal (the commit point). */
+export function journalCommit(files: Files, writes: HeldWrites, log: Logger): CommitPoint {
+  return {
+    appliesItself: false,
+    async commit({ rejectText, journalText }) {
+      if ((await writes.append(files.rejects, rejectText)) && (await writes.append(files.journal, journalText))) return "committed";
+      log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
+      return "stopped";
+    },
+  };
+}
+
+/** A fleet host: the rejections, then the fleet's log; the batch's changes come back through it. */
+export function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean }, log: Logger): CommitPoint {
+  const { member, table, journalTurn, stopping } = fleet;
+  return {
+    appliesItself: true,
+    async commit({ rejectText, fleetRecords, last }, judgedAt) {
+      const rejectsBefore = files.rejects.size;
+      const committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords));
+      if (committed === undefined || committed === false) {
+        if (committed === undefined || stopping()) {
+          log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
+          return "stopped";
+        }
+        await files.rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
+        await member.untilRevision(await member.head());
+        return stopping() ? "stopped" : "again";
+      }
+      await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
+      if (table.revision < judgedAt + fleetRecords.length) {
+        log.warn("stopping before the committed batch came back from the fleet's log: this host takes it from there at the next start");
+        return "stopped";
+      }
+      if (last && !last.accepted && !(await journalTurn(() => writes.append(files.journal, positionRecord(last.commit))))) return "stopped";
+      await member.trimIfDue(judgedAt);
+      return "committed";
+    },
+  };
+}
