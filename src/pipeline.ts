@@ -5,30 +5,22 @@ import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
-import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
-import {
-  JOURNAL_FILE,
-  compactJournal,
-  encodeChange,
-  openJournal,
-  replayJournal,
-  truncateJournalBefore,
-  upgradeRecord,
-  vetoRecord,
-} from "./journal.js";
-import type { FleetLog } from "./fleet.js";
-import type { FleetMember } from "./member.js";
-import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
-import { parseLine } from "./parse.js";
-import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type KeyInfo, type Schemas, type SchemaTexts } from "./schemas.js";
-import { ConfigTable } from "./table.js";
-import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
 import { judgeBatch, type JudgedBatch, type LineOutcome } from "./batch.js";
-import { getIn } from "./values.js";
-import { DurableFile, lockDataDir, StorageFault } from "./durable.js";
 import { fleetCommit, journalCommit, type CommitPoint, type Files } from "./commit.js";
+import { Compactor } from "./compactor.js";
+import { DurableFile, lockDataDir } from "./durable.js";
+import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
+import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
+import { JOURNAL_FILE, openJournal, replayJournal, truncateJournalBefore, upgradeRecord } from "./journal.js";
+import type { FleetMember } from "./member.js";
+import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
+import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
+import { ConfigTable } from "./table.js";
+import { Turns } from "./turns.js";
+import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
+import type { AppValidator } from "./validate.js";
+import { Vetoes } from "./vetoes.js";
 import { openDataDir } from "./datadir.js";
 
 export interface PipelineOptions {
@@ -114,7 +106,6 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   const resumeSince = state.positionTime;
 
   let seq = state.seq;
-  let records = state.records;
   const { maxLineBytes } = options.inbox;
   // One batch: judge every line against the state the lines before it leave, write the
   // rejections, then commit the journal (the commit point), then tell the table.
@@ -159,82 +150,38 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const rejected = judged.rejections.length;
     if (!commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
-        table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }), veto: tentative(change, revision) });
+        table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }), veto: vetoes.tentative(change, revision) });
       }
     }
     events.emit("batch", { accepted, rejected, seconds: (performance.now() - started) / 1000 });
     if (details) events.emit("lines", batch.file, details);
     if (commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
-    records += accepted;
-    if (options.compaction.after > 0 && records >= options.compaction.after) {
-      await compact().catch((error: unknown) => {
-        if (error instanceof StorageFault) throw error;
-        compactionFailed(error);
-      });
-    }
-  };
-
-  // A change is tentative for vetoWindowMs: a subscriber that finds it unhealthy may veto it, and
-  // it is then reverted through the pipeline (validated, journaled with the reason, announced).
-  const tentative = (change: ValidChange, revision: number) => {
-    const deadline = Date.now() + options.vetoWindowMs;
-    let vetoed = false;
-    return (reason: string): boolean => {
-      if (vetoed) return true;
-      if (Date.now() > deadline || stopping) return false;
-      vetoed = true;
-      inTurn(() => revert(change, revision, String(reason).replace(/[\r\n]+/g, " "))).catch(stopOn);
-      return true;
-    };
-  };
-  const revert = async (change: ValidChange, vetoed: number, reason: string) => {
-    const fields = { app: change.app, key: change.key, vetoed, reason };
-    if (!isDeepStrictEqual(table.get(change.app, change.key), change.value)) return log.warn(fields, "veto not applied: the key has changed since");
-    const previous = change.previous ?? getIn(schemas.get(change.app)?.defaults, change.path);
-    if (previous === undefined) return log.warn(fields, "veto not applied: the key had no value before and has no default");
-    const line = encodeChange(change.app, change.key, previous, keyInfo(schemas, change));
-    const verdict = validateChange({ schemas, validators: options.validators, current: (app) => table.config(app) }, parseLine(line) as ParsedChange);
-    if (!verdict.ok) return log.warn({ ...fields, refused: verdict.reason }, "veto not applied: the revert would be rejected");
-    const time = new Date().toISOString();
-    const revision = table.revision + 1;
-    if (!(await writes.append(files.journal, vetoRecord({ revision, seq, time, vetoed, reason }, line)))) return;
-    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time, reason });
-    records++;
-    log.warn({ ...fields, revision }, "change vetoed and reverted");
+    compactor.counted(accepted);
+    if (compactor.due) await compactor.compact();
   };
 
   // In a fleet, the member appends to the journal outside the batches' turns: every append and
   // compaction there take turns of their own, so that compaction never swaps the file under a write.
-  let journalQueue: Promise<unknown> = Promise.resolve();
-  const journalTurn = <T>(task: () => Promise<T>): Promise<T> => {
-    const done = journalQueue.then(task);
-    journalQueue = done.catch(() => undefined);
-    return done;
-  };
-  const compactionFailed = (error: unknown) => {
-    records = 0; // try again after as many changes again
-    log.error({ err: error }, "compaction failed; the journal is left as it was");
-  };
-  // Between batches (in a fleet: between journal writes), so the journal is whole: rewrite it,
-  // then append to the new file. Not while this fleet host diverges: it reads those revisions
-  // again when its schemas catch up.
-  const compact = async () => {
-    const full = await replayJournal(journalPath, schemas, { validators: options.validators, history: true });
-    const { before, after } = await compactJournal(journalPath, full, schemas, options.compaction.keep);
-    try {
-      // the old file is gone: appending to it now would lose changes, so failing here stops cdp
-      await files.journal.close();
-      files.journal = await DurableFile.open(journalPath);
-    } catch (error) {
-      throw new StorageFault(journalPath, "reopening the compacted journal", error as NodeJS.ErrnoException);
-    }
-    records = Math.min(records, options.compaction.keep);
-    log.info({ before, after, revision: table.revision }, "compacted the journal");
-  };
+  const journalTurns = new Turns();
+  const journalTurn = <T>(task: () => Promise<T>): Promise<T> => journalTurns.run(task);
+  const compactor = new Compactor({ ...options.compaction, journalPath, files, schemas: () => schemas, validators: options.validators, table, log }, state.records);
+  const vetoes = new Vetoes({
+    windowMs: options.vetoWindowMs,
+    table,
+    schemas: () => schemas,
+    validators: options.validators,
+    seq: () => seq,
+    journal: (text) => writes.append(files.journal, text),
+    inTurn: (task) => inTurn(task),
+    stopping: () => stopping,
+    fault: (error) => stopOn(error),
+    reverted: () => compactor.counted(1),
+    log,
+  });
 
-  // Batches and schema upgrades take turns, one at a time.
-  let turn: Promise<void> = Promise.resolve();
-  const inTurn = (task: () => Promise<void>) => (turn = turn.then(task));
+  // Batches, schema upgrades and reverts take turns, one at a time.
+  const turns = new Turns();
+  const inTurn = (task: () => Promise<void>) => turns.run(task);
   let fault: unknown;
   const stopOn = (error: unknown) => {
     fault = error;
@@ -292,10 +239,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
       journalPath,
       journal: (text) => journalTurn(() => writes.append(files.journal, text)),
       applied: (count) => {
-        records += count;
-        if (options.compaction.after > 0 && records >= options.compaction.after && member!.diverged.size === 0) {
-          records = 0; // counted again from the compacted journal's history
-          void journalTurn(() => compact().catch((error: unknown) => (error instanceof StorageFault ? stopOn(error) : compactionFailed(error))));
+        compactor.counted(count);
+        // not while this host diverges: it reads those revisions again when its schemas catch up
+        if (compactor.due && member!.diverged.size === 0) {
+          compactor.restart(); // counted again from the compacted journal's history
+          void journalTurn(() => compactor.compact().catch(stopOn));
         }
       },
       seq: () => seq,
@@ -331,7 +279,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
         await startReading();
       }
       for await (const batch of inbox!.batches()) await inTurn(() => handleBatch(batch));
-      await turn;
+      await turns.settled();
       if (fault) throw fault;
     } finally {
       await member?.stop();
@@ -403,10 +351,6 @@ function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void 
     if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
     else log.info(fields, "batch applied");
   }
-}
-
-function keyInfo(schemas: Schemas, change: ValidChange): KeyInfo {
-  return schemas.get(change.app)!.key(change.path) as KeyInfo;
 }
 
 async function closeAll(files: DurableFile[]): Promise<void> {

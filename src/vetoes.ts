@@ -1,0 +1,68 @@
+// A change is tentative for a while after it is applied: a subscriber that finds it unhealthy may
+// veto it, and it is then reverted through the same checks as any change (validated, journaled
+// with the reason, announced), taking its turn with the batches.
+import { isDeepStrictEqual } from "node:util";
+import type { Logger } from "pino";
+import { encodeChange, vetoRecord } from "./journal.js";
+import { parseLine } from "./parse.js";
+import type { KeyInfo, Schemas } from "./schemas.js";
+import type { ConfigTable } from "./table.js";
+import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
+import { getIn } from "./values.js";
+
+export interface VetoSettings {
+  windowMs: number;
+  table: ConfigTable;
+  schemas: () => Schemas;
+  validators: ReadonlyMap<string, readonly AppValidator[]>;
+  /** The count of processed lines, for the revert's record. */
+  seq: () => number;
+  /** Append to the journal durably (false: cdp stopped first). */
+  journal: (text: string) => Promise<boolean>;
+  /** Run a revert in its turn with the batches. */
+  inTurn: (task: () => Promise<void>) => Promise<void>;
+  stopping: () => boolean;
+  fault: (error: unknown) => void;
+  /** A revert was journaled and applied. */
+  reverted: () => void;
+  log: Logger;
+}
+
+export class Vetoes {
+  #settings: VetoSettings;
+
+  constructor(settings: VetoSettings) {
+    this.#settings = settings;
+  }
+
+  /** What a subscriber's `veto(reason)` does for this change: true when it will be (or was) reverted. */
+  tentative(change: ValidChange, revision: number): (reason: string) => boolean {
+    const deadline = Date.now() + this.#settings.windowMs;
+    let vetoed = false;
+    return (reason: string): boolean => {
+      if (vetoed) return true;
+      if (Date.now() > deadline || this.#settings.stopping()) return false;
+      vetoed = true;
+      this.#settings.inTurn(() => this.#revert(change, revision, String(reason).replace(/[\r\n]+/g, " "))).catch(this.#settings.fault);
+      return true;
+    };
+  }
+
+  async #revert(change: ValidChange, vetoed: number, reason: string): Promise<void> {
+    const { table, validators, log } = this.#settings;
+    const schemas = this.#settings.schemas();
+    const fields = { app: change.app, key: change.key, vetoed, reason };
+    if (!isDeepStrictEqual(table.get(change.app, change.key), change.value)) return log.warn(fields, "veto not applied: the key has changed since");
+    const previous = change.previous ?? getIn(schemas.get(change.app)?.defaults, change.path);
+    if (previous === undefined) return log.warn(fields, "veto not applied: the key had no value before and has no default");
+    const line = encodeChange(change.app, change.key, previous, schemas.get(change.app)!.key(change.path) as KeyInfo);
+    const verdict = validateChange({ schemas, validators, current: (app) => table.config(app) }, parseLine(line) as ParsedChange);
+    if (!verdict.ok) return log.warn({ ...fields, refused: verdict.reason }, "veto not applied: the revert would be rejected");
+    const time = new Date().toISOString();
+    const revision = table.revision + 1;
+    if (!(await this.#settings.journal(vetoRecord({ revision, seq: this.#settings.seq(), time, vetoed, reason }, line)))) return;
+    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time, reason });
+    this.#settings.reverted();
+    log.warn({ ...fields, revision }, "change vetoed and reverted");
+  }
+}
