@@ -1,7 +1,6 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
 import { stat } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
-import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
@@ -12,13 +11,13 @@ import { DurableFile, lockDataDir } from "./durable.js";
 import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
 import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, openJournal, replayJournal, truncateJournalBefore, upgradeRecord } from "./journal.js";
+import { JOURNAL_FILE, openJournal, replayJournal, truncateJournalBefore, type JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
-import { REJECTS_FILE, openRejects, rejectionRecord } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
+import { REJECTS_FILE, openRejects } from "./rejects.js";
+import { compileSchemas, readSchemaTexts, type Schemas } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
-import { changedFiles, planUpgrade, watchSchemaDir } from "./upgrade.js";
+import { LiveSchemas, watchSchemaDir } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
 import { openDataDir } from "./datadir.js";
@@ -81,19 +80,9 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
 async function follow(options: PipelineOptions, unlock: () => Promise<void>): Promise<Pipeline> {
   const { dir, log } = options;
   const journalPath = join(dir, JOURNAL_FILE);
-  let schemaTexts = await readSchemaTexts(options.schemas);
-  let schemas = compileSchemas(options.schemas, schemaTexts);
-  let state = await replayJournal(journalPath, schemas, { validators: options.validators });
-  if (options.fleet && state.divergedFrom) {
-    // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
-    const { revision } = state.divergedFrom;
-    log.warn({ revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
-    await truncateJournalBefore(journalPath, state.divergedFrom.line);
-    state = await replayJournal(journalPath, schemas, { validators: options.validators });
-  }
-  if (state.torn !== undefined) {
-    log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
-  }
+  const schemaTexts = await readSchemaTexts(options.schemas);
+  const schemas = compileSchemas(options.schemas, schemaTexts);
+  const state = await replayAtStart(journalPath, schemas, options);
   // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
   const files: Files = { journal: await openJournal(journalPath, state), rejects: undefined as unknown as DurableFile };
   const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
@@ -102,6 +91,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   let commitPoint!: CommitPoint;
   let stopping = false;
   const writes = new HeldWrites(log, () => stopping);
+  const live = new LiveSchemas(schemas, schemaTexts, { dir: options.schemas, journalPath, validators: options.validators, table, files, writes, seq: () => seq, log });
   let resumeAt = state.position;
   const resumeSince = state.positionTime;
 
@@ -122,7 +112,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     const judgedAt = table.revision;
     const seqBefore = seq;
     const judged = judgeBatch(batch, {
-      schemas,
+      schemas: live.schemas,
       validators: options.validators,
       maxLineBytes,
       current: (app) => table.config(app),
@@ -164,11 +154,11 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   // compaction there take turns of their own, so that compaction never swaps the file under a write.
   const journalTurns = new Turns();
   const journalTurn = <T>(task: () => Promise<T>): Promise<T> => journalTurns.run(task);
-  const compactor = new Compactor({ ...options.compaction, journalPath, files, schemas: () => schemas, validators: options.validators, table, log }, state.records);
+  const compactor = new Compactor({ ...options.compaction, journalPath, files, schemas: () => live.schemas, validators: options.validators, table, log }, state.records);
   const vetoes = new Vetoes({
     windowMs: options.vetoWindowMs,
     table,
-    schemas: () => schemas,
+    schemas: () => live.schemas,
     validators: options.validators,
     seq: () => seq,
     journal: (text) => writes.append(files.journal, text),
@@ -189,29 +179,6 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     void inbox?.close();
   };
 
-  // A changed schema directory: take the new schemas if the configuration holds under them.
-  let refused: SchemaTexts | undefined;
-  const upgrade = async () => {
-    const texts = await readSchemaTexts(options.schemas).catch(() => schemaTexts);
-    const changedSchemas = changedFiles(schemaTexts, texts);
-    if (changedSchemas.length === 0 || (refused && changedFiles(refused, texts).length === 0)) return;
-    const plan = await planUpgrade(options.schemas, texts, journalPath, options.validators);
-    const time = new Date().toISOString();
-    if (!plan.ok) {
-      refused = texts;
-      log.warn({ files: changedSchemas, reason: plan.reason }, "schema change refused: the schemas in force stay");
-      const text = changedSchemas.map((file) => join(options.schemas, file)).join(" ");
-      await writes.append(files.rejects, rejectionRecord({ seq, time, source: "schemas", reason: `schema change refused: ${plan.reason}`, text }));
-      return;
-    }
-    const changed = [...new Set([...plan.apps.keys(), ...schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
-    if (changed && !(await writes.append(files.journal, upgradeRecord(seq, time, table.revision + 1, changedSchemas)))) return;
-    schemas = plan.schemas;
-    schemaTexts = texts;
-    refused = undefined;
-    if (changed) table.applyAll(plan.apps, table.revision + 1, `schema:${changedSchemas.join(",")}`, time);
-    log.info({ files: changedSchemas, apps: [...schemas.keys()], revision: table.revision }, "schemas upgraded");
-  };
   let upgradeQueued = false;
   // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
   // there, so new schemas are taken at a restart (a rolling upgrade).
@@ -220,7 +187,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     upgradeQueued = true;
     inTurn(async () => {
       upgradeQueued = false;
-      await upgrade();
+      await live.upgrade();
     }).catch(stopOn);
   });
 
@@ -267,7 +234,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
     await inbox.start();
     if (stopping) await inbox.close(); // stopped while it was opening
     await warnIfOthersCanWrite(dir, log);
-    log.info({ dir, apps: [...schemas.keys()], revision: table.revision }, "cdp is watching");
+    log.info({ dir, apps: [...live.schemas.keys()], revision: table.revision }, "cdp is watching");
   };
   const firstTry = await joined(true);
   if (firstTry) await startReading();
@@ -294,7 +261,7 @@ async function follow(options: PipelineOptions, unlock: () => Promise<void>): Pr
   return {
     table,
     get schemas() {
-      return schemas;
+      return live.schemas;
     },
     validators: options.validators,
     dir,
@@ -335,6 +302,22 @@ async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
       log.warn({ path, mode }, `${path} is writable by ${who} (mode ${mode}): whoever can write there can change the configuration`);
     }
   }
+}
+
+/** The journal, replayed and checked: where processing stands. A fleet host drops what its schemas refused before. */
+async function replayAtStart(journalPath: string, schemas: Schemas, options: PipelineOptions): Promise<JournalState> {
+  const { log, validators } = options;
+  let state = await replayJournal(journalPath, schemas, { validators });
+  if (options.fleet && state.divergedFrom) {
+    // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
+    log.warn({ revision: state.divergedFrom.revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
+    await truncateJournalBefore(journalPath, state.divergedFrom.line);
+    state = await replayJournal(journalPath, schemas, { validators });
+  }
+  if (state.torn !== undefined) {
+    log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
+  }
+  return state;
 }
 
 /** Each line's outcome, once durable (a failed write must not look accepted); a burst is summed up, its lines at debug level. */

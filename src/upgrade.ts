@@ -1,10 +1,16 @@
-// Live schema upgrades (the appup of cdp): notice changed schema files, and decide whether the
-// configuration holds under them. The pipeline applies the verdict between batches.
+// Live schema upgrades (the appup of cdp): notice changed schema files, decide whether the
+// configuration holds under them, and take them between batches.
+import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { watch } from "chokidar";
 import type { Logger } from "pino";
+import type { Files } from "./commit.js";
 import { CdpError } from "./errors.js";
-import { replayJournal } from "./journal.js";
-import { compileSchemas, type SchemaTexts, type Schemas } from "./schemas.js";
+import type { HeldWrites } from "./held.js";
+import { replayJournal, upgradeRecord } from "./journal.js";
+import { rejectionRecord } from "./rejects.js";
+import { compileSchemas, readSchemaTexts, type SchemaTexts, type Schemas } from "./schemas.js";
+import type { ConfigTable } from "./table.js";
 import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -48,4 +54,59 @@ export function watchSchemaDir(dir: string, pollMs: number, log: Logger, hint: (
     clearInterval(timer);
     await watcher.close();
   };
+}
+
+export interface LiveSchemaSettings {
+  dir: string;
+  journalPath: string;
+  validators: ReadonlyMap<string, readonly AppValidator[]>;
+  table: ConfigTable;
+  files: Files;
+  writes: HeldWrites;
+  /** The count of processed lines, for the records written. */
+  seq: () => number;
+  log: Logger;
+}
+
+/**
+ * The schemas in force, and taking new ones while cdp runs: if the configuration holds under
+ * them they are in force at once (a revision of their own when effective values change);
+ * otherwise the old ones stay, and the refusal is recorded in cdp.rej (once per new reading).
+ */
+export class LiveSchemas {
+  schemas: Schemas;
+  #texts: SchemaTexts;
+  #refused: SchemaTexts | undefined;
+  #settings: LiveSchemaSettings;
+
+  constructor(schemas: Schemas, texts: SchemaTexts, settings: LiveSchemaSettings) {
+    this.schemas = schemas;
+    this.#texts = texts;
+    this.#settings = settings;
+  }
+
+  /** Read the schema directory again and take what changed, if the configuration holds under it. */
+  async upgrade(): Promise<void> {
+    const { dir, journalPath, validators, table, files, writes, log } = this.#settings;
+    const texts = await readSchemaTexts(dir).catch(() => this.#texts);
+    const changed = changedFiles(this.#texts, texts);
+    if (changed.length === 0 || (this.#refused && changedFiles(this.#refused, texts).length === 0)) return;
+    const plan = await planUpgrade(dir, texts, journalPath, validators);
+    const time = new Date().toISOString();
+    const seq = this.#settings.seq();
+    if (!plan.ok) {
+      this.#refused = texts;
+      log.warn({ files: changed, reason: plan.reason }, "schema change refused: the schemas in force stay");
+      const text = changed.map((file) => join(dir, file)).join(" ");
+      await writes.append(files.rejects, rejectionRecord({ seq, time, source: "schemas", reason: `schema change refused: ${plan.reason}`, text }));
+      return;
+    }
+    const differs = [...new Set([...plan.apps.keys(), ...this.schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
+    if (differs && !(await writes.append(files.journal, upgradeRecord(seq, time, table.revision + 1, changed)))) return;
+    this.schemas = plan.schemas;
+    this.#texts = texts;
+    this.#refused = undefined;
+    if (differs) table.applyAll(plan.apps, table.revision + 1, `schema:${changed.join(",")}`, time);
+    log.info({ files: changed, apps: [...this.schemas.keys()], revision: table.revision }, "schemas upgraded");
+  }
 }
