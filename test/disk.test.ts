@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { initDataDir } from "../src/datadir.js";
-import { getConfig, journalOf, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import { getConfig, journalOf, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);
 const mounts: string[] = [];
@@ -19,8 +19,7 @@ describe("when the journal cannot be written", () => {
   it("holds the batch under a file-size limit and applies it, once, when the limit is lifted", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     const journalSize = (await stat(join(dir, "cdp"))).size;
 
     // room for part of one record: the write lands in part and must be cut back
@@ -67,8 +66,7 @@ describe("when the journal cannot be written", () => {
   it("holds the batch while the journal cannot be written (immutable, as on a read-only disk) and applies it after", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     // a read-only remount is refused while cdp holds the journal open for writing, so the
     // journal is made immutable (ext4's chattr +i): writes to the open file then fail with EPERM
     await run("chattr", ["+i", join(dir, "cdp")]);
@@ -124,8 +122,7 @@ describe("when fsync fails", () => {
       mounts.unshift(disk);
       const dir = join(disk, "data");
       const watch = await startWatch(dir);
-      await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-      await waitUntil(async () => (await journalOf(dir)).length === 1);
+      await appendAndWait(dir, "ticker:interval:1500\n", 1);
 
       await writeFile(join(back, "filler"), Buffer.alloc(32 << 20)).catch(() => undefined); // fills the backing store
       const lines = Array.from({ length: 2000 }, (_, i) => `ticker:name:${String(i).padStart(500, "n")}`);

@@ -4,7 +4,7 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { leaderOf, startEtcd } from "./etcd.js";
-import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 describe("cdp watch --cluster on a 3-member etcd", () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
@@ -84,8 +84,7 @@ describe("cdp watch --cluster while etcd is unreachable", () => {
     const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
     const watch = await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/outage", "--http", "127.0.0.1:0"]);
     const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
 
     const member = etcd.members[0]!;
     member.child.kill("SIGKILL");
@@ -108,8 +107,7 @@ describe("cdp watch --cluster while etcd is unreachable", () => {
     const cluster = `etcd://${new URL(etcd.endpoints[0]!).host}`;
     const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", cluster, "--cluster-prefix", "/cdp/down", "--http", "127.0.0.1:0"];
     const first = await startWatch(dir, args.slice(5));
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
     const member = etcd.members[0]!;

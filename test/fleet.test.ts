@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -217,8 +217,7 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await writeFile(password, "root-password\n", { mode: 0o600 });
     const cluster = ["--cluster", `etcd://${new URL(gateway).host}`, "--cluster-prefix", "/cdp/auth"];
     const watch = await startWatch(dir, [...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
 

@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { appendFile, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -99,6 +99,12 @@ export async function startWatch(dir: string, extra: string[] = []): Promise<Run
   await waitUntil(() => running.output().includes("cdp is watching") || running.child.exitCode !== null);
   if (running.child.exitCode !== null) throw new Error(`cdp watch exited early:\n${running.output()}`);
   return running;
+}
+
+/** Append to the data directory's inbox (as `echo >>` does), then wait until the journal holds `changes` changes. */
+export async function appendAndWait(dir: string, text: string, changes: number): Promise<void> {
+  await appendFile(join(dir, "cdp.new"), text);
+  await waitUntil(async () => (await journalOf(dir)).length === changes);
 }
 
 /** Wait (on real time, polling) until `check` holds; fails with the last state after `timeout`. */

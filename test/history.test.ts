@@ -1,11 +1,11 @@
 // Change management through the CLI: history, rollback, atomic multi-key changes.
 import { execFile } from "node:child_process";
-import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { CLI, cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir } from "./helpers.js";
+import { CLI, cdp, getConfig, journalOf, readText, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -13,8 +13,7 @@ const run = promisify(execFile);
 async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: string; watch: Running }> {
   const dir = await dataDir();
   const watch = await startWatch(dir, ["--schemas", schemas]);
-  await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
-  await waitUntil(async () => (await journalOf(dir)).length === lines.length);
+  await appendAndWait(dir, lines.map((line) => `${line}\n`).join(""), lines.length);
   return { dir, watch };
 }
 
@@ -127,8 +126,7 @@ describe("cdp rollback", () => {
 describe("atomic multi-key changes", () => {
   it("changes several keys of an object in one validated step when a rule ties them", async () => {
     const { dir, watch } = await watched([]);
-    await appendFile(join(dir, "cdp.new"), 'db:pool.min:20\ndb:pool:{"min":20,"max":40}\n');
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, 'db:pool.min:20\ndb:pool:{"min":20,"max":40}\n', 1);
     expect(await readText(join(dir, "cdp.rej"))).toContain("reason: db.pool.max must be >= 20, got 10\ndb:pool.min:20\n");
     expect(await getConfig(dir, "db.pool")).toEqual({ min: 20, max: 40 });
     watch.child.kill("SIGTERM");

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { appendFile, mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 
 describe("the inbox", () => {
@@ -12,8 +12,7 @@ describe("the inbox", () => {
     const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
-    await appendFile(inbox, "ticker:name:old-0\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:name:old-0\n", 1);
     const rest = Array.from({ length: 2000 }, (_, i) => `ticker:name:old-${i + 1}\n`).join("");
     await appendFile(inbox, rest);
     await rename(inbox, `${inbox}.1`);
@@ -51,10 +50,8 @@ describe("the inbox", () => {
   it("catches up through the periodic check when no file-system event ever comes", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir, ["--poll-only", "--poll-interval", "200"]);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:2500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
+    await appendAndWait(dir, "ticker:interval:2500\n", 2);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:interval:2500"]);
     watch.child.kill("SIGTERM");
   });
@@ -66,8 +63,7 @@ describe("the inbox", () => {
     await mkdir(inbox); // a directory where the file should be: it cannot be read
     await waitUntil(() => watch.output().includes("the inbox is unavailable"));
     await rmdir(inbox);
-    await appendFile(inbox, "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     expect(watch.output()).toContain("the inbox is available again");
     watch.child.kill("SIGTERM");
   });
@@ -123,8 +119,7 @@ describe("when file-system watching fails", () => {
     }
     expect(watch.output()).toContain("watching the inbox failed");
     expect(watch.output()).not.toContain("Unhandled");
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
   });

@@ -1,10 +1,10 @@
 // A data directory is created once, on purpose (`cdp init`), and nothing else ever creates or
 // silently resets one; settings come from flags, the environment and what init recorded.
 import { spawn } from "node:child_process";
-import { appendFile, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CLI, cdp, dataDir, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { CLI, cdp, dataDir, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, appendAndWait } from "./helpers.js";
 
 /** Run the real `cdp` with extra environment variables. */
 async function cdpWithEnv(args: string[], env: Record<string, string>, stdin = ""): Promise<{ code: number | null; output: string }> {
@@ -92,8 +92,7 @@ describe("a directory that is not initialised", () => {
     const parent = await tempDir();
     const dir = join(parent, "data");
     const watch = await startWatch(dir, ["--max-outage", "1"]);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     await rm(dir, { recursive: true, force: true });
     expect(await watch.exited).toBe(3);
     const restarted = await cdp(["watch", "--dir", dir, "--schemas", SCHEMAS]);

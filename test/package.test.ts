@@ -1,12 +1,12 @@
 // cdp as a package and a service: what `npm pack` ships, and the service files under a real
 // systemd-analyze and a real supervisord (exit 3 is restarted, exit 2 is not).
 import { execFile, spawn } from "node:child_process";
-import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { afterThisTest, CLI, dataDir, journalOf, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, CLI, dataDir, tempDir, waitUntil, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -60,8 +60,7 @@ describe("the package", () => {
     const log = () => readFile(join(work, "supervisord.log"), "utf8").catch(() => "");
     await waitUntil(async () => (await log()).includes("exited: cdp (exit status 3; not expected)"));
     await rm(join(dir, "cdp.new"), { recursive: true });
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     expect((await log()).match(/spawned: 'cdp'/g)!.length).toBeGreaterThan(1);
   });
 });

@@ -6,7 +6,7 @@ import { appendFile, open, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, waitUntil, type Running, dataDir } from "./helpers.js";
+import { cdp, journalOf, readText, recordLines, SCHEMAS, startWatch, waitUntil, type Running, dataDir, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -38,8 +38,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
-    await appendFile(inbox, "ticker:name:a1\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:name:a1\n", 1);
     await stopped(watch);
     // the reproduction, step by step
     await appendFile(inbox, "ticker:name:a2\n");
@@ -121,8 +120,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     await writer.write("ticker:name:held-1\n");
     await waitUntil(async () => (await journalOf(dir)).length === 1);
     await logrotate(dir, "  rotate 5\n  create 0600");
-    await appendFile(inbox, "ticker:name:new-1\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    await appendAndWait(dir, "ticker:name:new-1\n", 2);
     await writer.write("ticker:name:held-2\n"); // lands in cdp.new.1, after cdp moved on to the new cdp.new
     await writer.close();
     await waitUntil(async () => (await journalOf(dir)).length === 3);
@@ -135,8 +133,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     const first = lines("first", 0, 100);
-    await appendFile(inbox, text(first));
-    await waitUntil(async () => (await journalOf(dir)).length === 100);
+    await appendAndWait(dir, text(first), 100);
     await stopped(watch);
     const unread = lines("unread", 0, 20); // written while cdp was stopped, before the copy
     await appendFile(inbox, text(unread));
@@ -154,8 +151,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
     const first = lines("first", 0, 300);
-    await appendFile(inbox, text(first));
-    await waitUntil(async () => (await journalOf(dir)).length === 300);
+    await appendAndWait(dir, text(first), 300);
     watch.child.kill("SIGSTOP");
     const unread = lines("unread", 0, 500);
     await appendFile(inbox, text(unread));
@@ -189,8 +185,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
     const first = lines("first", 0, 5);
-    await appendFile(inbox, text(first));
-    await waitUntil(async () => (await journalOf(dir)).length === 5);
+    await appendAndWait(dir, text(first), 5);
     // a save that changes nothing, then one that adds a line at the end: both write a new file
     await run("sed", ["-i", "s/x/x/", inbox]);
     await run("sed", ["-i", "$a ticker:name:added-by-editor", inbox]);
@@ -207,8 +202,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir);
-    await appendFile(inbox, "ticker:name:one\nticker:name:two\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    await appendAndWait(dir, "ticker:name:one\nticker:name:two\n", 2);
     await run("sed", ["-i", "s/one/ONE/", inbox]);
     await waitUntil(async () => (await journalOf(dir)).length === 4);
     expect(await journalOf(dir)).toEqual(["ticker:name:one", "ticker:name:two", "ticker:name:ONE", "ticker:name:two"]);
@@ -219,8 +213,7 @@ describe("the inbox under logrotate, editors and copies", () => {
     const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     let watch = await startWatch(dir);
-    await appendFile(inbox, "ticker:name:one\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:name:one\n", 1);
     await stopped(watch);
     const journal = join(dir, "cdp");
     await writeFile(journal, (await readText(journal)).replace(/(inbox=\S+@\d+)\/[0-9a-f]+/, "$1"));

@@ -4,7 +4,7 @@ import { appendFile, rename, rm, stat, truncate, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { cdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir } from "./helpers.js";
+import { cdp, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, type Running, dataDir, appendAndWait } from "./helpers.js";
 
 const sh = promisify(execFile);
 
@@ -20,8 +20,7 @@ describe("cdp watch", () => {
   it("applies a valid line: journal, then table; `cdp get` shows it", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]);
     expect(await readText(join(dir, "cdp"))).toMatch(/^# rev=1 seq=1 time=\d{4}-\d\d-\d\dT[\d:.]+Z source=cdp\.new:1 inbox=[^\s@]+@21\/[0-9a-f]{16}\n/);
     expect(await getConfig(dir, "ticker.interval")).toBe(1500);
@@ -33,8 +32,7 @@ describe("cdp watch", () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
     const lines = ["broken", "nope:x:1", "ticker:nope:1", "ticker:interval:abc", "ticker:interval:100", "ticker:interval:1500"];
-    await appendFile(join(dir, "cdp.new"), lines.map((line) => `${line}\n`).join(""));
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, lines.map((line) => `${line}\n`).join(""), 1);
     const rejects = await rejectsOf(dir);
     const reasons = [
       ["cdp.new:1", "column 7: expected ':', found end of line (a change is app:key:value)", "broken"],
@@ -54,8 +52,7 @@ describe("cdp watch", () => {
   it("takes values with ':', a string key given 007, CRLF endings and a shell's echo >>", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    await appendFile(join(dir, "cdp.new"), "ticker:name:http://host:8080/x\r\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:name:http://host:8080/x\r\n", 1);
     expect(await getConfig(dir, "ticker.name")).toBe("http://host:8080/x");
     await sh("sh", ["-c", `echo 'ticker:name:007' >> '${join(dir, "cdp.new")}'`]);
     await waitUntil(async () => (await journalOf(dir)).length === 2);
@@ -69,8 +66,7 @@ describe("cdp watch", () => {
     await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\nticker:interval:25");
     await waitUntil(() => watch.output().includes("waiting for the rest of a line"));
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]);
-    await appendFile(join(dir, "cdp.new"), "00\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    await appendAndWait(dir, "00\n", 2);
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:interval:2500"]);
     await stopWatch(watch);
   });
@@ -102,8 +98,7 @@ describe("cdp watch", () => {
     await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 2);
     expect(await stopWatch(watch)).toBe(0);
     watch = await startWatch(dir);
-    await appendFile(inbox, "ticker:interval:3500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    await appendAndWait(dir, "ticker:interval:3500\n", 3);
     expect(await stopWatch(watch)).toBe(0);
 
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:interval:2500", "ticker:interval:3500"]);
@@ -116,8 +111,7 @@ describe("cdp watch", () => {
     const dir = await dataDir();
     const inbox = join(dir, "cdp.new");
     const watch = await startWatch(dir, ["--poll-interval", "200"]);
-    await appendFile(inbox, "ticker:interval:1001\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1001\n", 1);
 
     await writeFile(join(dir, "next"), "ticker:interval:1002\n");
     await rename(join(dir, "next"), inbox);
@@ -125,13 +119,11 @@ describe("cdp watch", () => {
 
     await truncate(inbox, 0);
     await waitUntil(() => watch.output().includes("the inbox was truncated") || watch.output().includes("reading it from the start"));
-    await appendFile(inbox, "ticker:interval:1003\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    await appendAndWait(dir, "ticker:interval:1003\n", 3);
 
     await rm(inbox);
     await waitUntil(() => watch.output().includes("the inbox was removed"));
-    await appendFile(inbox, "ticker:interval:1004\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 4);
+    await appendAndWait(dir, "ticker:interval:1004\n", 4);
 
     expect(await journalOf(dir)).toEqual(["ticker:interval:1001", "ticker:interval:1002", "ticker:interval:1003", "ticker:interval:1004"]);
     await stopWatch(watch);
@@ -141,8 +133,7 @@ describe("cdp watch", () => {
     const dir = await dataDir();
     const watch = await startWatch(dir, ["--max-line-bytes", "100"]);
     const long = `ticker:name:${"x".repeat(300)}`;
-    await appendFile(join(dir, "cdp.new"), `${long}\nticker:interval:1500\n`);
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, `${long}\nticker:interval:1500\n`, 1);
     const rejects = await rejectsOf(dir);
     expect(rejects).toContain(`source=cdp.new:1 length=312 reason: line is 312 bytes, over the limit of 100\n${long.slice(0, 100)}\n`);
     await stopWatch(watch);
@@ -261,8 +252,7 @@ describe("restarting on an inbox that changed while cdp was stopped", () => {
   it("numbers lines right after a batch that ended with a comment", async () => {
     const dir = await dataDir();
     let watch = await startWatch(dir);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n# a note at the end\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n# a note at the end\n", 1);
     watch.child.kill("SIGTERM");
     await watch.exited;
     await appendFile(join(dir, "cdp.new"), "ticker:interval:2500\n");

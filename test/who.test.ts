@@ -1,11 +1,11 @@
 // Commands that tell what happened: cdp push waits for each line's outcome; every change records
 // who made it and why, and history, events and the sidecar show both.
-import { appendFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, dataDir, journalOf, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, dataDir, SCHEMAS, startWatch, tempDir, appendAndWait } from "./helpers.js";
 
 describe("cdp push tells what became of each line", () => {
   it("waits for the running watcher and prints each outcome; exit 1 when any line is rejected", async () => {
@@ -34,8 +34,7 @@ describe("who made a change, and why", () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
     expect((await cdp(["push", "--dir", dir, "--reason", "ticket 42: slower ticks", "ticker:interval:1500"])).code).toBe(0);
-    await appendFile(join(dir, "cdp.new"), "# by: ops-bot\n# reason: nightly reset\nticker:interval:1000\nticker:name:no-reason\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    await appendAndWait(dir, "# by: ops-bot\n# reason: nightly reset\nticker:interval:1000\nticker:name:no-reason\n", 3);
     const history = JSON.parse((await cdp(["history", "--dir", dir, "--json"])).output) as { revision: number; by?: string; reason?: string }[];
     expect(history.map(({ revision, by, reason }) => ({ revision, by, reason }))).toEqual([
       { revision: 3, by: undefined, reason: undefined }, // a directive covers the next change line only

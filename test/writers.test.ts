@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -55,8 +55,7 @@ describe("carriage returns and the length limit", () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
     await appendFile(join(dir, "cdp.new"), "ticker:name:cr1\rticker:name:cr2\rticker:name:cr3\r");
-    await appendFile(join(dir, "cdp.new"), "\nticker:name:later\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "\nticker:name:later\n", 1);
     expect(await journalOf(dir)).toEqual(["ticker:name:later"]);
     expect((await reasons(dir))[0]).toBe("column 16: a carriage return (\\r) may only end a line, just before its newline");
     watch.child.kill("SIGTERM");
@@ -142,12 +141,10 @@ describe("schema patterns cannot hang cdp", () => {
     const dir = await dataDir();
     const watch = runCdp(["watch", "--dir", dir, "--schemas", schemas]);
     await waitUntil(() => watch.output().includes("cdp is watching"));
-    await appendFile(join(dir, "cdp.new"), `app:r:${"a".repeat(40)}!\napp:r:${"a".repeat(50_000)}\n`);
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, `app:r:${"a".repeat(40)}!\napp:r:${"a".repeat(50_000)}\n`, 1);
     expect((await reasons(dir))[0]).toContain('app.r must match pattern "^(a+)+$"');
     // a pattern taken from the config itself ($data) goes through the same engine
-    await appendFile(join(dir, "cdp.new"), `app:p:^(a+)+$\napp:v:${"a".repeat(40)}!\napp:v:aaa\n`);
-    await waitUntil(async () => (await journalOf(dir)).length === 3);
+    await appendAndWait(dir, `app:p:^(a+)+$\napp:v:${"a".repeat(40)}!\napp:v:aaa\n`, 3);
     expect((await reasons(dir))[1]).toContain("app.v must match pattern");
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
@@ -224,8 +221,7 @@ describe("connections cannot starve the pipeline of descriptors", () => {
       })),
     );
     afterThisTest(async () => sockets.forEach((socket) => socket.destroy()));
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
-    await waitUntil(async () => (await journalOf(dir)).length === 1);
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
     expect(child.exitCode).toBeNull();
     // the idle connections are closed after --http-timeout; the sidecar answers again
     await waitUntil(() => sockets.every((socket) => socket.destroyed));
