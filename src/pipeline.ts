@@ -10,11 +10,11 @@ import { Compactor } from "./compactor.js";
 import { DurableFile, lockDataDir } from "./durable.js";
 import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
-import { Inbox, INBOX_FILE, type InboxBatch, type InboxSettings } from "./inbox.js";
+import { Inbox, INBOX_FILE, type InboxBatch, type InboxPosition, type InboxSettings } from "./inbox.js";
 import { JOURNAL_FILE, openJournal, replayJournal, truncateJournalBefore, type JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type Schemas } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
 import { LiveSchemas, watchSchemaDir } from "./upgrade.js";
@@ -64,230 +64,299 @@ export interface Pipeline {
   stop(): Promise<void>;
 }
 
-/** Load schemas, replay the journal (refusing an invalid one), then follow the inbox. */
+/**
+ * Start the pipeline, in order: take the data directory (one watcher at a time), load the schemas
+ * and replay the journal (refusing an invalid one), open the commit point, catch up with a fleet,
+ * follow the inbox. Then batches take their turns until `stop()`.
+ */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
-  const { dir } = options;
-  await openDataDir(dir, options.log);
-  const unlock = await lockDataDir(dir, "start another watcher", (message) => options.log.warn(message));
+  const { dir, log } = options;
+  await openDataDir(dir, log);
+  const unlock = await lockDataDir(dir, "start another watcher", (message) => log.warn(message));
   try {
-    return await follow(options, unlock);
+    const run = await Run.open(options, unlock);
+    await run.start();
+    return run.pipeline();
   } catch (error) {
     await unlock();
     throw error;
   }
 }
 
-async function follow(options: PipelineOptions, unlock: () => Promise<void>): Promise<Pipeline> {
-  const { dir, log } = options;
-  const journalPath = join(dir, JOURNAL_FILE);
-  const schemaTexts = await readSchemaTexts(options.schemas);
-  const schemas = compileSchemas(options.schemas, schemaTexts);
-  const state = await replayAtStart(journalPath, schemas, options);
-  // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
-  const files: Files = { journal: await openJournal(journalPath, state), rejects: undefined as unknown as DurableFile };
-  const table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
-  let inbox: Inbox | undefined;
-  let member: FleetMember | undefined; // in a fleet (set up below, once the turns and stopOn exist)
-  let commitPoint!: CommitPoint;
-  let stopping = false;
-  const writes = new HeldWrites(log, () => stopping);
-  const live = new LiveSchemas(schemas, schemaTexts, { dir: options.schemas, journalPath, validators: options.validators, table, files, writes, seq: () => seq, log });
-  let resumeAt = state.position;
-  const resumeSince = state.positionTime;
+/** One run of the pipeline: its state, in one place, and the steps that change it. */
+class Run {
+  readonly #options: PipelineOptions;
+  readonly #log: Logger;
+  readonly #unlock: () => Promise<void>;
+  readonly journalPath: string;
+  readonly table: ConfigTable;
+  readonly events = new EventEmitter<PipelineEvents>();
+  readonly #files: Files;
+  readonly #writes: HeldWrites;
+  readonly #live: LiveSchemas;
+  readonly #compactor: Compactor;
+  readonly #vetoes: Vetoes;
+  // batches, schema upgrades and reverts take turns; in a fleet, the member's journal appends and
+  // compaction take turns of their own, so that compaction never swaps the file under a write
+  readonly #turns = new Turns();
+  readonly #journalTurns = new Turns();
+  #commitPoint!: CommitPoint;
+  #member: FleetMember | undefined;
+  #inbox: Inbox | undefined;
+  #closeSchemaWatch: () => Promise<void> = async () => undefined;
+  #seq: number;
+  #resumeAt: InboxPosition | undefined;
+  readonly #resumeSince: number | undefined;
+  #stopping = false;
+  #fault: unknown;
+  #stopped: Promise<void> = Promise.resolve();
 
-  let seq = state.seq;
-  const { maxLineBytes } = options.inbox;
-  // One batch: judge every line against the state the lines before it leave, write the
-  // rejections, then commit the journal (the commit point), then tell the table.
-  const events = new EventEmitter<PipelineEvents>();
-  const handleBatch = async (batch: InboxBatch): Promise<void> => {
+  /** Load the schemas, replay the journal and open it, set up the fleet's member if in one. */
+  static async open(options: PipelineOptions, unlock: () => Promise<void>): Promise<Run> {
+    const journalPath = join(options.dir, JOURNAL_FILE);
+    const texts = await readSchemaTexts(options.schemas);
+    const schemas = compileSchemas(options.schemas, texts);
+    const state = await replayAtStart(journalPath, schemas, options);
+    const run = new Run(options, unlock, { journalPath, schemas, texts, state, journal: await openJournal(journalPath, state) });
+    await run.#openCommitPoint();
+    return run;
+  }
+
+  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: { journalPath: string; schemas: Schemas; texts: SchemaTexts; state: JournalState; journal: DurableFile }) {
+    const { state } = loaded;
+    const log = options.log;
+    this.#options = options;
+    this.#log = log;
+    this.#unlock = unlock;
+    this.journalPath = loaded.journalPath;
+    this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
+    // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
+    this.#files = { journal: loaded.journal, rejects: undefined as unknown as DurableFile };
+    this.#seq = state.seq;
+    this.#resumeAt = state.position;
+    this.#resumeSince = state.positionTime;
+    this.#writes = new HeldWrites(log, () => this.#stopping);
+    const seq = () => this.#seq;
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, table: this.table, files: this.#files, writes: this.#writes, seq, log });
+    const schemas = () => this.#live.schemas;
+    this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, log }, state.records);
+    this.#vetoes = new Vetoes({
+      windowMs: options.vetoWindowMs,
+      table: this.table,
+      schemas,
+      validators: options.validators,
+      seq,
+      journal: (text) => this.#writes.append(this.#files.journal, text),
+      inTurn: (task) => this.#turns.run(task),
+      stopping: () => this.#stopping,
+      fault: (error) => this.#stopOn(error),
+      reverted: () => this.#compactor.counted(1),
+      log,
+    });
+  }
+
+  /**
+   * The commit point: the journal, or in a fleet the fleet's log, whose records (this host's own
+   * included) come back in fleet order through the member (see member.ts). etcd's client is
+   * loaded only in a fleet: it costs a single host memory for nothing.
+   */
+  async #openCommitPoint(): Promise<void> {
+    const { fleet, compaction, validators } = this.#options;
+    if (!fleet) {
+      this.#commitPoint = journalCommit(this.#files, this.#writes, this.#log);
+      return;
+    }
+    const journalTurn = <T>(task: () => Promise<T>) => this.#journalTurns.run(task);
+    const member = new (await import("./member.js")).FleetMember({
+      fleet: fleet.log,
+      host: fleet.host,
+      keep: compaction.keep,
+      table: this.table,
+      schemas: this.#live.schemas,
+      validators,
+      journalPath: this.journalPath,
+      journal: (text) => journalTurn(() => this.#writes.append(this.#files.journal, text)),
+      applied: (count) => {
+        this.#compactor.counted(count);
+        // not while this host diverges: it reads those revisions again when its schemas catch up
+        if (this.#compactor.due && member.diverged.size === 0) {
+          this.#compactor.restart(); // counted again from the compacted journal's history
+          void journalTurn(() => this.#compactor.compact().catch((error: unknown) => this.#stopOn(error)));
+        }
+      },
+      seq: () => this.#seq,
+      stopping: () => this.#stopping,
+      held: (reason) => (this.#writes.reason = reason),
+      fault: (error) => this.#stopOn(error),
+      log: this.#log.child({ stage: "fleet" }),
+    });
+    this.#member = member;
+    this.#commitPoint = fleetCommit(this.#files, this.#writes, { member, table: this.table, journalTurn, stopping: () => this.#stopping }, this.#log);
+  }
+
+  /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
+  async start(): Promise<void> {
+    this.#watchSchemas();
+    const joined = await this.#joined(true);
+    if (joined) await this.#startReading();
+    this.#stopped = this.#follow(joined);
+    this.#stopped.catch((error: unknown) => this.#log.fatal({ err: error }, "cdp stopped"));
+  }
+
+  // One turn per batch until the inbox closes; then everything is closed, in order.
+  async #follow(joined: boolean): Promise<void> {
+    try {
+      if (!joined) {
+        if (!(await this.#joined(false)) || this.#stopping) return;
+        await this.#startReading();
+      }
+      for await (const batch of this.#inbox!.batches()) await this.#turns.run(() => this.#handleBatch(batch));
+      await this.#turns.settled();
+      if (this.#fault) throw this.#fault;
+    } finally {
+      await this.#member?.stop();
+      await this.#closeSchemaWatch();
+      await this.#inbox?.close();
+      await Promise.allSettled([this.#files.journal, this.#files.rejects].filter(Boolean).map((file) => file.close()));
+      await this.#unlock();
+    }
+  }
+
+  // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
+  // there, so new schemas are taken at a restart (a rolling upgrade).
+  #watchSchemas(): void {
+    if (this.#options.fleet) return;
+    let queued = false;
+    this.#closeSchemaWatch = watchSchemaDir(this.#options.schemas, this.#options.inbox.pollIntervalMs, this.#log.child({ stage: "upgrade" }), () => {
+      if (queued || this.#stopping) return;
+      queued = true;
+      this.#turns
+        .run(async () => {
+          queued = false;
+          await this.#live.upgrade();
+        })
+        .catch((error: unknown) => this.#stopOn(error));
+    });
+  }
+
+  // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
+  // While etcd cannot be reached it serves its journal's configuration and keeps trying.
+  async #joined(first: boolean): Promise<boolean> {
+    const member = this.#member;
+    if (!member) return true;
+    if (!(first ? await member.join() : await member.joinLater())) return false;
+    if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
+    return true;
+  }
+
+  async #startReading(): Promise<void> {
+    const { dir, log } = this.#options;
+    this.#files.rejects = await openRejects(join(dir, REJECTS_FILE), this.#seq);
+    this.#inbox = new Inbox({ ...this.#options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: this.#resumeAt, resumeSince: this.#resumeSince });
+    await this.#inbox.start();
+    if (this.#stopping) await this.#inbox.close(); // stopped while it was opening
+    await warnIfOthersCanWrite(dir, log);
+    log.info({ dir, apps: [...this.#live.schemas.keys()], revision: this.table.revision }, "cdp is watching");
+  }
+
+  /**
+   * One batch: judge every line against the state the lines before it leave, commit (the
+   * rejections, then the journal or the fleet's log), then tell the table.
+   */
+  async #handleBatch(batch: InboxBatch): Promise<void> {
+    const member = this.#member;
     if (member && batch.lines.length > member.maxRecordsPerCommit) {
       // one etcd transaction holds a bounded number of changes: commit a long batch in parts
-      for (let from = 0; from < batch.lines.length && !stopping; from += member.maxRecordsPerCommit) {
-        await handleBatch({ ...batch, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
+      for (let from = 0; from < batch.lines.length && !this.#stopping; from += member.maxRecordsPerCommit) {
+        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
       }
       return;
     }
     const started = performance.now();
-    const judgedAt = table.revision;
-    const seqBefore = seq;
+    const judgedAt = this.table.revision;
     const judged = judgeBatch(batch, {
-      schemas: live.schemas,
-      validators: options.validators,
-      maxLineBytes,
-      current: (app) => table.config(app),
+      schemas: this.#live.schemas,
+      validators: this.#options.validators,
+      maxLineBytes: this.#options.inbox.maxLineBytes,
+      current: (app) => this.table.config(app),
       revision: judgedAt,
-      seq,
+      seq: this.#seq,
       time: new Date().toISOString(),
-      fleetHost: options.fleet?.host,
-      details: events.listenerCount("lines") > 0,
-      log,
+      fleetHost: this.#options.fleet?.host,
+      details: this.events.listenerCount("lines") > 0,
+      log: this.#log,
     });
-    seq = judged.seq;
-    const details = judged.lines;
     if (!judged.last) {
-      if (details) events.emit("lines", batch.file, details); // blank lines and comments only: nothing to commit
+      if (judged.lines) this.events.emit("lines", batch.file, judged.lines); // blank lines and comments only: nothing to commit
       return;
     }
-    const committed = await commitPoint.commit(judged, judgedAt);
+    const seqBefore = this.#seq;
+    this.#seq = judged.seq;
+    const committed = await this.#commitPoint.commit(judged, judgedAt);
     if (committed === "again") {
-      seq = seqBefore;
-      return handleBatch(batch);
+      this.#seq = seqBefore; // another host was first: judged again against the newer state
+      return this.#handleBatch(batch);
     }
     if (committed === "stopped") return;
-    logOutcomes(batch, judged, log);
-    const accepted = judged.changes.length;
-    const rejected = judged.rejections.length;
-    if (!commitPoint.appliesItself) {
+    await this.#applied(batch, judged, started);
+  }
+
+  // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
+  async #applied(batch: InboxBatch, judged: JudgedBatch, started: number): Promise<void> {
+    logOutcomes(batch, judged, this.#log);
+    if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
-        table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }), veto: vetoes.tentative(change, revision) });
+        const said = { ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }) };
+        this.table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
       }
     }
-    events.emit("batch", { accepted, rejected, seconds: (performance.now() - started) / 1000 });
-    if (details) events.emit("lines", batch.file, details);
-    if (commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
-    compactor.counted(accepted);
-    if (compactor.due) await compactor.compact();
-  };
+    this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
+    if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
+    if (this.#commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
+    this.#compactor.counted(judged.changes.length);
+    if (this.#compactor.due) await this.#compactor.compact();
+  }
 
-  // In a fleet, the member appends to the journal outside the batches' turns: every append and
-  // compaction there take turns of their own, so that compaction never swaps the file under a write.
-  const journalTurns = new Turns();
-  const journalTurn = <T>(task: () => Promise<T>): Promise<T> => journalTurns.run(task);
-  const compactor = new Compactor({ ...options.compaction, journalPath, files, schemas: () => live.schemas, validators: options.validators, table, log }, state.records);
-  const vetoes = new Vetoes({
-    windowMs: options.vetoWindowMs,
-    table,
-    schemas: () => live.schemas,
-    validators: options.validators,
-    seq: () => seq,
-    journal: (text) => writes.append(files.journal, text),
-    inTurn: (task) => inTurn(task),
-    stopping: () => stopping,
-    fault: (error) => stopOn(error),
-    reverted: () => compactor.counted(1),
-    log,
-  });
+  #stopOn(error: unknown): void {
+    this.#fault = error;
+    this.#member?.release();
+    void this.#inbox?.close();
+  }
 
-  // Batches, schema upgrades and reverts take turns, one at a time.
-  const turns = new Turns();
-  const inTurn = (task: () => Promise<void>) => turns.run(task);
-  let fault: unknown;
-  const stopOn = (error: unknown) => {
-    fault = error;
-    member?.release();
-    void inbox?.close();
-  };
-
-  let upgradeQueued = false;
-  // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
-  // there, so new schemas are taken at a restart (a rolling upgrade).
-  const closeSchemaWatch = options.fleet ? async () => undefined : watchSchemaDir(options.schemas, options.inbox.pollIntervalMs, log.child({ stage: "upgrade" }), () => {
-    if (upgradeQueued || stopping) return;
-    upgradeQueued = true;
-    inTurn(async () => {
-      upgradeQueued = false;
-      await live.upgrade();
-    }).catch(stopOn);
-  });
-
-  // Fleet mode: this host's changes are committed to the fleet's log and come back from it, with
-  // every other host's, in fleet order (see member.ts).
-  // loaded only in a fleet: etcd's client (gRPC, protobuf) costs a single host memory for nothing
-  member =
-    options.fleet &&
-    new (await import("./member.js")).FleetMember({
-      fleet: options.fleet.log,
-      host: options.fleet.host,
-      keep: options.compaction.keep,
-      table,
-      schemas,
-      validators: options.validators,
-      journalPath,
-      journal: (text) => journalTurn(() => writes.append(files.journal, text)),
-      applied: (count) => {
-        compactor.counted(count);
-        // not while this host diverges: it reads those revisions again when its schemas catch up
-        if (compactor.due && member!.diverged.size === 0) {
-          compactor.restart(); // counted again from the compacted journal's history
-          void journalTurn(() => compactor.compact().catch(stopOn));
-        }
+  /** What the library, the sidecar and the CLI see of this run. */
+  pipeline(): Pipeline {
+    const run = this;
+    return {
+      table: this.table,
+      get schemas() {
+        return run.#live.schemas;
       },
-      seq: () => seq,
-      stopping: () => stopping,
-      held: (reason) => (writes.reason = reason),
-      fault: stopOn,
-      log: log.child({ stage: "fleet" }),
-    });
-  commitPoint = member ? fleetCommit(files, writes, { member, table, journalTurn, stopping: () => stopping }, log) : journalCommit(files, writes, log);
-  // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
-  // While etcd cannot be reached it serves its journal's configuration and keeps trying.
-  const joined = async (first: boolean): Promise<boolean> => {
-    if (!member) return true;
-    if (!(first ? await member.join() : await member.joinLater())) return false;
-    if (member.own && member.own.seq > seq) [seq, resumeAt] = [member.own.seq, member.own.position];
-    return true;
-  };
-  const startReading = async () => {
-    files.rejects = await openRejects(join(dir, REJECTS_FILE), seq);
-    inbox = new Inbox({ ...options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt, resumeSince });
-    await inbox.start();
-    if (stopping) await inbox.close(); // stopped while it was opening
-    await warnIfOthersCanWrite(dir, log);
-    log.info({ dir, apps: [...live.schemas.keys()], revision: table.revision }, "cdp is watching");
-  };
-  const firstTry = await joined(true);
-  if (firstTry) await startReading();
-
-  const stopped = (async () => {
-    try {
-      if (!firstTry) {
-        if (!(await joined(false)) || stopping) return;
-        await startReading();
-      }
-      for await (const batch of inbox!.batches()) await inTurn(() => handleBatch(batch));
-      await turns.settled();
-      if (fault) throw fault;
-    } finally {
-      await member?.stop();
-      await closeSchemaWatch();
-      await inbox?.close();
-      await closeAll([files.journal, files.rejects].filter(Boolean));
-      await unlock();
-    }
-  })();
-  stopped.catch((error: unknown) => log.fatal({ err: error }, "cdp stopped"));
-
-  return {
-    table,
-    get schemas() {
-      return live.schemas;
-    },
-    validators: options.validators,
-    dir,
-    journalPath,
-    events,
-    get outages() {
-      return inbox?.outages ?? 0;
-    },
-    get diverged() {
-      return member?.diverged.size ?? 0;
-    },
-    notReady: () => {
-      if (stopping || fault) return "cdp is stopping";
-      const divergence = member?.diverged.size ? `this host's schemas refuse fleet changes to ${[...member.diverged.keys()].join(", ")}` : undefined;
-      return inbox?.unavailable ?? writes.reason ?? divergence;
-    },
-    stopped,
-    async stop() {
-      stopping = true;
-      member?.release();
-      await inbox?.close();
-      await stopped;
-    },
-  };
+      validators: this.#options.validators,
+      dir: this.#options.dir,
+      journalPath: this.journalPath,
+      events: this.events,
+      get outages() {
+        return run.#inbox?.outages ?? 0;
+      },
+      get diverged() {
+        return run.#member?.diverged.size ?? 0;
+      },
+      notReady: () => {
+        if (this.#stopping || this.#fault) return "cdp is stopping";
+        const diverged = this.#member?.diverged;
+        const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
+        return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence;
+      },
+      stopped: this.#stopped,
+      stop: async () => {
+        this.#stopping = true;
+        this.#member?.release();
+        await this.#inbox?.close();
+        await this.#stopped;
+      },
+    };
+  }
 }
-
 
 /**
  * Whoever can write the inbox can change the configuration: say so when anyone can (a world-
@@ -336,6 +405,3 @@ function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void 
   }
 }
 
-async function closeAll(files: DurableFile[]): Promise<void> {
-  await Promise.allSettled(files.map((file) => file.close()));
-}
