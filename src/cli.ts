@@ -3,214 +3,29 @@
 // only the last line of this file exits the process.
 import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { userInfo } from "node:os";
 import { readFile } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
-import { CdpError } from "./errors.js";
-import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOptions } from "./index.js";
-import { INBOX_FILE } from "./inbox.js";
-import { appendToInbox } from "./submit.js";
-import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
-import { lockDataDir, lockHolder } from "./durable.js";
-import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { initDataDir, openDataDir } from "./datadir.js";
-import { judgeInSequence } from "./validate.js";
+import { lockDataDir, lockHolder } from "./durable.js";
+import { CdpError } from "./errors.js";
+import { HELP, USAGE } from "./help.js";
 import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
+import { INBOX_FILE } from "./inbox.js";
+import { startCdp, type Cdp, type CdpOptions, type ClusterOptions, type HttpOptions } from "./index.js";
+import { compactJournal, JOURNAL_FILE, replayJournal } from "./journal.js";
+import { didYouMean, noPositionals, parseCommand, positiveInteger, required, seconds, type Values } from "./options.js";
+import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas, maskSecrets } from "./schemas.js";
-import { VERSION } from "./version.js";
 import { readStatus } from "./status.js";
+import { appendToInbox } from "./submit.js";
+import { judgeInSequence } from "./validate.js";
 import type { AppConfig } from "./values.js";
+import { VERSION } from "./version.js";
 
-const USAGE = `cdp: configuration delivery pipeline
-
-Usage:
-  cdp init   --dir D --schemas S     create and mark a data directory (once; idempotent)
-  cdp watch  --dir D [--schemas S]   run the watcher in the foreground
-  cdp push   --dir D LINE...         append change lines to D/${INBOX_FILE} (- reads them from stdin)
-  cdp get    --dir D [app[.key]]     print the current config as JSON
-  cdp status --dir D [--json]        the watcher, revision, lines waiting, last rejection
-  cdp check  --schemas S [--dir D] [FILE|-]    say which lines would be rejected and why
-  cdp history --dir D [app[.key]] [--limit N] [--json]   revisions, newest first
-  cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
-  cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
-
-Settings come from flags, then environment variables, then the data directory: every option
---NAME may be given as CDP_NAME (upper case, '-' as '_': CDP_DIR, CDP_SCHEMAS,
-CDP_MAX_LINE_BYTES, CDP_HTTP …; for a switch, 1 or 0), and --schemas defaults to the schema
-directory recorded by 'cdp init'. Flags win.
-Run 'cdp COMMAND --help' for a command's options.
-Exit codes: 0 done; 1 a check found rejections, a rollback was refused, or a fault stopped cdp;
-2 bad usage or an invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
-
-const HELP: Record<string, string> = {
-  init: `Usage: cdp init --dir D --schemas S
-
-Create the data directory D (mode 0700) and mark it as cdp's, recording the schema directory S
-in D/cdp.conf. Every other command refuses a directory that is not initialised (exit 2), so
-that a typo in --dir or an unmounted volume never looks like an empty configuration.
-The schemas must load (at least one S/<app>.schema.json), and a journal already in D (from an
-earlier cdp) must hold under them. Running it again with the same settings changes nothing
-(exit 0).`,
-  watch: `Usage: cdp watch --dir D --schemas S [options]
-
-Follow D/${INBOX_FILE}: each new line is parsed, validated against S/<app>.schema.json and
-either appended to the journal D/${JOURNAL_FILE} and applied, or written to D/cdp.rej with
-the reason. Lines appended while cdp was stopped are processed at start.
-Refuses to start (exit 2) when a schema or the journal is invalid.
-SIGINT/SIGTERM finish and flush the batch in hand, then exit 0.
-
-Options:
-  --dir D                the data directory (made by 'cdp init')
-  --schemas S            the directory of <app>.schema.json files (default: the one
-                         recorded by 'cdp init')
-  --max-line-bytes N     reject lines longer than N bytes (default 65536)
-  --poll-interval MS     check the inbox every MS ms even without file events (default 1000)
-  --poll-only            use the periodic check alone, no file-system events (network file systems)
-  --max-outage SECONDS   exit 3 when the inbox stays unavailable longer than this (default 10)
-  --max-outages N        exit 3 after more than N outages within the outage window (default 5)
-  --outage-window SECONDS  the window for --max-outages (default 600)
-  --compact-after N      compact the journal once it holds N changes (default 100000; 0: never)
-  --keep-history N       changes kept as history when compacting (default 1000)
-  --log-level LEVEL      trace, debug, info, warn, error (default info)
-  --pretty               human-readable logs (the default on a terminal)
-
-The sidecar (off unless --http is given):
-  --http ADDRESS         serve the HTTP API, event stream, metrics and dashboard on
-                         HOST:PORT (or PORT, on 127.0.0.1; 0 takes a free port)
-  --token-file F         bearer tokens, one 'read TOKEN' or 'write TOKEN' per line; without
-                         it only a loopback address is allowed and no token is asked for
-  --http-max-body BYTES  refuse larger request bodies with 413 (default 1048576)
-  --http-wait SECONDS    how long POST /v1/changes waits for outcomes before 202 (default 10)
-  --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)
-  --http-timeout SECONDS cut off a request not received within this time (default 15)
-
-A fleet (off unless --cluster is given): one configuration for many hosts, ordered by etcd.
-Each host keeps its own data directory; a line read here is committed to the fleet's log
-only if the fleet is still at the state it was judged against, and every host applies the
-log in the same order.
-  --cluster URLS         etcd endpoints: etcd://host:port[,host:port...] (or http(s)://)
-  --cluster-prefix P     the fleet's key prefix in etcd, the same on every host (e.g. /cdp/prod)
-  --cluster-host NAME    this host's name in the fleet's records (default: hostname:dir)
-  --cluster-user U       etcd user; the password is read from --cluster-password-file F
-  --cluster-ca F         CA certificate (PEM) for TLS to etcd; --cluster-cert F and
-                         --cluster-key F for a client certificate`,
-  push: `Usage: cdp push --dir D [--reason TEXT] LINE... | cdp push --dir D -
-
-Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'
-does, each after a '# by: USER' comment (the user behind sudo, where there is one) and, with
---reason, a '# reason: TEXT' comment: history, events and the dashboard show both. With -, the
-lines are read from standard input.
-When a watcher is running on D, cdp push waits for each line's outcome and prints it:
-accepted at revision N, or rejected with the reason (exit 1 when any line is rejected).
-Without one, it says the lines wait in the inbox.
-
-Options:
-  --reason TEXT          why: recorded with each change
-  --wait                 wait for the outcomes (the default when a watcher is running)
-  --no-wait              only queue the lines
-  --wait-timeout SECONDS how long to wait for the outcomes (default 10)`,
-  status: `Usage: cdp status --dir D [--json]
-
-Say what state D is in: whether a watcher runs on it (its pid, since when, its sidecar's
-address, its fleet), the revision, how many lines wait in D/${INBOX_FILE}, the last rejection,
-and the schemas in force (their version and a digest of each file).
-
-Options:
-  --json                 the same as JSON, for scripts`,
-  get: `Usage: cdp get --dir D [--schemas S] [app[.key.path]]
-
-Print the configuration persisted in D/${JOURNAL_FILE} (with schema defaults) as JSON:
-all apps, one app, or one key. Exits 2 on an invalid journal or an unknown app or key.
-Secret (writeOnly) values are printed as "[secret]".
-
-Options:
-  --show-secrets         print secret values too`,
-  check: `Usage: cdp check --schemas S [--dir D] [FILE|-]
-
-Dry run: judge each line of FILE (or standard input) as the watcher would, one after the
-other, and print every line that would be rejected, with the reason. With --dir, lines are
-judged against the current configuration in D/${JOURNAL_FILE}, otherwise against the
-schema defaults. Exit 0 when every line would be accepted, 1 when any would be rejected.
-
-Options:
-  --max-line-bytes N     the line length limit to apply (default 65536)`,
-  history: `Usage: cdp history --dir D [--schemas S] [app[.key.path]] [--limit N] [--json]
-
-Print the accepted changes recorded in D/${JOURNAL_FILE}, newest first: revision, time, source,
-key, old and new value. Secret (writeOnly) values are shown as [secret].
-
-Options:
-  --limit N              at most N revisions
-  --json                 a JSON array, for scripts`,
-  compact: `Usage: cdp compact --dir D [--schemas S] [--keep N]
-
-Rewrite the journal D/${JOURNAL_FILE} as the configuration before its last N changes plus those
-changes (default 1000), so that it stops growing; replaying it gives the same configuration,
-revision and inbox position. Crash-safe: a temporary file is written and fsync'd, then renamed
-over the journal. A running watcher compacts by itself (--compact-after); stop it first to
-compact by hand.
-
-Options:
-  --keep N               changes to keep as history (default 1000; 0 keeps none)`,
-  rollback: `Usage: cdp rollback --dir D [--schemas S] (--to REV | --last) [--dry-run]
-
-Bring the configuration back to its state at revision REV (--last: undo the latest change).
-cdp computes the change lines that undo every later change (keys that did not exist at REV go
-back to their schema default) and appends them to D/${INBOX_FILE}, so the watcher validates,
-journals and announces them like any other change. A rollback that the current schemas would
-refuse is refused (exit 1) before anything is written, with the reason.
-
-Options:
-  --dry-run              print the lines without appending them`,
-};
-
-const OPTIONS = {
-  dir: { type: "string" },
-  schemas: { type: "string" },
-  "max-line-bytes": { type: "string" },
-  "poll-interval": { type: "string" },
-  "poll-only": { type: "boolean" },
-  "max-outage": { type: "string" },
-  "max-outages": { type: "string" },
-  "outage-window": { type: "string" },
-  "log-level": { type: "string" },
-  pretty: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean" },
-  limit: { type: "string" },
-  json: { type: "boolean" },
-  to: { type: "string" },
-  last: { type: "boolean" },
-  "dry-run": { type: "boolean" },
-  "show-secrets": { type: "boolean" },
-  reason: { type: "string" },
-  wait: { type: "boolean" },
-  "no-wait": { type: "boolean" },
-  "wait-timeout": { type: "string" },
-  keep: { type: "string" },
-  "keep-history": { type: "string" },
-  "compact-after": { type: "string" },
-  http: { type: "string" },
-  "token-file": { type: "string" },
-  "http-max-body": { type: "string" },
-  "http-wait": { type: "string" },
-  "http-keepalive": { type: "string" },
-  "http-timeout": { type: "string" },
-  cluster: { type: "string" },
-  "cluster-prefix": { type: "string" },
-  "cluster-host": { type: "string" },
-  "cluster-user": { type: "string" },
-  "cluster-password-file": { type: "string" },
-  "cluster-ca": { type: "string" },
-  "cluster-cert": { type: "string" },
-  "cluster-key": { type: "string" },
-} satisfies ParseArgsConfig["options"];
-
-type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
 
 export interface Io {
   stdout: (text: string) => void;
@@ -277,79 +92,6 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   }
 }
 
-function parseCommand(args: string[]): { values: Values; positionals: string[] } {
-  let parsed: { values: Values; positionals: string[] };
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
-  } catch (error) {
-    throw new CdpError("usage", optionError(error as Error & { code?: string }));
-  }
-  return { values: { ...fromEnvironment(), ...definedOnly(parsed.values) }, positionals: parsed.positionals };
-}
-
-/** parseArgs's own words ("Unknown option '--x'. To specify a positional argument …") made short, with a suggestion. */
-function optionError(error: Error & { code?: string }): string {
-  const unknown = /^Unknown option '([^']+)'/.exec(error.message);
-  if (unknown) {
-    const name = unknown[1]!;
-    return `unknown option ${name}${didYouMean(name.replace(/^-+/, ""), Object.keys(OPTIONS), "--")}`;
-  }
-  const missing = /^Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(error.message);
-  if (missing) return `${missing[1]} needs a value`;
-  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return error.message.replace(/^Option '(?:-\w, )?(--[\w-]+)[^']*'/, "$1");
-  return error.message;
-}
-
-/** " (did you mean X?)" for the known name closest to `given`, when one is close. */
-function didYouMean(given: string, known: string[], prefix = ""): string {
-  let best: { name: string; distance: number } | undefined;
-  for (const name of known) {
-    const distance = editDistance(given, name);
-    if (!best || distance < best.distance) best = { name, distance };
-  }
-  return best && best.distance <= Math.max(1, Math.floor(given.length / 3)) ? ` (did you mean ${prefix}${best.name}?)` : "";
-}
-
-// Edits, with a swap of neighbours counting as one ("wacth" is one edit from "watch").
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-/** CDP_NAME for each option --NAME (CDP_MAX_LINE_BYTES for --max-line-bytes); flags win. */
-export function environmentName(option: string): string {
-  return `CDP_${option.toUpperCase().replace(/-/g, "_")}`;
-}
-
-function fromEnvironment(): Values {
-  const values: Record<string, string | boolean> = {};
-  for (const [name, option] of Object.entries(OPTIONS)) {
-    if (name === "help" || name === "version") continue;
-    const text = process.env[environmentName(name)];
-    if (text === undefined || text === "") continue;
-    if (option.type === "string") values[name] = text;
-    else if (/^(1|true|yes|on)$/i.test(text)) values[name] = true;
-    else if (!/^(0|false|no|off)$/i.test(text)) throw new CdpError("usage", `${environmentName(name)} is a switch: 1 or 0, got "${text}"`);
-  }
-  return values as Values;
-}
-
-function definedOnly(values: Values): Values {
-  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Values;
-}
-
-function required(values: Values, name: "dir" | "schemas"): string {
-  const value = values[name];
-  if (!value) throw new CdpError("usage", `--${name} is required (or ${environmentName(name)})`);
-  return resolve(value);
-}
-
 // what a command other than watch says of the data directory: one line on stderr
 const stderrLog = { info: (_fields: object, message: string) => void process.stderr.write(`cdp: ${message}\n`) } as Pick<Logger, "info">;
 
@@ -362,43 +104,6 @@ async function dataDir(values: Values, log: Pick<Logger, "info"> = stderrLog): P
   return { dir, schemas };
 }
 
-type NumberOption =
-  | "max-line-bytes"
-  | "poll-interval"
-  | "max-outage"
-  | "max-outages"
-  | "outage-window"
-  | "limit"
-  | "keep"
-  | "keep-history"
-  | "compact-after"
-  | "http-max-body"
-  | "http-wait"
-  | "http-keepalive"
-  | "http-timeout"
-  | "wait-timeout";
-
-function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
-  const text = values[name];
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < least) {
-    throw new CdpError("usage", `--${name} must be a ${least > 0 ? "positive" : "non-negative"} whole number, got "${text}"`);
-  }
-  return value;
-}
-
-function seconds(values: Values, name: NumberOption, fallback: number): number {
-  const text = values[name];
-  if (text === undefined) return fallback * 1000;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive number of seconds, got "${text}"`);
-  return value * 1000;
-}
-
-function noPositionals(positionals: string[], most = 0): void {
-  if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);
-}
 
 async function initCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);

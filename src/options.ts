@@ -1,0 +1,160 @@
+// The `cdp` command's options: flags, then CDP_* environment variables; and the checks on them
+// that answer an operator's typo in one sentence (with "did you mean").
+import { resolve } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { CdpError } from "./errors.js";
+
+export const OPTIONS = {
+  dir: { type: "string" },
+  schemas: { type: "string" },
+  "max-line-bytes": { type: "string" },
+  "poll-interval": { type: "string" },
+  "poll-only": { type: "boolean" },
+  "max-outage": { type: "string" },
+  "max-outages": { type: "string" },
+  "outage-window": { type: "string" },
+  "log-level": { type: "string" },
+  pretty: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+  limit: { type: "string" },
+  json: { type: "boolean" },
+  to: { type: "string" },
+  last: { type: "boolean" },
+  "dry-run": { type: "boolean" },
+  "show-secrets": { type: "boolean" },
+  reason: { type: "string" },
+  wait: { type: "boolean" },
+  "no-wait": { type: "boolean" },
+  "wait-timeout": { type: "string" },
+  keep: { type: "string" },
+  "keep-history": { type: "string" },
+  "compact-after": { type: "string" },
+  http: { type: "string" },
+  "token-file": { type: "string" },
+  "http-max-body": { type: "string" },
+  "http-wait": { type: "string" },
+  "http-keepalive": { type: "string" },
+  "http-timeout": { type: "string" },
+  cluster: { type: "string" },
+  "cluster-prefix": { type: "string" },
+  "cluster-host": { type: "string" },
+  "cluster-user": { type: "string" },
+  "cluster-password-file": { type: "string" },
+  "cluster-ca": { type: "string" },
+  "cluster-cert": { type: "string" },
+  "cluster-key": { type: "string" },
+} satisfies ParseArgsConfig["options"];
+
+export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
+
+export function parseCommand(args: string[]): { values: Values; positionals: string[] } {
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+  } catch (error) {
+    throw new CdpError("usage", optionError(error as Error & { code?: string }));
+  }
+  return { values: { ...fromEnvironment(), ...definedOnly(parsed.values) }, positionals: parsed.positionals };
+}
+
+/** parseArgs's own words ("Unknown option '--x'. To specify a positional argument …") made short, with a suggestion. */
+function optionError(error: Error & { code?: string }): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(error.message);
+  if (unknown) {
+    const name = unknown[1]!;
+    return `unknown option ${name}${didYouMean(name.replace(/^-+/, ""), Object.keys(OPTIONS), "--")}`;
+  }
+  const missing = /^Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(error.message);
+  if (missing) return `${missing[1]} needs a value`;
+  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return error.message.replace(/^Option '(?:-\w, )?(--[\w-]+)[^']*'/, "$1");
+  return error.message;
+}
+
+/** " (did you mean X?)" for the known name closest to `given`, when one is close. */
+export function didYouMean(given: string, known: string[], prefix = ""): string {
+  let best: { name: string; distance: number } | undefined;
+  for (const name of known) {
+    const distance = editDistance(given, name);
+    if (!best || distance < best.distance) best = { name, distance };
+  }
+  return best && best.distance <= Math.max(1, Math.floor(given.length / 3)) ? ` (did you mean ${prefix}${best.name}?)` : "";
+}
+
+// Edits, with a swap of neighbours counting as one ("wacth" is one edit from "watch").
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** CDP_NAME for each option --NAME (CDP_MAX_LINE_BYTES for --max-line-bytes); flags win. */
+export function environmentName(option: string): string {
+  return `CDP_${option.toUpperCase().replace(/-/g, "_")}`;
+}
+
+function fromEnvironment(): Values {
+  const values: Record<string, string | boolean> = {};
+  for (const [name, option] of Object.entries(OPTIONS)) {
+    if (name === "help" || name === "version") continue;
+    const text = process.env[environmentName(name)];
+    if (text === undefined || text === "") continue;
+    if (option.type === "string") values[name] = text;
+    else if (/^(1|true|yes|on)$/i.test(text)) values[name] = true;
+    else if (!/^(0|false|no|off)$/i.test(text)) throw new CdpError("usage", `${environmentName(name)} is a switch: 1 or 0, got "${text}"`);
+  }
+  return values as Values;
+}
+
+function definedOnly(values: Values): Values {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Values;
+}
+
+export function required(values: Values, name: "dir" | "schemas"): string {
+  const value = values[name];
+  if (!value) throw new CdpError("usage", `--${name} is required (or ${environmentName(name)})`);
+  return resolve(value);
+}
+
+type NumberOption =
+  | "max-line-bytes"
+  | "poll-interval"
+  | "max-outage"
+  | "max-outages"
+  | "outage-window"
+  | "limit"
+  | "keep"
+  | "keep-history"
+  | "compact-after"
+  | "http-max-body"
+  | "http-wait"
+  | "http-keepalive"
+  | "http-timeout"
+  | "wait-timeout";
+
+export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
+  const text = values[name];
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < least) {
+    throw new CdpError("usage", `--${name} must be a ${least > 0 ? "positive" : "non-negative"} whole number, got "${text}"`);
+  }
+  return value;
+}
+
+export function seconds(values: Values, name: NumberOption, fallback: number): number {
+  const text = values[name];
+  if (text === undefined) return fallback * 1000;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive number of seconds, got "${text}"`);
+  return value * 1000;
+}
+
+export function noPositionals(positionals: string[], most = 0): void {
+  if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);
+}
