@@ -9,7 +9,7 @@ import { stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
-import { CdpError } from "./errors.js";
+import { Outages } from "./outages.js";
 import { findCopy, identityOf, INBOX_FILE, isInboxName, listInboxFiles, Moved, notRegular, openRegular, resumeIn, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
 import { TailedFile, type InboxLine } from "./tail.js";
 
@@ -65,10 +65,7 @@ export class Inbox {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #hinted = false;
-  #outageSince: number | undefined;
-  #outages: number[] = []; // start times of recent outages
-  #outageCount = 0;
-  #failure: CdpError | undefined;
+  #outages: Outages;
   #wake: (() => void) | undefined;
   #whenClosed: (() => void) | undefined;
 
@@ -82,6 +79,7 @@ export class Inbox {
   constructor(options: InboxOptions) {
     this.#options = options;
     this.path = join(options.dir, INBOX_FILE);
+    this.#outages = new Outages(options, this.path, options.log);
     this.#resumeAt = options.resumeAt;
     const since = options.resumeAt ? (options.resumeSince ?? Date.now()) : Date.now();
     this.#finished = { file: options.resumeAt?.file ?? "", offset: 0, line: 0, modifiedNs: BigInt(Math.floor(since)) * 1_000_000n };
@@ -129,7 +127,7 @@ export class Inbox {
       while (!this.#closed) {
         this.#hinted = false; // the read below covers everything up to now
         const batch = await this.#read();
-        if (this.#failure) throw this.#failure;
+        if (this.#outages.failure) throw this.#outages.failure;
         if (batch) {
           yield batch;
           continue;
@@ -155,12 +153,12 @@ export class Inbox {
 
   /** Why the inbox cannot be read right now, or undefined while it can. */
   get unavailable(): string | undefined {
-    return this.#outageSince === undefined ? undefined : `the inbox ${this.path} has been unavailable since ${new Date(this.#outageSince).toISOString()}`;
+    return this.#outages.current;
   }
 
   /** How many outages there were since start. */
   get outages(): number {
-    return this.#outageCount;
+    return this.#outages.count;
   }
 
   #hint(): void {
@@ -173,12 +171,15 @@ export class Inbox {
   async #read(): Promise<InboxBatch | undefined> {
     try {
       const batch = await this.#readAvailable();
-      if (this.#outageSince !== undefined) await this.#recovered();
+      // the old watch may have died with the directory
+      if (this.#outages.ended() && this.#options.watchEvents) await this.#watch();
       return batch;
     } catch (error) {
       await this.#current?.close().catch(() => undefined);
       this.#current = undefined;
-      this.#unavailable(error as NodeJS.ErrnoException);
+      // tried again each second; past the supervision limits, cdp stops so that a supervisor restarts it (exit 3)
+      this.#outages.failed(error as NodeJS.ErrnoException);
+      setTimeout(() => this.#hint(), RETRY_MS).unref();
       return undefined;
     }
   }
@@ -204,34 +205,6 @@ export class Inbox {
       if (end === "idle") return undefined;
       if (end !== "read on") return end;
     }
-  }
-
-  /**
-   * The inbox cannot be read: try again each second; past the supervision limits, stop so that a
-   * supervisor restarts cdp (exit 3).
-   */
-  #unavailable(error: NodeJS.ErrnoException): void {
-    const { log, maxOutageMs, maxOutages, outageWindowMs } = this.#options;
-    const now = Date.now();
-    if (this.#outageSince === undefined) {
-      this.#outageSince = now;
-      this.#outages = [...this.#outages.filter((start) => now - start < outageWindowMs), now];
-      this.#outageCount++;
-      log.warn({ err: error, path: this.path, outages: this.#outages.length }, "the inbox is unavailable; retrying each second");
-    }
-    const cause = error.code && !error.message.startsWith(`${error.code}:`) ? `${error.code}: ${error.message}` : error.message; // Node's own messages start with their code
-    if (this.#outages.length > maxOutages) {
-      this.#failure = new CdpError("inbox", `the inbox ${this.path} was unavailable ${this.#outages.length} times within ${outageWindowMs / 1000} s (${cause})`);
-    } else if (now - this.#outageSince > maxOutageMs) {
-      this.#failure = new CdpError("inbox", `the inbox ${this.path} has been unavailable for more than ${maxOutageMs / 1000} s (${cause})`);
-    }
-    setTimeout(() => this.#hint(), RETRY_MS).unref();
-  }
-
-  async #recovered(): Promise<void> {
-    this.#options.log.info({ path: this.path, seconds: (Date.now() - this.#outageSince!) / 1000 }, "the inbox is available again");
-    this.#outageSince = undefined;
-    if (this.#options.watchEvents) await this.#watch(); // the old watch may have died with the directory
   }
 
   /** Open the next file to read: at start where the journal left off, then whatever follows the file finished. */
