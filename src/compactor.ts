@@ -1,13 +1,19 @@
 // Compaction's schedule: count the change records the journal holds since it was last compacted,
 // and rewrite it (journal.ts's compactJournal) once they reach the threshold, between batches (in
 // a fleet: between journal appends), so that the journal is whole. Then appends go to the new file.
+import { open, rename, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import type { Files } from "./commit.js";
-import { DurableFile, StorageFault } from "./durable.js";
-import { compactJournal, replayJournal } from "./journal.js";
-import type { Schemas } from "./schemas.js";
+import { DurableFile, StorageFault, syncDirectory } from "./durable.js";
+import { replayJournal, type JournalState } from "./journal.js";
+import { encodeChange, positionRecord } from "./records.js";
+import { INBOX_FILE } from "./inbox.js";
+import type { KeyInfo, Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import type { AppValidator } from "./validate.js";
+import { setIn, type AppConfig } from "./values.js";
 
 export interface CompactionSettings {
   /** Compact once the journal holds this many change records (0: never)… */
@@ -70,4 +76,54 @@ export class Compactor {
       log.error({ err: error }, "compaction failed; the journal is left as it was");
     }
   }
+}
+
+/**
+ * Rewrite the journal as the state before its last `keep` changes plus those changes, and a
+ * marker with the inbox position: replaying it gives the same table, revision and position.
+ * Crash-safe: a temporary file is written and fsync'd, renamed over the journal, and the directory
+ * fsync'd, so a crash leaves either the old journal or the new one. `state` must hold the history.
+ */
+export async function compactJournal(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<{ before: number; after: number }> {
+  const kept = keep > 0 ? state.history.slice(-keep) : [];
+  const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
+  const base = new Map(state.apps);
+  for (const entry of kept.slice().reverse()) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
+
+  const time = new Date().toISOString();
+  let text = `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
+  for (const line of stateLines(base, schemas)) text += `${line}\n`;
+  for (const entry of kept) text += entry.record;
+  if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });
+
+  const temporary = `${path}.compacting`;
+  const file = await open(temporary, "w", 0o600);
+  try {
+    await file.writeFile(text);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  const check = await replayJournal(temporary, schemas);
+  const same = check.revision === state.revision && check.seq === state.seq && isDeepStrictEqual(check.position, state.position);
+  if (!same || !isDeepStrictEqual(check.apps, state.apps)) {
+    await rm(temporary, { force: true });
+    throw new Error(`compaction of ${path} would change the configuration; the journal is left as it was`);
+  }
+  await rename(temporary, path);
+  await syncDirectory(dirname(path));
+  return { before: state.length, after: Buffer.byteLength(text) };
+}
+
+/** A configuration as change lines: one per top-level key whose value is not its schema default. */
+export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas): string[] {
+  const lines: string[] = [];
+  for (const [app, config] of apps) {
+    const schema = schemas.get(app);
+    if (!schema) continue;
+    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
+      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo));
+    }
+  }
+  return lines;
 }

@@ -1,25 +1,21 @@
 // Stage 5a: the journal `cdp`: the persisted configuration, replayed at start, appended durably.
-//
-// Every record cdp writes is a `#` metadata comment plus the change line:
-//   # rev=12 seq=40 time=2026-11-24T01:13:36.123Z source=cdp.new:12 inbox=1234-5678@345
-//   ticker:interval:1500
-// A batch that ends with rejected lines ends with a marker, so the journal alone says where to resume:
-//   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 inbox=1234-5678@372
+// What its records look like is records.ts; its compaction, compactor.ts.
 import { createReadStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
-import { dirname } from "node:path";
-import { INBOX_FILE, type InboxPosition } from "./inbox.js";
+import type { InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
-import { DurableFile, syncDirectory } from "./durable.js";
+import { DurableFile } from "./durable.js";
 import { parseLine } from "./parse.js";
+import { META, readMeta, type Meta } from "./records.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "./validate.js";
-import { getIn, jsonTypeOf, setIn, setInPlace, type AppConfig } from "./values.js";
-import { isDeepStrictEqual } from "node:util";
+import { getIn, setIn, setInPlace, type AppConfig } from "./values.js";
 
 export const JOURNAL_FILE = "cdp";
+
+export { changeRecord, divergedRecord, encodeChange, positionRecord, readMeta, upgradeRecord, vetoRecord, type Commit } from "./records.js";
 
 /** Where processing stands once the journal is read: the table's state and the inbox cursor. */
 export interface JournalState {
@@ -73,16 +69,6 @@ export interface HistoryEntry {
   by?: string;
 }
 
-export interface Commit {
-  seq: number;
-  time: string;
-  source: string;
-  /** Who made the change, and why (for change records). */
-  by?: string;
-  reason?: string;
-  /** Where this host's inbox stands after the line (absent for a change another host of the fleet read). */
-  position?: InboxPosition;
-}
 
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
 export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
@@ -235,149 +221,6 @@ function lineOf(setBy: Map<string, number> | undefined, key: string): number | u
   return found;
 }
 
-const META = /^# (?:base )?(?:rev=\d+ )?seq=\d+ /;
-
-interface Meta {
-  rev?: number;
-  seq?: number;
-  time?: string;
-  source?: string;
-  position?: InboxPosition;
-  /** The change lines that follow are the compacted state at `rev`, not changes. */
-  base?: boolean;
-  /** Why the change was made. */
-  reason?: string;
-  by?: string;
-}
-
-// The form of almost every record's comment, read with one match (replay reads one per change).
-const RECORD_META = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+):(\d+) inbox=([^\s@]+)@(\d+)(?:\/([0-9a-f]+))?(?: by=(\S+))?(?: reason: (.*))?$/;
-
-/** The fields of one of cdp's metadata comments; any other comment yields nothing. */
-export function readMeta(comment: string): Meta {
-  const record = RECORD_META.exec(comment);
-  if (record) {
-    const [, rev, seq, time, name, line, file, offset, check, by, reason] = record;
-    const position: InboxPosition = { file: file!, offset: Number(offset), line: Number(line) };
-    if (check !== undefined) position.check = check;
-    const meta: Meta = { seq: Number(seq), time, source: `${name}:${line}`, position };
-    if (rev !== undefined) meta.rev = Number(rev);
-    if (by !== undefined) meta.by = by;
-    if (reason !== undefined) meta.reason = reason;
-    return meta;
-  }
-  if (!META.test(comment)) return {};
-  const [head = "", reason] = comment.slice(2).split(" reason: ", 2);
-  const words = head.split(" ");
-  const fields = new Map(words.map((field) => field.split("=", 2) as [string, string]));
-  const meta: Meta = {};
-  if (words[0] === "base") meta.base = true;
-  if (fields.has("rev")) meta.rev = Number(fields.get("rev"));
-  meta.seq = Number(fields.get("seq"));
-  meta.time = fields.get("time");
-  meta.source = fields.get("source");
-  if (reason !== undefined) meta.reason = reason;
-  if (fields.has("by")) meta.by = fields.get("by");
-  const inbox = /^(.+)@(\d+)(?:\/([0-9a-f]+))?$/.exec(fields.get("inbox") ?? "");
-  const line = /:(\d+)$/.exec(fields.get("source") ?? "");
-  if (inbox && line) {
-    meta.position = { file: inbox[1]!, offset: Number(inbox[2]), line: Number(line[1]) };
-    if (inbox[3] !== undefined) meta.position.check = inbox[3];
-  }
-  return meta;
-}
-
-function metaLine(commit: Commit, revision?: number): string {
-  const rev = revision === undefined ? "" : `rev=${revision} `;
-  const position = commit.position;
-  const inbox = position ? ` inbox=${position.file}@${position.offset}${position.check === undefined ? "" : `/${position.check}`}` : "";
-  const by = commit.by === undefined ? "" : ` by=${commit.by.replace(/\s/g, "_")}`;
-  const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ")}`;
-  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}${by}${reason}\n`;
-}
-
-/** A fleet revision whose change this host's schemas refuse: the revision without its change, and why. */
-export function divergedRecord(revision: number, seq: number, time: string, source: string, reason: string): string {
-  return `# rev=${revision} seq=${seq} time=${time} source=diverged:${source} reason: ${reason.replace(/[\r\n]+/g, " ")}\n`;
-}
-
-/** A journal record for an accepted change: its metadata comment and the change line. */
-export function changeRecord(commit: Commit, revision: number, line: string): string {
-  return `${metaLine(commit, revision)}${line}\n`;
-}
-
-/** A marker that records how far the inbox was processed when a batch ends with rejected lines. */
-export function positionRecord(commit: Commit): string {
-  const { by: _by, reason: _reason, ...position } = commit;
-  return metaLine(position);
-}
-
-/** The revert of a vetoed change: a change record whose source names the vetoed revision. */
-export function vetoRecord(veto: { revision: number; seq: number; time: string; vetoed: number; reason: string }, line: string): string {
-  return `# rev=${veto.revision} seq=${veto.seq} time=${veto.time} source=veto:${veto.vetoed} reason: ${veto.reason}\n${line}\n`;
-}
-
-/** A schema upgrade that changed effective values: a revision of its own, with no change line. */
-export function upgradeRecord(seq: number, time: string, revision: number, files: string[]): string {
-  return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.map((file) => file.replace(/[\s,]/g, "_")).join(",")}\n`;
-}
-
-/**
- * The change line to journal: the value in the form that decodes back to exactly the same value
- * (a string as plain text where that is unambiguous, otherwise JSON).
- */
-export function encodeChange(app: string, key: string, value: unknown, info: KeyInfo): string {
-  if (typeof value === "string" && !/[\r\n]/.test(value)) {
-    const plain = decodeValue(value, info);
-    if (plain.ok && plain.value === value) return `${app}:${key}:${value}`;
-  }
-  const json = JSON.stringify(value);
-  // JSON of a type the key takes other than string decodes back to itself; check the rest
-  const plainJson = typeof value !== "string" && info.types !== null && !info.types.has("string") && info.types.has(jsonTypeOf(value));
-  if (!plainJson) {
-    const decoded = decodeValue(json, info);
-    if (!decoded.ok || !isDeepStrictEqual(decoded.value, value)) throw new Error(`cannot encode ${app}.${key}`);
-  }
-  return `${app}:${key}:${json}`;
-}
-
-/**
- * Rewrite the journal as the state before its last `keep` changes plus those changes, and a
- * marker with the inbox position: replaying it gives the same table, revision and position.
- * Crash-safe: a temporary file is written and fsync'd, renamed over the journal, and the directory
- * fsync'd, so a crash leaves either the old journal or the new one. `state` must hold the history.
- */
-export async function compactJournal(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<{ before: number; after: number }> {
-  const kept = keep > 0 ? state.history.slice(-keep) : [];
-  const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
-  const base = new Map(state.apps);
-  for (const entry of kept.slice().reverse()) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
-
-  const time = new Date().toISOString();
-  let text = `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
-  for (const line of stateLines(base, schemas)) text += `${line}\n`;
-  for (const entry of kept) text += entry.record;
-  if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });
-
-  const temporary = `${path}.compacting`;
-  const file = await open(temporary, "w", 0o600);
-  try {
-    await file.writeFile(text);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  const check = await replayJournal(temporary, schemas);
-  const same = check.revision === state.revision && check.seq === state.seq && isDeepStrictEqual(check.position, state.position);
-  if (!same || !isDeepStrictEqual(check.apps, state.apps)) {
-    await rm(temporary, { force: true });
-    throw new Error(`compaction of ${path} would change the configuration; the journal is left as it was`);
-  }
-  await rename(temporary, path);
-  await syncDirectory(dirname(path));
-  return { before: state.length, after: Buffer.byteLength(text) };
-}
-
 /** The journal file, open for durable appends; a torn last record is cut off, a copy kept in `cdp.torn`. */
 export async function openJournal(path: string, state: JournalState): Promise<DurableFile> {
   const file = await DurableFile.open(path);
@@ -389,19 +232,6 @@ export async function openJournal(path: string, state: JournalState): Promise<Du
   }
   else if (state.unterminated) await file.appendDurably("\n");
   return file;
-}
-
-/** A configuration as change lines: one per top-level key whose value is not its schema default. */
-export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas): string[] {
-  const lines: string[] = [];
-  for (const [app, config] of apps) {
-    const schema = schemas.get(app);
-    if (!schema) continue;
-    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
-      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo));
-    }
-  }
-  return lines;
 }
 
 /**
