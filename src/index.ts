@@ -6,7 +6,6 @@ import { resolve } from "node:path";
 import type { FleetLog } from "./fleet.js";
 import { initDataDir, isDataDir } from "./datadir.js";
 import { startPipeline } from "./pipeline.js";
-import { announceWatcher } from "./status.js";
 import type { Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
@@ -118,6 +117,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   const { cluster } = options;
   // the sidecar and etcd's client are loaded only when asked for: a plain watcher stays small
   const fleet: FleetLog | undefined = cluster && new (await loadFleet()).FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
+  const host = options.cluster?.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_");
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,
@@ -132,7 +132,9 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     }),
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
-    fleet: fleet && { log: fleet, host: options.cluster!.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_") },
+    fleet: fleet && { log: fleet, host },
+    // for `cdp status`: what this watcher serves
+    watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },
     log,
   }).catch(async (error: unknown) => {
     await sidecar?.close();
@@ -140,11 +142,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     throw error;
   });
   sidecar?.attach(pipeline);
-  // for `cdp status`: what this watcher serves (removed when it stops)
-  const fleetHost = fleet && { prefix: options.cluster!.prefix, host: options.cluster!.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_") };
-  const withdraw = await announceWatcher(resolve(options.dir), { pid: process.pid, started: new Date().toISOString(), ...(sidecar ? { url: sidecar.url } : {}), ...(fleetHost ? { fleet: fleetHost } : {}) }).catch(() => async () => undefined);
   const stopped = pipeline.stopped.finally(async () => {
-    await withdraw().catch(() => undefined);
     await sidecar?.close();
     await fleet?.close();
   });

@@ -20,6 +20,7 @@ import { Turns } from "./turns.js";
 import { LiveSchemas, watchSchemaDir } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
+import { announceWatcher, type WatcherInfo } from "./status.js";
 import { openDataDir } from "./datadir.js";
 
 export interface PipelineOptions {
@@ -33,6 +34,8 @@ export interface PipelineOptions {
   vetoWindowMs: number;
   /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
   fleet?: { log: FleetLog; host: string };
+  /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
+  watcher?: Omit<WatcherInfo, "pid" | "started">;
   log: Logger;
 }
 
@@ -104,6 +107,7 @@ class Run {
   #member: FleetMember | undefined;
   #inbox: Inbox | undefined;
   #closeSchemaWatch: () => Promise<void> = async () => undefined;
+  #withdraw: () => Promise<void> = async () => undefined;
   #seq: number;
   #resumeAt: InboxPosition | undefined;
   readonly #resumeSince: number | undefined;
@@ -217,6 +221,7 @@ class Run {
       await this.#member?.stop();
       await this.#closeSchemaWatch();
       await this.#inbox?.close();
+      await this.#withdraw().catch(() => undefined);
       await Promise.allSettled([this.#files.journal, this.#files.rejects].filter(Boolean).map((file) => file.close()));
       await this.#unlock();
     }
@@ -256,6 +261,8 @@ class Run {
     await this.#inbox.start();
     if (this.#stopping) await this.#inbox.close(); // stopped while it was opening
     await warnIfOthersCanWrite(dir, log);
+    // said before "cdp is watching": whoever waits for that line finds cdp.watcher written
+    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher }).catch(() => async () => undefined);
     log.info({ dir, apps: [...this.#live.schemas.keys()], revision: this.table.revision }, "cdp is watching");
   }
 

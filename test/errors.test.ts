@@ -76,7 +76,7 @@ describe("errors that explain", () => {
     const dir = join(parent, "data");
     await mkdir(dir);
     const watch = await startWatch(dir, ["--max-outage", "1"]);
-    await rm(dir, { recursive: true });
+    await rm(dir, { recursive: true, maxRetries: 10, retryDelay: 20 }); // cdp may be writing in it (cdp.watcher) at that moment
     expect(await watch.exited).toBe(3);
     expect(watch.output()).toContain("has been unavailable for more than 1 s (ENOENT: no such file or directory");
     expect(watch.output()).not.toContain("ENOENT: ENOENT");

@@ -96,7 +96,7 @@ describe("the inbox", () => {
   it("exits 3 when the data directory itself disappears for too long", async () => {
     const dir = join(await tempDir(), "data");
     const watch = await startWatch(dir, ["--max-outage", "1"]);
-    await rm(dir, { recursive: true });
+    await rm(dir, { recursive: true, maxRetries: 10, retryDelay: 20 }); // cdp may be writing in it (cdp.watcher) at that moment
     expect(await watch.exited).toBe(3);
     expect(watch.output()).toContain("ENOENT");
   });

@@ -93,7 +93,7 @@ describe("a directory that is not initialised", () => {
     const dir = join(parent, "data");
     const watch = await startWatch(dir, ["--max-outage", "1"]);
     await appendAndWait(dir, "ticker:interval:1500\n", 1);
-    await rm(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }); // cdp may be writing in it at that moment
     expect(await watch.exited).toBe(3);
     const restarted = await cdp(["watch", "--dir", dir, "--schemas", SCHEMAS]);
     expect(restarted.code).toBe(2);
