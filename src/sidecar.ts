@@ -3,15 +3,15 @@
 // serves the pipeline once it is attached. Everything but the probes and the page itself needs a
 // bearer token when a token file is given; without one, only a loopback address is allowed.
 import { isUtf8 } from "node:buffer";
-import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { CdpError } from "./errors.js";
 import { historyJson, planRollback, selectHistory } from "./history.js";
+import { decodePathPart, foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, matchesEtag, readBody, sendError, sendJson, sendPage } from "./http.js";
 import { replayJournal } from "./journal.js";
 import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "./pipeline.js";
@@ -54,7 +54,6 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: match[1] || match[2] || "127.0.0.1", port };
 }
 
-const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 type Handler = (request: Request) => Promise<void> | void;
 interface Request {
@@ -194,62 +193,6 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   };
 }
 
-/** Descriptors kept for the pipeline (inbox files, journal, cdp.rej, etcd) whatever the clients do. */
-const RESERVED_DESCRIPTORS = 128;
-
-/**
- * Connections must never take the descriptors the inbox and the journal need: 1,100 idle
- * connections under a limit of 1,024 made opening cdp.new fail (EMFILE) and cdp exit 3. So the
- * server takes at most the limit less a reserve, and a connection that sends no request in time
- * is closed (Node closes only requests that have begun).
- */
-function guardDescriptors(server: Server, firstRequestMs: number, log: Logger): void {
-  server.maxConnections = Math.max(16, openFileLimit() - RESERVED_DESCRIPTORS);
-  const waiting = new WeakMap<Socket, NodeJS.Timeout>();
-  server.on("connection", (socket: Socket) => {
-    waiting.set(socket, setTimeout(() => socket.destroy(), firstRequestMs).unref());
-  });
-  server.on("request", (req: IncomingMessage) => clearTimeout(waiting.get(req.socket)));
-  let warned = 0;
-  server.on("drop", () => {
-    if (Date.now() - warned < 10_000) return; // one line per 10 s under a flood
-    warned = Date.now();
-    log.warn({ maxConnections: server.maxConnections }, "refusing connections: the sidecar holds as many as the descriptor limit allows");
-  });
-}
-
-/** The soft limit on open files (RLIMIT_NOFILE), from /proc; 1024 where it cannot be read. */
-function openFileLimit(): number {
-  try {
-    const limit = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1];
-    return limit === undefined ? 1024 : limit === "unlimited" ? 1 << 20 : Number(limit);
-  } catch {
-    return 1024;
-  }
-}
-
-/**
- * A web page the operator visits must not use the sidecar through their browser: a change from
- * another origin is refused (CSRF), and without tokens the Host must be a loopback name (DNS rebinding).
- */
-function foreignRequest(req: IncomingMessage, loopbackOnly: boolean): string | undefined {
-  const host = req.headers.host ?? "";
-  if (loopbackOnly && !isLoopback(host.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1"))) return `refused: Host "${host}" is not a loopback address`;
-  const origin = req.headers.origin;
-  if (req.method === "POST" && origin !== undefined && origin !== `http://${host}`) return `refused: a change from another origin (${origin})`;
-  return undefined;
-}
-
-/** An operator's mistake in a request: answered with its status and message. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /**
  * GET /v1/config[/app[/key.path]]: the configuration without its secrets; the revision is the
  * ETag. Bodies are kept per path until the revision (or the schemas) change.
@@ -299,18 +242,6 @@ function configAt({ table, schemas }: Pipeline, rest: string): unknown {
   const value = table.get(app, key);
   if (value === undefined) throw new HttpError(404, `${app}.${key} has no value`);
   return withoutSecrets(schema, path, value);
-}
-
-function decodePathPart(part: string): string {
-  try {
-    return decodeURIComponent(part);
-  } catch {
-    throw new HttpError(400, `malformed percent-escape in the path: "${part.slice(0, 64)}"`);
-  }
-}
-
-function matchesEtag(header: string | undefined, etag: string): boolean {
-  return header !== undefined && header.split(",").some((tag) => tag.trim() === "*" || tag.trim().replace(/^W\//, "") === etag);
 }
 
 /** GET /v1/events[?app=A[&key=K]][&since=REV][&rejections=1]; Last-Event-ID takes precedence over since. */
@@ -385,43 +316,4 @@ async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: stri
   const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
   const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
-}
-
-function limitOf(url: URL, fallback: number): number {
-  const text = url.searchParams.get("limit");
-  if (text === null) return fallback;
-  const limit = Number(text);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new HttpError(400, `limit must be a whole number from 1 to 100000, got "${text}"`);
-  return limit;
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  if (Number(req.headers["content-length"] ?? 0) > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    if (length > limit) throw new HttpError(413, `the body is over the limit of ${limit} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" }).end(JSON.stringify(body));
-}
-
-function sendError(res: ServerResponse, status: number, message: string): void {
-  if (status === 413) res.setHeader("connection", "close"); // the rest of the body is not read
-  sendJson(res, status, { error: message });
-}
-
-function sendPage(res: ServerResponse, page: Buffer): void {
-  res.writeHead(200, {
-    "content-type": "text/html; charset=utf-8",
-    "cache-control": "no-cache",
-    "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
-    "x-content-type-options": "nosniff",
-  });
-  res.end(page);
 }

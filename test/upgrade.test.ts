@@ -1,6 +1,6 @@
 // Live schema upgrades: a changed schema takes effect at once if the configuration holds under
 // it; otherwise the schemas in force stay and the refusal is recorded.
-import { appendFile, cp, readFile, rm, writeFile } from "node:fs/promises";
+import { appendFile, cp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
@@ -16,7 +16,10 @@ async function editSchema(dir: string, app: string, edit: (schema: { properties:
   const path = join(dir, `${app}.schema.json`);
   const schema = JSON.parse(await readFile(path, "utf8")) as { properties: Record<string, Record<string, unknown>> };
   edit(schema);
-  await writeFile(path, JSON.stringify(schema, null, 2));
+  // whole or not at all, as a deploy should write it: a watcher reading it half-written would
+  // (rightly) refuse that reading first
+  await writeFile(`${path}.tmp`, JSON.stringify(schema, null, 2));
+  await rename(`${path}.tmp`, path);
 }
 
 describe("live schema upgrades", () => {
