@@ -4,6 +4,7 @@
 // serves the schema defaults (consul-template #727: empty files after Consul lost its state).
 import { mkdir, open, readFile, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { INBOX_FILE } from "./inbox.js";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { syncDirectory } from "./durable.js";
@@ -102,4 +103,19 @@ async function writeSettings(dir: string, settings: DataDirSettings): Promise<vo
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
+}
+
+/**
+ * Whoever can write the inbox can change the configuration: say so when anyone can (a world-
+ * writable cdp.new or data directory), or when a group can replace cdp's own files (a group-
+ * writable data directory). A group-writable cdp.new is how operators are let in: no warning.
+ */
+export async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
+  for (const [path, mask, who] of [[dir, 0o022, "group or others"], [join(dir, INBOX_FILE), 0o002, "anyone"]] as const) {
+    const info = await stat(path).catch(() => undefined);
+    if (info && (info.mode & mask) !== 0) {
+      const mode = (info.mode & 0o777).toString(8);
+      log.warn({ path, mode }, `${path} is writable by ${who} (mode ${mode}): whoever can write there can change the configuration`);
+    }
+  }
 }

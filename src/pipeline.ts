@@ -1,5 +1,4 @@
 // The wiring: inbox -> parse -> validate -> rejects + journal (durable) -> table (announce).
-import { stat } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
@@ -21,7 +20,7 @@ import { LiveSchemas, watchSchemaDir } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
-import { openDataDir } from "./datadir.js";
+import { openDataDir, warnIfOthersCanWrite } from "./datadir.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -365,20 +364,6 @@ class Run {
   }
 }
 
-/**
- * Whoever can write the inbox can change the configuration: say so when anyone can (a world-
- * writable cdp.new or data directory), or when a group can replace cdp's own files (a group-
- * writable data directory). A group-writable cdp.new is how operators are let in: no warning.
- */
-async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
-  for (const [path, mask, who] of [[dir, 0o022, "group or others"], [join(dir, INBOX_FILE), 0o002, "anyone"]] as const) {
-    const info = await stat(path).catch(() => undefined);
-    if (info && (info.mode & mask) !== 0) {
-      const mode = (info.mode & 0o777).toString(8);
-      log.warn({ path, mode }, `${path} is writable by ${who} (mode ${mode}): whoever can write there can change the configuration`);
-    }
-  }
-}
 
 /** The journal, replayed and checked: where processing stands. A fleet host drops what its schemas refused before. */
 async function replayAtStart(journalPath: string, schemas: Schemas, options: PipelineOptions): Promise<JournalState> {
