@@ -1,8 +1,12 @@
 // The `cdp` command's options: flags, then CDP_* environment variables; and the checks on them
 // that answer an operator's typo in one sentence (with "did you mean").
+import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { pino, type Logger } from "pino";
+import pretty from "pino-pretty";
 import { CdpError } from "./errors.js";
+import type { ClusterOptions, HttpOptions } from "./index.js";
 
 export const OPTIONS = {
   dir: { type: "string" },
@@ -157,4 +161,61 @@ export function seconds(values: Values, name: NumberOption, fallback: number): n
 
 export function noPositionals(positionals: string[], most = 0): void {
   if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);
+}
+
+/** The sidecar's settings, when --http is given (its other options without it are a mistake). */
+export function httpOptions(values: Values): HttpOptions | undefined {
+  if (values.http === undefined) {
+    const stray = (["token-file", "http-max-body", "http-wait", "http-keepalive", "http-timeout"] as const).find((name) => values[name] !== undefined);
+    if (stray) throw new CdpError("usage", `--${stray} needs --http`);
+    return undefined;
+  }
+  return {
+    listen: values.http,
+    tokenFile: values["token-file"] === undefined ? undefined : resolve(values["token-file"]),
+    maxBodyBytes: positiveInteger(values, "http-max-body", 1 << 20),
+    waitMs: seconds(values, "http-wait", 10),
+    keepAliveMs: seconds(values, "http-keepalive", 15),
+    requestTimeoutMs: seconds(values, "http-timeout", 15),
+  };
+}
+
+export async function clusterOptions(values: Values): Promise<ClusterOptions | undefined> {
+  const names = ["cluster-prefix", "cluster-host", "cluster-user", "cluster-password-file", "cluster-ca", "cluster-cert", "cluster-key"] as const;
+  if (values.cluster === undefined) {
+    const stray = names.find((name) => values[name] !== undefined);
+    if (stray) throw new CdpError("usage", `--${stray} needs --cluster`);
+    return undefined;
+  }
+  const match = /^(etcd|https?):\/\/(.+)$/.exec(values.cluster);
+  const hosts = match?.[2]!.split(",") ?? [];
+  if (!match || hosts.some((host) => !/^[^\s/,]+:\d+$/.test(host))) {
+    throw new CdpError("usage", `--cluster takes etcd://host:port[,host:port...], got "${values.cluster}"`);
+  }
+  const prefix = values["cluster-prefix"];
+  if (!prefix || !prefix.startsWith("/")) throw new CdpError("usage", "--cluster needs --cluster-prefix /PATH, the same on every host of the fleet");
+  const read = async (name: "cluster-password-file" | "cluster-ca" | "cluster-cert" | "cluster-key") => {
+    const path = values[name];
+    if (path === undefined) return undefined;
+    return readFile(path).catch((error: Error) => {
+      throw new CdpError("usage", `cannot read --${name} ${path}: ${error.message}`);
+    });
+  };
+  const [password, ca, cert, key] = await Promise.all([read("cluster-password-file"), read("cluster-ca"), read("cluster-cert"), read("cluster-key")]);
+  if ((values["cluster-user"] === undefined) !== (password === undefined)) throw new CdpError("usage", "--cluster-user and --cluster-password-file go together");
+  const tls = ca !== undefined || match[1] === "https";
+  return {
+    endpoints: hosts.map((host) => `${tls ? "https" : "http"}://${host}`),
+    prefix,
+    host: values["cluster-host"],
+    auth: password === undefined ? undefined : { username: values["cluster-user"]!, password: password.toString("utf8").trim() },
+    tls: ca === undefined ? undefined : { ca, cert, key },
+  };
+}
+
+export function createLogger(values: Values): Logger {
+  const level = values["log-level"] ?? "info";
+  if (!pino.levels.values[level]) throw new CdpError("usage", `--log-level must be one of trace, debug, info, warn, error, got "${level}"`);
+  if (values.pretty || process.stdout.isTTY) return pino({ level }, pretty({ colorize: process.stdout.isTTY, sync: true }));
+  return pino({ level }, pino.destination({ fd: 1, sync: true }));
 }
