@@ -317,7 +317,7 @@ export class Inbox {
     const info = lstatSync(this.path, { bigint: true, throwIfNoEntry: false });
     const now = info?.isFile() ? identityOf(info) : undefined;
     if (now === current.id) {
-      if (!current.shrunk()) return "idle";
+      if (!current.rewritten()) return "idle";
       await this.#rewritten(current);
       return "read on";
     }

@@ -112,9 +112,15 @@ export class TailedFile {
     return fstatSync(this.#handle.fd, { bigint: true });
   }
 
-  /** Shorter than what was read: truncated. */
-  shrunk(): boolean {
-    return Number(this.stat().size) < this.#offset;
+  /**
+   * Not the bytes that were read any more: shorter than what was read, or as long but with other
+   * bytes before the offset (truncated and written again to the very same length).
+   */
+  rewritten(): boolean {
+    if (Number(this.stat().size) < this.#offset) return true;
+    if (this.#tail.length === 0) return false;
+    const before = Buffer.allocUnsafe(this.#tail.length);
+    return readSync(this.#handle.fd, before, 0, before.length, this.#offset - before.length) < before.length || !before.equals(this.#tail);
   }
 
   /** Read it again from its start (it was truncated). */

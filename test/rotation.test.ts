@@ -224,3 +224,18 @@ describe("the inbox under logrotate, editors and copies", () => {
     expect((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "ticker.name"])).output.trim()).toBe('"two"');
   });
 });
+
+describe("a file written again to the very same length", () => {
+  it("is noticed at once, not when it next grows: truncated and rewritten while cdp was paused", async () => {
+    const dir = await dataDir();
+    const inbox = join(dir, "cdp.new");
+    const watch = await startWatch(dir);
+    await appendAndWait(dir, "ticker:name:aaaa\n", 1);
+    watch.child.kill("SIGSTOP");
+    await writeFile(inbox, "ticker:name:bbbb\n"); // truncated, then as many bytes as were read
+    watch.child.kill("SIGCONT");
+    await waitUntil(async () => (await journalOf(dir)).length === 2);
+    expect(await journalOf(dir)).toEqual(["ticker:name:aaaa", "ticker:name:bbbb"]);
+    await stopped(watch);
+  });
+});
