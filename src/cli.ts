@@ -195,7 +195,7 @@ async function queueLines(dir: string, lines: string[], io: Io, options: { reaso
     text += `${said}${line}\n`;
     ends.push(Buffer.byteLength(text));
   }
-  const landed = await appendToInbox(dir, text);
+  const landed = await appendToInbox(dir, text, options.wait !== false && watcher !== undefined);
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
   if (options.wait === false) return undefined;
   if (watcher === undefined) {

@@ -10,7 +10,7 @@ import { basename, join } from "node:path";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 import { Outages } from "./outages.js";
-import { findCopy, identityOf, INBOX_FILE, isInboxName, listInboxFiles, Moved, notRegular, openRegular, resumeIn, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
+import { findCopy, identityOf, INBOX_FILE, isInboxName, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
 import { TailedFile, type InboxLine } from "./tail.js";
 
 export { INBOX_FILE, type InboxPosition } from "./rotation.js";
@@ -208,14 +208,8 @@ export class Inbox {
   }
 
   /** Open the next file to read: at start where the journal left off, then whatever follows the file finished. */
-  async #openNext(): Promise<boolean> {
-    for (let tries = 1; ; tries++) {
-      try {
-        return await this.#openNextListed();
-      } catch (error) {
-        if (!(error instanceof Moved) || tries === 10) throw error;
-      }
-    }
+  #openNext(): Promise<boolean> {
+    return whileMoving(() => this.#openNextListed());
   }
 
   async #openNextListed(): Promise<boolean> {
@@ -295,15 +289,8 @@ export class Inbox {
     current.restart();
   }
 
-  async #findCopy(current: TailedFile): Promise<Resumed | undefined> {
-    for (let tries = 1; ; tries++) {
-      const files = await listInboxFiles(this.#options.dir);
-      try {
-        return await findCopy(files.filter((file) => file.id !== current.id).reverse(), current.mark);
-      } catch (error) {
-        if (!(error instanceof Moved) || tries === 10) throw error;
-      }
-    }
+  #findCopy(current: TailedFile): Promise<Resumed | undefined> {
+    return whileMoving(async () => findCopy((await listInboxFiles(this.#options.dir)).filter((file) => file.id !== current.id).reverse(), current.mark));
   }
 
   /**

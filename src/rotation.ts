@@ -92,6 +92,17 @@ async function listOnce(dir: string): Promise<InboxFile[]> {
 /** The file listed was renamed before it could be opened (a rotation in between): list again. */
 export class Moved extends Error {}
 
+/** Run `task` (which lists the directory) again while a file it listed moves under it, ten times at most. */
+export async function whileMoving<T>(task: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await task();
+    } catch (error) {
+      if (!(error instanceof Moved) || tries === 10) throw error;
+    }
+  }
+}
+
 /**
  * Open a path for reading only if it is a regular file: never through a link, never blocking on a
  * FIFO; with `id`, only if it is still that file (else Moved).

@@ -77,7 +77,7 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
  * line without its newline, that fragment is cut short first (CUT_SHORT and a newline): it is
  * rejected as incomplete rather than glued to the first line written here.
  */
-export async function appendToInbox(dir: string, text: string): Promise<Landed | undefined> {
+export async function appendToInbox(dir: string, text: string, locate = false): Promise<Landed | undefined> {
   const path = join(dir, INBOX_FILE);
   let inbox;
   try {
@@ -106,7 +106,8 @@ export async function appendToInbox(dir: string, text: string): Promise<Landed |
     }
     const bytes = Buffer.from(`${cut}${text}`);
     await inbox.write(bytes);
-    return await landed(inbox, bytes, cut.length);
+    // finding where the lines landed reads the inbox: only for those who ask (cdp push), not on every POST
+    return locate ? await landed(inbox, bytes, cut.length) : undefined;
   } finally {
     await inbox.close();
   }
