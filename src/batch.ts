@@ -116,3 +116,19 @@ function directive(text: string): { by?: string } | { reason?: string } {
   if (!said || said[2] === "") return {};
   return said[1] === "by" ? { by: said[2]!.replace(/\s+/g, "_").slice(0, 128) } : { reason: said[2]!.slice(0, 1000) };
 }
+
+/** Each line's outcome, once durable (a failed write must not look accepted); a burst is summed up, its lines at debug level. */
+export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void {
+  const burst = batch.lines.length > 100;
+  if (!burst || log.isLevelEnabled("debug")) {
+    const level = burst ? "debug" : "info";
+    for (const { change, revision, source } of judged.changes) log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
+    for (const fields of judged.rejections) log[burst ? "debug" : "warn"](fields, "rejected");
+  }
+  if (burst) {
+    const revision = judged.changes.at(-1)?.revision;
+    const fields = { accepted: judged.changes.length, rejected: judged.rejections.length, ...(revision === undefined ? {} : { revision }), lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
+    if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
+    else log.info(fields, "batch applied");
+  }
+}

@@ -7,7 +7,7 @@ import type { JudgedBatch } from "./batch.js";
 import type { DurableFile } from "./durable.js";
 import type { HeldWrites } from "./held.js";
 import { positionRecord } from "./journal.js";
-import type { FleetMember } from "./member.js";
+import type { FleetMember, MemberOptions } from "./member.js";
 import type { ConfigTable } from "./table.js";
 
 /** committed: durable; again: another host committed first (judge the batch again); stopped: cdp stops with it unwritten. */
@@ -22,6 +22,8 @@ export interface Files {
 export interface CommitPoint {
   /** Whether the commit point feeds the table itself (a fleet's log does, through the member). */
   readonly appliesItself: boolean;
+  /** How many lines one commit may hold: a longer batch is judged and committed in parts. */
+  readonly maxLines: number;
   commit(judged: JudgedBatch, judgedAt: number): Promise<Committed>;
 }
 
@@ -29,6 +31,7 @@ export interface CommitPoint {
 export function journalCommit(files: Files, writes: HeldWrites, log: Logger): CommitPoint {
   return {
     appliesItself: false,
+    maxLines: Infinity,
     async commit({ rejectText, journalText }) {
       if ((await writes.append(files.rejects, rejectText)) && (await writes.append(files.journal, journalText))) return "committed";
       log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
@@ -37,11 +40,37 @@ export function journalCommit(files: Files, writes: HeldWrites, log: Logger): Co
   };
 }
 
+export interface FleetCommitOptions extends Omit<MemberOptions, "journal" | "held" | "applied"> {
+  files: Files;
+  writes: HeldWrites;
+  /** The member's journal appends take turns with compaction, which swaps the file. */
+  journalTurn: <T>(task: () => Promise<T>) => Promise<T>;
+  /** Changes applied (counted for compaction), and whether this host diverges from the fleet. */
+  applied: (count: number, diverging: boolean) => void;
+}
+
+/**
+ * A fleet host's member and commit point. etcd's client is loaded only in a fleet: it costs a
+ * single host memory for nothing.
+ */
+export async function openFleetCommit(options: FleetCommitOptions): Promise<{ member: FleetMember; commitPoint: CommitPoint }> {
+  const { files, writes, journalTurn, applied, log } = options;
+  const member: FleetMember = new (await import("./member.js")).FleetMember({
+    ...options,
+    journal: (text) => journalTurn(() => writes.append(files.journal, text)),
+    held: (reason) => (writes.reason = reason),
+    applied: (count) => applied(count, member.diverged.size > 0),
+    log: log.child({ stage: "fleet" }),
+  });
+  return { member, commitPoint: fleetCommit(files, writes, { member, table: options.table, journalTurn, stopping: options.stopping }, log) };
+}
+
 /** A fleet host: the rejections, then the fleet's log; the batch's changes come back through it. */
-export function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean }, log: Logger): CommitPoint {
+function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean }, log: Logger): CommitPoint {
   const { member, table, journalTurn, stopping } = fleet;
   return {
     appliesItself: true,
+    maxLines: member.maxRecordsPerCommit,
     async commit({ rejectText, fleetRecords, last }, judgedAt) {
       const rejectsBefore = files.rejects.size;
       const committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords));

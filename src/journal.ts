@@ -3,6 +3,7 @@
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
+import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
 import { DurableFile } from "./durable.js";
@@ -255,4 +256,20 @@ export async function truncateJournalBefore(path: string, line: number): Promise
   } finally {
     await file.close();
   }
+}
+
+/** The journal, replayed and checked at start: where processing stands. A fleet host drops what its schemas refused before. */
+export async function replayForStart(journalPath: string, schemas: Schemas, options: { validators: ReadonlyMap<string, readonly AppValidator[]>; fleet: boolean; log: Logger }): Promise<JournalState> {
+  const { log, validators } = options;
+  let state = await replayJournal(journalPath, schemas, { validators });
+  if (options.fleet && state.divergedFrom) {
+    // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
+    log.warn({ revision: state.divergedFrom.revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
+    await truncateJournalBefore(journalPath, state.divergedFrom.line);
+    state = await replayJournal(journalPath, schemas, { validators });
+  }
+  if (state.torn !== undefined) {
+    log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
+  }
+  return state;
 }

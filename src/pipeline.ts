@@ -3,14 +3,14 @@ import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
-import { judgeBatch, type JudgedBatch, type LineOutcome } from "./batch.js";
-import { fleetCommit, journalCommit, type CommitPoint, type Files } from "./commit.js";
+import { judgeBatch, logOutcomes, type JudgedBatch, type LineOutcome } from "./batch.js";
+import { journalCommit, openFleetCommit, type CommitPoint, type Files } from "./commit.js";
 import { Compactor } from "./compactor.js";
 import { DurableFile, lockDataDir } from "./durable.js";
 import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
-import { Inbox, INBOX_FILE, type InboxBatch, type InboxPosition, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, openJournal, replayJournal, truncateJournalBefore, type JournalState } from "./journal.js";
+import { Inbox, type InboxBatch, type InboxPosition, type InboxSettings } from "./inbox.js";
+import { JOURNAL_FILE, openJournal, replayForStart, type JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
@@ -78,7 +78,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   try {
     const run = await Run.open(options, unlock);
     await run.start();
-    return run.pipeline();
+    return run;
   } catch (error) {
     await unlock();
     throw error;
@@ -86,10 +86,12 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
 }
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
-class Run {
+class Run implements Pipeline {
   readonly #options: PipelineOptions;
   readonly #log: Logger;
   readonly #unlock: () => Promise<void>;
+  readonly dir: string;
+  readonly validators: Map<string, AppValidator[]>;
   readonly journalPath: string;
   readonly table: ConfigTable;
   readonly events = new EventEmitter<PipelineEvents>();
@@ -119,7 +121,7 @@ class Run {
     const journalPath = join(options.dir, JOURNAL_FILE);
     const texts = await readSchemaTexts(options.schemas);
     const schemas = compileSchemas(options.schemas, texts);
-    const state = await replayAtStart(journalPath, schemas, options);
+    const state = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
     const run = new Run(options, unlock, { journalPath, schemas, texts, state, journal: await openJournal(journalPath, state) });
     await run.#openCommitPoint();
     return run;
@@ -131,7 +133,7 @@ class Run {
     this.#options = options;
     this.#log = log;
     this.#unlock = unlock;
-    this.journalPath = loaded.journalPath;
+    [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
     // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
     this.#files = { journal: loaded.journal, rejects: undefined as unknown as DurableFile };
@@ -158,11 +160,7 @@ class Run {
     });
   }
 
-  /**
-   * The commit point: the journal, or in a fleet the fleet's log, whose records (this host's own
-   * included) come back in fleet order through the member (see member.ts). etcd's client is
-   * loaded only in a fleet: it costs a single host memory for nothing.
-   */
+  /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
   async #openCommitPoint(): Promise<void> {
     const { fleet, compaction, validators } = this.#options;
     if (!fleet) {
@@ -170,7 +168,7 @@ class Run {
       return;
     }
     const journalTurn = <T>(task: () => Promise<T>) => this.#journalTurns.run(task);
-    const member = new (await import("./member.js")).FleetMember({
+    const opened = await openFleetCommit({
       fleet: fleet.log,
       host: fleet.host,
       keep: compaction.keep,
@@ -178,23 +176,22 @@ class Run {
       schemas: this.#live.schemas,
       validators,
       journalPath: this.journalPath,
-      journal: (text) => journalTurn(() => this.#writes.append(this.#files.journal, text)),
-      applied: (count) => {
+      files: this.#files,
+      writes: this.#writes,
+      journalTurn,
+      applied: (count, diverging) => {
         this.#compactor.counted(count);
         // not while this host diverges: it reads those revisions again when its schemas catch up
-        if (this.#compactor.due && member.diverged.size === 0) {
-          this.#compactor.restart(); // counted again from the compacted journal's history
-          void journalTurn(() => this.#compactor.compact().catch((error: unknown) => this.#stopOn(error)));
-        }
+        if (!this.#compactor.due || diverging) return;
+        this.#compactor.restart(); // counted again from the compacted journal's history
+        void journalTurn(() => this.#compactor.compact().catch((error: unknown) => this.#stopOn(error)));
       },
       seq: () => this.#seq,
       stopping: () => this.#stopping,
-      held: (reason) => (this.#writes.reason = reason),
       fault: (error) => this.#stopOn(error),
-      log: this.#log.child({ stage: "fleet" }),
+      log: this.#log,
     });
-    this.#member = member;
-    this.#commitPoint = fleetCommit(this.#files, this.#writes, { member, table: this.table, journalTurn, stopping: () => this.#stopping }, this.#log);
+    [this.#member, this.#commitPoint] = [opened.member, opened.commitPoint];
   }
 
   /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
@@ -270,11 +267,11 @@ class Run {
    * rejections, then the journal or the fleet's log), then tell the table.
    */
   async #handleBatch(batch: InboxBatch): Promise<void> {
-    const member = this.#member;
-    if (member && batch.lines.length > member.maxRecordsPerCommit) {
-      // one etcd transaction holds a bounded number of changes: commit a long batch in parts
-      for (let from = 0; from < batch.lines.length && !this.#stopping; from += member.maxRecordsPerCommit) {
-        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + member.maxRecordsPerCommit) });
+    const { maxLines } = this.#commitPoint;
+    if (batch.lines.length > maxLines) {
+      // one etcd transaction holds a bounded number of changes
+      for (let from = 0; from < batch.lines.length && !this.#stopping; from += maxLines) {
+        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + maxLines) });
       }
       return;
     }
@@ -329,71 +326,31 @@ class Run {
     void this.#inbox?.close();
   }
 
-  /** What the library, the sidecar and the CLI see of this run. */
-  pipeline(): Pipeline {
-    const run = this;
-    return {
-      table: this.table,
-      get schemas() {
-        return run.#live.schemas;
-      },
-      validators: this.#options.validators,
-      dir: this.#options.dir,
-      journalPath: this.journalPath,
-      events: this.events,
-      get outages() {
-        return run.#inbox?.outages ?? 0;
-      },
-      get diverged() {
-        return run.#member?.diverged.size ?? 0;
-      },
-      notReady: () => {
-        if (this.#stopping || this.#fault) return "cdp is stopping";
-        const diverged = this.#member?.diverged;
-        const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
-        return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence;
-      },
-      stopped: this.#stopped,
-      stop: async () => {
-        this.#stopping = true;
-        this.#member?.release();
-        await this.#inbox?.close();
-        await this.#stopped;
-      },
-    };
+  // What the library, the sidecar and the CLI see of this run (the Pipeline interface).
+  get schemas(): Schemas {
+    return this.#live.schemas;
+  }
+  get outages(): number {
+    return this.#inbox?.outages ?? 0;
+  }
+  get diverged(): number {
+    return this.#member?.diverged.size ?? 0;
+  }
+  get stopped(): Promise<void> {
+    return this.#stopped;
+  }
+
+  notReady(): string | undefined {
+    if (this.#stopping || this.#fault) return "cdp is stopping";
+    const diverged = this.#member?.diverged;
+    const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
+    return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#member?.release();
+    await this.#inbox?.close();
+    await this.#stopped;
   }
 }
-
-
-/** The journal, replayed and checked: where processing stands. A fleet host drops what its schemas refused before. */
-async function replayAtStart(journalPath: string, schemas: Schemas, options: PipelineOptions): Promise<JournalState> {
-  const { log, validators } = options;
-  let state = await replayJournal(journalPath, schemas, { validators });
-  if (options.fleet && state.divergedFrom) {
-    // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
-    log.warn({ revision: state.divergedFrom.revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
-    await truncateJournalBefore(journalPath, state.divergedFrom.line);
-    state = await replayJournal(journalPath, schemas, { validators });
-  }
-  if (state.torn !== undefined) {
-    log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
-  }
-  return state;
-}
-
-/** Each line's outcome, once durable (a failed write must not look accepted); a burst is summed up, its lines at debug level. */
-function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void {
-  const burst = batch.lines.length > 100;
-  if (!burst || log.isLevelEnabled("debug")) {
-    const level = burst ? "debug" : "info";
-    for (const { change, revision, source } of judged.changes) log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
-    for (const fields of judged.rejections) log[burst ? "debug" : "warn"](fields, "rejected");
-  }
-  if (burst) {
-    const revision = judged.changes.at(-1)?.revision;
-    const fields = { accepted: judged.changes.length, rejected: judged.rejections.length, ...(revision === undefined ? {} : { revision }), lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
-    if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
-    else log.info(fields, "batch applied");
-  }
-}
-
