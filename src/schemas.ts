@@ -1,11 +1,12 @@
-// Stage 3a: the apps' JSON Schemas, compiled once with ajv, and what a key path means in them.
+// Stage 3a: the apps' JSON Schemas, read and compiled once with ajv; ajv's errors as sentences.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Ajv, type AnySchemaObject, type ErrorObject, type ValidateFunction } from "ajv";
 import { Ajv2020 } from "ajv/dist/2020.js";
-import { RE2JS } from "re2js";
 import addFormatsModule from "ajv-formats";
 import { CdpError } from "./errors.js";
+import { keyLookup, unescapePointer, type KeyInfo } from "./keys.js";
+import { linearRegExp } from "./patterns.js";
 import { defineKey, describeValue, freezeDeep, getIn, isObject, type AppConfig } from "./values.js";
 
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
@@ -14,14 +15,7 @@ const addFormats = addFormatsModule as unknown as typeof addFormatsModule.defaul
 export const SCHEMA_SUFFIX = ".schema.json";
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
-/** What cdp knows of a key: the JSON types its value may have (null: any) and whether it is secret. */
-export interface KeyInfo {
-  types: ReadonlySet<string> | null;
-  /** The value is or holds a secret (writeOnly here, above or anywhere below): never shown whole. */
-  secret: boolean;
-  /** The key itself (or one above it) is writeOnly: never served at all. */
-  writeOnly: boolean;
-}
+export type { KeyInfo } from "./keys.js";
 
 export interface AppSchema {
   app: string;
@@ -39,27 +33,8 @@ export type Schemas = ReadonlyMap<string, AppSchema>;
 // allErrors so that `useDefaults` fills every default even when something else is wrong;
 // no type coercion: "1500" is never silently an integer; $data for cross-field rules
 // ("max": {"minimum": {"$data": "1/min"}}).
-// Patterns run on RE2 (re2js, pure JS): linear time whatever the pattern, so a pattern such as
-// ^(a+)+$ cannot be made to block cdp by a crafted value (ajv's security notes recommend it;
-// $data patterns, taken from the config itself, go through the same engine).
+// patterns run in linear time on RE2 (patterns.ts).
 const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false, code: { regExp: linearRegExp } } as const;
-
-/** A pattern compiled by RE2; one it cannot compile (backreferences, lookaround) is refused, named. */
-export function linearRegExp(pattern: string): { test(text: string): boolean } {
-  let compiled = compiledPatterns.get(pattern);
-  // ajv tells compiled patterns apart by their toString()
-  if (compiled) return { test: (text: string) => compiled!.matcher(text).find(), toString: () => `re2:${pattern}` } as { test(text: string): boolean };
-  try {
-    compiled = RE2JS.compile(pattern);
-  } catch (error) {
-    throw new Error(`the pattern ${JSON.stringify(pattern)} cannot be used: ${(error as Error).message} (cdp matches patterns in linear time with RE2, which has no backreferences or lookaround)`);
-  }
-  if (compiledPatterns.size > 10_000) compiledPatterns.clear(); // $data patterns come from values: keep the cache bounded
-  compiledPatterns.set(pattern, compiled);
-  return linearRegExp(pattern);
-}
-linearRegExp.code = "linearRegExp";
-const compiledPatterns = new Map<string, RE2JS>();
 
 /** The text of every schema file in `dir`, by file name: what is compiled, and what a change of schemas is measured against. */
 export type SchemaTexts = ReadonlyMap<string, string>;
@@ -161,111 +136,6 @@ function describeSchemaProblem(errors: ErrorObject[], schema: unknown): string {
   const allowed = error.keyword === "enum" ? `one of ${(error.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(", ")}` : undefined;
   const keyword = path.at(-1);
   return `${where}: ${keyword === undefined ? "the schema" : `"${keyword}"`} ${allowed ? `must be ${allowed}` : (error.message ?? "is invalid")}, got ${describeValue(value)}`;
-}
-
-function keyLookup(root: AnySchemaObject): AppSchema["key"] {
-  const cache = new Map<string, KeyInfo | string>();
-  return (path) => {
-    const dotted = path.join(".");
-    let info = cache.get(dotted);
-    if (info === undefined) {
-      if (cache.size >= 10_000) cache.clear(); // lines can name endless keys: stay bounded
-      cache.set(dotted, (info = resolveKey(root, path)));
-    }
-    return info;
-  };
-}
-
-/** Walk a key path through properties, patternProperties, additionalProperties, $ref and allOf/anyOf/oneOf. */
-function resolveKey(root: AnySchemaObject, path: readonly string[]): KeyInfo | string {
-  let nodes = [root];
-  let secret = false;
-  for (const [index, segment] of path.entries()) {
-    nodes = nodes.flatMap((node) => expand(root, node));
-    secret ||= nodes.some((node) => node.writeOnly === true);
-    const children = nodes.flatMap((node) => childSchemas(node, segment));
-    if (children.length === 0) {
-      const parent = path.slice(0, index).join(".");
-      const known = nodes.flatMap((node) => Object.keys(ownObject(node.properties)));
-      const list = known.length > 0 ? ` (it has ${[...new Set(known)].slice(0, 12).join(", ")})` : "";
-      return `${parent ? `.${parent}` : ""} has no key "${segment}"${list}`;
-    }
-    nodes = children;
-  }
-  nodes = nodes.flatMap((node) => expand(root, node));
-  const writeOnly = secret || nodes.some((node) => node.writeOnly === true);
-  // a value that holds a secret anywhere inside is kept back as a whole
-  return { types: typesOf(nodes), secret: writeOnly || nodes.some((node) => holdsSecret(root, node, new Set())), writeOnly };
-}
-
-/** Whether a schema node, or any node below it (properties, items, $ref …), is writeOnly. */
-function holdsSecret(root: AnySchemaObject, node: AnySchemaObject, seen: Set<AnySchemaObject>): boolean {
-  for (const each of expand(root, node)) {
-    if (seen.has(each)) continue;
-    seen.add(each);
-    if (each.writeOnly === true) return true;
-    const below = [
-      ...Object.values(ownObject(each.properties)),
-      ...Object.values(ownObject(each.patternProperties)),
-      ...[each.additionalProperties, each.items, each.contains].filter((child) => typeof child === "object" && child !== null),
-      ...(Array.isArray(each.prefixItems) ? each.prefixItems : []),
-      ...(Array.isArray(each.items) ? each.items : []),
-    ] as AnySchemaObject[];
-    if (below.some((child) => holdsSecret(root, child, seen))) return true;
-  }
-  return false;
-}
-
-function childSchemas(node: AnySchemaObject, segment: string): AnySchemaObject[] {
-  const properties = ownObject(node.properties);
-  if (Object.prototype.hasOwnProperty.call(properties, segment)) return [properties[segment] as AnySchemaObject];
-  const patterns = Object.entries(ownObject(node.patternProperties))
-    .filter(([pattern]) => linearRegExp(pattern).test(segment))
-    .map(([, schema]) => schema as AnySchemaObject);
-  if (patterns.length > 0) return patterns;
-  const extra = node.additionalProperties as AnySchemaObject | boolean | undefined;
-  if (extra === true) return [{}];
-  return typeof extra === "object" ? [extra] : [];
-}
-
-/** A schema node together with the nodes it pulls in by $ref and the allOf/anyOf/oneOf combinators. */
-function expand(root: AnySchemaObject, node: AnySchemaObject, depth = 0): AnySchemaObject[] {
-  if (depth > 32 || typeof node !== "object" || node === null) return [];
-  const found = [node];
-  if (typeof node.$ref === "string" && node.$ref.startsWith("#")) {
-    const target = getIn(root, node.$ref.slice(1).split("/").filter(Boolean).map(unescapePointer));
-    if (typeof target === "object" && target !== null) found.push(...expand(root, target as AnySchemaObject, depth + 1));
-  }
-  for (const combinator of ["allOf", "anyOf", "oneOf"]) {
-    const branches = node[combinator];
-    if (Array.isArray(branches)) for (const branch of branches) found.push(...expand(root, branch, depth + 1));
-  }
-  return found;
-}
-
-const unescapePointer = (segment: string) => decodeURIComponent(segment).replace(/~1/g, "/").replace(/~0/g, "~");
-
-/** The JSON types a value may take under these nodes, or null when they do not say. */
-function typesOf(nodes: AnySchemaObject[]): ReadonlySet<string> | null {
-  let types: Set<string> | null = null;
-  for (const node of nodes) {
-    const declared = node.type ?? constTypes(node);
-    if (declared === undefined) continue;
-    const list: string[] = Array.isArray(declared) ? declared : [declared];
-    // every declaration must hold (allOf), so the usable types are their intersection
-    types = types === null ? new Set(list) : new Set(list.filter((type) => types!.has(type)));
-  }
-  if (types?.has("number")) types.add("integer");
-  return types;
-}
-
-function constTypes(node: AnySchemaObject): string[] | undefined {
-  const values = "const" in node ? [node.const] : Array.isArray(node.enum) ? node.enum : undefined;
-  return values?.map((value: unknown) => (value === null ? "null" : Array.isArray(value) ? "array" : typeof value === "number" ? "number" : typeof value));
-}
-
-function ownObject(value: unknown): Record<string, unknown> {
-  return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : {};
 }
 
 /**
