@@ -1,17 +1,15 @@
 // Stage 1: tail `cdp.new`: read complete lines from the saved position, in order, across
-// rotation, truncation and re-saves. File-system events are only hints (chokidar throttles and
-// drops them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means
-// "read from the saved position to the end"; rotation.ts decides which file comes next, tail.ts
-// reads one file.
+// rotation, truncation and re-saves. wakeups.ts says when to read (events are only hints),
+// rotation.ts finds the inbox's files and copies, tail.ts reads one file.
 import { createHash } from "node:crypto";
-import { lstatSync, watch as fsWatch } from "node:fs";
+import { lstatSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { basename, join } from "node:path";
-import { watch, type FSWatcher } from "chokidar";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { Outages } from "./outages.js";
-import { findCopy, identityOf, INBOX_FILE, isInboxName, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
+import { findCopy, identityOf, INBOX_FILE, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
 import { TailedFile, type InboxLine } from "./tail.js";
+import { Wakeups } from "./wakeups.js";
 
 export { INBOX_FILE, type InboxPosition } from "./rotation.js";
 export { CUT_SHORT, linesOf, toInboxLine, type InboxLine } from "./tail.js";
@@ -60,14 +58,9 @@ const LATE_FILES = 32;
 export class Inbox {
   readonly path: string;
   #options: InboxOptions;
-  #watcher: FSWatcher | undefined;
-  #appends: ReturnType<typeof fsWatch> | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #wakeups: Wakeups;
   #closed = false;
-  #hinted = false;
   #outages: Outages;
-  #wake: (() => void) | undefined;
-  #whenClosed: (() => void) | undefined;
 
   #current: TailedFile | undefined;
   #resumeAt: InboxPosition | undefined;
@@ -80,59 +73,29 @@ export class Inbox {
     this.#options = options;
     this.path = join(options.dir, INBOX_FILE);
     this.#outages = new Outages(options, this.path, options.log);
+    this.#wakeups = new Wakeups(options.dir, options.log);
     this.#resumeAt = options.resumeAt;
     const since = options.resumeAt ? (options.resumeSince ?? Date.now()) : Date.now();
     this.#finished = { file: options.resumeAt?.file ?? "", offset: 0, line: 0, modifiedNs: BigInt(Math.floor(since)) * 1_000_000n };
   }
 
   /** Start watching; resolves once the watch is in place. */
-  async start(): Promise<void> {
-    if (this.#options.watchEvents) await this.#watch();
-    this.#timer = setInterval(() => this.#hint(), this.#options.pollIntervalMs);
-  }
-
-  async #watch(): Promise<void> {
-    const { dir, log } = this.#options;
-    await this.#watcher?.close();
-    const watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path) => path !== dir && basename(path) !== INBOX_FILE });
-    this.#watcher = watcher;
-    // chokidar's own `change` drops quick successive appends; its `raw` events are fs.watch
-    // unthrottled, but come after its own bookkeeping for the event, so the append signal is
-    // taken from a plain fs.watch of the directory (about 0.1 ms sooner: npm run bench)
-    this.#appends?.close();
-    try {
-      this.#appends = fsWatch(dir, (_event, name) => {
-        if (!name || isInboxName(name)) this.#hint();
-      });
-      this.#appends.on("error", () => this.#hint());
-    } catch (error) {
-      log.error({ err: error }, "watching the inbox failed; the periodic check goes on");
-    }
-    watcher.on("raw", (_event, path) => {
-      if (!path || basename(path) === INBOX_FILE) this.#hint();
-    });
-    watcher.on("all", () => this.#hint());
-    watcher.on("error", (error) => log.error({ err: error }, "watching the inbox failed; the periodic check goes on"));
-    // the directory may vanish before chokidar is ready: then it never is, and close() must not wait on it
-    await new Promise<void>((resolve) => {
-      watcher.once("ready", resolve);
-      watcher.once("error", () => resolve());
-      this.#whenClosed = resolve;
-    });
+  start(): Promise<void> {
+    return this.#wakeups.start(this.#options);
   }
 
   /** Batches of complete lines, in order, until `close()`. */
   async *batches(): AsyncGenerator<InboxBatch> {
     try {
       while (!this.#closed) {
-        this.#hinted = false; // the read below covers everything up to now
+        this.#wakeups.reading();
         const batch = await this.#read();
         if (this.#outages.failure) throw this.#outages.failure;
         if (batch) {
           yield batch;
           continue;
         }
-        if (!this.#hinted && !this.#closed) await new Promise<void>((resolve) => (this.#wake = resolve));
+        await this.#wakeups.next();
       }
     } finally {
       await this.#current?.close();
@@ -144,11 +107,7 @@ export class Inbox {
   /** Stop watching; `batches()` ends after the batch in hand. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#whenClosed?.();
-    this.#hint();
-    clearInterval(this.#timer);
-    this.#appends?.close();
-    await this.#watcher?.close();
+    await this.#wakeups.close();
   }
 
   /** Why the inbox cannot be read right now, or undefined while it can. */
@@ -161,25 +120,18 @@ export class Inbox {
     return this.#outages.count;
   }
 
-  #hint(): void {
-    this.#hinted = true;
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-  }
-
   async #read(): Promise<InboxBatch | undefined> {
     try {
       const batch = await this.#readAvailable();
       // the old watch may have died with the directory
-      if (this.#outages.ended() && this.#options.watchEvents) await this.#watch();
+      if (this.#outages.ended() && this.#options.watchEvents) await this.#wakeups.watch();
       return batch;
     } catch (error) {
       await this.#current?.close().catch(() => undefined);
       this.#current = undefined;
       // tried again each second; past the supervision limits, cdp stops so that a supervisor restarts it (exit 3)
       this.#outages.failed(error as NodeJS.ErrnoException);
-      setTimeout(() => this.#hint(), RETRY_MS).unref();
+      setTimeout(() => this.#wakeups.hint(), RETRY_MS).unref();
       return undefined;
     }
   }

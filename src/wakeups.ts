@@ -1,0 +1,88 @@
+// What wakes the inbox's reader: file-system events are only hints (chokidar throttles and drops
+// them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means "read
+// from the saved position to the end".
+import { watch as fsWatch } from "node:fs";
+import { basename } from "node:path";
+import { watch, type FSWatcher } from "chokidar";
+import type { Logger } from "pino";
+import { INBOX_FILE, isInboxName } from "./rotation.js";
+
+export class Wakeups {
+  #dir: string;
+  #log: Logger;
+  #watcher: FSWatcher | undefined;
+  #appends: ReturnType<typeof fsWatch> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #hinted = false;
+  #closed = false;
+  #wake: (() => void) | undefined;
+  #whenClosed: (() => void) | undefined;
+
+  constructor(dir: string, log: Logger) {
+    this.#dir = dir;
+    this.#log = log;
+  }
+
+  /** Start the periodic check, and the watch when events are used; resolves once the watch is in place. */
+  async start(options: { watchEvents: boolean; pollIntervalMs: number }): Promise<void> {
+    if (options.watchEvents) await this.watch();
+    this.#timer = setInterval(() => this.hint(), options.pollIntervalMs);
+  }
+
+  /** Watch the directory (again: the old watch may have died with the directory). */
+  async watch(): Promise<void> {
+    const dir = this.#dir;
+    await this.#watcher?.close();
+    const watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path) => path !== dir && basename(path) !== INBOX_FILE });
+    this.#watcher = watcher;
+    // chokidar's own `change` drops quick successive appends; its `raw` events are fs.watch
+    // unthrottled, but come after its own bookkeeping for the event, so the append signal is
+    // taken from a plain fs.watch of the directory (about 0.1 ms sooner: npm run bench)
+    this.#appends?.close();
+    try {
+      this.#appends = fsWatch(dir, (_event, name) => {
+        if (!name || isInboxName(name)) this.hint();
+      });
+      this.#appends.on("error", () => this.hint());
+    } catch (error) {
+      this.#log.error({ err: error }, "watching the inbox failed; the periodic check goes on");
+    }
+    watcher.on("raw", (_event, path) => {
+      if (!path || basename(path) === INBOX_FILE) this.hint();
+    });
+    watcher.on("all", () => this.hint());
+    watcher.on("error", (error) => this.#log.error({ err: error }, "watching the inbox failed; the periodic check goes on"));
+    // the directory may vanish before chokidar is ready: then it never is, and close() must not wait on it
+    await new Promise<void>((resolve) => {
+      watcher.once("ready", resolve);
+      watcher.once("error", () => resolve());
+      this.#whenClosed = resolve;
+    });
+  }
+
+  /** A read is about to cover everything up to now: hints before this are answered by it. */
+  reading(): void {
+    this.#hinted = false;
+  }
+
+  /** Until a hint came since `reading()` (at once if one did), or until closed. */
+  async next(): Promise<void> {
+    if (!this.#hinted && !this.#closed) await new Promise<void>((resolve) => (this.#wake = resolve));
+  }
+
+  hint(): void {
+    this.#hinted = true;
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#whenClosed?.();
+    this.hint();
+    clearInterval(this.#timer);
+    this.#appends?.close();
+    await this.#watcher?.close();
+  }
+}
