@@ -1,37 +1,29 @@
 #!/usr/bin/env node
 // The `cdp` command: a thin layer over the pipeline. `main` is callable from tests;
-// only the last line of this file exits the process.
+// only the last line of this file exits the process. The commands that start or feed the watcher
+// are here; those that read the data directory's files are in commands.ts.
 import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Logger } from "pino";
 import { initDataDir, openDataDir } from "./datadir.js";
-import { lockDataDir, lockHolder } from "./durable.js";
+import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, statusCommand, stderrLog, type Io } from "./commands.js";
+import { lockHolder } from "./durable.js";
 import { CdpError } from "./errors.js";
 import { HELP, USAGE } from "./help.js";
-import { formatHistory, historyJson, planRollback, selectHistory } from "./history.js";
+import { planRollback } from "./history.js";
 import { INBOX_FILE } from "./inbox.js";
 import { startCdp, type Cdp, type CdpOptions } from "./index.js";
-import { compactJournal } from "./compactor.js";
 import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, type Values } from "./options.js";
 import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
-import { loadSchemas, maskSecrets } from "./schemas.js";
-import { readStatus } from "./status.js";
+import { loadSchemas } from "./schemas.js";
 import { appendToInbox } from "./submit.js";
-import { judgeInSequence } from "./validate.js";
-import type { AppConfig } from "./values.js";
 import { VERSION } from "./version.js";
 
 
-export interface Io {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-  stdin: () => Promise<Buffer>;
-}
+export type { Io } from "./commands.js";
 
 const processIo: Io = {
   stdout: (text) => process.stdout.write(text),
@@ -91,19 +83,6 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return 1;
   }
 }
-
-// what a command other than watch says of the data directory: one line on stderr
-const stderrLog = { info: (_fields: object, message: string) => void process.stderr.write(`cdp: ${message}\n`) } as Pick<Logger, "info">;
-
-/** The data directory, which must be initialised, and the schema directory: given, else recorded by `cdp init`. */
-async function dataDir(values: Values, log: Pick<Logger, "info"> = stderrLog): Promise<{ dir: string; schemas: string }> {
-  const dir = required(values, "dir");
-  const settings = await openDataDir(dir, log);
-  const schemas = values.schemas ? resolve(values.schemas) : settings.schemas;
-  if (!schemas) throw new CdpError("usage", `no schema directory: give --schemas (or CDP_SCHEMAS), or record one with 'cdp init --dir ${dir} --schemas DIR'`);
-  return { dir, schemas };
-}
-
 
 async function initCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
@@ -208,94 +187,6 @@ async function queueLines(dir: string, lines: string[], io: Io, options: { reaso
   return awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
 }
 
-async function statusCommand(values: Values, positionals: string[], io: Io): Promise<number> {
-  noPositionals(positionals);
-  const { dir, schemas } = await dataDir(values);
-  const status = await readStatus(dir, schemas);
-  if (values.json) {
-    io.stdout(`${JSON.stringify(status, null, 2)}\n`);
-    return 0;
-  }
-  const { watcher } = status;
-  const running = watcher.running ? `running, pid ${watcher.pid}${watcher.started ? ` since ${watcher.started}` : ""}${watcher.url ? `, sidecar ${watcher.url}` : ""}` : "not running";
-  const rows = [
-    ["data directory", dir],
-    ["watcher", running],
-    ["fleet", watcher.running && watcher.fleet ? `${watcher.fleet.prefix} as ${watcher.fleet.host}` : "none"],
-    ["revision", String(status.revision)],
-    ["inbox", `${status.waiting} line${status.waiting === 1 ? "" : "s"} waiting in ${join(dir, INBOX_FILE)}`],
-    ["last rejection", status.lastRejection ? `${status.lastRejection.time} ${status.lastRejection.source}: ${status.lastRejection.reason}` : "none"],
-    ["schemas", `${schemas}: ${status.apps.map(({ app, version, sha256 }) => `${app} (${version === null ? "unversioned" : `version ${version}`}, ${sha256})`).join(", ")}`],
-  ];
-  for (const [name, value] of rows) io.stdout(`${name!.padEnd(15)} ${value}\n`);
-  return 0;
-}
-
-async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {
-  noPositionals(positionals, 1);
-  const { dir, schemas: schemaDir } = await dataDir(values);
-  const schemas = await loadSchemas(schemaDir);
-  const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
-  const selector = positionals[0];
-  let result: unknown = Object.fromEntries(apps);
-  if (selector !== undefined) {
-    const [app = "", ...path] = selector.split(".");
-    const schema = schemas.get(app);
-    if (!schema) throw new CdpError("usage", `unknown app "${app}"`);
-    const info = path.length > 0 ? schema.key(path) : null;
-    if (typeof info === "string") throw new CdpError("usage", `${app}${info}`);
-    result = path.reduce<unknown>((node, key) => (node as AppConfig | undefined)?.[key], apps.get(app));
-    if (result === undefined) {
-      io.stderr(`cdp: ${selector} has no value\n`);
-      return 1;
-    }
-    if (!values["show-secrets"]) result = typeof info === "object" && info?.writeOnly ? "[secret]" : maskSecrets(schema, path, result);
-  } else if (!values["show-secrets"]) {
-    result = Object.fromEntries([...apps].map(([app, config]) => [app, maskSecrets(schemas.get(app)!, [], config)]));
-  }
-  const text = JSON.stringify(result, null, 2);
-  if (text.includes('"[secret]"') && !values["show-secrets"]) io.stderr("cdp: secret (writeOnly) values are shown as [secret]; --show-secrets shows them\n");
-  io.stdout(`${text}\n`);
-  return 0;
-}
-
-async function checkCommand(values: Values, positionals: string[], io: Io): Promise<number> {
-  noPositionals(positionals, 1);
-  const target = values.dir === undefined ? undefined : await dataDir(values);
-  const schemas = await loadSchemas(target?.schemas ?? required(values, "schemas"));
-  const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
-  const input = positionals[0] ?? "-";
-  const name = input === "-" ? "stdin" : input;
-  let text: Buffer;
-  try {
-    text = input === "-" ? await io.stdin() : await readFile(input);
-  } catch (error) {
-    throw new CdpError("usage", `cannot read ${input}: ${(error as Error).message}`);
-  }
-  const apps = target ? (await replayJournal(join(target.dir, JOURNAL_FILE), schemas)).apps : new Map([...schemas].map(([app, s]) => [app, s.defaults]));
-  let accepted = 0;
-  let rejected = 0;
-  for (const { line, outcome } of judgeInSequence(text, schemas, apps, maxLineBytes)) {
-    if (outcome.kind === "accept") accepted++;
-    if (outcome.kind !== "reject") continue;
-    rejected++;
-    io.stdout(`${name}:${line.number}: ${outcome.reason}\n`);
-  }
-  io.stderr(`${accepted + rejected} change line${accepted + rejected === 1 ? "" : "s"}: ${accepted} would be accepted, ${rejected} rejected\n`);
-  return rejected > 0 ? 1 : 0;
-}
-
-async function historyCommand(values: Values, positionals: string[], io: Io): Promise<number> {
-  noPositionals(positionals, 1);
-  const { dir, schemas: schemaDir } = await dataDir(values);
-  const schemas = await loadSchemas(schemaDir);
-  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
-  const entries = selectHistory(state.history, positionals[0], positiveInteger(values, "limit", Number.MAX_SAFE_INTEGER));
-  if (values.json) io.stdout(`${JSON.stringify(historyJson(entries), null, 2)}\n`);
-  else io.stdout(entries.length > 0 ? `${formatHistory(entries)}\n` : "no changes recorded\n");
-  return 0;
-}
-
 async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
   const { dir, schemas: schemaDir } = await dataDir(values);
@@ -320,24 +211,6 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
   for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);
   return refused.length > 0 ? 1 : 0;
 }
-
-async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
-  noPositionals(positionals);
-  const { dir, schemas: schemaDir } = await dataDir(values);
-  const schemas = await loadSchemas(schemaDir);
-  const keep = positiveInteger(values, "keep", 1000, 0);
-  const unlock = await lockDataDir(dir, "compact by hand (a running watcher compacts by itself)");
-  try {
-    const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
-    if (state.torn !== undefined) throw new CdpError("usage", `${join(dir, JOURNAL_FILE)} ends with a torn record: start cdp watch once to repair it`);
-    const { before, after } = await compactJournal(join(dir, JOURNAL_FILE), state, schemas, keep);
-    io.stderr(`compacted ${join(dir, JOURNAL_FILE)}: ${before} → ${after} bytes, revision ${state.revision}\n`);
-    return 0;
-  } finally {
-    await unlock();
-  }
-}
-
 
 /** Wait until what was written to a stream has left the process (a pipe takes 64 KiB at a time). */
 async function flushed(stream: NodeJS.WriteStream): Promise<void> {
