@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
 import { DurableFile } from "./durable.js";
-import { parseLine } from "./parse.js";
+import { parseLine, type ParsedLine } from "./parse.js";
 import { META, readMeta, type Meta } from "./records.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
@@ -73,80 +73,7 @@ export interface HistoryEntry {
 
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
 export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
-  const validators = options.validators ?? new Map<string, readonly AppValidator[]>();
-  const state: JournalState = {
-    apps: new Map(),
-    revision: 0,
-    seq: 0,
-    position: undefined,
-    length: 0,
-    torn: undefined,
-    unterminated: false,
-    history: [],
-    historyFrom: 0,
-    records: 0,
-  };
-  // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
-  // with history, entries keep their values, so every change copies instead.
-  const assign = options.history ? setIn : setInPlace;
-  for (const [app, schema] of schemas) state.apps.set(app, structuredClone(schema.defaults));
-
-  const setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
-  let meta: Meta = {}; // the metadata comment that applies to the next change line
-  let metaText = "";
-  const replayLine = (raw: string, number: number) => {
-    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    const parsed = parseLine(line);
-    if (parsed.kind === "blank") return;
-    if (parsed.kind === "comment") {
-      const read = readMeta(line);
-      if (read.seq === undefined) return; // an operator's comment
-      meta = read;
-      metaText = line;
-      if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:")) {
-        state.revision = meta.rev!; // a schema upgrade, or a fleet change refused here: a revision without a change line
-        if (meta.source.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
-        meta = {};
-        return;
-      }
-      if (meta.base) {
-        state.revision = meta.rev!; // a compacted journal starts with the state at this revision
-        state.historyFrom = meta.rev!;
-      }
-      if (meta.position) {
-        state.seq = meta.seq!;
-        state.position = meta.position;
-        state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
-      }
-      return;
-    }
-    const fail = (reason: string) => new CdpError("bootstrap", `${path}:${number}: ${reason}`);
-    if (parsed.kind === "error") throw fail(parsed.message);
-    const schema = schemas.get(parsed.app);
-    if (!schema) throw fail(`unknown app "${parsed.app}" (no ${parsed.app}.schema.json)`);
-    const info: KeyInfo | string = schema.key(parsed.path);
-    if (typeof info === "string") throw fail(`${parsed.app}${info}`);
-    const decoded = decodeValue(parsed.valueText, info);
-    if (!decoded.ok) throw fail(`${parsed.app}.${parsed.key} ${decoded.reason}`);
-    const before = state.apps.get(parsed.app)!;
-    const previous = options.history ? getIn(before, parsed.path) : undefined;
-    state.apps.set(parsed.app, assign(before, parsed.path, decoded.value));
-    let lines = setBy.get(parsed.app);
-    if (!lines) setBy.set(parsed.app, (lines = new Map()));
-    lines.set(parsed.key, number);
-    if (meta.base) return; // part of the compacted state: no revision of its own
-    state.revision = meta.rev ?? state.revision + 1;
-    state.records++;
-    if (options.history) {
-      const { time, source, reason, by } = meta;
-      const record = `${metaText && meta.rev !== undefined ? `${metaText}\n` : ""}${line}\n`;
-      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
-      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }), ...(by === undefined ? {} : { by }) });
-    }
-    meta = {};
-    metaText = "";
-  };
-
+  const replay = new Replay(path, schemas, options);
   // Each line is replayed once the next is known: a last line without "\n" is an append that a
   // crash cut short when it is (part of) one of cdp's metadata comments or follows one (then both
   // are dropped); otherwise a hand-written journal just lacks its final newline.
@@ -154,36 +81,123 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
   let number = 0;
   const { tail, size } = await readLines(path, (lines) => {
     for (const line of lines) {
-      if (held !== undefined) replayLine(held, number);
+      if (held !== undefined) replay.line(held, number);
       held = line;
       number++;
     }
   });
+  const state = replay.state;
   state.length = size;
   if (tail.startsWith("#") || (tail !== "" && held !== undefined && META.test(held))) {
     state.torn = tail.startsWith("#") ? tail : `${held}\n${tail}`;
     if (!tail.startsWith("#")) held = undefined;
     state.length -= Buffer.byteLength(state.torn);
   }
-  if (held !== undefined) replayLine(held, number);
+  if (held !== undefined) replay.line(held, number);
   if (tail !== "" && state.torn === undefined) {
-    replayLine(tail, number + 1);
+    replay.line(tail, number + 1);
     state.unterminated = true;
   }
-
-  // The whole config of every app must hold, as if each change had come through the inbox.
-  for (const [app, schema] of schemas) {
-    const config = (options.history ? structuredClone(state.apps.get(app)!) : state.apps.get(app)!) as Record<string, unknown>;
-    if (!schema.validate(config)) {
-      const error = schema.validate.errors![0]!;
-      const where = lineOf(setBy.get(app), error.instancePath.split("/").slice(1).join("."));
-      throw new CdpError("bootstrap", `${where ? `${path}:${where}` : schema.file}: ${describeSchemaError(schema, error, config)}`);
-    }
-    const refusal = runValidators(schema, validators.get(app), config);
-    if (refusal) throw new CdpError("bootstrap", `${path}: ${refusal}`);
-    state.apps.set(app, config);
-  }
+  replay.checkWhole();
   return state;
+}
+
+/** The journal's lines applied one by one to the apps' configs. */
+class Replay {
+  readonly state: JournalState = { apps: new Map(), revision: 0, seq: 0, position: undefined, length: 0, torn: undefined, unterminated: false, history: [], historyFrom: 0, records: 0 };
+  readonly #path: string;
+  readonly #schemas: Schemas;
+  readonly #options: ReplayOptions;
+  // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
+  // with history, entries keep their values, so every change copies instead.
+  readonly #assign: typeof setIn;
+  readonly #setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
+  #meta: Meta = {}; // the metadata comment that applies to the next change line
+  #metaText = "";
+
+  constructor(path: string, schemas: Schemas, options: ReplayOptions) {
+    [this.#path, this.#schemas, this.#options] = [path, schemas, options];
+    this.#assign = options.history ? setIn : setInPlace;
+    for (const [app, schema] of schemas) this.state.apps.set(app, structuredClone(schema.defaults));
+  }
+
+  line(raw: string, number: number): void {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const parsed = parseLine(line);
+    if (parsed.kind === "blank") return;
+    if (parsed.kind === "comment") return this.#comment(line, number);
+    if (parsed.kind === "error") throw this.#fail(number, parsed.message);
+    this.#change(parsed, line, number);
+  }
+
+  #fail(number: number, reason: string): CdpError {
+    return new CdpError("bootstrap", `${this.#path}:${number}: ${reason}`);
+  }
+
+  #comment(line: string, number: number): void {
+    const state = this.state;
+    const meta = readMeta(line);
+    if (meta.seq === undefined) return; // an operator's comment
+    [this.#meta, this.#metaText] = [meta, line];
+    if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:")) {
+      state.revision = meta.rev!; // a schema upgrade, or a fleet change refused here: a revision without a change line
+      if (meta.source.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
+      this.#meta = {};
+      return;
+    }
+    if (meta.base) {
+      state.revision = meta.rev!; // a compacted journal starts with the state at this revision
+      state.historyFrom = meta.rev!;
+    }
+    if (meta.position) {
+      state.seq = meta.seq!;
+      state.position = meta.position;
+      state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
+    }
+  }
+
+  #change(parsed: Extract<ParsedLine, { kind: "change" }>, line: string, number: number): void {
+    const { state } = this;
+    const schema = this.#schemas.get(parsed.app);
+    if (!schema) throw this.#fail(number, `unknown app "${parsed.app}" (no ${parsed.app}.schema.json)`);
+    const info: KeyInfo | string = schema.key(parsed.path);
+    if (typeof info === "string") throw this.#fail(number, `${parsed.app}${info}`);
+    const decoded = decodeValue(parsed.valueText, info);
+    if (!decoded.ok) throw this.#fail(number, `${parsed.app}.${parsed.key} ${decoded.reason}`);
+    const before = state.apps.get(parsed.app)!;
+    const previous = this.#options.history ? getIn(before, parsed.path) : undefined;
+    state.apps.set(parsed.app, this.#assign(before, parsed.path, decoded.value));
+    let lines = this.#setBy.get(parsed.app);
+    if (!lines) this.#setBy.set(parsed.app, (lines = new Map()));
+    lines.set(parsed.key, number);
+    const meta = this.#meta;
+    if (meta.base) return; // part of the compacted state: no revision of its own
+    state.revision = meta.rev ?? state.revision + 1;
+    state.records++;
+    if (this.#options.history) {
+      const { time, source, reason, by } = meta;
+      const record = `${this.#metaText && meta.rev !== undefined ? `${this.#metaText}\n` : ""}${line}\n`;
+      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
+      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }), ...(by === undefined ? {} : { by }) });
+    }
+    [this.#meta, this.#metaText] = [{}, ""];
+  }
+
+  /** The whole config of every app must hold, as if each change had come through the inbox. */
+  checkWhole(): void {
+    const validators = this.#options.validators ?? new Map<string, readonly AppValidator[]>();
+    for (const [app, schema] of this.#schemas) {
+      const config = (this.#options.history ? structuredClone(this.state.apps.get(app)!) : this.state.apps.get(app)!) as Record<string, unknown>;
+      if (!schema.validate(config)) {
+        const error = schema.validate.errors![0]!;
+        const where = lineOf(this.#setBy.get(app), error.instancePath.split("/").slice(1).join("."));
+        throw new CdpError("bootstrap", `${where ? `${this.#path}:${where}` : schema.file}: ${describeSchemaError(schema, error, config)}`);
+      }
+      const refusal = runValidators(schema, validators.get(app), config);
+      if (refusal) throw new CdpError("bootstrap", `${this.#path}: ${refusal}`);
+      this.state.apps.set(app, config);
+    }
+  }
 }
 
 /** Read a file in large chunks, handing over its complete lines; the unterminated tail is returned. */
