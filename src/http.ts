@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
+import { CdpError } from "./errors.js";
 
 export const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 
@@ -113,4 +114,15 @@ export function sendPage(res: ServerResponse, page: Buffer): void {
     "x-content-type-options": "nosniff",
   });
   res.end(page);
+}
+
+/** Listen, or say why not in an operator's words. */
+export async function listenOn(server: Server, host: string, port: number, listen: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error: NodeJS.ErrnoException) => {
+      const why = error.code === "EADDRINUSE" ? "the address is in use (another cdp, or another server?)" : error.code === "EACCES" ? "permission denied (ports below 1024 need privileges)" : (error.code ?? error.message);
+      reject(new CdpError(error.code === "EADDRINUSE" || error.code === "EACCES" ? "busy" : "usage", `cannot listen on ${listen}: ${why}`));
+    });
+    server.listen(port, host, () => resolve());
+  });
 }

@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { CdpError } from "./errors.js";
 import { historyJson, planRollback, selectHistory } from "./history.js";
-import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, readBody, sendError, sendJson, sendPage } from "./http.js";
+import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, sendError, sendJson, sendPage } from "./http.js";
 import { replayJournal } from "./journal.js";
 import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "./pipeline.js";
@@ -138,41 +138,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
   const { requestTimeoutMs } = options;
   const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs / 4) };
-  const server = createServer({ ...timeouts, keepAliveTimeout: 5_000 }, (req, res) => {
-    const url = new URL(req.url ?? "/", "http://cdp.invalid");
-    const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
-    const route = routes[prefix];
-    if (!route) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
-    if (req.method !== route.method && !(route.method === "GET" && req.method === "HEAD")) {
-      res.setHeader("allow", route.method === "GET" ? "GET, HEAD" : route.method);
-      return sendError(res, 405, `${url.pathname} takes ${route.method}`);
-    }
-    const refusal = foreignRequest(req, !options.tokens);
-    if (refusal) return sendError(res, 403, refusal);
-    if (route.scope && options.tokens) {
-      const scope = options.tokens.scopeOf(req.headers.authorization);
-      if (!scope) {
-        res.setHeader("www-authenticate", 'Bearer realm="cdp"');
-        return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
-      }
-      if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
-    }
-    if (!pipeline && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
-    const rest = prefix === url.pathname ? "" : url.pathname.slice(prefix.length + 1);
-    (async () => route.handle({ req, res, url, pipeline: pipeline!, rest }))().catch((error: unknown) => {
-      if (error instanceof HttpError) return sendError(res, error.status, error.message);
-      if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
-      log.error({ err: error, path: url.pathname }, "request failed");
-      if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
-      else res.destroy();
-    });
-  });
+  const server = createServer({ ...timeouts, keepAliveTimeout: 5_000 }, routeRequests(routes, options, () => pipeline));
   // after Node's own 408 for a request begun but not received in time
   guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (error: NodeJS.ErrnoException) => reject(new CdpError(error.code === "EADDRINUSE" || error.code === "EACCES" ? "busy" : "usage", `cannot listen on ${options.listen}: ${error.code === "EADDRINUSE" ? "the address is in use (another cdp, or another server?)" : error.code === "EACCES" ? "permission denied (ports below 1024 need privileges)" : (error.code ?? error.message)}`)));
-    server.listen(port, host, () => resolve());
-  });
+  await listenOn(server, host, port, options.listen);
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
   log.info({ url, auth: options.tokens ? "bearer tokens" : "none (loopback only)" }, "sidecar listening");
@@ -190,6 +159,40 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     },
+  };
+}
+
+/** Find the route, check the method, the origin and the token, then run the handler; errors become answers. */
+function routeRequests(routes: Record<string, Route>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+  const { log } = options;
+  return (req, res) => {
+  const url = new URL(req.url ?? "/", "http://cdp.invalid");
+  const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
+  const route = routes[prefix];
+  if (!route) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
+  if (req.method !== route.method && !(route.method === "GET" && req.method === "HEAD")) {
+    res.setHeader("allow", route.method === "GET" ? "GET, HEAD" : route.method);
+    return sendError(res, 405, `${url.pathname} takes ${route.method}`);
+  }
+  const refusal = foreignRequest(req, !options.tokens);
+  if (refusal) return sendError(res, 403, refusal);
+  if (route.scope && options.tokens) {
+    const scope = options.tokens.scopeOf(req.headers.authorization);
+    if (!scope) {
+      res.setHeader("www-authenticate", 'Bearer realm="cdp"');
+      return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+    }
+    if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
+  }
+  if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
+  const rest = prefix === url.pathname ? "" : url.pathname.slice(prefix.length + 1);
+  (async () => route.handle({ req, res, url, pipeline: attached()!, rest }))().catch((error: unknown) => {
+    if (error instanceof HttpError) return sendError(res, error.status, error.message);
+    if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
+    log.error({ err: error, path: url.pathname }, "request failed");
+    if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
+    else res.destroy();
+  });
   };
 }
 
