@@ -16,7 +16,7 @@ import { REJECTS_FILE, openRejects } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
-import { LiveSchemas, watchSchemaDir } from "./upgrade.js";
+import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
@@ -227,17 +227,7 @@ class Run implements Pipeline {
   // there, so new schemas are taken at a restart (a rolling upgrade).
   #watchSchemas(): void {
     if (this.#options.fleet) return;
-    let queued = false;
-    this.#closeSchemaWatch = watchSchemaDir(this.#options.schemas, this.#options.inbox.pollIntervalMs, this.#log.child({ stage: "upgrade" }), () => {
-      if (queued || this.#stopping) return;
-      queued = true;
-      this.#turns
-        .run(async () => {
-          queued = false;
-          await this.#live.upgrade();
-        })
-        .catch((error: unknown) => this.#stopOn(error));
-    });
+    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, { inTurn: (task) => this.#turns.run(task), stopping: () => this.#stopping, fault: (error) => this.#stopOn(error) });
   }
 
   // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.

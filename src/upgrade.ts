@@ -85,6 +85,21 @@ export class LiveSchemas {
     this.#settings = settings;
   }
 
+  /** Watch the schema directory; a change is taken in a turn of its own (one queued at a time). Returns how to stop. */
+  watch(pollMs: number, run: { inTurn: (task: () => Promise<void>) => Promise<void>; stopping: () => boolean; fault: (error: unknown) => void }): () => Promise<void> {
+    let queued = false;
+    return watchSchemaDir(this.#settings.dir, pollMs, this.#settings.log.child({ stage: "upgrade" }), () => {
+      if (queued || run.stopping()) return;
+      queued = true;
+      run
+        .inTurn(async () => {
+          queued = false;
+          await this.upgrade();
+        })
+        .catch(run.fault);
+    });
+  }
+
   /** Read the schema directory again and take what changed, if the configuration holds under it. */
   async upgrade(): Promise<void> {
     const { dir, journalPath, validators, table, files, writes, log } = this.#settings;
