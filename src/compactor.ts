@@ -8,7 +8,8 @@ import type { Logger } from "pino";
 import type { Files } from "./commit.js";
 import { DurableFile, StorageFault, syncDirectory } from "./durable.js";
 import { replayJournal, type JournalState } from "./journal.js";
-import { encodeChange, positionRecord } from "./records.js";
+import { CdpError } from "./errors.js";
+import { encodeChange, positionRecord, schemaRecord } from "./records.js";
 import { INBOX_FILE } from "./inbox.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
@@ -85,13 +86,23 @@ export class Compactor {
  * fsync'd, so a crash leaves either the old journal or the new one. `state` must hold the history.
  */
 export async function compactJournal(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<{ before: number; after: number }> {
-  const kept = keep > 0 ? state.history.slice(-keep) : [];
+  for (const [app, schema] of schemas) {
+    const installed = state.versions.get(app);
+    if (installed && installed.version !== schema.version) throw new CdpError("usage", `${app}'s schema file is version ${schema.version} but the journal is at version ${installed.version}: start cdp watch once to migrate, then compact`);
+  }
+  let kept = keep > 0 ? state.history.slice(-keep) : [];
+  // the state before a migration has another shape: what is kept starts after the last one
+  const after = kept.map((entry) => entry.migration !== undefined).lastIndexOf(true) + 1;
+  kept = kept.slice(after);
   const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
   const base = new Map(state.apps);
   for (const entry of kept.slice().reverse()) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
 
   const time = new Date().toISOString();
-  let text = `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
+  // the versions in force and every step known come first: the way back outlives compaction
+  const entries = Object.fromEntries([...state.versions].map(([app, { version, source, steps }]) => [app, { version, schema: source, steps: Object.fromEntries(steps) }]));
+  let text = state.versions.size > 0 ? schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries) : "";
+  text += `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
   for (const line of stateLines(base, schemas)) text += `${line}\n`;
   for (const entry of kept) text += entry.record;
   if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });

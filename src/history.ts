@@ -2,6 +2,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { CdpError } from "./errors.js";
 import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
+import { migrateConfig, movesBetween } from "./migrations.js";
 import { judgeInSequence } from "./validate.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { AppValidator } from "./validate.js";
@@ -12,7 +13,7 @@ export function selectHistory(history: readonly HistoryEntry[], selector: string
   const [app, ...path] = selector?.split(".") ?? [];
   const key = path.join(".");
   const related = (entry: HistoryEntry) =>
-    (app === undefined || entry.app === app) && (key === "" || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
+    (app === undefined || entry.app === app) && (key === "" || entry.migration !== undefined || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
   const selected: HistoryEntry[] = [];
   for (let i = history.length - 1; i >= 0 && selected.length < limit; i--) if (related(history[i]!)) selected.push(history[i]!);
   return selected;
@@ -26,8 +27,8 @@ export function formatHistory(entries: readonly HistoryEntry[]): string {
     String(entry.revision),
     entry.time ?? "(bootstrap)",
     entry.source,
-    `${entry.app}.${entry.key}`,
-    `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}${entry.by ? `  by ${entry.by}` : ""}${entry.reason ? `  (${entry.reason})` : ""}`,
+    entry.migration ? entry.app : `${entry.app}.${entry.key}`,
+    `${entry.migration ? `schema version ${entry.migration.from} → ${entry.migration.to}` : `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}`}${entry.by ? `  by ${entry.by}` : ""}${entry.reason ? `  (${entry.reason})` : ""}`,
   ]);
   const header = ["rev", "time", "source", "key", "change"];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
@@ -49,12 +50,21 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
   if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
   if (revision < state.historyFrom) throw new CdpError("refused", `the history before revision ${state.historyFrom} was compacted away: cdp cannot go back that far`);
   const target = new Map(state.apps);
+  const shapes = new Map<string, number>(); // apps taken back across a migration: the version their target is in
   for (const entry of state.history.slice().reverse()) {
     if (entry.revision <= revision) break;
+    if (entry.migration) {
+      const { from, to } = entry.migration;
+      target.set(entry.app, moveShape(state, schemas, entry.app, target.get(entry.app)!, to, from, `the migration of ${entry.app} (${from} → ${to}) at revision ${entry.revision}`));
+      shapes.set(entry.app, from);
+      continue;
+    }
     const path = entry.key.split(".");
     const previous = entry.previous === undefined ? getIn(schemas.get(entry.app)?.defaults, path) : entry.previous;
     target.set(entry.app, setIn(target.get(entry.app) ?? {}, path, previous));
   }
+  // the state then, in today's shape
+  for (const [app, version] of shapes) target.set(app, moveShape(state, schemas, app, target.get(app)!, version, schemas.get(app)!.version, `${app}'s migrations since revision ${revision}`));
   const lines: string[] = [];
   for (const [app, config] of target) {
     const current: AppConfig = state.apps.get(app) ?? {};
@@ -68,6 +78,15 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
     }
   }
   return lines;
+}
+
+/** A config moved between versions with the steps recorded and in the file; refused with the reason when it cannot be. */
+function moveShape(state: JournalState, schemas: Schemas, app: string, config: AppConfig, from: number, to: number, what: string): AppConfig {
+  const steps = new Map([...(state.versions.get(app)?.steps ?? []), ...(schemas.get(app)?.steps ?? [])]);
+  const moves = movesBetween(app, from, to, steps);
+  const moved = typeof moves === "string" ? { ok: false as const, reason: moves } : migrateConfig(app, config, moves);
+  if (!moved.ok) throw new CdpError("refused", `the rollback crosses ${what}, and the state then cannot be put in today's shape: ${moved.reason}`);
+  return moved.config;
 }
 
 // Keys that went back to "not set" are left out of the object written in their place.

@@ -8,7 +8,8 @@ import type { InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
 import { DurableFile } from "./durable.js";
 import { parseLine, type ParsedLine } from "./parse.js";
-import { META, readMeta, type Meta } from "./records.js";
+import { InstalledSchemas, type InstalledVersion, type Migrated } from "./installed.js";
+import { META, readMeta, readSchemaRecord, type Meta } from "./records.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "./validate.js";
@@ -16,7 +17,7 @@ import { getIn, setIn, setInPlace, type AppConfig } from "./values.js";
 
 export const JOURNAL_FILE = "cdp";
 
-export { changeRecord, divergedRecord, encodeChange, positionRecord, readMeta, upgradeRecord, vetoRecord, type Commit } from "./records.js";
+export { changeRecord, divergedRecord, encodeChange, positionRecord, readMeta, schemaRecord, upgradeRecord, vetoRecord, type Commit, type SchemaEntries } from "./records.js";
 
 /** Where processing stands once the journal is read: the table's state and the inbox cursor. */
 export interface JournalState {
@@ -42,6 +43,8 @@ export interface JournalState {
   records: number;
   /** The first fleet revision this host's schemas refused (a `diverged` record), and its line. */
   divergedFrom?: { revision: number; line: number };
+  /** Each app's schema version as the journal last recorded it (none: never recorded, the file's is assumed). */
+  versions: ReadonlyMap<string, InstalledVersion>;
 }
 
 export interface ReplayOptions {
@@ -49,6 +52,8 @@ export interface ReplayOptions {
   validators?: ReadonlyMap<string, readonly AppValidator[]>;
   /** Collect every change with its previous value (for `cdp history` and rollback). */
   history?: boolean;
+  /** The schemas a running cdp holds: lines the journal has no schema record for are read with them where their version differs from the files'. */
+  inForce?: Schemas;
 }
 
 /** One accepted change as the journal records it. */
@@ -68,12 +73,14 @@ export interface HistoryEntry {
   reason?: string;
   /** Who made the change (`# by:` in the inbox: the pushing user, the sidecar's token name). */
   by?: string;
+  /** A migration of the app's whole config between schema versions (key is ""; no value). */
+  migration?: { from: number; to: number };
 }
 
 
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
 export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
-  const replay = new Replay(path, schemas, options);
+  const replay = new Replay(path, await InstalledSchemas.read(path, schemas, options.inForce), schemas, options);
   // Each line is replayed once the next is known: a last line without "\n" is an append that a
   // crash cut short when it is (part of) one of cdp's metadata comments or follows one (then both
   // are dropped); otherwise a hand-written journal just lacks its final newline.
@@ -104,9 +111,10 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
 
 /** The journal's lines applied one by one to the apps' configs. */
 class Replay {
-  readonly state: JournalState = { apps: new Map(), revision: 0, seq: 0, position: undefined, length: 0, torn: undefined, unterminated: false, history: [], historyFrom: 0, records: 0 };
+  readonly state: JournalState;
   readonly #path: string;
   readonly #schemas: Schemas;
+  readonly #installed: InstalledSchemas;
   readonly #options: ReplayOptions;
   // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
   // with history, entries keep their values, so every change copies instead.
@@ -115,10 +123,11 @@ class Replay {
   #meta: Meta = {}; // the metadata comment that applies to the next change line
   #metaText = "";
 
-  constructor(path: string, schemas: Schemas, options: ReplayOptions) {
-    [this.#path, this.#schemas, this.#options] = [path, schemas, options];
+  constructor(path: string, installed: InstalledSchemas, schemas: Schemas, options: ReplayOptions) {
+    [this.#path, this.#installed, this.#schemas, this.#options] = [path, installed, schemas, options];
     this.#assign = options.history ? setIn : setInPlace;
-    for (const [app, schema] of schemas) this.state.apps.set(app, structuredClone(schema.defaults));
+    const apps = new Map([...schemas.keys()].map((app) => [app, structuredClone(installed.schemaOf(app)!.defaults)]));
+    this.state = { apps, revision: 0, seq: 0, position: undefined, length: 0, torn: undefined, unterminated: false, history: [], historyFrom: 0, records: 0, versions: installed.versions };
   }
 
   line(raw: string, number: number): void {
@@ -136,6 +145,8 @@ class Replay {
 
   #comment(line: string, number: number): void {
     const state = this.state;
+    const taken = readSchemaRecord(line);
+    if (taken) return this.#schemasTaken(taken, line, number);
     const meta = readMeta(line);
     if (meta.seq === undefined) return; // an operator's comment
     [this.#meta, this.#metaText] = [meta, line];
@@ -156,9 +167,26 @@ class Replay {
     }
   }
 
+  // The schemas cdp took: apps whose version changed are migrated here, as they were then.
+  #schemasTaken(taken: NonNullable<ReturnType<typeof readSchemaRecord>>, line: string, number: number): void {
+    let migrated: Migrated[];
+    try {
+      migrated = this.#installed.take(taken.entries, this.state.apps);
+    } catch (error) {
+      throw this.#fail(number, (error as Error).message);
+    }
+    [this.#meta, this.#metaText] = [{}, ""];
+    if (taken.rev === undefined) return;
+    this.state.revision = taken.rev;
+    if (!this.#options.history) return;
+    for (const { app, from, to } of migrated) {
+      this.state.history.push({ revision: taken.rev, time: taken.time, source: taken.source, app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, migration: { from, to } });
+    }
+  }
+
   #change(parsed: Extract<ParsedLine, { kind: "change" }>, line: string, number: number): void {
     const { state } = this;
-    const schema = this.#schemas.get(parsed.app);
+    const schema = this.#installed.schemaOf(parsed.app);
     if (!schema) throw this.#fail(number, `unknown app "${parsed.app}" (no ${parsed.app}.schema.json)`);
     const info: KeyInfo | string = schema.key(parsed.path);
     if (typeof info === "string") throw this.#fail(number, `${parsed.app}${info}`);
@@ -186,14 +214,15 @@ class Replay {
   /** The whole config of every app must hold, as if each change had come through the inbox. */
   checkWhole(): void {
     const validators = this.#options.validators ?? new Map<string, readonly AppValidator[]>();
-    for (const [app, schema] of this.#schemas) {
+    for (const app of this.#schemas.keys()) {
+      const schema = this.#installed.schemaOf(app)!;
       const config = (this.#options.history ? structuredClone(this.state.apps.get(app)!) : this.state.apps.get(app)!) as Record<string, unknown>;
       if (!schema.validate(config)) {
         const error = schema.validate.errors![0]!;
         const where = lineOf(this.#setBy.get(app), error.instancePath.split("/").slice(1).join("."));
         throw new CdpError("bootstrap", `${where ? `${this.#path}:${where}` : schema.file}: ${describeSchemaError(schema, error, config)}`);
       }
-      const refusal = runValidators(schema, validators.get(app), config);
+      const refusal = this.#installed.isCurrent(app) ? runValidators(schema, validators.get(app), config) : undefined; // the code checks its own version
       if (refusal) throw new CdpError("bootstrap", `${this.#path}: ${refusal}`);
       this.state.apps.set(app, config);
     }

@@ -10,17 +10,18 @@ import { DurableFile, lockDataDir } from "./durable.js";
 import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
 import { Inbox, type InboxBatch, type InboxPosition, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, openJournal, replayForStart, type JournalState } from "./journal.js";
+import { JOURNAL_FILE, openJournal, replayForStart, schemaRecord, type JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, SCHEMA_SUFFIX, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
-import { LiveSchemas } from "./upgrade.js";
+import { LiveSchemas, migrateState } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
 import { openDataDir, warnIfOthersCanWrite } from "./datadir.js";
+import { CdpError } from "./errors.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -85,6 +86,23 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   }
 }
 
+/**
+ * Take the schema files at start: apps whose version changed are migrated (all or nothing; a
+ * refusal keeps cdp from starting), and the schemas not yet recorded are written to the journal.
+ */
+async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: PipelineOptions): Promise<JournalState> {
+  const plan = migrateState(state, schemas, options.validators);
+  if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
+  const apps = Object.keys(plan.entries);
+  if (apps.length === 0) return state;
+  const differs = plan.migrated.length > 0;
+  const files = [...texts.keys()].filter((name) => apps.includes(name.slice(0, -SCHEMA_SUFFIX.length)));
+  const revision = differs ? state.revision + 1 : undefined;
+  await journal.appendDurably(schemaRecord({ seq: state.seq, time: new Date().toISOString(), source: `schema:${files.join(",")}` }, revision, plan.entries));
+  for (const { app, from, to } of plan.migrated) options.log.info({ app, from, to, revision }, `migrated ${app} from schema version ${from} to ${to}`);
+  return { ...state, apps: plan.apps, revision: revision ?? state.revision };
+}
+
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 class Run implements Pipeline {
   readonly #options: PipelineOptions;
@@ -121,8 +139,11 @@ class Run implements Pipeline {
     const journalPath = join(options.dir, JOURNAL_FILE);
     const texts = await readSchemaTexts(options.schemas);
     const schemas = compileSchemas(options.schemas, texts);
-    const state = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
-    const run = new Run(options, unlock, { journalPath, schemas, texts, state, journal: await openJournal(journalPath, state) });
+    const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
+    const journal = await openJournal(journalPath, replayed);
+    // schema versions changed while cdp was stopped: migrated before anything is served
+    const state = options.fleet ? replayed : await takeSchemasAtStart(replayed, schemas, texts, journal, options);
+    const run = new Run(options, unlock, { journalPath, schemas, texts, state, journal });
     await run.#openCommitPoint();
     return run;
   }

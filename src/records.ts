@@ -1,10 +1,12 @@
 // The records cdp writes into the journal, one per accepted change (a `#` metadata comment, then
 // the change line), and the markers that carry the inbox position, the schema upgrades, the vetoes
-// and a fleet host's refusals:
+// a fleet host's refusals, and the schemas cdp took (with the steps between their versions):
 //   # rev=12 seq=40 time=2026-11-24T01:13:36.123Z source=cdp.new:12 inbox=1234-5678@345/9f2c01d87a4be3c6 by=alice reason: why
 //   ticker:interval:1500
 import { isDeepStrictEqual } from "node:util";
+import type { AnySchemaObject } from "ajv";
 import type { InboxPosition } from "./inbox.js";
+import type { Step } from "./migrations.js";
 import type { KeyInfo } from "./schemas.js";
 import { decodeValue } from "./validate.js";
 import { jsonTypeOf } from "./values.js";
@@ -103,7 +105,43 @@ export function vetoRecord(veto: { revision: number; seq: number; time: string; 
   return `# rev=${veto.revision} seq=${veto.seq} time=${veto.time} source=veto:${veto.vetoed} reason: ${veto.reason}\n${line}\n`;
 }
 
-/** A schema upgrade that changed effective values: a revision of its own, with no change line. */
+/** What the journal records of an app's schema when cdp takes it (at start or live). */
+export interface SchemaEntry {
+  /** The version in force from this record on, and the schema of that version (the installed release). */
+  version: number;
+  schema: AnySchemaObject;
+  /** The version before, when the app was migrated here, and its schema when no earlier record holds it. */
+  from?: number;
+  fromSchema?: AnySchemaObject;
+  /** Every step known for the app, by the version it leads to: the way back, even once the files no longer hold it. */
+  steps?: Record<string, Step>;
+}
+
+export type SchemaEntries = Record<string, SchemaEntry>;
+
+const SCHEMA_RECORD = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+) schemas: (\{.*\})$/;
+
+/** Schemas taken (and apps migrated): a revision of its own when effective values change. */
+export function schemaRecord(commit: { seq: number; time: string; source: string }, revision: number | undefined, entries: SchemaEntries): string {
+  const rev = revision === undefined ? "" : `rev=${revision} `;
+  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source.replace(/\s/g, "_")} schemas: ${JSON.stringify(entries)}\n`;
+}
+
+/** A schema record's fields, or undefined for any other line. */
+export function readSchemaRecord(line: string): { rev?: number; seq: number; time: string; source: string; entries: SchemaEntries } | undefined {
+  const match = line.includes(" schemas: {") ? SCHEMA_RECORD.exec(line) : null;
+  if (!match) return undefined;
+  const [, rev, seq, time, source, json] = match;
+  let entries: SchemaEntries;
+  try {
+    entries = JSON.parse(json!) as SchemaEntries;
+  } catch {
+    return undefined;
+  }
+  return { ...(rev === undefined ? {} : { rev: Number(rev) }), seq: Number(seq), time: time!, source: source!, entries };
+}
+
+/** A schema upgrade that changed effective values: a revision of its own, with no change line (written before schema records existed). */
 export function upgradeRecord(seq: number, time: string, revision: number, files: string[]): string {
   return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.map((file) => file.replace(/[\s,]/g, "_")).join(",")}\n`;
 }

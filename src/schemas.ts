@@ -6,6 +6,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { CdpError } from "./errors.js";
 import { keyLookup, unescapePointer, type KeyInfo } from "./keys.js";
+import { readVersioning, versionKeywords, type Steps } from "./migrations.js";
 import { linearRegExp } from "./patterns.js";
 import { defineKey, describeValue, freezeDeep, getIn, isObject, type AppConfig } from "./values.js";
 
@@ -26,6 +27,11 @@ export interface AppSchema {
   validate: ValidateFunction;
   /** The key's info, or why it does not exist, to follow the app's name (`.limits has no key "x"`). Cached. */
   key(path: readonly string[]): KeyInfo | string;
+  /** `x-cdp-version` (1 when absent) and the steps of `x-cdp-migrations` by the version they lead to. */
+  version: number;
+  steps: Steps;
+  /** The schema as parsed: what the journal records of a version cdp has run with. */
+  source: AnySchemaObject;
 }
 
 export type Schemas = ReadonlyMap<string, AppSchema>;
@@ -73,8 +79,7 @@ export async function loadSchemas(dir: string): Promise<Schemas> {
 
 /** Compile schema files already read (so that what is compiled is exactly what was read). */
 export function compileSchemas(dir: string, texts: SchemaTexts): Schemas {
-  const draft7 = addFormats(new Ajv(options));
-  const draft2020 = addFormats(new Ajv2020(options));
+  const compilers = schemaCompilers();
   const schemas = new Map<string, AppSchema>();
   for (const [name, text] of texts) {
     const file = join(dir, name);
@@ -82,20 +87,35 @@ export function compileSchemas(dir: string, texts: SchemaTexts): Schemas {
     if (!IDENTIFIER.test(app)) {
       throw new CdpError("bootstrap", `${file}: "${app}" is not a valid app name (letters, digits, '_' and '-', at most 64)`);
     }
-    const schema = parseSchema(file, text);
-    const ajv = /draft-0[467]/.test(String(schema.$schema ?? "")) ? draft7 : draft2020;
-    if (!ajv.validateSchema(schema)) throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${describeSchemaProblem(ajv.errors ?? [], schema)}`);
-    let validate: ValidateFunction;
-    try {
-      validate = ajv.compile(schema);
-    } catch (error) {
-      throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${(error as Error).message}`);
-    }
-    const defaults: Record<string, unknown> = {};
-    validate(defaults); // fills the defaults; whether the result is valid is checked once the journal is read
-    schemas.set(app, { app, file, defaults: freezeDeep(defaults), validate, key: keyLookup(schema) });
+    schemas.set(app, compileAppSchema(app, file, parseSchema(file, text), compilers));
   }
   return schemas;
+}
+
+type Compilers = { draft7: Ajv; draft2020: Ajv2020 };
+
+// one pair per set of schemas: two files may use the same $id
+function schemaCompilers(): Compilers {
+  const compilers = { draft7: addFormats(new Ajv(options)), draft2020: addFormats(new Ajv2020(options)) };
+  for (const keyword of versionKeywords) for (const ajv of Object.values(compilers)) ajv.addKeyword(keyword);
+  return compilers;
+}
+
+/** Compile one app's schema (a file's, or a version the journal recorded); `file` names it in errors. */
+export function compileAppSchema(app: string, file: string, schema: AnySchemaObject, compilers = schemaCompilers()): AppSchema {
+  const versioning = readVersioning(schema);
+  if (typeof versioning === "string") throw new CdpError("bootstrap", `${file}: ${versioning}`);
+  const ajv = /draft-0[467]/.test(String(schema.$schema ?? "")) ? compilers.draft7 : compilers.draft2020;
+  if (!ajv.validateSchema(schema)) throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${describeSchemaProblem(ajv.errors ?? [], schema)}`);
+  let validate: ValidateFunction;
+  try {
+    validate = ajv.compile(schema);
+  } catch (error) {
+    throw new CdpError("bootstrap", `${file}: not a valid JSON Schema: ${(error as Error).message}`);
+  }
+  const defaults: Record<string, unknown> = {};
+  validate(defaults); // fills the defaults; whether the result is valid is checked once the journal is read
+  return { app, file, defaults: freezeDeep(defaults), validate, key: keyLookup(schema), ...versioning, source: schema };
 }
 
 function parseSchema(file: string, text: string): AnySchemaObject {

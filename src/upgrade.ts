@@ -7,11 +7,13 @@ import type { Logger } from "pino";
 import type { Files } from "./commit.js";
 import { CdpError } from "./errors.js";
 import type { HeldWrites } from "./held.js";
-import { replayJournal, upgradeRecord } from "./journal.js";
+import { migrateChecked, type InstalledVersion, type Migrated } from "./installed.js";
+import { VERSION_KEYWORD } from "./migrations.js";
+import { replayJournal, schemaRecord, upgradeRecord, type JournalState, type SchemaEntries } from "./journal.js";
 import { rejectionRecord } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type SchemaTexts, type Schemas } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, type AppSchema, type SchemaTexts, type Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
-import type { AppValidator } from "./validate.js";
+import { runValidators, type AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
 /** The names of the files that differ between two readings. */
@@ -20,27 +22,69 @@ export function changedFiles(before: SchemaTexts, after: SchemaTexts): string[] 
   return [...names].filter((name) => before.get(name) !== after.get(name)).sort();
 }
 
-export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig> } | { ok: false; reason: string };
+export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[] } | { ok: false; reason: string };
 
 /**
- * Compile the new schemas and replay the journal under them: the configuration as it would be,
- * or why the new schemas cannot be taken (they do not compile, or the configuration breaks them,
- * a removed app's configured values included).
+ * Compile the new schemas and replay the journal under them, then migrate each app whose version
+ * changes: the configuration as it would be, or why the new schemas cannot be taken (they do not
+ * compile, a step is missing or fails, or the configuration breaks them, a removed app's
+ * configured values included).
  */
 export async function planUpgrade(
   schemaDir: string,
   texts: SchemaTexts,
   journalPath: string,
   validators: ReadonlyMap<string, readonly AppValidator[]>,
+  inForce?: Schemas,
 ): Promise<Upgrade> {
   try {
     const schemas = compileSchemas(schemaDir, texts);
-    const { apps } = await replayJournal(journalPath, schemas, { validators });
-    return { ok: true, schemas, apps };
+    return migrateState(await replayJournal(journalPath, schemas, { validators, inForce }), schemas, validators, inForce);
   } catch (error) {
     if (error instanceof CdpError) return { ok: false, reason: error.message };
     throw error;
   }
+}
+
+/**
+ * The replayed configuration taken to the schemas' versions: each app whose recorded version
+ * differs is migrated, all or nothing, then checked whole (schema and validators). The entries
+ * say what the journal must record: apps migrated, and schemas it has not recorded yet.
+ */
+export function migrateState(state: JournalState, schemas: Schemas, validators: ReadonlyMap<string, readonly AppValidator[]>, inForce?: Schemas): Upgrade {
+  const apps = new Map(state.apps);
+  const entries: SchemaEntries = {};
+  const migrated: Migrated[] = [];
+  for (const [app, schema] of schemas) {
+    const recorded = state.versions.get(app);
+    const held = inForce?.get(app);
+    // no record: the journal's lines were read with the schema in force (see replayJournal's inForce)
+    const installed = recorded ?? (held && held.version !== schema.version ? { version: held.version, source: held.source, steps: held.steps } : undefined);
+    if (installed && installed.version !== schema.version) {
+      const steps = new Map([...installed.steps, ...schema.steps]); // the file's steps, and the recorded ones it no longer holds
+      try {
+        apps.set(app, migrateChecked(app, apps.get(app)!, installed.version, schema, steps));
+      } catch (error) {
+        return { ok: false, reason: (error as Error).message };
+      }
+      const refusal = runValidators(schema, validators.get(app), apps.get(app)!);
+      if (refusal) return { ok: false, reason: `${app} ${installed.version} → ${schema.version}: ${refusal}` };
+      migrated.push({ app, from: installed.version, to: schema.version });
+      const before = recorded ? {} : { fromSchema: installed.source };
+      entries[app] = { version: schema.version, from: installed.version, ...before, schema: schema.source, steps: Object.fromEntries(steps) };
+    } else if (isVersioned(schema, recorded) && !isDeepStrictEqual(recorded?.source, schema.source)) {
+      entries[app] = { version: schema.version, schema: schema.source };
+    }
+  }
+  return { ok: true, schemas, apps, entries, migrated };
+}
+
+/**
+ * Only the schemas of apps that use versions are recorded: a schema that declares
+ * `x-cdp-version`, or one the journal already records. Others leave the journal as it was.
+ */
+function isVersioned(schema: AppSchema, recorded: InstalledVersion | undefined): boolean {
+  return recorded !== undefined || VERSION_KEYWORD in schema.source;
 }
 
 /** Call `hint` when the schema directory may have changed: on file events and every `pollMs`. */
@@ -106,7 +150,7 @@ export class LiveSchemas {
     const texts = await readSchemaTexts(dir).catch(() => this.#texts);
     const changed = changedFiles(this.#texts, texts);
     if (changed.length === 0 || (this.#refused && changedFiles(this.#refused, texts).length === 0)) return;
-    const plan = await planUpgrade(dir, texts, journalPath, validators);
+    const plan = await planUpgrade(dir, texts, journalPath, validators, this.schemas);
     const time = new Date().toISOString();
     const seq = this.#settings.seq();
     if (!plan.ok) {
@@ -117,11 +161,14 @@ export class LiveSchemas {
       return;
     }
     const differs = [...new Set([...plan.apps.keys(), ...this.schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
-    if (differs && !(await writes.append(files.journal, upgradeRecord(seq, time, table.revision + 1, changed)))) return;
+    const source = `schema:${changed.join(",")}`;
+    const record = Object.keys(plan.entries).length > 0 ? schemaRecord({ seq, time, source }, differs ? table.revision + 1 : undefined, plan.entries) : differs ? upgradeRecord(seq, time, table.revision + 1, changed) : "";
+    if (record && !(await writes.append(files.journal, record))) return;
     this.schemas = plan.schemas;
     this.#texts = texts;
     this.#refused = undefined;
-    if (differs) table.applyAll(plan.apps, table.revision + 1, `schema:${changed.join(",")}`, time);
-    log.info({ files: changed, apps: [...this.schemas.keys()], revision: table.revision }, "schemas upgraded");
+    if (differs) table.applyAll(plan.apps, table.revision + 1, source, time);
+    const migrated = plan.migrated.map(({ app, from, to }) => `${app} ${from} → ${to}`);
+    log.info({ files: changed, apps: [...this.schemas.keys()], revision: table.revision, ...(migrated.length > 0 ? { migrated } : {}) }, migrated.length > 0 ? "schemas upgraded, apps migrated" : "schemas upgraded");
   }
 }

@@ -1,0 +1,188 @@
+// Schema versions with migrations up and down (x-cdp-version, x-cdp-migrations): a live config
+// changes shape and goes back, at start and while running, all or nothing.
+import { readFileSync } from "node:fs";
+import { appendFile, mkdir, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { describe, expect, it } from "vitest";
+import { startCdp, type ChangeEvent } from "../src/index.js";
+import { migrateConfig, type Operation } from "../src/migrations.js";
+import { capturedLogger, cdp, dataDir, getConfig, readText, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+const v1 = {
+  "x-cdp-version": 1,
+  type: "object",
+  additionalProperties: false,
+  properties: { user_id: { type: "string" }, limit: { type: "integer", default: 5 } },
+};
+const step2 = { up: [{ op: "move", from: "/user_id", path: "/userId" }], down: [{ op: "move", from: "/userId", path: "/user_id" }] };
+const step3 = { up: [{ op: "add", path: "/region", value: "us" }], down: [{ op: "remove", path: "/region" }] };
+const v2 = {
+  "x-cdp-version": 2,
+  "x-cdp-migrations": { "2": step2 },
+  type: "object",
+  additionalProperties: false,
+  properties: { userId: { type: "string" }, limit: { type: "integer", default: 5 } },
+};
+const v3 = {
+  ...v2,
+  "x-cdp-version": 3,
+  "x-cdp-migrations": { "2": step2, "3": step3 },
+  properties: { ...v2.properties, region: { type: "string" } },
+};
+
+/** A schema directory holding `snow` at the given schema (written whole, as a deploy does). */
+async function putSchema(dir: string, schema: object): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, "snow.schema.json");
+  await writeFile(`${path}.tmp`, JSON.stringify(schema, null, 2));
+  await rename(`${path}.tmp`, path);
+}
+
+async function snowDataDir(schema: object = v1): Promise<{ dir: string; schemas: string }> {
+  const schemas = join(await tempDir(), "schemas");
+  await putSchema(schemas, schema);
+  return { dir: await dataDir(schemas), schemas };
+}
+
+describe("JSON Patch conformance (json-patch-test-suite) through the migration path", () => {
+  it("applies every case whose document is an object as the suite expects, and refuses every error case", () => {
+    const suite = ["tests.json", "spec_tests.json"].flatMap(
+      (name) => JSON.parse(readFileSync(new URL(`../node_modules/json-patch-test-suite/${name}`, import.meta.url), "utf8")) as { doc: unknown; patch: Operation[]; expected?: unknown; error?: string; disabled?: boolean; comment?: string }[],
+    );
+    const cases = suite.filter((test) => !test.disabled && typeof test.doc === "object" && test.doc !== null && !Array.isArray(test.doc));
+    expect(cases.length).toBeGreaterThan(60);
+    const wrong: string[] = [];
+    for (const test of cases) {
+      let result: ReturnType<typeof migrateConfig>;
+      try {
+        result = migrateConfig("t", test.doc as Record<string, unknown>, [{ from: 1, to: 2, operations: test.patch }]);
+      } catch (error) {
+        wrong.push(`${test.comment ?? JSON.stringify(test.patch)}: threw ${(error as Error).message}`);
+        continue;
+      }
+      if (test.error !== undefined) {
+        if (result.ok) wrong.push(`${test.comment ?? test.error}: applied, but the suite expects "${test.error}"`);
+      } else if (!result.ok) {
+        // a document that stops being an object cannot be an app's config: the only refusal allowed
+        if (!(typeof test.expected !== "object" || Array.isArray(test.expected) || test.expected === null)) wrong.push(`${test.comment}: refused: ${result.reason}`);
+      } else if (test.expected !== undefined && !isDeepStrictEqual(result.config, test.expected)) {
+        wrong.push(`${test.comment}: got ${JSON.stringify(result.config)}`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe("schema versions", () => {
+  it("migrates a live config up when the schema file changes, announces the renamed key, and replays it after a restart", async () => {
+    // a schema without x-cdp-version is version 1, and the journal records nothing of it until it is left
+    const { "x-cdp-version": _, ...unversioned } = v1;
+    const { dir, schemas } = await snowDataDir(unversioned);
+    const { logger } = capturedLogger();
+    const live = await startCdp({ dir, schemas, logger, pollIntervalMs: 100 });
+    const heard: ChangeEvent[] = [];
+    try {
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\nsnow:limit:7\n");
+      await waitUntil(() => live.get("snow", "limit") === 7);
+      live.subscribe("snow", (event) => void heard.push(event));
+      await putSchema(schemas, v2);
+      await waitUntil(() => live.get("snow", "userId") === "alice");
+      expect(live.get("snow")).toEqual({ userId: "alice", limit: 7 });
+      expect(heard.map(({ key, value, previous }) => ({ key, value, previous }))).toEqual(
+        expect.arrayContaining([
+          { key: "user_id", value: undefined, previous: "alice" },
+          { key: "userId", value: "alice", previous: undefined },
+        ]),
+      );
+      expect(heard.every((event) => event.revision === 3 && event.source === "schema:snow.schema.json")).toBe(true);
+      // lines in the new shape are taken at once; the old shape is gone
+      await appendFile(join(dir, "cdp.new"), "snow:userId:bob\nsnow:user_id:carol\n");
+      await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("user_id"));
+      expect(live.get("snow", "userId")).toBe("bob");
+    } finally {
+      await live.stop();
+    }
+    const journal = await readText(join(dir, "cdp"));
+    expect(journal.split("\n").filter((line) => line.includes(" schemas: "))).toHaveLength(1);
+    expect(journal).toMatch(/^# rev=3 seq=2 time=\S+ source=schema:snow\.schema\.json schemas: \{"snow":\{"version":2,"from":1,"fromSchema":\{"type":"object",/m);
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ userId: "bob", limit: 7 });
+    const history = await cdp(["history", "--dir", dir, "snow"]);
+    expect(history.output).toMatch(/^3 .*schema:snow\.schema\.json\s+snow\s+schema version 1 → 2$/m);
+    expect(history.output).toMatch(/snow\.user_id\s+\(none\) → "alice"/);
+  });
+
+  it("goes back down with only the old file, from the steps the journal recorded, even after a restart", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const first = await startCdp({ dir, schemas, logger: capturedLogger().logger, pollIntervalMs: 100 });
+    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+    await waitUntil(() => first.get("snow", "user_id") === "alice");
+    await putSchema(schemas, v3);
+    await waitUntil(() => first.get("snow", "region") === "us");
+    expect(first.get("snow")).toEqual({ userId: "alice", limit: 5, region: "us" });
+    await first.stop();
+
+    // the v1 file knows no step: the way down is in the journal
+    await putSchema(schemas, v1);
+    const second = await startCdp({ dir, schemas, logger: capturedLogger().logger });
+    try {
+      expect(second.get("snow")).toEqual({ user_id: "alice", limit: 5 });
+      expect(second.revision).toBe(3);
+    } finally {
+      await second.stop();
+    }
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ user_id: "alice", limit: 5 });
+    const history = await cdp(["history", "--dir", dir, "snow"]);
+    expect(history.output).toContain("schema version 1 → 3");
+    expect(history.output).toContain("schema version 3 → 1");
+  });
+
+  it("skips versions in one move at start, when the file changed while cdp was stopped", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const watch = await startWatch(dir, ["--schemas", schemas]);
+    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+
+    await putSchema(schemas, v3);
+    const again = await startWatch(dir, ["--schemas", schemas]);
+    expect(again.output()).toContain("migrated snow from schema version 1 to 3");
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ userId: "alice", limit: 5, region: "us" });
+    again.child.kill("SIGTERM");
+    expect(await again.exited).toBe(0);
+  });
+
+  it("refuses a migration whose step fails or is missing: live, the schemas in force stay; at start, cdp does not start", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "100"]);
+    // no user_id yet: moving it fails
+    await putSchema(schemas, v2);
+    await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
+    expect(await readText(join(dir, "cdp.rej"))).toContain("schema change refused: snow 1 → 2: operation 1 (move /user_id → /userId) failed: nothing is at /user_id");
+    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+
+    // version 3 without the step to 2: a release upgrade needs every step on the way
+    await putSchema(schemas, { ...v3, "x-cdp-migrations": { "3": step3 } });
+    const refused = await cdp(["watch", "--dir", dir, "--schemas", schemas]);
+    expect(refused.code).toBe(2);
+    expect(refused.output).toContain(`the schemas in ${schemas} cannot be taken: snow cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"`);
+    // what is in force is what the journal holds: version 1
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ user_id: "alice", limit: 5 });
+  });
+
+  it("refuses a malformed version or step when the schema is loaded, naming the file", async () => {
+    const schemas = join(await tempDir(), "schemas");
+    await putSchema(schemas, { ...v2, "x-cdp-migrations": { "2": { up: [{ op: "rename", path: "/a" }], down: [] } } });
+    const bad = await cdp(["check", "--schemas", schemas], "snow:limit:3\n");
+    expect(bad.code).toBe(2);
+    expect(bad.output).toContain(`${join(schemas, "snow.schema.json")}: "x-cdp-migrations"["2"].up[0]: Operation \`op\` property is not one of operations defined in RFC-6902`);
+    await putSchema(schemas, { ...v2, "x-cdp-version": 0 });
+    expect((await cdp(["check", "--schemas", schemas], "snow:limit:3\n")).output).toContain(`"x-cdp-version" must be an integer of at least 1, got 0`);
+    await putSchema(schemas, { ...v1, "x-cdp-migrations": { "2": step2 } });
+    expect((await cdp(["check", "--schemas", schemas], "snow:limit:3\n")).output).toContain(`"x-cdp-migrations"["2"]: leads past "x-cdp-version" 1`);
+  });
+});
