@@ -8,7 +8,7 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { initDataDir, openDataDir } from "./datadir.js";
-import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, statusCommand, stderrLog, type Io } from "./commands.js";
+import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, planCommand, statusCommand, stderrLog, type Io } from "./commands.js";
 import { lockHolder } from "./durable.js";
 import { CdpError } from "./errors.js";
 import { HELP, USAGE } from "./help.js";
@@ -70,6 +70,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await rollbackCommand(values, positionals, io);
       case "compact":
         return await compactCommand(values, positionals, io);
+      case "plan":
+        return await planCommand(values, positionals, io);
       default:
         return await checkCommand(values, positionals, io);
     }

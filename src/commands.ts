@@ -1,5 +1,5 @@
 // The commands that work on the data directory's files, without the watcher: status, get,
-// check, history and compact.
+// check, history, plan and compact.
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
@@ -11,8 +11,10 @@ import { formatHistory, historyJson, selectHistory } from "./history.js";
 import { INBOX_FILE } from "./inbox.js";
 import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { noPositionals, positiveInteger, required, type Values } from "./options.js";
-import { loadSchemas, maskSecrets } from "./schemas.js";
+import { describePlan, formatPlan } from "./plan.js";
+import { loadSchemas, maskSecrets, readSchemaTexts } from "./schemas.js";
 import { readStatus } from "./status.js";
+import { planUpgrade } from "./upgrade.js";
 import { judgeInSequence } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -138,4 +140,26 @@ export async function compactCommand(values: Values, positionals: string[], io: 
   } finally {
     await unlock();
   }
+}
+
+/** `cdp plan --dir D --schemas NEW`: what taking NEW would do to D's configuration, without writing. */
+export async function planCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const target = required(values, "schemas");
+  const current = (await openDataDir(dir, stderrLog)).schemas;
+  if (!current) throw new CdpError("usage", `${dir} records no schema directory to compare with: record one with 'cdp init --dir ${dir} --schemas DIR'`);
+  const inForce = await loadSchemas(current);
+  const journalPath = join(dir, JOURNAL_FILE);
+  const before = await replayJournal(journalPath, inForce);
+  const upgrade = await planUpgrade(resolve(target), await readSchemaTexts(target), journalPath, new Map(), inForce);
+  const plan = describePlan(before.apps, inForce, upgrade);
+  if (values.json) io.stdout(`${JSON.stringify(plan, null, 2)}\n`);
+  if (!plan.ok) {
+    io.stderr(`cdp: refused: ${plan.reason}\n`);
+    return 1;
+  }
+  if (!values.json) io.stdout(`${formatPlan(plan)}\n`);
+  io.stderr(`the configuration holds under ${target} (the data directory's schemas are ${current})\n`);
+  return 0;
 }

@@ -14,6 +14,7 @@ Usage:
   cdp history --dir D [app[.key]] [--limit N] [--json]   revisions, newest first
   cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
   cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
+  cdp plan   --dir D --schemas NEW   what taking the schemas in NEW would do (versions, keys)
 
 Settings come from flags, then environment variables, then the data directory: every option
 --NAME may be given as CDP_NAME (upper case, '-' as '_': CDP_DIR, CDP_SCHEMAS,
@@ -123,6 +124,18 @@ key, old and new value. Secret (writeOnly) values are shown as [secret].
 Options:
   --limit N              at most N revisions
   --json                 a JSON array, for scripts`,
+  plan: `Usage: cdp plan --dir D --schemas NEW [--json]
+
+Preview what taking the schema files in NEW would do to D's configuration, without writing
+anything: per app, the schema version from → to (x-cdp-version) and the keys added, removed,
+renamed (moved by a step of x-cdp-migrations) and whose effective value changes (old → new).
+It is judged as the watcher would judge it: the journal replayed, each app migrated through
+every step on the way, then checked whole against NEW. Compared with the schema directory the
+data directory records (cdp init). Secret (writeOnly) values are shown as [secret].
+Exit 0 when the configuration holds under NEW; 1 with the reason when it would be refused.
+
+Options:
+  --json                 the plan as JSON ({"ok": true, "apps": [...]} or {"ok": false, "reason": ...})`,
   compact: `Usage: cdp compact --dir D [--schemas S] [--keep N]
 
 Rewrite the journal D/${JOURNAL_FILE} as the configuration before its last N changes plus those

@@ -185,4 +185,34 @@ describe("schema versions", () => {
     await putSchema(schemas, { ...v1, "x-cdp-migrations": { "2": step2 } });
     expect((await cdp(["check", "--schemas", schemas], "snow:limit:3\n")).output).toContain(`"x-cdp-migrations"["2"]: leads past "x-cdp-version" 1`);
   });
+
+  it("previews a schema change with cdp plan, without writing: versions, renamed, added and changed keys; exit 1 with the reason when refused", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const watch = await startWatch(dir, ["--schemas", schemas]);
+    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    const journal = await readText(join(dir, "cdp"));
+
+    const next = join(await tempDir(), "next");
+    // a step changes the whole config, defaults included: a new default reaches a migrated app through a step
+    const raise = { up: [...step3.up, { op: "replace", path: "/limit", value: 10 }], down: [...step3.down, { op: "replace", path: "/limit", value: 5 }] };
+    await putSchema(next, { ...v3, "x-cdp-migrations": { "2": step2, "3": raise }, properties: { ...v3.properties, limit: { type: "integer", default: 10 } } });
+    const plan = await cdp(["plan", "--dir", dir, "--schemas", next]);
+    expect(plan.code).toBe(0);
+    expect(plan.output).toContain(["snow: version 1 → 3", "  renamed  user_id → userId", '  added    region: "us"', "  changed  limit: 5 → 10"].join("\n"));
+    expect(plan.output).toContain(`the configuration holds under ${next}`);
+    const json = await cdp(["plan", "--dir", dir, "--schemas", next, "--json"]);
+    expect(JSON.parse(json.output.slice(0, json.output.lastIndexOf("}") + 1))).toEqual({
+      ok: true,
+      apps: [{ app: "snow", from: 1, to: 3, added: { region: "us" }, removed: [], renamed: { user_id: "userId" }, changed: { limit: { from: 5, to: 10 } } }],
+    });
+
+    await putSchema(next, { ...v3, "x-cdp-migrations": { "2": { ...step2, up: [{ op: "test", path: "/user_id", value: "bob" }, ...step2.up] }, "3": step3 } });
+    const refused = await cdp(["plan", "--dir", dir, "--schemas", next]);
+    expect(refused.code).toBe(1);
+    expect(refused.output).toContain("cdp: refused: snow 1 → 2: operation 1 (test /user_id) failed: the value at /user_id is not the one the test expects");
+    expect(await readText(join(dir, "cdp"))).toBe(journal); // nothing written
+  });
 });

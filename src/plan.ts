@@ -1,0 +1,95 @@
+// What taking new schemas would do, without doing it (`cdp plan`, POST /v1/plan): per app, the
+// version from and to, and the keys added, removed, renamed (moved by a step) and whose
+// effective value changes; or why the schemas would be refused.
+import { isDeepStrictEqual } from "node:util";
+import type { Migrated } from "./installed.js";
+import { maskSecrets, type Schemas } from "./schemas.js";
+import type { Upgrade } from "./upgrade.js";
+import { describeValue, type AppConfig } from "./values.js";
+import type { Step } from "./migrations.js";
+
+export interface AppPlan {
+  app: string;
+  from: number;
+  to: number;
+  added: Record<string, unknown>;
+  removed: string[];
+  /** old key → new key */
+  renamed: Record<string, string>;
+  changed: Record<string, { from: unknown; to: unknown }>;
+}
+
+export type SchemaPlan = { ok: true; apps: AppPlan[] } | { ok: false; reason: string };
+
+/** The plan, from the configuration in force (`before`, under `inForce`) and the upgrade computed. */
+export function describePlan(before: ReadonlyMap<string, AppConfig>, inForce: Schemas, upgrade: Upgrade): SchemaPlan {
+  if (!upgrade.ok) return { ok: false, reason: upgrade.reason };
+  const apps: AppPlan[] = [];
+  for (const [app, schema] of upgrade.schemas) {
+    const migration = upgrade.migrated.find((each) => each.app === app);
+    const old = inForce.get(app);
+    const from = migration?.from ?? old?.version ?? schema.version;
+    const shown = (config: AppConfig | undefined, which: "old" | "new") => {
+      const masking = which === "old" ? old : schema;
+      return config && masking ? (maskSecrets(masking, [], config) as AppConfig) : (config ?? {});
+    };
+    const was = shown(before.get(app), "old");
+    const now = shown(upgrade.apps.get(app), "new");
+    const renamed = migration ? renamesOf(migration, schema.steps, old?.steps) : {};
+    const plan: AppPlan = { app, from, to: schema.version, added: {}, removed: [], renamed: {}, changed: {} };
+    for (const [oldKey, newKey] of Object.entries(renamed)) {
+      if (!(oldKey in was) || !(newKey in now)) continue;
+      plan.renamed[oldKey] = newKey;
+      if (!isDeepStrictEqual(was[oldKey], now[newKey])) plan.changed[newKey] = { from: was[oldKey], to: now[newKey] };
+    }
+    const movedFrom = new Set(Object.keys(plan.renamed));
+    const movedTo = new Set(Object.values(plan.renamed));
+    for (const key of new Set([...Object.keys(was), ...Object.keys(now)])) {
+      if (movedFrom.has(key) || movedTo.has(key)) continue;
+      if (!(key in was)) plan.added[key] = now[key];
+      else if (!(key in now)) plan.removed.push(key);
+      else if (!isDeepStrictEqual(was[key], now[key])) plan.changed[key] = { from: was[key], to: now[key] };
+    }
+    apps.push(plan);
+  }
+  return { ok: true, apps };
+}
+
+/** Top-level keys moved by the steps taken, followed through each step: old key → new key. */
+function renamesOf(migration: Migrated, fileSteps: ReadonlyMap<number, Step>, heldSteps: ReadonlyMap<number, Step> | undefined): Record<string, string> {
+  const steps = new Map([...(heldSteps ?? []), ...fileSteps]);
+  const up = migration.to > migration.from;
+  const origin = new Map<string, string>(); // current key → the key it started as
+  for (let at = migration.from; at !== migration.to; at += up ? 1 : -1) {
+    const step = steps.get(up ? at + 1 : at);
+    for (const operation of (up ? step?.up : step?.down) ?? []) {
+      if (operation.op !== "move") continue;
+      const [from, to] = [topKey(operation.from), topKey(operation.path)];
+      if (from === undefined || to === undefined) continue;
+      origin.set(to, origin.get(from) ?? from);
+      origin.delete(from);
+    }
+  }
+  return Object.fromEntries([...origin].map(([now, was]) => [was, now]));
+}
+
+function topKey(pointer: string): string | undefined {
+  const match = /^\/([^/]+)$/.exec(pointer);
+  return match ? match[1]!.replace(/~1/g, "/").replace(/~0/g, "~") : undefined;
+}
+
+/** The plan for a terminal: one block per app. */
+export function formatPlan(plan: Extract<SchemaPlan, { ok: true }>): string {
+  const lines: string[] = [];
+  for (const app of plan.apps) {
+    const moved = app.from === app.to ? `version ${app.to}` : `version ${app.from} → ${app.to}`;
+    const rows = [
+      ...Object.entries(app.renamed).map(([from, to]) => `  renamed  ${from} → ${to}`),
+      ...Object.entries(app.added).map(([key, value]) => `  added    ${key}: ${describeValue(value)}`),
+      ...app.removed.map((key) => `  removed  ${key}`),
+      ...Object.entries(app.changed).map(([key, { from, to }]) => `  changed  ${key}: ${describeValue(from)} → ${describeValue(to)}`),
+    ];
+    lines.push(`${app.app}: ${moved}${rows.length === 0 ? ", no change" : ""}`, ...rows);
+  }
+  return lines.join("\n");
+}
