@@ -54,10 +54,16 @@ export async function statusCommand(values: Values, positionals: string[], io: I
     ["revision", String(status.revision)],
     ["inbox", `${status.waiting} line${status.waiting === 1 ? "" : "s"} waiting in ${join(dir, INBOX_FILE)}`],
     ["last rejection", status.lastRejection ? `${status.lastRejection.time} ${status.lastRejection.source}: ${status.lastRejection.reason}` : "none"],
-    ["schemas", `${schemas}: ${status.apps.map(({ app, version, sha256 }) => `${app} (${version === null ? "unversioned" : `version ${version}`}, ${sha256})`).join(", ")}`],
+    ["schemas", `${schemas}: ${status.apps.map(({ app, version, inForce, sha256 }) => `${app} (${schemaVersion(version, inForce)}, ${sha256})`).join(", ")}`],
   ];
   for (const [name, value] of rows) io.stdout(`${name!.padEnd(15)} ${value}\n`);
   return 0;
+}
+
+/** "version 2", or what is in force when the file declares another (taken at the watcher's next look). */
+function schemaVersion(file: number | null, inForce: number): string {
+  if (file === null && inForce === 1) return "unversioned";
+  return (file ?? 1) === inForce ? `version ${inForce}` : `version ${inForce} in force, the file is version ${file ?? 1}`;
 }
 
 export async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {

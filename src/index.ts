@@ -22,6 +22,11 @@ export interface CdpOptions {
   init?: boolean;
   /** The directory of `<app>.schema.json` files. */
   schemas: string;
+  /**
+   * The schema version (`x-cdp-version`) this code expects per app, e.g. `{ snow: 2 }`: cdp refuses
+   * to start (CdpError "bootstrap") on another one, and refuses a live schema change to another.
+   */
+  expect?: Record<string, number>;
   /** Code-level checks per app, run on the app's whole config after each change (and at start). */
   validators?: Record<string, AppValidator | AppValidator[]>;
   /** A pino logger; by default JSON lines on stderr at level info. */
@@ -132,6 +137,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     }),
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
+    expect: options.expect ?? {},
     fleet: fleet && { log: fleet, host },
     // for `cdp status`: what this watcher serves
     watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },

@@ -49,6 +49,16 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
   pipeline.table.subscribeAll((event) => void (lastChange = Date.parse(event.time) / 1000));
   gauge("cdp_last_change_timestamp_seconds", "When the last change was applied (Unix time; 0: none since cdp started)", () => lastChange);
   gauge("cdp_revision", "The revision of the last applied change", () => pipeline.table.revision);
+  new Gauge({
+    name: "cdp_schema_version",
+    help: "Each app's schema version in force (x-cdp-version; 1 when the schema declares none)",
+    labelNames: ["app"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [app, schema] of pipeline.schemas) this.set({ app }, schema.version);
+    },
+  });
   gauge("cdp_ready", "1 while cdp takes changes (see /readyz), else 0", () => (pipeline.notReady() === undefined ? 1 : 0));
   gauge("cdp_sse_clients", "Clients connected to the event stream", () => stream.clients);
   gauge("cdp_diverged_keys", "Fleet mode: keys whose fleet change this host's schemas refuse (it keeps the last good value)", () => pipeline.diverged);

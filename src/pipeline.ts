@@ -16,7 +16,7 @@ import { REJECTS_FILE, openRejects } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, SCHEMA_SUFFIX, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
-import { LiveSchemas, migrateState } from "./upgrade.js";
+import { LiveSchemas, migrateState, unexpectedVersion } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
@@ -32,6 +32,8 @@ export interface PipelineOptions {
   compaction: { after: number; keep: number };
   /** How long after it is applied a change may be vetoed by a subscriber. */
   vetoWindowMs: number;
+  /** The schema version the embedding code expects per app: another is refused, at start and live. */
+  expect: Readonly<Record<string, number>>;
   /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
   fleet?: { log: FleetLog; host: string };
   /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
@@ -139,6 +141,8 @@ class Run implements Pipeline {
     const journalPath = join(options.dir, JOURNAL_FILE);
     const texts = await readSchemaTexts(options.schemas);
     const schemas = compileSchemas(options.schemas, texts);
+    const unexpected = unexpectedVersion(schemas, options.expect);
+    if (unexpected) throw new CdpError("bootstrap", unexpected);
     const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
     const journal = await openJournal(journalPath, replayed);
     // schema versions changed while cdp was stopped: migrated before anything is served
@@ -156,6 +160,7 @@ class Run implements Pipeline {
     this.#unlock = unlock;
     [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
+    this.table.versionOf = (app) => this.#live.schemas.get(app)?.version; // events say which shape their value has
     // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
     this.#files = { journal: loaded.journal, rejects: undefined as unknown as DurableFile };
     this.#seq = state.seq;
@@ -163,7 +168,7 @@ class Run implements Pipeline {
     this.#resumeSince = state.positionTime;
     this.#writes = new HeldWrites(log, () => this.#stopping);
     const seq = () => this.#seq;
-    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, table: this.table, files: this.#files, writes: this.#writes, seq, log });
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, table: this.table, files: this.#files, writes: this.#writes, seq, log });
     const schemas = () => this.#live.schemas;
     this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, log }, state.records);
     this.#vetoes = new Vetoes({

@@ -22,7 +22,9 @@ export class ConfigCache {
       this.#schemas = schemas;
     }
     const etag = `"${table.revision}"`;
-    const headers = { etag, "cache-control": "no-cache" };
+    // the shape of what is served: each app's schema version (x-cdp-version)
+    const versions = [...schemas].map(([app, schema]) => `${app}=${schema.version}`).join(", ");
+    const headers = { etag, "cache-control": "no-cache", "cdp-schema-versions": versions };
     if (matchesEtag(req.headers["if-none-match"], etag)) return void res.writeHead(304, headers).end();
     let body = this.#bodies.get(rest);
     if (body === undefined) {

@@ -145,8 +145,8 @@ export class EventStream {
 
   #frameOf(change: ChangeData): Frame {
     const { revision, app, key, time, source } = change;
-    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }) };
     const schema = this.#pipeline.schemas.get(app);
+    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }), ...(schema ? { version: schema.version } : {}) };
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;

@@ -20,6 +20,8 @@ export interface ChangeEvent {
   reason?: string;
   /** Who made it (`# by:` before its line: the user of `cdp push`, the sidecar's token name). */
   by?: string;
+  /** The app's schema version (`x-cdp-version`) in force: the shape the value has. */
+  version?: number;
   /**
    * Report the change unhealthy: within the tentative window, cdp reverts it through the
    * pipeline and records the reason. False when it can no longer be vetoed (it is permanent).
@@ -80,6 +82,8 @@ export class ConfigTable implements LiveConfig {
   #keyNames = new Set<string>(); // the "app:key" events someone listens to
   #log: Logger;
   #subscriberErrors = 0;
+  /** The schema version in force per app, told to subscribers with each change. */
+  versionOf: (app: string) => number | undefined = () => undefined;
 
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
     for (const [app, config] of apps) this.#apps.set(app, freezeDeep(config));
@@ -190,6 +194,8 @@ export class ConfigTable implements LiveConfig {
       const event: ChangeEvent = { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
       if (change.reason !== undefined) event.reason = change.reason;
       if (change.by !== undefined) event.by = change.by;
+      const version = this.versionOf(app);
+      if (version !== undefined) event.version = version;
       return event;
     };
     const changed = event(change.key);

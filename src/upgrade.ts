@@ -79,6 +79,16 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
   return { ok: true, schemas, apps, entries, migrated };
 }
 
+/** Why the schemas' versions are not those the embedding code expects, or undefined. */
+export function unexpectedVersion(schemas: Schemas, expect: Readonly<Record<string, number>>): string | undefined {
+  for (const [app, version] of Object.entries(expect)) {
+    const schema = schemas.get(app);
+    if (!schema) return `this code expects the app "${app}" (schema version ${version}), but no ${app}.schema.json is there`;
+    if (schema.version !== version) return `this code expects ${app} at schema version ${version}, but ${schema.file} is version ${schema.version}`;
+  }
+  return undefined;
+}
+
 /**
  * Only the schemas of apps that use versions are recorded: a schema that declares
  * `x-cdp-version`, or one the journal already records. Others leave the journal as it was.
@@ -104,6 +114,8 @@ export interface LiveSchemaSettings {
   dir: string;
   journalPath: string;
   validators: ReadonlyMap<string, readonly AppValidator[]>;
+  /** The versions the embedding code expects: schemas of another are refused. */
+  expect: Readonly<Record<string, number>>;
   table: ConfigTable;
   files: Files;
   writes: HeldWrites;
@@ -150,7 +162,9 @@ export class LiveSchemas {
     const texts = await readSchemaTexts(dir).catch(() => this.#texts);
     const changed = changedFiles(this.#texts, texts);
     if (changed.length === 0 || (this.#refused && changedFiles(this.#refused, texts).length === 0)) return;
-    const plan = await planUpgrade(dir, texts, journalPath, validators, this.schemas);
+    const planned = await planUpgrade(dir, texts, journalPath, validators, this.schemas);
+    const unexpected = planned.ok ? unexpectedVersion(planned.schemas, this.#settings.expect) : undefined;
+    const plan: Upgrade = unexpected ? { ok: false, reason: unexpected } : planned;
     const time = new Date().toISOString();
     const seq = this.#settings.seq();
     if (!plan.ok) {

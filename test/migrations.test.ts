@@ -215,4 +215,34 @@ describe("schema versions", () => {
     expect(refused.output).toContain("cdp: refused: snow 1 → 2: operation 1 (test /user_id) failed: the value at /user_id is not the one the test expects");
     expect(await readText(join(dir, "cdp"))).toBe(journal); // nothing written
   });
+
+  it("tells which version is in force: events, /v1/config, /metrics, cdp status; code that expects another refuses to start", async () => {
+    const { dir, schemas } = await snowDataDir();
+    await expect(startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 } })).rejects.toThrow(`this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 1`);
+    await putSchema(schemas, v2);
+    const live = await startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 }, pollIntervalMs: 100, http: { listen: "127.0.0.1:0" } });
+    try {
+      const heard: ChangeEvent[] = [];
+      live.subscribe("snow", "userId", (event) => void heard.push(event));
+      await appendFile(join(dir, "cdp.new"), "snow:userId:alice\n");
+      await waitUntil(() => heard.length === 1);
+      expect(heard[0]).toMatchObject({ value: "alice", version: 2 });
+      const served = await fetch(`${live.url}/v1/config/snow`);
+      expect(served.headers.get("cdp-schema-versions")).toBe("snow=2");
+      expect(await served.json()).toEqual({ userId: "alice", limit: 5 });
+      expect(await (await fetch(`${live.url}/metrics`)).text()).toContain('cdp_schema_version{app="snow"} 2');
+      const status = await cdp(["status", "--dir", dir]);
+      expect(status.output).toMatch(/^schemas .*snow \(version 2, [0-9a-f]{12}\)$/m);
+
+      // a live change to a version this code does not expect is refused; version 2 stays
+      await putSchema(schemas, v3);
+      await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
+      expect(await readText(join(dir, "cdp.rej"))).toContain(`schema change refused: this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 3`);
+      expect(live.get("snow")).toEqual({ userId: "alice", limit: 5 });
+    } finally {
+      await live.stop();
+    }
+    const status = await cdp(["status", "--dir", dir]);
+    expect(status.output).toMatch(/snow \(version 2 in force, the file is version 3, [0-9a-f]{12}\)/);
+  });
 });
