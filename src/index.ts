@@ -84,6 +84,8 @@ export interface HttpOptions {
 
 /** A running cdp: the live config table fed by the inbox. */
 export interface Cdp extends LiveConfig {
+  /** The app's schema version in force (`x-cdp-version`; 1 when its schema declares none), or undefined for an unknown app. */
+  schemaVersion(app: string): number | undefined;
   /** Add a code-level check for an app; it applies to the changes that follow. */
   registerValidator(app: string, validator: AppValidator): void;
   /** The sidecar's address (`http://127.0.0.1:7070`), when `http` was given. */
@@ -161,6 +163,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     get: table.get.bind(table),
     snapshot: table.snapshot.bind(table),
     subscribe: table.subscribe.bind(table),
+    schemaVersion: (app) => pipeline.schemas.get(app)?.version,
     registerValidator(app, validator) {
       if (!pipeline.schemas.has(app)) throw new CdpError("usage", `cannot register a validator for unknown app "${app}"`);
       validators.set(app, [...(validators.get(app) ?? []), validator]);
