@@ -1,5 +1,6 @@
 // Live schema upgrades (the appup of cdp): notice changed schema files, decide whether the
 // configuration holds under them, and take them between batches.
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { watch } from "chokidar";
@@ -77,6 +78,15 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
     }
   }
   return { ok: true, schemas, apps, entries, migrated };
+}
+
+/** How long a refused schema file must stay unchanged before the refusal is recorded. */
+const SETTLE_MS = 1000;
+
+/** Whether any of the files was modified within the last `ms` (a copy may be under way). */
+async function writtenWithin(dir: string, names: string[], ms: number): Promise<boolean> {
+  const times = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => info.mtimeMs, () => 0)));
+  return times.some((time) => Date.now() - time < ms);
 }
 
 /** Why the schemas' versions are not those the embedding code expects, or undefined. */
@@ -168,6 +178,8 @@ export class LiveSchemas {
     const time = new Date().toISOString();
     const seq = this.#settings.seq();
     if (!plan.ok) {
+      // a file written moments ago may still be being copied (cp truncates, then writes): judged again at the next look
+      if (await writtenWithin(dir, changed, SETTLE_MS)) return;
       this.#refused = texts;
       log.warn({ files: changed, reason: plan.reason }, "schema change refused: the schemas in force stay");
       const text = changed.map((file) => join(dir, file)).join(" ");

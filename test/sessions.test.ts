@@ -3,7 +3,8 @@
 // real `cdp` on PATH; what the page shows after it must appear in its output, in order (`…`
 // stands for anything: times, pids, absolute paths). `cdp watch` runs in the background, as in a
 // second terminal; before each next command the runner waits, as a person would, until the
-// watcher has read the inbox. /tmp/cdp-NAME directories become fresh temporary ones.
+// watcher has read the inbox (and taken a changed schema's version). /tmp/cdp-NAME directories
+// become fresh temporary ones.
 import { spawn } from "node:child_process";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -68,8 +69,9 @@ async function runSessions(page: string): Promise<void> {
   const settle = async () => {
     for (const dir of watched) {
       await waitUntil(async () => {
-        const status = JSON.parse(await bash(`cdp status --dir ${dir} --json`, env)) as { waiting: number };
-        return status.waiting === 0;
+        // and, after a schema file changed, until the watcher has taken its version
+        const status = JSON.parse(await bash(`cdp status --dir ${dir} --json`, env)) as { waiting: number; apps: { version: number | null; inForce: number }[] };
+        return status.waiting === 0 && status.apps.every(({ version, inForce }) => (version ?? 1) === inForce);
       });
     }
   };
