@@ -179,7 +179,7 @@ export class LiveSchemas {
     const seq = this.#settings.seq();
     if (!plan.ok) {
       // a file written moments ago may still be being copied (cp truncates, then writes): judged again at the next look
-      if (await writtenWithin(dir, changed, SETTLE_MS)) return;
+      if (await writtenWithin(dir, changed, SETTLE_MS)) return log.debug({ files: changed, reason: plan.reason }, "a schema file was written moments ago: judged again at the next look");
       this.#refused = texts;
       log.warn({ files: changed, reason: plan.reason }, "schema change refused: the schemas in force stay");
       const text = changed.map((file) => join(dir, file)).join(" ");

@@ -280,4 +280,21 @@ describe("schema versions", () => {
     expect(moves.length).toBeGreaterThan(0);
     moves.forEach((move, i) => expect(move).toBe(i % 2 === 0 ? "1>2" : "2>1"));
   });
+
+  it("does not record a refusal for a schema file caught half-copied: it is judged again once written", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "100", "--log-level", "debug"]);
+    const path = join(schemas, "snow.schema.json");
+    const text = JSON.stringify({ ...v1, properties: { ...v1.properties, limit: { type: "integer", default: 6 } } }, null, 2);
+    await writeFile(path, text.slice(0, text.length / 2)); // as cp does: truncated, then written
+    await waitUntil(() => watch.output().includes("judged again at the next look"));
+    await appendFile(path, text.slice(text.length / 2));
+    await waitUntil(() => watch.output().includes("schemas upgraded"));
+    expect(await readText(join(dir, "cdp.rej"))).toBe("");
+    // a file that stays broken is refused once it has been left alone for a moment
+    await writeFile(path, "{");
+    await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
 });
