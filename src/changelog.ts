@@ -17,10 +17,12 @@ export class RecentChanges {
   #arrived: HistoryEntry[] = []; // applied while the journal is read
   #reading: Promise<HistoryEntry[]> | undefined;
   #unsubscribe: () => void;
+  #versions: Map<string, number>; // each app's schema version as last heard
 
   constructor(pipeline: Pipeline, log: Logger) {
     this.#pipeline = pipeline;
     this.#log = log;
+    this.#versions = new Map([...pipeline.schemas].map(([app, schema]) => [app, schema.version]));
     this.#unsubscribe = pipeline.table.subscribeAll((event) => this.#applied(event));
   }
 
@@ -49,13 +51,21 @@ export class RecentChanges {
   }
 
   #applied(event: ChangeEvent): void {
-    if (event.source.startsWith("schema:")) return; // a schema upgrade's revision has no change record
+    const entries = this.#entries ?? this.#arrived;
+    const known = this.#versions.get(event.app);
+    if (event.version !== undefined) this.#versions.set(event.app, event.version);
+    if (event.source.startsWith("schema:")) {
+      // a schema upgrade's revision has no change record; a migration is one entry, as the journal's history has it
+      if (known !== undefined && event.version !== undefined && known !== event.version) {
+        entries.push({ revision: event.revision, time: event.time, source: event.source, app: event.app, key: "", value: undefined, previous: undefined, secret: false, record: "", migration: { from: known, to: event.version } });
+      }
+      return;
+    }
     const info = this.#pipeline.schemas.get(event.app)?.key(event.key.split("."));
     const { revision, app, key, value, previous, source, time, reason, by } = event;
     const entry: HistoryEntry = { revision, time, source, app, key, value, previous, secret: typeof info !== "object" || info.secret, record: "" };
     if (reason !== undefined) entry.reason = reason;
     if (by !== undefined) entry.by = by;
-    const entries = this.#entries ?? this.#arrived;
     entries.push(entry);
     if (entries.length > 2 * KEPT_CHANGES) entries.splice(0, entries.length - KEPT_CHANGES);
   }

@@ -26,6 +26,11 @@ export const versionKeywords = [
   { keyword: MIGRATIONS_KEYWORD, metaSchema: { type: "object" } },
 ];
 
+/** The version a schema declares, or undefined when it declares none (it is then version 1, and events do not say it). */
+export function declaredVersion(schema: { version: number; source: AnySchemaObject }): number | undefined {
+  return VERSION_KEYWORD in schema.source ? schema.version : undefined;
+}
+
 /** The version a schema declares (1 when it does not) and its steps; or what is wrong with them. */
 export function readVersioning(schema: AnySchemaObject): { version: number; steps: Map<number, Step> } | string {
   const version = schema[VERSION_KEYWORD] ?? 1;

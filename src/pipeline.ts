@@ -16,6 +16,7 @@ import { REJECTS_FILE, openRejects } from "./rejects.js";
 import { compileSchemas, readSchemaTexts, SCHEMA_SUFFIX, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
+import { declaredVersion } from "./migrations.js";
 import { LiveSchemas, migrateState, unexpectedVersion } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { Vetoes } from "./vetoes.js";
@@ -160,7 +161,11 @@ class Run implements Pipeline {
     this.#unlock = unlock;
     [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
-    this.table.versionOf = (app) => this.#live.schemas.get(app)?.version; // events say which shape their value has
+    // events of apps that use versions say which shape their value has
+    this.table.versionOf = (app) => {
+      const schema = this.#live.schemas.get(app);
+      return schema && declaredVersion(schema);
+    };
     // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
     this.#files = { journal: loaded.journal, rejects: undefined as unknown as DurableFile };
     this.#seq = state.seq;

@@ -3,8 +3,10 @@
 // effective value changes; or why the schemas would be refused.
 import { isDeepStrictEqual } from "node:util";
 import type { Migrated } from "./installed.js";
-import { maskSecrets, type Schemas } from "./schemas.js";
-import type { Upgrade } from "./upgrade.js";
+import { maskSecrets, SCHEMA_SUFFIX, type Schemas } from "./schemas.js";
+import type { ConfigTable } from "./table.js";
+import { planUpgrade, type Upgrade } from "./upgrade.js";
+import type { AppValidator } from "./validate.js";
 import { describeValue, type AppConfig } from "./values.js";
 import type { Step } from "./migrations.js";
 
@@ -53,6 +55,18 @@ export function describePlan(before: ReadonlyMap<string, AppConfig>, inForce: Sc
     apps.push(plan);
   }
   return { ok: true, apps };
+}
+
+/**
+ * The plan for a running cdp, for some schema files replaced (file name → schema): the other
+ * apps keep the schemas in force. Judged against the live configuration and its validators.
+ */
+export async function planFiles(live: { schemas: Schemas; table: ConfigTable; journalPath: string; validators: ReadonlyMap<string, readonly AppValidator[]> }, files: Record<string, unknown>): Promise<SchemaPlan> {
+  const texts = new Map([...live.schemas].map(([app, schema]) => [`${app}${SCHEMA_SUFFIX}`, JSON.stringify(schema.source)]));
+  for (const [name, schema] of Object.entries(files)) texts.set(name, typeof schema === "string" ? schema : JSON.stringify(schema));
+  const upgrade = await planUpgrade("(request)", texts, live.journalPath, live.validators, live.schemas);
+  const before = new Map([...live.schemas.keys()].map((app) => [app, live.table.config(app)]));
+  return describePlan(before, live.schemas, upgrade);
 }
 
 /** Top-level keys moved by the steps taken, followed through each step: old key → new key. */

@@ -15,6 +15,7 @@ import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, liste
 import { replayJournal } from "./journal.js";
 import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "./pipeline.js";
+import { planFiles } from "./plan.js";
 import { recentRejections, REJECTS_FILE } from "./rejects.js";
 import { ConfigCache } from "./served.js";
 import { EventStream } from "./stream.js";
@@ -134,6 +135,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       },
     },
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
+    "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
   };
 
   const { requestTimeoutMs } = options;
@@ -254,6 +256,23 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
   }
   const said = whoAndWhy(req, options.tokens);
   await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, { ...said, reason: said.reason ?? "rollback" }, lines);
+}
+
+/** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */
+async function planSchemas({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const usage = 'send JSON: {"files": {"APP.schema.json": SCHEMA, …}} (the other apps keep their schemas)';
+  let request: { files?: unknown };
+  try {
+    request = JSON.parse((await readBody(req, options.maxBodyBytes)).toString("utf8")) as typeof request;
+  } catch {
+    throw new HttpError(400, usage);
+  }
+  const files = request.files;
+  if (typeof files !== "object" || files === null || Array.isArray(files) || Object.keys(files).length === 0) throw new HttpError(400, usage);
+  const badName = Object.keys(files).find((name) => !/^[A-Za-z_][A-Za-z0-9_-]{0,63}\.schema\.json$/.test(name));
+  if (badName !== undefined) throw new HttpError(400, `${JSON.stringify(badName)} is not a schema file name (APP.schema.json)`);
+  const plan = await planFiles(pipeline, files as Record<string, unknown>);
+  sendJson(res, plan.ok ? 200 : 409, plan);
 }
 
 /** Who makes a change over HTTP (the token's name, or the client's address without tokens), and why (X-Cdp-Reason). */

@@ -6,6 +6,7 @@ import type { ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { HistoryEntry, JournalState } from "./journal.js";
 import { replayJournal } from "./journal.js";
+import { declaredVersion } from "./migrations.js";
 import type { LineOutcome, Pipeline } from "./pipeline.js";
 import { serveRejection } from "./rejects.js";
 import { withoutSecrets } from "./schemas.js";
@@ -146,7 +147,8 @@ export class EventStream {
   #frameOf(change: ChangeData): Frame {
     const { revision, app, key, time, source } = change;
     const schema = this.#pipeline.schemas.get(app);
-    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }), ...(schema ? { version: schema.version } : {}) };
+    const version = schema && declaredVersion(schema);
+    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }), ...(version === undefined ? {} : { version }) };
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;

@@ -20,7 +20,7 @@ export interface ChangeEvent {
   reason?: string;
   /** Who made it (`# by:` before its line: the user of `cdp push`, the sidecar's token name). */
   by?: string;
-  /** The app's schema version (`x-cdp-version`) in force: the shape the value has. */
+  /** The app's schema version in force (the shape the value has), when its schema declares `x-cdp-version`. */
   version?: number;
   /**
    * Report the change unhealthy: within the tentative window, cdp reverts it through the
@@ -82,7 +82,7 @@ export class ConfigTable implements LiveConfig {
   #keyNames = new Set<string>(); // the "app:key" events someone listens to
   #log: Logger;
   #subscriberErrors = 0;
-  /** The schema version in force per app, told to subscribers with each change. */
+  /** The schema version in force per app (when it declares one), told to subscribers with each change. */
   versionOf: (app: string) => number | undefined = () => undefined;
 
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {

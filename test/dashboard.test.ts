@@ -1,6 +1,6 @@
 // The dashboard at GET /, driven end to end in headless Chromium (Debian's chromium package,
 // installed by .ci/run) through playwright-core.
-import { appendFile, writeFile } from "node:fs/promises";
+import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -58,5 +58,21 @@ describe("the dashboard", () => {
     await expect.poll(() => cell("db.host")).toBe('"db.example.org"');
     expect(await page.textContent("#revision")).toBe("2");
     expect(cdp.get("ticker", "interval")).toBe(1500);
+
+    // previewing a schema change: ticker version 2 renames interval to period
+    expect(await page.textContent("#versions")).toBe("db=1, ticker=1");
+    const ticker = JSON.parse(await readFile(join(SCHEMAS, "ticker.schema.json"), "utf8")) as { properties: Record<string, unknown>; then: unknown; if: unknown };
+    const { interval, ...rest } = ticker.properties;
+    const { if: _if, then: _then, ...plain } = ticker;
+    const v2 = { ...plain, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [{ op: "move", from: "/interval", path: "/period" }], down: [{ op: "move", from: "/period", path: "/interval" }] } }, properties: { ...rest, period: interval } };
+    await page.setInputFiles("#plan-files", { name: "ticker.schema.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(v2)) });
+    await page.click("#plan");
+    await expect.poll(() => page.textContent("#plan-result")).toContain("ticker: version 1 → 2\n  renamed  interval → period");
+    expect(await page.textContent("#plan-result")).toContain("db: version 1, no change");
+    await page.setInputFiles("#plan-files", { name: "ticker.schema.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify({ ...v2, "x-cdp-migrations": {} })) });
+    await page.click("#plan");
+    await expect.poll(() => page.textContent("#plan-result")).toContain('refused: ticker cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"');
+    expect(cdp.get("ticker", "interval")).toBe(1500); // a preview changes nothing
+    await page.screenshot({ path: process.env.CDP_SCREENSHOT ?? join(await tempDir(), "dashboard.png"), fullPage: true }); // CDP_SCREENSHOT=FILE keeps it to look at
   });
 });

@@ -297,4 +297,30 @@ describe("schema versions", () => {
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
   });
+
+  it("previews over HTTP (POST /v1/plan) and serves the migration in /v1/history once taken", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const live = await startCdp({ dir, schemas, logger: capturedLogger().logger, pollIntervalMs: 100, http: { listen: "127.0.0.1:0" } });
+    try {
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+      await waitUntil(() => live.get("snow", "user_id") === "alice");
+      const plan = (files: unknown) => fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files }), headers: { "content-type": "application/json" } });
+      const taken = await plan({ "snow.schema.json": v3 });
+      expect(taken.status).toBe(200);
+      expect(await taken.json()).toEqual({ ok: true, apps: [{ app: "snow", from: 1, to: 3, added: { region: "us" }, removed: [], renamed: { user_id: "userId" }, changed: {} }] });
+      const refused = await plan({ "snow.schema.json": { ...v3, "x-cdp-migrations": { "3": step3 } } });
+      expect(refused.status).toBe(409);
+      expect(await refused.json()).toEqual({ ok: false, reason: 'snow cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"' });
+      expect((await plan({ "../snow.schema.json": v3 })).status).toBe(400);
+      expect(live.get("snow")).toEqual({ user_id: "alice", limit: 5 }); // previews change nothing
+
+      await (await fetch(`${live.url}/v1/history`)).json(); // read once from the journal, then kept up to date
+      await putSchema(schemas, v2);
+      await waitUntil(() => live.schemaVersion("snow") === 2);
+      const history = (await (await fetch(`${live.url}/v1/history?app=snow`)).json()) as { revision: number; migration?: unknown }[];
+      expect(history[0]).toMatchObject({ revision: 2, app: "snow", migration: { from: 1, to: 2 } });
+    } finally {
+      await live.stop();
+    }
+  });
 });
