@@ -60,10 +60,10 @@ export async function statusCommand(values: Values, positionals: string[], io: I
   return 0;
 }
 
-/** "version 2", or what is in force when the file declares another (taken at the watcher's next look). */
-function schemaVersion(file: number | null, inForce: number): string {
-  if (file === null && inForce === 1) return "unversioned";
-  return (file ?? 1) === inForce ? `version ${inForce}` : `version ${inForce} in force, the file is version ${file ?? 1}`;
+/** "version 2", or what is in force when the file declares another (taken at the watcher's next look, or vetoed). */
+function schemaVersion(file: number | null, inForce: number | undefined): string {
+  if (inForce === undefined || inForce === (file ?? 1)) return file === null && inForce === undefined ? "unversioned" : `version ${file ?? 1}`;
+  return `version ${inForce} in force, the file is version ${file ?? 1}`;
 }
 
 export async function getCommand(values: Values, positionals: string[], io: Io): Promise<number> {

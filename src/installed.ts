@@ -2,6 +2,7 @@
 // is replayed, each app's lines are read with the schema of the version they were written under,
 // and each recorded migration is applied where it happened. The schema files give the version in
 // force now; a version they no longer describe is read from the journal's own record of it.
+import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import type { AnySchemaObject } from "ajv";
 import { describeSchemaError, compileAppSchema, type AppSchema, type Schemas } from "./schemas.js";
@@ -14,6 +15,8 @@ export interface InstalledVersion {
   version: number;
   source: AnySchemaObject;
   steps: ReadonlyMap<number, Step>;
+  /** The schema a subscriber vetoed moving to (see SchemaEntry). */
+  vetoed?: { version: number; schema: string };
 }
 
 /** What a schema record did to one app, for history. */
@@ -79,7 +82,7 @@ export class InstalledSchemas {
         migrated.push({ app, from: reading.version, to: entry.version });
       }
       this.#reading.set(app, schema);
-      this.versions.set(app, { version: entry.version, source: entry.schema, steps });
+      this.versions.set(app, { version: entry.version, source: entry.schema, steps, ...(entry.vetoed ? { vetoed: entry.vetoed } : {}) });
     }
     return migrated;
   }
@@ -93,6 +96,11 @@ export function migrateChecked(app: string, config: AppConfig, from: number, sch
   if (!result.ok) throw new Error(result.reason);
   if (!schema.validate(result.config)) throw new Error(`${app} ${from} → ${schema.version}: the migrated config does not hold: ${describeSchemaError(schema, schema.validate.errors![0]!, result.config)}`);
   return result.config;
+}
+
+/** A schema's fingerprint, for "the file is still the one that was vetoed". */
+export function fingerprintOf(schema: AnySchemaObject): string {
+  return createHash("sha256").update(JSON.stringify(schema)).digest("hex").slice(0, 16);
 }
 
 function compileSteps(schema: AnySchemaObject): [string, Step][] {

@@ -180,7 +180,7 @@ class Replay {
     this.state.revision = taken.rev;
     if (!this.#options.history) return;
     for (const { app, from, to } of migrated) {
-      this.state.history.push({ revision: taken.rev, time: taken.time, source: taken.source, app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, migration: { from, to } });
+      this.state.history.push({ revision: taken.rev, time: taken.time, source: taken.source, app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, migration: { from, to }, ...(taken.reason === undefined ? {} : { reason: taken.reason }) });
     }
   }
 

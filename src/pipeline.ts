@@ -93,17 +93,18 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
  * Take the schema files at start: apps whose version changed are migrated (all or nothing; a
  * refusal keeps cdp from starting), and the schemas not yet recorded are written to the journal.
  */
-async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: PipelineOptions): Promise<JournalState> {
+async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: PipelineOptions): Promise<{ state: JournalState; inForce: Schemas }> {
   const plan = migrateState(state, schemas, options.validators);
   if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
+  for (const { app, from, to } of plan.kept) options.log.warn({ app, version: from, file: to }, `${app} stays at schema version ${from}: moving to version ${to} was vetoed, and its file has not changed since`);
   const apps = Object.keys(plan.entries);
-  if (apps.length === 0) return state;
+  if (apps.length === 0) return { state, inForce: plan.schemas };
   const differs = plan.migrated.length > 0;
   const files = [...texts.keys()].filter((name) => apps.includes(name.slice(0, -SCHEMA_SUFFIX.length)));
   const revision = differs ? state.revision + 1 : undefined;
   await journal.appendDurably(schemaRecord({ seq: state.seq, time: new Date().toISOString(), source: `schema:${files.join(",")}` }, revision, plan.entries));
   for (const { app, from, to } of plan.migrated) options.log.info({ app, from, to, revision }, `migrated ${app} from schema version ${from} to ${to}`);
-  return { ...state, apps: plan.apps, revision: revision ?? state.revision };
+  return { state: { ...state, apps: plan.apps, revision: revision ?? state.revision }, inForce: plan.schemas };
 }
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
@@ -147,8 +148,10 @@ class Run implements Pipeline {
     const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
     const journal = await openJournal(journalPath, replayed);
     // schema versions changed while cdp was stopped: migrated before anything is served
-    const state = options.fleet ? replayed : await takeSchemasAtStart(replayed, schemas, texts, journal, options);
-    const run = new Run(options, unlock, { journalPath, schemas, texts, state, journal });
+    const { state, inForce } = options.fleet ? { state: replayed, inForce: schemas } : await takeSchemasAtStart(replayed, schemas, texts, journal, options);
+    const held = unexpectedVersion(inForce, options.expect); // an app whose new version was vetoed stays at its old one
+    if (held) throw new CdpError("bootstrap", held);
+    const run = new Run(options, unlock, { journalPath, schemas: inForce, texts, state, journal });
     await run.#openCommitPoint();
     return run;
   }
@@ -173,7 +176,7 @@ class Run implements Pipeline {
     this.#resumeSince = state.positionTime;
     this.#writes = new HeldWrites(log, () => this.#stopping);
     const seq = () => this.#seq;
-    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, table: this.table, files: this.#files, writes: this.#writes, seq, log });
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, tentative: (undo) => this.#vetoes.window(undo), table: this.table, files: this.#files, writes: this.#writes, seq, log });
     const schemas = () => this.#live.schemas;
     this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, log }, state.records);
     this.#vetoes = new Vetoes({

@@ -115,30 +115,33 @@ export interface SchemaEntry {
   fromSchema?: AnySchemaObject;
   /** Every step known for the app, by the version it leads to: the way back, even once the files no longer hold it. */
   steps?: Record<string, Step>;
+  /** A migration a subscriber vetoed: the schema it had moved to (its version and fingerprint) is not taken again until the file changes. */
+  vetoed?: { version: number; schema: string };
 }
 
 export type SchemaEntries = Record<string, SchemaEntry>;
 
-const SCHEMA_RECORD = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+) schemas: (\{.*\})$/;
+const SCHEMA_RECORD = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+)(?: reason: (.*?))? schemas: (\{.*\})$/;
 
 /** Schemas taken (and apps migrated): a revision of its own when effective values change. */
-export function schemaRecord(commit: { seq: number; time: string; source: string }, revision: number | undefined, entries: SchemaEntries): string {
+export function schemaRecord(commit: { seq: number; time: string; source: string; reason?: string }, revision: number | undefined, entries: SchemaEntries): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
-  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source.replace(/\s/g, "_")} schemas: ${JSON.stringify(entries)}\n`;
+  const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ").replaceAll(" schemas: {", " schemas {")}`;
+  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source.replace(/\s/g, "_")}${reason} schemas: ${JSON.stringify(entries)}\n`;
 }
 
 /** A schema record's fields, or undefined for any other line. */
-export function readSchemaRecord(line: string): { rev?: number; seq: number; time: string; source: string; entries: SchemaEntries } | undefined {
+export function readSchemaRecord(line: string): { rev?: number; seq: number; time: string; source: string; reason?: string; entries: SchemaEntries } | undefined {
   const match = line.includes(" schemas: {") ? SCHEMA_RECORD.exec(line) : null;
   if (!match) return undefined;
-  const [, rev, seq, time, source, json] = match;
+  const [, rev, seq, time, source, reason, json] = match;
   let entries: SchemaEntries;
   try {
     entries = JSON.parse(json!) as SchemaEntries;
   } catch {
     return undefined;
   }
-  return { ...(rev === undefined ? {} : { rev: Number(rev) }), seq: Number(seq), time: time!, source: source!, entries };
+  return { ...(rev === undefined ? {} : { rev: Number(rev) }), seq: Number(seq), time: time!, source: source!, ...(reason === undefined ? {} : { reason }), entries };
 }
 
 /** A schema upgrade that changed effective values: a revision of its own, with no change line (written before schema records existed). */

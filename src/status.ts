@@ -38,8 +38,8 @@ export interface Status {
   /** Complete lines in cdp.new after the last one processed. */
   waiting: number;
   lastRejection?: ServedRejection;
-  /** version: what the file declares (null: none, so 1); inForce: the version the journal is at. */
-  apps: { app: string; file: string; version: number | null; inForce: number; sha256: string }[];
+  /** version: what the file declares (null: none, so 1); inForce: the version the journal records (for apps that use versions). */
+  apps: { app: string; file: string; version: number | null; inForce?: number; sha256: string }[];
 }
 
 export async function readStatus(dir: string, schemaDir: string): Promise<Status> {
@@ -52,8 +52,8 @@ export async function readStatus(dir: string, schemaDir: string): Promise<Status
   const apps = [...schemas.values()].map(({ app, file }) => {
     const text = texts.get(`${app}.schema.json`) ?? "";
     const version = (JSON.parse(text) as { "x-cdp-version"?: unknown })["x-cdp-version"];
-    const inForce = state.versions.get(app)?.version ?? (typeof version === "number" ? version : 1);
-    return { app, file, version: typeof version === "number" ? version : null, inForce, sha256: createHash("sha256").update(text).digest("hex").slice(0, 12) };
+    const inForce = state.versions.get(app)?.version;
+    return { app, file, version: typeof version === "number" ? version : null, ...(inForce === undefined ? {} : { inForce }), sha256: createHash("sha256").update(text).digest("hex").slice(0, 12) };
   });
   return {
     dir,

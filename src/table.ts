@@ -172,7 +172,7 @@ export class ConfigTable implements LiveConfig {
    * Replace apps' whole configs at one revision (a schema upgrade that changed effective values,
    * a new default say): every key whose value changed is announced. Apps not given are dropped.
    */
-  applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string): void {
+  applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string, said: { reason?: string; veto?: (reason: string) => boolean } = {}): void {
     if (revision < this.#revision) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
     const before = new Map(this.#apps);
     this.#apps = new Map([...apps].map(([app, config]) => [app, freezeDeep(config)]));
@@ -181,7 +181,7 @@ export class ConfigTable implements LiveConfig {
     for (const [app, config] of this.#apps) {
       const previous = before.get(app) ?? {};
       for (const key of new Set([...Object.keys(previous), ...Object.keys(config)])) {
-        if (!isDeepStrictEqual(previous[key], config[key])) this.#announce({ app, key, config, revision, source, time }, previous);
+        if (!isDeepStrictEqual(previous[key], config[key])) this.#announce({ app, key, config, revision, source, time, ...said }, previous);
       }
     }
   }

@@ -8,11 +8,11 @@ import type { Logger } from "pino";
 import type { Files } from "./commit.js";
 import { CdpError } from "./errors.js";
 import type { HeldWrites } from "./held.js";
-import { migrateChecked, type InstalledVersion, type Migrated } from "./installed.js";
+import { fingerprintOf, migrateChecked, type InstalledVersion, type Migrated } from "./installed.js";
 import { VERSION_KEYWORD } from "./migrations.js";
 import { replayJournal, schemaRecord, upgradeRecord, type JournalState, type SchemaEntries } from "./journal.js";
 import { rejectionRecord } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, type AppSchema, type SchemaTexts, type Schemas } from "./schemas.js";
+import { compileAppSchema, compileSchemas, readSchemaTexts, type AppSchema, type SchemaTexts, type Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import { runValidators, type AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
@@ -23,7 +23,8 @@ export function changedFiles(before: SchemaTexts, after: SchemaTexts): string[] 
   return [...names].filter((name) => before.get(name) !== after.get(name)).sort();
 }
 
-export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[] } | { ok: false; reason: string };
+/** schemas: those in force once taken (an app whose new file was vetoed stays at its recorded version: `kept`). */
+export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[]; kept: Migrated[] } | { ok: false; reason: string };
 
 /**
  * Compile the new schemas and replay the journal under them, then migrate each app whose version
@@ -56,12 +57,18 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
   const apps = new Map(state.apps);
   const entries: SchemaEntries = {};
   const migrated: Migrated[] = [];
+  const kept: Migrated[] = [];
+  const taken = new Map(schemas);
   for (const [app, schema] of schemas) {
     const recorded = state.versions.get(app);
     const held = inForce?.get(app);
     // no record: the journal's lines were read with the schema in force (see replayJournal's inForce)
     const installed = recorded ?? (held && held.version !== schema.version ? { version: held.version, source: held.source, steps: held.steps } : undefined);
-    if (installed && installed.version !== schema.version) {
+    if (installed?.vetoed && installed.vetoed.version === schema.version && installed.vetoed.schema === fingerprintOf(schema.source)) {
+      // a subscriber vetoed moving to exactly this file: the recorded version stays until the file changes
+      taken.set(app, compileAppSchema(app, `the journal's record of ${app} version ${installed.version}`, installed.source));
+      kept.push({ app, from: installed.version, to: schema.version });
+    } else if (installed && installed.version !== schema.version) {
       const steps = new Map([...installed.steps, ...schema.steps]); // the file's steps, and the recorded ones it no longer holds
       try {
         apps.set(app, migrateChecked(app, apps.get(app)!, installed.version, schema, steps));
@@ -77,7 +84,7 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
       entries[app] = { version: schema.version, schema: schema.source };
     }
   }
-  return { ok: true, schemas, apps, entries, migrated };
+  return { ok: true, schemas: taken, apps, entries, migrated, kept };
 }
 
 /** How long a refused schema file must stay unchanged before the refusal is recorded. */
@@ -126,6 +133,8 @@ export interface LiveSchemaSettings {
   validators: ReadonlyMap<string, readonly AppValidator[]>;
   /** The versions the embedding code expects: schemas of another are refused. */
   expect: Readonly<Record<string, number>>;
+  /** A migration is tentative: the veto that subscribers hear, running `undo` in its turn. */
+  tentative: (undo: (reason: string) => Promise<void>) => (reason: string) => boolean;
   table: ConfigTable;
   files: Files;
   writes: HeldWrites;
@@ -190,11 +199,47 @@ export class LiveSchemas {
     const source = `schema:${changed.join(",")}`;
     const record = Object.keys(plan.entries).length > 0 ? schemaRecord({ seq, time, source }, differs ? table.revision + 1 : undefined, plan.entries) : differs ? upgradeRecord(seq, time, table.revision + 1, changed) : "";
     if (record && !(await writes.append(files.journal, record))) return;
+    const before = this.schemas;
     this.schemas = plan.schemas;
     this.#texts = texts;
     this.#refused = undefined;
-    if (differs) table.applyAll(plan.apps, table.revision + 1, source, time);
+    const revision = table.revision + 1;
+    const veto = plan.migrated.length > 0 ? this.#settings.tentative((reason) => this.#vetoed(plan, revision, before, reason)) : undefined;
+    if (differs) table.applyAll(plan.apps, revision, source, time, veto ? { veto } : {});
     const migrated = plan.migrated.map(({ app, from, to }) => `${app} ${from} → ${to}`);
     log.info({ files: changed, apps: [...this.schemas.keys()], revision: table.revision, ...(migrated.length > 0 ? { migrated } : {}) }, migrated.length > 0 ? "schemas upgraded, apps migrated" : "schemas upgraded");
+  }
+
+  /**
+   * A subscriber vetoed a migration within the window: the migrated apps go back down to the
+   * versions before (their steps checked as any migration), journaled with the reason, and the
+   * vetoed file is not taken again until it changes (at a restart either).
+   */
+  async #vetoed(plan: Extract<Upgrade, { ok: true }>, revision: number, before: Schemas, reason: string): Promise<void> {
+    const { table, files, writes, log } = this.#settings;
+    const fields = { revision, reason };
+    if (this.schemas !== plan.schemas) return log.warn(fields, "veto of a migration not applied: the schemas changed since");
+    const schemas = new Map(this.schemas);
+    const apps = new Map([...schemas.keys()].map((app) => [app, table.config(app)]));
+    const entries: SchemaEntries = {};
+    for (const { app, from, to } of plan.migrated) {
+      const old = before.get(app)!;
+      const steps = new Map([...old.steps, ...Object.entries(plan.entries[app]?.steps ?? {}).map(([version, step]) => [Number(version), step] as const)]);
+      try {
+        apps.set(app, migrateChecked(app, apps.get(app)!, to, old, steps));
+      } catch (error) {
+        return log.warn({ ...fields, refused: (error as Error).message }, "veto of a migration not applied: going back would be refused");
+      }
+      schemas.set(app, old);
+      const vetoed = { version: to, schema: fingerprintOf(plan.schemas.get(app)!.source) };
+      entries[app] = { version: from, from: to, schema: old.source, steps: Object.fromEntries(steps), vetoed };
+    }
+    const time = new Date().toISOString();
+    const back = table.revision + 1;
+    if (!(await writes.append(files.journal, schemaRecord({ seq: this.#settings.seq(), time, source: `veto:${revision}`, reason }, back, entries)))) return;
+    this.schemas = schemas;
+    this.#refused = this.#texts; // the vetoed files stay refused until they change
+    table.applyAll(apps, back, `veto:${revision}`, time, { reason });
+    log.warn({ ...fields, back: plan.migrated.map(({ app, from, to }) => `${app} ${to} → ${from}`) }, "migration vetoed and reverted");
   }
 }

@@ -37,13 +37,18 @@ export class Vetoes {
 
   /** What a subscriber's `veto(reason)` does for this change: true when it will be (or was) reverted. */
   tentative(change: ValidChange, revision: number): (reason: string) => boolean {
+    return this.window((reason) => this.#revert(change, revision, reason));
+  }
+
+  /** A veto for anything tentative (a change, a migration): the first within the window runs `undo`, in its turn. */
+  window(undo: (reason: string) => Promise<void>): (reason: string) => boolean {
     const deadline = Date.now() + this.#settings.windowMs;
     let vetoed = false;
     return (reason: string): boolean => {
       if (vetoed) return true;
       if (Date.now() > deadline || this.#settings.stopping()) return false;
       vetoed = true;
-      this.#settings.inTurn(() => this.#revert(change, revision, String(reason).replace(/[\r\n]+/g, " "))).catch(this.#settings.fault);
+      this.#settings.inTurn(() => undo(String(reason).replace(/[\r\n]+/g, " "))).catch(this.#settings.fault);
       return true;
     };
   }

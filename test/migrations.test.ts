@@ -323,4 +323,44 @@ describe("schema versions", () => {
       await live.stop();
     }
   });
+
+  it("takes a migration back down when a subscriber vetoes it, and does not take that file again until it changes", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const first = await startCdp({ dir, schemas, logger: capturedLogger().logger, pollIntervalMs: 100, vetoWindowMs: 5000 });
+    const versions: (number | undefined)[] = [];
+    try {
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+      await waitUntil(() => first.get("snow", "user_id") === "alice");
+      first.subscribe("snow", (event) => {
+        versions.push(event.version);
+        if (event.version === 2 && event.key === "userId") event.veto("the login service reads user_id");
+      });
+      await putSchema(schemas, v2);
+      await waitUntil(() => versions.includes(2) && first.schemaVersion("snow") === 1);
+      expect(first.get("snow")).toEqual({ user_id: "alice", limit: 5 });
+      // the vetoed file is not taken again while it stays as it is
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:bob\n");
+      await waitUntil(() => first.get("snow", "user_id") === "bob");
+      expect(first.schemaVersion("snow")).toBe(1);
+    } finally {
+      await first.stop();
+    }
+    const history = await cdp(["history", "--dir", dir, "snow"]);
+    expect(history.output).toMatch(/^3 .*veto:2\s+snow\s+schema version 2 → 1\s+\(the login service reads user_id\)$/m);
+    expect(history.output).toMatch(/^2 .*schema:snow\.schema\.json\s+snow\s+schema version 1 → 2$/m);
+
+    // nor at a restart; a changed file is taken
+    const { logger, lines } = capturedLogger();
+    const second = await startCdp({ dir, schemas, logger, pollIntervalMs: 100 });
+    try {
+      expect(second.schemaVersion("snow")).toBe(1);
+      expect(second.get("snow")).toEqual({ user_id: "bob", limit: 5 });
+      expect(lines.map((line) => line.msg)).toContain("snow stays at schema version 1: moving to version 2 was vetoed, and its file has not changed since");
+      await putSchema(schemas, v3);
+      await waitUntil(() => second.schemaVersion("snow") === 3);
+      expect(second.get("snow")).toEqual({ userId: "bob", limit: 5, region: "us" });
+    } finally {
+      await second.stop();
+    }
+  });
 });

@@ -70,8 +70,8 @@ async function runSessions(page: string): Promise<void> {
     for (const dir of watched) {
       await waitUntil(async () => {
         // and, after a schema file changed, until the watcher has taken its version
-        const status = JSON.parse(await bash(`cdp status --dir ${dir} --json`, env)) as { waiting: number; apps: { version: number | null; inForce: number }[] };
-        return status.waiting === 0 && status.apps.every(({ version, inForce }) => (version ?? 1) === inForce);
+        const status = JSON.parse(await bash(`cdp status --dir ${dir} --json`, env)) as { waiting: number; apps: { version: number | null; inForce?: number }[] };
+        return status.waiting === 0 && status.apps.every(({ version, inForce }) => inForce === undefined || (version ?? 1) === inForce);
       });
     }
   };
