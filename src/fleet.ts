@@ -12,6 +12,7 @@
 import { Etcd3, type IOptions, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
+import type { SchemaEntries } from "./records.js";
 
 /** One accepted change as the fleet records it: the change line (journal grammar) and where it came from. */
 export interface FleetRecord {
@@ -26,6 +27,8 @@ export interface FleetRecord {
   /** The committing host's count of processed inbox lines and its inbox position after the line: it resumes there after a crash. */
   seq: number;
   position: InboxPosition;
+  /** A migration instead of a change (`line` is empty): apps moved to other schema versions, as a host's journal records them. */
+  migration?: SchemaEntries;
 }
 
 /** The fleet's whole configuration at one revision: one change line per top-level key that has a value. */

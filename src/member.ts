@@ -7,7 +7,8 @@ import { CdpError } from "./errors.js";
 import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
-import { changeRecord, divergedRecord } from "./journal.js";
+import { migrateChecked } from "./installed.js";
+import { changeRecord, divergedRecord, schemaRecord, type SchemaEntries } from "./journal.js";
 import { parseLine } from "./parse.js";
 import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
@@ -21,7 +22,11 @@ export interface MemberOptions {
   /** Records kept in etcd when the log is trimmed (and how often, at least every 100 revisions). */
   keep: number;
   table: ConfigTable;
-  schemas: Schemas;
+  /** The schemas in force (a fleet's migration changes them), and this host's schema files. */
+  schemas: () => Schemas;
+  schemaFiles: Schemas;
+  /** A migration the fleet committed moved some apps to this host's files' versions: these are in force now. */
+  took: (schemas: Schemas) => void;
   validators: Map<string, AppValidator[]>;
   journalPath: string;
   /** Append to this host's journal durably (retried while the disk refuses); false when cdp stops meanwhile. */
@@ -39,6 +44,15 @@ export interface MemberOptions {
 }
 
 type Item = FleetRecord | FleetSnapshot;
+
+/** Apps moved to other schema versions by a fleet revision. */
+interface Migration {
+  schemas: Schemas;
+  apps: Map<string, AppConfig>;
+  revision: number;
+  source: string;
+  time: string;
+}
 
 export class FleetMember {
   /** app.key (or app) -> why this host keeps its last good value instead of the fleet's. */
@@ -135,7 +149,8 @@ export class FleetMember {
 
   /** After this host committed up to revision `from`…`to`: every `keep` revisions, save the state and trim the log. */
   async trimIfDue(from: number): Promise<void> {
-    const { keep, table, fleet, schemas, log } = this.#options;
+    const { keep, table, fleet, log } = this.#options;
+    const schemas = this.#options.schemas();
     const every = Math.max(keep, 100);
     if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
     const { revision, apps } = table.snapshot();
@@ -183,16 +198,27 @@ export class FleetMember {
 
   /** Records in fleet order: each checked against this host's schemas, journaled, then applied. */
   async #applyRecords(records: FleetRecord[]): Promise<void> {
-    const { host, table, schemas, validators, log } = this.#options;
+    const { host, table, validators, log } = this.#options;
+    let schemas = this.#options.schemas();
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
-    const changes: (AppliedChange | number)[] = []; // a number: a revision this host refuses
+    const changes: (AppliedChange | Migration | number)[] = []; // a number: a revision this host refuses
     let text = "";
     for (const record of records) {
       const own = record.host === host;
-      if (own) this.own = { seq: record.seq, position: record.position };
+      if (own && !record.migration) this.own = { seq: record.seq, position: record.position };
       const source = `${record.host}:${record.source}`;
       const seq = own ? record.seq : this.#options.seq();
+      if (record.migration) {
+        const taken = this.#migration(record, schemas, current, seq, source);
+        text += taken.text;
+        if (taken.moved) {
+          schemas = taken.moved.schemas;
+          for (const [app, config] of taken.moved.apps) pending.set(app, config);
+          changes.push(taken.moved);
+        } else changes.push(record.revision);
+        continue;
+      }
       const parsed = parseLine(record.line);
       const verdict = parsed.kind === "change" ? validateChange({ schemas, validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
       if (!verdict.ok) {
@@ -212,9 +238,53 @@ export class FleetMember {
     if (!(await this.#options.journal(text))) return;
     for (const change of changes) {
       if (typeof change === "number") table.advance(change);
-      else table.apply(change);
+      else if ("schemas" in change) {
+        this.#options.took(change.schemas);
+        table.applyAll(new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])), change.revision, change.source, change.time);
+      } else table.apply(change);
     }
     this.#options.applied(changes.length);
+  }
+
+  /**
+   * A migration the fleet committed: each app it names moves to that version when this host's
+   * schema file is of it (its steps applied and checked, as at a single host); otherwise this host
+   * keeps the app as it is, and reports it diverged until it runs with that version's file.
+   */
+  #migration(record: FleetRecord, schemas: Schemas, current: (app: string) => AppConfig, seq: number, source: string): { text: string; moved?: Migration } {
+    const { schemaFiles: files, validators, log } = this.#options;
+    const apps = new Map<string, AppConfig>();
+    const entries: SchemaEntries = {};
+    const taken = new Map(schemas);
+    const refusals: string[] = [];
+    for (const [app, entry] of Object.entries(record.migration!)) {
+      const file = files.get(app);
+      const held = schemas.get(app);
+      if (!file || !held || entry.from === undefined) continue;
+      const steps = new Map([...held.steps, ...file.steps, ...Object.entries(entry.steps ?? {}).map(([version, step]) => [Number(version), step] as const)]);
+      let reason: string | undefined;
+      if (file.version !== entry.version) reason = `the fleet moved ${app} to schema version ${entry.version} at revision ${record.revision}, but this host's ${app} schema file is version ${file.version}`;
+      else {
+        try {
+          apps.set(app, migrateChecked(app, current(app), held.version, file, steps));
+          reason = runValidators(file, validators.get(app), apps.get(app)!);
+        } catch (error) {
+          reason = (error as Error).message;
+        }
+      }
+      if (reason) {
+        this.diverged.set(app, reason);
+        refusals.push(reason);
+        log.error({ revision: record.revision, app, reason, from: record.host }, "this host cannot take a migration the fleet committed: it keeps the app as it is");
+        continue;
+      }
+      this.diverged.delete(app);
+      taken.set(app, file);
+      entries[app] = { version: file.version, from: held.version, schema: file.source, steps: Object.fromEntries(steps) };
+    }
+    if (Object.keys(entries).length === 0) return { text: divergedRecord(record.revision, seq, record.time, source, refusals.join("; ") || "no app of this host") };
+    const text = schemaRecord({ seq, time: record.time, source }, record.revision, entries);
+    return { text, moved: { schemas: taken, apps, revision: record.revision, source, time: record.time } };
   }
 
   /**
@@ -222,7 +292,8 @@ export class FleetMember {
    * journals it as a base block, and subscribers hear only the keys whose value changed.
    */
   async #applyState(snapshot: FleetSnapshot): Promise<void> {
-    const { table, schemas, validators, log } = this.#options;
+    const { table, validators, log } = this.#options;
+    const schemas = this.#options.schemas();
     const apps = new Map<string, AppConfig>([...schemas].map(([app, schema]) => [app, schema.defaults]));
     let text = `# base rev=${snapshot.revision} seq=${this.#options.seq()} time=${snapshot.time}\n`;
     for (const line of snapshot.lines) {

@@ -10,15 +10,16 @@ import { DurableFile, lockDataDir } from "./durable.js";
 import type { FleetLog } from "./fleet.js";
 import { HeldWrites } from "./held.js";
 import { Inbox, type InboxBatch, type InboxPosition, type InboxSettings } from "./inbox.js";
-import { JOURNAL_FILE, openJournal, replayForStart, schemaRecord, type JournalState } from "./journal.js";
+import { JOURNAL_FILE, openJournal, replayForStart, type JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
-import { compileSchemas, readSchemaTexts, SCHEMA_SUFFIX, type Schemas, type SchemaTexts } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, type Schemas, type SchemaTexts } from "./schemas.js";
 import { ConfigTable } from "./table.js";
 import { Turns } from "./turns.js";
 import { declaredVersion } from "./migrations.js";
-import { LiveSchemas, migrateState, unexpectedVersion } from "./upgrade.js";
+import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
+import { moveFleet, takeSchemasAtStart, unexpectedVersion } from "./versions.js";
 import { Vetoes } from "./vetoes.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
 import { openDataDir, warnIfOthersCanWrite } from "./datadir.js";
@@ -89,27 +90,10 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   }
 }
 
-/**
- * Take the schema files at start: apps whose version changed are migrated (all or nothing; a
- * refusal keeps cdp from starting), and the schemas not yet recorded are written to the journal.
- */
-async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: PipelineOptions): Promise<{ state: JournalState; inForce: Schemas }> {
-  const plan = migrateState(state, schemas, options.validators);
-  if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
-  for (const { app, from, to } of plan.kept) options.log.warn({ app, version: from, file: to }, `${app} stays at schema version ${from}: moving to version ${to} was vetoed, and its file has not changed since`);
-  const apps = Object.keys(plan.entries);
-  if (apps.length === 0) return { state, inForce: plan.schemas };
-  const differs = plan.migrated.length > 0;
-  const files = [...texts.keys()].filter((name) => apps.includes(name.slice(0, -SCHEMA_SUFFIX.length)));
-  const revision = differs ? state.revision + 1 : undefined;
-  await journal.appendDurably(schemaRecord({ seq: state.seq, time: new Date().toISOString(), source: `schema:${files.join(",")}` }, revision, plan.entries));
-  for (const { app, from, to } of plan.migrated) options.log.info({ app, from, to, revision }, `migrated ${app} from schema version ${from} to ${to}`);
-  return { state: { ...state, apps: plan.apps, revision: revision ?? state.revision }, inForce: plan.schemas };
-}
-
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 class Run implements Pipeline {
   readonly #options: PipelineOptions;
+  readonly #schemaFiles: Schemas; // as the files say; those in force are #live's
   readonly #log: Logger;
   readonly #unlock: () => Promise<void>;
   readonly dir: string;
@@ -148,18 +132,19 @@ class Run implements Pipeline {
     const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
     const journal = await openJournal(journalPath, replayed);
     // schema versions changed while cdp was stopped: migrated before anything is served
-    const { state, inForce } = options.fleet ? { state: replayed, inForce: schemas } : await takeSchemasAtStart(replayed, schemas, texts, journal, options);
+    const { state, inForce } = await takeSchemasAtStart(replayed, schemas, texts, journal, options);
     const held = unexpectedVersion(inForce, options.expect); // an app whose new version was vetoed stays at its old one
     if (held) throw new CdpError("bootstrap", held);
-    const run = new Run(options, unlock, { journalPath, schemas: inForce, texts, state, journal });
+    const run = new Run(options, unlock, { journalPath, schemas: inForce, files: schemas, texts, state, journal });
     await run.#openCommitPoint();
     return run;
   }
 
-  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: { journalPath: string; schemas: Schemas; texts: SchemaTexts; state: JournalState; journal: DurableFile }) {
+  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: { journalPath: string; schemas: Schemas; files: Schemas; texts: SchemaTexts; state: JournalState; journal: DurableFile }) {
     const { state } = loaded;
     const log = options.log;
     this.#options = options;
+    this.#schemaFiles = loaded.files;
     this.#log = log;
     this.#unlock = unlock;
     [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
@@ -207,7 +192,9 @@ class Run implements Pipeline {
       host: fleet.host,
       keep: compaction.keep,
       table: this.table,
-      schemas: this.#live.schemas,
+      schemas: () => this.#live.schemas,
+      schemaFiles: this.#schemaFiles,
+      took: (schemas) => (this.#live.schemas = schemas),
       validators,
       journalPath: this.journalPath,
       files: this.#files,
@@ -271,6 +258,9 @@ class Run implements Pipeline {
     if (!member) return true;
     if (!(first ? await member.join() : await member.joinLater())) return false;
     if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
+    // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
+    const { fleet, validators } = this.#options;
+    await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
     return true;
   }
 

@@ -8,23 +8,19 @@ import type { Logger } from "pino";
 import type { Files } from "./commit.js";
 import { CdpError } from "./errors.js";
 import type { HeldWrites } from "./held.js";
-import { fingerprintOf, migrateChecked, type InstalledVersion, type Migrated } from "./installed.js";
-import { VERSION_KEYWORD } from "./migrations.js";
-import { replayJournal, schemaRecord, upgradeRecord, type JournalState, type SchemaEntries } from "./journal.js";
+import { fingerprintOf, migrateChecked } from "./installed.js";
+import { replayJournal, schemaRecord, upgradeRecord, type SchemaEntries } from "./journal.js";
 import { rejectionRecord } from "./rejects.js";
-import { compileAppSchema, compileSchemas, readSchemaTexts, type AppSchema, type SchemaTexts, type Schemas } from "./schemas.js";
+import { compileSchemas, readSchemaTexts, type SchemaTexts, type Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
-import { runValidators, type AppValidator } from "./validate.js";
-import type { AppConfig } from "./values.js";
+import type { AppValidator } from "./validate.js";
+import { migrateState, unexpectedVersion, type Upgrade } from "./versions.js";
 
 /** The names of the files that differ between two readings. */
 export function changedFiles(before: SchemaTexts, after: SchemaTexts): string[] {
   const names = new Set([...before.keys(), ...after.keys()]);
   return [...names].filter((name) => before.get(name) !== after.get(name)).sort();
 }
-
-/** schemas: those in force once taken (an app whose new file was vetoed stays at its recorded version: `kept`). */
-export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[]; kept: Migrated[] } | { ok: false; reason: string };
 
 /**
  * Compile the new schemas and replay the journal under them, then migrate each app whose version
@@ -48,45 +44,6 @@ export async function planUpgrade(
   }
 }
 
-/**
- * The replayed configuration taken to the schemas' versions: each app whose recorded version
- * differs is migrated, all or nothing, then checked whole (schema and validators). The entries
- * say what the journal must record: apps migrated, and schemas it has not recorded yet.
- */
-export function migrateState(state: JournalState, schemas: Schemas, validators: ReadonlyMap<string, readonly AppValidator[]>, inForce?: Schemas): Upgrade {
-  const apps = new Map(state.apps);
-  const entries: SchemaEntries = {};
-  const migrated: Migrated[] = [];
-  const kept: Migrated[] = [];
-  const taken = new Map(schemas);
-  for (const [app, schema] of schemas) {
-    const recorded = state.versions.get(app);
-    const held = inForce?.get(app);
-    // no record: the journal's lines were read with the schema in force (see replayJournal's inForce)
-    const installed = recorded ?? (held && held.version !== schema.version ? { version: held.version, source: held.source, steps: held.steps } : undefined);
-    if (installed?.vetoed && installed.vetoed.version === schema.version && installed.vetoed.schema === fingerprintOf(schema.source)) {
-      // a subscriber vetoed moving to exactly this file: the recorded version stays until the file changes
-      taken.set(app, compileAppSchema(app, `the journal's record of ${app} version ${installed.version}`, installed.source));
-      kept.push({ app, from: installed.version, to: schema.version });
-    } else if (installed && installed.version !== schema.version) {
-      const steps = new Map([...installed.steps, ...schema.steps]); // the file's steps, and the recorded ones it no longer holds
-      try {
-        apps.set(app, migrateChecked(app, apps.get(app)!, installed.version, schema, steps));
-      } catch (error) {
-        return { ok: false, reason: (error as Error).message };
-      }
-      const refusal = runValidators(schema, validators.get(app), apps.get(app)!);
-      if (refusal) return { ok: false, reason: `${app} ${installed.version} → ${schema.version}: ${refusal}` };
-      migrated.push({ app, from: installed.version, to: schema.version });
-      const before = recorded ? {} : { fromSchema: installed.source };
-      entries[app] = { version: schema.version, from: installed.version, ...before, schema: schema.source, steps: Object.fromEntries(steps) };
-    } else if (isVersioned(schema, recorded) && !isDeepStrictEqual(recorded?.source, schema.source)) {
-      entries[app] = { version: schema.version, schema: schema.source };
-    }
-  }
-  return { ok: true, schemas: taken, apps, entries, migrated, kept };
-}
-
 /** How long a refused schema file must stay unchanged before the refusal is recorded. */
 const SETTLE_MS = 1000;
 
@@ -94,24 +51,6 @@ const SETTLE_MS = 1000;
 async function writtenWithin(dir: string, names: string[], ms: number): Promise<boolean> {
   const times = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => info.mtimeMs, () => 0)));
   return times.some((time) => Date.now() - time < ms);
-}
-
-/** Why the schemas' versions are not those the embedding code expects, or undefined. */
-export function unexpectedVersion(schemas: Schemas, expect: Readonly<Record<string, number>>): string | undefined {
-  for (const [app, version] of Object.entries(expect)) {
-    const schema = schemas.get(app);
-    if (!schema) return `this code expects the app "${app}" (schema version ${version}), but no ${app}.schema.json is there`;
-    if (schema.version !== version) return `this code expects ${app} at schema version ${version}, but ${schema.file} is version ${schema.version}`;
-  }
-  return undefined;
-}
-
-/**
- * Only the schemas of apps that use versions are recorded: a schema that declares
- * `x-cdp-version`, or one the journal already records. Others leave the journal as it was.
- */
-function isVersioned(schema: AppSchema, recorded: InstalledVersion | undefined): boolean {
-  return recorded !== undefined || VERSION_KEYWORD in schema.source;
 }
 
 /** Call `hint` when the schema directory may have changed: on file events and every `pollMs`. */

@@ -7,6 +7,7 @@ import { isDeepStrictEqual } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
 import { migrateConfig, type Operation } from "../src/migrations.js";
+import { startEtcd } from "./etcd.js";
 import { capturedLogger, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const v1 = {
@@ -362,5 +363,54 @@ describe("schema versions", () => {
     } finally {
       await second.stop();
     }
+  });
+
+  it("in a fleet: the first host with a newer file migrates the fleet; an older host diverges, converges once upgraded, and never migrates the fleet down", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/versions"];
+    const hosts = await Promise.all(["a", "b"].map(async (name) => ({ name, ...(await snowDataDir()) })));
+    const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
+    const watch = (host: typeof a) => startWatch(host.dir, ["--schemas", host.schemas, ...cluster, "--cluster-host", host.name]);
+    const stop = async (running: Awaited<ReturnType<typeof watch>>) => {
+      running.child.kill("SIGTERM");
+      expect(await running.exited).toBe(0);
+    };
+    const has = (host: typeof a, text: string) => waitUntil(async () => (await readText(join(host.dir, "cdp"))).includes(text));
+    let runningA = await watch(a);
+    let runningB = await watch(b);
+    await appendFile(join(a.dir, "cdp.new"), "snow:user_id:alice\n");
+    await has(b, "snow:user_id:alice");
+
+    // a restarts with version 2: it moves the fleet; b, still on version 1, keeps its own and says so
+    await stop(runningA);
+    await putSchema(a.schemas, v2);
+    runningA = await watch(a);
+    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "alice", limit: 5 });
+    await has(b, "source=diverged:a:schema:snow.schema.json");
+    expect(runningB.output()).toContain("this host cannot take a migration the fleet committed");
+    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "alice", limit: 5 });
+    await appendFile(join(a.dir, "cdp.new"), "snow:userId:bob\n");
+    await has(a, "snow:userId:bob");
+
+    // b upgraded: it reads the fleet's revisions again under version 2, and converges
+    await stop(runningB);
+    await putSchema(b.schemas, v2);
+    runningB = await watch(b);
+    await has(b, "snow:userId:bob");
+    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "bob", limit: 5 });
+
+    // a restarted with the old file stays at the fleet's version 2 and never moves the fleet down
+    await stop(runningA);
+    await putSchema(a.schemas, v1);
+    runningA = await watch(a);
+    expect(runningA.output()).toContain("snow stays at schema version 2");
+    await appendFile(join(b.dir, "cdp.new"), "snow:userId:carol\n");
+    await has(a, "snow:userId:carol");
+    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "carol", limit: 5 });
+    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
+    const migrations = (await readText(join(b.dir, "cdp"))).match(/"from":\d/g);
+    expect(migrations).toEqual(['"from":1']);
+    await stop(runningA);
+    await stop(runningB);
   });
 });
