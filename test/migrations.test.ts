@@ -413,4 +413,42 @@ describe("schema versions", () => {
     await stop(runningA);
     await stop(runningB);
   });
+
+  it("rolls back across a migration in today's shape, and compacts across migrations keeping the way back", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const watch = await startWatch(dir, ["--schemas", schemas, "--poll-interval", "100"]);
+    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\nsnow:limit:7\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:limit:7"));
+    await putSchema(schemas, v2);
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes('"from":1'));
+    await appendFile(join(dir, "cdp.new"), "snow:userId:bob\nsnow:limit:9\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:limit:9"));
+
+    // revision 1 was user_id alice (version 1): in today's shape that is userId alice, limit 5
+    const dry = await cdp(["rollback", "--dir", dir, "--to", "1", "--dry-run"]);
+    expect(dry.code, dry.output).toBe(0);
+    expect(dry.output.trim().split("\n").sort()).toEqual(["snow:limit:5", "snow:userId:alice"]);
+    const rolled = await cdp(["rollback", "--dir", dir, "--to", "1"]);
+    expect(rolled.code, rolled.output).toBe(0);
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ userId: "alice", limit: 5 });
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+
+    // compacted to its last change: the versions and steps are kept, so version 1's file still goes back down
+    const compacted = await cdp(["compact", "--dir", dir, "--keep", "1"]);
+    expect(compacted.code, compacted.output).toBe(0);
+    const journal = await readText(join(dir, "cdp"));
+    expect(journal).not.toContain("snow:user_id:alice");
+    expect(journal).toMatch(/^# seq=\d+ time=\S+ source=compaction schemas: \{"snow":\{"version":2,"schema":.*"steps":\{"2":/m);
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ userId: "alice", limit: 5 });
+    await putSchema(schemas, v1);
+    const again = await startWatch(dir, ["--schemas", schemas]);
+    again.child.kill("SIGTERM");
+    expect(await again.exited).toBe(0);
+    expect(await getConfig(dir, "snow", schemas)).toEqual({ user_id: "alice", limit: 5 });
+    // a rollback past the compacted history is refused as before
+    const far = await cdp(["rollback", "--dir", dir, "--to", "1", "--dry-run"]);
+    expect(far.code).toBe(1);
+    expect(far.output).toContain("was compacted away");
+  });
 });
