@@ -19,9 +19,10 @@ import type { AppConfig } from "./values.js";
 export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[]; kept: Migrated[] } | { ok: false; reason: string };
 
 /**
- * The replayed configuration taken to the schemas' versions (`hold`: kept at the recorded ones): each app whose recorded version
- * differs is migrated, all or nothing, then checked whole (schema and validators). The entries
- * say what the journal must record: apps migrated, and schemas it has not recorded yet.
+ * The replayed configuration taken to the schemas' versions: each app whose recorded version
+ * differs is migrated, all or nothing, then checked whole (schema and validators) — or, with
+ * `hold` (a fleet host), kept at the recorded version. The entries say what the journal must
+ * record: apps migrated, and schemas it has not recorded yet.
  */
 export function migrateState(state: JournalState, schemas: Schemas, validators: ReadonlyMap<string, readonly AppValidator[]>, inForce?: Schemas, options: { hold?: boolean } = {}): Upgrade {
   const apps = new Map(state.apps);
@@ -68,7 +69,11 @@ export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, 
   const plan = migrateState(state, schemas, options.validators, undefined, { hold: options.fleet !== undefined });
   if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
   for (const { app, from, to } of plan.kept) {
-    const why = options.fleet ? `the fleet moves it to version ${to} once this host has caught up` : `moving to version ${to} was vetoed, and its file has not changed since`;
+    const why = !options.fleet
+      ? `moving to version ${to} was vetoed, and its file has not changed since`
+      : to > from
+        ? `the fleet moves it to version ${to} once this host has caught up`
+        : `its file is version ${to}, and a host never moves the fleet down`;
     options.log.warn({ app, version: from, file: to }, `${app} stays at schema version ${from}: ${why}`);
   }
   const apps = Object.keys(plan.entries);
