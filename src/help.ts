@@ -75,7 +75,10 @@ log in the same order.
   --cluster-host NAME    this host's name in the fleet's records (default: hostname:dir)
   --cluster-user U       etcd user; the password is read from --cluster-password-file F
   --cluster-ca F         CA certificate (PEM) for TLS to etcd; --cluster-cert F and
-                         --cluster-key F for a client certificate`,
+                         --cluster-key F for a client certificate
+  --fleet-downgrade      move the fleet down to this host's schema files where they declare
+                         an older x-cdp-version than the fleet's (the start of a rolling
+                         downgrade); without it, a host with older files keeps the fleet's`,
   push: `Usage: cdp push --dir D [--reason TEXT] LINE... | cdp push --dir D -
 
 Append change lines (app:key:value) to D/${INBOX_FILE}, all in one write, as 'echo LINE >>'

@@ -65,6 +65,12 @@ export interface ClusterOptions {
   auth?: { username: string; password: string };
   /** PEM contents for TLS to etcd: the CA, and a client certificate and key if etcd asks for one. */
   tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /**
+   * Move the fleet *down* to this host's schema files where they are older than the fleet's
+   * versions (with the steps the journal recorded): the explicit start of a rolling downgrade.
+   * Without it, a host with older files keeps the fleet's versions.
+   */
+  downgrade?: boolean;
 }
 
 export interface HttpOptions {
@@ -140,7 +146,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
     expect: options.expect ?? {},
-    fleet: fleet && { log: fleet, host },
+    fleet: fleet && { log: fleet, host, downgrade: cluster?.downgrade === true },
     // for `cdp status`: what this watcher serves
     watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },
     log,

@@ -48,6 +48,7 @@ export const OPTIONS = {
   "cluster-ca": { type: "string" },
   "cluster-cert": { type: "string" },
   "cluster-key": { type: "string" },
+  "fleet-downgrade": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -181,7 +182,7 @@ export function httpOptions(values: Values): HttpOptions | undefined {
 }
 
 export async function clusterOptions(values: Values): Promise<ClusterOptions | undefined> {
-  const names = ["cluster-prefix", "cluster-host", "cluster-user", "cluster-password-file", "cluster-ca", "cluster-cert", "cluster-key"] as const;
+  const names = ["cluster-prefix", "cluster-host", "cluster-user", "cluster-password-file", "cluster-ca", "cluster-cert", "cluster-key", "fleet-downgrade"] as const;
   if (values.cluster === undefined) {
     const stray = names.find((name) => values[name] !== undefined);
     if (stray) throw new CdpError("usage", `--${stray} needs --cluster`);
@@ -210,6 +211,7 @@ export async function clusterOptions(values: Values): Promise<ClusterOptions | u
     host: values["cluster-host"],
     auth: password === undefined ? undefined : { username: values["cluster-user"]!, password: password.toString("utf8").trim() },
     tls: ca === undefined ? undefined : { ca, cert, key },
+    ...(values["fleet-downgrade"] ? { downgrade: true } : {}),
   };
 }
 

@@ -37,7 +37,7 @@ export interface PipelineOptions {
   /** The schema version the embedding code expects per app: another is refused, at start and live. */
   expect: Readonly<Record<string, number>>;
   /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
-  fleet?: { log: FleetLog; host: string };
+  fleet?: { log: FleetLog; host: string; downgrade?: boolean };
   /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
   watcher?: Omit<WatcherInfo, "pid" | "started">;
   log: Logger;
@@ -260,7 +260,7 @@ class Run implements Pipeline {
     if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
     // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
     const { fleet, validators } = this.#options;
-    await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
+    await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, down: fleet!.downgrade === true, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
     return true;
   }
 

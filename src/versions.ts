@@ -64,16 +64,16 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
  * Take the schema files at start: apps whose version changed are migrated (all or nothing; a
  * refusal keeps cdp from starting), and the schemas not yet recorded are written to the journal.
  */
-export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: { schemas: string; validators: ReadonlyMap<string, readonly AppValidator[]>; fleet?: unknown; log: Logger }): Promise<{ state: JournalState; inForce: Schemas }> {
+export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: { schemas: string; validators: ReadonlyMap<string, readonly AppValidator[]>; fleet?: { downgrade?: boolean }; log: Logger }): Promise<{ state: JournalState; inForce: Schemas }> {
   // a fleet host migrates by fleet revisions (once it has caught up): here it only records
   const plan = migrateState(state, schemas, options.validators, undefined, { hold: options.fleet !== undefined });
   if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
   for (const { app, from, to } of plan.kept) {
     const why = !options.fleet
       ? `moving to version ${to} was vetoed, and its file has not changed since`
-      : to > from
-        ? `the fleet moves it to version ${to} once this host has caught up`
-        : `its file is version ${to}, and a host never moves the fleet down`;
+      : to > from || options.fleet.downgrade
+        ? `the fleet moves it to version ${to} once this host has caught up${to > from ? "" : " (--fleet-downgrade)"}`
+        : `its file is version ${to}, and a host moves the fleet down only with --fleet-downgrade`;
     options.log.warn({ app, version: from, file: to }, `${app} stays at schema version ${from}: ${why}`);
   }
   const apps = Object.keys(plan.entries);
@@ -87,16 +87,17 @@ export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, 
 }
 
 /**
- * Move the fleet to this host's newer schema files: one fleet revision, judged against the fleet's
- * state like any batch (another host may move it first: then judged again); never down.
+ * Move the fleet to this host's newer schema files (or, with `down`, its older ones too): one fleet
+ * revision, judged against the fleet's state like any batch (another host may move it first: then
+ * judged again). Down only when the operator says so (--fleet-downgrade).
  */
 export async function moveFleet(
   member: Pick<FleetMember, "commit" | "untilRevision" | "head">,
-  host: { inForce: () => Schemas; files: Schemas; table: ConfigTable; validators: ReadonlyMap<string, readonly AppValidator[]>; host: string; seq: number; position: InboxPosition | undefined; stopping: () => boolean; log: Logger },
+  host: { inForce: () => Schemas; files: Schemas; down: boolean; table: ConfigTable; validators: ReadonlyMap<string, readonly AppValidator[]>; host: string; seq: number; position: InboxPosition | undefined; stopping: () => boolean; log: Logger },
 ): Promise<void> {
   while (!host.stopping()) {
     const judgedAt = host.table.revision;
-    const entries = fleetMigration(host.inForce(), host.files, (app) => host.table.config(app), host.validators, host.log);
+    const entries = fleetMigration(host.inForce(), host.files, host.down, (app) => host.table.config(app), host.validators, host.log);
     const apps = Object.keys(entries);
     if (apps.length === 0) return;
     const source = `schema:${apps.map((app) => `${app}${SCHEMA_SUFFIX}`).join(",")}`;
@@ -109,11 +110,11 @@ export async function moveFleet(
 }
 
 /** The apps whose schema files are newer than the versions in force, migrated and checked: a fleet migration's entries. */
-function fleetMigration(inForce: Schemas, files: Schemas, config: (app: string) => AppConfig, validators: ReadonlyMap<string, readonly AppValidator[]>, log: Logger): SchemaEntries {
+function fleetMigration(inForce: Schemas, files: Schemas, down: boolean, config: (app: string) => AppConfig, validators: ReadonlyMap<string, readonly AppValidator[]>, log: Logger): SchemaEntries {
   const entries: SchemaEntries = {};
   for (const [app, file] of files) {
     const held = inForce.get(app);
-    if (!held || file.version <= held.version) continue;
+    if (!held || file.version === held.version || (file.version < held.version && !down)) continue;
     const steps = new Map([...held.steps, ...file.steps]);
     try {
       const refusal = runValidators(file, validators.get(app), migrateChecked(app, config(app), held.version, file, steps));

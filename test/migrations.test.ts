@@ -365,7 +365,7 @@ describe("schema versions", () => {
     }
   });
 
-  it("in a fleet: the first host with a newer file migrates the fleet; an older host diverges, converges once upgraded, and never migrates the fleet down", async () => {
+  it("in a fleet: the first host with a newer file migrates the fleet; an older host diverges and converges once upgraded; only --fleet-downgrade moves the fleet down", async () => {
     const { endpoints } = await startEtcd();
     const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/versions"];
     const hosts = await Promise.all(["a", "b"].map(async (name) => ({ name, ...(await snowDataDir()) })));
@@ -408,8 +408,20 @@ describe("schema versions", () => {
     await has(a, "snow:userId:carol");
     expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "carol", limit: 5 });
     expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
-    const migrations = (await readText(join(b.dir, "cdp"))).match(/"from":\d/g);
-    expect(migrations).toEqual(['"from":1']);
+
+    // the operator moves the fleet down, explicitly: a (version 1 file) with --fleet-downgrade;
+    // b, still on version 2, diverges, and converges once it runs version 1 too
+    await stop(runningA);
+    runningA = await startWatch(a.dir, ["--schemas", a.schemas, ...cluster, "--cluster-host", "a", "--fleet-downgrade"]);
+    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ user_id: "carol", limit: 5 });
+    await has(b, "source=diverged:a:schema:snow.schema.json");
+    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
+    await stop(runningB);
+    await putSchema(b.schemas, v1);
+    runningB = await watch(b);
+    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "carol", limit: 5 });
+    const moves = [...(await readText(join(b.dir, "cdp"))).matchAll(/"snow":\{"version":(\d),"from":(\d)/g)].map(([, to, from]) => `${from}>${to}`);
+    expect(moves).toEqual(["1>2", "2>1"]);
     await stop(runningA);
     await stop(runningB);
   });
