@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { userInfo } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { initDataDir, openDataDir } from "./datadir.js";
 import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, planCommand, statusCommand, stderrLog, type Io } from "./commands.js";
@@ -113,6 +113,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     keepHistory: positiveInteger(values, "keep-history", 1000, 0),
     http: httpOptions(values),
     cluster: await clusterOptions(values),
+    ...(values.render ? { render: values.render.map((path) => resolve(path)) } : {}),
   };
   const options: CdpOptions = { ...(await dataDir(values, logger)), logger, ...settings };
   // listening from the start: a signal that arrives while cdp starts stops it once it has started

@@ -51,6 +51,10 @@ Options:
   --max-outage SECONDS   exit 3 when the inbox stays unavailable longer than this (default 10)
   --max-outages N        exit 3 after more than N outages within the outage window (default 5)
   --outage-window SECONDS  the window for --max-outages (default 600)
+  --render FILE          write app configs to files for services that read files, as FILE (JSON:
+                         {"targets": [{"app", "template" or "format", "dest", "check", "reload",
+                         "health", …}]}) says; checked, reloaded, probed, and taken back when the
+                         service disagrees (docs/rendering.md). May be given more than once
   --compact-after N      compact the journal once it holds N changes (default 100000; 0: never)
   --keep-history N       changes kept as history when compacting (default 1000)
   --log-level LEVEL      trace, debug, info, warn, error (default info)

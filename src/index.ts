@@ -52,6 +52,8 @@ export interface CdpOptions {
   http?: HttpOptions;
   /** Join a fleet: one configuration for many hosts, ordered by etcd (off by default). */
   cluster?: ClusterOptions;
+  /** Render files (paths of JSON files of `{"targets": [...]}`): app configs written for services that read files. */
+  render?: string[];
 }
 
 export interface ClusterOptions {
@@ -146,6 +148,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     compaction: Object.freeze({ after: options.compactAfter ?? 100_000, keep: options.keepHistory ?? 1000 }),
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
     expect: options.expect ?? {},
+    render: options.render ?? [],
     fleet: fleet && { log: fleet, host, downgrade: cluster?.downgrade === true },
     // for `cdp status`: what this watcher serves
     watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },

@@ -2,6 +2,7 @@
 // so that an embedding service's default registry is left alone.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Pipeline } from "./pipeline.js";
+import type { RenderStatus } from "./renderer.js";
 import type { EventStream } from "./stream.js";
 import { VERSION } from "./version.js";
 
@@ -62,6 +63,30 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
   gauge("cdp_ready", "1 while cdp takes changes (see /readyz), else 0", () => (pipeline.notReady() === undefined ? 1 : 0));
   gauge("cdp_sse_clients", "Clients connected to the event stream", () => stream.clients);
   gauge("cdp_diverged_keys", "Fleet mode: keys whose fleet change this host's schemas refuse (it keeps the last good value)", () => pipeline.diverged);
+  // per render target (none without --render)
+  new Counter({
+    name: "cdp_render_failures_total",
+    help: "Renders of a target that failed (render, write, check, reload or health)",
+    labelNames: ["target"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const status of pipeline.renders) this.inc({ target: status.dest }, status.failures);
+    },
+  });
+  const perTarget = (name: string, help: string, read: (status: RenderStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["target"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const status of pipeline.renders) this.set({ target: status.dest }, read(status));
+      },
+    });
+  perTarget("cdp_render_last_timestamp_seconds", "When a target was last rendered (Unix time; 0: not yet)", (status) => status.lastTime / 1000);
+  perTarget("cdp_render_last_ok", "1 when a target's last render went well, else 0", (status) => (status.lastOk ? 1 : 0));
   counter("cdp_inbox_outages_total", "Times the inbox became unavailable", () => pipeline.outages);
   counter("cdp_subscriber_errors_total", "Times a subscriber threw or rejected", () => pipeline.table.subscriberErrors);
   return registry;

@@ -49,9 +49,10 @@ export const OPTIONS = {
   "cluster-cert": { type: "string" },
   "cluster-key": { type: "string" },
   "fleet-downgrade": { type: "boolean" },
+  render: { type: "string", multiple: true },
 } satisfies ParseArgsConfig["options"];
 
-export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
+export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
 
 export function parseCommand(args: string[]): { values: Values; positionals: string[] } {
   let parsed: { values: Values; positionals: string[] };
@@ -109,7 +110,8 @@ function fromEnvironment(): Values {
     if (name === "help" || name === "version") continue;
     const text = process.env[environmentName(name)];
     if (text === undefined || text === "") continue;
-    if (option.type === "string") values[name] = text;
+    if ("multiple" in option) values[name] = text.split(",") as unknown as string; // CDP_RENDER=a.json,b.json
+    else if (option.type === "string") values[name] = text;
     else if (/^(1|true|yes|on)$/i.test(text)) values[name] = true;
     else if (!/^(0|false|no|off)$/i.test(text)) throw new CdpError("usage", `${environmentName(name)} is a switch: 1 or 0, got "${text}"`);
   }

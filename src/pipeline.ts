@@ -21,6 +21,9 @@ import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { moveFleet, takeSchemasAtStart, unexpectedVersion } from "./versions.js";
 import { Vetoes } from "./vetoes.js";
+import { Renderer, type RenderStatus } from "./renderer.js";
+import { loadRenderFiles, type RenderTarget } from "./targets.js";
+import type { AppConfig } from "./values.js";
 import { announceWatcher, type WatcherInfo } from "./status.js";
 import { openDataDir, warnIfOthersCanWrite } from "./datadir.js";
 import { CdpError } from "./errors.js";
@@ -36,6 +39,8 @@ export interface PipelineOptions {
   vetoWindowMs: number;
   /** The schema version the embedding code expects per app: another is refused, at start and live. */
   expect: Readonly<Record<string, number>>;
+  /** Render files: targets written for services that read files. */
+  render: readonly string[];
   /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
   fleet?: { log: FleetLog; host: string; downgrade?: boolean };
   /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
@@ -61,6 +66,8 @@ export interface Pipeline {
   events: EventEmitter<PipelineEvents>;
   /** How many times the inbox became unavailable since start. */
   readonly outages: number;
+  /** The render targets' state (none without --render). */
+  readonly renders: RenderStatus[];
   /** Fleet mode: how many keys keep a value the fleet has changed, because this host's schemas refuse the change. */
   readonly diverged: number;
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
@@ -111,6 +118,7 @@ class Run implements Pipeline {
   readonly #turns = new Turns();
   readonly #journalTurns = new Turns();
   #commitPoint!: CommitPoint;
+  #renderer: Renderer | undefined;
   #member: FleetMember | undefined;
   #inbox: Inbox | undefined;
   #closeSchemaWatch: () => Promise<void> = async () => undefined;
@@ -129,18 +137,19 @@ class Run implements Pipeline {
     const schemas = compileSchemas(options.schemas, texts);
     const unexpected = unexpectedVersion(schemas, options.expect);
     if (unexpected) throw new CdpError("bootstrap", unexpected);
+    const targets = await loadRenderFiles(options.render, schemas); // an operator's mistake there is found before anything is written
     const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
     const journal = await openJournal(journalPath, replayed);
     // schema versions changed while cdp was stopped: migrated before anything is served
     const { state, inForce } = await takeSchemasAtStart(replayed, schemas, texts, journal, options);
     const held = unexpectedVersion(inForce, options.expect); // an app whose new version was vetoed stays at its old one
     if (held) throw new CdpError("bootstrap", held);
-    const run = new Run(options, unlock, { journalPath, schemas: inForce, files: schemas, texts, state, journal });
+    const run = new Run(options, unlock, { journalPath, schemas: inForce, files: schemas, texts, state, journal, targets });
     await run.#openCommitPoint();
     return run;
   }
 
-  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: { journalPath: string; schemas: Schemas; files: Schemas; texts: SchemaTexts; state: JournalState; journal: DurableFile }) {
+  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: { journalPath: string; schemas: Schemas; files: Schemas; texts: SchemaTexts; state: JournalState; journal: DurableFile; targets: RenderTarget[] }) {
     const { state } = loaded;
     const log = options.log;
     this.#options = options;
@@ -177,6 +186,9 @@ class Run implements Pipeline {
       reverted: () => this.#compactor.counted(1),
       log,
     });
+    // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
+    const revert = options.fleet ? undefined : (app: string, config: AppConfig, reason: string, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reason, source));
+    if (loaded.targets.length > 0) this.#renderer = new Renderer({ targets: loaded.targets, table: this.table, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
   }
 
   /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
@@ -218,6 +230,7 @@ class Run implements Pipeline {
   /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
   async start(): Promise<void> {
     this.#watchSchemas();
+    await this.#renderer?.start(); // before "cdp is watching": a service can start from its file
     const joined = await this.#joined(true);
     if (joined) await this.#startReading();
     this.#stopped = this.#follow(joined);
@@ -235,6 +248,7 @@ class Run implements Pipeline {
       await this.#turns.settled();
       if (this.#fault) throw this.#fault;
     } finally {
+      await this.#renderer?.close();
       await this.#member?.stop();
       await this.#closeSchemaWatch();
       await this.#inbox?.close();
@@ -347,6 +361,9 @@ class Run implements Pipeline {
   get outages(): number {
     return this.#inbox?.outages ?? 0;
   }
+  get renders(): RenderStatus[] {
+    return this.#renderer?.status() ?? [];
+  }
   get diverged(): number {
     return this.#member?.diverged.size ?? 0;
   }
@@ -358,7 +375,7 @@ class Run implements Pipeline {
     if (this.#stopping || this.#fault) return "cdp is stopping";
     const diverged = this.#member?.diverged;
     const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
-    return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence;
+    return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence ?? this.#renderer?.problem();
   }
 
   async stop(): Promise<void> {

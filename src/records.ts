@@ -144,6 +144,11 @@ export function readSchemaRecord(line: string): { rev?: number; seq: number; tim
   return { ...(rev === undefined ? {} : { rev: Number(rev) }), seq: Number(seq), time: time!, source: source!, ...(reason === undefined ? {} : { reason }), entries };
 }
 
+/** A change that takes a key back (a render target's service refused the configuration): the reason, and the line. */
+export function revertRecord(revert: { revision: number; seq: number; time: string; source: string; reason: string }, line: string): string {
+  return `# rev=${revert.revision} seq=${revert.seq} time=${revert.time} source=${revert.source.replace(/\s/g, "_")} reason: ${revert.reason.replace(/[\r\n]+/g, " ")}\n${line}\n`;
+}
+
 /** A schema upgrade that changed effective values: a revision of its own, with no change line (written before schema records existed). */
 export function upgradeRecord(seq: number, time: string, revision: number, files: string[]): string {
   return `# rev=${revision} seq=${seq} time=${time} source=schema:${files.map((file) => file.replace(/[\s,]/g, "_")).join(",")}\n`;

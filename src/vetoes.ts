@@ -4,11 +4,12 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { encodeChange, vetoRecord } from "./journal.js";
+import { revertRecord } from "./records.js";
 import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
-import { getIn } from "./values.js";
+import { getIn, type AppConfig } from "./values.js";
 
 export interface VetoSettings {
   windowMs: number;
@@ -51,6 +52,46 @@ export class Vetoes {
       this.#settings.inTurn(() => undo(String(reason).replace(/[\r\n]+/g, " "))).catch(this.#settings.fault);
       return true;
     };
+  }
+
+  /**
+   * Take an app back to `config`, key by key (each a change record with the reason), checked like
+   * any change: what a render target does when its service refuses a configuration. False when
+   * nothing was changed.
+   */
+  async revertApp(app: string, config: AppConfig, reason: string, source: string): Promise<boolean> {
+    const { table, validators, log } = this.#settings;
+    const schemas = this.#settings.schemas();
+    const schema = schemas.get(app);
+    if (!schema) return false;
+    const time = new Date().toISOString();
+    const current = table.config(app);
+    const taken: { key: string; config: AppConfig; revision: number }[] = [];
+    let state = current;
+    let text = "";
+    for (const key of new Set([...Object.keys(current), ...Object.keys(config)])) {
+      const value = config[key];
+      if (isDeepStrictEqual(value, state[key])) continue;
+      if (value === undefined) {
+        log.warn({ app, key, reason }, "cannot take back a key that had no value before: left as it is");
+        continue;
+      }
+      const line = encodeChange(app, key, value, schema.key([key]) as KeyInfo);
+      const verdict = validateChange({ schemas, validators, current: (name) => (name === app ? state : table.config(name)) }, parseLine(line) as ParsedChange);
+      if (!verdict.ok) {
+        log.warn({ app, key, reason, refused: verdict.reason }, "cannot take a key back: the schemas refuse its earlier value");
+        continue;
+      }
+      state = verdict.change.config;
+      const revision = table.revision + taken.length + 1;
+      taken.push({ key, config: state, revision });
+      text += revertRecord({ revision, seq: this.#settings.seq(), time, source, reason }, line);
+    }
+    if (taken.length === 0 || !(await this.#settings.journal(text))) return false;
+    for (const { key, config: after, revision } of taken) table.apply({ app, key, config: after, revision, source, time, reason });
+    for (let i = 0; i < taken.length; i++) this.#settings.reverted();
+    log.warn({ app, keys: taken.map(({ key }) => key), reason, revision: table.revision }, "configuration taken back");
+    return true;
   }
 
   async #revert(change: ValidChange, vetoed: number, reason: string): Promise<void> {

@@ -1,6 +1,7 @@
 // What the suite needs beyond Node, checked once before any test runs: etcd (fleet tests),
 // Chromium (the dashboard), logrotate (the inbox under rotation), openssl (etcd's TLS test),
-// promtool (the metrics' linter, from prometheus), supervisord (the example service file). As root, missing Debian packages are installed here;
+// promtool (the metrics' linter, from prometheus), supervisord (the example service file), nginx
+// and curl (render targets and their health checks). As root, missing Debian packages are installed here;
 // otherwise the suite stops at once, naming the one command to run — never a cascade of timeouts.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -14,6 +15,8 @@ const NEEDED = [
   { program: "/usr/bin/prlimit", pkg: "util-linux" },
   { program: "/usr/bin/promtool", pkg: "prometheus" },
   { program: "/usr/bin/supervisord", pkg: "supervisor" },
+  { program: "/usr/sbin/nginx", pkg: "nginx-light" },
+  { program: "/usr/bin/curl", pkg: "curl" },
 ];
 
 export default function setup(): void {
@@ -29,7 +32,7 @@ export default function setup(): void {
   execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env });
   // Debian's etcd and prometheus packages may start services on their default ports; the tests
   // start their own etcd and need only promtool
-  for (const service of ["etcd", "prometheus", "prometheus-node-exporter", "supervisor"]) {
+  for (const service of ["etcd", "prometheus", "prometheus-node-exporter", "supervisor", "nginx"]) {
     try {
       execFileSync("systemctl", ["disable", "--now", service], { stdio: "ignore" });
     } catch {

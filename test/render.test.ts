@@ -1,0 +1,211 @@
+// Rendering files for a service that reads files: a real nginx from Debian (nginx-light), started
+// by the test on a loopback port, reads the config cdp renders; nginx's own checker, reload and a
+// health probe (curl) decide whether a change stays.
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { appendFile, mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { afterThisTest, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+
+const web = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    greeting: { type: "string", default: "hello" },
+    healthStatus: { type: "integer", minimum: 200, maximum: 599, default: 200 },
+    note: { type: "string", default: "" },
+  },
+};
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A data directory for app `web`, a render file whose target is a whole nginx config, and how to reach nginx. */
+async function nginxSetUp(extra: Record<string, unknown> = {}) {
+  const root = await tempDir();
+  const schemas = join(root, "schemas");
+  await mkdir(schemas);
+  await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+  const dir = await dataDir(schemas);
+  const port = await freePort();
+  const conf = join(root, "nginx");
+  await mkdir(join(conf, "temp"), { recursive: true });
+  const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((name) => `${name}_temp_path ${join(conf, "temp", name)};`).join(" ");
+  await writeFile(
+    join(root, "nginx.conf.tmpl"),
+    `pid ${join(conf, "nginx.pid")};
+error_log ${join(conf, "error.log")} notice;
+events { worker_connections 64; }
+http {
+  access_log off;
+  ${temp}
+  server {
+    listen 127.0.0.1:${port};
+    location = /healthz { return {{healthStatus}} "ok\\n"; }
+    location = / { default_type text/plain; return 200 "{{greeting}}\\n"; }
+  }
+}
+`,
+  );
+  const dest = join(conf, "nginx.conf");
+  const target = {
+    app: "web",
+    template: "nginx.conf.tmpl",
+    dest,
+    mode: "0644",
+    check: ["nginx", "-t", "-q", "-c", "{staged}"],
+    reload: ["nginx", "-s", "reload", "-c", "{dest}"],
+    health: ["curl", "-fsS", "--max-time", "2", `http://127.0.0.1:${port}/healthz`],
+    healthTimeoutMs: 2000,
+    ...extra,
+  };
+  const render = join(root, "render.json");
+  await writeFile(render, JSON.stringify({ targets: [target] }));
+  const url = `http://127.0.0.1:${port}/`;
+  const startNginx = () => {
+    execFileSync("nginx", ["-c", dest]);
+    afterThisTest(async () => {
+      try {
+        execFileSync("nginx", ["-s", "stop", "-c", dest], { stdio: "ignore" });
+      } catch {
+        // already stopped
+      }
+    });
+  };
+  const served = async (path = "") => {
+    const response = await fetch(`${url}${path}`).catch(() => undefined);
+    return response ? `${response.status} ${(await response.text()).trim()}` : "down";
+  };
+  const reloads = () => (readFileSync(join(conf, "error.log"), "utf8").match(/signal 1 \(SIGHUP\) received/g) ?? []).length;
+  return { root, schemas, dir, dest, render, startNginx, served, reloads };
+}
+
+describe("render targets, with a real nginx", () => {
+  it("renders at start, serves a change after the reload, and reloads nothing when the output is unchanged", async () => {
+    const setUp = await nginxSetUp();
+    const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
+    expect(readFileSync(setUp.dest, "utf8")).toContain('return 200 "hello\\n";'); // before "cdp is watching"
+    expect((await stat(setUp.dest)).mode & 0o777).toBe(0o644);
+    setUp.startNginx();
+    expect(await setUp.served()).toBe("200 hello");
+
+    await appendFile(join(setUp.dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(async () => (await setUp.served()) === "200 bonjour");
+    const reloads = setUp.reloads();
+    const written = (await stat(setUp.dest)).mtimeMs;
+    // a key the template does not use, and the same value again: the same text, so no write and no reload
+    await appendFile(join(setUp.dir, "cdp.new"), "web:note:x\nweb:greeting:bonjour\n");
+    await waitUntil(async () => (await readText(join(setUp.dir, "cdp"))).includes("web:note:x"));
+    await waitUntil(async () => watch.output().split("\n").filter((line) => line.includes('"rendered"')).length >= 1);
+    await appendFile(join(setUp.dir, "cdp.new"), "web:greeting:salut\n");
+    await waitUntil(async () => (await setUp.served()) === "200 salut");
+    await waitUntil(() => watch.output().split("\n").filter((line) => line.includes('"msg":"rendered"')).length === 2); // bonjour's, salut's
+    expect(setUp.reloads()).toBe(reloads + 1); // salut's reload only
+    expect((await stat(setUp.dest)).mtimeMs).toBeGreaterThan(written);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("never lets nginx see a change its checker refuses: the file stays, and the change is taken back with nginx's words", async () => {
+    const setUp = await nginxSetUp();
+    const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
+    setUp.startNginx();
+    await appendFile(join(setUp.dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(async () => (await setUp.served()) === "200 bonjour");
+    const good = readFileSync(setUp.dest, "utf8");
+
+    await appendFile(join(setUp.dir, "cdp.new"), 'web:greeting:a"; bogus_directive "x\n');
+    await waitUntil(async () => (await readText(join(setUp.dir, "cdp"))).includes("source=render:"));
+    expect(readFileSync(setUp.dest, "utf8")).toBe(good);
+    expect(await setUp.served()).toBe("200 bonjour");
+    expect(await getConfig(setUp.dir, "web.greeting", setUp.schemas)).toBe("bonjour");
+    const history = await cdp(["history", "--dir", setUp.dir, "web.greeting"]);
+    expect(history.output).toMatch(/render:\S+nginx\.conf\s+web\.greeting\s+"a\\"; bogus_directive \\"x" → "bonjour"\s+\(check: exit 1: .*\[emerg\] .*unknown directive "bogus_directive"/);
+    expect((await readdir(join(setUp.root, "nginx"))).filter((name) => name.includes(".cdp-"))).toEqual([]); // no staged file left
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("takes back a change after which nginx is unhealthy, and nginx recovers with the last good file", async () => {
+    const setUp = await nginxSetUp();
+    const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render, "--http", "127.0.0.1:0"]);
+    setUp.startNginx();
+    await appendFile(join(setUp.dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(async () => (await setUp.served()) === "200 bonjour");
+
+    await appendFile(join(setUp.dir, "cdp.new"), "web:healthStatus:500\n");
+    await waitUntil(async () => (await readText(join(setUp.dir, "cdp"))).includes("source=render:"), 15_000);
+    await waitUntil(async () => (await setUp.served("healthz")) === "200 ok");
+    expect(await getConfig(setUp.dir, "web.healthStatus", setUp.schemas)).toBe(200);
+    expect(await readText(join(setUp.dir, "cdp"))).toMatch(/reason: health: exit 22: curl: \(22\) The requested URL returned error: 500\nweb:healthStatus:200\n/);
+    const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
+    const metrics = () => fetch(`${url}/metrics`).then((response) => response.text());
+    // the revert's own render probes nginx too before it counts as good
+    await waitUntil(async () => (await metrics()).includes(`cdp_render_last_ok{target="${setUp.dest}"} 1`));
+    expect(await metrics()).toContain(`cdp_render_failures_total{target="${setUp.dest}"} 1`);
+    expect((await fetch(`${url}/readyz`)).status).toBe(200);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("writes a value such as $(touch …) as text, in a template and in env format: nothing runs it", async () => {
+    const setUp = await nginxSetUp();
+    const marker = join(setUp.root, "pwned");
+    const env = join(setUp.root, "web.env");
+    await writeFile(setUp.render, JSON.stringify({ targets: [{ app: "web", template: "nginx.conf.tmpl", dest: setUp.dest }, { app: "web", format: "env", dest: env, check: ["sh", "-n", "{staged}"] }] }));
+    const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
+    await appendFile(join(setUp.dir, "cdp.new"), `web:greeting:$(touch ${marker}) \`touch ${marker}\`\n`);
+    await waitUntil(async () => (await readText(env)).includes("touch"));
+    expect(readFileSync(setUp.dest, "utf8")).toContain(`return 200 "$(touch ${marker}) \`touch ${marker}\`\\n";`);
+    expect(readFileSync(env, "utf8")).toBe(`GREETING="\\$(touch ${marker}) \\\`touch ${marker}\\\`"\nHEALTHSTATUS="200"\nNOTE=""\n`);
+    execFileSync("sh", ["-c", `. ${env}`]); // sourced by a shell, as services' env files are: still nothing runs
+    expect(existsSync(marker)).toBe(false);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("leaves the old file or the new across kill -9, never a torn one, and no staged file after a restart", async () => {
+    const setUp = await nginxSetUp({ reload: undefined, health: undefined });
+    for (let round = 0; round < 6; round++) {
+      const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
+      await appendFile(join(setUp.dir, "cdp.new"), Array.from({ length: 20 }, (_, i) => `web:greeting:round-${round}-${i}-${"x".repeat(2000)}\n`).join(""));
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 150));
+      watch.child.kill("SIGKILL");
+      await watch.exited;
+      execFileSync("nginx", ["-t", "-q", "-c", setUp.dest]); // whole: nginx reads it
+    }
+    const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
+    expect((await readdir(join(setUp.root, "nginx"))).filter((name) => name.includes(".cdp-"))).toEqual([]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("refuses to start (exit 2) on a missing dest directory, an unreadable template and a template error", async () => {
+    const setUp = await nginxSetUp();
+    const start = async (target: Record<string, unknown>) => {
+      await writeFile(setUp.render, JSON.stringify({ targets: [{ app: "web", template: "nginx.conf.tmpl", dest: setUp.dest, ...target }] }));
+      const run = runCdp(["watch", "--dir", setUp.dir, "--schemas", setUp.schemas, "--render", setUp.render]);
+      return { code: await run.exited, output: run.output() };
+    };
+    const missing = await start({ dest: join(setUp.root, "nowhere", "web.conf") });
+    expect(missing.code).toBe(2);
+    expect(missing.output).toContain(`--render ${setUp.render}: targets[0]: the directory of "dest" (${join(setUp.root, "nowhere")}) does not exist`);
+    const unreadable = await start({ template: "absent.tmpl" });
+    expect(unreadable.code).toBe(2);
+    expect(unreadable.output).toContain(`cannot read the template ${join(setUp.root, "absent.tmpl")}`);
+    await writeFile(join(setUp.root, "broken.tmpl"), "{{#greeting}} never closed");
+    const broken = await start({ template: "broken.tmpl" });
+    expect(broken.code).toBe(2);
+    expect(broken.output).toContain(`the template ${join(setUp.root, "broken.tmpl")} is not valid: Unclosed section "greeting"`);
+    const typo = await start({ relaod: ["nginx"] });
+    expect(typo.code).toBe(2);
+    expect(typo.output).toContain('unknown field "relaod"');
+  });
+});
