@@ -7,6 +7,7 @@ import { appendFile, mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { startEtcd } from "./etcd.js";
 import { afterThisTest, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const web = {
@@ -207,5 +208,76 @@ describe("render targets, with a real nginx", () => {
     const typo = await start({ relaod: ["nginx"] });
     expect(typo.code).toBe(2);
     expect(typo.output).toContain('unknown field "relaod"');
+  });
+});
+
+describe("render targets, without a service", () => {
+  it("writes each format with a real serializer that reads it back", async () => {
+    const root = await tempDir();
+    const schemas = join(root, "schemas");
+    await mkdir(schemas);
+    const app = { type: "object", properties: { name: { type: "string", default: 'a "quoted" = value' }, limits: { type: "object", default: { max: 5, tags: ["x", "y"] } }, ratio: { type: "number", default: 0.5 } } };
+    await writeFile(join(schemas, "svc.schema.json"), JSON.stringify(app));
+    const dir = await dataDir(schemas);
+    const formats = ["json", "yaml", "toml", "env", "properties"];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: formats.map((format) => ({ app: "svc", format, dest: `out.${format}` })) }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    const config = { name: 'a "quoted" = value', limits: { max: 5, tags: ["x", "y"] }, ratio: 0.5 };
+    const read = (format: string) => readFileSync(join(root, `out.${format}`), "utf8");
+    expect(JSON.parse(read("json"))).toEqual(config);
+    expect((await import("yaml")).parse(read("yaml"))).toEqual(config);
+    expect((await import("smol-toml")).parse(read("toml"))).toEqual(config);
+    expect(read("env")).toBe('NAME="a \\"quoted\\" = value"\nLIMITS_MAX="5"\nLIMITS_TAGS="[\\"x\\",\\"y\\"]"\nRATIO="0.5"\n');
+    expect(read("properties")).toBe('name=a "quoted" = value\nlimits.max=5\nlimits.tags=["x","y"]\nratio=0.5\n');
+  });
+
+  it("takes a change back once when the service stays unhealthy, and leaves the revert as it is (no flapping)", async () => {
+    const root = await tempDir();
+    const schemas = join(root, "schemas");
+    await mkdir(schemas);
+    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+    const dir = await dataDir(schemas);
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["false"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
+    await appendFile(join(dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(() => watch.output().includes("is not healthy with its last good configuration either"));
+    expect(JSON.parse(readFileSync(join(root, "web.json"), "utf8"))).toMatchObject({ greeting: "hello" }); // the last good file
+    const journal = await readText(join(dir, "cdp"));
+    expect(journal.match(/source=render:/g)).toHaveLength(1);
+    expect(journal).toContain("reason: health: exit 1\nweb:greeting:hello\n");
+    expect(await getConfig(dir, "web.greeting", schemas)).toBe("hello");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("in a fleet, a host whose service refuses a change keeps its last good file: a local decision, the fleet's config stays", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/render"];
+    const root = await tempDir();
+    const schemas = join(root, "schemas");
+    await mkdir(schemas);
+    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+    const hosts = await Promise.all(
+      ["a", "b"].map(async (name) => {
+        const dir = await dataDir(schemas);
+        const render = join(dir, "render.json");
+        // the service is unhealthy whenever its file says "bad" (the value is never part of the command)
+        await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["sh", "-c", '! grep -q bad "$0"', "{dest}"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+        return { dir, file: join(dir, "web.json"), watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]) };
+      }),
+    );
+    await appendFile(join(hosts[0]!.dir, "cdp.new"), "web:greeting:fine\n");
+    for (const host of hosts) await waitUntil(async () => (await readText(host.file)).includes("fine"));
+    await appendFile(join(hosts[0]!.dir, "cdp.new"), "web:greeting:bad\n");
+    for (const host of hosts) {
+      await waitUntil(() => host.watch.output().includes("put the last good file back"));
+      expect(JSON.parse(readFileSync(host.file, "utf8"))).toMatchObject({ greeting: "fine" });
+      expect(await getConfig(host.dir, "web.greeting", schemas)).toBe("bad"); // the fleet's, not taken back
+      expect(await readText(join(host.dir, "cdp"))).not.toContain("source=render:");
+      host.watch.child.kill("SIGTERM");
+      expect(await host.watch.exited).toBe(0);
+    }
   });
 });
