@@ -52,7 +52,7 @@ export async function removeStaged(dest: string): Promise<void> {
 
 export interface CommandResult {
   ok: boolean;
-  /** What it printed (stdout and stderr, trimmed to the last 2,000 characters), or why it did not run. */
+  /** What it printed (stdout and stderr, the last 2,000 characters), then how it ended: `curl: (22) … 500 (exit 22)`. */
   output: string;
 }
 
@@ -64,7 +64,8 @@ export function runCommand(argv: readonly string[], paths: { staged?: string; de
       const printed = `${stdout}${stderr}`.trim();
       if (!error) return resolve({ ok: true, output: printed.slice(-2000) });
       const why = error.killed ? `timed out after ${timeoutMs} ms` : typeof error.code === "number" ? `exit ${error.code}` : error.code === "ENOENT" ? `${words[0]}: not found` : error.message;
-      resolve({ ok: false, output: `${why}${printed ? `: ${printed.replace(/\s+/g, " ").slice(-2000)}` : ""}` });
+      // the command's own words first (`curl: (22) … 500`), then how it ended
+      resolve({ ok: false, output: printed ? `${printed.replace(/\s+/g, " ").slice(-2000)} (${why})` : why });
     });
   });
 }
