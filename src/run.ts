@@ -1,0 +1,318 @@
+// The running pipeline: its state in one place, and the steps that change it — batches judged
+// and committed (the journal, or a fleet's log), schema upgrades, vetoes and reverts, compaction,
+// render targets — taking turns until it stops. pipeline.ts starts it.
+import { performance } from "node:perf_hooks";
+import { join } from "node:path";
+import { EventEmitter } from "eventemitter3";
+import type { Logger } from "pino";
+import { judgeBatch, logOutcomes, type JudgedBatch } from "./batch.js";
+import { journalCommit, openFleetCommit, type CommitPoint, type Files } from "./commit.js";
+import { Compactor } from "./compactor.js";
+import { DurableFile } from "./durable.js";
+import { HeldWrites } from "./held.js";
+import { Inbox, type InboxBatch, type InboxPosition } from "./inbox.js";
+import type { JournalState } from "./journal.js";
+import type { FleetMember } from "./member.js";
+import { REJECTS_FILE, openRejects } from "./rejects.js";
+import type { Schemas, SchemaTexts } from "./schemas.js";
+import { ConfigTable } from "./table.js";
+import { Turns } from "./turns.js";
+import { declaredVersion } from "./migrations.js";
+import { LiveSchemas } from "./upgrade.js";
+import type { AppValidator } from "./validate.js";
+import { moveFleet } from "./versions.js";
+import { Vetoes } from "./vetoes.js";
+import { Renderer, type RenderStatus } from "./renderer.js";
+import type { RenderTarget } from "./targets.js";
+import type { AppConfig } from "./values.js";
+import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
+import { announceWatcher } from "./status.js";
+import { warnIfOthersCanWrite } from "./datadir.js";
+
+/** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
+export interface Loaded {
+  journalPath: string;
+  schemas: Schemas;
+  files: Schemas;
+  texts: SchemaTexts;
+  state: JournalState;
+  journal: DurableFile;
+  targets: RenderTarget[];
+}
+
+/** One run of the pipeline: its state, in one place, and the steps that change it. */
+export class Run implements Pipeline {
+  readonly #options: PipelineOptions;
+  readonly #schemaFiles: Schemas; // as the files say; those in force are #live's
+  readonly #log: Logger;
+  readonly #unlock: () => Promise<void>;
+  readonly dir: string;
+  readonly validators: Map<string, AppValidator[]>;
+  readonly journalPath: string;
+  readonly table: ConfigTable;
+  readonly events = new EventEmitter<PipelineEvents>();
+  readonly #files: Files;
+  readonly #writes: HeldWrites;
+  readonly #live: LiveSchemas;
+  readonly #compactor: Compactor;
+  readonly #vetoes: Vetoes;
+  // batches, schema upgrades and reverts take turns; in a fleet, the member's journal appends and
+  // compaction take turns of their own, so that compaction never swaps the file under a write
+  readonly #turns = new Turns();
+  readonly #journalTurns = new Turns();
+  #commitPoint!: CommitPoint;
+  #renderer: Renderer | undefined;
+  #member: FleetMember | undefined;
+  #inbox: Inbox | undefined;
+  #closeSchemaWatch: () => Promise<void> = async () => undefined;
+  #withdraw: () => Promise<void> = async () => undefined;
+  #seq: number;
+  #resumeAt: InboxPosition | undefined;
+  readonly #resumeSince: number | undefined;
+  #stopping = false;
+  #fault: unknown;
+  #stopped: Promise<void> = Promise.resolve();
+
+  /** A run of what start-up loaded; its commit point opened (in a fleet, the member: etcd's client is loaded then). */
+  static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
+    const run = new Run(options, unlock, loaded);
+    await run.#openCommitPoint();
+    return run;
+  }
+
+  private constructor(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded) {
+    const { state } = loaded;
+    const log = options.log;
+    this.#options = options;
+    this.#schemaFiles = loaded.files;
+    this.#log = log;
+    this.#unlock = unlock;
+    [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
+    this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
+    // events of apps that use versions say which shape their value has
+    this.table.versionOf = (app) => {
+      const schema = this.#live.schemas.get(app);
+      return schema && declaredVersion(schema);
+    };
+    // cdp.rej is opened once the fleet's changes are caught up: they may move the inbox position on
+    this.#files = { journal: loaded.journal, rejects: undefined as unknown as DurableFile };
+    this.#seq = state.seq;
+    this.#resumeAt = state.position;
+    this.#resumeSince = state.positionTime;
+    this.#writes = new HeldWrites(log, () => this.#stopping);
+    const seq = () => this.#seq;
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, tentative: (undo) => this.#vetoes.window(undo), table: this.table, files: this.#files, writes: this.#writes, seq, log });
+    const schemas = () => this.#live.schemas;
+    this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, log }, state.records);
+    this.#vetoes = new Vetoes({
+      windowMs: options.vetoWindowMs,
+      table: this.table,
+      schemas,
+      validators: options.validators,
+      seq,
+      journal: (text) => this.#writes.append(this.#files.journal, text),
+      inTurn: (task) => this.#turns.run(task),
+      stopping: () => this.#stopping,
+      fault: (error) => this.#stopOn(error),
+      reverted: () => this.#compactor.counted(1),
+      log,
+    });
+    // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
+    const revert = options.fleet ? undefined : (app: string, config: AppConfig, reason: string, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reason, source));
+    if (loaded.targets.length > 0) this.#renderer = new Renderer({ targets: loaded.targets, table: this.table, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
+  }
+
+  /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
+  async #openCommitPoint(): Promise<void> {
+    const { fleet, compaction, validators } = this.#options;
+    if (!fleet) {
+      this.#commitPoint = journalCommit(this.#files, this.#writes, this.#log);
+      return;
+    }
+    const journalTurn = <T>(task: () => Promise<T>) => this.#journalTurns.run(task);
+    const opened = await openFleetCommit({
+      fleet: fleet.log,
+      host: fleet.host,
+      keep: compaction.keep,
+      table: this.table,
+      schemas: () => this.#live.schemas,
+      schemaFiles: this.#schemaFiles,
+      took: (schemas) => (this.#live.schemas = schemas),
+      validators,
+      journalPath: this.journalPath,
+      files: this.#files,
+      writes: this.#writes,
+      journalTurn,
+      applied: (count, diverging) => {
+        this.#compactor.counted(count);
+        // not while this host diverges: it reads those revisions again when its schemas catch up
+        if (!this.#compactor.due || diverging) return;
+        this.#compactor.restart(); // counted again from the compacted journal's history
+        void journalTurn(() => this.#compactor.compact().catch((error: unknown) => this.#stopOn(error)));
+      },
+      seq: () => this.#seq,
+      stopping: () => this.#stopping,
+      fault: (error) => this.#stopOn(error),
+      log: this.#log,
+    });
+    [this.#member, this.#commitPoint] = [opened.member, opened.commitPoint];
+  }
+
+  /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
+  async start(): Promise<void> {
+    this.#watchSchemas();
+    await this.#renderer?.start(); // before "cdp is watching": a service can start from its file
+    const joined = await this.#joined(true);
+    if (joined) await this.#startReading();
+    this.#stopped = this.#follow(joined);
+    this.#stopped.catch((error: unknown) => this.#log.fatal({ err: error }, "cdp stopped"));
+  }
+
+  // One turn per batch until the inbox closes; then everything is closed, in order.
+  async #follow(joined: boolean): Promise<void> {
+    try {
+      if (!joined) {
+        if (!(await this.#joined(false)) || this.#stopping) return;
+        await this.#startReading();
+      }
+      for await (const batch of this.#inbox!.batches()) await this.#turns.run(() => this.#handleBatch(batch));
+      await this.#turns.settled();
+      if (this.#fault) throw this.#fault;
+    } finally {
+      await this.#renderer?.close();
+      await this.#member?.stop();
+      await this.#closeSchemaWatch();
+      await this.#inbox?.close();
+      await this.#withdraw().catch(() => undefined);
+      await Promise.allSettled([this.#files.journal, this.#files.rejects].filter(Boolean).map((file) => file.close()));
+      await this.#unlock();
+    }
+  }
+
+  // In a fleet, a host's revisions are the fleet's: a live upgrade's own revision has no place
+  // there, so new schemas are taken at a restart (a rolling upgrade).
+  #watchSchemas(): void {
+    if (this.#options.fleet) return;
+    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, { inTurn: (task) => this.#turns.run(task), stopping: () => this.#stopping, fault: (error) => this.#stopOn(error) });
+  }
+
+  // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
+  // While etcd cannot be reached it serves its journal's configuration and keeps trying.
+  async #joined(first: boolean): Promise<boolean> {
+    const member = this.#member;
+    if (!member) return true;
+    if (!(first ? await member.join() : await member.joinLater())) return false;
+    if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
+    // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
+    const { fleet, validators } = this.#options;
+    await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, down: fleet!.downgrade === true, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
+    return true;
+  }
+
+  async #startReading(): Promise<void> {
+    const { dir, log } = this.#options;
+    this.#files.rejects = await openRejects(join(dir, REJECTS_FILE), this.#seq);
+    this.#inbox = new Inbox({ ...this.#options.inbox, dir, log: log.child({ stage: "inbox" }), resumeAt: this.#resumeAt, resumeSince: this.#resumeSince });
+    await this.#inbox.start();
+    if (this.#stopping) await this.#inbox.close(); // stopped while it was opening
+    await warnIfOthersCanWrite(dir, log);
+    // said before "cdp is watching": whoever waits for that line finds cdp.watcher written
+    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher }).catch(() => async () => undefined);
+    log.info({ dir, apps: [...this.#live.schemas.keys()], revision: this.table.revision }, "cdp is watching");
+  }
+
+  /**
+   * One batch: judge every line against the state the lines before it leave, commit (the
+   * rejections, then the journal or the fleet's log), then tell the table.
+   */
+  async #handleBatch(batch: InboxBatch): Promise<void> {
+    const { maxLines } = this.#commitPoint;
+    if (batch.lines.length > maxLines) {
+      // one etcd transaction holds a bounded number of changes
+      for (let from = 0; from < batch.lines.length && !this.#stopping; from += maxLines) {
+        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + maxLines) });
+      }
+      return;
+    }
+    const started = performance.now();
+    const judgedAt = this.table.revision;
+    const judged = judgeBatch(batch, {
+      schemas: this.#live.schemas,
+      validators: this.#options.validators,
+      maxLineBytes: this.#options.inbox.maxLineBytes,
+      current: (app) => this.table.config(app),
+      revision: judgedAt,
+      seq: this.#seq,
+      time: new Date().toISOString(),
+      fleetHost: this.#options.fleet?.host,
+      details: this.events.listenerCount("lines") > 0,
+      log: this.#log,
+    });
+    if (!judged.last) {
+      if (judged.lines) this.events.emit("lines", batch.file, judged.lines); // blank lines and comments only: nothing to commit
+      return;
+    }
+    const seqBefore = this.#seq;
+    this.#seq = judged.seq;
+    const committed = await this.#commitPoint.commit(judged, judgedAt);
+    if (committed === "again") {
+      this.#seq = seqBefore; // another host was first: judged again against the newer state
+      return this.#handleBatch(batch);
+    }
+    if (committed === "stopped") return;
+    await this.#applied(batch, judged, started);
+  }
+
+  // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
+  async #applied(batch: InboxBatch, judged: JudgedBatch, started: number): Promise<void> {
+    logOutcomes(batch, judged, this.#log);
+    if (!this.#commitPoint.appliesItself) {
+      for (const { change, revision, source, time, by, reason } of judged.changes) {
+        const said = { ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }) };
+        this.table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
+      }
+    }
+    this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
+    if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
+    if (this.#commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
+    this.#compactor.counted(judged.changes.length);
+    if (this.#compactor.due) await this.#compactor.compact();
+  }
+
+  #stopOn(error: unknown): void {
+    this.#fault = error;
+    this.#member?.release();
+    void this.#inbox?.close();
+  }
+
+  // What the library, the sidecar and the CLI see of this run (the Pipeline interface).
+  get schemas(): Schemas {
+    return this.#live.schemas;
+  }
+  get outages(): number {
+    return this.#inbox?.outages ?? 0;
+  }
+  get renders(): RenderStatus[] {
+    return this.#renderer?.status() ?? [];
+  }
+  get diverged(): number {
+    return this.#member?.diverged.size ?? 0;
+  }
+  get stopped(): Promise<void> {
+    return this.#stopped;
+  }
+
+  notReady(): string | undefined {
+    if (this.#stopping || this.#fault) return "cdp is stopping";
+    const diverged = this.#member?.diverged;
+    const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
+    return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence ?? this.#renderer?.problem();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#member?.release();
+    await this.#inbox?.close();
+    await this.#stopped;
+  }
+}
