@@ -1,6 +1,7 @@
 // Render files (`cdp watch --render FILE`): which app's config is written to which file, how, and
 // the service's own commands that check, reload and probe it. Everything an operator can get
 // wrong here is found at start (exit 2), never at the first change.
+import { execFileSync } from "node:child_process";
 import { readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import mustache from "mustache";
@@ -112,8 +113,30 @@ function readMs(value: unknown, fallback: number, name: string, fail: (reason: s
   return value;
 }
 
+// "USER", "USER:GROUP" or numbers; names as the system resolves them (id: NSS, LDAP …), once, at start
 function readOwner(owner: unknown, fail: (reason: string) => CdpError): { uid: number; gid: number } {
-  const match = typeof owner === "string" ? /^(\d+)(?::(\d+))?$/.exec(owner) : null;
-  if (!match) throw fail(`"owner" must be "UID" or "UID:GID" (numbers), got ${JSON.stringify(owner)}`);
-  return { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
+  const match = typeof owner === "string" ? /^([A-Za-z0-9_.][A-Za-z0-9_.-]*)(?::([A-Za-z0-9_.][A-Za-z0-9_.-]*))?$/.exec(owner) : null;
+  if (!match) throw fail(`"owner" must be "USER" or "USER:GROUP" (names or numbers), got ${JSON.stringify(owner)}`);
+  const [, user, group] = match as unknown as [string, string, string | undefined];
+  const lookUp = (flag: "-u" | "-g", name: string, what: string): number => {
+    if (/^\d+$/.test(name)) return Number(name);
+    try {
+      return Number(execFileSync("id", [flag, name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
+    } catch {
+      throw fail(`"owner": no ${what} "${name}" on this system`);
+    }
+  };
+  const uid = lookUp("-u", user, "user");
+  // a group name is looked up in the group database, not as a user's
+  const gid = group === undefined ? lookUp("-g", user, "user") : /^\d+$/.test(group) ? Number(group) : groupId(group, fail);
+  return { uid, gid };
+}
+
+function groupId(name: string, fail: (reason: string) => CdpError): number {
+  try {
+    const entry = execFileSync("getent", ["group", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    return Number(entry.split(":")[2]);
+  } catch {
+    throw fail(`"owner": no group "${name}" on this system`);
+  }
 }

@@ -8,7 +8,8 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startEtcd } from "./etcd.js";
-import { afterThisTest, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { startCdp } from "../src/index.js";
+import { afterThisTest, capturedLogger, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const web = {
   type: "object",
@@ -279,5 +280,25 @@ describe("render targets, without a service", () => {
       host.watch.child.kill("SIGTERM");
       expect(await host.watch.exited).toBe(0);
     }
+  });
+
+  it("renders from the library (render: [files]) with the mode and owner given, names resolved by the system", async () => {
+    const root = await tempDir();
+    const schemas = join(root, "schemas");
+    await mkdir(schemas);
+    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+    const dir = await dataDir(schemas);
+    const render = join(root, "render.json");
+    await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "yaml", dest: "web.yaml", mode: "0640", owner: "nobody:nogroup" }] }));
+    const live = await startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger });
+    try {
+      const info = await stat(join(root, "web.yaml"));
+      expect({ mode: info.mode & 0o777, uid: info.uid, gid: info.gid }).toEqual({ mode: 0o640, uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })), gid: Number(execFileSync("getent", ["group", "nogroup"], { encoding: "utf8" }).split(":")[2]) });
+      expect(readFileSync(join(root, "web.yaml"), "utf8")).toBe("greeting: hello\nhealthStatus: 200\nnote: \"\"\n");
+    } finally {
+      await live.stop();
+    }
+    await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "yaml", dest: "web.yaml", owner: "no-such-user-here" }] }));
+    await expect(startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger })).rejects.toThrow(`--render ${render}: targets[0]: "owner": no user "no-such-user-here" on this system`);
   });
 });
