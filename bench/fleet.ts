@@ -3,7 +3,10 @@
 // where changes are timed).
 // - append on A -> subscriber call on C, one change at a time (p50/p99);
 // - committed changes per second: 3,000 lines appended at once on A; then 3,000 on each of A, B
-//   and C at once, until C has applied them all.
+//   and C at once, until C has applied them all;
+// beside the same figures of bare etcd, with the same client: a put on member 0 heard by a watch
+// on member 2, and 100-put transactions (each checking a head, as cdp's commits do), one at a time
+// and 8 in flight. The goals (issue 16) compare the two.
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,13 +16,54 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startCdp, type Cdp } from "../src/index.js";
-import { ETCD, startEtcdCluster } from "./etcd.js";
+import { Etcd3 } from "etcd3";
+import { ETCD, startEtcdCluster, type EtcdCluster } from "./etcd.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const CLI = here("../src/cli.js");
 const SCHEMAS = here("../../bench/schemas");
 const SAMPLES = 300;
 const BURST = 3000;
+
+/** Bare etcd: put → watch latency across members, and committed puts per second in head-checked 100-put transactions. */
+async function bareEtcd(etcd: EtcdCluster): Promise<{ p50: number; p99: number; sequential: number; pipelined: number }> {
+  const writer = new Etcd3({ hosts: etcd.endpoints[0]! });
+  const reader = new Etcd3({ hosts: etcd.endpoints[2]! });
+  try {
+    const latencies: number[] = [];
+    let heard: (() => void) | undefined;
+    const watcher = await reader.watch().key("/baseline/t").create();
+    watcher.on("put", (kv) => {
+      latencies.push(Number(process.hrtime.bigint() - BigInt(kv.value!.toString())) / 1e6);
+      heard?.();
+    });
+    for (let i = 0; i < SAMPLES; i++) {
+      const arrived = new Promise<void>((resolve) => (heard = resolve));
+      await writer.put("/baseline/t").value(String(process.hrtime.bigint()));
+      await arrived;
+    }
+    await watcher.cancel();
+    // one sequence of transactions: each checks its head, then writes 100 records and the new head
+    const sequence = async (name: string, changes: number) => {
+      for (let head = 0; head < changes; head += 100) {
+        const check = head === 0 ? writer.if(`/baseline/${name}/head`, "Create", "==", 0) : writer.if(`/baseline/${name}/head`, "Value", "==", String(head));
+        const puts = Array.from({ length: 100 }, (_, i) => writer.put(`/baseline/${name}/log/${String(head + i + 1).padStart(12, "0")}`).value(`bench:n:${head + i}`));
+        const result = await check.then(writer.put(`/baseline/${name}/head`).value(String(head + 100)), ...puts).commit();
+        if (!result.succeeded) throw new Error("baseline transaction refused");
+      }
+    };
+    let started = performance.now();
+    await sequence("one", BURST);
+    const sequential = BURST / ((performance.now() - started) / 1000);
+    started = performance.now();
+    await Promise.all(Array.from({ length: 8 }, (_, i) => sequence(`eight-${i}`, BURST)));
+    const pipelined = (8 * BURST) / ((performance.now() - started) / 1000);
+    return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), sequential, pipelined };
+  } finally {
+    writer.close();
+    reader.close();
+  }
+}
 
 const percentile = (values: number[], p: number) => values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))]!;
 
@@ -47,6 +91,7 @@ async function main(): Promise<void> {
   }
   const root = await mkdtemp(join(tmpdir(), "cdp-bench-fleet-"));
   const etcd = await startEtcdCluster(join(root, "etcd"), 3);
+  const bare = await bareEtcd(etcd);
   const [a, b, c] = ["a", "b", "c"].map((name) => join(root, name)) as [string, string, string];
   const children = [await watcher(a, etcd.endpoints, "a"), await watcher(b, etcd.endpoints, "b")];
   const host: Cdp = await startCdp({
@@ -86,14 +131,18 @@ async function main(): Promise<void> {
     await untilRevision(SAMPLES + 4 * BURST);
     const threeHosts = (3 * BURST) / ((performance.now() - started) / 1000);
 
+    const [p50, p99] = [percentile(latencies, 50), percentile(latencies, 99)];
+    const rate = (value: number) => `${Math.round(value).toLocaleString("en")}/s`;
+    const ms = (value: number) => `${value.toFixed(2)} ms`;
+    const best = Math.max(oneHost, threeHosts);
     const rows = [
-      ["append on A → subscriber on C, p50", `${percentile(latencies, 50).toFixed(1)} ms`],
-      ["append on A → subscriber on C, p99", `${percentile(latencies, 99).toFixed(1)} ms`],
-      [`committed changes/s, ${BURST.toLocaleString("en")} lines on one host`, `${Math.round(oneHost).toLocaleString("en")}/s`],
-      [`committed changes/s, ${BURST.toLocaleString("en")} lines on each of three hosts at once`, `${Math.round(threeHosts).toLocaleString("en")}/s`],
-    ];
-    console.log("\n| fleet figure (3-member etcd on loopback) | cdp |\n| --- | --- |");
-    for (const [name, value] of rows) console.log(`| ${name} | ${value} |`);
+      ["append on A → subscriber on C, p50", ms(p50), `${ms(bare.p50)} (put → watch)`, `${(p50 / bare.p50).toFixed(1)}×`, "≤ 2×", p50 <= 2 * bare.p50],
+      ["append on A → subscriber on C, p99", ms(p99), `${ms(bare.p99)} (put → watch)`, `${(p99 / bare.p99).toFixed(1)}×`, "≤ 3×", p99 <= 3 * bare.p99],
+      [`committed changes/s, ${BURST.toLocaleString("en")} lines on one host`, rate(oneHost), `${rate(bare.sequential)} (100-put transactions, one at a time)`, "", "", undefined],
+      [`committed changes/s, ${BURST.toLocaleString("en")} lines on each of three hosts at once`, rate(threeHosts), `${rate(bare.pipelined)} (8 in flight)`, `${Math.round((100 * best) / bare.pipelined)}% (best of the two)`, "≥ 50%", best >= bare.pipelined / 2],
+    ] as const;
+    console.log("\n| fleet figure (3-member etcd on loopback) | cdp | bare etcd, same client | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- |");
+    for (const [name, value, baseline, ratio, goal, met] of rows) console.log(`| ${name} | ${value} | ${baseline} | ${ratio} | ${goal} | ${met === undefined ? "" : met ? "yes" : "no"} |`);
   } finally {
     await host.stop();
     for (const child of children) child.kill("SIGTERM");
