@@ -118,14 +118,16 @@ async function firstEntries(path: string): Promise<Map<string, SchemaEntry>> {
   const file = await open(path, "r").catch(() => undefined);
   if (!file) return first;
   try {
-    let carry = Buffer.alloc(0);
+    // one buffer for the whole pass, the unfinished last line moved to its start: replay keeps its memory for the table
+    let buffer = Buffer.allocUnsafe(1 << 20);
+    let kept = 0;
     let position = 0;
     for (;;) {
-      const chunk = Buffer.allocUnsafe(1 << 22);
-      const { bytesRead } = await file.read(chunk, 0, chunk.length, position);
+      if (kept === buffer.length) buffer = Buffer.concat([buffer, Buffer.allocUnsafe(buffer.length)]); // a line longer than the buffer
+      const { bytesRead } = await file.read(buffer, kept, buffer.length - kept, position);
       if (bytesRead === 0) break;
       position += bytesRead;
-      const data = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+      const data = buffer.subarray(0, kept + bytesRead);
       const complete = data.lastIndexOf(10) + 1; // only whole lines: a record may straddle two reads
       for (let at = data.indexOf(needle); at !== -1 && at < complete; at = data.indexOf(needle, at + 1)) {
         const start = data.lastIndexOf(10, at) + 1;
@@ -134,7 +136,8 @@ async function firstEntries(path: string): Promise<Map<string, SchemaEntry>> {
         for (const [app, entry] of Object.entries(record?.entries ?? {})) if (!first.has(app)) first.set(app, entry);
         at = end;
       }
-      carry = Buffer.from(data.subarray(complete));
+      kept = data.length - complete;
+      buffer.copy(buffer, 0, complete, data.length);
     }
   } finally {
     await file.close();

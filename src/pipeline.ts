@@ -6,8 +6,7 @@ import { openDataDir } from "./datadir.js";
 import { CdpError } from "./errors.js";
 import { JOURNAL_FILE, openJournal, replayForStart } from "./journal.js";
 import { Run, type Loaded } from "./run.js";
-import { compileSchemas, readSchemaTexts } from "./schemas.js";
-import { loadRenderFiles } from "./targets.js";
+import { compileSchemas, readSchemaTexts, type Schemas } from "./schemas.js";
 import { takeSchemasAtStart, unexpectedVersion } from "./versions.js";
 
 import type { Pipeline, PipelineOptions } from "./types.js";
@@ -45,12 +44,17 @@ async function loadAtStart(options: PipelineOptions): Promise<Loaded> {
   const schemas = compileSchemas(options.schemas, texts);
   const unexpected = unexpectedVersion(schemas, options.expect);
   if (unexpected) throw new CdpError("bootstrap", unexpected);
-  const targets = await loadRenderFiles(options.render, schemas);
+  const render = options.render.length > 0 ? await loadRendering(options.render, schemas) : undefined;
   const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
   const journal = await openJournal(journalPath, replayed);
   // schema versions changed while cdp was stopped: migrated before anything is served
   const { state, inForce } = await takeSchemasAtStart(replayed, schemas, texts, journal, options);
   const held = unexpectedVersion(inForce, options.expect); // an app whose new version was vetoed stays at its old one
   if (held) throw new CdpError("bootstrap", held);
-  return { journalPath, schemas: inForce, files: schemas, texts, state, journal, targets };
+  return { journalPath, schemas: inForce, files: schemas, texts, state, journal, ...(render ? { render } : {}) };
+}
+
+async function loadRendering(paths: readonly string[], schemas: Schemas): Promise<NonNullable<Loaded["render"]>> {
+  const [{ loadRenderFiles }, { Renderer }] = await Promise.all([import("./targets.js"), import("./renderer.js")]);
+  return { targets: await loadRenderFiles(paths, schemas), Renderer };
 }

@@ -22,7 +22,7 @@ import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { moveFleet } from "./versions.js";
 import { Vetoes } from "./vetoes.js";
-import { Renderer, type RenderStatus } from "./renderer.js";
+import type { Renderer, RenderStatus } from "./renderer.js";
 import type { RenderTarget } from "./targets.js";
 import type { AppConfig } from "./values.js";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
@@ -37,7 +37,8 @@ export interface Loaded {
   texts: SchemaTexts;
   state: JournalState;
   journal: DurableFile;
-  targets: RenderTarget[];
+  /** Render targets and their loop, loaded only when there are any (the serializers and the template engine cost memory). */
+  render?: { targets: RenderTarget[]; Renderer: typeof Renderer };
 }
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
@@ -119,7 +120,7 @@ export class Run implements Pipeline {
     });
     // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
     const revert = options.fleet ? undefined : (app: string, config: AppConfig, reason: string, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reason, source));
-    if (loaded.targets.length > 0) this.#renderer = new Renderer({ targets: loaded.targets, table: this.table, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
+    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
   }
 
   /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
