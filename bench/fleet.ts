@@ -4,8 +4,8 @@
 // - append on A -> subscriber call on C, one change at a time (p50/p99);
 // - committed changes per second: 3,000 lines appended at once on A; then 3,000 on each of A, B
 //   and C at once, until C has applied them all;
-// beside the same figures of bare etcd, with the same client: a put on member 0 heard by a watch
-// on member 2, and 100-put transactions (each checking a head, as cdp's commits do), one at a time
+// beside the same figures of bare etcd, with the same client: a put on one follower heard by a
+// watch on the other, and 100-put transactions (each checking a head, as cdp's commits do), one at a time
 // and 8 in flight. The goals (issue 16) compare the two.
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startCdp, type Cdp } from "../src/index.js";
 import { Etcd3 } from "etcd3";
-import { ETCD, startEtcdCluster, type EtcdCluster } from "./etcd.js";
+import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const CLI = here("../src/cli.js");
@@ -25,10 +25,16 @@ const SCHEMAS = here("../../bench/schemas");
 const SAMPLES = 300;
 const BURST = 3000;
 
-/** Bare etcd: put → watch latency across members, and committed puts per second in head-checked 100-put transactions. */
+/**
+ * Bare etcd: put → watch latency across members, and committed puts per second in head-checked
+ * 100-put transactions. The writer and the watcher talk to the two followers: a member that is
+ * the leader answers sooner, and which one is depends on the run (cdp's hosts talk to any member).
+ */
 async function bareEtcd(etcd: EtcdCluster): Promise<{ p50: number; p99: number; sequential: number; pipelined: number }> {
-  const writer = new Etcd3({ hosts: etcd.endpoints[0]! });
-  const reader = new Etcd3({ hosts: etcd.endpoints[2]! });
+  const leader = await leaderOf(etcd);
+  const [first, second] = etcd.endpoints.filter((_, i) => i !== leader) as [string, string];
+  const writer = new Etcd3({ hosts: first });
+  const reader = new Etcd3({ hosts: second });
   try {
     const latencies: number[] = [];
     let heard: (() => void) | undefined;
