@@ -59,6 +59,21 @@ describe("the dashboard", () => {
     expect(await page.textContent("#revision")).toBe("2");
     expect(cdp.get("ticker", "interval")).toBe(1500);
 
+    // the last hour, drawn: changes up, rejections down
+    await expect.poll(() => page.textContent("#timeline-summary")).toBe("2 changes and 1 rejections in the last hour (per minute: changes up, rejections down)");
+    expect(await page.locator("#timeline rect.change").count()).toBeGreaterThan(0);
+    expect(await page.locator("#timeline rect.rejection").count()).toBe(1);
+
+    // a rollback is previewed before it is submitted
+    await page.fill("#rollback-to", "1");
+    await page.click("#rollback-preview");
+    await expect.poll(() => page.textContent("#rollback-result")).toBe("would submit:\ndb:host:localhost");
+    expect(cdp.get("db", "host")).toBe("db.example.org"); // a preview changes nothing
+    await page.click("#rollback-apply");
+    await expect.poll(() => page.textContent("#rollback-result")).toBe("rolled back to revision 1: now at revision 3");
+    await expect.poll(() => cell("db.host")).toBe('"localhost"');
+    await expect.poll(() => page.textContent("#history tbody tr:first-child")).toContain("rollback from the dashboard");
+
     // previewing a schema change: ticker version 2 renames interval to period
     expect(await page.textContent("#versions")).toBe("db=1, ticker=1");
     const ticker = JSON.parse(await readFile(join(SCHEMAS, "ticker.schema.json"), "utf8")) as { properties: Record<string, unknown>; then: unknown; if: unknown };
