@@ -100,7 +100,7 @@ export async function compactJournal(path: string, state: JournalState, schemas:
 
   const time = new Date().toISOString();
   // the versions in force and every step known come first: the way back outlives compaction
-  const entries = Object.fromEntries([...state.versions].map(([app, { version, source, steps }]) => [app, { version, schema: source, steps: Object.fromEntries(steps) }]));
+  const entries = Object.fromEntries([...state.versions].map(([app, { version, source, steps, vetoed }]) => [app, { version, schema: source, steps: Object.fromEntries(steps), ...(vetoed ? { vetoed } : {}) }]));
   let text = state.versions.size > 0 ? schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries) : "";
   text += `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
   for (const line of stateLines(base, schemas)) text += `${line}\n`;

@@ -55,7 +55,7 @@ export class Renderer {
   async start(): Promise<void> {
     for (const state of this.#states) {
       await removeStaged(state.target.dest); // left by a crash between staging and renaming
-      await this.#deliver(state, { atStart: true });
+      await this.#deliver(state, { atStart: true, afterRevert: false });
     }
     // after the batch's changes are all applied: a burst renders once
     this.#unsubscribe = this.#options.table.subscribeAll((event) => this.#changed(event.app));
@@ -87,7 +87,9 @@ export class Renderer {
       while (this.#dirty.size > 0 && !this.#closed) {
         const apps = [...this.#dirty];
         this.#dirty.clear();
-        for (const state of this.#states) if (apps.includes(state.target.app)) await this.#deliver(state, { atStart: false });
+        // every target of an app taken back renders as a revert (never reverted again)
+        const reverted = new Set(apps.filter((app) => this.#reverting.delete(app)));
+        for (const state of this.#states) if (apps.includes(state.target.app)) await this.#deliver(state, { atStart: false, afterRevert: reverted.has(state.target.app) });
       }
     } catch (error) {
       this.#options.log.error({ err: error }, "rendering failed");
@@ -98,10 +100,9 @@ export class Renderer {
   }
 
   /** Render, stage, check, install, reload, probe: the target's file for its app's config now. */
-  async #deliver(state: TargetState, { atStart }: { atStart: boolean }): Promise<void> {
+  async #deliver(state: TargetState, { atStart, afterRevert }: { atStart: boolean; afterRevert: boolean }): Promise<void> {
     const { target } = state;
     const config = this.#options.table.config(target.app);
-    const afterRevert = this.#reverting.delete(target.app);
     let text: string;
     try {
       text = renderTarget(target, config);
