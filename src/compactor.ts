@@ -88,7 +88,10 @@ export class Compactor {
 export async function compactJournal(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<{ before: number; after: number }> {
   for (const [app, schema] of schemas) {
     const installed = state.versions.get(app);
-    if (installed && installed.version !== schema.version) throw new CdpError("usage", `${app}'s schema file is version ${schema.version} but the journal is at version ${installed.version}: start cdp watch once to migrate, then compact`);
+    if (installed && installed.version !== schema.version) {
+      const fix = installed.vetoed ? `moving to version ${schema.version} was vetoed: put the file of version ${installed.version} back, then compact` : "start cdp watch once to migrate, then compact";
+      throw new CdpError("usage", `${app}'s schema file is version ${schema.version} but the journal is at version ${installed.version}: ${fix}`);
+    }
   }
   let kept = keep > 0 ? state.history.slice(-keep) : [];
   // the state before a migration has another shape: what is kept starts after the last one
