@@ -463,4 +463,25 @@ describe("schema versions", () => {
     expect(far.code).toBe(1);
     expect(far.output).toContain("was compacted away");
   });
+
+  it("refuses a migration whose result the app's validators refuse, live: the version in force stays", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const { logger, lines } = capturedLogger();
+    // the service's code: a user id must not be "root", whatever the version
+    const validators = { snow: (config: Record<string, unknown>) => ((config.userId ?? config.user_id) === "root" ? "the user root may not log in" : undefined) };
+    const live = await startCdp({ dir, schemas, logger, pollIntervalMs: 100, validators });
+    try {
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+      await waitUntil(() => live.get("snow", "user_id") === "alice");
+      // version 2 whose step renames and also sets the id to root: refused by the validator
+      await putSchema(schemas, { ...v2, "x-cdp-migrations": { "2": { up: [...step2.up, { op: "replace", path: "/userId", value: "root" }], down: step2.down } } });
+      await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
+      expect(await readText(join(dir, "cdp.rej"))).toContain("schema change refused: snow 1 → 2: snow refused by its validator: the user root may not log in");
+      expect(live.schemaVersion("snow")).toBe(1);
+      expect(live.get("snow")).toEqual({ user_id: "alice", limit: 5 });
+      expect(lines.some((line) => line.msg === "schema change refused: the schemas in force stay")).toBe(true);
+    } finally {
+      await live.stop();
+    }
+  });
 });

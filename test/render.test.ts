@@ -301,4 +301,28 @@ describe("render targets, without a service", () => {
     await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "yaml", dest: "web.yaml", owner: "no-such-user-here" }] }));
     await expect(startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger })).rejects.toThrow(`--render ${render}: targets[0]: "owner": no user "no-such-user-here" on this system`);
   });
+
+  it("takes a change back when the reload fails, with the command's words, and keeps running", async () => {
+    const root = await tempDir();
+    const schemas = join(root, "schemas");
+    await mkdir(schemas);
+    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+    const dir = await dataDir(schemas);
+    // the service's reload refuses a file that says "bad" (the value is never part of the command)
+    const reload = ["sh", "-c", 'if grep -q bad "$0"; then echo "reload refused: bad greeting" >&2; exit 3; fi', "{dest}"];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", reload }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
+    await appendFile(join(dir, "cdp.new"), "web:greeting:fine\n");
+    await waitUntil(async () => (await readText(join(root, "web.json"))).includes("fine"));
+    await appendFile(join(dir, "cdp.new"), "web:greeting:bad\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("source=render:"));
+    expect(await readText(join(dir, "cdp"))).toContain("reason: reload: reload refused: bad greeting (exit 3)\nweb:greeting:fine\n");
+    await waitUntil(async () => (await readText(join(root, "web.json"))).includes("fine")); // the last good file again
+    // cdp goes on: the next change is taken
+    await appendFile(join(dir, "cdp.new"), "web:greeting:fine-again\n");
+    await waitUntil(async () => (await readText(join(root, "web.json"))).includes("fine-again"));
+    expect(await getConfig(dir, "web.greeting", schemas)).toBe("fine-again");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
 });
