@@ -27,7 +27,8 @@ export default function setup(): void {
     throw new Error(`the test suite needs Debian packages that are not installed: ${missing.join(", ")}.\nRun as root: ${command}\n(or run npm test as root, which installs them)`);
   }
   process.stderr.write(`test set-up: installing ${missing.join(", ")} from Debian (apt-get, as root)\n`);
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  // RUNLEVEL=1: the packages' scripts do not start their services (nginx would take port 80)
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive", RUNLEVEL: "1" };
   execFileSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"], env });
   execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env });
   // Debian's etcd and prometheus packages may start services on their default ports; the tests
@@ -38,6 +39,11 @@ export default function setup(): void {
     } catch {
       // no systemd in a container: nothing was started
     }
+  }
+  try {
+    execFileSync("/usr/sbin/nginx", ["-s", "quit"], { stdio: "ignore" }); // one Debian's scripts started after all
+  } catch {
+    // none runs: the tests start their own
   }
   const still = NEEDED.filter(({ program }) => !existsSync(program)).map(({ pkg }) => pkg);
   if (still.length > 0) throw new Error(`installing ${still.join(", ")} did not bring their programs: ${command}`);
