@@ -9,7 +9,7 @@
 // Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
 // then followed live with a watch; a host that was away past the trimmed records starts again
 // from the state.
-import { Etcd3, type IOptions, type Watcher } from "etcd3";
+import { Etcd3, type IOptions, type Lease, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
 import type { SchemaEntries } from "./records.js";
@@ -30,6 +30,23 @@ export interface FleetRecord {
   /** A migration instead of a change (`line` is empty): apps moved to other schema versions, as a host's journal records them. */
   migration?: SchemaEntries;
 }
+
+/** What a host says of itself, kept under <prefix>/hosts/NAME on a lease: it is gone when the host is. */
+export interface HostStatus {
+  host: string;
+  revision: number;
+  /** Whether it takes changes (its /readyz), and why not. */
+  ready: boolean;
+  reason?: string;
+  /** Keys (or apps) whose fleet change its schemas refuse. */
+  diverged: string[];
+  /** Each app's schema version in force there. */
+  versions: Record<string, number>;
+  time: string;
+}
+
+/** How long a host's status outlives its last keepalive (a host killed is gone from the list after it). */
+export const HOST_TTL_SECONDS = 5;
 
 /** The fleet's whole configuration at one revision: one change line per top-level key that has a value. */
 export interface FleetSnapshot {
@@ -60,6 +77,8 @@ export class FleetLog {
   #log: string;
   #state: string;
   #stateRevision: string;
+  #hosts: string;
+  #lease: Lease | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
 
@@ -70,6 +89,7 @@ export class FleetLog {
     this.#log = `${prefix}/log/`;
     this.#state = `${prefix}/state`;
     this.#stateRevision = `${prefix}/state-rev`;
+    this.#hosts = `${prefix}/hosts/`;
     const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000 };
     if (options.auth) clientOptions.auth = options.auth;
     if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
@@ -191,9 +211,30 @@ export class FleetLog {
     return following;
   }
 
-  /** Stop following and disconnect. */
+  /** Say how this host is, on its lease (granted at the first call, kept alive, granted again if lost). */
+  async announce(status: HostStatus): Promise<void> {
+    if (!this.#lease) {
+      const lease = this.#client.lease(HOST_TTL_SECONDS);
+      lease.on("lost", () => {
+        if (this.#lease === lease) this.#lease = undefined;
+      });
+      this.#lease = lease;
+    }
+    await this.#lease.put(`${this.#hosts}${status.host}`).value(JSON.stringify(status));
+  }
+
+  /** The hosts that say how they are, by name. */
+  async hosts(): Promise<HostStatus[]> {
+    const values = await this.#client.getAll().prefix(this.#hosts).strings();
+    return Object.values(values)
+      .map((value) => JSON.parse(value as string) as HostStatus)
+      .sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /** Stop following and disconnect (this host leaves the list at once). */
   async close(): Promise<void> {
     await Promise.all([...this.#following].map((following) => following.stop()));
+    await this.#lease?.revoke().catch(() => undefined);
     this.#client.close();
   }
 }

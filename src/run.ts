@@ -25,6 +25,8 @@ import { Vetoes } from "./vetoes.js";
 import type { Renderer, RenderStatus } from "./renderer.js";
 import type { RenderTarget } from "./targets.js";
 import type { AppConfig } from "./values.js";
+import type { HostStatus } from "./fleet.js";
+import { hostname } from "node:os";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
 import { announceWatcher } from "./status.js";
 import { warnIfOthersCanWrite } from "./datadir.js";
@@ -73,6 +75,7 @@ export class Run implements Pipeline {
   #stopping = false;
   #fault: unknown;
   #stopped: Promise<void> = Promise.resolve();
+  #announcing: NodeJS.Timeout | undefined;
 
   /** A run of what start-up loaded; its commit point opened (in a fleet, the member: etcd's client is loaded then). */
   static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
@@ -180,6 +183,7 @@ export class Run implements Pipeline {
       await this.#turns.settled();
       if (this.#fault) throw this.#fault;
     } finally {
+      clearInterval(this.#announcing);
       await this.#renderer?.close();
       await this.#member?.stop();
       await this.#closeSchemaWatch();
@@ -203,9 +207,13 @@ export class Run implements Pipeline {
     const member = this.#member;
     if (!member) return true;
     if (!(first ? await member.join() : await member.joinLater())) return false;
-    if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
-    // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
     const { fleet, validators } = this.#options;
+    if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
+    // every host says how it is, for every host's /v1/hosts (and, later, a rollout's canaries)
+    const announce = () => void fleet!.log.announce(this.#hostStatus()).catch((error: unknown) => this.#log.debug({ err: error }, "could not say how this host is"));
+    announce();
+    this.#announcing ??= setInterval(announce, 2000).unref();
+    // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
     await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, down: fleet!.downgrade === true, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
     return true;
   }
@@ -301,6 +309,17 @@ export class Run implements Pipeline {
   }
   get stopped(): Promise<void> {
     return this.#stopped;
+  }
+
+  async hosts(): Promise<HostStatus[]> {
+    return this.#options.fleet ? this.#options.fleet.log.hosts() : [this.#hostStatus()];
+  }
+
+  #hostStatus(): HostStatus {
+    const reason = this.notReady();
+    const versions = Object.fromEntries([...this.#live.schemas].map(([app, schema]) => [app, schema.version]));
+    const host = this.#options.fleet?.host ?? hostname();
+    return { host, revision: this.table.revision, ready: reason === undefined, ...(reason ? { reason } : {}), diverged: [...(this.#member?.diverged.keys() ?? [])], versions, time: new Date().toISOString() };
   }
 
   notReady(): string | undefined {

@@ -135,6 +135,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       },
     },
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
+    "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, await pipeline.hosts()) },
     "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
   };
 

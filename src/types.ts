@@ -1,7 +1,7 @@
 // The pipeline's shapes, as the library, the sidecar and the CLI see them (as c12 keeps its types).
 import type { Logger } from "pino";
 import type { LineOutcome } from "./batch.js";
-import type { FleetLog } from "./fleet.js";
+import type { FleetLog, HostStatus } from "./fleet.js";
 import type { InboxSettings } from "./inbox.js";
 import type { RenderStatus } from "./renderer.js";
 import type { Schemas } from "./schemas.js";
@@ -52,6 +52,8 @@ export interface Pipeline {
   readonly renders: RenderStatus[];
   /** Fleet mode: how many keys keep a value the fleet has changed, because this host's schemas refuse the change. */
   readonly diverged: number;
+  /** The hosts and how they are: in a fleet every host that says so (on its lease in etcd); else this one. */
+  hosts(): Promise<HostStatus[]>;
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
   notReady(): string | undefined;
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */

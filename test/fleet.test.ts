@@ -59,12 +59,34 @@ describe("the fleet log on etcd", () => {
 });
 
 describe("cdp watch --cluster: three hosts, one configuration", () => {
-  async function host(name: string, endpoints: string[], dir?: string) {
+  async function host(name: string, endpoints: string[], dir?: string, prefix = "/cdp/test") {
     const data = dir ?? (await tempDir());
     const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
-    const watch = await startWatch(data, ["--cluster", cluster, "--cluster-prefix", "/cdp/test", "--cluster-host", name]);
+    const watch = await startWatch(data, ["--cluster", cluster, "--cluster-prefix", prefix, "--cluster-host", name]);
     return { name, dir: data, watch };
   }
+
+  it("lists the hosts with their revision and state (GET /v1/hosts); a host killed drops out once its lease expires", async () => {
+    const { endpoints } = await startEtcd();
+    const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
+    const a = await tempDir();
+    const watchA = await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/hosts", "--cluster-host", "a", "--http", "127.0.0.1:0"]);
+    const b = await host("b", endpoints, undefined, "/cdp/hosts");
+    const url = /"url":"(http:[^"]+)"/.exec(watchA.output())![1]!;
+    const hosts = async () => (await (await fetch(`${url}/v1/hosts`)).json()) as { host: string; revision: number; ready: boolean; versions: Record<string, number> }[];
+    await appendFile(join(a, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await hosts()).filter((h) => h.revision === 1).length === 2);
+    expect(await hosts()).toEqual([
+      expect.objectContaining({ host: "a", revision: 1, ready: true, diverged: [], versions: { db: 1, ticker: 1 } }),
+      expect.objectContaining({ host: "b", revision: 1, ready: true, diverged: [], versions: { db: 1, ticker: 1 } }),
+    ]);
+    b.watch.child.kill("SIGKILL");
+    await b.watch.exited;
+    await waitUntil(async () => (await hosts()).length === 1, 15_000);
+    expect((await hosts())[0]).toMatchObject({ host: "a" });
+    watchA.child.kill("SIGTERM");
+    expect(await watchA.exited).toBe(0);
+  });
 
   it("applies a change appended on any host on every host, in the same order", async () => {
     const { endpoints } = await startEtcd();
