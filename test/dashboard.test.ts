@@ -59,6 +59,10 @@ describe("the dashboard", () => {
     expect(await page.textContent("#revision")).toBe("2");
     expect(cdp.get("ticker", "interval")).toBe(1500);
 
+    // the hosts: this one, at the revision it serves
+    await expect.poll(() => page.textContent("#hosts tbody tr td:nth-child(2)")).toBe("2");
+    expect(await page.textContent("#hosts tbody tr td:nth-child(3)")).toBe("ready");
+
     // the last hour, drawn: changes up, rejections down
     await expect.poll(() => page.textContent("#timeline-summary")).toBe("2 changes and 1 rejections in the last hour (per minute: changes up, rejections down)");
     expect(await page.locator("#timeline rect.change").count()).toBeGreaterThan(0);
