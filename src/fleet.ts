@@ -234,7 +234,9 @@ export class FleetLog {
   /** Stop following and disconnect (this host leaves the list at once). */
   async close(): Promise<void> {
     await Promise.all([...this.#following].map((following) => following.stop()));
-    await this.#lease?.revoke().catch(() => undefined);
+    // at most a second: an etcd that does not answer must not hold up a stop (the lease expires anyway)
+    const lease = this.#lease;
+    if (lease) await Promise.race([lease.revoke().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     this.#client.close();
   }
 }

@@ -210,7 +210,15 @@ export class Run implements Pipeline {
     const { fleet, validators } = this.#options;
     if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
     // every host says how it is, for every host's /v1/hosts (and, later, a rollout's canaries)
-    const announce = () => void fleet!.log.announce(this.#hostStatus()).catch((error: unknown) => this.#log.debug({ err: error }, "could not say how this host is"));
+    let pending = false; // one at a time: while etcd does not answer, announcements do not pile up
+    const announce = () => {
+      if (pending) return;
+      pending = true;
+      fleet!.log
+        .announce(this.#hostStatus())
+        .catch((error: unknown) => this.#log.debug({ err: error }, "could not say how this host is"))
+        .finally(() => (pending = false));
+    };
     announce();
     this.#announcing ??= setInterval(announce, 2000).unref();
     // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
