@@ -8,7 +8,8 @@ import { join } from "node:path";
 
 export const ETCD = process.env.ETCD ?? "/usr/bin/etcd";
 
-async function freePort(): Promise<number> {
+/** A loopback port free at the time of asking (another process may take it before it is bound). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };

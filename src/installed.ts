@@ -8,6 +8,7 @@ import type { AnySchemaObject } from "ajv";
 import { describeSchemaError, compileAppSchema, type AppSchema, type Schemas } from "./schemas.js";
 import { migrateConfig, movesBetween, type Step } from "./migrations.js";
 import { readSchemaRecord, type SchemaEntries, type SchemaEntry } from "./records.js";
+import { runValidators, type AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
 /** An app's version at the end of the journal, as recorded, and every step the journal knows for it. */
@@ -88,13 +89,19 @@ export class InstalledSchemas {
   }
 }
 
-/** A config moved from version `from` to `schema`'s, and checked (defaults filled in); throws the reason. */
-export function migrateChecked(app: string, config: AppConfig, from: number, schema: AppSchema, steps: ReadonlyMap<number, Step>): AppConfig {
+/**
+ * A config moved from version `from` to `schema`'s, and checked (defaults filled in) — with
+ * `validators`, by the app's code too (replay leaves them out: the code checks its own version);
+ * throws the reason.
+ */
+export function migrateChecked(app: string, config: AppConfig, from: number, schema: AppSchema, steps: ReadonlyMap<number, Step>, validators?: readonly AppValidator[]): AppConfig {
   const moves = movesBetween(app, from, schema.version, steps);
   if (typeof moves === "string") throw new Error(moves);
   const result = migrateConfig(app, config, moves);
   if (!result.ok) throw new Error(result.reason);
   if (!schema.validate(result.config)) throw new Error(`${app} ${from} → ${schema.version}: the migrated config does not hold: ${describeSchemaError(schema, schema.validate.errors![0]!, result.config)}`);
+  const refusal = validators && runValidators(schema, validators, result.config);
+  if (refusal) throw new Error(`${app} ${from} → ${schema.version}: ${refusal}`);
   return result.config;
 }
 

@@ -266,8 +266,7 @@ export class FleetMember {
       if (file.version !== entry.version) reason = `the fleet moved ${app} to schema version ${entry.version} at revision ${record.revision}, but this host's ${app} schema file is version ${file.version}`;
       else {
         try {
-          apps.set(app, migrateChecked(app, current(app), held.version, file, steps));
-          reason = runValidators(file, validators.get(app), apps.get(app)!);
+          apps.set(app, migrateChecked(app, current(app), held.version, file, steps, validators.get(app) ?? []));
         } catch (error) {
           reason = (error as Error).message;
         }

@@ -12,7 +12,7 @@ import { VERSION_KEYWORD } from "./migrations.js";
 import { compileAppSchema, SCHEMA_SUFFIX, type AppSchema, type Schemas, type SchemaTexts } from "./schemas.js";
 import type { FleetMember } from "./member.js";
 import type { ConfigTable } from "./table.js";
-import { runValidators, type AppValidator } from "./validate.js";
+import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
 /** schemas: those in force once taken (an app whose new file was vetoed stays at its recorded version: `kept`). */
@@ -44,12 +44,10 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
     } else if (installed && installed.version !== schema.version) {
       const steps = new Map([...installed.steps, ...schema.steps]); // the file's steps, and the recorded ones it no longer holds
       try {
-        apps.set(app, migrateChecked(app, apps.get(app)!, installed.version, schema, steps));
+        apps.set(app, migrateChecked(app, apps.get(app)!, installed.version, schema, steps, validators.get(app) ?? []));
       } catch (error) {
         return { ok: false, reason: (error as Error).message };
       }
-      const refusal = runValidators(schema, validators.get(app), apps.get(app)!);
-      if (refusal) return { ok: false, reason: `${app} ${installed.version} → ${schema.version}: ${refusal}` };
       migrated.push({ app, from: installed.version, to: schema.version });
       const before = recorded ? {} : { fromSchema: installed.source };
       entries[app] = { version: schema.version, from: installed.version, ...before, schema: schema.source, steps: Object.fromEntries(steps) };
@@ -117,8 +115,7 @@ function fleetMigration(inForce: Schemas, files: Schemas, down: boolean, config:
     if (!held || file.version === held.version || (file.version < held.version && !down)) continue;
     const steps = new Map([...held.steps, ...file.steps]);
     try {
-      const refusal = runValidators(file, validators.get(app), migrateChecked(app, config(app), held.version, file, steps));
-      if (refusal) throw new Error(refusal);
+      migrateChecked(app, config(app), held.version, file, steps, validators.get(app) ?? []);
     } catch (error) {
       log.error({ app, reason: (error as Error).message }, `cannot move the fleet's ${app} to schema version ${file.version}: it stays at version ${held.version}`);
       continue;

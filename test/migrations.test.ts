@@ -46,6 +46,17 @@ async function snowDataDir(schema: object = v1): Promise<{ dir: string; schemas:
   return { dir: await dataDir(schemas), schemas };
 }
 
+/** A data directory at version 1 whose journal holds snow:user_id:alice, written by a watcher now stopped. */
+async function snowWithAlice(): Promise<{ dir: string; schemas: string }> {
+  const { dir, schemas } = await snowDataDir();
+  const watch = await startWatch(dir, ["--schemas", schemas]);
+  await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+  await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
+  watch.child.kill("SIGTERM");
+  expect(await watch.exited).toBe(0);
+  return { dir, schemas };
+}
+
 describe("JSON Patch conformance (json-patch-test-suite) through the migration path", () => {
   it("applies every case whose document is an object as the suite expects, and refuses every error case", () => {
     const suite = ["tests.json", "spec_tests.json"].flatMap(
@@ -139,12 +150,7 @@ describe("schema versions", () => {
   });
 
   it("skips versions in one move at start, when the file changed while cdp was stopped", async () => {
-    const { dir, schemas } = await snowDataDir();
-    const watch = await startWatch(dir, ["--schemas", schemas]);
-    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
-    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
-    watch.child.kill("SIGTERM");
-    expect(await watch.exited).toBe(0);
+    const { dir, schemas } = await snowWithAlice();
 
     await putSchema(schemas, v3);
     const again = await startWatch(dir, ["--schemas", schemas]);
@@ -188,12 +194,7 @@ describe("schema versions", () => {
   });
 
   it("previews a schema change with cdp plan, without writing: versions, renamed, added and changed keys; exit 1 with the reason when refused", async () => {
-    const { dir, schemas } = await snowDataDir();
-    const watch = await startWatch(dir, ["--schemas", schemas]);
-    await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
-    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
-    watch.child.kill("SIGTERM");
-    expect(await watch.exited).toBe(0);
+    const { dir } = await snowWithAlice();
     const journal = await readText(join(dir, "cdp"));
 
     const next = join(await tempDir(), "next");

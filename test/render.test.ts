@@ -4,9 +4,9 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, mkdir, readdir, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { freePort } from "../bench/etcd.js";
 import { startEtcd } from "./etcd.js";
 import { startCdp } from "../src/index.js";
 import { afterThisTest, capturedLogger, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
@@ -21,21 +21,18 @@ const web = {
   },
 };
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+/** A data directory for one app (`web` unless told), its schema directory beside it under `root`. */
+async function webDataDir(app = "web", schema: object = web): Promise<{ root: string; schemas: string; dir: string }> {
+  const root = await tempDir();
+  const schemas = join(root, "schemas");
+  await mkdir(schemas);
+  await writeFile(join(schemas, `${app}.schema.json`), JSON.stringify(schema));
+  return { root, schemas, dir: await dataDir(schemas) };
 }
 
 /** A data directory for app `web`, a render file whose target is a whole nginx config, and how to reach nginx. */
 async function nginxSetUp(extra: Record<string, unknown> = {}) {
-  const root = await tempDir();
-  const schemas = join(root, "schemas");
-  await mkdir(schemas);
-  await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
-  const dir = await dataDir(schemas);
+  const { root, schemas, dir } = await webDataDir();
   const port = await freePort();
   const conf = join(root, "nginx");
   await mkdir(join(conf, "temp"), { recursive: true });
@@ -214,12 +211,8 @@ describe("render targets, with a real nginx", () => {
 
 describe("render targets, without a service", () => {
   it("writes each format with a real serializer that reads it back", async () => {
-    const root = await tempDir();
-    const schemas = join(root, "schemas");
-    await mkdir(schemas);
     const app = { type: "object", properties: { name: { type: "string", default: 'a "quoted" = value' }, limits: { type: "object", default: { max: 5, tags: ["x", "y"] } }, ratio: { type: "number", default: 0.5 } } };
-    await writeFile(join(schemas, "svc.schema.json"), JSON.stringify(app));
-    const dir = await dataDir(schemas);
+    const { root, schemas, dir } = await webDataDir("svc", app);
     const formats = ["json", "yaml", "toml", "env", "properties"];
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: formats.map((format) => ({ app: "svc", format, dest: `out.${format}` })) }));
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
@@ -235,11 +228,7 @@ describe("render targets, without a service", () => {
   });
 
   it("takes a change back once when the service stays unhealthy, and leaves the revert as it is (no flapping)", async () => {
-    const root = await tempDir();
-    const schemas = join(root, "schemas");
-    await mkdir(schemas);
-    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
-    const dir = await dataDir(schemas);
+    const { root, schemas, dir } = await webDataDir();
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["false"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
     await appendFile(join(dir, "cdp.new"), "web:greeting:bonjour\n");
@@ -256,10 +245,7 @@ describe("render targets, without a service", () => {
   it("in a fleet, a host whose service refuses a change keeps its last good file: a local decision, the fleet's config stays", async () => {
     const { endpoints } = await startEtcd();
     const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/render"];
-    const root = await tempDir();
-    const schemas = join(root, "schemas");
-    await mkdir(schemas);
-    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
+    const { schemas } = await webDataDir();
     const hosts = await Promise.all(
       ["a", "b"].map(async (name) => {
         const dir = await dataDir(schemas);
@@ -283,11 +269,7 @@ describe("render targets, without a service", () => {
   });
 
   it("renders from the library (render: [files]) with the mode and owner given, names resolved by the system", async () => {
-    const root = await tempDir();
-    const schemas = join(root, "schemas");
-    await mkdir(schemas);
-    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
-    const dir = await dataDir(schemas);
+    const { root, schemas, dir } = await webDataDir();
     const render = join(root, "render.json");
     await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "yaml", dest: "web.yaml", mode: "0640", owner: "nobody:nogroup" }] }));
     const live = await startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger });
@@ -303,11 +285,7 @@ describe("render targets, without a service", () => {
   });
 
   it("takes a change back when the reload fails, with the command's words, and keeps running", async () => {
-    const root = await tempDir();
-    const schemas = join(root, "schemas");
-    await mkdir(schemas);
-    await writeFile(join(schemas, "web.schema.json"), JSON.stringify(web));
-    const dir = await dataDir(schemas);
+    const { root, schemas, dir } = await webDataDir();
     // the service's reload refuses a file that says "bad" (the value is never part of the command)
     const reload = ["sh", "-c", 'if grep -q bad "$0"; then echo "reload refused: bad greeting" >&2; exit 3; fi', "{dest}"];
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", reload }] }));
