@@ -7,7 +7,9 @@ import { INBOX_FILE, type InboxBatch } from "./inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "./journal.js";
 import { rejectionRecord } from "./rejects.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
-import { judgeLine, type AppValidator, type ValidChange } from "./validate.js";
+import type { HostStatus } from "./fleet.js";
+import { inProgressReason, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext } from "./rollouts.js";
+import { judgeLine, type Outcome, type AppValidator, type ValidChange } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
 /** What became of one inbox line, once its batch is durable. */
@@ -32,6 +34,8 @@ export interface BatchContext {
   time: string;
   /** In a fleet, accepted changes become records of the fleet's log instead of journal text. */
   fleetHost?: string;
+  /** In a fleet: the rollouts this host knows, and the fleet's hosts (listed when the batch holds a rollout directive). */
+  rollouts?: { known: RolloutContext["rollouts"]; hosts: HostStatus[] | string };
   /** Keep every line's outcome (for those who asked: the sidecar's POST). */
   details: boolean;
   log?: Logger;
@@ -71,8 +75,29 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
+  const rollouts = rolloutsInBatch(context.rollouts?.known);
   for (const line of batch.lines) {
-    const outcome = judgeLine(line, judging, context.log);
+    let outcome: Outcome = judgeLine(line, judging, context.log);
+    const request = outcome.kind === "ignore" ? readRolloutDirective(line.text) : undefined;
+    if (request !== undefined) {
+      // a rollout's step is judged like a change, and committed as one fleet revision
+      const at = { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, ...said };
+      const verdict = typeof request === "string" ? { reason: request } : context.rollouts ? judgeRollout(request, { ...judging, ...at, rollouts, hosts: context.rollouts.hosts, host: context.fleetHost! }) : { reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
+      if ("step" in verdict) {
+        rollouts.took(verdict.step.rollout);
+        const commit: Commit = { seq: ++judged.seq, time, source: at.source, position: batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) }, ...said };
+        said = {};
+        revision++;
+        judged.fleetRecords.push({ line: "", host: context.fleetHost!, source: commit.source, time, seq: commit.seq, position: commit.position!, rollout: verdict.step });
+        judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
+        judged.last = { commit, accepted: true };
+        continue;
+      }
+      outcome = { kind: "reject", reason: verdict.reason };
+    } else if (outcome.kind === "accept") {
+      const busy = rollouts.inProgress(outcome.change.app);
+      if (busy) outcome = { kind: "reject", reason: inProgressReason(busy) };
+    }
     if (outcome.kind === "ignore") {
       said = { ...said, ...directive(line.text) };
       judged.lines?.push({ number: line.number, text: line.text, outcome: "ignored" });
@@ -108,6 +133,19 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     else if (!judged.last.accepted) judged.journalText += positionRecord(judged.last.commit);
   }
   return judged;
+}
+
+/** The rollouts known before the batch, and those its lines started or ended (their records have not come back yet). */
+function rolloutsInBatch(known: RolloutContext["rollouts"] | undefined) {
+  const steps = new Map<string, Rollout>();
+  return {
+    get: (id: string) => steps.get(id) ?? known?.get(id),
+    inProgress(app: string): Rollout | undefined {
+      for (const rollout of steps.values()) if (rollout.app === app) return rollout.state === "baking" ? rollout : undefined;
+      return known?.inProgress(app);
+    },
+    took: (rollout: Rollout) => void steps.set(rollout.id, rollout),
+  };
 }
 
 /** `# by: NAME` or `# reason: TEXT`: who makes the next change line, and why. */

@@ -19,6 +19,7 @@ import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, type Values } from "./options.js";
 import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas } from "./schemas.js";
+import { rolloutCommand } from "./rollout-commands.js";
 import { appendToInbox } from "./submit.js";
 import { VERSION } from "./version.js";
 
@@ -72,6 +73,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await compactCommand(values, positionals, io);
       case "plan":
         return await planCommand(values, positionals, io);
+      case "rollout":
+        return await rolloutCommand(values, positionals, io);
       default:
         return await checkCommand(values, positionals, io);
     }

@@ -9,7 +9,7 @@ import type { Files } from "./commit.js";
 import { DurableFile, StorageFault, syncDirectory } from "./durable.js";
 import { replayJournal, type JournalState } from "./journal.js";
 import { CdpError } from "./errors.js";
-import { encodeChange, positionRecord, schemaRecord } from "./records.js";
+import { encodeChange, markerRecord, positionRecord, schemaRecord } from "./records.js";
 import { INBOX_FILE } from "./inbox.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
@@ -108,6 +108,9 @@ export async function compactJournal(path: string, state: JournalState, schemas:
   text += `# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`;
   for (const line of stateLines(base, schemas)) text += `${line}\n`;
   for (const entry of kept) text += entry.record;
+  // revisions with no change here (a fleet's rollout steps elsewhere) after the last change kept
+  const lastKept = kept.at(-1)?.revision ?? baseRevision;
+  if (state.revision > lastKept) text += markerRecord({ seq: state.seq, time, source: "compaction", marker: "compaction" }, state.revision);
   if (state.position) text += positionRecord({ seq: state.seq, time, source: `${INBOX_FILE}:${state.position.line}`, position: state.position });
 
   const temporary = `${path}.compacting`;

@@ -2,6 +2,8 @@
 // no consensus of its own; etcd's transactions give the order:
 //   <prefix>/head          the fleet's revision (the number of the last record)
 //   <prefix>/log/<rev>     one record per revision (rev zero-padded, so keys sort in order)
+//   <prefix>/rollouts/<id> each rollout's current state (written with the record of its last step)
+//   <prefix>/hosts/<name>  what each host says of itself, on its lease
 //   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
 //                         records up to S minus a kept tail were trimmed
 // A host commits records after revision R with one transaction that succeeds only if the head is
@@ -13,6 +15,7 @@ import { Etcd3, type IOptions, type Lease, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
 import type { SchemaEntries } from "./records.js";
+import type { Rollout, RolloutStep } from "./rollouts.js";
 
 /** One accepted change as the fleet records it: the change line (journal grammar) and where it came from. */
 export interface FleetRecord {
@@ -26,7 +29,10 @@ export interface FleetRecord {
   time: string;
   /** The committing host's count of processed inbox lines and its inbox position after the line: it resumes there after a crash. */
   seq: number;
-  position: InboxPosition;
+  /** Absent for a decision no inbox line made (a rollout's clock). */
+  position?: InboxPosition;
+  /** A rollout's step instead of a change (`line` is empty). */
+  rollout?: RolloutStep;
   /** A migration instead of a change (`line` is empty): apps moved to other schema versions, as a host's journal records them. */
   migration?: SchemaEntries;
 }
@@ -78,6 +84,7 @@ export class FleetLog {
   #state: string;
   #stateRevision: string;
   #hosts: string;
+  #rollouts: string;
   #lease: Lease | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
@@ -90,6 +97,7 @@ export class FleetLog {
     this.#state = `${prefix}/state`;
     this.#stateRevision = `${prefix}/state-rev`;
     this.#hosts = `${prefix}/hosts/`;
+    this.#rollouts = `${prefix}/rollouts/`;
     const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000 };
     if (options.auth) clientOptions.auth = options.auth;
     if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
@@ -111,6 +119,8 @@ export class FleetLog {
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
     const puts = records.map((record, i) => this.#client.put(`${this.#log}${pad(after + i + 1)}`).value(JSON.stringify({ revision: after + i + 1, ...record })));
+    // a rollout's state moves with the record of its step, in the same transaction
+    for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
     const result = await (records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts)).commit();
     return result.succeeded;
   }
@@ -229,6 +239,12 @@ export class FleetLog {
     return Object.values(values)
       .map((value) => JSON.parse(value as string) as HostStatus)
       .sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /** Every rollout's current state. */
+  async rollouts(): Promise<Rollout[]> {
+    const values = await this.#client.getAll().prefix(this.#rollouts).strings();
+    return Object.values(values).map((value) => JSON.parse(value as string) as Rollout);
   }
 
   /** Stop following and disconnect (this host leaves the list at once). */

@@ -15,6 +15,8 @@ Usage:
   cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
   cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
   cdp plan   --dir D --schemas NEW   what taking the schemas in NEW would do (versions, keys)
+  cdp rollout start --dir D --hosts H1[,H2] --bake S [--wait] LINE...   stage a fleet change on canaries
+  cdp rollout status|abort|promote --dir D   follow, stop or finish a fleet's rollouts
 
 Settings come from flags, then environment variables, then the data directory: every option
 --NAME may be given as CDP_NAME (upper case, '-' as '_': CDP_DIR, CDP_SCHEMAS,
@@ -98,6 +100,38 @@ Options:
   --wait                 wait for the outcomes (the default when a watcher is running)
   --no-wait              only queue the lines
   --wait-timeout SECONDS how long to wait for the outcomes (default 10)`,
+  rollout: `Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS) [--wait] [--reason TEXT] LINE...
+       cdp rollout status --dir D [--json]
+       cdp rollout abort --dir D [--id ID | --app APP] [--reason TEXT]
+       cdp rollout promote --dir D [--id ID | --app APP]
+
+A staged rollout in a fleet (D is a fleet host's data directory, its watcher running with
+--cluster). start stages the change LINEs (all of one app, judged against the fleet's state
+like any batch) on the canary hosts named by their --cluster-host names: they apply it at once,
+the other hosts do not while it bakes. It prints the rollout's id once staged; with --wait it
+returns when the rollout ends: exit 0 promoted, 1 aborted (with the reason).
+With --steps, the change goes to that percentage of the fleet's hosts (the first by name) step
+by step, each baking --every seconds, as AWS AppConfig's linear strategies do.
+While it bakes, the rollout is aborted when a canary vetoes it (a subscriber's veto(), a render
+target's failed check, reload or health, /readyz turning not ready) or disappears: the canaries
+take the previous values back, the other hosts never apply it, and the reason is recorded in
+history and in the cdp.rej of the host that started it. Once the bake ends with no veto, every
+host applies it. One rollout per app at a time: other changes to that app are rejected while it
+bakes. Every step is a fleet revision; any host carries a rollout on if the one that started it
+dies (the deadline lives in etcd).
+status lists the rollouts in progress and the recent ones (any host); abort and promote end the
+one in progress (say which with --id or --app when several are) from any host.
+
+Options:
+  --hosts H1,H2          the canaries (their --cluster-host names)
+  --bake SECONDS         how long the canaries run it before it is promoted
+  --steps P1,P2,…,100    percentages of the fleet's hosts, step by step (instead of --hosts)
+  --every SECONDS        how long each step bakes
+  --wait                 (start) wait until the rollout ends
+  --reason TEXT          why (start: recorded with the changes; abort: with the abort)
+  --id ID, --app APP     which rollout (abort, promote)
+  --wait-timeout SECONDS how long to wait for the watcher (default 10; with --wait, no limit)
+  --json                 (status) the rollouts as JSON`,
   status: `Usage: cdp status --dir D [--json]
 
 Say what state D is in: whether a watcher runs on it (its pid, since when, its sidecar's

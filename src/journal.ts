@@ -17,7 +17,7 @@ import { getIn, setIn, setInPlace, type AppConfig } from "./values.js";
 
 export const JOURNAL_FILE = "cdp";
 
-export { changeRecord, divergedRecord, encodeChange, positionRecord, readMeta, schemaRecord, upgradeRecord, vetoRecord, type Commit, type SchemaEntries } from "./records.js";
+export { changeRecord, divergedRecord, encodeChange, markerRecord, positionRecord, readMeta, schemaRecord, upgradeRecord, vetoRecord, type Commit, type SchemaEntries } from "./records.js";
 
 /** Where processing stands once the journal is read: the table's state and the inbox cursor. */
 export interface JournalState {
@@ -150,11 +150,12 @@ class Replay {
     const meta = readMeta(line);
     if (meta.seq === undefined) return; // an operator's comment
     [this.#meta, this.#metaText] = [meta, line];
-    if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:")) {
-      state.revision = meta.rev!; // a schema upgrade, or a fleet change refused here: a revision without a change line
-      if (meta.source.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
+    // a schema upgrade, a fleet change refused here, a rollout's step elsewhere: a revision without a change line
+    if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:") || meta.marker !== undefined) {
+      state.revision = meta.rev!;
+      if (meta.source?.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
       this.#meta = {};
-      return;
+      if (meta.marker === undefined || !meta.position) return;
     }
     if (meta.base) {
       state.revision = meta.rev!; // a compacted journal starts with the state at this revision

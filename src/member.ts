@@ -8,7 +8,8 @@ import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnap
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
 import { migrateChecked } from "./installed.js";
-import { changeRecord, divergedRecord, schemaRecord, type SchemaEntries } from "./journal.js";
+import { changeRecord, divergedRecord, markerRecord, schemaRecord, type SchemaEntries } from "./journal.js";
+import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollouts.js";
 import { parseLine } from "./parse.js";
 import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
@@ -40,6 +41,12 @@ export interface MemberOptions {
   fault: (error: unknown) => void;
   /** Called with how many changes were applied (for compaction's count). */
   applied: (count: number) => void;
+  /** The fleet's rollouts as this host knows them (loaded at join, then moved on by each step). */
+  rollouts: FleetRollouts;
+  /** A rollout's step was journaled and applied here. */
+  rolloutStep: (step: RolloutStep) => void;
+  /** A subscriber vetoes a change a rollout staged here: true when that aborts the rollout. */
+  vetoRollout: (id: string, reason: string) => boolean;
   log: Logger;
 }
 
@@ -85,6 +92,7 @@ export class FleetMember {
           `${this.#options.journalPath} is at revision ${table.revision} but the fleet's log is at ${head}: this data directory belongs to another fleet (or etcd lost its data); start with an empty one`,
         );
       }
+      if (!this.#following) this.#options.rollouts.load(await fleet.rollouts(), table.revision);
       this.#following ??= await fleet.follow(table.revision, (item) => this.#take(item));
       await this.untilRevision(head);
     } catch (error) {
@@ -152,6 +160,7 @@ export class FleetMember {
     const { keep, table, fleet, log } = this.#options;
     const schemas = this.#options.schemas();
     const every = Math.max(keep, 100);
+    if (this.#options.rollouts.baking().length > 0) return; // the saved state must be every host's: not while canaries differ
     if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
     const { revision, apps } = table.snapshot();
     const lines = stateLines(new Map(Object.entries(apps)), schemas);
@@ -202,13 +211,20 @@ export class FleetMember {
     let schemas = this.#options.schemas();
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
-    const changes: (AppliedChange | Migration | number)[] = []; // a number: a revision this host refuses
+    const changes: (AppliedChange | Migration | RolloutStep | number)[] = []; // a number: a revision with no change here
     let text = "";
     for (const record of records) {
       const own = record.host === host;
-      if (own && !record.migration) this.own = { seq: record.seq, position: record.position };
+      if (own && record.position && !record.migration) this.own = { seq: record.seq, position: record.position };
       const source = `${record.host}:${record.source}`;
       const seq = own ? record.seq : this.#options.seq();
+      if (record.rollout) {
+        const taken = this.#rolloutStep(record, current, { seq, source, position: own ? record.position : undefined });
+        text += taken.text;
+        for (const change of taken.changes) pending.set(change.app, change.config);
+        changes.push(...(taken.changes.length > 0 ? taken.changes : [record.revision]), record.rollout);
+        continue;
+      }
       if (record.migration) {
         const taken = this.#migration(record, schemas, current, seq, source);
         text += taken.text;
@@ -238,12 +254,50 @@ export class FleetMember {
     if (!(await this.#options.journal(text))) return;
     for (const change of changes) {
       if (typeof change === "number") table.advance(change);
+      else if ("step" in change) {
+        this.#options.rollouts.take(change);
+        this.#options.rolloutStep(change);
+      }
       else if ("schemas" in change) {
         this.#options.took(change.schemas);
         table.applyAll(new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])), change.revision, change.source, change.time);
       } else table.apply(change);
     }
-    this.#options.applied(changes.length);
+    this.#options.applied(changes.filter((change) => !(typeof change === "object" && "step" in change)).length);
+  }
+
+  /**
+   * A rollout's step: the lines this host applies at it (checked against its schemas like any
+   * record), journaled at the step's revision with why; or a marker when it applies nothing.
+   */
+  #rolloutStep(record: FleetRecord, current: (app: string) => AppConfig, at: { seq: number; source: string; position: InboxPosition | undefined }): { text: string; changes: AppliedChange[] } {
+    const { host, log } = this.#options;
+    const step = record.rollout!;
+    const { id } = step.rollout;
+    const commit = { seq: at.seq, time: record.time, source: at.source, ...(at.position ? { position: at.position } : {}) };
+    const applying = linesAt(step, host);
+    if (!applying) return { text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}`, reason: passedAt(step, host) }, record.revision), changes: [] };
+    const config = new Map<string, AppConfig>();
+    const changes: AppliedChange[] = [];
+    let text = "";
+    // the changes a rollout stages here may be vetoed by a subscriber while it bakes: that aborts it
+    const veto = step.step === "staged" || step.step === "widened" ? (reason: string) => this.#options.vetoRollout(id, reason) : undefined;
+    for (const line of applying.lines) {
+      const parsed = parseLine(line);
+      const verdict = parsed.kind === "change" ? validateChange({ schemas: this.#options.schemas(), validators: this.#options.validators, current: (app) => config.get(app) ?? current(app) }, parsed) : { ok: false as const, reason: "not a change line" };
+      if (!verdict.ok) {
+        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line;
+        this.diverged.set(key, verdict.reason);
+        log.error({ revision: record.revision, key, reason: verdict.reason, rollout: id }, "this host's schemas refuse a rollout's change: it keeps its last good value");
+        continue;
+      }
+      const { change } = verdict;
+      config.set(change.app, change.config);
+      text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);
+      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });
+    }
+    if (changes.length === 0) text += markerRecord({ ...commit, marker: `rollout:${id}:${step.step}`, reason: `${applying.reason}: refused here` }, record.revision);
+    return { text, changes };
   }
 
   /**
@@ -317,7 +371,10 @@ export class FleetMember {
         apps.set(app, table.config(app));
       } else apps.set(app, config);
     }
+    // the rollouts' steps up to the state's revision are in it, not in records this host will see
+    const rollouts = await this.#options.fleet.rollouts().catch((error: unknown) => log.warn({ err: error }, "could not read the fleet's rollouts"));
     if (!(await this.#options.journal(text))) return;
+    if (rollouts) this.#options.rollouts.load(rollouts, snapshot.revision);
     table.applyAll(apps, snapshot.revision, "fleet-state", snapshot.time);
     log.info({ revision: snapshot.revision }, "took the fleet's state (the changes this host missed were trimmed from the fleet's log)");
   }

@@ -50,6 +50,12 @@ export const OPTIONS = {
   "cluster-key": { type: "string" },
   "fleet-downgrade": { type: "boolean" },
   render: { type: "string", multiple: true },
+  hosts: { type: "string" },
+  bake: { type: "string" },
+  steps: { type: "string" },
+  every: { type: "string" },
+  id: { type: "string" },
+  app: { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -142,7 +148,9 @@ type NumberOption =
   | "http-wait"
   | "http-keepalive"
   | "http-timeout"
-  | "wait-timeout";
+  | "wait-timeout"
+  | "bake"
+  | "every";
 
 export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
   const text = values[name];

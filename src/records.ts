@@ -20,6 +20,8 @@ export interface Commit {
   reason?: string;
   /** Where this host's inbox stands after the line (absent for a change another host of the fleet read). */
   position?: InboxPosition;
+  /** A revision with no change line here (a rollout's step this host applies nothing for): what it was. */
+  marker?: string;
 }
 
 /** One of cdp's metadata comments (an operator's comments are not). */
@@ -36,6 +38,8 @@ export interface Meta {
   /** Why the change was made. */
   reason?: string;
   by?: string;
+  /** A revision without a change line (see Commit). */
+  marker?: string;
 }
 
 // The form of almost every record's comment, read with one match (replay reads one per change).
@@ -66,6 +70,7 @@ export function readMeta(comment: string): Meta {
   meta.source = fields.get("source");
   if (reason !== undefined) meta.reason = reason;
   if (fields.has("by")) meta.by = fields.get("by");
+  if (fields.has("marker")) meta.marker = fields.get("marker");
   const inbox = /^(.+)@(\d+)(?:\/([0-9a-f]+))?$/.exec(fields.get("inbox") ?? "");
   const line = /:(\d+)$/.exec(fields.get("source") ?? "");
   if (inbox && line) {
@@ -79,7 +84,7 @@ function metaLine(commit: Commit, revision?: number): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
   const position = commit.position;
   const inbox = position ? ` inbox=${position.file}@${position.offset}${position.check === undefined ? "" : `/${position.check}`}` : "";
-  const by = commit.by === undefined ? "" : ` by=${commit.by.replace(/\s/g, "_")}`;
+  const by = `${commit.marker === undefined ? "" : ` marker=${commit.marker.replace(/\s/g, "_")}`}${commit.by === undefined ? "" : ` by=${commit.by.replace(/\s/g, "_")}`}`;
   const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ")}`;
   return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}${by}${reason}\n`;
 }
@@ -92,6 +97,11 @@ export function divergedRecord(revision: number, seq: number, time: string, sour
 /** A journal record for an accepted change: its metadata comment and the change line. */
 export function changeRecord(commit: Commit, revision: number, line: string): string {
   return `${metaLine(commit, revision)}${line}\n`;
+}
+
+/** A fleet revision this host applies no change for (a rollout's step elsewhere): the revision, what it was, and where the inbox stands. */
+export function markerRecord(commit: Commit & { marker: string }, revision: number): string {
+  return metaLine(commit, revision);
 }
 
 /** A marker that records how far the inbox was processed when a batch ends with rejected lines. */

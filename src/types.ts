@@ -4,6 +4,7 @@ import type { LineOutcome } from "./batch.js";
 import type { FleetLog, HostStatus } from "./fleet.js";
 import type { InboxSettings } from "./inbox.js";
 import type { RenderStatus } from "./renderer.js";
+import type { Rollout, RolloutStep } from "./rollouts.js";
 import type { Schemas } from "./schemas.js";
 import type { WatcherInfo } from "./status.js";
 import type { ConfigTable } from "./table.js";
@@ -37,6 +38,8 @@ export interface PipelineEvents {
   batch: (summary: { accepted: number; rejected: number; seconds: number }) => void;
   /** Every line of that batch (built only while someone listens). */
   lines: (file: string, lines: LineOutcome[]) => void;
+  /** A fleet's rollout took a step (staged, widened, promoted, aborted): applied on this host. */
+  rollout: (step: RolloutStep) => void;
 }
 
 export interface Pipeline {
@@ -54,6 +57,8 @@ export interface Pipeline {
   readonly diverged: number;
   /** The hosts and how they are: in a fleet every host that says so (on its lease in etcd); else this one. */
   hosts(): Promise<HostStatus[]>;
+  /** The fleet's rollouts as this host knows them: those in progress and the recent ones, newest first. */
+  rollouts(): Rollout[];
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
   notReady(): string | undefined;
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
