@@ -14,6 +14,7 @@ import { noPositionals, positiveInteger, required, type Values } from "./options
 import { describePlan, formatPlan } from "./plan.js";
 import { loadSchemas, maskSecrets, readSchemaTexts } from "./schemas.js";
 import { readStatus } from "./status.js";
+import { keysOf, readRolloutsView } from "./rollouts.js";
 import { planUpgrade } from "./upgrade.js";
 import { judgeInSequence } from "./validate.js";
 import type { AppConfig } from "./values.js";
@@ -90,6 +91,12 @@ export async function getCommand(values: Values, positionals: string[], io: Io):
   }
   const text = JSON.stringify(result, null, 2);
   if (text.includes('"[secret]"') && !values["show-secrets"]) io.stderr("cdp: secret (writeOnly) values are shown as [secret]; --show-secrets shows them\n");
+  // a canary's values of a rollout that bakes are not yet the fleet's: say so (stdout stays the config)
+  const view = await readRolloutsView(dir);
+  for (const rollout of view?.rollouts ?? []) {
+    const shown = selector === undefined || selector.split(".")[0] === rollout.app;
+    if (shown && rollout.state === "baking" && rollout.hosts.includes(view!.host)) io.stderr(`cdp: staged here by rollout ${rollout.id} (baking until ${rollout.bakeUntil}; the other hosts do not have it yet): ${keysOf(rollout).join(", ")}\n`);
+  }
   io.stdout(`${text}\n`);
   return 0;
 }

@@ -9,6 +9,7 @@ import { startPipeline } from "./pipeline.js";
 import type { Sidecar } from "./sidecar.js";
 import { readTokenFile } from "./tokens.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
+import type { Rollout } from "./rollouts.js";
 import type { AppValidator } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -94,6 +95,8 @@ export interface HttpOptions {
 export interface Cdp extends LiveConfig {
   /** The app's schema version in force (`x-cdp-version`; 1 when its schema declares none), or undefined for an unknown app. */
   schemaVersion(app: string): number | undefined;
+  /** A fleet's rollouts as this host knows them (in progress and recent, newest first); none for a single host. A subscriber's `veto()` of a change a rollout staged on this host aborts the rollout. */
+  rollouts(): Rollout[];
   /** Add a code-level check for an app; it applies to the changes that follow. */
   registerValidator(app: string, validator: AppValidator): void;
   /** The sidecar's address (`http://127.0.0.1:7070`), when `http` was given. */
@@ -173,6 +176,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     snapshot: table.snapshot.bind(table),
     subscribe: table.subscribe.bind(table),
     schemaVersion: (app) => pipeline.schemas.get(app)?.version,
+    rollouts: () => pipeline.rollouts(),
     registerValidator(app, validator) {
       if (!pipeline.schemas.has(app)) throw new CdpError("usage", `cannot register a validator for unknown app "${app}"`);
       validators.set(app, [...(validators.get(app) ?? []), validator]);
@@ -207,5 +211,6 @@ export { parseLine } from "./parse.js";
 export { connectCdp } from "./remote.js";
 export type { RemoteCdp, RemoteOptions } from "./remote.js";
 export type { ParsedLine } from "./parse.js";
+export type { Rollout } from "./rollouts.js";
 export type { AppConfig, AppValidator, ChangeEvent, LiveConfig, Snapshot, Subscriber };
 

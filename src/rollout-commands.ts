@@ -11,7 +11,7 @@ import { CdpError } from "./errors.js";
 import { noPositionals, required, seconds, type Values } from "./options.js";
 import { receiptMarks } from "./receipts.js";
 import { REJECTS_FILE } from "./rejects.js";
-import { newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
+import { keysOf, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
 import { WATCHER_FILE, type WatcherInfo } from "./status.js";
 import { appendToInbox } from "./submit.js";
 
@@ -88,7 +88,7 @@ async function statusCommand(dir: string, values: Values, io: Io): Promise<numbe
 
 /** One rollout in one line of words. */
 export function describe(rollout: Rollout, now = Date.now()): string {
-  const lines = rollout.lines.join(" ");
+  const lines = keysOf(rollout).join(", ");
   if (rollout.state === "baking") {
     const left = Math.max(0, Math.ceil((Date.parse(rollout.bakeUntil) - now) / 1000));
     const step = rollout.steps ? ` step ${rollout.step! + 1} of ${rollout.steps.length} (${rollout.steps[rollout.step!]}%)` : "";

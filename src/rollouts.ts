@@ -264,6 +264,11 @@ export function passedAt(step: RolloutStep, host: string): string {
   return `rollout ${rollout.id} ${step.step} on ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}; not applied on ${host}`;
 }
 
+/** The keys a rollout changes (app.key), for words that must not show a secret value. */
+export function keysOf(rollout: Rollout): string[] {
+  return rollout.lines.map((line) => line.split(":", 2).join("."));
+}
+
 /** The file a fleet host keeps its rollouts in, for `cdp rollout status` and `cdp get` (the watcher writes it). */
 export const ROLLOUTS_FILE = "cdp.rollouts";
 

@@ -20,6 +20,7 @@ import { recentRejections, REJECTS_FILE } from "./rejects.js";
 import { ConfigCache } from "./served.js";
 import { EventStream } from "./stream.js";
 import { RecentChanges } from "./changelog.js";
+import { newRolloutId, rolloutDirective, type RolloutRequest } from "./rollouts.js";
 import { submitLines } from "./submit.js";
 import type { Scope, Tokens } from "./tokens.js";
 
@@ -87,7 +88,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   let metrics: Registry | undefined;
   const configs = new ConfigCache();
 
-  const routes: Record<string, Route> = {
+  const routes: Record<string, Route | Route[]> = {
     "/": { method: "GET", scope: null, early: true, handle: ({ res }) => sendPage(res, page) },
     "/healthz": { method: "GET", scope: null, early: true, handle: ({ res }) => sendJson(res, 200, { status: "alive" }) },
     "/readyz": {
@@ -137,6 +138,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
     "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, await pipeline.hosts()) },
     "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
+    "/v1/rollouts": [
+      { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts()) },
+      { method: "POST", scope: "write", handle: (request) => rolloutRequest(request, options) },
+    ],
   };
 
   const { requestTimeoutMs } = options;
@@ -166,16 +171,18 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 }
 
 /** Find the route, check the method, the origin and the token, then run the handler; errors become answers. */
-function routeRequests(routes: Record<string, Route>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+function routeRequests(routes: Record<string, Route | Route[]>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
   const { log } = options;
   return (req, res) => {
   const url = new URL(req.url ?? "/", "http://cdp.invalid");
   const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
-  const route = routes[prefix];
-  if (!route) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
-  if (req.method !== route.method && !(route.method === "GET" && req.method === "HEAD")) {
-    res.setHeader("allow", route.method === "GET" ? "GET, HEAD" : route.method);
-    return sendError(res, 405, `${url.pathname} takes ${route.method}`);
+  const candidates = [routes[prefix] ?? []].flat();
+  if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
+  const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
+  if (!route) {
+    const methods = candidates.map(({ method }) => method);
+    res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
+    return sendError(res, 405, `${url.pathname} takes ${methods.join(" or ")}`);
   }
   const refusal = foreignRequest(req, !options.tokens);
   if (refusal) return sendError(res, 403, refusal);
@@ -257,6 +264,39 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
   }
   const said = whoAndWhy(req, options.tokens);
   await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, { ...said, reason: said.reason ?? "rollback" }, lines);
+}
+
+/**
+ * POST /v1/rollouts: start one ({"hosts": [H…], "bake": S, "lines": [LINE…]} or "steps"/"every"),
+ * or {"action": "abort" | "promote", "id"?: ID, "reason"?: T}; through the inbox, as cdp rollout does.
+ */
+async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const usage = 'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
+  let body: { action?: unknown; id?: unknown; reason?: unknown; hosts?: unknown; bake?: unknown; steps?: unknown; every?: unknown; lines?: unknown };
+  try {
+    body = JSON.parse((await readBody(req, options.maxBodyBytes)).toString("utf8")) as typeof body;
+  } catch {
+    throw new HttpError(400, usage);
+  }
+  const action = body.action ?? "start";
+  const reason = typeof body.reason === "string" ? body.reason : undefined;
+  let request: RolloutRequest;
+  if (action === "start") {
+    const timing = body.steps === undefined ? { hosts: body.hosts as string[], bakeSeconds: body.bake as number } : { steps: body.steps as number[], everySeconds: body.every as number };
+    request = { start: { id: newRolloutId(), lines: body.lines as string[], ...timing } };
+  } else if (action === "abort" || action === "promote") {
+    const baking = pipeline.rollouts().filter((rollout) => rollout.state === "baking" && (body.id === undefined || rollout.id === body.id));
+    if (baking.length !== 1) throw new HttpError(baking.length === 0 ? 404 : 400, baking.length === 0 ? `no rollout${body.id === undefined ? "" : ` ${String(body.id)}`} is in progress` : `${baking.length} rollouts are in progress: say which with "id"`);
+    const id = baking[0]!.id;
+    request = action === "abort" ? { abort: { id, ...(reason ? { reason } : {}) } } : { promote: { id } };
+  } else throw new HttpError(400, usage);
+  const said = whoAndWhy(req, options.tokens);
+  const { status, lines } = await submitLines(pipeline, rolloutDirective(request), options.waitMs, `http-rollout:${req.socket.remoteAddress ?? "?"}`, { ...said, ...(action === "start" && reason ? { reason } : {}) });
+  const id = "start" in request ? request.start.id : "abort" in request ? request.abort.id : request.promote.id;
+  const rollout = pipeline.rollouts().find((known) => known.id === id);
+  if (status === "queued") return sendJson(res, 202, { status, id });
+  if (lines[0]?.outcome !== "accepted") return sendError(res, 409, lines[0]?.reason ?? "refused");
+  sendJson(res, action === "start" ? 201 : 200, rollout ?? { id });
 }
 
 /** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import type { HistoryEntry, JournalState } from "./journal.js";
 import { replayJournal } from "./journal.js";
 import { declaredVersion } from "./migrations.js";
+import { keysOf, type RolloutStep } from "./rollouts.js";
 import type { LineOutcome, Pipeline } from "./pipeline.js";
 import { serveRejection } from "./rejects.js";
 import { withoutSecrets } from "./schemas.js";
@@ -61,6 +62,7 @@ export class EventStream {
     this.#pipeline = pipeline;
     this.#options = { recent: 10_000, maxBufferedBytes: 1 << 20, ...options };
     this.#unsubscribe = pipeline.table.subscribeAll((event) => this.#publish(this.#frameOf(event)));
+    pipeline.events.on("rollout", this.#onRollout);
     this.#keepAlive = setInterval(() => {
       for (const client of this.#clients) if (!client.backlog) this.#send(client, ": keep-alive\n\n");
     }, options.keepAliveMs).unref();
@@ -107,6 +109,7 @@ export class EventStream {
   close(): void {
     clearInterval(this.#keepAlive);
     this.#unsubscribe();
+    this.#pipeline.events.off("rollout", this.#onRollout);
     for (const client of this.#clients) client.res.end();
   }
 
@@ -133,6 +136,13 @@ export class EventStream {
       client.res.destroy();
     }
   }
+
+  // a rollout's steps go to every client that follows its app (the keys it changes, not their values: they may be secret)
+  #onRollout = ({ step, rollout }: RolloutStep) => {
+    const { lines: _lines, before: _before, ...said } = rollout;
+    const text = `event: rollout\ndata: ${JSON.stringify({ step, ...said, keys: keysOf(rollout) })}\n\n`;
+    for (const client of this.#clients) if (!client.backlog && (client.filter.app === undefined || client.filter.app === rollout.app)) this.#send(client, text);
+  };
 
   #onLines = (_file: string, lines: LineOutcome[]) => {
     const time = new Date().toISOString();

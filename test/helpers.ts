@@ -56,6 +56,8 @@ export async function recordLines(path: string): Promise<string[]> {
 export interface Running {
   child: ChildProcess;
   output: () => string;
+  /** What it wrote to stdout alone. */
+  stdout: () => string;
   exited: Promise<number | null>;
 }
 
@@ -63,7 +65,11 @@ export interface Running {
 export function runCdp(args: string[], options: { stdin?: string } = {}): Running {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"] });
   let output = "";
-  child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+  let stdout = "";
+  child.stdout!.on("data", (data: Buffer) => {
+    output += data.toString();
+    stdout += data.toString();
+  });
   child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
   child.stdin!.end(options.stdin ?? "");
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
@@ -71,21 +77,21 @@ export function runCdp(args: string[], options: { stdin?: string } = {}): Runnin
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     await exited;
   });
-  return { child, output: () => output, exited };
+  return { child, output: () => output, stdout: () => stdout, exited };
 }
 
 /** Run `cdp` to completion; resolves to its exit code and output. */
-export async function cdp(args: string[], stdin?: string): Promise<{ code: number | null; output: string }> {
+export async function cdp(args: string[], stdin?: string): Promise<{ code: number | null; output: string; stdout: string }> {
   const running = runCdp(args, { stdin });
   const code = await running.exited;
-  return { code, output: running.output() };
+  return { code, output: running.output(), stdout: running.stdout() };
 }
 
 /** What `cdp get` prints for all apps, an app or a key (parsed JSON); the command must succeed. */
 export async function getConfig(dir: string, selector?: string, schemas = SCHEMAS): Promise<unknown> {
-  const { code, output } = await cdp(["get", "--dir", dir, "--schemas", schemas, ...(selector ? [selector] : [])]);
+  const { code, output, stdout } = await cdp(["get", "--dir", dir, "--schemas", schemas, ...(selector ? [selector] : [])]);
   if (code !== 0) throw new Error(`cdp get exited ${code}:\n${output}`);
-  return JSON.parse(output) as unknown;
+  return JSON.parse(stdout) as unknown;
 }
 
 /** The change lines of a data directory's journal. */

@@ -2,20 +2,21 @@
 // host or aborted (the canaries take the values back), each step a fleet revision.
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { startCdp } from "../src/index.js";
 import { startEtcd } from "./etcd.js";
-import { cdp, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, getConfig, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 async function fleetOf(names: string[], extra: (name: string) => string[] = () => []) {
   const { endpoints } = await startEtcd();
   const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
-  const hosts = [];
+  const hosts: { name: string; dir: string; watch: Awaited<ReturnType<typeof startWatch>> }[] = [];
   for (const name of names) {
     const dir = await tempDir();
     hosts.push({ name, dir, watch: await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", name, ...extra(name)]) });
   }
   // every host says how it is before a rollout names it
   await waitUntil(async () => (await hostsSeen(hosts[0]!.dir)) === names.length);
-  return { hosts, cluster };
+  return { hosts, cluster, endpoints };
 }
 
 /** How many hosts a data directory's watcher sees (from the hosts list its status reads). */
@@ -70,5 +71,119 @@ describe("cdp rollout on a fleet of three hosts", () => {
     // the app takes changes again
     expect((await cdp(["push", "--dir", a!.dir, "ticker:interval:1800"])).code).toBe(0);
     for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1800);
+  });
+
+  it("refuses what cannot be rolled out, saying why: an unknown or unready canary, a bad line, a second rollout of the app", async () => {
+    const { hosts } = await fleetOf(["a", "b"], withHttp);
+    const [a] = hosts;
+    const start = (...args: string[]) => cdp(["rollout", "start", "--dir", a!.dir, ...args]);
+    let result = await start("--hosts", "z", "--bake", "5", "ticker:interval:1500");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining("no host named z in the fleet (its hosts: a, b)") });
+    result = await start("--hosts", "b", "--bake", "5", "ticker:interval:100");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining("ticker.interval must be > 200, got 100") });
+    result = await start("--hosts", "b", "--bake", "5", "ticker:ratio:0.5");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining("ticker.ratio has no value yet") });
+    result = await start("--hosts", "b", "--bake", "5", "ticker:interval:1500", "db:pool.max:5");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining("a rollout changes one app") });
+    result = await start("--hosts", "b", "ticker:interval:1500");
+    expect(result).toMatchObject({ code: 2, output: expect.stringContaining("--hosts needs --bake SECONDS") });
+    result = await start("--steps", "10,50", "--every", "5", "ticker:interval:1500");
+    expect(result).toMatchObject({ code: 2, output: expect.stringContaining("end with 100") });
+    const first = await start("--hosts", "b", "--bake", "30", "ticker:interval:1500");
+    expect(first.code).toBe(0);
+    const id = first.output.split("\n")[0]!;
+    result = await start("--hosts", "b", "--bake", "5", "ticker:interval:1600");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining(`ticker is in rollout ${id}`) });
+    // another app is free meanwhile; the refused requests are in cdp.rej with their reasons
+    expect((await cdp(["push", "--dir", a!.dir, "db:pool.max:5"])).code).toBe(0);
+    expect((await readText(join(a!.dir, "cdp.rej"))).match(/^# rollout: /gm)).toHaveLength(5);
+    expect((await cdp(["rollout", "promote", "--dir", hosts[1]!.dir])).code).toBe(0);
+    for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
+    // a single host has no rollouts
+    const single = await tempDir();
+    await startWatch(single);
+    expect(await cdp(["rollout", "start", "--dir", single, "--hosts", "a", "--bake", "5", "ticker:interval:1500"])).toMatchObject({ code: 2, output: expect.stringContaining("rollouts are for a fleet") });
+  });
+
+  it("aborts when a subscriber on a canary vetoes the change (the embedded library)", async () => {
+    const { hosts, endpoints } = await fleetOf(["a", "c"], withHttp);
+    const dir = await tempDir();
+    const { logger } = capturedLogger();
+    const canary = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, cluster: { endpoints, prefix: "/cdp/rollouts", host: "b" } });
+    afterThisTest(() => canary.stop());
+    const heard: number[] = [];
+    canary.subscribe("ticker", "interval", (event) => {
+      heard.push(event.value as number);
+      if (event.value === 1500) setTimeout(() => expect(event.veto("p99 latency doubled")).toBe(true), 50);
+    });
+    await waitUntil(async () => (await hostsSeen(hosts[0]!.dir)) === 3);
+    const started = await cdp(["rollout", "start", "--dir", hosts[0]!.dir, "--hosts", "b", "--bake", "30", "--wait", "ticker:interval:1500"]);
+    expect(started.code).toBe(1);
+    expect(started.output).toContain("canary b vetoed it: p99 latency doubled");
+    await waitUntil(() => heard.length === 2);
+    expect(heard).toEqual([1500, 1000]);
+    expect(canary.get("ticker", "interval")).toBe(1000);
+    expect(canary.rollouts()[0]).toMatchObject({ state: "aborted", reason: "canary b vetoed it: p99 latency doubled" });
+    expect(await interval(hosts[1]!.dir)).toBe(1000);
+    expect(await readText(join(hosts[0]!.dir, "cdp.rej"))).toContain("reason: rollout r-");
+  });
+
+  it("rolls out in steps (--steps 30,60,100 --every): one host, then two, then all", async () => {
+    const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
+    const started = runCdp(["rollout", "start", "--dir", hosts[2]!.dir, "--steps", "30,60,100", "--every", "2", "--wait", "ticker:interval:1500"]);
+    const seen = async () => (await Promise.all(hosts.map(async (host) => ((await interval(host.dir)) === 1500 ? host.name : "")))).join("");
+    await waitUntil(async () => (await seen()) === "a");
+    await waitUntil(async () => (await seen()) === "ab");
+    expect((await rollouts(hosts[2]!.dir))[0]).toMatchObject({ state: "baking", hosts: ["a", "b"], step: 1 });
+    await waitUntil(async () => (await seen()) === "abc");
+    expect(await started.exited).toBe(0);
+  });
+
+  it("serves rollouts over HTTP: POST /v1/rollouts starts and ends one, GET lists them, the stream tells each step", async () => {
+    const { hosts } = await fleetOf(["a", "b"], withHttp);
+    const url = /"url":\s*"(http:[^"]+)"/.exec(await readText(join(hosts[0]!.dir, "cdp.watcher")))![1]!;
+    const events = openEvents(`${url}/v1/events`);
+    const post = (body: object) => fetch(`${url}/v1/rollouts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const refused = await post({ hosts: ["b"], bake: 30, lines: ["ticker:interval:100"] });
+    expect(refused.status).toBe(409);
+    expect(((await refused.json()) as { error: string }).error).toContain("must be > 200");
+    const started = await post({ hosts: ["b"], bake: 30, lines: ["ticker:interval:1500"] });
+    expect(started.status).toBe(201);
+    const rollout = (await started.json()) as { id: string; state: string; hosts: string[] };
+    expect(rollout).toMatchObject({ state: "baking", hosts: ["b"] });
+    expect(((await (await fetch(`${url}/v1/rollouts`)).json()) as { id: string }[])[0]).toMatchObject({ id: rollout.id, state: "baking" });
+    const promoted = await post({ action: "promote", id: rollout.id });
+    expect(promoted.status).toBe(200);
+    expect(await promoted.json()).toMatchObject({ id: rollout.id, state: "promoted" });
+    await waitUntil(() => events.events.filter((event) => event.event === "rollout").length === 2);
+    const steps = events.events.filter((event) => event.event === "rollout").map((event) => JSON.parse(event.data) as { step: string; keys: string[] });
+    expect(steps.map((step) => step.step)).toEqual(["staged", "promoted"]);
+    expect(steps[0]!.keys).toEqual(["ticker.interval"]);
+    // the host that was not a canary applied it at the promotion, through the stream
+    await waitUntil(() => events.events.some((event) => event.event === "message" && event.data.includes('"value":1500')));
+  });
+
+  it("brings a host that was away during a rollout into the right state, and says on a canary that a value is staged", async () => {
+    const { hosts, cluster } = await fleetOf(["a", "b", "c"], withHttp);
+    const [a, b, c] = hosts;
+    c!.watch.child.kill("SIGTERM");
+    await c!.watch.exited;
+    const started = await cdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "30", "ticker:interval:1500"]);
+    expect(started.code).toBe(0);
+    const get = await cdp(["get", "--dir", b!.dir, "--schemas", SCHEMAS, "ticker"]);
+    expect(get.output).toContain("staged here by rollout r-");
+    expect(get.output).toContain("ticker.interval");
+    // c comes back while it bakes: not a canary, it does not apply it
+    const back = await startWatch(c!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "c", "--http", "127.0.0.1:0"]);
+    await waitUntil(async () => (await rollouts(c!.dir)).length === 1);
+    expect(await interval(c!.dir)).toBe(1000);
+    back.child.kill("SIGTERM");
+    await back.exited;
+    expect((await cdp(["rollout", "promote", "--dir", a!.dir])).code).toBe(0);
+    // and away again past the promotion: it applies it as it catches up
+    await startWatch(c!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "c"]);
+    await waitUntil(async () => (await interval(c!.dir)) === 1500);
+    expect((await rollouts(c!.dir))[0]).toMatchObject({ state: "promoted" });
+    expect((await cdp(["get", "--dir", b!.dir, "--schemas", SCHEMAS, "ticker"])).output).not.toContain("staged here");
   });
 });
