@@ -3,11 +3,12 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { startEtcd } from "./etcd.js";
+import { leaderOf, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp, getConfig, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
-async function fleetOf(names: string[], extra: (name: string) => string[] = () => []) {
-  const { endpoints } = await startEtcd();
+async function fleetOf(names: string[], extra: (name: string) => string[] = () => [], members = 1) {
+  const etcd = await startEtcd(members);
+  const { endpoints } = etcd;
   const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
   const hosts: { name: string; dir: string; watch: Awaited<ReturnType<typeof startWatch>> }[] = [];
   for (const name of names) {
@@ -16,7 +17,7 @@ async function fleetOf(names: string[], extra: (name: string) => string[] = () =
   }
   // every host says how it is before a rollout names it
   await waitUntil(async () => (await hostsSeen(hosts[0]!.dir)) === names.length);
-  return { hosts, cluster, endpoints };
+  return { hosts, cluster, endpoints, etcd };
 }
 
 /** How many hosts a data directory's watcher sees (from the hosts list its status reads). */
@@ -185,5 +186,43 @@ describe("cdp rollout on a fleet of three hosts", () => {
     await waitUntil(async () => (await interval(c!.dir)) === 1500);
     expect((await rollouts(c!.dir))[0]).toMatchObject({ state: "promoted" });
     expect((await cdp(["get", "--dir", b!.dir, "--schemas", SCHEMAS, "ticker"])).output).not.toContain("staged here");
+  });
+});
+
+describe("cdp rollout under faults (kill -9)", () => {
+  const withHttp = () => ["--http", "127.0.0.1:0"];
+
+  it("promotes at the deadline though the host that started the rollout was killed during the bake", async () => {
+    const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
+    const [a, b, c] = hosts;
+    expect((await cdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "3", "ticker:interval:1500"])).code).toBe(0);
+    a!.watch.child.kill("SIGKILL");
+    await a!.watch.exited;
+    await waitUntil(async () => (await interval(c!.dir)) === 1500);
+    expect((await rollouts(b!.dir))[0]).toMatchObject({ state: "promoted", reason: "the bake ended with no veto" });
+  });
+
+  it("aborts when a canary is killed: it disappears from the fleet, and takes the value back when it returns", async () => {
+    const { hosts, cluster } = await fleetOf(["a", "b", "c"], withHttp);
+    const [a, b, c] = hosts;
+    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "60", "--wait", "ticker:interval:1500"]);
+    await waitUntil(async () => (await interval(b!.dir)) === 1500);
+    b!.watch.child.kill("SIGKILL");
+    await b!.watch.exited;
+    expect(await started.exited).toBe(1);
+    expect(started.output()).toContain("canary b disappeared");
+    expect(await interval(c!.dir)).toBe(1000);
+    await startWatch(b!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "b"]);
+    await waitUntil(async () => (await interval(b!.dir)) === 1000);
+    expect(await readText(join(a!.dir, "cdp.rej"))).toContain("canary b disappeared");
+  });
+
+  it("promotes after the etcd leader is killed during the bake (a 3-member etcd)", async () => {
+    const { hosts, etcd } = await fleetOf(["a", "b", "c"], withHttp, 3);
+    const started = runCdp(["rollout", "start", "--dir", hosts[0]!.dir, "--hosts", "b", "--bake", "4", "--wait", "ticker:interval:1500"]);
+    await waitUntil(async () => (await interval(hosts[1]!.dir)) === 1500);
+    etcd.members[await leaderOf(etcd)]!.child.kill("SIGKILL");
+    expect(await started.exited).toBe(0);
+    for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
   });
 });
