@@ -1,5 +1,6 @@
 // Staged fleet rollouts on a real etcd: a change baked on canary hosts, then promoted to every
 // host or aborted (the canaries take the values back), each step a fleet revision.
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
@@ -127,6 +128,19 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(canary.rollouts()[0]).toMatchObject({ state: "aborted", reason: "canary b vetoed it: p99 latency doubled" });
     expect(await interval(hosts[1]!.dir)).toBe(1000);
     expect(await readText(join(hosts[0]!.dir, "cdp.rej"))).toContain("reason: rollout r-");
+  });
+
+  it("aborts when a canary's render target refuses the change (its check fails): the canary is not ready", async () => {
+    const renderDir = await tempDir();
+    const render = join(renderDir, "render.json");
+    // the service's checker on the canary refuses any file that asks for a 1500 ms interval
+    await writeFile(render, JSON.stringify({ targets: [{ app: "ticker", format: "json", dest: join(renderDir, "ticker.json"), check: ["sh", "-c", '! grep -q \'"interval": 1500\' "$1"', "check", "{staged}"] }] }));
+    const { hosts } = await fleetOf(["a", "b"], (name) => [...withHttp(), ...(name === "b" ? ["--render", render] : [])]);
+    const started = await cdp(["rollout", "start", "--dir", hosts[0]!.dir, "--hosts", "b", "--bake", "60", "--wait", "ticker:interval:1500"]);
+    expect(started.code).toBe(1);
+    expect(started.output).toMatch(/canary b is not ready: \S+ticker\.json: check/);
+    await waitUntil(async () => (await interval(hosts[1]!.dir)) === 1000);
+    expect(JSON.parse(await readText(join(renderDir, "ticker.json")))).toMatchObject({ interval: 1000 });
   });
 
   it("rolls out in steps (--steps 30,60,100 --every): one host, then two, then all", async () => {
