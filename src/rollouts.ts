@@ -269,6 +269,16 @@ export function keysOf(rollout: Rollout): string[] {
   return rollout.lines.map((line) => line.split(":", 2).join("."));
 }
 
+/** A rollout as the sidecar serves it: a secret key's value never shown. */
+export function servedRollout(rollout: Rollout, schemas: Schemas): Rollout {
+  const mask = (line: string) => {
+    const parsed = parseLine(line);
+    const info = parsed.kind === "change" ? schemas.get(parsed.app)?.key(parsed.path) : undefined;
+    return typeof info === "object" && info.secret ? `${line.split(":", 2).join(":")}:[secret]` : line;
+  };
+  return { ...rollout, lines: rollout.lines.map(mask), before: rollout.before.map(mask) };
+}
+
 /** The file a fleet host keeps its rollouts in, for `cdp rollout status` and `cdp get` (the watcher writes it). */
 export const ROLLOUTS_FILE = "cdp.rollouts";
 

@@ -20,7 +20,7 @@ import { recentRejections, REJECTS_FILE } from "./rejects.js";
 import { ConfigCache } from "./served.js";
 import { EventStream } from "./stream.js";
 import { RecentChanges } from "./changelog.js";
-import { newRolloutId, rolloutDirective, type RolloutRequest } from "./rollouts.js";
+import { newRolloutId, rolloutDirective, servedRollout, type RolloutRequest } from "./rollouts.js";
 import { submitLines } from "./submit.js";
 import type { Scope, Tokens } from "./tokens.js";
 
@@ -139,7 +139,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, await pipeline.hosts()) },
     "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
     "/v1/rollouts": [
-      { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts()) },
+      { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas))) },
       { method: "POST", scope: "write", handle: (request) => rolloutRequest(request, options) },
     ],
   };
@@ -296,7 +296,7 @@ async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarO
   const rollout = pipeline.rollouts().find((known) => known.id === id);
   if (status === "queued") return sendJson(res, 202, { status, id });
   if (lines[0]?.outcome !== "accepted") return sendError(res, 409, lines[0]?.reason ?? "refused");
-  sendJson(res, action === "start" ? 201 : 200, rollout ?? { id });
+  sendJson(res, action === "start" ? 201 : 200, rollout ? servedRollout(rollout, pipeline.schemas) : { id });
 }
 
 /** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */

@@ -140,7 +140,7 @@ export class EventStream {
   // a rollout's steps go to every client that follows its app (the keys it changes, not their values: they may be secret)
   #onRollout = ({ step, rollout }: RolloutStep) => {
     const { lines: _lines, before: _before, ...said } = rollout;
-    const text = `event: rollout\ndata: ${JSON.stringify({ step, ...said, keys: keysOf(rollout) })}\n\n`;
+    const text = `event: rollout\ndata: ${JSON.stringify({ step, revision: this.#pipeline.table.revision, ...said, keys: keysOf(rollout) })}\n\n`;
     for (const client of this.#clients) if (!client.backlog && (client.filter.app === undefined || client.filter.app === rollout.app)) this.#send(client, text);
   };
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
+import { startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, SCHEMAS, tempDir, dataDir } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -93,5 +94,44 @@ describe("the dashboard", () => {
     await expect.poll(() => page.textContent("#plan-result")).toContain('refused: ticker cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"');
     expect(cdp.get("ticker", "interval")).toBe(1500); // a preview changes nothing
     await page.screenshot({ path: process.env.CDP_SCREENSHOT ?? join(await tempDir(), "dashboard.png"), fullPage: true }); // CDP_SCREENSHOT=FILE keeps it to look at
+  });
+
+  it("shows a fleet's rollouts with their countdown, starts one, and aborts or promotes it with a button", async () => {
+    const { endpoints } = await startEtcd();
+    const { logger } = capturedLogger();
+    const start = async (host: string) => {
+      const cdp = await startCdp({ init: true, dir: await tempDir(), schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0" }, cluster: { endpoints, prefix: "/cdp/dashboard", host } });
+      afterThisTest(() => cdp.stop());
+      return cdp;
+    };
+    const [a, b] = [await start("a"), await start("b")];
+    const page = await browser.newPage();
+    afterThisTest(() => page.close());
+    await page.goto(a.url!);
+    await expect.poll(() => page.locator("#hosts tbody tr").count()).toBe(2);
+
+    await page.fill("#rollout-lines", "ticker:interval:1500");
+    await page.fill("#rollout-hosts", "b");
+    await page.fill("#rollout-bake", "120");
+    await page.click("#rollout-start");
+    await expect.poll(() => page.textContent("#rollout-result")).toMatch(/^rollout r-\S+ staged on b$/);
+    const first = page.locator("#rollouts tbody tr").first();
+    expect(await first.textContent()).toMatch(/^r-\S+tickerbakingb1[12]\d s leftticker\.interval/);
+    expect(b.get("ticker", "interval")).toBe(1500);
+    expect(a.get("ticker", "interval")).toBe(1000);
+    await expect.poll(() => page.textContent("#revision")).toBe("1"); // the staged step is a revision on every host
+    await page.screenshot({ path: process.env.CDP_SCREENSHOT_ROLLOUTS ?? join(await tempDir(), "rollouts.png"), fullPage: true }); // CDP_SCREENSHOT_ROLLOUTS=FILE keeps it
+    await first.locator("button[data-action=promote]").click();
+    await expect.poll(() => first.textContent()).toContain("promoted: promoted by");
+    await expect.poll(() => a.get("ticker", "interval")).toBe(1500);
+
+    await page.fill("#rollout-lines", "ticker:interval:1700");
+    await page.click("#rollout-start");
+    page.once("dialog", (dialog) => void dialog.accept("error budget burning"));
+    await page.locator("#rollouts tbody tr").first().locator("button[data-action=abort]").click();
+    await expect.poll(() => page.locator("#rollouts tbody tr").first().textContent()).toContain("aborted: aborted by");
+    expect(await page.locator("#rollouts tbody tr").first().textContent()).toContain("error budget burning");
+    await expect.poll(() => b.get("ticker", "interval")).toBe(1500);
+    expect(await page.locator("#rollouts tbody tr").count()).toBe(2);
   });
 });
