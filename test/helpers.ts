@@ -81,17 +81,18 @@ export function runCdp(args: string[], options: { stdin?: string } = {}): Runnin
 }
 
 /** Run `cdp` to completion; resolves to its exit code and output. */
-export async function cdp(args: string[], stdin?: string): Promise<{ code: number | null; output: string; stdout: string }> {
+export async function cdp(args: string[], stdin?: string): Promise<{ code: number | null; output: string }> {
   const running = runCdp(args, { stdin });
   const code = await running.exited;
-  return { code, output: running.output(), stdout: running.stdout() };
+  return { code, output: running.output() };
 }
 
 /** What `cdp get` prints for all apps, an app or a key (parsed JSON); the command must succeed. */
 export async function getConfig(dir: string, selector?: string, schemas = SCHEMAS): Promise<unknown> {
-  const { code, output, stdout } = await cdp(["get", "--dir", dir, "--schemas", schemas, ...(selector ? [selector] : [])]);
-  if (code !== 0) throw new Error(`cdp get exited ${code}:\n${output}`);
-  return JSON.parse(stdout) as unknown;
+  const running = runCdp(["get", "--dir", dir, "--schemas", schemas, ...(selector ? [selector] : [])]);
+  const code = await running.exited;
+  if (code !== 0) throw new Error(`cdp get exited ${code}:\n${running.output()}`);
+  return JSON.parse(running.stdout()) as unknown; // stderr may say that a value is staged by a rollout
 }
 
 /** The change lines of a data directory's journal. */
