@@ -156,8 +156,8 @@ function directive(text: string): { by?: string } | { reason?: string } {
 }
 
 /** Each line's outcome, once durable (a failed write must not look accepted); a burst is summed up, its lines at debug level. */
-export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger): void {
-  const burst = batch.lines.length > 100;
+export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger, read = batch.lines.length): void {
+  const burst = read > 100; // `read`: the lines read at once, of which a fleet commits this batch as one part
   if (!burst || log.isLevelEnabled("debug")) {
     const level = burst ? "debug" : "info";
     for (const { change, revision, source } of judged.changes) log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");

@@ -1,7 +1,8 @@
 // The commit point of a batch, one interface with two implementations: a single host's journal
 // (cdp.rej, then the journal, each fsync'd), or a fleet's log on etcd (cdp.rej, then a
 // transaction that holds only if the fleet is still at the revision the batch was judged
-// against; the records then come back through the log, and the member applies them).
+// against; the records then come back through the log, and the member applies them, while the
+// next batch is judged and committed).
 import type { Logger } from "pino";
 import type { JudgedBatch } from "./batch.js";
 import type { DurableFile } from "./durable.js";
@@ -71,9 +72,12 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
   return {
     appliesItself: true,
     maxLines: member.maxRecordsPerCommit,
-    async commit({ rejectText, fleetRecords, last }, judgedAt) {
+    async commit({ rejectText, fleetRecords, changes, last }, judgedAt) {
       const rejectsBefore = files.rejects.size;
-      const committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords));
+      // the changes in the order of their records (a rollout's step has none: its lines are judged by each host)
+      let next = 0;
+      const judged = fleetRecords.map((record) => (record.rollout ? undefined : changes[next++]?.change));
+      const committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords, judged));
       if (committed === undefined || committed === false) {
         if (committed === undefined || stopping()) {
           log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
@@ -83,14 +87,17 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
         await member.untilRevision(await member.head());
         return stopping() ? "stopped" : "again";
       }
-      await member.untilRevision(judgedAt + fleetRecords.length); // our changes come back through the fleet's log
+      // our changes come back through the fleet's log; the next batch need not wait for them (the
+      // run judges it against the state they leave), but a position marker follows them in the journal
+      const landed = member.untilRevision(judgedAt + fleetRecords.length);
+      void landed.then(() => member.trimIfDue(judgedAt)).catch((error: unknown) => log.warn({ err: error }, "could not trim the fleet's log"));
+      if (!last || last.accepted) return "committed";
+      await landed;
       if (table.revision < judgedAt + fleetRecords.length) {
         log.warn("stopping before the committed batch came back from the fleet's log: this host takes it from there at the next start");
         return "stopped";
       }
-      if (last && !last.accepted && !(await journalTurn(() => writes.append(files.journal, positionRecord(last.commit))))) return "stopped";
-      await member.trimIfDue(judgedAt);
-      return "committed";
+      return (await journalTurn(() => writes.append(files.journal, positionRecord(last.commit)))) ? "committed" : "stopped";
     },
   };
 }

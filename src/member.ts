@@ -13,7 +13,7 @@ import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollo
 import { parseLine } from "./parse.js";
 import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
-import { decodeValue, runValidators, validateChange, type AppValidator } from "./validate.js";
+import { decodeValue, runValidators, validateChange, type AppValidator, type ValidChange } from "./validate.js";
 import { setIn, type AppConfig } from "./values.js";
 
 export interface MemberOptions {
@@ -73,6 +73,8 @@ export class FleetMember {
   #draining: Promise<void> | undefined;
   #waiters = new Set<{ revision: number; resolve: () => void }>();
   #following: { stop(): Promise<void> } | undefined;
+  /** This host's changes being committed, by revision: applied as judged when they come back. */
+  #judged = new Map<number, { line: string; change: ValidChange }>();
 
   constructor(options: MemberOptions) {
     this.#options = options;
@@ -123,18 +125,23 @@ export class FleetMember {
    * does: retried with backoff. True: committed; false: another host committed first; undefined:
    * cdp is stopping.
    */
-  async commit(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined> {
+  async commit(after: number, records: Omit<FleetRecord, "revision">[], judged: readonly (ValidChange | undefined)[] = []): Promise<boolean | undefined> {
+    records.forEach((record, i) => record.line !== "" && judged[i] && this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! }));
     for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
       try {
         const committed = await this.#options.fleet.commit(after, records);
         this.#options.held(undefined);
+        if (!committed) for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
         return committed;
       } catch (error) {
         this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
         this.#options.log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
       }
       await new Promise((resolve) => setTimeout(resolve, delay));
-      if (this.#options.stopping()) return undefined;
+      if (this.#options.stopping()) {
+        for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
+        return undefined;
+      }
     }
   }
 
@@ -235,10 +242,13 @@ export class FleetMember {
         } else changes.push(record.revision);
         continue;
       }
-      const parsed = parseLine(record.line);
-      const verdict = parsed.kind === "change" ? validateChange({ schemas, validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
+      // this host's own change was judged against this very state (the commit held only if the fleet was still there)
+      const known = own ? this.#judged.get(record.revision) : undefined;
+      this.#judged.delete(record.revision);
+      const parsed = known?.line === record.line ? undefined : parseLine(record.line);
+      const verdict = !parsed ? { ok: true as const, change: known!.change } : parsed.kind === "change" ? validateChange({ schemas, validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
       if (!verdict.ok) {
-        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
+        const key = parsed?.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
         this.diverged.set(key, verdict.reason);
         log.error({ revision: record.revision, key, reason: verdict.reason, from: record.host }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
         text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);

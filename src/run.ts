@@ -45,6 +45,9 @@ export interface Loaded {
   render?: { targets: RenderTarget[]; Renderer: typeof Renderer };
 }
 
+/** A fleet host's committed batches still travelling: the revision they end at, the configs they leave. */
+type Ahead = { revision: number; apps: Map<string, AppConfig> };
+
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 export class Run implements Pipeline {
   readonly #options: PipelineOptions;
@@ -84,6 +87,11 @@ export class Run implements Pipeline {
   #checkingRollouts = false;
   #rolloutsView: Promise<void> = Promise.resolve();
   #rejectsLater = ""; // cdp.rej records due before cdp.rej is open
+  // In a fleet, this host's committed batches that have not come back through the log yet: the
+  // revision they end at, and the configs of the apps they change. The next batch is judged
+  // against that state (etcd's compare-and-swap on the head guarantees it) and committed while
+  // they travel.
+  #ahead: Ahead | undefined;
 
   /** A run of what start-up loaded; its commit point opened (in a fleet, the member: etcd's client is loaded then). */
   static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
@@ -258,12 +266,12 @@ export class Run implements Pipeline {
    * One batch: judge every line against the state the lines before it leave, commit (the
    * rejections, then the journal or the fleet's log), then tell the table.
    */
-  async #handleBatch(batch: InboxBatch): Promise<void> {
+  async #handleBatch(batch: InboxBatch, read = batch.lines.length): Promise<void> {
     const { maxLines } = this.#commitPoint;
     if (batch.lines.length > maxLines) {
       // one etcd transaction holds a bounded number of changes
       for (let from = 0; from < batch.lines.length && !this.#stopping; from += maxLines) {
-        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + maxLines) });
+        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + maxLines) }, read);
       }
       return;
     }
@@ -271,12 +279,13 @@ export class Run implements Pipeline {
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
     const hosts = fleet && batch.lines.some((line) => line.text.startsWith("# rollout: ")) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
-    const judgedAt = this.table.revision;
+    const ahead = this.#ahead && this.#ahead.revision > this.table.revision ? this.#ahead : undefined;
+    const judgedAt = ahead?.revision ?? this.table.revision;
     const judged = judgeBatch(batch, {
       schemas: this.#live.schemas,
       validators: this.#options.validators,
       maxLineBytes: this.#options.inbox.maxLineBytes,
-      current: (app) => this.table.config(app),
+      current: (app) => ahead?.apps.get(app) ?? this.table.config(app),
       revision: judgedAt,
       seq: this.#seq,
       time: new Date().toISOString(),
@@ -294,24 +303,42 @@ export class Run implements Pipeline {
     const committed = await this.#commitPoint.commit(judged, judgedAt);
     if (committed === "again") {
       this.#seq = seqBefore; // another host was first: judged again against the newer state
-      return this.#handleBatch(batch);
+      return this.#handleBatch(batch, read);
     }
     if (committed === "stopped") return;
-    await this.#applied(batch, judged, started);
+    if (this.#commitPoint.appliesItself) await this.#travelling(judged, judgedAt, ahead);
+    await this.#applied(batch, judged, started, read);
+  }
+
+  /** A fleet batch committed: the state it leaves is where the next batch is judged, until its records are back. */
+  async #travelling(judged: JudgedBatch, judgedAt: number, ahead: Ahead | undefined): Promise<void> {
+    const apps = new Map<string, AppConfig>(ahead?.apps);
+    for (const { change } of judged.changes) apps.set(change.app, change.config);
+    this.#ahead = { revision: judgedAt + judged.fleetRecords.length, apps };
+    // a rollout's step changes what the next lines may do (its app is closed): judged once it is back
+    if (judged.fleetRecords.some((record) => record.rollout)) await this.#member!.untilRevision(this.#ahead.revision);
   }
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
-  async #applied(batch: InboxBatch, judged: JudgedBatch, started: number): Promise<void> {
-    logOutcomes(batch, judged, this.#log);
+  async #applied(batch: InboxBatch, judged: JudgedBatch, started: number, read: number): Promise<void> {
+    logOutcomes(batch, judged, this.#log, read);
     if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
         const said = { ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }) };
         this.table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
       }
     }
-    this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
-    if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
-    if (this.#commitPoint.appliesItself) return; // in a fleet, changes are counted (and compacted) as they come back from its log
+    const announce = () => {
+      this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
+      if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
+    };
+    if (this.#commitPoint.appliesItself) {
+      // in a fleet, once the changes are back from its log and applied here (a sidecar's answer then reads them);
+      // they are counted (and compacted) as they come back
+      void this.#member!.untilRevision(this.#ahead!.revision).then(announce);
+      return;
+    }
+    announce();
     this.#compactor.counted(judged.changes.length);
     if (this.#compactor.due) await this.#compactor.compact();
   }

@@ -2,7 +2,7 @@
 // them by design: chokidar issues #383 and #601), so every hint, and a periodic check, means "read
 // from the saved position to the end".
 import { watch as fsWatch } from "node:fs";
-import { basename } from "node:path";
+import { basename, join } from "node:path";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 import { INBOX_FILE, isInboxName } from "./rotation.js";
@@ -33,7 +33,11 @@ export class Wakeups {
   async watch(): Promise<void> {
     const dir = this.#dir;
     await this.#watcher?.close();
-    const watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path) => path !== dir && basename(path) !== INBOX_FILE });
+    // chokidar watches the inbox's path, not the directory: a watched directory is read again (an
+    // lstat per entry) at every event in it, and cdp's own appends to its journal there are many
+    // (strace: ~2.5 stat calls per journal append); the path's watch still sees it created,
+    // replaced and removed
+    const watcher = watch(join(dir, INBOX_FILE), { ignoreInitial: true });
     this.#watcher = watcher;
     // chokidar's own `change` drops quick successive appends; its `raw` events are fs.watch
     // unthrottled, but come after its own bookkeeping for the event, so the append signal is
