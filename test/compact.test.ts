@@ -3,7 +3,7 @@
 import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, readText, recordLines, runCdp, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
+import { cdp, getConfig, readText, recordLines, runCdp, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 async function snapshot(dir: string): Promise<{ config: unknown; revision: number }> {
   const config = JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS])).output) as unknown;
@@ -23,6 +23,24 @@ async function journalWithChanges(count: number): Promise<string> {
 }
 
 describe("cdp compact", () => {
+  it("keeps the revision of a fleet host's journal that ends with rollout steps it applied nothing at (markers)", async () => {
+    const dir = await dataDir();
+    const time = "2026-11-27T00:00:00.000Z";
+    await writeFile(
+      join(dir, "cdp"),
+      `# rev=1 seq=0 time=${time} source=b:cdp.new:1\nticker:interval:1500\n` +
+        `# rev=2 seq=0 time=${time} source=b:cdp.new:2 marker=rollout:r-1:staged reason: rollout r-1 staged on c, baking until ${time}; not applied on a\n` +
+        `# rev=3 seq=0 time=${time} source=c:rollout:r-1 marker=rollout:r-1:aborted reason: rollout r-1 aborted (never applied here)\n`,
+    );
+    const status = async () => JSON.parse((await cdp(["status", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as { revision: number };
+    expect((await status()).revision).toBe(3);
+    for (const keep of ["1", "0"]) {
+      expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", keep])).code).toBe(0);
+      expect((await status()).revision).toBe(3);
+      expect(await getConfig(dir, "ticker.interval")).toBe(1500);
+    }
+  });
+
   it("rewrites the journal as its state plus the last N changes; replay gives the same table and revision", async () => {
     const dir = await journalWithChanges(300);
     const before = await snapshot(dir);
