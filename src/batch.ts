@@ -3,12 +3,12 @@
 // records for cdp.rej and for the commit point) and what to announce once that is durable.
 import type { Logger } from "pino";
 import type { FleetRecord } from "./fleet.js";
-import { INBOX_FILE, type InboxBatch } from "./inbox.js";
+import { INBOX_FILE, type InboxBatch, type InboxLine } from "./inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "./journal.js";
 import { rejectionRecord } from "./rejects.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { HostStatus } from "./fleet.js";
-import { inProgressReason, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext } from "./rollouts.js";
+import { inProgressReason, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext, type RolloutStep } from "./rollouts.js";
 import { judgeLine, type Outcome, type AppValidator, type ValidChange } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -75,29 +75,10 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
-  const rollouts = rolloutsInBatch(context.rollouts?.known);
+  const rollouts = rolloutsInBatch(context.rollouts);
   for (const line of batch.lines) {
-    let outcome: Outcome = judgeLine(line, judging, context.log);
-    const request = outcome.kind === "ignore" ? readRolloutDirective(line.text) : undefined;
-    if (request !== undefined) {
-      // a rollout's step is judged like a change, and committed as one fleet revision
-      const at = { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, ...said };
-      const verdict = typeof request === "string" ? { reason: request } : context.rollouts ? judgeRollout(request, { ...judging, ...at, rollouts, hosts: context.rollouts.hosts, host: context.fleetHost! }) : { reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
-      if ("step" in verdict) {
-        rollouts.took(verdict.step.rollout);
-        const commit: Commit = { seq: ++judged.seq, time, source: at.source, position: batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) }, ...said };
-        said = {};
-        revision++;
-        judged.fleetRecords.push({ line: "", host: context.fleetHost!, source: commit.source, time, seq: commit.seq, position: commit.position!, rollout: verdict.step });
-        judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
-        judged.last = { commit, accepted: true };
-        continue;
-      }
-      outcome = { kind: "reject", reason: verdict.reason };
-    } else if (outcome.kind === "accept") {
-      const busy = rollouts.inProgress(outcome.change.app);
-      if (busy) outcome = { kind: "reject", reason: inProgressReason(busy) };
-    }
+    const at = { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said };
+    const outcome = outcomeOf(line, { ...judging, log: context.log }, rollouts, at);
     if (outcome.kind === "ignore") {
       said = { ...said, ...directive(line.text) };
       judged.lines?.push({ number: line.number, text: line.text, outcome: "ignored" });
@@ -109,7 +90,12 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
     const commit: Commit = { seq: ++judged.seq, time, source, position, ...said };
     said = {};
-    if (outcome.kind === "accept") {
+    if (outcome.kind === "step") {
+      // a rollout's step: one fleet revision with no change line of its own
+      revision++;
+      judged.fleetRecords.push({ line: "", host: context.fleetHost!, source, time, seq: commit.seq, position: commit.position!, rollout: outcome.step });
+      judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
+    } else if (outcome.kind === "accept") {
       const { change } = outcome;
       pending.set(change.app, change.config);
       const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
@@ -124,7 +110,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       judged.rejections.push({ source, reason: outcome.reason });
       judged.lines?.push({ number: line.number, text: line.text, outcome: "rejected", reason: outcome.reason });
     }
-    judged.last = { commit, accepted: outcome.kind === "accept" };
+    judged.last = { commit, accepted: outcome.kind !== "reject" };
   }
   // a single host's journal alone says where to resume: a batch that ends with anything but a
   // change ends with a position marker
@@ -136,16 +122,40 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
 }
 
 /** The rollouts known before the batch, and those its lines started or ended (their records have not come back yet). */
-function rolloutsInBatch(known: RolloutContext["rollouts"] | undefined) {
+function rolloutsInBatch(fleet: BatchContext["rollouts"]) {
   const steps = new Map<string, Rollout>();
   return {
-    get: (id: string) => steps.get(id) ?? known?.get(id),
+    hosts: fleet?.hosts,
+    get: (id: string) => steps.get(id) ?? fleet?.known.get(id),
     inProgress(app: string): Rollout | undefined {
       for (const rollout of steps.values()) if (rollout.app === app) return rollout.state === "baking" ? rollout : undefined;
-      return known?.inProgress(app);
+      return fleet?.known.inProgress(app);
     },
     took: (rollout: Rollout) => void steps.set(rollout.id, rollout),
   };
+}
+
+type Judging = Parameters<typeof judgeLine>[1] & Pick<RolloutContext, "current"> & { log?: Logger };
+type StepAt = Pick<RolloutContext, "source" | "seq" | "revision" | "time" | "by" | "reason"> & { host: string | undefined };
+
+/**
+ * A line's outcome in a batch: a change to an app in a rollout is refused, and a rollout's
+ * request (a `# rollout:` line) is judged as the step it asks for.
+ */
+function outcomeOf(line: InboxLine, judging: Judging, rollouts: ReturnType<typeof rolloutsInBatch>, at: StepAt): Outcome | { kind: "step"; step: RolloutStep } {
+  const outcome = judgeLine(line, judging, judging.log);
+  if (outcome.kind === "accept") {
+    const busy = rollouts.inProgress(outcome.change.app);
+    return busy ? { kind: "reject", reason: inProgressReason(busy) } : outcome;
+  }
+  const request = outcome.kind === "ignore" ? readRolloutDirective(line.text) : undefined;
+  if (request === undefined) return outcome;
+  if (typeof request === "string") return { kind: "reject", reason: request };
+  if (!rollouts.hosts || at.host === undefined) return { kind: "reject", reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
+  const verdict = judgeRollout(request, { ...judging, ...at, host: at.host, rollouts, hosts: rollouts.hosts });
+  if ("reason" in verdict) return { kind: "reject", reason: verdict.reason };
+  rollouts.took(verdict.step.rollout);
+  return { kind: "step", step: verdict.step };
 }
 
 /** `# by: NAME` or `# reason: TEXT`: who makes the next change line, and why. */

@@ -4,7 +4,7 @@
 // promoted, aborted), so every host applies it in the same order and a host away catches up into
 // the right state; the rollout's current state also lives in etcd (<prefix>/rollouts/ID), so any
 // host can carry it on. What a step is and what it does are plain functions here; the member
-// applies steps, the run judges requests and decides at the deadline.
+// applies steps, the batch judges requests, and each host's clock (rollout-clock.ts) decides.
 import { randomBytes } from "node:crypto";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -301,50 +301,5 @@ export async function readRolloutsView(dir: string): Promise<RolloutsView | unde
     return JSON.parse(await readFile(join(dir, ROLLOUTS_FILE), "utf8")) as RolloutsView;
   } catch {
     return undefined;
-  }
-}
-
-/** The rollouts one host knows: those in progress at its revision and the recent ones. */
-export class FleetRollouts {
-  readonly #byId = new Map<string, Rollout>();
-  static readonly KEPT = 20;
-
-  /** From etcd at join: each rollout as it stood at `revision` (a step after it comes through the log). */
-  load(rollouts: readonly Rollout[], revision: number): void {
-    for (const rollout of rollouts) {
-      if (rollout.staged > revision) continue;
-      const { ended, endedAt: _endedAt, ...baking } = rollout;
-      this.#byId.set(rollout.id, ended !== undefined && ended <= revision ? rollout : { ...baking, state: "baking" });
-    }
-    this.#forgetOld();
-  }
-
-  take(step: RolloutStep): void {
-    this.#byId.delete(step.rollout.id);
-    this.#byId.set(step.rollout.id, step.rollout);
-    this.#forgetOld();
-  }
-
-  get(id: string): Rollout | undefined {
-    return this.#byId.get(id);
-  }
-
-  inProgress(app: string): Rollout | undefined {
-    for (const rollout of this.#byId.values()) if (rollout.app === app && rollout.state === "baking") return rollout;
-    return undefined;
-  }
-
-  baking(): Rollout[] {
-    return [...this.#byId.values()].filter((rollout) => rollout.state === "baking");
-  }
-
-  /** Newest first. */
-  list(): Rollout[] {
-    return [...this.#byId.values()].sort((a, b) => b.staged - a.staged);
-  }
-
-  #forgetOld(): void {
-    const over = this.list().filter((rollout) => rollout.state !== "baking");
-    for (const rollout of over.slice(FleetRollouts.KEPT)) this.#byId.delete(rollout.id);
   }
 }

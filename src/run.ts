@@ -29,8 +29,8 @@ import type { HostStatus } from "./fleet.js";
 import { hostname } from "node:os";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
 import { announceWatcher } from "./status.js";
-import { decideRollout, endRollout, FleetRollouts, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
-import { rejectionRecord } from "./rejects.js";
+import type { Rollout } from "./rollouts.js";
+import { RolloutClock } from "./rollout-clock.js";
 import { warnIfOthersCanWrite } from "./datadir.js";
 
 /** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
@@ -81,11 +81,7 @@ export class Run implements Pipeline {
   #fault: unknown;
   #stopped: Promise<void> = Promise.resolve();
   #announcing: NodeJS.Timeout | undefined;
-  // a fleet's rollouts: known from its log, decided by a clock on every host (etcd's transactions pick one)
-  readonly #rollouts = new FleetRollouts();
-  #rolloutClock: NodeJS.Timeout | undefined;
-  #checkingRollouts = false;
-  #rolloutsView: Promise<void> = Promise.resolve();
+  #rollouts: RolloutClock | undefined; // a fleet's
   #rejectsLater = ""; // cdp.rej records due before cdp.rej is open
   // In a fleet, this host's committed batches that have not come back through the log yet: the
   // revision they end at, and the configs of the apps they change. The next batch is judged
@@ -150,6 +146,7 @@ export class Run implements Pipeline {
       return;
     }
     const journalTurn = <T>(task: () => Promise<T>) => this.#journalTurns.run(task);
+    const rollouts = this.#openRollouts(fleet);
     const opened = await openFleetCommit({
       fleet: fleet.log,
       host: fleet.host,
@@ -173,12 +170,34 @@ export class Run implements Pipeline {
       seq: () => this.#seq,
       stopping: () => this.#stopping,
       fault: (error) => this.#stopOn(error),
-      rollouts: this.#rollouts,
-      rolloutStep: (step) => this.#rolloutStep(step),
-      vetoRollout: (id, reason) => this.#vetoRollout(id, reason),
+      rollouts: rollouts.known,
+      rolloutStep: (step) => rollouts.stepApplied(step),
+      vetoRollout: (id, reason) => rollouts.veto(id, reason),
       log: this.#log,
     });
     [this.#member, this.#commitPoint] = [opened.member, opened.commitPoint];
+  }
+
+  /** A fleet host's part in its rollouts: known, kept in cdp.rollouts, decided by its clock. */
+  #openRollouts(fleet: NonNullable<PipelineOptions["fleet"]>): RolloutClock {
+    this.#rollouts = new RolloutClock({
+      dir: this.dir,
+      host: fleet.host,
+      fleet: fleet.log,
+      member: () => this.#member!,
+      table: this.table,
+      inTurn: (task) => this.#turns.run(task),
+      seq: () => this.#seq,
+      stopping: () => this.#stopping,
+      stepped: (step) => this.events.emit("rollout", step),
+      reject: async (text) => {
+        if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
+        else this.#rejectsLater += text;
+      },
+      fault: (error) => this.#stopOn(error),
+      log: this.#log,
+    });
+    return this.#rollouts;
   }
 
   /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
@@ -203,7 +222,7 @@ export class Run implements Pipeline {
       if (this.#fault) throw this.#fault;
     } finally {
       clearInterval(this.#announcing);
-      clearInterval(this.#rolloutClock);
+      this.#rollouts?.stop();
       await this.#renderer?.close();
       await this.#member?.stop();
       await this.#closeSchemaWatch();
@@ -241,8 +260,7 @@ export class Run implements Pipeline {
     };
     announce();
     this.#announcing ??= setInterval(announce, 2000).unref();
-    this.#rolloutClock ??= setInterval(() => void this.#checkRollouts(), 500).unref();
-    this.#writeRolloutsView();
+    this.#rollouts?.start();
     // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
     await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, down: fleet!.downgrade === true, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
     return true;
@@ -290,7 +308,7 @@ export class Run implements Pipeline {
       seq: this.#seq,
       time: new Date().toISOString(),
       fleetHost: fleet?.host,
-      ...(fleet ? { rollouts: { known: this.#rollouts, hosts } } : {}),
+      ...(this.#rollouts ? { rollouts: { known: this.#rollouts.known, hosts } } : {}),
       details: this.events.listenerCount("lines") > 0,
       log: this.#log,
     });
@@ -343,70 +361,6 @@ export class Run implements Pipeline {
     if (this.#compactor.due) await this.#compactor.compact();
   }
 
-  /** A rollout's step applied here: told to whoever listens, written for `cdp rollout status`; an abort of one started here goes to cdp.rej. */
-  #rolloutStep(step: RolloutStep): void {
-    const { rollout } = step;
-    this.#log[step.step === "aborted" ? "warn" : "info"]({ rollout: rollout.id, app: rollout.app, step: step.step, hosts: rollout.hosts, ...(rollout.reason ? { reason: rollout.reason } : {}) }, `rollout ${step.step}`);
-    this.events.emit("rollout", step);
-    this.#writeRolloutsView();
-    if (step.step !== "aborted" || rollout.startedOn !== this.#options.fleet?.host) return;
-    const time = rollout.endedAt ?? new Date().toISOString();
-    const text = rollout.lines.map((line) => rejectionRecord({ seq: rollout.seq, time, source: rollout.source, reason: `rollout ${rollout.id} ${rollout.reason ?? "aborted"}`, text: line })).join("");
-    void this.#turns
-      .run(async () => {
-        if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
-        else this.#rejectsLater += text;
-      })
-      .catch((error: unknown) => this.#stopOn(error));
-  }
-
-  #writeRolloutsView(): void {
-    const view = { host: this.#options.fleet!.host, revision: this.table.revision, time: new Date().toISOString(), rollouts: this.#rollouts.list() };
-    this.#rolloutsView = this.#rolloutsView.then(() => writeRolloutsView(this.dir, view)).catch((error: unknown) => this.#log.warn({ err: error }, "could not write cdp.rollouts"));
-  }
-
-  /** A subscriber on a canary vetoes a change its rollout staged: the rollout is aborted (true), unless it is over. */
-  #vetoRollout(id: string, reason: string): boolean {
-    const rollout = this.#rollouts.get(id);
-    const host = this.#options.fleet!.host;
-    if (rollout?.state !== "baking" || !rollout.hosts.includes(host)) return false;
-    const why = `canary ${host} vetoed it: ${String(reason).replace(/[\r\n]+/g, " ")}`;
-    void this.#turns.run(() => this.#commitRolloutStep(id, (baking, at) => endRollout(baking, "aborted", why, at))).catch((error: unknown) => this.#stopOn(error));
-    return true;
-  }
-
-  // Every host looks at the baking rollouts twice a second: a canary gone or not ready aborts, the end of the bake promotes (or widens).
-  async #checkRollouts(): Promise<void> {
-    if (this.#checkingRollouts || this.#stopping || this.#rollouts.baking().length === 0) return;
-    this.#checkingRollouts = true;
-    try {
-      const hosts = await this.#options.fleet!.log.hosts();
-      for (const { id } of this.#rollouts.baking()) await this.#turns.run(() => this.#commitRolloutStep(id, (rollout, at) => decideRollout(rollout, hosts, at)));
-    } catch (error) {
-      this.#log.debug({ err: error }, "could not check the rollouts; trying again");
-    } finally {
-      this.#checkingRollouts = false;
-    }
-  }
-
-  /** Commit the step `decide` makes of a baking rollout, against the fleet's head; judged again when another host was first. */
-  async #commitRolloutStep(id: string, decide: (rollout: Rollout, at: { time: string; revision: number }) => RolloutStep | undefined): Promise<void> {
-    const member = this.#member!;
-    const host = this.#options.fleet!.host;
-    while (!this.#stopping) {
-      const rollout = this.#rollouts.get(id);
-      if (rollout?.state !== "baking") return;
-      const after = this.table.revision;
-      const time = new Date().toISOString();
-      const step = decide(rollout, { time, revision: after + 1 });
-      if (!step) return;
-      const committed = await member.commit(after, [{ line: "", host, source: `rollout:${id}`, time, seq: this.#seq, rollout: step }]);
-      if (committed === undefined) return;
-      await member.untilRevision(committed ? after + 1 : await member.head());
-      if (committed) return;
-    }
-  }
-
   #stopOn(error: unknown): void {
     this.#fault = error;
     this.#member?.release();
@@ -432,7 +386,7 @@ export class Run implements Pipeline {
 
   /** The fleet's rollouts as this host knows them, newest first (none for a single host). */
   rollouts(): Rollout[] {
-    return this.#rollouts.list();
+    return this.#rollouts?.known.list() ?? [];
   }
 
   async hosts(): Promise<HostStatus[]> {
