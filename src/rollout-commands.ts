@@ -142,7 +142,8 @@ async function untilRollout(dir: string, id: string, done: (rollout: Rollout) =>
     if (rollout && done(rollout)) return rollout;
     const refusal = await refusalOf(dir, id, rejectsFrom);
     if (refusal !== undefined) return refusal;
-    if (Date.now() > deadline) return undefined;
+    // the watcher stopped: the fleet goes on with the rollout, but this host no longer hears of it
+    if (Date.now() > deadline || (await lockHolder(dir)) === undefined) return undefined;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -164,7 +165,8 @@ function refused(io: Io, reason: string): number {
   return 1;
 }
 
-function notYet(io: Io, dir: string, what: string): number {
-  io.stderr(`cdp: ${what} in time: is the watcher on ${dir} busy, or waiting for etcd? (cdp rollout status --dir ${dir})\n`);
+async function notYet(io: Io, dir: string, what: string): Promise<number> {
+  const stopped = (await lockHolder(dir)) === undefined;
+  io.stderr(stopped ? `cdp: ${what}: the watcher on ${dir} stopped (the fleet's other hosts carry a rollout on; ask one of them: cdp rollout status)\n` : `cdp: ${what} in time: is the watcher on ${dir} busy, or waiting for etcd? (cdp rollout status --dir ${dir})\n`);
   return 1;
 }

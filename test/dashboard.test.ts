@@ -120,6 +120,8 @@ describe("the dashboard", () => {
     expect(b.get("ticker", "interval")).toBe(1500);
     expect(a.get("ticker", "interval")).toBe(1000);
     await expect.poll(() => page.textContent("#revision")).toBe("1"); // the staged step is a revision on every host
+    await expect.poll(() => page.textContent('#hosts tr[data-host="b"]')).toContain("canary of r-");
+    expect(await page.textContent('#hosts tr[data-host="a"]')).not.toContain("canary");
     await page.screenshot({ path: process.env.CDP_SCREENSHOT_ROLLOUTS ?? join(await tempDir(), "rollouts.png"), fullPage: true }); // CDP_SCREENSHOT_ROLLOUTS=FILE keeps it
     await first.locator("button[data-action=promote]").click();
     await expect.poll(() => first.textContent()).toContain("promoted: promoted by");

@@ -44,6 +44,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(await interval(c!.dir)).toBe(1000);
     const during = await rollouts(c!.dir);
     expect(during[0]).toMatchObject({ state: "baking", hosts: ["b"] });
+    expect((await cdp(["rollout", "status", "--dir", c!.dir])).output).toMatch(new RegExp(`^${during[0]!.id}  ticker  baking on b: \\d s left \\(until \\S+\\)  ticker\\.interval$`, "m"));
     const push = await cdp(["push", "--dir", c!.dir, "ticker:interval:1700"]);
     expect(push.code).toBe(1);
     expect(push.output).toContain(`is in rollout ${during[0]!.id}`);
@@ -101,6 +102,8 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect((await readText(join(a!.dir, "cdp.rej"))).match(/^# rollout: /gm)).toHaveLength(5);
     expect((await cdp(["rollout", "promote", "--dir", hosts[1]!.dir])).code).toBe(0);
     for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
+    expect((await cdp(["rollout", "--help"])).output).toContain("Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS)");
+    expect(await cdp(["rollout", "frobnicate", "--dir", a!.dir])).toMatchObject({ code: 2, output: expect.stringContaining('unknown rollout action "frobnicate"') });
     // a single host has no rollouts
     const single = await tempDir();
     await startWatch(single);
@@ -209,9 +212,13 @@ describe("cdp rollout under faults (kill -9)", () => {
   it("promotes at the deadline though the host that started the rollout was killed during the bake", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
     const [a, b, c] = hosts;
-    expect((await cdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "3", "ticker:interval:1500"])).code).toBe(0);
+    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "3", "--wait", "ticker:interval:1500"]);
+    await waitUntil(async () => (await interval(b!.dir)) === 1500);
     a!.watch.child.kill("SIGKILL");
     await a!.watch.exited;
+    // the command waiting on A hears no more, and says where to ask
+    expect(await started.exited).toBe(1);
+    expect(started.output()).toContain("stopped (the fleet's other hosts carry a rollout on");
     await waitUntil(async () => (await interval(c!.dir)) === 1500);
     expect((await rollouts(b!.dir))[0]).toMatchObject({ state: "promoted", reason: "the bake ended with no veto" });
   });
