@@ -137,16 +137,21 @@ export class FleetLog {
    * stays bounded; a host behind `keepFrom` starts again from the snapshot.
    */
   async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
-    const saved = await this.#client.get(this.#stateRevision).string();
-    const older = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "<", pad(snapshot.revision));
-    const result = await older
-      .then(
-        this.#client.put(this.#state).value(JSON.stringify(snapshot)),
-        this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
-        this.#client.delete().inRange({ start: this.#log, end: `${this.#log}${pad(keepFrom)}` }),
-      )
-      .commit();
-    return result.succeeded;
+    // two trims at once (two hosts, or two of one host's batches): the one with the newer state wins,
+    // whichever comes first, so a failed comparison is looked at again
+    for (;;) {
+      const saved = await this.#client.get(this.#stateRevision).string();
+      if (saved !== null && saved >= pad(snapshot.revision)) return false;
+      const unchanged = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "==", saved);
+      const result = await unchanged
+        .then(
+          this.#client.put(this.#state).value(JSON.stringify(snapshot)),
+          this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
+          this.#client.delete().inRange({ start: this.#log, end: `${this.#log}${pad(keepFrom)}` }),
+        )
+        .commit();
+      if (result.succeeded) return true;
+    }
   }
 
   /** The records after revision `after`, in order, read by key (at most `limit`). */

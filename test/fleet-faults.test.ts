@@ -32,6 +32,20 @@ describe("cdp watch --cluster on a 3-member etcd", () => {
     expect(journals[0]!.filter((line) => line.startsWith("ticker:interval:"))).toHaveLength(100);
     expect(await getConfig(a, "ticker.name")).toBe("after-the-election");
   }, 90_000);
+
+  it("applies each line once when the etcd leader is killed in the middle of a burst (a commit's answer may be lost)", async () => {
+    const cluster = await startEtcd(3);
+    const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
+    const [a, b] = [await dataDir(), await dataDir()];
+    for (const [dir, name] of [[a, "a"], [b, "b"]] as const) await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/burst", "--cluster-host", name]);
+    const lines = Array.from({ length: 3000 }, (_, i) => `ticker:name:n${i}`);
+    await appendFile(join(a, "cdp.new"), `${lines.join("\n")}\n`);
+    await waitUntil(async () => (await journalOf(b)).length >= 300, 30_000);
+    cluster.members[await leaderOf(cluster)]!.child.kill("SIGKILL");
+    for (const dir of [a, b]) await waitUntil(async () => (await journalOf(dir)).length >= 3000, 60_000);
+    await waitUntil(async () => (await getConfig(a, "ticker.name")) === "n2999", 30_000);
+    for (const dir of [a, b]) expect(await journalOf(dir)).toEqual(lines); // each once, in order
+  }, 120_000);
 });
 
 describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", () => {
