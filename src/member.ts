@@ -128,15 +128,15 @@ export class FleetMember {
    */
   async commit(after: number, records: Omit<FleetRecord, "revision">[], judged: readonly (ValidChange | undefined)[] = []): Promise<boolean | undefined> {
     records.forEach((record, i) => record.line !== "" && judged[i] && this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! }));
-    let unanswered = false; // an attempt failed: etcd may have committed it all the same
     for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
       try {
-        const committed = (await this.#options.fleet.commit(after, records)) || (unanswered && (await this.#committedBefore(after, records)));
+        // a refused comparison may be this very commit, sent again: etcd's client retries a
+        // transaction whose answer was lost (its leader died) on another member by itself
+        const committed = (await this.#options.fleet.commit(after, records)) || (await this.#committedBefore(after, records));
         this.#options.held(undefined);
         if (!committed) for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
         return committed;
       } catch (error) {
-        unanswered = true;
         this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
         this.#options.log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
       }
@@ -149,9 +149,9 @@ export class FleetMember {
   }
 
   /**
-   * Whether an attempt whose answer was lost (etcd's leader died, a time-out) did commit `records`
-   * after all: then the fleet's next records are these, and committing them again would apply
-   * the lines twice.
+   * Whether an attempt whose answer was lost (etcd's leader died, a time-out; here, or inside
+   * etcd's client) did commit `records` after all: then the fleet's next records are these, and
+   * committing them again would apply the lines twice.
    */
   async #committedBefore(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean> {
     if (records.length === 0) return false;
