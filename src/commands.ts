@@ -52,6 +52,7 @@ export async function statusCommand(values: Values, positionals: string[], io: I
     ["data directory", dir],
     ["watcher", running],
     ["fleet", watcher.running && watcher.fleet ? `${watcher.fleet.prefix} as ${watcher.fleet.host}` : "none"],
+    ...(watcher.running && watcher.fleet ? [["rollouts", await rolloutsInProgress(dir)]] : []),
     ["revision", String(status.revision)],
     ["inbox", `${status.waiting} line${status.waiting === 1 ? "" : "s"} waiting in ${join(dir, INBOX_FILE)}`],
     ["last rejection", status.lastRejection ? `${status.lastRejection.time} ${status.lastRejection.source}: ${status.lastRejection.reason}` : "none"],
@@ -59,6 +60,13 @@ export async function statusCommand(values: Values, positionals: string[], io: I
   ];
   for (const [name, value] of rows) io.stdout(`${name!.padEnd(15)} ${value}\n`);
   return 0;
+}
+
+/** The rollouts baking, as the watcher last wrote them, in words. */
+async function rolloutsInProgress(dir: string): Promise<string> {
+  const baking = (await readRolloutsView(dir))?.rollouts.filter((rollout) => rollout.state === "baking") ?? [];
+  if (baking.length === 0) return "none in progress";
+  return `${baking.map((rollout) => `${rollout.id} of ${rollout.app} baking on ${rollout.hosts.join(",")} until ${rollout.bakeUntil}`).join("; ")} (cdp rollout status)`;
 }
 
 /** "version 2", or what is in force when the file declares another (taken at the watcher's next look, or vetoed). */

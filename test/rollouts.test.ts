@@ -44,6 +44,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(await interval(c!.dir)).toBe(1000);
     const during = await rollouts(c!.dir);
     expect(during[0]).toMatchObject({ state: "baking", hosts: ["b"] });
+    expect((await cdp(["status", "--dir", a!.dir, "--schemas", SCHEMAS])).output).toMatch(new RegExp(`^rollouts +${during[0]!.id} of ticker baking on b until \\S+ \\(cdp rollout status\\)$`, "m"));
     expect((await cdp(["rollout", "status", "--dir", c!.dir])).output).toMatch(new RegExp(`^${during[0]!.id}  ticker  baking on b: \\d s left \\(until \\S+\\)  ticker\\.interval$`, "m"));
     const push = await cdp(["push", "--dir", c!.dir, "ticker:interval:1700"]);
     expect(push.code).toBe(1);
