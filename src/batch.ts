@@ -152,7 +152,13 @@ function outcomeOf(line: InboxLine, judging: Judging, rollouts: ReturnType<typeo
   if (request === undefined) return outcome;
   if (typeof request === "string") return { kind: "reject", reason: request };
   if (!rollouts.hosts || at.host === undefined) return { kind: "reject", reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
-  const verdict = judgeRollout(request, { ...judging, ...at, host: at.host, rollouts, hosts: rollouts.hosts });
+  let verdict: ReturnType<typeof judgeRollout>;
+  try {
+    verdict = judgeRollout(request, { ...judging, ...at, host: at.host, rollouts, hosts: rollouts.hosts });
+  } catch (error) {
+    judging.log?.error({ err: error, line: line.number }, "judging a rollout request failed");
+    return { kind: "reject", reason: `the rollout could not be judged: ${(error as Error).message}` };
+  }
   if ("reason" in verdict) return { kind: "reject", reason: verdict.reason };
   rollouts.took(verdict.step.rollout);
   return { kind: "step", step: verdict.step };

@@ -162,18 +162,19 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
 
 /** The canaries (or the first step's share of the hosts) and how long each stage bakes; or what is wrong. */
 function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number }): { hosts: string[] | number; seconds: number; steps?: number[] } | string {
-  const positive = (value: unknown) => typeof value === "number" && Number.isFinite(value) && value > 0;
+  // at most 30 days: a deadline must be a date (and a bake of years is a typo)
+  const positive = (value: unknown) => typeof value === "number" && Number.isFinite(value) && value > 0 && value <= 30 * 86_400;
   if (start.steps !== undefined) {
     const steps = start.steps;
     if (start.hosts !== undefined) return "give either hosts (with a bake) or steps (with every), not both";
     if (!Array.isArray(steps) || steps.length === 0 || steps.some((step, i) => !Number.isInteger(step) || step <= 0 || step > 100 || (i > 0 && step <= steps[i - 1]!)) || steps.at(-1) !== 100) {
       return "steps must be rising percentages of the fleet's hosts that end with 100, e.g. 10,50,100";
     }
-    if (!positive(start.everySeconds)) return "a rollout in steps needs every: the seconds each step bakes";
+    if (!positive(start.everySeconds)) return "a rollout in steps needs every: the seconds each step bakes (at most 30 days)";
     return { hosts: steps[0]!, seconds: start.everySeconds!, steps };
   }
   if (!Array.isArray(start.hosts) || start.hosts.length === 0 || start.hosts.some((host) => typeof host !== "string" || host === "")) return "a rollout needs the canary hosts (or steps)";
-  if (!positive(start.bakeSeconds)) return "a rollout needs a bake: the seconds the canaries run it before it is promoted";
+  if (!positive(start.bakeSeconds)) return "a rollout needs a bake: the seconds the canaries run it before it is promoted (at most 30 days)";
   return { hosts: [...new Set(start.hosts)], seconds: start.bakeSeconds! };
 }
 
