@@ -28,11 +28,12 @@ async function hostsSeen(dir: string): Promise<number> {
   return ((await (await fetch(`${url}/v1/hosts`)).json()) as unknown[]).length;
 }
 
+/** Every host serves a sidecar: its /v1/hosts says which hosts the fleet sees. */
+const withHttp = () => ["--http", "127.0.0.1:0"];
 const interval = async (dir: string) => (await getConfig(dir, "ticker.interval")) as number;
 const rollouts = async (dir: string) => JSON.parse((await cdp(["rollout", "status", "--dir", dir, "--json"])).output) as { id: string; state: string; reason?: string; hosts: string[] }[];
 
 describe("cdp rollout on a fleet of three hosts", () => {
-  const withHttp = () => ["--http", "127.0.0.1:0"];
 
   it("stages a change on the canary only while it bakes, then promotes it to every host (--wait: exit 0)", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
@@ -210,7 +211,6 @@ describe("cdp rollout on a fleet of three hosts", () => {
 });
 
 describe("cdp rollout under faults (kill -9)", () => {
-  const withHttp = () => ["--http", "127.0.0.1:0"];
 
   it("promotes at the deadline though the host that started the rollout was killed during the bake", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
