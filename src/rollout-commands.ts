@@ -89,12 +89,13 @@ async function statusCommand(dir: string, values: Values, io: Io): Promise<numbe
 /** One rollout in one line of words. */
 export function describe(rollout: Rollout, now = Date.now()): string {
   const lines = keysOf(rollout).join(", ");
+  const why = rollout.why ? `  (why: ${rollout.why})` : "";
   if (rollout.state === "baking") {
     const left = Math.max(0, Math.ceil((Date.parse(rollout.bakeUntil) - now) / 1000));
     const step = rollout.steps ? ` step ${rollout.step! + 1} of ${rollout.steps.length} (${rollout.steps[rollout.step!]}%)` : "";
-    return `${rollout.id}  ${rollout.app}  baking${step} on ${rollout.hosts.join(",")}: ${left} s left (until ${rollout.bakeUntil})  ${lines}`;
+    return `${rollout.id}  ${rollout.app}  baking${step} on ${rollout.hosts.join(",")}: ${left} s left (until ${rollout.bakeUntil})  ${lines}${why}`;
   }
-  return `${rollout.id}  ${rollout.app}  ${rollout.state} at revision ${rollout.ended} (${rollout.endedAt}): ${rollout.reason ?? ""}  ${lines}`;
+  return `${rollout.id}  ${rollout.app}  ${rollout.state} at revision ${rollout.ended} (${rollout.endedAt}): ${rollout.reason ?? ""}  ${lines}${why}`;
 }
 
 async function endCommand(dir: string, action: "abort" | "promote", values: Values, io: Io): Promise<number> {

@@ -33,9 +33,11 @@ export interface Rollout {
   everySeconds?: number;
   /** Which of `steps` is baking. */
   step?: number;
-  /** Why it was aborted (or promoted early), and by whom. */
-  reason?: string;
+  /** Why it was started (`--reason`: recorded with its changes), and by whom. */
+  why?: string;
   by?: string;
+  /** Why it ended: aborted (host and why), promoted (at the deadline, or early and by whom). */
+  reason?: string;
   /** The host that started it, the inbox line it came from there, and that line's seq (for its cdp.rej). */
   startedOn: string;
   source: string;
@@ -117,7 +119,7 @@ export function judgeRollout(request: RolloutRequest, context: RolloutContext): 
   if (rollout.state !== "baking") return { reason: `rollout ${id} is over: ${rollout.state} at revision ${rollout.ended}` };
   const by = context.by ? ` by ${context.by}` : "";
   if ("abort" in request) return { step: endRollout(rollout, "aborted", `aborted${by} on ${context.host}${request.abort.reason ? `: ${request.abort.reason}` : ""}`, context) };
-  return { step: endRollout(rollout, "promoted", `promoted${by} on ${context.host} before the bake ended`, context) };
+  return { step: endRollout(rollout, "promoted", `promoted${by} on ${context.host} before the bake ended${context.reason ? `: ${context.reason}` : ""}`, context) };
 }
 
 function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"], context: RolloutContext): { step: RolloutStep } | { reason: string } {
@@ -150,7 +152,7 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
     bakeUntil,
     ...(timing.steps ? { steps: timing.steps, everySeconds: timing.seconds, step: 0 } : {}),
     ...(context.by ? { by: context.by } : {}),
-    ...(context.reason ? { reason: context.reason } : {}),
+    ...(context.reason ? { why: context.reason } : {}),
     startedOn: context.host,
     source: context.source,
     seq: context.seq,
@@ -245,13 +247,14 @@ export function decideRollout(rollout: Rollout, hosts: readonly HostStatus[], at
 export function linesAt(step: RolloutStep, host: string): { lines: string[]; reason: string } | undefined {
   const { rollout } = step;
   const canary = rollout.hosts.includes(host);
+  const why = rollout.why ? `: ${rollout.why}` : "";
   switch (step.step) {
     case "staged":
-      return canary ? { lines: rollout.lines, reason: `staged by rollout ${rollout.id} on ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}` } : undefined;
+      return canary ? { lines: rollout.lines, reason: `staged by rollout ${rollout.id} on ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` } : undefined;
     case "widened":
-      return step.added?.includes(host) ? { lines: rollout.lines, reason: `rollout ${rollout.id} widened to ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}` } : undefined;
+      return step.added?.includes(host) ? { lines: rollout.lines, reason: `rollout ${rollout.id} widened to ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` } : undefined;
     case "promoted":
-      return canary ? undefined : { lines: rollout.lines, reason: `rollout ${rollout.id} ${rollout.reason ?? "promoted"}` };
+      return canary ? undefined : { lines: rollout.lines, reason: `rollout ${rollout.id} ${rollout.reason ?? "promoted"}${why}` };
     case "aborted":
       return canary ? { lines: rollout.before, reason: `rollout ${rollout.id} ${rollout.reason ?? "aborted"}` } : undefined;
   }

@@ -38,7 +38,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
   it("stages a change on the canary only while it bakes, then promotes it to every host (--wait: exit 0)", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
     const [a, b, c] = hosts;
-    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "3", "--wait", "ticker:interval:1500"]);
+    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "3", "--wait", "--reason", "slower ticks save power", "ticker:interval:1500"]);
     await waitUntil(async () => (await interval(b!.dir)) === 1500);
     // baking: the canary has it, the others do not; a change to the app is refused meanwhile
     expect(await interval(a!.dir)).toBe(1000);
@@ -46,17 +46,18 @@ describe("cdp rollout on a fleet of three hosts", () => {
     const during = await rollouts(c!.dir);
     expect(during[0]).toMatchObject({ state: "baking", hosts: ["b"] });
     expect((await cdp(["status", "--dir", a!.dir, "--schemas", SCHEMAS])).output).toMatch(new RegExp(`^rollouts +${during[0]!.id} of ticker baking on b until \\S+ \\(cdp rollout status\\)$`, "m"));
-    expect((await cdp(["rollout", "status", "--dir", c!.dir])).output).toMatch(new RegExp(`^${during[0]!.id}  ticker  baking on b: \\d s left \\(until \\S+\\)  ticker\\.interval$`, "m"));
+    expect((await cdp(["rollout", "status", "--dir", c!.dir])).output).toMatch(new RegExp(`^${during[0]!.id}  ticker  baking on b: \\d s left \\(until \\S+\\)  ticker\\.interval  \\(why: slower ticks save power\\)$`, "m"));
     const push = await cdp(["push", "--dir", c!.dir, "ticker:interval:1700"]);
     expect(push.code).toBe(1);
     expect(push.output).toContain(`is in rollout ${during[0]!.id}`);
-    expect(await cdp(["history", "--dir", b!.dir, "ticker.interval"]).then((r) => r.output)).toContain(`staged by rollout ${during[0]!.id}`);
+    expect(await cdp(["history", "--dir", b!.dir, "ticker.interval"]).then((r) => r.output)).toMatch(new RegExp(`staged by rollout ${during[0]!.id} on b, baking until \\S+: slower ticks save power`));
     expect(await started.exited).toBe(0);
     expect(started.output()).toContain("promoted");
     for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
     // every host's journal gives the same revision
     const states = await Promise.all(hosts.map(async (host) => (await rollouts(host.dir))[0]));
-    for (const state of states) expect(state).toMatchObject({ id: during[0]!.id, state: "promoted" });
+    for (const state of states) expect(state).toMatchObject({ id: during[0]!.id, state: "promoted", why: "slower ticks save power", reason: "the bake ended with no veto" });
+    expect(await cdp(["history", "--dir", c!.dir, "ticker.interval"]).then((r) => r.output)).toContain(`rollout ${during[0]!.id} the bake ended with no veto: slower ticks save power`);
   });
 
   it("aborts from any host: the canaries take the value back, the others never apply it, and the starting host's cdp.rej says why (--wait: exit 1)", async () => {
