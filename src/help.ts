@@ -110,8 +110,8 @@ A staged rollout in a fleet (D is a fleet host's data directory, its watcher run
 like any batch) on the canary hosts named by their --cluster-host names: they apply it at once,
 the other hosts do not while it bakes. It prints the rollout's id once staged; with --wait it
 returns when the rollout ends: exit 0 promoted, 1 aborted (with the reason).
-With --steps, the change goes to that percentage of the fleet's hosts (the first by name) step
-by step, each baking --every seconds, as AWS AppConfig's linear strategies do.
+With --steps, the change goes to that percentage of the fleet's hosts (the first ready ones by
+name) step by step, each baking --every seconds, as AWS AppConfig's linear strategies do.
 While it bakes, the rollout is aborted when a canary vetoes it (a subscriber's veto(), a render
 target's failed check, reload or health, /readyz turning not ready) or disappears: the canaries
 take the previous values back, the other hosts never apply it, and the reason is recorded in

@@ -131,6 +131,7 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
   if (typeof context.hosts === "string") return { reason: `cannot list the fleet's hosts: ${context.hosts}` };
   const hosts = typeof timing.hosts === "number" ? pickHosts(context.hosts, timing.hosts) : timing.hosts;
   const known = new Map(context.hosts.map((host) => [host.host, host]));
+  if (hosts.length === 0) return { reason: `no host of the fleet is ready to start on (its hosts: ${[...known.keys()].join(", ") || "none"})` };
   for (const name of hosts) {
     const host = known.get(name);
     if (!host) return { reason: `no host named ${name} in the fleet (its hosts: ${[...known.keys()].join(", ") || "none"})` };
@@ -180,10 +181,10 @@ function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: 
   return { hosts: [...new Set(start.hosts)], seconds: start.bakeSeconds! };
 }
 
-/** The first `percent` of the fleet's hosts by name (at least one): the same hosts for the same fleet. */
+/** `percent` of the fleet's hosts (at least one), the first ready ones by name: the same hosts for the same fleet. */
 export function pickHosts(hosts: readonly HostStatus[], percent: number): string[] {
-  const names = hosts.map((host) => host.host).sort();
-  return names.slice(0, Math.max(1, Math.ceil((names.length * percent) / 100)));
+  const ready = hosts.filter((host) => host.ready).map((host) => host.host).sort();
+  return ready.slice(0, Math.max(1, Math.ceil((hosts.length * percent) / 100)));
 }
 
 /** Each line must be a change of one app that would be accepted; the keys it touches must have a value (an abort puts it back). */
