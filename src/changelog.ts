@@ -5,6 +5,7 @@
 import type { Logger } from "pino";
 import { replayJournal, type HistoryEntry } from "./journal.js";
 import type { Pipeline } from "./pipeline.js";
+import type { RolloutStep } from "./rollouts.js";
 import type { ChangeEvent } from "./table.js";
 
 /** How many of the latest changes are kept and served. */
@@ -23,8 +24,20 @@ export class RecentChanges {
     this.#pipeline = pipeline;
     this.#log = log;
     this.#versions = new Map([...pipeline.schemas].map(([app, schema]) => [app, schema.version]));
-    this.#unsubscribe = pipeline.table.subscribeAll((event) => this.#applied(event));
+    const unsubscribe = pipeline.table.subscribeAll((event) => this.#applied(event));
+    pipeline.events.on("rollout", this.#stepped);
+    this.#unsubscribe = () => {
+      unsubscribe();
+      pipeline.events.off("rollout", this.#stepped);
+    };
   }
+
+  // a fleet rollout's step that changed nothing here is an entry all the same, as the journal's history has it
+  #stepped = ({ step, rollout }: RolloutStep, nothingHere: { revision: number; reason: string } | undefined) => {
+    if (!nothingHere) return;
+    const time = rollout.endedAt ?? (step === "staged" ? rollout.started : new Date().toISOString());
+    this.#keep({ revision: nothingHere.revision, time, source: `rollout:${rollout.id}`, app: rollout.app, key: "", value: undefined, previous: undefined, secret: false, record: "", reason: nothingHere.reason, step: { rollout: rollout.id, step } });
+  };
 
   /** The kept changes, oldest first. */
   async entries(): Promise<readonly HistoryEntry[]> {
@@ -66,6 +79,11 @@ export class RecentChanges {
     const entry: HistoryEntry = { revision, time, source, app, key, value, previous, secret: typeof info !== "object" || info.secret, record: "" };
     if (reason !== undefined) entry.reason = reason;
     if (by !== undefined) entry.by = by;
+    this.#keep(entry);
+  }
+
+  #keep(entry: HistoryEntry): void {
+    const entries = this.#entries ?? this.#arrived;
     entries.push(entry);
     if (entries.length > 2 * KEPT_CHANGES) entries.splice(0, entries.length - KEPT_CHANGES);
   }

@@ -99,7 +99,7 @@ export async function compactJournal(path: string, state: JournalState, schemas:
   kept = kept.slice(after);
   const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
   const base = new Map(state.apps);
-  for (const entry of kept.slice().reverse()) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
+  for (const entry of kept.slice().reverse()) if (!entry.step) base.set(entry.app, setIn(base.get(entry.app)!, entry.key.split("."), entry.previous));
 
   const time = new Date().toISOString();
   // the versions in force and every step known come first: the way back outlives compaction

@@ -13,7 +13,7 @@ export function selectHistory(history: readonly HistoryEntry[], selector: string
   const [app, ...path] = selector?.split(".") ?? [];
   const key = path.join(".");
   const related = (entry: HistoryEntry) =>
-    (app === undefined || entry.app === app) && (key === "" || entry.migration !== undefined || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
+    (app === undefined || entry.app === app) && (key === "" || entry.migration !== undefined || entry.step !== undefined || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
   const selected: HistoryEntry[] = [];
   for (let i = history.length - 1; i >= 0 && selected.length < limit; i--) if (related(history[i]!)) selected.push(history[i]!);
   return selected;
@@ -27,12 +27,18 @@ export function formatHistory(entries: readonly HistoryEntry[]): string {
     String(entry.revision),
     entry.time ?? "(bootstrap)",
     entry.source,
-    entry.migration ? entry.app : `${entry.app}.${entry.key}`,
-    `${entry.migration ? `schema version ${entry.migration.from} → ${entry.migration.to}` : `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}`}${entry.by ? `  by ${entry.by}` : ""}${entry.reason ? `  (${entry.reason})` : ""}`,
+    entry.key === "" ? entry.app : `${entry.app}.${entry.key}`,
+    `${whatChanged(entry)}${entry.by ? `  by ${entry.by}` : ""}${entry.reason ? `  (${entry.reason})` : ""}`,
   ]);
   const header = ["rev", "time", "source", "key", "change"];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   return [header, ...rows].map((row) => row.map((cell, column) => (column === 4 ? cell : cell.padEnd(widths[column]!))).join("  ")).join("\n");
+}
+
+function whatChanged(entry: HistoryEntry): string {
+  if (entry.migration) return `schema version ${entry.migration.from} → ${entry.migration.to}`;
+  if (entry.step) return `rollout ${entry.step.rollout} ${entry.step.step}, nothing changed here`;
+  return `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}`;
 }
 
 /** History for scripts: secret values are never shown. */
@@ -53,6 +59,7 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
   const shapes = new Map<string, number>(); // apps taken back across a migration: the version their target is in
   for (const entry of state.history.slice().reverse()) {
     if (entry.revision <= revision) break;
+    if (entry.step) continue; // a rollout's step that changed nothing here
     if (entry.migration) {
       const { from, to } = entry.migration;
       target.set(entry.app, moveShape(state, schemas, entry.app, target.get(entry.app)!, to, from, `the migration of ${entry.app} (${from} → ${to}) at revision ${entry.revision}`));

@@ -75,6 +75,8 @@ export interface HistoryEntry {
   by?: string;
   /** A migration of the app's whole config between schema versions (key is ""; no value). */
   migration?: { from: number; to: number };
+  /** A fleet rollout's step that changed nothing here (key is ""; no value): the reason says what it was. */
+  step?: { rollout: string; step: string };
 }
 
 
@@ -153,6 +155,7 @@ class Replay {
     // a schema upgrade, a fleet change refused here, a rollout's step elsewhere: a revision without a change line
     if (meta.source?.startsWith("schema:") || meta.source?.startsWith("diverged:") || meta.marker !== undefined) {
       state.revision = meta.rev!;
+      if (meta.marker !== undefined) this.#marked(meta, line);
       if (meta.source?.startsWith("diverged:")) state.divergedFrom ??= { revision: meta.rev!, line: number };
       this.#meta = {};
       if (meta.marker === undefined || !meta.position) return;
@@ -166,6 +169,14 @@ class Replay {
       state.position = meta.position;
       state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
     }
+  }
+
+  // A rollout's step this host applied nothing at (marker=rollout:ID:STEP:APP) is in its history all the same, with why.
+  #marked(meta: Meta, line: string): void {
+    const [kind, rollout, step, app] = meta.marker!.split(":");
+    if (!this.#options.history || kind !== "rollout" || !rollout || !step || !app) return;
+    const entry: HistoryEntry = { revision: meta.rev!, time: meta.time, source: meta.source ?? "", app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, step: { rollout, step } };
+    this.state.history.push(meta.reason === undefined ? entry : { ...entry, reason: meta.reason });
   }
 
   // The schemas cdp took: apps whose version changed are migrated here, as they were then.

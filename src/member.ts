@@ -301,7 +301,7 @@ export class FleetMember {
     const { id } = step.rollout;
     const commit = { seq: at.seq, time: record.time, source: at.source, ...(at.position ? { position: at.position } : {}) };
     const applying = linesAt(step, host);
-    if (!applying) return { text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}`, reason: passedAt(step, host) }, record.revision), changes: [] };
+    if (!applying) return { text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: passedAt(step, host) }, record.revision), changes: [] };
     const config = new Map<string, AppConfig>();
     const changes: AppliedChange[] = [];
     let text = "";
@@ -321,7 +321,7 @@ export class FleetMember {
       text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);
       changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });
     }
-    if (changes.length === 0) text += markerRecord({ ...commit, marker: `rollout:${id}:${step.step}`, reason: `${applying.reason}: refused here` }, record.revision);
+    if (changes.length === 0) text += markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: `${applying.reason}: refused here` }, record.revision);
     return { text, changes };
   }
 

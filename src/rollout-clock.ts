@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { FleetLog } from "./fleet.js";
 import type { FleetMember } from "./member.js";
 import { rejectionRecord } from "./rejects.js";
-import { decideRollout, endRollout, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
+import { decideRollout, endRollout, linesAt, passedAt, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
 import type { ConfigTable } from "./table.js";
 
 /** The rollouts one host knows: those in progress at its revision and the recent ones. */
@@ -66,8 +66,8 @@ export interface ClockOptions {
   /** The count of processed inbox lines (a decision's record carries it). */
   seq: () => number;
   stopping: () => boolean;
-  /** A step was applied here (for the event stream). */
-  stepped: (step: RolloutStep) => void;
+  /** A step was applied here (for the event stream and the sidecar's history): what was recorded when it changed nothing here. */
+  stepped: (step: RolloutStep, nothingHere: { revision: number; reason: string } | undefined) => void;
   /** Append records to cdp.rej (an abort of a rollout this host started). */
   reject: (text: string) => Promise<void>;
   fault: (error: unknown) => void;
@@ -99,7 +99,7 @@ export class RolloutClock {
     const { rollout } = step;
     const { host, log } = this.#options;
     log[step.step === "aborted" ? "warn" : "info"]({ rollout: rollout.id, app: rollout.app, step: step.step, hosts: rollout.hosts, ...(rollout.reason ? { reason: rollout.reason } : {}) }, `rollout ${step.step}`);
-    this.#options.stepped(step);
+    this.#options.stepped(step, linesAt(step, host) ? undefined : { revision: this.#options.table.revision, reason: passedAt(step, host) });
     this.#writeView();
     if (step.step !== "aborted" || rollout.startedOn !== host) return;
     const time = rollout.endedAt ?? new Date().toISOString();

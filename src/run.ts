@@ -189,7 +189,7 @@ export class Run implements Pipeline {
       inTurn: (task) => this.#turns.run(task),
       seq: () => this.#seq,
       stopping: () => this.#stopping,
-      stepped: (step) => this.events.emit("rollout", step),
+      stepped: (step, nothingHere) => this.events.emit("rollout", step, nothingHere),
       reject: async (text) => {
         if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
         else this.#rejectsLater += text;

@@ -38,8 +38,8 @@ export interface PipelineEvents {
   batch: (summary: { accepted: number; rejected: number; seconds: number }) => void;
   /** Every line of that batch (built only while someone listens). */
   lines: (file: string, lines: LineOutcome[]) => void;
-  /** A fleet's rollout took a step (staged, widened, promoted, aborted): applied on this host. */
-  rollout: (step: RolloutStep) => void;
+  /** A fleet's rollout took a step (staged, widened, promoted, aborted), applied on this host: what this host recorded when it changed nothing here (else its changes tell). */
+  rollout: (step: RolloutStep, nothingHere: { revision: number; reason: string } | undefined) => void;
 }
 
 export interface Pipeline {

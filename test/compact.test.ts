@@ -29,11 +29,12 @@ describe("cdp compact", () => {
     await writeFile(
       join(dir, "cdp"),
       `# rev=1 seq=0 time=${time} source=b:cdp.new:1\nticker:interval:1500\n` +
-        `# rev=2 seq=0 time=${time} source=b:cdp.new:2 marker=rollout:r-1:staged reason: rollout r-1 staged on c, baking until ${time}; not applied on a\n` +
-        `# rev=3 seq=0 time=${time} source=c:rollout:r-1 marker=rollout:r-1:aborted reason: rollout r-1 aborted (never applied here)\n`,
+        `# rev=2 seq=0 time=${time} source=b:cdp.new:2 marker=rollout:r-1:staged:ticker reason: rollout r-1 staged on c, baking until ${time}; not applied on a\n` +
+        `# rev=3 seq=0 time=${time} source=c:rollout:r-1 marker=rollout:r-1:aborted:ticker reason: rollout r-1 aborted (never applied here)\n`,
     );
     const status = async () => JSON.parse((await cdp(["status", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as { revision: number };
     expect((await status()).revision).toBe(3);
+    expect((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS])).output).toContain("rollout r-1 aborted, nothing changed here");
     for (const keep of ["1", "0"]) {
       expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", keep])).code).toBe(0);
       expect((await status()).revision).toBe(3);

@@ -73,6 +73,10 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(await interval(a!.dir)).toBe(1000);
     const rej = await readText(join(a!.dir, "cdp.rej"));
     expect(rej).toMatch(/reason: rollout r-\S+ aborted by \S+ on c: error rate up\nticker:interval:1500\n/);
+    // the starting host applied nothing, and its history says so, with why
+    const history = (await cdp(["history", "--dir", a!.dir, "--schemas", SCHEMAS, "ticker"])).output;
+    expect(history).toMatch(/ticker +rollout r-\S+ aborted, nothing changed here  \(rollout r-\S+ aborted by \S+ on c: error rate up \(never applied here\)\)/);
+    expect(history).toMatch(/ticker +rollout r-\S+ staged, nothing changed here/);
     expect(await readText(join(b!.dir, "cdp.rej"))).toBe("");
     // the app takes changes again
     expect((await cdp(["push", "--dir", a!.dir, "ticker:interval:1800"])).code).toBe(0);
