@@ -8,7 +8,7 @@ import { changeRecord, encodeChange, positionRecord, type Commit } from "./journ
 import { rejectionRecord } from "./rejects.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { HostStatus } from "./fleet.js";
-import { inProgressReason, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext, type RolloutStep } from "./rollouts.js";
+import { inProgressReason, isRolloutDirective, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext, type RolloutStep } from "./rollouts.js";
 import { judgeLine, type Outcome, type AppValidator, type ValidChange } from "./validate.js";
 import type { AppConfig } from "./values.js";
 
@@ -70,15 +70,17 @@ export interface JudgedBatch {
 export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatch {
   const { schemas, time } = context;
   const pending = new Map<string, AppConfig>();
-  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: (app: string) => pending.get(app) ?? context.current(app) };
+  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: (app: string) => pending.get(app) ?? context.current(app), log: context.log };
   const judged: JudgedBatch = { changes: [], rejections: [], lines: context.details ? [] : undefined, rejectText: "", journalText: "", fleetRecords: [], last: undefined, seq: context.seq };
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
   for (const line of batch.lines) {
-    const at = { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said };
-    const outcome = outcomeOf(line, { ...judging, log: context.log }, rollouts, at);
+    let outcome: Outcome | { kind: "step"; step: RolloutStep } = outcomeOf(line, judging, rollouts);
+    if (outcome.kind === "ignore" && isRolloutDirective(line.text)) {
+      outcome = stepOf(line, judging, rollouts, { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said });
+    }
     if (outcome.kind === "ignore") {
       said = { ...said, ...directive(line.text) };
       judged.lines?.push({ number: line.number, text: line.text, outcome: "ignored" });
@@ -135,21 +137,21 @@ function rolloutsInBatch(fleet: BatchContext["rollouts"]) {
   };
 }
 
+type RolloutsInBatch = ReturnType<typeof rolloutsInBatch>;
 type Judging = Parameters<typeof judgeLine>[1] & Pick<RolloutContext, "current"> & { log?: Logger };
 type StepAt = Pick<RolloutContext, "source" | "seq" | "revision" | "time" | "by" | "reason"> & { host: string | undefined };
 
-/**
- * A line's outcome in a batch: a change to an app in a rollout is refused, and a rollout's
- * request (a `# rollout:` line) is judged as the step it asks for.
- */
-function outcomeOf(line: InboxLine, judging: Judging, rollouts: ReturnType<typeof rolloutsInBatch>, at: StepAt): Outcome | { kind: "step"; step: RolloutStep } {
+/** A line's outcome in a batch: a change to an app in a rollout is refused. */
+function outcomeOf(line: InboxLine, judging: Judging, rollouts: RolloutsInBatch): Outcome {
   const outcome = judgeLine(line, judging, judging.log);
-  if (outcome.kind === "accept") {
-    const busy = rollouts.inProgress(outcome.change.app);
-    return busy ? { kind: "reject", reason: inProgressReason(busy) } : outcome;
-  }
-  const request = outcome.kind === "ignore" ? readRolloutDirective(line.text) : undefined;
-  if (request === undefined) return outcome;
+  if (outcome.kind !== "accept") return outcome;
+  const busy = rollouts.inProgress(outcome.change.app);
+  return busy ? { kind: "reject", reason: inProgressReason(busy) } : outcome;
+}
+
+/** A rollout's request (a `# rollout:` line) judged as the step it asks for, or refused. */
+function stepOf(line: InboxLine, judging: Judging, rollouts: RolloutsInBatch, at: StepAt): Outcome | { kind: "step"; step: RolloutStep } {
+  const request = readRolloutDirective(line.text)!;
   if (typeof request === "string") return { kind: "reject", reason: request };
   if (!rollouts.hosts || at.host === undefined) return { kind: "reject", reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
   let verdict: ReturnType<typeof judgeRollout>;

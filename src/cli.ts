@@ -4,7 +4,6 @@
 // are here; those that read the data directory's files are in commands.ts.
 import { randomUUID } from "node:crypto";
 import { realpathSync } from "node:fs";
-import { userInfo } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { initDataDir, openDataDir } from "./datadir.js";
@@ -20,7 +19,7 @@ import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, p
 import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas } from "./schemas.js";
 import { rolloutCommand } from "./rollout-commands.js";
-import { appendToInbox } from "./submit.js";
+import { appendToInbox, invokingUser } from "./submit.js";
 import { VERSION } from "./version.js";
 
 
@@ -157,11 +156,6 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
   if (waiting > 0) io.stderr(`cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`);
   return receipts?.some((receipt) => receipt.outcome === "rejected") ? 1 : 0;
-}
-
-/** Who runs this command, for `# by:` (the user behind sudo, where there is one). */
-function invokingUser(): string {
-  return process.env.SUDO_USER || userInfo().username;
 }
 
 /**

@@ -14,7 +14,7 @@ import type { FleetRollouts } from "./rollout-clock.js";
 import { parseLine } from "./parse.js";
 import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
-import { decodeValue, runValidators, validateChange, type AppValidator, type ValidChange } from "./validate.js";
+import { decodeValue, runValidators, validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
 import { setIn, type AppConfig } from "./values.js";
 
 export interface MemberOptions {
@@ -229,7 +229,7 @@ export class FleetMember {
 
   /** Records in fleet order: each checked against this host's schemas, journaled, then applied. */
   async #applyRecords(records: FleetRecord[]): Promise<void> {
-    const { host, table, validators, log } = this.#options;
+    const { host, table, validators } = this.#options;
     let schemas = this.#options.schemas();
     const pending = new Map<string, AppConfig>();
     const current = (app: string) => pending.get(app) ?? table.config(app);
@@ -260,12 +260,8 @@ export class FleetMember {
       // this host's own change was judged against this very state (the commit held only if the fleet was still there)
       const known = own ? this.#judged.get(record.revision) : undefined;
       this.#judged.delete(record.revision);
-      const parsed = known?.line === record.line ? undefined : parseLine(record.line);
-      const verdict = !parsed ? { ok: true as const, change: known!.change } : parsed.kind === "change" ? validateChange({ schemas, validators, current }, parsed) : { ok: false as const, reason: "not a change line" };
+      const verdict = known?.line === record.line ? { ok: true as const, change: known.change } : this.#check(record.line, { schemas, validators, current }, { revision: record.revision, from: record.host });
       if (!verdict.ok) {
-        const key = parsed?.kind === "change" ? `${parsed.app}.${parsed.key}` : record.line;
-        this.diverged.set(key, verdict.reason);
-        log.error({ revision: record.revision, key, reason: verdict.reason, from: record.host }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
         text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
         changes.push(record.revision);
         continue;
@@ -291,12 +287,23 @@ export class FleetMember {
     this.#options.applied(changes.filter((change) => !(typeof change === "object" && "step" in change)).length);
   }
 
+  /** A fleet's change line checked against this host's schemas; a refusal is reported, and its key kept as it was (diverged). */
+  #check(line: string, judging: ValidationContext, fields: Record<string, unknown>): ReturnType<typeof validateChange> {
+    const parsed = parseLine(line);
+    const verdict = parsed.kind === "change" ? validateChange(judging, parsed) : { ok: false as const, reason: "not a change line" };
+    if (verdict.ok) return verdict;
+    const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line;
+    this.diverged.set(key, verdict.reason);
+    this.#options.log.error({ ...fields, key, reason: verdict.reason }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
+    return verdict;
+  }
+
   /**
    * A rollout's step: the lines this host applies at it (checked against its schemas like any
    * record), journaled at the step's revision with why; or a marker when it applies nothing.
    */
   #rolloutStep(record: FleetRecord, current: (app: string) => AppConfig, at: { seq: number; source: string; position: InboxPosition | undefined }): { text: string; changes: AppliedChange[] } {
-    const { host, log } = this.#options;
+    const { host } = this.#options;
     const step = record.rollout!;
     const { id } = step.rollout;
     const commit = { seq: at.seq, time: record.time, source: at.source, ...(at.position ? { position: at.position } : {}) };
@@ -307,15 +314,10 @@ export class FleetMember {
     let text = "";
     // the changes a rollout stages here may be vetoed by a subscriber while it bakes: that aborts it
     const veto = step.step === "staged" || step.step === "widened" ? (reason: string) => this.#options.vetoRollout(id, reason) : undefined;
+    const judging = { schemas: this.#options.schemas(), validators: this.#options.validators, current: (app: string) => config.get(app) ?? current(app) };
     for (const line of applying.lines) {
-      const parsed = parseLine(line);
-      const verdict = parsed.kind === "change" ? validateChange({ schemas: this.#options.schemas(), validators: this.#options.validators, current: (app) => config.get(app) ?? current(app) }, parsed) : { ok: false as const, reason: "not a change line" };
-      if (!verdict.ok) {
-        const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line;
-        this.diverged.set(key, verdict.reason);
-        log.error({ revision: record.revision, key, reason: verdict.reason, rollout: id }, "this host's schemas refuse a rollout's change: it keeps its last good value");
-        continue;
-      }
+      const verdict = this.#check(line, judging, { revision: record.revision, rollout: id });
+      if (!verdict.ok) continue;
       const { change } = verdict;
       config.set(change.app, change.config);
       text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);

@@ -3,7 +3,6 @@
 // in the file the watcher keeps of them (cdp.rollouts), as `cdp status` reads cdp.watcher.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { userInfo } from "node:os";
 import type { Io } from "./commands.js";
 import { openDataDir } from "./datadir.js";
 import { lockHolder } from "./durable.js";
@@ -11,9 +10,9 @@ import { CdpError } from "./errors.js";
 import { noPositionals, required, seconds, type Values } from "./options.js";
 import { receiptMarks } from "./receipts.js";
 import { REJECTS_FILE } from "./rejects.js";
-import { keysOf, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
+import { areSteps, keysOf, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
 import { WATCHER_FILE, type WatcherInfo } from "./status.js";
-import { appendToInbox } from "./submit.js";
+import { appendToInbox, invokingUser } from "./submit.js";
 
 export async function rolloutCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   const [action, ...rest] = positionals;
@@ -64,7 +63,7 @@ function timing(values: Values): { hosts: string[]; bakeSeconds: number } | { st
   }
   if (values.every === undefined) throw new CdpError("usage", "--steps needs --every SECONDS: how long each step bakes");
   const steps = values.steps!.split(",").map(Number);
-  if (steps.some((step, i) => !Number.isInteger(step) || step <= 0 || step > 100 || (i > 0 && step <= steps[i - 1]!)) || steps.at(-1) !== 100) {
+  if (!areSteps(steps)) {
     throw new CdpError("usage", `--steps must be rising percentages that end with 100, e.g. 10,50,100; got "${values.steps}"`);
   }
   return { steps, everySeconds: seconds(values, "every", 0) / 1000 };
@@ -128,7 +127,7 @@ async function fleetWatcher(dir: string): Promise<WatcherInfo> {
 
 /** The request as one `# rollout:` line in the inbox, after who asks (and why). */
 async function append(dir: string, request: RolloutRequest, reason: string | undefined): Promise<void> {
-  const by = (process.env.SUDO_USER || userInfo().username).replace(/\s+/g, "_");
+  const by = invokingUser().replace(/\s+/g, "_");
   await appendToInbox(dir, `# by: ${by}\n${reason ? `# reason: ${reason.replace(/[\r\n]+/g, " ")}\n` : ""}${rolloutDirective(request)}\n`);
 }
 

@@ -70,9 +70,14 @@ export function rolloutDirective(request: RolloutRequest): string {
   return `${DIRECTIVE}${JSON.stringify(request)}`;
 }
 
+/** Whether an inbox line asks for a rollout's step (judged as one, not as a comment). */
+export function isRolloutDirective(text: string): boolean {
+  return text.startsWith(DIRECTIVE);
+}
+
 /** A rollout directive's request, a reason it is not one that can be read, or undefined for any other line. */
 export function readRolloutDirective(text: string): RolloutRequest | string | undefined {
-  if (!text.startsWith(DIRECTIVE)) return undefined;
+  if (!isRolloutDirective(text)) return undefined;
   let request: RolloutRequest;
   try {
     request = JSON.parse(text.slice(DIRECTIVE.length)) as RolloutRequest;
@@ -170,15 +175,18 @@ function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: 
   if (start.steps !== undefined) {
     const steps = start.steps;
     if (start.hosts !== undefined) return "give either hosts (with a bake) or steps (with every), not both";
-    if (!Array.isArray(steps) || steps.length === 0 || steps.some((step, i) => !Number.isInteger(step) || step <= 0 || step > 100 || (i > 0 && step <= steps[i - 1]!)) || steps.at(-1) !== 100) {
-      return "steps must be rising percentages of the fleet's hosts that end with 100, e.g. 10,50,100";
-    }
+    if (!areSteps(steps)) return "steps must be rising percentages of the fleet's hosts that end with 100, e.g. 10,50,100";
     if (!positive(start.everySeconds)) return "a rollout in steps needs every: the seconds each step bakes (at most 30 days)";
     return { hosts: steps[0]!, seconds: start.everySeconds!, steps };
   }
   if (!Array.isArray(start.hosts) || start.hosts.length === 0 || start.hosts.some((host) => typeof host !== "string" || host === "")) return "a rollout needs the canary hosts (or steps)";
   if (!positive(start.bakeSeconds)) return "a rollout needs a bake: the seconds the canaries run it before it is promoted (at most 30 days)";
   return { hosts: [...new Set(start.hosts)], seconds: start.bakeSeconds! };
+}
+
+/** Rising whole percentages of the fleet's hosts that end with 100 (the promotion). */
+export function areSteps(steps: unknown): steps is number[] {
+  return Array.isArray(steps) && steps.length > 0 && steps.every((step, i) => Number.isInteger(step) && step > 0 && step <= 100 && (i === 0 || step > steps[i - 1])) && steps.at(-1) === 100;
 }
 
 /** `percent` of the fleet's hosts (at least one), the first ready ones by name: the same hosts for the same fleet. */

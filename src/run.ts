@@ -29,7 +29,7 @@ import type { HostStatus } from "./fleet.js";
 import { hostname } from "node:os";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
 import { announceWatcher } from "./status.js";
-import type { Rollout } from "./rollouts.js";
+import { isRolloutDirective, type Rollout } from "./rollouts.js";
 import { RolloutClock } from "./rollout-clock.js";
 import { warnIfOthersCanWrite } from "./datadir.js";
 
@@ -301,7 +301,7 @@ export class Run implements Pipeline {
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
-    const hosts = fleet && batch.lines.some((line) => line.text.startsWith("# rollout: ")) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
+    const hosts = fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
     const ahead = this.#ahead && this.#ahead.revision > this.table.revision ? this.#ahead : undefined;
     const judgedAt = ahead?.revision ?? this.table.revision;
     const judged = judgeBatch(batch, {

@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { CdpError } from "./errors.js";
 import { CUT_SHORT, INBOX_FILE } from "./inbox.js";
@@ -23,6 +24,11 @@ export interface Submitted {
   /** processed: every line has its outcome; queued: they are in the inbox but were not all processed in time. */
   status: "processed" | "queued";
   lines: LineResult[];
+}
+
+/** Who runs this command, for `# by:` (the user behind sudo, where there is one). */
+export function invokingUser(): string {
+  return process.env.SUDO_USER || userInfo().username;
 }
 
 /**
