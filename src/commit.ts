@@ -6,6 +6,7 @@
 import type { Logger } from "pino";
 import type { JudgedBatch } from "./batch.js";
 import type { DurableFile } from "./durable.js";
+import { MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT } from "./fleet.js";
 import type { HeldWrites } from "./held.js";
 import { positionRecord } from "./journal.js";
 import type { FleetMember, MemberOptions } from "./member.js";
@@ -23,8 +24,9 @@ export interface Files {
 export interface CommitPoint {
   /** Whether the commit point feeds the table itself (a fleet's log does, through the member). */
   readonly appliesItself: boolean;
-  /** How many lines one commit may hold: a longer batch is judged and committed in parts. */
+  /** How many lines, and bytes of lines, one commit may hold: a larger batch is judged and committed in parts. */
   readonly maxLines: number;
+  readonly maxBytes: number;
   commit(judged: JudgedBatch, judgedAt: number): Promise<Committed>;
 }
 
@@ -33,6 +35,7 @@ export function journalCommit(files: Files, writes: HeldWrites, log: Logger): Co
   return {
     appliesItself: false,
     maxLines: Infinity,
+    maxBytes: Infinity,
     async commit({ rejectText, journalText }) {
       if ((await writes.append(files.rejects, rejectText)) && (await writes.append(files.journal, journalText))) return "committed";
       log.warn("stopping with the batch unwritten: its lines are processed again at the next start");
@@ -71,7 +74,8 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
   const { member, table, journalTurn, stopping } = fleet;
   return {
     appliesItself: true,
-    maxLines: member.maxRecordsPerCommit,
+    maxLines: MAX_RECORDS_PER_COMMIT,
+    maxBytes: MAX_LINE_BYTES_PER_COMMIT,
     async commit({ rejectText, fleetRecords, changes, last }, judgedAt) {
       const rejectsBefore = files.rejects.size;
       // the changes in the order of their records (a rollout's step has none: its lines are judged by each host)

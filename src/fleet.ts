@@ -1,7 +1,9 @@
 // The fleet's log on etcd: one ordered list of accepted changes shared by every host. cdp builds
 // no consensus of its own; etcd's transactions give the order:
 //   <prefix>/head          the fleet's revision (the number of the last record)
-//   <prefix>/log/<rev>     one record per revision (rev zero-padded, so keys sort in order)
+//   <prefix>/log/<rev>     one commit's records: the first, numbered rev (zero-padded, so keys
+//                         sort in order), with the rest of the commit in its `then` (one etcd
+//                         key per commit, not per record: etcd's cost is per key written)
 //   <prefix>/rollouts/<id> each rollout's current state (written with the record of its last step)
 //   <prefix>/hosts/<name>  what each host says of itself, on its lease
 //   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
@@ -72,8 +74,20 @@ export interface FleetOptions {
   log: Logger;
 }
 
-/** etcd refuses a transaction of more than 128 operations by default (--max-txn-ops). */
-export const MAX_RECORDS_PER_COMMIT = 100;
+/**
+ * How much one commit may hold: etcd refuses a request of more than 1.5 MiB by default
+ * (--max-request-bytes), and a record adds ~200 bytes to its line.
+ */
+export const MAX_RECORDS_PER_COMMIT = 1000;
+export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a line
+
+/** One commit as stored: its first record, and the records that follow it in the same commit. */
+type StoredCommit = FleetRecord & { then?: FleetRecord[] };
+
+const recordsOf = (value: string): FleetRecord[] => {
+  const { then, ...first } = JSON.parse(value) as StoredCommit;
+  return then ? [first, ...then] : [first];
+};
 
 const pad = (revision: number) => String(revision).padStart(12, "0");
 
@@ -98,7 +112,8 @@ export class FleetLog {
     this.#stateRevision = `${prefix}/state-rev`;
     this.#hosts = `${prefix}/hosts/`;
     this.#rollouts = `${prefix}/rollouts/`;
-    const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000 };
+    // a read of many commits' records may be larger than gRPC's default 4 MiB per message
+    const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000, grpcOptions: { "grpc.max_receive_message_length": 256 << 20 } };
     if (options.auth) clientOptions.auth = options.auth;
     if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
     this.#client = new Etcd3(clientOptions);
@@ -118,7 +133,10 @@ export class FleetLog {
     // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
-    const puts = records.map((record, i) => this.#client.put(`${this.#log}${pad(after + i + 1)}`).value(JSON.stringify({ revision: after + i + 1, ...record })));
+    const numbered = records.map((record, i) => ({ revision: after + i + 1, ...record }));
+    // a host of an earlier version reads the first record and waits, naming the revisions it misses
+    const stored: StoredCommit = numbered.length > 1 ? { ...numbered[0]!, then: numbered.slice(1) } : numbered[0]!;
+    const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(JSON.stringify(stored))];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
     const result = await (records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts)).commit();
@@ -142,27 +160,42 @@ export class FleetLog {
     for (;;) {
       const saved = await this.#client.get(this.#stateRevision).string();
       if (saved !== null && saved >= pad(snapshot.revision)) return false;
+      // the commit that holds revision keepFrom is kept whole
+      const keptFrom = (await this.#commitKeyAt(keepFrom)) ?? `${this.#log}${pad(keepFrom)}`;
       const unchanged = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "==", saved);
       const result = await unchanged
         .then(
           this.#client.put(this.#state).value(JSON.stringify(snapshot)),
           this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
-          this.#client.delete().inRange({ start: this.#log, end: `${this.#log}${pad(keepFrom)}` }),
+          this.#client.delete().inRange({ start: this.#log, end: keptFrom }),
         )
         .commit();
       if (result.succeeded) return true;
     }
   }
 
-  /** The records after revision `after`, in order, read by key (at most `limit`). */
-  async recordsAfter(after: number, limit = 1000): Promise<FleetRecord[]> {
+  /** The records after revision `after`, in order, read by key (those of at most `commits` commits). */
+  async recordsAfter(after: number, commits = 100): Promise<FleetRecord[]> {
     const values = await this.#client
       .getAll()
-      .inRange({ start: `${this.#log}${pad(after + 1)}`, end: `${this.#log}~` })
+      .inRange({ start: (await this.#commitKeyAt(after + 1)) ?? `${this.#log}${pad(after + 1)}`, end: `${this.#log}~` })
       .sort("Key", "Ascend")
-      .limit(limit)
+      .limit(commits)
       .strings();
-    return Object.values(values).map((value) => JSON.parse(value as string) as FleetRecord);
+    return Object.values(values)
+      .flatMap((value) => recordsOf(value as string))
+      .filter((record) => record.revision > after);
+  }
+
+  /** The key of the commit that holds `revision`, if it is still in the log. */
+  async #commitKeyAt(revision: number): Promise<string | undefined> {
+    const keys = await this.#client
+      .getAll()
+      .inRange({ start: this.#log, end: `${this.#log}${pad(revision + 1)}` })
+      .sort("Key", "Descend")
+      .limit(1)
+      .keys();
+    return keys[0];
   }
 
   /**
@@ -201,13 +234,14 @@ export class FleetLog {
       take(snapshot);
     };
     const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
-    // a transaction's records arrive together: each one after the last scheduled is queued at once
+    // a commit's records arrive together: a commit that follows the last scheduled is queued at once
     watcher.on("put", (kv) => {
-      const record = JSON.parse(kv.value!.toString()) as FleetRecord;
-      if (record.revision === scheduled + 1) {
-        scheduled = record.revision;
-        reading = reading.then(() => deliver(record));
-      } else if (record.revision > scheduled + 1) {
+      const records = recordsOf(kv.value!.toString());
+      const first = records[0]!.revision;
+      if (first === scheduled + 1) {
+        scheduled = records.at(-1)!.revision;
+        reading = reading.then(() => records.forEach(deliver));
+      } else if (first > scheduled + 1) {
         void readOn();
       }
     });

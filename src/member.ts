@@ -4,7 +4,7 @@
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
-import { MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
+import { type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
 import { migrateChecked } from "./installed.js";
@@ -65,8 +65,6 @@ interface Migration {
 export class FleetMember {
   /** app.key (or app) -> why this host keeps its last good value instead of the fleet's. */
   readonly diverged = new Map<string, string>();
-  /** How many changes one commit may hold: a longer batch is committed in parts. */
-  readonly maxRecordsPerCommit = MAX_RECORDS_PER_COMMIT;
   /** The last of this host's own records applied: after a crash, its inbox resumes there. */
   own: { seq: number; position: InboxPosition } | undefined;
   #options: MemberOptions;

@@ -10,7 +10,7 @@ import { journalCommit, openFleetCommit, type CommitPoint, type Files } from "./
 import { Compactor } from "./compactor.js";
 import { DurableFile } from "./durable.js";
 import { HeldWrites } from "./held.js";
-import { Inbox, type InboxBatch, type InboxPosition } from "./inbox.js";
+import { Inbox, type InboxBatch, type InboxLine, type InboxPosition } from "./inbox.js";
 import type { JournalState } from "./journal.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
@@ -290,12 +290,10 @@ export class Run implements Pipeline {
    * rejections, then the journal or the fleet's log), then tell the table.
    */
   async #handleBatch(batch: InboxBatch, read = batch.lines.length): Promise<void> {
-    const { maxLines } = this.#commitPoint;
-    if (batch.lines.length > maxLines) {
+    const parts = partsOf(batch.lines, this.#commitPoint);
+    if (parts.length > 1) {
       // one etcd transaction holds a bounded number of changes
-      for (let from = 0; from < batch.lines.length && !this.#stopping; from += maxLines) {
-        await this.#handleBatch({ ...batch, lines: batch.lines.slice(from, from + maxLines) }, read);
-      }
+      for (const lines of parts) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
       return;
     }
     const started = performance.now();
@@ -418,4 +416,22 @@ export class Run implements Pipeline {
     await this.#inbox?.close();
     await this.#stopped;
   }
+}
+
+/** A batch's lines in parts of at most `maxLines` lines and `maxBytes` bytes (a longer line alone). */
+function partsOf(lines: InboxLine[], { maxLines, maxBytes }: { maxLines: number; maxBytes: number }): InboxLine[][] {
+  if (lines.length <= maxLines && maxBytes === Infinity) return [lines];
+  const parts: InboxLine[][] = [];
+  let [part, bytes]: [InboxLine[], number] = [[], 0];
+  for (const line of lines) {
+    const size = maxBytes === Infinity ? 0 : Buffer.byteLength(line.text);
+    if (part.length > 0 && (part.length === maxLines || bytes + size > maxBytes)) {
+      parts.push(part);
+      [part, bytes] = [[], 0];
+    }
+    part.push(line);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
 }

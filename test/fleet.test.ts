@@ -3,6 +3,7 @@
 import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { Etcd3 } from "etcd3";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
@@ -31,6 +32,30 @@ describe("the fleet log on etcd", () => {
       [3, "ticker:interval:1700", "b"],
     ]);
     expect(await fleet(endpoints, "/cdp/other").head()).toBe(0); // fleets are apart by prefix
+  });
+
+  it("keeps one commit under one key, and reads, follows and trims from the middle of a commit", async () => {
+    const { endpoints } = await startEtcd();
+    const log = fleet(endpoints);
+    const lines = (from: number, count: number) => Array.from({ length: count }, (_, i) => record(`ticker:interval:${1000 + from + i}`));
+    expect(await log.commit(0, lines(1, 3))).toBe(true);
+    expect(await log.commit(3, lines(4, 2))).toBe(true);
+    expect(await log.commit(5, lines(6, 1))).toBe(true);
+    const etcd = new Etcd3({ hosts: endpoints });
+    afterThisTest(async () => etcd.close());
+    expect(await etcd.getAll().prefix("/cdp/test/log/").keys()).toEqual(["/cdp/test/log/000000000001", "/cdp/test/log/000000000004", "/cdp/test/log/000000000006"]);
+    expect((await log.recordsAfter(1)).map((r) => [r.revision, r.line])).toEqual([2, 3, 4, 5, 6].map((revision) => [revision, `ticker:interval:${1000 + revision}`]));
+
+    const heard: (FleetRecord | FleetSnapshot)[] = [];
+    const following = await fleet(endpoints).follow(2, (item) => heard.push(item));
+    afterThisTest(() => following.stop());
+    expect(await log.commit(6, lines(7, 2))).toBe(true);
+    await waitUntil(() => heard.length === 6);
+    expect(heard.map((r) => r.revision)).toEqual([3, 4, 5, 6, 7, 8]);
+
+    // revision 5 is kept, and with it the whole commit of revisions 4 and 5
+    expect(await log.trim({ revision: 6, lines: ["ticker:interval:1006"], time: new Date().toISOString() }, 5)).toBe(true);
+    expect((await log.recordsAfter(0)).map((r) => r.revision)).toEqual([4, 5, 6, 7, 8]);
   });
 
   it("lets exactly one of many concurrent commits at the same head succeed", async () => {
@@ -148,6 +173,22 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     await waitUntil(async () => ((await getConfig(a.dir, "ticker.interval")) as number) === 1500);
   });
 
+  it("commits a burst of long lines in parts that etcd accepts, and catches a host up on them", async () => {
+    const { endpoints } = await startEtcd();
+    const a = await host("a", endpoints);
+    let c = await host("c", endpoints);
+    c.watch.child.kill("SIGTERM");
+    expect(await c.watch.exited).toBe(0);
+    // 80 lines of 60 kB: 4.8 MB, where etcd takes requests of 1.5 MiB and gRPC messages of 4 MiB by default
+    const long = (i: number) => `ticker:name:"${String(i).padStart(60_000, "x")}"\n`;
+    await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 80 }, (_, i) => long(i)).join(""));
+    await waitUntil(async () => (await journalOf(a.dir)).length === 80);
+    c = await host("c", endpoints, c.dir);
+    await waitUntil(async () => (await journalOf(c.dir)).length === 80);
+    expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
+    expect(await getConfig(c.dir, "ticker.name")).toBe(long(79).slice("ticker:name:".length + 1, -2));
+  });
+
   it("catches up a host whose revision etcd has compacted away, and follows on across compactions", async () => {
     const etcd = await startEtcd();
     const { endpoints } = etcd;
@@ -184,8 +225,11 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
 
-    await appendFile(join(a, "cdp.new"), Array.from({ length: 250 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
-    await waitUntil(async () => (await journalOf(a)).length === 252);
+    for (let from = 0; from < 250; from += 25) {
+      // in ten commits: the log keeps whole commits
+      await appendFile(join(a, "cdp.new"), Array.from({ length: 25 }, (_, i) => `ticker:interval:${2001 + from + i}\n`).join(""));
+      await waitUntil(async () => (await journalOf(a)).length === 27 + from);
+    }
     const log = fleet(endpoints, "/cdp/trim");
     await waitUntil(async () => ((await log.snapshot())?.revision ?? 0) >= 200);
     const kept = await log.recordsAfter(0);
