@@ -8,7 +8,7 @@
 // watch on the other, and 100-put transactions (each checking a head, as cdp's commits do), one at a time
 // and 8 in flight. The goals (issue 16) compare the two.
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, existsSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { initDataDir } from "../src/datadir.js";
 import { tmpdir } from "node:os";
@@ -73,20 +73,22 @@ async function bareEtcd(etcd: EtcdCluster): Promise<{ p50: number; p99: number; 
 
 const percentile = (values: number[], p: number) => values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))]!;
 
-/** A `cdp watch --cluster` process, once it says it is watching. */
+/**
+ * A `cdp watch --cluster` process, once it says it is watching. Its log goes to a file: a pipe
+ * would wake this process (host C, where changes are timed) at each of its lines.
+ */
 async function watcher(dir: string, cluster: string[], name: string): Promise<ChildProcess> {
   await initDataDir(dir, SCHEMAS);
   const args = ["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${cluster.map((url) => new URL(url).host).join(",")}`];
-  const child = spawn(process.execPath, [CLI, ...args, "--cluster-prefix", "/cdp/bench", "--cluster-host", name], { stdio: ["ignore", "pipe", "inherit"] });
-  let output = "";
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on("data", (data: Buffer) => {
-      if (output.length > 100_000) return; // drained unread once it is watching
-      output += data.toString();
-      if (output.includes("cdp is watching")) resolve();
-    });
-    child.on("exit", (code) => reject(new Error(`cdp watch exited ${code}: ${output}`)));
-  });
+  const logFile = join(dir, "watch.log");
+  const out = openSync(logFile, "a");
+  const child = spawn(process.execPath, [CLI, ...args, "--cluster-prefix", "/cdp/bench", "--cluster-host", name], { stdio: ["ignore", out, "inherit"] });
+  closeSync(out);
+  const output = () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
+  while (!output().includes("cdp is watching")) {
+    if (child.exitCode !== null) throw new Error(`cdp watch exited ${child.exitCode}: ${output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   return child;
 }
 

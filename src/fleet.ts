@@ -81,12 +81,17 @@ export interface FleetOptions {
 export const MAX_RECORDS_PER_COMMIT = 1000;
 export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a line
 
-/** One commit as stored: its first record, and the records that follow it in the same commit. */
-type StoredCommit = FleetRecord & { then?: FleetRecord[] };
+/**
+ * One commit as stored: its first record, and the records that follow it in the same commit
+ * without the fields they share with it (the host, the time).
+ */
+type StoredCommit = FleetRecord & { then?: Omit<FleetRecord, "host" | "time">[] };
 
 const recordsOf = (value: string): FleetRecord[] => {
   const { then, ...first } = JSON.parse(value) as StoredCommit;
-  return then ? [first, ...then] : [first];
+  if (!then) return [first];
+  const { host, time } = first;
+  return [first, ...then.map((record) => ({ ...record, host, time }))];
 };
 
 const pad = (revision: number) => String(revision).padStart(12, "0");
@@ -135,7 +140,9 @@ export class FleetLog {
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
     const numbered = records.map((record, i) => ({ revision: after + i + 1, ...record }));
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
-    const stored: StoredCommit = numbered.length > 1 ? { ...numbered[0]!, then: numbered.slice(1) } : numbered[0]!;
+    const [first, ...rest] = numbered;
+    if (rest.some((record) => record.host !== first!.host || record.time !== first!.time)) throw new Error("one commit's records share their host and time");
+    const stored: StoredCommit = rest.length > 0 ? { ...first!, then: rest.map(({ host: _host, time: _time, ...record }) => record) } : first!;
     const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(JSON.stringify(stored))];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
@@ -234,13 +241,22 @@ export class FleetLog {
       take(snapshot);
     };
     const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
-    // a commit's records arrive together: a commit that follows the last scheduled is queued at once
+    // a commit that follows the last scheduled is queued at once; the commits of one watch
+    // response are handed over together (the member journals them with one fsync)
+    let arriving: FleetRecord[] | undefined;
     watcher.on("put", (kv) => {
       const records = recordsOf(kv.value!.toString());
       const first = records[0]!.revision;
       if (first === scheduled + 1) {
         scheduled = records.at(-1)!.revision;
-        reading = reading.then(() => records.forEach(deliver));
+        if (!arriving) {
+          const handed = (arriving = []);
+          reading = reading.then(() => {
+            arriving = undefined;
+            handed.forEach(deliver);
+          });
+        }
+        arriving.push(...records);
       } else if (first > scheduled + 1) {
         void readOn();
       }

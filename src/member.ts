@@ -195,10 +195,10 @@ export class FleetMember {
     await this.#following?.stop();
   }
 
-  // A transaction's records arrive one after another in the same turn: they are journaled with one fsync.
+  // The records handed over together (a watch response's, a read's) are journaled with one fsync.
   #take(item: Item): void {
     this.#queue.push(item);
-    this.#draining ??= new Promise<void>((resolve) => setImmediate(resolve))
+    this.#draining ??= Promise.resolve()
       .then(() => this.#drain())
       .catch((error: unknown) => this.#options.fault(error));
   }
