@@ -85,13 +85,18 @@ export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a
  * One commit as stored: its first record, and the records that follow it in the same commit
  * without the fields they share with it (the host, the time).
  */
-type StoredCommit = FleetRecord & { then?: Omit<FleetRecord, "host" | "time">[] };
+type LaterRecord = Omit<FleetRecord, "host" | "time"> & Partial<FleetRecord>;
+type StoredCommit = FleetRecord & { then?: LaterRecord[] };
 
 const recordsOf = (value: string): FleetRecord[] => {
   const { then, ...first } = JSON.parse(value) as StoredCommit;
   if (!then) return [first];
-  const { host, time } = first;
-  return [first, ...then.map((record) => ({ ...record, host, time }))];
+  // filled in place: a copy of each record cost more than the rest of reading it
+  for (const record of then) {
+    record.host ??= first.host;
+    record.time ??= first.time;
+  }
+  return [first, ...(then as FleetRecord[])];
 };
 
 const pad = (revision: number) => String(revision).padStart(12, "0");
@@ -141,8 +146,12 @@ export class FleetLog {
     const numbered = records.map((record, i) => ({ revision: after + i + 1, ...record }));
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
     const [first, ...rest] = numbered;
-    if (rest.some((record) => record.host !== first!.host || record.time !== first!.time)) throw new Error("one commit's records share their host and time");
-    const stored: StoredCommit = rest.length > 0 ? { ...first!, then: rest.map(({ host: _host, time: _time, ...record }) => record) } : first!;
+    // JSON leaves out a field set to undefined: these copies are this commit's own
+    for (const record of rest as LaterRecord[]) {
+      if (record.host === first!.host) record.host = undefined;
+      if (record.time === first!.time) record.time = undefined;
+    }
+    const stored: StoredCommit = rest.length > 0 ? { ...first!, then: rest } : first!;
     const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(JSON.stringify(stored))];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));

@@ -103,6 +103,10 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
  * past ±(2^53−1) into its neighbour and 1e400 into null, so they are refused, not changed.
  */
 function checked(value: unknown): Decoded {
+  if (value === null || typeof value !== "object") {
+    const problem = unrepresentable(value); // most values: no walk (a burst decodes one per line)
+    return problem ? { ok: false, reason: problem } : { ok: true, value };
+  }
   let level: unknown[] = [value];
   while (level.length > 0) {
     const next: unknown[] = [];

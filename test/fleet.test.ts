@@ -56,6 +56,15 @@ describe("the fleet log on etcd", () => {
     // revision 5 is kept, and with it the whole commit of revisions 4 and 5
     expect(await log.trim({ revision: 6, lines: ["ticker:interval:1006"], time: new Date().toISOString() }, 5)).toBe(true);
     expect((await log.recordsAfter(0)).map((r) => r.revision)).toEqual([4, 5, 6, 7, 8]);
+
+    // a commit's later records are stored without what they share with its first, and read back whole
+    const at = (time: string, line: string, host: string) => ({ ...record(line, host), time });
+    expect(await log.commit(8, [at("2026-01-01T00:00:00.000Z", "ticker:interval:1009", "h1"), at("2026-01-01T00:00:00.000Z", "ticker:interval:1010", "h1"), at("2026-01-01T00:00:01.000Z", "ticker:interval:1011", "h2")])).toBe(true);
+    expect((await log.recordsAfter(8)).map((r) => [r.revision, r.host, r.time, r.seq, r.position])).toEqual([
+      [9, "h1", "2026-01-01T00:00:00.000Z", 1, record("").position],
+      [10, "h1", "2026-01-01T00:00:00.000Z", 1, record("").position],
+      [11, "h2", "2026-01-01T00:00:01.000Z", 1, record("").position],
+    ]);
   });
 
   it("lets exactly one of many concurrent commits at the same head succeed", async () => {
