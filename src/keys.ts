@@ -18,7 +18,7 @@ export interface KeyInfo {
 export function keyLookup(root: AnySchemaObject): (path: readonly string[]) => KeyInfo | string {
   const cache = new Map<string, KeyInfo | string>();
   return (path) => {
-    const dotted = path.join(".");
+    const dotted = path.length === 1 ? path[0]! : path.join(".");
     let info = cache.get(dotted);
     if (info === undefined) {
       if (cache.size >= 10_000) cache.clear(); // lines can name endless keys: stay bounded

@@ -423,8 +423,11 @@ function partsOf(lines: InboxLine[], { maxLines, maxBytes }: { maxLines: number;
   if (lines.length <= maxLines && maxBytes === Infinity) return [lines];
   const parts: InboxLine[][] = [];
   let [part, bytes]: [InboxLine[], number] = [[], 0];
+  let previousEnd = Infinity;
   for (const line of lines) {
-    const size = maxBytes === Infinity ? 0 : Buffer.byteLength(line.text);
+    // a line's bytes are where it ends less where the line before it ended (at most: a newline more)
+    const size = line.end > previousEnd ? line.end - previousEnd : Buffer.byteLength(line.text);
+    previousEnd = line.end;
     if (part.length > 0 && (part.length === maxLines || bytes + size > maxBytes)) {
       parts.push(part);
       [part, bytes] = [[], 0];

@@ -198,9 +198,12 @@ export class ConfigTable implements LiveConfig {
       if (version !== undefined) event.version = version;
       return event;
     };
-    const changed = event(change.key);
-    this.#emitter.emit(app, changed);
-    this.#emitter.emit(ALL, changed);
+    // nobody may listen (a sidecar host without subscribers): a burst then builds no events
+    if (this.#emitter.listenerCount(app) + this.#emitter.listenerCount(ALL) > 0) {
+      const changed = event(change.key);
+      this.#emitter.emit(app, changed);
+      this.#emitter.emit(ALL, changed);
+    }
     for (const name of this.#keyNames) {
       if (!name.startsWith(`${app}:`)) continue;
       const key = name.slice(app.length + 1);

@@ -53,7 +53,7 @@ export function isObject(value: unknown): value is AppConfig {
 export function freezeDeep<T>(value: T): T {
   if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
     Object.freeze(value);
-    for (const child of Object.values(value)) freezeDeep(child);
+    for (const key in value) freezeDeep(value[key]);
   }
   return value;
 }
