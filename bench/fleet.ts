@@ -3,7 +3,7 @@
 // where changes are timed).
 // - append on A -> subscriber call on C, one change at a time (p50/p99);
 // - committed changes per second: 3,000 lines appended at once on A; then 3,000 on each of A, B
-//   and C at once, until C has applied them all;
+//   and C at once, until C has applied them all (three rounds, each beside bare etcd's; medians);
 // beside the same figures of bare etcd, with the same client: a put on one follower heard by a
 // watch on the other (sampled in turn with cdp's), and 100-put transactions (each checking a head, as cdp's commits do), one at a time
 // and 8 in flight. The goals (issue 16) compare the two.
@@ -24,6 +24,7 @@ const CLI = here("../src/cli.js");
 const SCHEMAS = here("../../bench/schemas");
 const SAMPLES = 300;
 const BURST = 3000;
+const ROUNDS = 3;
 
 /**
  * Bare etcd's put → watch, one sample at a time: a put on one follower heard by a watch on the
@@ -53,7 +54,7 @@ async function barePutWatch(etcd: EtcdCluster): Promise<{ sample(): Promise<numb
 }
 
 /** Bare etcd's committed puts per second in head-checked 100-put transactions (as cdp's commits check a head), one at a time and 8 in flight. */
-async function bareCommits(etcd: EtcdCluster): Promise<{ sequential: number; pipelined: number }> {
+async function bareCommits(etcd: EtcdCluster, keys: string): Promise<{ sequential: number; pipelined: number }> {
   const leader = await leaderOf(etcd);
   const writer = new Etcd3({ hosts: etcd.endpoints.find((_, i) => i !== leader)! });
   try {
@@ -67,10 +68,10 @@ async function bareCommits(etcd: EtcdCluster): Promise<{ sequential: number; pip
       }
     };
     let started = performance.now();
-    await sequence("one", BURST);
+    await sequence(`${keys}/one`, BURST);
     const sequential = BURST / ((performance.now() - started) / 1000);
     started = performance.now();
-    await Promise.all(Array.from({ length: 8 }, (_, i) => sequence(`eight-${i}`, BURST)));
+    await Promise.all(Array.from({ length: 8 }, (_, i) => sequence(`${keys}/eight-${i}`, BURST)));
     const pipelined = (8 * BURST) / ((performance.now() - started) / 1000);
     return { sequential, pipelined };
   } finally {
@@ -106,7 +107,6 @@ async function main(): Promise<void> {
   }
   const root = await mkdtemp(join(tmpdir(), "cdp-bench-fleet-"));
   const etcd = await startEtcdCluster(join(root, "etcd"), 3);
-  const bare = await bareCommits(etcd);
   const bareLatency = await barePutWatch(etcd);
   const [a, b, c] = ["a", "b", "c"].map((name) => join(root, name)) as [string, string, string];
   const children = [await watcher(a, etcd.endpoints, "a"), await watcher(b, etcd.endpoints, "b")];
@@ -143,26 +143,35 @@ async function main(): Promise<void> {
         check();
       });
     const lines = (from: number) => Array.from({ length: BURST }, (_, i) => `bench:n:${from + i}\n`).join("");
-    let started = performance.now();
-    appendFileSync(join(a, "cdp.new"), lines(1));
-    await untilRevision(SAMPLES + BURST);
-    const oneHost = BURST / ((performance.now() - started) / 1000);
-
-    started = performance.now();
-    for (const dir of [a, b, c]) appendFileSync(join(dir, "cdp.new"), lines(1));
-    await untilRevision(SAMPLES + 4 * BURST);
-    const threeHosts = (3 * BURST) / ((performance.now() - started) / 1000);
+    // the bursts, in rounds beside bare etcd's transactions (each round its own keys): the medians are reported
+    const rounds: { oneHost: number; threeHosts: number; bare: { sequential: number; pipelined: number } }[] = [];
+    for (let round = 0, revision = SAMPLES; round < ROUNDS; round++) {
+      const bare = await bareCommits(etcd, `round-${round}`);
+      let started = performance.now();
+      appendFileSync(join(a, "cdp.new"), lines(1));
+      await untilRevision((revision += BURST));
+      const oneHost = BURST / ((performance.now() - started) / 1000);
+      started = performance.now();
+      for (const dir of [a, b, c]) appendFileSync(join(dir, "cdp.new"), lines(1));
+      await untilRevision((revision += 3 * BURST));
+      rounds.push({ oneHost, threeHosts: (3 * BURST) / ((performance.now() - started) / 1000), bare });
+    }
+    const median = (values: number[]) => percentile(values, 50);
+    const oneHost = median(rounds.map((r) => r.oneHost));
+    const threeHosts = median(rounds.map((r) => r.threeHosts));
+    const bare = { sequential: median(rounds.map((r) => r.bare.sequential)), pipelined: median(rounds.map((r) => r.bare.pipelined)) };
+    const shares = rounds.map((r) => Math.max(r.oneHost, r.threeHosts) / r.bare.pipelined);
+    const share = median(shares);
 
     const [p50, p99] = [percentile(latencies, 50), percentile(latencies, 99)];
     const [bareP50, bareP99] = [percentile(bareLatencies, 50), percentile(bareLatencies, 99)];
     const rate = (value: number) => `${Math.round(value).toLocaleString("en")}/s`;
     const ms = (value: number) => `${value.toFixed(2)} ms`;
-    const best = Math.max(oneHost, threeHosts);
     const rows = [
       ["append on A → subscriber on C, p50", ms(p50), `${ms(bareP50)} (put → watch)`, `${(p50 / bareP50).toFixed(1)}×`, "≤ 2×", p50 <= 2 * bareP50],
       ["append on A → subscriber on C, p99", ms(p99), `${ms(bareP99)} (put → watch)`, `${(p99 / bareP99).toFixed(1)}×`, "≤ 3×", p99 <= 3 * bareP99],
       [`committed changes/s, ${BURST.toLocaleString("en")} lines on one host`, rate(oneHost), `${rate(bare.sequential)} (100-put transactions, one at a time)`, "", "", undefined],
-      [`committed changes/s, ${BURST.toLocaleString("en")} lines on each of three hosts at once`, rate(threeHosts), `${rate(bare.pipelined)} (8 in flight)`, `${Math.round((100 * best) / bare.pipelined)}% (best of the two)`, "≥ 50%", best >= bare.pipelined / 2],
+      [`committed changes/s, ${BURST.toLocaleString("en")} lines on each of three hosts at once`, rate(threeHosts), `${rate(bare.pipelined)} (8 in flight)`, `${Math.round(100 * share)}% (best of the two; median of ${ROUNDS} rounds, the first with cold code ${Math.round(100 * shares[0]!)}%)`, "≥ 50%", share >= 0.5],
     ] as const;
     console.log("\n| fleet figure (3-member etcd on loopback) | cdp | bare etcd, same client | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- |");
     for (const [name, value, baseline, ratio, goal, met] of rows) console.log(`| ${name} | ${value} | ${baseline} | ${ratio} | ${goal} | ${met === undefined ? "" : met ? "yes" : "no"} |`);
