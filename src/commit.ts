@@ -6,7 +6,6 @@
 import type { Logger } from "pino";
 import type { JudgedBatch } from "./batch.js";
 import type { DurableFile } from "./durable.js";
-import { MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT } from "./fleet.js";
 import type { HeldWrites } from "./held.js";
 import { positionRecord } from "./journal.js";
 import type { FleetMember, MemberOptions } from "./member.js";
@@ -74,8 +73,8 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
   const { member, table, journalTurn, stopping } = fleet;
   return {
     appliesItself: true,
-    maxLines: MAX_RECORDS_PER_COMMIT,
-    maxBytes: MAX_LINE_BYTES_PER_COMMIT,
+    maxLines: member.maxRecordsPerCommit,
+    maxBytes: member.maxLineBytesPerCommit,
     async commit({ rejectText, fleetRecords, changes, last }, judgedAt) {
       const rejectsBefore = files.rejects.size;
       // the changes in the order of their records (a rollout's step has none: its lines are judged by each host)

@@ -4,7 +4,7 @@
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
-import { type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
+import { MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
 import { migrateChecked } from "./installed.js";
@@ -65,6 +65,9 @@ interface Migration {
 export class FleetMember {
   /** app.key (or app) -> why this host keeps its last good value instead of the fleet's. */
   readonly diverged = new Map<string, string>();
+  /** How much one commit may hold (here: fleet.ts, and etcd's client with it, is loaded only in a fleet). */
+  readonly maxRecordsPerCommit = MAX_RECORDS_PER_COMMIT;
+  readonly maxLineBytesPerCommit = MAX_LINE_BYTES_PER_COMMIT;
   /** The last of this host's own records applied: after a crash, its inbox resumes there. */
   own: { seq: number; position: InboxPosition } | undefined;
   #options: MemberOptions;

@@ -33,6 +33,37 @@ describe("the package", () => {
     }
   });
 
+  it("runs a single host without etcd's client (an optional peer), and says what --cluster needs without it", async () => {
+    // a resolver hook that finds no etcd3, as where it was never installed
+    const work = await tempDir();
+    const hook = join(work, "no-etcd3.mjs");
+    const resolver = `export async function resolve(specifier, context, next) {
+      if (specifier === "etcd3") throw Object.assign(new Error("Cannot find package 'etcd3'"), { code: "ERR_MODULE_NOT_FOUND" });
+      return next(specifier, context);
+    }`;
+    await writeFile(hook, `import { register } from "node:module";\nregister("data:text/javascript," + encodeURIComponent(${JSON.stringify(resolver)}));\n`);
+    const withoutEtcd3 = (args: string[]) => {
+      const child = spawn(process.execPath, ["--import", hook, CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+      child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+      afterThisTest(async () => {
+        if (child.exitCode === null) child.kill("SIGKILL");
+        await exited;
+      });
+      return { child, output: () => output, exited };
+    };
+    const dir = await dataDir();
+    const single = withoutEtcd3(["watch", "--dir", dir]);
+    await waitUntil(() => single.output().includes("cdp is watching") || single.child.exitCode !== null);
+    expect(single.output()).toContain("cdp is watching");
+    await appendAndWait(dir, "ticker:interval:1500\n", 1);
+    const fleet = withoutEtcd3(["watch", "--dir", await dataDir(), "--cluster", "etcd://127.0.0.1:1", "--cluster-prefix", "/cdp/x", "--cluster-host", "a"]);
+    expect(await fleet.exited).toBe(2);
+    expect(fleet.output()).toContain("needs etcd's client, the npm package etcd3, which is not installed");
+  });
+
   it("the systemd unit passes systemd-analyze verify", async () => {
     const copy = join(await tempDir(), "cdp.service");
     await writeFile(copy, await readFile(join(ROOT, "examples/systemd/cdp.service")));
