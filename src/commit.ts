@@ -11,8 +11,11 @@ import { positionRecord } from "./journal.js";
 import type { FleetMember, MemberOptions } from "./member.js";
 import type { ConfigTable } from "./table.js";
 
-/** committed: durable; again: another host committed first (judge the batch again); stopped: cdp stops with it unwritten. */
-export type Committed = "committed" | "again" | "stopped";
+/**
+ * committed: durable; again: another host committed first (judge the batch again); smaller: too
+ * large for one etcd request (judge and commit it in halves); stopped: cdp stops with it unwritten.
+ */
+export type Committed = "committed" | "again" | "smaller" | "stopped";
 
 /** cdp's own files; the journal is replaced when it is compacted. */
 export interface Files {
@@ -80,7 +83,14 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
       // the changes in the order of their records (a rollout's step has none: its lines are judged by each host)
       let next = 0;
       const judged = fleetRecords.map((record) => (record.rollout ? undefined : changes[next++]?.change));
-      const committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords, judged));
+      let committed: boolean | undefined;
+      try {
+        committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords, judged));
+      } catch (error) {
+        if (!member.tooLarge(error)) throw error;
+        await files.rejects.truncateDurably(rejectsBefore);
+        return "smaller";
+      }
       if (committed === undefined || committed === false) {
         if (committed === undefined || stopping()) {
           log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");

@@ -81,6 +81,12 @@ export interface FleetOptions {
 export const MAX_RECORDS_PER_COMMIT = 1000;
 export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a line
 
+/** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
+const MAX_COMMIT_BYTES = 1 << 20;
+
+/** A commit of several records too large for one etcd request (their lines, JSON-escaped, swell): commit them in smaller parts. */
+export class CommitTooLarge extends Error {}
+
 /**
  * One commit as stored: its first record, and the records that follow it in the same commit
  * without the fields they share with it (the host, the time).
@@ -152,7 +158,9 @@ export class FleetLog {
       if (record.time === first!.time) record.time = undefined;
     }
     const stored: StoredCommit = rest.length > 0 ? { ...first!, then: rest } : first!;
-    const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(JSON.stringify(stored))];
+    const value = JSON.stringify(stored);
+    if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES) throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
+    const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
     const result = await (records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts)).commit();

@@ -47,7 +47,8 @@ Options:
   --dir D                the data directory (made by 'cdp init')
   --schemas S            the directory of <app>.schema.json files (default: the one
                          recorded by 'cdp init')
-  --max-line-bytes N     reject lines longer than N bytes (default 65536)
+  --max-line-bytes N     reject lines longer than N bytes (default 65536; with
+                         --cluster at most 131072)
   --poll-interval MS     check the inbox every MS ms even without file events (default 1000)
   --poll-only            use the periodic check alone, no file-system events (network file systems)
   --max-outage SECONDS   exit 3 when the inbox stays unavailable longer than this (default 10)

@@ -119,6 +119,9 @@ async function loadFleet(): Promise<typeof import("./fleet.js")> {
   }
 }
 
+/** A line escaped to JSON (6 bytes for a control character) still fits one etcd request with its commit. */
+const MAX_FLEET_LINE_BYTES = 128 << 10;
+
 /**
  * Start cdp on a data directory. Rejects with a {@link CdpError} when a schema or the journal is
  * invalid: cdp never starts on an invalid config.
@@ -127,6 +130,9 @@ async function loadFleet(): Promise<typeof import("./fleet.js")> {
  * cdp.subscribe("ticker", "interval", ({ value }) => reschedule(value as number));
  */
 export async function startCdp(options: CdpOptions): Promise<Cdp> {
+  if (options.cluster && (options.maxLineBytes ?? 65536) > MAX_FLEET_LINE_BYTES) {
+    throw new CdpError("usage", `in a fleet --max-line-bytes is at most ${MAX_FLEET_LINE_BYTES}: each line goes to etcd within one request, escaped (etcd takes 1.5 MiB per request by default)`);
+  }
   if (options.init && !(await isDataDir(resolve(options.dir)))) await initDataDir(resolve(options.dir), resolve(options.schemas));
   const validators = new Map<string, AppValidator[]>();
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());

@@ -4,7 +4,7 @@
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
-import { MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
+import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./fleet.js";
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
 import { migrateChecked } from "./installed.js";
@@ -125,7 +125,7 @@ export class FleetMember {
   /**
    * Commit records after revision `after`. An unreachable etcd holds the batch, as a failing disk
    * does: retried with backoff. True: committed; false: another host committed first; undefined:
-   * cdp is stopping.
+   * cdp is stopping. Throws CommitTooLarge for several records over one etcd request's size.
    */
   async commit(after: number, records: Omit<FleetRecord, "revision">[], judged: readonly (ValidChange | undefined)[] = []): Promise<boolean | undefined> {
     records.forEach((record, i) => record.line !== "" && judged[i] && this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! }));
@@ -138,6 +138,10 @@ export class FleetMember {
         if (!committed) for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
         return committed;
       } catch (error) {
+        if (error instanceof CommitTooLarge) {
+          for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
+          throw error;
+        }
         this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
         this.#options.log.error({ err: error, retryInMs: delay }, "cannot commit to the fleet: the batch is held and tried again");
       }
@@ -147,6 +151,11 @@ export class FleetMember {
         return undefined;
       }
     }
+  }
+
+  /** Whether `commit` threw because its records are too many bytes for one etcd request (fleet.ts is not loaded outside a fleet). */
+  tooLarge(error: unknown): boolean {
+    return error instanceof CommitTooLarge;
   }
 
   /**

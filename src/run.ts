@@ -326,6 +326,12 @@ export class Run implements Pipeline {
       this.#seq = seqBefore; // another host was first: judged again against the newer state
       return this.#handleBatch(batch, read);
     }
+    if (committed === "smaller") {
+      this.#seq = seqBefore; // its lines swelled past one etcd request once escaped: in halves
+      const half = Math.ceil(batch.lines.length / 2);
+      for (const lines of [batch.lines.slice(0, half), batch.lines.slice(half)]) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
+      return;
+    }
     if (committed === "stopped") return;
     if (this.#commitPoint.appliesItself) await this.#travelling(judged, judgedAt, ahead);
     await this.#applied(batch, judged, started, read);

@@ -198,6 +198,23 @@ describe("cdp watch --cluster: three hosts, one configuration", () => {
     expect(await getConfig(c.dir, "ticker.name")).toBe(long(79).slice("ticker:name:".length + 1, -2));
   });
 
+  it("commits lines that swell past one etcd request once escaped in smaller parts, and refuses a line limit a fleet cannot carry", async () => {
+    const { endpoints } = await startEtcd();
+    const a = await host("a", endpoints);
+    const c = await host("c", endpoints);
+    // a control character is six bytes in JSON: 20 lines of 60,000 of them are 7 MB escaped
+    const swelling = (i: number) => `ticker:name:${String(i).padStart(60_000, "\u0001")}\n`;
+    await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 20 }, (_, i) => swelling(i)).join(""));
+    await waitUntil(async () => (await journalOf(c.dir)).length === 20 && (await journalOf(a.dir)).length === 20);
+    expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
+    expect(await getConfig(c.dir, "ticker.name")).toBe(swelling(19).slice("ticker:name:".length, -1));
+    expect(await readText(join(a.dir, "cdp.rej"))).toBe("");
+
+    const refused = await runCli(["watch", "--dir", await dataDir(), "--cluster", `etcd://${new URL(endpoints[0]!).host}`, "--cluster-prefix", "/cdp/test", "--cluster-host", "d", "--max-line-bytes", "1000000"]);
+    expect(refused.code).toBe(2);
+    expect(refused.output).toContain("in a fleet --max-line-bytes is at most 131072");
+  });
+
   it("catches up a host whose revision etcd has compacted away, and follows on across compactions", async () => {
     const etcd = await startEtcd();
     const { endpoints } = etcd;
