@@ -329,6 +329,7 @@ export class FleetMember {
       const verdict = this.#check(line, judging, { revision: record.revision, rollout: id });
       if (!verdict.ok) continue;
       const { change } = verdict;
+      this.diverged.delete(`${change.app}.${change.key}`); // in line with the fleet again
       config.set(change.app, change.config);
       text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);
       changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });

@@ -1,6 +1,6 @@
 // Staged fleet rollouts on a real etcd: a change baked on canary hosts, then promoted to every
 // host or aborted (the canaries take the values back), each step a fleet revision.
-import { writeFile } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
@@ -58,6 +58,27 @@ describe("cdp rollout on a fleet of three hosts", () => {
     const states = await Promise.all(hosts.map(async (host) => (await rollouts(host.dir))[0]));
     for (const state of states) expect(state).toMatchObject({ id: during[0]!.id, state: "promoted", why: "slower ticks save power", reason: "the bake ended with no veto" });
     expect(await cdp(["history", "--dir", c!.dir, "ticker.interval"]).then((r) => r.output)).toContain(`rollout ${during[0]!.id} the bake ended with no veto: slower ticks save power`);
+  });
+
+  it("brings a host whose schemas refused the key's last value back in line when a rollout's value is promoted", async () => {
+    // host b still runs a schema where the interval may not exceed 5000
+    const oldSchemas = await tempDir();
+    await cp(SCHEMAS, oldSchemas, { recursive: true });
+    const schema = JSON.parse(await readFile(join(oldSchemas, "ticker.schema.json"), "utf8")) as { properties: { interval: Record<string, unknown> } };
+    schema.properties.interval.exclusiveMaximum = 5000;
+    await writeFile(join(oldSchemas, "ticker.schema.json"), JSON.stringify(schema));
+    const { hosts } = await fleetOf(["a", "b"], (name) => [...withHttp(), ...(name === "b" ? ["--schemas", oldSchemas] : [])]);
+    const [a, b] = hosts;
+    const readyz = async () => (await fetch(`${/"url":\s*"(http:[^"]+)"/.exec(await readText(join(b!.dir, "cdp.watcher")))![1]}/readyz`)).json();
+    await writeFile(join(a!.dir, "cdp.new"), "ticker:interval:6000\n");
+    await waitUntil(async () => ((await readyz()) as { ready: boolean }).ready === false);
+    expect(await readyz()).toEqual({ ready: false, reason: "this host's schemas refuse fleet changes to ticker.interval" });
+
+    const started = await cdp(["rollout", "start", "--dir", a!.dir, "--hosts", "a", "--bake", "1", "--wait", "ticker:interval:4000"]);
+    expect(started.code).toBe(0);
+    await waitUntil(async () => (await getConfig(b!.dir, "ticker.interval", oldSchemas)) === 4000);
+    await waitUntil(async () => ((await readyz()) as { ready: boolean }).ready);
+    expect(await readyz()).toMatchObject({ ready: true });
   });
 
   it("aborts from any host: the canaries take the value back, the others never apply it, and the starting host's cdp.rej says why (--wait: exit 1)", async () => {
