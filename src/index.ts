@@ -32,7 +32,7 @@ export interface CdpOptions {
   validators?: Record<string, AppValidator | AppValidator[]>;
   /** A pino logger; by default JSON lines on stderr at level info. */
   logger?: Logger;
-  /** Lines longer than this many bytes are rejected (default 65536). */
+  /** Lines longer than this many bytes are rejected (default 65536; with `cluster` at most 131072). */
   maxLineBytes?: number;
   /** How often the inbox is checked when no file-system event arrives, in ms (default 1000). */
   pollIntervalMs?: number;
