@@ -81,6 +81,9 @@ export interface FleetOptions {
 export const MAX_RECORDS_PER_COMMIT = 1000;
 export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a line
 
+/** How many ended rollouts a trim keeps in etcd: as many as a host shows (FleetRollouts.KEPT). */
+export const ENDED_ROLLOUTS_KEPT = 20;
+
 /** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
 const MAX_COMMIT_BYTES = 1 << 20;
 
@@ -176,7 +179,8 @@ export class FleetLog {
   /**
    * Save `snapshot` (the state at its revision) and delete the records before revision `keepFrom`,
    * unless a newer snapshot is saved already (two hosts may trim at once). So the log in etcd
-   * stays bounded; a host behind `keepFrom` starts again from the snapshot.
+   * stays bounded; a host behind `keepFrom` starts again from the snapshot. Rollouts that ended
+   * before `keepFrom` go too, but for the most recent ones (`cdp rollout status` on a new host).
    */
   async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
     // two trims at once (two hosts, or two of one host's batches): the one with the newer state wins,
@@ -186,12 +190,15 @@ export class FleetLog {
       if (saved !== null && saved >= pad(snapshot.revision)) return false;
       // the commit that holds revision keepFrom is kept whole
       const keptFrom = (await this.#commitKeyAt(keepFrom)) ?? `${this.#log}${pad(keepFrom)}`;
+      const ended = (await this.rollouts()).filter((rollout) => rollout.ended !== undefined && rollout.ended < keepFrom).sort((a, b) => b.ended! - a.ended!);
+      const forgotten = ended.slice(ENDED_ROLLOUTS_KEPT, ENDED_ROLLOUTS_KEPT + 100).map(({ id }) => this.#client.delete().key(`${this.#rollouts}${id}`));
       const unchanged = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "==", saved);
       const result = await unchanged
         .then(
           this.#client.put(this.#state).value(JSON.stringify(snapshot)),
           this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
           this.#client.delete().inRange({ start: this.#log, end: keptFrom }),
+          ...forgotten, // at most 100: a transaction takes 128 operations
         )
         .commit();
       if (result.succeeded) return true;

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Etcd3 } from "etcd3";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
+import type { Rollout } from "../src/rollouts.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
@@ -65,6 +66,19 @@ describe("the fleet log on etcd", () => {
       [10, "h1", "2026-01-01T00:00:00.000Z", 1, record("").position],
       [11, "h2", "2026-01-01T00:00:01.000Z", 1, record("").position],
     ]);
+  });
+
+  it("forgets at a trim the rollouts that ended before the records it keeps, but for the 20 most recent", async () => {
+    const { endpoints } = await startEtcd();
+    const log = fleet(endpoints);
+    const rollout = (n: number, ended?: number): Rollout => ({ id: `r-${n}`, app: "ticker", lines: ["ticker:interval:1500"], before: [], hosts: ["a"], state: ended ? "aborted" : "baking", bakeUntil: new Date().toISOString(), startedOn: "a", source: "cdp.new:1", seq: n, started: new Date().toISOString(), staged: n, ...(ended ? { ended } : {}) });
+    // 30 rollouts, each ended at its own revision, and one still baking
+    for (let n = 1; n <= 30; n++) expect(await log.commit(n - 1, [{ ...record(""), rollout: { step: "aborted", rollout: rollout(n, n) } }])).toBe(true);
+    expect(await log.commit(30, [{ ...record(""), rollout: { step: "staged", rollout: rollout(31) } }])).toBe(true);
+    expect(await log.rollouts()).toHaveLength(31);
+    expect(await log.trim({ revision: 31, lines: [], time: new Date().toISOString() }, 29)).toBe(true);
+    // ended before revision 29: r-1 … r-28, of which the 20 most recent (r-9 … r-28) stay
+    expect((await log.rollouts()).map((r) => r.id).sort()).toEqual([...Array.from({ length: 22 }, (_, i) => `r-${i + 9}`), "r-31"].sort());
   });
 
   it("lets exactly one of many concurrent commits at the same head succeed", async () => {
