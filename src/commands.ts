@@ -79,7 +79,7 @@ export async function getCommand(values: Values, positionals: string[], io: Io):
   noPositionals(positionals, 1);
   const { dir, schemas: schemaDir } = await dataDir(values);
   const schemas = await loadSchemas(schemaDir);
-  const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
+  const { apps, versions } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
   const selector = positionals[0];
   let result: unknown = Object.fromEntries(apps);
   if (selector !== undefined) {
@@ -104,6 +104,12 @@ export async function getCommand(values: Values, positionals: string[], io: Io):
   for (const rollout of view?.rollouts ?? []) {
     const shown = selector === undefined || selector.split(".")[0] === rollout.app;
     if (shown && rollout.state === "baking" && rollout.hosts.includes(view!.host)) io.stderr(`cdp: staged here by rollout ${rollout.id} (baking until ${rollout.bakeUntil}; the other hosts do not have it yet): ${keysOf(rollout).join(", ")}\n`);
+  }
+  // the shape an app's config has: the schema version in force, for apps that use versions
+  for (const [app, { version }] of versions) {
+    if (selector !== undefined && selector.split(".")[0] !== app) continue;
+    const file = schemas.get(app)?.version;
+    io.stderr(`cdp: ${app} is at schema version ${version}${file !== undefined && file !== version ? ` (its file is version ${file})` : ""}\n`);
   }
   io.stdout(`${text}\n`);
   return 0;

@@ -235,6 +235,11 @@ describe("schema versions", () => {
       expect(await (await fetch(`${live.url}/metrics`)).text()).toContain('cdp_schema_version{app="snow"} 2');
       const status = await cdp(["status", "--dir", dir]);
       expect(status.output).toMatch(/^schemas .*snow \(version 2, [0-9a-f]{12}\)$/m);
+      // cdp get: the config on stdout, the version on stderr
+      const got = runCdp(["get", "--dir", dir, "snow.userId"]);
+      expect(await got.exited).toBe(0);
+      expect(JSON.parse(got.stdout())).toBe("alice");
+      expect(got.output()).toContain("cdp: snow is at schema version 2\n");
 
       // a live change to a version this code does not expect is refused; version 2 stays
       await putSchema(schemas, v3);
@@ -246,6 +251,7 @@ describe("schema versions", () => {
     }
     const status = await cdp(["status", "--dir", dir]);
     expect(status.output).toMatch(/snow \(version 2 in force, the file is version 3, [0-9a-f]{12}\)/);
+    expect((await cdp(["get", "--dir", dir, "snow"])).output).toContain("cdp: snow is at schema version 2 (its file is version 3)\n");
   });
 
   it("is never half-migrated across kill -9 during migrations, at start and live: the old version or the new", async () => {
@@ -267,9 +273,9 @@ describe("schema versions", () => {
       await watch.exited;
       kills++;
       // whatever the moment, the journal replays, to one shape or the other, never a mix
-      const { code, output } = await cdp(["get", "--dir", dir, "--schemas", schemas, "snow"]);
-      expect(code, output).toBe(0);
-      expect(shapes).toContainEqual(JSON.parse(output));
+      const got = runCdp(["get", "--dir", dir, "--schemas", schemas, "snow"]);
+      expect(await got.exited, got.output()).toBe(0);
+      expect(shapes).toContainEqual(JSON.parse(got.stdout()));
     }
     expect(kills).toBe(8);
     await putSchema(schemas, v2);
