@@ -7,7 +7,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Outages } from "./outages.js";
-import { findCopy, identityOf, INBOX_FILE, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
+import { findCopy, holdsCopy, identityOf, INBOX_FILE, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
 import { TailedFile, type InboxLine } from "./tail.js";
 import { Wakeups } from "./wakeups.js";
 
@@ -68,6 +68,11 @@ export class Inbox {
   // committed (or cdp started): files modified since then are unread.
   #finished: InboxPosition & { modifiedNs: bigint };
   #late: { file: TailedFile; until: number }[] = [];
+  // The rotated files there when cdp last finished a file or found cdp.new truncated (or first
+  // started it): one that appears while none of cdp.new is read may be logrotate's copy of lines
+  // cdp never read (copytruncate), which the truncated cdp.new no longer holds and no bytes read
+  // can be matched against.
+  #rotatedAtStart: Set<string> | undefined;
 
   constructor(options: InboxOptions) {
     this.#options = options;
@@ -145,6 +150,7 @@ export class Inbox {
         return undefined;
       }
       const current = this.#current!;
+      if (current.end.offset === 0 && this.#rotatedAtStart && (await this.#copiedBeforeRead(current))) continue;
       const lines = current.readLines();
       if (lines === "changed") {
         await this.#rewritten(current);
@@ -212,9 +218,39 @@ export class Inbox {
   }
 
   async #start(file: InboxFile | undefined): Promise<boolean> {
+    if (file?.name === INBOX_FILE && !this.#rotatedAtStart) await this.#noteRotated();
     const handle = file && (await openRegular(file.path, file.id));
     if (!file || !handle) return false;
     return this.#use(new TailedFile({ file, handle, hash: createHash("sha256"), offset: 0 }, 0, this.#options.maxLineBytes));
+  }
+
+  async #noteRotated(files?: InboxFile[]): Promise<void> {
+    files ??= await whileMoving(() => listInboxFiles(this.#options.dir));
+    this.#rotatedAtStart = new Set(files.filter((file) => file.name !== INBOX_FILE).map((file) => file.id));
+  }
+
+  /**
+   * cdp.new has bytes, none of them read: a copy made since it was started from its beginning,
+   * of lines it no longer holds, is read first (copytruncate before cdp looked). True when cdp
+   * now reads such a copy.
+   */
+  async #copiedBeforeRead(current: TailedFile): Promise<boolean> {
+    if (Number(current.stat().size) === 0) return false;
+    const files = await whileMoving(() => listInboxFiles(this.#options.dir));
+    const known = this.#rotatedAtStart!;
+    await this.#noteRotated(files); // each copy is looked at once
+    const inbox = files.find((file) => file.name === INBOX_FILE);
+    if (inbox?.id !== current.id) return false; // cdp.new was replaced: the end of this file says so
+    for (const copy of files) {
+      if (copy.name === INBOX_FILE || copy.id === current.id || known.has(copy.id) || copy.size === 0 || (await holdsCopy(inbox, copy))) continue;
+      const handle = await openRegular(copy.path, copy.id);
+      if (!handle) continue;
+      this.#options.log.info({ path: copy.path }, "the inbox was copied and truncated before cdp read any of it: reading the copy first");
+      await current.close();
+      this.#use(new TailedFile({ file: copy, handle, hash: createHash("sha256"), offset: 0 }, 0, this.#options.maxLineBytes));
+      return true;
+    }
+    return false;
   }
 
   #use(file: TailedFile): true {
@@ -230,6 +266,7 @@ export class Inbox {
    */
   async #rewritten(current: TailedFile): Promise<void> {
     const { log, maxLineBytes } = this.#options;
+    await this.#noteRotated(); // the copy made now is known: a later one is not
     const copy = await this.#findCopy(current);
     if (copy) {
       log.info({ path: copy.file.path }, "the inbox was copied and truncated: reading the rest of the copy first");
@@ -265,6 +302,7 @@ export class Inbox {
     if (Number(open.size) > current.end.offset) return "read on";
     this.#finished = { ...current.end, modifiedNs: open.mtimeNs };
     this.#current = undefined;
+    await this.#noteRotated(); // cdp.new is read from its start next: a copy made after now is of lines not read
     this.#late.push({ file: current, until: Date.now() + LATE_MS });
     if (this.#late.length > LATE_FILES) await this.#retire(this.#late.shift()!);
     this.#options.log.info({ path: this.path }, now ? "finished an inbox file that is no longer cdp.new; reading what follows it" : "the inbox was removed");

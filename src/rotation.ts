@@ -157,6 +157,26 @@ export interface Resumed {
   offset: number;
 }
 
+/**
+ * Whether `copy` is a copy of what `file` holds now (an operator's `cp`), rather than of what it
+ * held before it was truncated (copytruncate): `file` begins with the copy's first and last 4 KiB.
+ */
+export async function holdsCopy(file: InboxFile, copy: InboxFile): Promise<boolean> {
+  if (file.size < copy.size) return false;
+  const [a, b] = await Promise.all([open(file.path, "r"), open(copy.path, "r")]);
+  try {
+    for (const at of new Set([0, Math.max(0, copy.size - 4096)])) {
+      const length = Math.min(4096, copy.size - at);
+      const [x, y] = [Buffer.alloc(length), Buffer.alloc(length)];
+      await Promise.all([a.read(x, 0, length, at), b.read(y, 0, length, at)]);
+      if (!x.equals(y)) return false;
+    }
+    return true;
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
 /** Whether `file` begins with the very bytes `position` was at (same fingerprint), opened there. */
 export async function resumeIn(file: InboxFile, position: InboxPosition): Promise<Resumed | undefined> {
   if (file.size < position.offset) return undefined;
