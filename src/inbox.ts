@@ -236,21 +236,25 @@ export class Inbox {
    */
   async #copiedBeforeRead(current: TailedFile): Promise<boolean> {
     if (Number(current.stat().size) === 0) return false;
-    const files = await whileMoving(() => listInboxFiles(this.#options.dir));
     const known = this.#rotatedAtStart!;
+    // a copy renamed meanwhile (another rotation) is looked for again under its new name
+    const { files, copy } = await whileMoving(async () => {
+      const files = await listInboxFiles(this.#options.dir);
+      const inbox = files.find((file) => file.name === INBOX_FILE);
+      if (inbox?.id !== current.id) return { files }; // cdp.new was replaced: the end of this file says so
+      for (const file of files) {
+        if (file.name === INBOX_FILE || file.id === current.id || known.has(file.id) || file.size === 0 || (await holdsCopy(inbox, file))) continue;
+        const handle = await openRegular(file.path, file.id);
+        if (handle) return { files, copy: { file, handle } };
+      }
+      return { files };
+    });
     await this.#noteRotated(files); // each copy is looked at once
-    const inbox = files.find((file) => file.name === INBOX_FILE);
-    if (inbox?.id !== current.id) return false; // cdp.new was replaced: the end of this file says so
-    for (const copy of files) {
-      if (copy.name === INBOX_FILE || copy.id === current.id || known.has(copy.id) || copy.size === 0 || (await holdsCopy(inbox, copy))) continue;
-      const handle = await openRegular(copy.path, copy.id);
-      if (!handle) continue;
-      this.#options.log.info({ path: copy.path }, "the inbox was copied and truncated before cdp read any of it: reading the copy first");
-      await current.close();
-      this.#use(new TailedFile({ file: copy, handle, hash: createHash("sha256"), offset: 0 }, 0, this.#options.maxLineBytes));
-      return true;
-    }
-    return false;
+    if (!copy) return false;
+    this.#options.log.info({ path: copy.file.path }, "the inbox was copied and truncated before cdp read any of it: reading the copy first");
+    await current.close();
+    this.#use(new TailedFile({ ...copy, hash: createHash("sha256"), offset: 0 }, 0, this.#options.maxLineBytes));
+    return true;
   }
 
   #use(file: TailedFile): true {
