@@ -165,8 +165,16 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
     started: context.time,
     staged: context.revision,
   };
+  // each step's record and the rollout's key carry it to etcd in one request (1.5 MiB by default)
+  const size = Buffer.byteLength(JSON.stringify(rollout));
+  if (size > MAX_ROLLOUT_BYTES) {
+    return { reason: `too large to roll out: with the values it would put back it takes ${Math.ceil(size / 1024)} KiB, and a rollout's steps go to etcd in one request (at most ${MAX_ROLLOUT_BYTES / 1024} KiB); change these keys without a rollout, or a smaller key at a time` };
+  }
   return { step: { step: "staged", rollout } };
 }
+
+/** A rollout travels twice in a step's transaction (its record, its key): both fit in one etcd request. */
+const MAX_ROLLOUT_BYTES = 384 << 10;
 
 /** The canaries (or the first step's share of the hosts) and how long each stage bakes; or what is wrong. */
 function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number }): { hosts: string[] | number; seconds: number; steps?: number[] } | string {

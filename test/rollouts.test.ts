@@ -1,6 +1,6 @@
 // Staged fleet rollouts on a real etcd: a change baked on canary hosts, then promoted to every
 // host or aborted (the canaries take the values back), each step a fleet revision.
-import { cp, readFile, writeFile } from "node:fs/promises";
+import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
@@ -104,8 +104,12 @@ describe("cdp rollout on a fleet of three hosts", () => {
     for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1800);
   });
 
-  it("refuses what cannot be rolled out, saying why: an unknown or unready canary, a bad line, a second rollout of the app", async () => {
-    const { hosts } = await fleetOf(["a", "b"], withHttp);
+  it("refuses what cannot be rolled out, saying why: an unknown or unready canary, a bad line, a second rollout of the app, one too large for etcd", async () => {
+    // beside the usual apps, one whose map takes keys one by one
+    const schemas = await tempDir();
+    await cp(SCHEMAS, schemas, { recursive: true });
+    await writeFile(join(schemas, "big.schema.json"), JSON.stringify({ type: "object", properties: { map: { type: "object", additionalProperties: { type: "string" }, default: {} } } }));
+    const { hosts } = await fleetOf(["a", "b"], () => [...withHttp(), "--schemas", schemas]);
     const [a] = hosts;
     const start = (...args: string[]) => cdp(["rollout", "start", "--dir", a!.dir, ...args]);
     let result = await start("--hosts", "z", "--bake", "5", "ticker:interval:1500");
@@ -122,6 +126,11 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(result).toMatchObject({ code: 1, output: expect.stringContaining("at most 30 days") });
     result = await start("--steps", "10,50", "--every", "5", "ticker:interval:1500");
     expect(result).toMatchObject({ code: 2, output: expect.stringContaining("end with 100") });
+    // a key of 900 kB: what a rollout would put back on an abort does not fit one etcd request
+    await appendFile(join(a!.dir, "cdp.new"), Array.from({ length: 15 }, (_, i) => `big:map.k${i}:${"x".repeat(60_000)}\n`).join(""));
+    await waitUntil(async () => Object.keys((await getConfig(a!.dir, "big.map", schemas).catch(() => ({}))) as object).length === 15);
+    result = await start("--hosts", "b", "--bake", "5", "big:map.z:1");
+    expect(result).toMatchObject({ code: 1, output: expect.stringContaining("too large to roll out") });
     const first = await start("--hosts", "b", "--bake", "30", "ticker:interval:1500");
     expect(first.code).toBe(0);
     const id = first.output.split("\n")[0]!;
@@ -129,9 +138,9 @@ describe("cdp rollout on a fleet of three hosts", () => {
     expect(result).toMatchObject({ code: 1, output: expect.stringContaining(`ticker is in rollout ${id}`) });
     // another app is free meanwhile; the refused requests are in cdp.rej with their reasons
     expect((await cdp(["push", "--dir", a!.dir, "db:pool.max:5"])).code).toBe(0);
-    expect((await readText(join(a!.dir, "cdp.rej"))).match(/^# rollout: /gm)).toHaveLength(6);
+    expect((await readText(join(a!.dir, "cdp.rej"))).match(/^# rollout: /gm)).toHaveLength(7);
     expect((await cdp(["rollout", "promote", "--dir", hosts[1]!.dir])).code).toBe(0);
-    for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
+    for (const host of hosts) await waitUntil(async () => (await getConfig(host.dir, "ticker.interval", schemas)) === 1500);
     expect((await cdp(["rollout", "--help"])).output).toContain("Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS)");
     expect(await cdp(["rollout", "frobnicate", "--dir", a!.dir])).toMatchObject({ code: 2, output: expect.stringContaining('unknown rollout action "frobnicate"') });
     // a single host has no rollouts
