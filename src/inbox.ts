@@ -270,7 +270,6 @@ export class Inbox {
    */
   async #rewritten(current: TailedFile): Promise<void> {
     const { log, maxLineBytes } = this.#options;
-    await this.#noteRotated(); // the copy made now is known: a later one is not
     const copy = await this.#findCopy(current);
     if (copy) {
       log.info({ path: copy.file.path }, "the inbox was copied and truncated: reading the rest of the copy first");
@@ -283,7 +282,11 @@ export class Inbox {
   }
 
   #findCopy(current: TailedFile): Promise<Resumed | undefined> {
-    return whileMoving(async () => findCopy((await listInboxFiles(this.#options.dir)).filter((file) => file.id !== current.id).reverse(), current.mark));
+    return whileMoving(async () => {
+      const files = await listInboxFiles(this.#options.dir);
+      await this.#noteRotated(files); // the copy made now is known: a later one is not
+      return findCopy(files.filter((file) => file.id !== current.id).reverse(), current.mark);
+    });
   }
 
   /**
