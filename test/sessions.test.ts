@@ -3,13 +3,16 @@
 // real `cdp` on PATH; what the page shows after it must appear in its output, in order (`…`
 // stands for anything: times, pids, absolute paths). `cdp watch` runs in the background, as in a
 // second terminal; before each next command the runner waits, as a person would, until the
-// watcher has read the inbox (and taken a changed schema's version). /tmp/cdp-NAME directories
-// become fresh temporary ones.
+// watcher has read the inbox (and taken a changed schema's version: read in-process, as a spawned
+// `cdp status` per step cost half the tour's time). /tmp/cdp-NAME directories become fresh
+// temporary ones. Each command has its own bounded time, so a hang names its step.
 import { spawn } from "node:child_process";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { openDataDir } from "../src/datadir.js";
+import { readStatus } from "../src/status.js";
 import { afterThisTest, CLI, tempDir, waitUntil } from "./helpers.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -49,11 +52,29 @@ function appearsIn(expected: string[], actual: string[]): string | undefined {
   return undefined;
 }
 
+/** How long one command of a session may take (a CLI starts in about half a second). */
+const STEP_TIMEOUT = 15_000;
+
 function bash(command: string, env: NodeJS.ProcessEnv): Promise<string> {
   const child = spawn("bash", ["-c", `{ ${command}\n} 2>&1`], { cwd: ROOT, env, stdio: ["ignore", "pipe", "inherit"] });
   let output = "";
   child.stdout.on("data", (data: Buffer) => (output += data.toString()));
-  return new Promise((resolve) => child.on("exit", () => resolve(output)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`$ ${command}\ndid not finish within ${STEP_TIMEOUT} ms; it printed:\n${output}`));
+    }, STEP_TIMEOUT);
+    child.on("exit", () => {
+      clearTimeout(timer);
+      resolve(output);
+    });
+  });
+}
+
+/** The watcher's state on `dir`, as `cdp status --json` prints it. */
+async function statusOf(dir: string) {
+  const { schemas } = await openDataDir(dir);
+  return readStatus(dir, schemas!);
 }
 
 async function runSessions(page: string): Promise<void> {
@@ -70,9 +91,9 @@ async function runSessions(page: string): Promise<void> {
     for (const dir of watched) {
       await waitUntil(async () => {
         // and, after a schema file changed, until the watcher has taken its version
-        const status = JSON.parse(await bash(`cdp status --dir ${dir} --json`, env)) as { waiting: number; apps: { version: number | null; inForce?: number }[] };
+        const status = await statusOf(dir);
         return status.waiting === 0 && status.apps.every(({ version, inForce }) => inForce === undefined || (version ?? 1) === inForce);
-      });
+      }, STEP_TIMEOUT);
     }
   };
   for (const step of steps) {
@@ -84,7 +105,7 @@ async function runSessions(page: string): Promise<void> {
         child.kill("SIGTERM");
         await new Promise((resolve) => (child.exitCode === null ? child.on("exit", resolve) : resolve(undefined)));
       });
-      await waitUntil(async () => (JSON.parse(await bash(`cdp status --dir ${watch[1]} --json`, env)) as { watcher: { running: boolean } }).watcher.running);
+      await waitUntil(async () => (await statusOf(watch[1]!)).watcher.running, STEP_TIMEOUT);
       watched.push(watch[1]!);
       continue;
     }
@@ -95,14 +116,17 @@ async function runSessions(page: string): Promise<void> {
   }
 }
 
+/** A page's whole session: its steps are bounded one by one (STEP_TIMEOUT); this is the backstop. */
+const SESSION_TIMEOUT = 120_000;
+
 describe("the documentation's sessions, run as written", () => {
   it("README.md: the five-minute tour", async () => {
     await runSessions("README.md");
-  });
+  }, SESSION_TIMEOUT);
 
   it.each(["docs/operating.md", "docs/change-management.md"])("%s", async (page) => {
     await runSessions(page);
-  });
+  }, SESSION_TIMEOUT);
 
   it("covers every page with a CLI session", async () => {
     const pages = (await readdir(join(ROOT, "docs"))).map((name) => `docs/${name}`);
