@@ -15,7 +15,7 @@ import { planRollback } from "./history.js";
 import { INBOX_FILE } from "./inbox.js";
 import { startCdp, type Cdp, type CdpOptions } from "./index.js";
 import { JOURNAL_FILE, replayJournal } from "./journal.js";
-import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, type Values } from "./options.js";
+import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, TIMER_MAX_MS, type Values } from "./options.js";
 import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas } from "./schemas.js";
 import { rolloutCommand } from "./rollout-commands.js";
@@ -106,7 +106,7 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
   const logger = createLogger(values);
   const settings = {
     maxLineBytes: positiveInteger(values, "max-line-bytes", 65536),
-    pollIntervalMs: positiveInteger(values, "poll-interval", 1000),
+    pollIntervalMs: positiveInteger(values, "poll-interval", 1000, 1, TIMER_MAX_MS),
     watchEvents: !values["poll-only"],
     maxOutageMs: seconds(values, "max-outage", 10),
     maxOutages: positiveInteger(values, "max-outages", 5),
@@ -193,7 +193,7 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
   const schemas = await loadSchemas(schemaDir);
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
   if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
-  const revision = values.last ? state.revision - 1 : Number(values.to);
+  const revision = values.last ? state.revision - 1 : /^\d{1,15}$/.test(values.to ?? "") ? Number(values.to) : NaN;
   if (!Number.isInteger(revision)) throw new CdpError("usage", `--to must be a revision number, got "${values.to}"`);
   const lines = planRollback(state, schemas, revision);
   if (lines.length === 0) {

@@ -80,7 +80,7 @@ export function matchesEtag(header: string | undefined, etag: string): boolean {
 export function limitOf(url: URL, fallback: number): number {
   const text = url.searchParams.get("limit");
   if (text === null) return fallback;
-  const limit = Number(text);
+  const limit = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new HttpError(400, `limit must be a whole number from 1 to 100000, got "${text}"`);
   return limit;
 }
@@ -95,6 +95,19 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/** A JSON object body; anything else (not JSON, `null`, an array, a string) is a 400 saying what to send. */
+export async function readJsonObject<T extends object>(req: IncomingMessage, limit: number, usage: string): Promise<Partial<T>> {
+  const body = await readBody(req, limit);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new HttpError(400, usage);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new HttpError(400, usage);
+  return parsed as Partial<T>;
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -152,23 +152,32 @@ type NumberOption =
   | "bake"
   | "every";
 
-export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1): number {
+/** The longest delay a Node timer takes (2^31−1 ms, ~24.8 days): a longer one fires after 1 ms. */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+
+export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1, most = Number.MAX_SAFE_INTEGER): number {
   const text = values[name];
   if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < least) {
-    throw new CdpError("usage", `--${name} must be a ${least > 0 ? "positive" : "non-negative"} whole number, got "${text}"`);
+  const value = /^\d{1,16}$/.test(text) ? Number(text) : NaN; // not "0x10" or "1e3"
+  if (!Number.isInteger(value) || value < least || value > most) {
+    const range = most === Number.MAX_SAFE_INTEGER ? "" : ` up to ${most}`;
+    throw new CdpError("usage", `--${name} must be a ${least > 0 ? "positive" : "non-negative"} whole number${range}, got "${text}"`);
   }
   return value;
 }
 
-export function seconds(values: Values, name: NumberOption, fallback: number): number {
+/** A duration option in seconds, as milliseconds; at most `mostSeconds` (by default what a timer takes). */
+export function seconds(values: Values, name: NumberOption, fallback: number, mostSeconds = Math.floor(TIMER_MAX_MS / 1000)): number {
   const text = values[name];
   if (text === undefined) return fallback * 1000;
   const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) throw new CdpError("usage", `--${name} must be a positive number of seconds, got "${text}"`);
+  if (!Number.isFinite(value) || value <= 0 || value > mostSeconds) {
+    throw new CdpError("usage", `--${name} must be a positive number of seconds up to ${mostSeconds} (${inDays(mostSeconds)}), got "${text}"`);
+  }
   return value * 1000;
 }
+
+const inDays = (secs: number) => (secs % 86_400 === 0 ? `${secs / 86_400} days` : `about ${(secs / 86_400).toFixed(1)} days`);
 
 export function noPositionals(positionals: string[], most = 0): void {
   if (positionals.length > most) throw new CdpError("usage", `unexpected argument "${positionals[most]}"`);

@@ -124,7 +124,12 @@ export class Renderer {
         return this.#failed(state, `check: ${checked.output}`, { atStart, afterRevert, installed: false });
       }
     }
-    await install(staged, target.dest);
+    try {
+      await install(staged, target.dest);
+    } catch (error) {
+      await discard(staged); // never left beside dest: it may hold a secret
+      return this.#failed(state, `write: ${(error as Error).message}`, { atStart, afterRevert, installed: false });
+    }
     // at start a service is reloaded only if it may run on an earlier file (one was there), and not probed
     if (atStart && before === undefined) return this.#succeeded(state, config, text);
     const reloaded = target.reload ? await runCommand(target.reload, { dest: target.dest }, target.commandTimeoutMs) : { ok: true, output: "" };

@@ -10,7 +10,7 @@ import { CdpError } from "./errors.js";
 import { noPositionals, required, seconds, type Values } from "./options.js";
 import { receiptMarks } from "./receipts.js";
 import { REJECTS_FILE } from "./rejects.js";
-import { areSteps, keysOf, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
+import { areSteps, keysOf, MAX_BAKE_SECONDS, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
 import { WATCHER_FILE, type WatcherInfo } from "./status.js";
 import { appendToInbox, invokingUser } from "./submit.js";
 
@@ -59,14 +59,14 @@ function timing(values: Values): { hosts: string[]; bakeSeconds: number } | { st
     if (values.bake === undefined) throw new CdpError("usage", "--hosts needs --bake SECONDS: how long the canaries run the change before it is promoted");
     const hosts = values.hosts.split(",").map((host) => host.trim()).filter((host) => host !== "");
     if (hosts.length === 0) throw new CdpError("usage", "--hosts names at least one host (its --cluster-host name)");
-    return { hosts, bakeSeconds: seconds(values, "bake", 0) / 1000 };
+    return { hosts, bakeSeconds: seconds(values, "bake", 0, MAX_BAKE_SECONDS) / 1000 };
   }
   if (values.every === undefined) throw new CdpError("usage", "--steps needs --every SECONDS: how long each step bakes");
   const steps = values.steps!.split(",").map(Number);
   if (!areSteps(steps)) {
     throw new CdpError("usage", `--steps must be rising percentages that end with 100, e.g. 10,50,100; got "${values.steps}"`);
   }
-  return { steps, everySeconds: seconds(values, "every", 0) / 1000 };
+  return { steps, everySeconds: seconds(values, "every", 0, MAX_BAKE_SECONDS) / 1000 };
 }
 
 async function statusCommand(dir: string, values: Values, io: Io): Promise<number> {

@@ -176,10 +176,12 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
 /** A rollout travels twice in a step's transaction (its record, its key): both fit in one etcd request. */
 const MAX_ROLLOUT_BYTES = 384 << 10;
 
+/** The longest bake (or step): a deadline must be a date, and a bake of years is a typo. */
+export const MAX_BAKE_SECONDS = 30 * 86_400;
+
 /** The canaries (or the first step's share of the hosts) and how long each stage bakes; or what is wrong. */
 function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number }): { hosts: string[] | number; seconds: number; steps?: number[] } | string {
-  // at most 30 days: a deadline must be a date (and a bake of years is a typo)
-  const positive = (value: unknown) => typeof value === "number" && Number.isFinite(value) && value > 0 && value <= 30 * 86_400;
+  const positive = (value: unknown) => typeof value === "number" && Number.isFinite(value) && value > 0 && value <= MAX_BAKE_SECONDS;
   if (start.steps !== undefined) {
     const steps = start.steps;
     if (start.hosts !== undefined) return "give either hosts (with a bake) or steps (with every), not both";

@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { CdpError } from "./errors.js";
 import { historyJson, planRollback, selectHistory } from "./history.js";
-import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, sendError, sendJson, sendPage } from "./http.js";
+import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, readJsonObject, sendError, sendJson, sendPage } from "./http.js";
 import { replayJournal } from "./journal.js";
 import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "./pipeline.js";
@@ -208,9 +208,11 @@ function routeRequests(routes: Record<string, Route | Route[]>, options: Sidecar
 
 /** GET /v1/events[?app=A[&key=K]][&since=REV][&rejections=1]; Last-Event-ID takes precedence over since. */
 async function openStream({ req, res, url, pipeline }: Request, stream: EventStream): Promise<void> {
-  const given = req.headers["last-event-id"] ?? url.searchParams.get("since") ?? undefined;
+  const header = req.headers["last-event-id"];
+  const given = (Array.isArray(header) ? header.join(",") : header) ?? url.searchParams.get("since") ?? undefined;
+  // decimal digits only: Number() would read "0x10" as 16 and "1e3" as 1000
+  if (given !== undefined && given !== "" && !/^\d{1,15}$/.test(given)) throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
   const since = given === undefined || given === "" ? undefined : Number(given);
-  if (since !== undefined && !(Number.isInteger(since) && since >= 0)) throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
   const app = url.searchParams.get("app") ?? undefined;
   const key = url.searchParams.get("key") ?? undefined;
   if (key !== undefined && app === undefined) throw new HttpError(400, "a key filter needs an app: ?app=APP&key=KEY");
@@ -241,13 +243,7 @@ async function serveHistory({ res, url }: Request, recent: RecentChanges): Promi
 
 /** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */
 async function rollback({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
-  const body = await readBody(req, options.maxBodyBytes);
-  let request: { to?: unknown; last?: unknown; dryRun?: unknown };
-  try {
-    request = JSON.parse(body.toString("utf8")) as typeof request;
-  } catch {
-    throw new HttpError(400, 'send JSON: {"to": REVISION} or {"last": true}');
-  }
+  const request = await readJsonObject<{ to: unknown; last: unknown; dryRun: unknown }>(req, options.maxBodyBytes, 'send JSON: {"to": REVISION} or {"last": true}');
   const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
   if ((request.to === undefined) === (request.last !== true)) throw new HttpError(400, 'give either "to": REVISION or "last": true');
   const revision = request.last === true ? state.revision - 1 : request.to;
@@ -272,12 +268,7 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
  */
 async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
   const usage = 'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
-  let body: { action?: unknown; id?: unknown; reason?: unknown; hosts?: unknown; bake?: unknown; steps?: unknown; every?: unknown; lines?: unknown };
-  try {
-    body = JSON.parse((await readBody(req, options.maxBodyBytes)).toString("utf8")) as typeof body;
-  } catch {
-    throw new HttpError(400, usage);
-  }
+  const body = await readJsonObject<{ action: unknown; id: unknown; reason: unknown; hosts: unknown; bake: unknown; steps: unknown; every: unknown; lines: unknown }>(req, options.maxBodyBytes, usage);
   const action = body.action ?? "start";
   const reason = typeof body.reason === "string" ? body.reason : undefined;
   let request: RolloutRequest;
@@ -302,12 +293,7 @@ async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarO
 /** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */
 async function planSchemas({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
   const usage = 'send JSON: {"files": {"APP.schema.json": SCHEMA, …}} (the other apps keep their schemas)';
-  let request: { files?: unknown };
-  try {
-    request = JSON.parse((await readBody(req, options.maxBodyBytes)).toString("utf8")) as typeof request;
-  } catch {
-    throw new HttpError(400, usage);
-  }
+  const request = await readJsonObject<{ files: unknown }>(req, options.maxBodyBytes, usage);
   const files = request.files;
   if (typeof files !== "object" || files === null || Array.isArray(files) || Object.keys(files).length === 0) throw new HttpError(400, usage);
   const badName = Object.keys(files).find((name) => !/^[A-Za-z_][A-Za-z0-9_-]{0,63}\.schema\.json$/.test(name));

@@ -2,8 +2,8 @@
 // the service's own commands that check, reload and probe it. Everything an operator can get
 // wrong here is found at start (exit 2), never at the first change.
 import { execFileSync } from "node:child_process";
-import { readFile, stat } from "node:fs/promises";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { readFile, realpath, stat } from "node:fs/promises";
+import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import mustache from "mustache";
 import { CdpError } from "./errors.js";
 import type { Schemas } from "./schemas.js";
@@ -34,8 +34,13 @@ export interface RenderTarget {
 
 const FIELDS = new Set(["app", "template", "format", "dest", "mode", "owner", "check", "reload", "health", "healthTimeoutMs", "healthDelayMs", "commandTimeoutMs"]);
 
-/** Read and check every render file: the targets, in order. Throws a CdpError ("bootstrap") naming the file and the target. */
-export async function loadRenderFiles(paths: readonly string[], schemas: Schemas): Promise<RenderTarget[]> {
+/**
+ * Read and check every render file: the targets, in order. Throws a CdpError ("bootstrap") naming
+ * the file and the target. `cdpDirs` (the data and schema directories) are never a target's place:
+ * a dest there would overwrite the journal or a schema.
+ */
+export async function loadRenderFiles(paths: readonly string[], schemas: Schemas, cdpDirs: readonly string[] = []): Promise<RenderTarget[]> {
+  const ownDirs = await Promise.all(cdpDirs.map((dir) => realpath(dir).catch(() => resolve(dir))));
   const targets: RenderTarget[] = [];
   for (const path of paths) {
     let text: string;
@@ -51,7 +56,7 @@ export async function loadRenderFiles(paths: readonly string[], schemas: Schemas
       throw new CdpError("bootstrap", `--render ${path}: not valid JSON: ${(error as Error).message}`);
     }
     if (!isObject(parsed) || !Array.isArray(parsed.targets) || parsed.targets.length === 0) throw new CdpError("bootstrap", `--render ${path}: expected {"targets": [{"app": …, "dest": …}, …]}`);
-    for (const [index, target] of parsed.targets.entries()) targets.push(await readTarget(path, index, target, schemas));
+    for (const [index, target] of parsed.targets.entries()) targets.push(await readTarget(path, index, target, schemas, ownDirs));
   }
   const dests = targets.map(({ dest }) => dest);
   const twice = dests.find((dest, i) => dests.indexOf(dest) !== i);
@@ -59,7 +64,7 @@ export async function loadRenderFiles(paths: readonly string[], schemas: Schemas
   return targets;
 }
 
-async function readTarget(path: string, index: number, given: unknown, schemas: Schemas): Promise<RenderTarget> {
+async function readTarget(path: string, index: number, given: unknown, schemas: Schemas, ownDirs: readonly string[]): Promise<RenderTarget> {
   const fail = (reason: string) => new CdpError("bootstrap", `--render ${path}: targets[${index}]: ${reason}`);
   if (!isObject(given)) throw fail("must be an object");
   const unknown = Object.keys(given).find((key) => !FIELDS.has(key));
@@ -73,6 +78,11 @@ async function readTarget(path: string, index: number, given: unknown, schemas: 
   const target: RenderTarget = { app, dest: resolve(base, dest), mode: readMode(given.mode, fail), healthTimeoutMs: readMs(given.healthTimeoutMs, 10_000, "healthTimeoutMs", fail), healthDelayMs: readMs(given.healthDelayMs, 500, "healthDelayMs", fail), commandTimeoutMs: readMs(given.commandTimeoutMs, 10_000, "commandTimeoutMs", fail) };
   const directory = await stat(dirname(target.dest)).catch(() => undefined);
   if (!directory?.isDirectory()) throw fail(`the directory of "dest" (${dirname(target.dest)}) does not exist`);
+  // where the file really lands, through any link on the way
+  const place = join(await realpath(dirname(target.dest)), basename(target.dest));
+  const own = ownDirs.find((dir) => place === dir || place.startsWith(`${dir}${sep}`));
+  if (own) throw fail(`"dest" (${target.dest}) is inside cdp's own directory ${own}: rendering there would overwrite cdp's files; put it where the service reads its config`);
+  if ((await stat(target.dest).catch(() => undefined))?.isDirectory()) throw fail(`"dest" (${target.dest}) is a directory: name the file to write in it`);
   if (format !== undefined) target.format = format as Format;
   if (template !== undefined) target.template = await readTemplate(typeof template === "string" ? (isAbsolute(template) ? template : join(base, template)) : "", fail);
   for (const name of ["check", "reload", "health"] as const) {
@@ -107,9 +117,14 @@ function readMode(mode: unknown, fail: (reason: string) => CdpError): number {
   return Number.parseInt(mode, 8);
 }
 
+/** A command's time, a probe's or a delay: at most an hour (a timer takes at most ~24.8 days; longer is a typo). */
+const MAX_MS = 3_600_000;
+
 function readMs(value: unknown, fallback: number, name: string, fail: (reason: string) => CdpError): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) throw fail(`"${name}" must be a positive number of milliseconds, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0 || value > MAX_MS) {
+    throw fail(`"${name}" must be a whole number of milliseconds from 1 to ${MAX_MS} (an hour), got ${JSON.stringify(value)}`);
+  }
   return value;
 }
 

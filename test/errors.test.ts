@@ -1,6 +1,6 @@
 // The errors a newcomer meets: each one sentence, saying where and what, with the fix.
 import { createServer } from "node:net";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cdp, dataDir, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
@@ -33,6 +33,24 @@ describe("errors that explain", () => {
     expect(code).toBe(2);
     expect(output).toContain(`cdp: ${message}\n`);
     expect(output).not.toContain("To specify a positional argument");
+  });
+
+  it("refuses a number no timer or revision takes, before anything is done: 1e308 seconds, 0x10", async () => {
+    const dir = await dataDir();
+    const cases: [string[], string][] = [
+      [["rollout", "start", "--dir", dir, "--hosts", "a", "--bake", "1e308", "ticker:interval:1500"], '--bake must be a positive number of seconds up to 2592000 (30 days), got "1e308"'],
+      [["rollout", "start", "--dir", dir, "--steps", "50,100", "--every", "2592001", "ticker:interval:1500"], "--every must be a positive number of seconds up to 2592000 (30 days)"],
+      [["watch", "--dir", dir, "--max-outage", "3000000"], '--max-outage must be a positive number of seconds up to 2147483 (about 24.9 days), got "3000000"'],
+      [["watch", "--dir", dir, "--poll-interval", "2147483648"], '--poll-interval must be a positive whole number up to 2147483647, got "2147483648"'],
+      [["watch", "--dir", dir, "--poll-interval", "0x10"], '--poll-interval must be a positive whole number up to 2147483647, got "0x10"'],
+      [["rollback", "--dir", dir, "--to", "0x10"], '--to must be a revision number, got "0x10"'],
+    ];
+    for (const [args, message] of cases) {
+      const { code, output } = await cdp(args);
+      expect(code, args.join(" ")).toBe(2);
+      expect(output).toContain(message);
+    }
+    expect(await readFile(join(dir, "cdp.new"), "utf8").catch(() => "")).toBe("");
   });
 
   it("answers cdp help COMMAND and cdp -v", async () => {

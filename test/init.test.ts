@@ -134,7 +134,7 @@ describe("settings in one place", () => {
     expect(tooLong.code).toBe(1);
     expect(tooLong.output).toContain("stdin:1: line is 20 bytes, over the limit of 10");
     const flagWins = await cdpWithEnv(["watch", "--dir", dir, "--poll-interval", "soon"], { CDP_POLL_INTERVAL: "100" });
-    expect(flagWins.output).toContain('--poll-interval must be a positive whole number, got "soon"');
+    expect(flagWins.output).toContain('--poll-interval must be a positive whole number up to 2147483647, got "soon"');
     const badSwitch = await cdpWithEnv(["watch", "--dir", dir], { CDP_POLL_ONLY: "maybe" });
     expect(badSwitch.code).toBe(2);
     expect(badSwitch.output).toContain('CDP_POLL_ONLY is a switch: 1 or 0, got "maybe"');

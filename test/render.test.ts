@@ -3,7 +3,7 @@
 // health probe (curl) decide whether a change stays.
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { appendFile, mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readdir, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../bench/etcd.js";
@@ -210,6 +210,38 @@ describe("render targets, with a real nginx", () => {
 });
 
 describe("render targets, without a service", () => {
+  it("refuses to start (exit 2) on a dest in cdp's own directories or that is a directory, and on a time no timer takes; nothing is written", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    const render = join(root, "render.json");
+    await mkdir(join(root, "site.conf"));
+    await symlink(dir, join(root, "data-link"));
+    const start = async (target: Record<string, unknown>) => {
+      await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "json", ...target }] }));
+      const run = runCdp(["watch", "--dir", dir, "--schemas", schemas, "--render", render]);
+      return { code: await run.exited, output: run.output() };
+    };
+    const journal = await start({ dest: join(dir, "cdp") });
+    expect(journal.code).toBe(2);
+    expect(journal.output).toContain(`targets[0]: "dest" (${join(dir, "cdp")}) is inside cdp's own directory ${dir}`);
+    const linked = await start({ dest: join(root, "data-link", "web.json") });
+    expect(linked.code).toBe(2);
+    expect(linked.output).toContain(`is inside cdp's own directory ${dir}`);
+    const schema = await start({ dest: join(schemas, "web.schema.json") });
+    expect(schema.code).toBe(2);
+    expect(schema.output).toContain(`is inside cdp's own directory ${schemas}`);
+    const directory = await start({ dest: join(root, "site.conf") });
+    expect(directory.code).toBe(2);
+    expect(directory.output).toContain(`targets[0]: "dest" (${join(root, "site.conf")}) is a directory`);
+    const overflow = await start({ dest: join(root, "web.json"), commandTimeoutMs: 2 ** 31 });
+    expect(overflow.code).toBe(2);
+    expect(overflow.output).toContain(`"commandTimeoutMs" must be a whole number of milliseconds from 1 to 3600000 (an hour), got ${2 ** 31}`);
+    for (const output of [journal.output, directory.output, overflow.output]) expect(output).not.toMatch(/at .*\.js:\d+|EISDIR/);
+    expect((await readdir(root)).sort()).toEqual(["data-link", "render.json", "schemas", "site.conf"]);
+    expect(await readdir(join(root, "site.conf"))).toEqual([]);
+    expect(await readdir(schemas)).toEqual(["web.schema.json"]);
+    expect(await readText(join(dir, "cdp"))).toBe("");
+  });
+
   it("writes each format with a real serializer that reads it back", async () => {
     const app = { type: "object", properties: { name: { type: "string", default: 'a "quoted" = value' }, limits: { type: "object", default: { max: 5, tags: ["x", "y"] } }, ratio: { type: "number", default: 0.5 } } };
     const { root, schemas, dir } = await webDataDir("svc", app);
@@ -249,10 +281,11 @@ describe("render targets, without a service", () => {
     const hosts = await Promise.all(
       ["a", "b"].map(async (name) => {
         const dir = await dataDir(schemas);
-        const render = join(dir, "render.json");
+        const service = await tempDir(); // the service's own directory: never cdp's
+        const render = join(service, "render.json");
         // the service is unhealthy whenever its file says "bad" (the value is never part of the command)
         await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["sh", "-c", '! grep -q bad "$0"', "{dest}"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
-        return { dir, file: join(dir, "web.json"), watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]) };
+        return { dir, file: join(service, "web.json"), watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]) };
       }),
     );
     await appendFile(join(hosts[0]!.dir, "cdp.new"), "web:greeting:fine\n");

@@ -158,6 +158,17 @@ describe("POST /v1/changes", () => {
     expect(await status(post(`ticker:name:${"x".repeat(1000)}\n`))).toEqual([413, "the body is over the limit of 1000 bytes"]);
   });
 
+  it("answers 400 with what to send for a JSON body that is not an object (null, an array, a string)", async () => {
+    const { call } = await served();
+    for (const path of ["/v1/plan", "/v1/rollback", "/v1/rollouts"]) {
+      for (const body of ["null", "[]", '"x"', "7"]) {
+        const response = await call(path, { method: "POST", body, headers: { "content-type": "application/json" } });
+        expect([path, body, response.status]).toEqual([path, body, 400]);
+        expect(((await response.json()) as { error: string }).error).toMatch(/^send JSON: \{/);
+      }
+    }
+  });
+
   it("refuses a change from another origin (a web page the operator visits)", async () => {
     const { call } = await served();
     const response = await call("/v1/changes", post("ticker:interval:1500\n", { origin: "http://evil.example" }));
@@ -267,6 +278,8 @@ describe("GET /v1/events", () => {
     expect(unknown.status).toBe(404);
     expect((await fetch(`${url}/v1/events?key=interval`)).status).toBe(400);
     expect((await fetch(`${url}/v1/events`, { headers: { "last-event-id": "x" } })).status).toBe(400);
+    expect((await fetch(`${url}/v1/events`, { headers: { "last-event-id": "0x10" } })).status).toBe(400); // not read as 16
+    expect((await fetch(`${url}/v1/events?since=1e3`)).status).toBe(400);
   });
 
   it("after a reconnect with Last-Event-ID, sends every missed change in order before live ones", async () => {

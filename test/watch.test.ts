@@ -226,7 +226,7 @@ describe("cdp push, get, check and usage", () => {
     [["frobnicate"], `unknown command "frobnicate"`],
     [["watch", "--schemas", "s"], "--dir is required"],
     [["watch", "--dir", "d", "--schemas", "s", "--bogus"], "unknown option --bogus"],
-    [["watch", "--dir", "d", "--schemas", "s", "--poll-interval", "soon"], `--poll-interval must be a positive whole number, got "soon"`],
+    [["watch", "--dir", "d", "--schemas", "s", "--poll-interval", "soon"], `--poll-interval must be a positive whole number up to 2147483647, got "soon"`],
     [["push", "--dir", "d"], "give at least one LINE"],
     [["check", "--schemas", "/nonexistent"], "cannot read the schema directory /nonexistent"],
     [["watch", "--dir", "/dev/null", "--schemas", "s"], "/dev/null is not a directory: --dir names cdp's data directory"],
