@@ -2,7 +2,7 @@
 // (staged), checked there by the service's own checker, then renamed over `dest` and the directory
 // fsync'd — so `dest` is always the old file or the new one, never a torn one. And the service's
 // commands, run without a shell, each with a timeout, their output kept for the reason.
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chown, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -52,22 +52,83 @@ export async function removeStaged(dest: string): Promise<void> {
 
 export interface CommandResult {
   ok: boolean;
-  /** What it printed (stdout and stderr, the last 2,000 characters), then how it ended: `curl: (22) … 500 (exit 22)`. */
+  /** What it printed (stdout and stderr, the last 2,000 characters, control bytes dropped), then how it ended: `curl: (22) … 500 (exit 22)`. */
   output: string;
 }
 
-/** Run an argv with {staged} and {dest} substituted (nothing else: a value never becomes part of a command). */
+/** How much of a command's output is kept while it runs: the end of it (the reason is at the end). */
+const KEPT_BYTES = 16 << 10;
+const SHOWN_CHARS = 2000;
+
+/**
+ * Run an argv with {staged} and {dest} substituted (nothing else: a value never becomes part of a
+ * command), in a process group of its own: a timeout ends the group, so a `sh -c 'sleep 1000'`
+ * leaves no child behind. Only the end of its output is kept, however much it prints.
+ */
 export function runCommand(argv: readonly string[], paths: { staged?: string; dest: string }, timeoutMs: number): Promise<CommandResult> {
   const words = argv.map((word) => word.replaceAll("{staged}", paths.staged ?? paths.dest).replaceAll("{dest}", paths.dest));
   return new Promise((resolve) => {
-    execFile(words[0]!, words.slice(1), { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 1 << 20, encoding: "utf8" }, (error, stdout, stderr) => {
-      const printed = `${stdout}${stderr}`.trim();
-      if (!error) return resolve({ ok: true, output: printed.slice(-2000) });
-      const why = error.killed ? `timed out after ${timeoutMs} ms` : typeof error.code === "number" ? `exit ${error.code}` : error.code === "ENOENT" ? `${words[0]}: not found` : error.message;
+    const child = spawn(words[0]!, words.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    let kept = Buffer.alloc(0);
+    const keep = (chunk: Buffer) => {
+      kept = Buffer.concat([kept, chunk]);
+      if (kept.length > KEPT_BYTES) kept = kept.subarray(kept.length - KEPT_BYTES);
+    };
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    let timedOut = false;
+    const endGroup = () => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // the group is gone already
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      endGroup();
+    }, timeoutMs);
+    let failed: NodeJS.ErrnoException | undefined;
+    let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      const printed = printable(kept.toString("utf8"));
+      if (!failed && !timedOut && ended?.code === 0) return resolve({ ok: true, output: printed.slice(-SHOWN_CHARS) });
+      const why = timedOut
+        ? `timed out after ${timeoutMs} ms`
+        : failed
+          ? failed.code === "ENOENT"
+            ? `${words[0]}: not found`
+            : failed.message
+          : ended?.code !== null
+            ? `exit ${ended?.code}`
+            : `killed by ${ended.signal}`;
       // the command's own words first (`curl: (22) … 500`), then how it ended
-      resolve({ ok: false, output: printed ? `${printed.replace(/\s+/g, " ").slice(-2000)} (${why})` : why });
+      resolve({ ok: false, output: printed ? `${printed.slice(-SHOWN_CHARS)} (${why})` : why });
+    };
+    child.on("error", (error: NodeJS.ErrnoException) => {
+      failed = error;
+      if (child.pid === undefined) finish(); // it never started
+    });
+    child.on("exit", (code, signal) => {
+      ended = { code, signal };
+      // what it left running in the background may hold its output open: read on a moment, no longer
+      const drained = setTimeout(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+        finish();
+      }, 500);
+      child.on("close", () => {
+        clearTimeout(drained);
+        finish();
+      });
     });
   });
+}
+
+/** Text fit for a reason on one line: control bytes (NULs, escapes) dropped, white space folded. */
+function printable(text: string): string {
+  return text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/[\u0000-\u0008\u000e-\u001f\u007f-\u009f\ufffd]/g, "").replace(/\s+/g, " ").trim();
 }
 
 /** After the target's delay, run the health command until it succeeds or `timeoutMs` passes (every 250 ms); the last result. */

@@ -8,6 +8,7 @@
 import type { Logger } from "pino";
 import { currentText, discard, healthy, install, removeStaged, runCommand, stage } from "./deliver.js";
 import { renderTarget } from "./render.js";
+import { maskText, secretTexts, type Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import type { RenderTarget } from "./targets.js";
 import type { AppConfig } from "./values.js";
@@ -15,6 +16,8 @@ import type { AppConfig } from "./values.js";
 export interface RendererOptions {
   targets: readonly RenderTarget[];
   table: ConfigTable;
+  /** The schemas in force: a command's words are shown with the app's secret values masked. */
+  schemas: () => Schemas;
   /** Take the app back to `config` through the pipeline, with the reason; false when nothing changed. Absent in a fleet. */
   revert?: (app: string, config: AppConfig, reason: string, source: string) => Promise<boolean>;
   log: Logger;
@@ -27,7 +30,7 @@ export interface RenderStatus {
   /** When it was last rendered (ms since the epoch), and whether that went well. */
   lastTime: number;
   lastOk: boolean;
-  /** What is wrong now, if anything. */
+  /** What is wrong now, if anything: the target and the stage that failed (its words are in the log and history). */
   problem?: string;
 }
 
@@ -107,7 +110,7 @@ export class Renderer {
     try {
       text = renderTarget(target, config);
     } catch (error) {
-      return this.#failed(state, `render: ${(error as Error).message}`, { atStart, afterRevert, installed: false });
+      return this.#failed(state, config, "render", (error as Error).message, { atStart, afterRevert, installed: false });
     }
     const before = await currentText(target.dest);
     if (text === before) return this.#succeeded(state, config, text); // nothing to write, nothing to reload
@@ -115,27 +118,27 @@ export class Renderer {
     try {
       staged = await stage(target, text);
     } catch (error) {
-      return this.#failed(state, `write: ${(error as Error).message}`, { atStart, afterRevert, installed: false });
+      return this.#failed(state, config, "write", (error as Error).message, { atStart, afterRevert, installed: false });
     }
     if (target.check) {
       const checked = await runCommand(target.check, { staged, dest: target.dest }, target.commandTimeoutMs);
       if (!checked.ok) {
         await discard(staged);
-        return this.#failed(state, `check: ${checked.output}`, { atStart, afterRevert, installed: false });
+        return this.#failed(state, config, "check", checked.output, { atStart, afterRevert, installed: false });
       }
     }
     try {
       await install(staged, target.dest);
     } catch (error) {
       await discard(staged); // never left beside dest: it may hold a secret
-      return this.#failed(state, `write: ${(error as Error).message}`, { atStart, afterRevert, installed: false });
+      return this.#failed(state, config, "write", (error as Error).message, { atStart, afterRevert, installed: false });
     }
     // at start a service is reloaded only if it may run on an earlier file (one was there), and not probed
     if (atStart && before === undefined) return this.#succeeded(state, config, text);
     const reloaded = target.reload ? await runCommand(target.reload, { dest: target.dest }, target.commandTimeoutMs) : { ok: true, output: "" };
-    if (!reloaded.ok) return this.#failed(state, `reload: ${reloaded.output}`, { atStart, afterRevert, installed: true });
+    if (!reloaded.ok) return this.#failed(state, config, "reload", reloaded.output, { atStart, afterRevert, installed: true });
     const probed = target.health && !atStart ? await healthy(target, target.healthTimeoutMs) : { ok: true, output: "" };
-    if (!probed.ok) return this.#failed(state, `health: ${probed.output}`, { atStart, afterRevert, installed: true });
+    if (!probed.ok) return this.#failed(state, config, "health", probed.output, { atStart, afterRevert, installed: true });
     this.#options.log.info({ dest: target.dest, app: target.app, revision: this.#options.table.revision }, "rendered");
     this.#succeeded(state, config, text);
   }
@@ -147,13 +150,17 @@ export class Renderer {
     delete state.problem;
   }
 
-  async #failed(state: TargetState, reason: string, how: { atStart: boolean; afterRevert: boolean; installed: boolean }): Promise<void> {
+  async #failed(state: TargetState, config: AppConfig, stage: string, words: string, how: { atStart: boolean; afterRevert: boolean; installed: boolean }): Promise<void> {
     const { target } = state;
     const { log, revert } = this.#options;
     state.failures++;
     state.lastTime = Date.now();
     state.lastOk = false;
-    state.problem = `${target.dest}: ${reason}`;
+    state.problem = `${target.dest}: the ${stage} failed`;
+    // the command's words are what an operator needs, but never with a secret in them (a checker may print the staged file)
+    const schema = this.#options.schemas().get(target.app);
+    const secrets = schema ? [...secretTexts(schema, config), ...(state.good ? secretTexts(schema, state.good.config) : [])].sort((a, b) => b.length - a.length) : [];
+    const reason = `${stage}: ${maskText(words, secrets)}`;
     const fields = { dest: target.dest, app: target.app, reason };
     if (how.afterRevert) return log.fatal(fields, "the service is not healthy with its last good configuration either: left as it is (no flapping); look at it");
     const good = state.good;

@@ -7,7 +7,8 @@ import type { Logger } from "pino";
 import type { FleetLog } from "./fleet.js";
 import type { FleetMember } from "./member.js";
 import { rejectionRecord } from "./rejects.js";
-import { decideRollout, endRollout, linesAt, passedAt, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
+import type { Schemas } from "./schemas.js";
+import { decideRollout, endRollout, linesAt, passedAt, servedRollout, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
 import type { ConfigTable } from "./table.js";
 
 /** The rollouts one host knows: those in progress at its revision and the recent ones. */
@@ -61,6 +62,8 @@ export interface ClockOptions {
   fleet: FleetLog;
   member: () => FleetMember;
   table: ConfigTable;
+  /** The schemas in force: cdp.rollouts shows secret values masked, as the sidecar does. */
+  schemas: () => Schemas;
   /** Run a commit in its turn with the batches. */
   inTurn: (task: () => Promise<void>) => Promise<void>;
   /** The count of processed inbox lines (a decision's record carries it). */
@@ -119,7 +122,8 @@ export class RolloutClock {
 
   #writeView(): void {
     const { dir, host, table, log } = this.#options;
-    const view = { host, revision: table.revision, time: new Date().toISOString(), rollouts: this.known.list() };
+    const schemas = this.#options.schemas();
+    const view = { host, revision: table.revision, time: new Date().toISOString(), rollouts: this.known.list().map((rollout) => servedRollout(rollout, schemas)) };
     this.#view = this.#view.then(() => writeRolloutsView(dir, view)).catch((error: unknown) => log.warn({ err: error }, "could not write cdp.rollouts"));
   }
 

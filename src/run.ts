@@ -135,7 +135,7 @@ export class Run implements Pipeline {
     });
     // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
     const revert = options.fleet ? undefined : (app: string, config: AppConfig, reason: string, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reason, source));
-    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
+    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, schemas, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
   }
 
   /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
@@ -186,6 +186,7 @@ export class Run implements Pipeline {
       fleet: fleet.log,
       member: () => this.#member!,
       table: this.table,
+      schemas: () => this.#live.schemas,
       inTurn: (task) => this.#turns.run(task),
       seq: () => this.#seq,
       stopping: () => this.#stopping,

@@ -193,6 +193,41 @@ export function maskSecrets(schema: AppSchema, path: readonly string[], value: u
   return shown;
 }
 
+/**
+ * The texts by which an app's secret values may show in a program's output: each secret leaf as
+ * written, JSON-escaped and in base64, and each secret value's JSON. Longest first, for masking.
+ */
+export function secretTexts(schema: AppSchema, config: AppConfig): string[] {
+  const found = new Set<string>();
+  const leaves = (value: unknown): void => {
+    if (isObject(value) || Array.isArray(value)) {
+      found.add(JSON.stringify(value));
+      for (const child of Object.values(value)) leaves(child);
+    } else if (value !== null && value !== undefined) {
+      const text = String(value);
+      found.add(text).add(JSON.stringify(text).slice(1, -1)).add(Buffer.from(text).toString("base64").replace(/=+$/, ""));
+    }
+  };
+  const walk = (value: unknown, path: string[]): void => {
+    if (!isObject(value)) return;
+    for (const [key, child] of Object.entries(value)) {
+      const info = schema.key([...path, key]);
+      if (typeof info !== "object") continue;
+      if (info.writeOnly) leaves(child);
+      else if (info.secret) walk(child, [...path, key]);
+    }
+  };
+  walk(config, []);
+  return [...found].filter((text) => text !== "").sort((a, b) => b.length - a.length);
+}
+
+/** `text` with every occurrence of the secrets (from secretTexts) shown as "[secret]". */
+export function maskText(text: string, secrets: readonly string[]): string {
+  let masked = text;
+  for (const secret of secrets) masked = masked.split(secret).join("[secret]");
+  return masked;
+}
+
 /** `value` (found at `path` in the app's config) without its secret (writeOnly) keys: what may be served. */
 export function withoutSecrets(schema: AppSchema, path: readonly string[], value: unknown): unknown {
   if (!isObject(value)) return value;

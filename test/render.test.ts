@@ -242,6 +242,55 @@ describe("render targets, without a service", () => {
     expect(await readText(join(dir, "cdp"))).toBe("");
   });
 
+  it("keeps a command's words in the reason but never a secret, control bytes or megabytes of it; /readyz names the target and stage", async () => {
+    const secretWeb = { ...web, properties: { ...web.properties, token: { type: "string", writeOnly: true, default: "none-yet" } } };
+    const { root, schemas, dir } = await webDataDir("web", secretWeb);
+    const secret = "s3cr3t-Tok/en+42";
+    // a probe that prints 3 MB of NUL bytes, the file it checks (the secret in it) and escapes, then fails
+    const health = ["sh", "-c", 'head -c 3000000 /dev/zero; cat "$0"; printf "\\033[31mdown\\n"; exit 1', "{dest}"];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"]);
+    await appendFile(join(dir, "cdp.new"), `web:token:${secret}\n`);
+    await waitUntil(() => watch.output().includes("is not healthy with its last good configuration either"));
+    const journal = await readText(join(dir, "cdp"));
+    const reasons = journal.split("\n").filter((line) => line.startsWith("#") && line.includes("reason:"));
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toMatch(/"token": "\[secret\]"/);
+    expect(reasons[0]).toMatch(/down \(exit 1\)$/);
+    expect(reasons[0]!.length).toBeLessThan(2300);
+    expect(reasons[0]).not.toMatch(/[\u0000-\u0008\u000e-\u001f]/);
+    const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
+    const readyz = await fetch(`${url}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(await readyz.json()).toEqual({ ready: false, reason: `${join(root, "web.json")}: the health failed` });
+    const history = await cdp(["history", "--dir", dir, "--schemas", schemas, "--json"]);
+    const served = await (await fetch(`${url}/v1/history`)).text();
+    for (const text of [reasons[0]!, watch.output(), history.output, served]) {
+      expect(text).not.toContain(secret);
+      expect(text).not.toContain(Buffer.from(secret).toString("base64").replace(/=+$/, ""));
+    }
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("ends a command that times out with all it started (its process group)", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    const marker = `${process.pid}${Date.now() % 100000}`; // a sleep no other test starts
+    // the shell waits for its sleep (a child of its own) when the file says bonjour
+    const check = ["sh", "-c", `grep -q bonjour "$0" && sleep ${marker}; echo checked`, "{staged}"];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check, commandTimeoutMs: 500 }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
+    await appendFile(join(dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("source=render:"));
+    expect(await readText(join(dir, "cdp"))).toContain("reason: check: timed out after 500 ms\nweb:greeting:hello\n");
+    expect(await readText(join(root, "web.json"))).toContain('"hello"');
+    const sleeping = () => execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((line) => line.trim() === `sleep ${marker}`);
+    await waitUntil(() => sleeping().length === 0, 5000);
+    expect(sleeping()).toEqual([]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
   it("writes each format with a real serializer that reads it back", async () => {
     const app = { type: "object", properties: { name: { type: "string", default: 'a "quoted" = value' }, limits: { type: "object", default: { max: 5, tags: ["x", "y"] } }, ratio: { type: "number", default: 0.5 } } };
     const { root, schemas, dir } = await webDataDir("svc", app);

@@ -181,7 +181,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
     const { hosts } = await fleetOf(["a", "b"], (name) => [...withHttp(), ...(name === "b" ? ["--render", render] : [])]);
     const started = await cdp(["rollout", "start", "--dir", hosts[0]!.dir, "--hosts", "b", "--bake", "60", "--wait", "ticker:interval:1500"]);
     expect(started.code).toBe(1);
-    expect(started.output).toMatch(/canary b is not ready: \S+ticker\.json: check/);
+    expect(started.output).toMatch(/canary b is not ready: \S+ticker\.json: the check failed/);
     await waitUntil(async () => (await interval(hosts[1]!.dir)) === 1000);
     expect(JSON.parse(await readText(join(renderDir, "ticker.json")))).toMatchObject({ interval: 1000 });
   });
@@ -205,10 +205,19 @@ describe("cdp rollout on a fleet of three hosts", () => {
     const refused = await post({ hosts: ["b"], bake: 30, lines: ["ticker:interval:100"] });
     expect(refused.status).toBe(409);
     expect(((await refused.json()) as { error: string }).error).toContain("must be > 200");
-    const started = await post({ hosts: ["b"], bake: 30, lines: ["ticker:interval:1500"] });
+    // a secret key's value is rolled out too, and shown nowhere: not in status --json nor in cdp.rollouts
+    await appendFile(join(hosts[0]!.dir, "cdp.new"), "ticker:token:first-secret-1\n");
+    for (const host of hosts) await waitUntil(async () => (await readText(join(host.dir, "cdp"))).includes("ticker:token:"));
+    const started = await post({ hosts: ["b"], bake: 30, lines: ["ticker:interval:1500", "ticker:token:rolled-secret-2"] });
     expect(started.status).toBe(201);
     const rollout = (await started.json()) as { id: string; state: string; hosts: string[] };
     expect(rollout).toMatchObject({ state: "baking", hosts: ["b"] });
+    for (const host of hosts) {
+      await waitUntil(async () => (await readText(join(host.dir, "cdp.rollouts"))).includes(rollout.id));
+      const shown = [(await cdp(["rollout", "status", "--dir", host.dir, "--json"])).output, await readText(join(host.dir, "cdp.rollouts"))];
+      for (const text of shown) expect(text).not.toMatch(/first-secret-1|rolled-secret-2/);
+      expect(shown[0]).toContain("ticker:token:[secret]");
+    }
     expect(((await (await fetch(`${url}/v1/rollouts`)).json()) as { id: string }[])[0]).toMatchObject({ id: rollout.id, state: "baking" });
     const promoted = await post({ action: "promote", id: rollout.id });
     expect(promoted.status).toBe(200);
@@ -216,7 +225,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
     await waitUntil(() => events.events.filter((event) => event.event === "rollout").length === 2);
     const steps = events.events.filter((event) => event.event === "rollout").map((event) => JSON.parse(event.data) as { step: string; keys: string[] });
     expect(steps.map((step) => step.step)).toEqual(["staged", "promoted"]);
-    expect(steps[0]!.keys).toEqual(["ticker.interval"]);
+    expect(steps[0]!.keys).toEqual(["ticker.interval", "ticker.token"]);
     // the host that was not a canary applied it at the promotion, through the stream
     await waitUntil(() => events.events.some((event) => event.event === "message" && event.data.includes('"value":1500')));
   });
