@@ -99,7 +99,13 @@ export function migrateChecked(app: string, config: AppConfig, from: number, sch
   if (typeof moves === "string") throw new Error(moves);
   const result = migrateConfig(app, config, moves);
   if (!result.ok) throw new Error(result.reason);
-  if (!schema.validate(result.config)) throw new Error(`${app} ${from} → ${schema.version}: the migrated config does not hold: ${describeSchemaError(schema, schema.validate.errors![0]!, result.config)}`);
+  if (!schema.validate(result.config)) {
+    const error = schema.validate.errors![0]!;
+    const to = schema.version;
+    const taken = Array.from({ length: Math.abs(to - from) }, (_, i) => `"${to > from ? from + i + 1 : from - i}"`).join(", ");
+    const stray = error.keyword === "additionalProperties" ? ` (version ${to} has no such key: a step must move or remove it)` : "";
+    throw new Error(`${app} ${from} → ${to}: after step${to - from === 1 || from - to === 1 ? "" : "s"} ${taken} (${to > from ? "up" : "down"}), the config does not hold: ${describeSchemaError(schema, error, result.config)}${stray}`);
+  }
   const refusal = validators && runValidators(schema, validators, result.config);
   if (refusal) throw new Error(`${app} ${from} → ${schema.version}: ${refusal}`);
   return result.config;

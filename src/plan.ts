@@ -3,7 +3,7 @@
 // effective value changes; or why the schemas would be refused.
 import { isDeepStrictEqual } from "node:util";
 import type { Migrated } from "./installed.js";
-import { maskSecrets, SCHEMA_SUFFIX, type Schemas } from "./schemas.js";
+import { maskSecrets, maskText, SCHEMA_SUFFIX, secretTexts, type Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import { planUpgrade } from "./upgrade.js";
 import type { Upgrade } from "./versions.js";
@@ -26,18 +26,21 @@ export type SchemaPlan = { ok: true; apps: AppPlan[] } | { ok: false; reason: st
 
 /** The plan, from the configuration in force (`before`, under `inForce`) and the upgrade computed. */
 export function describePlan(before: ReadonlyMap<string, AppConfig>, inForce: Schemas, upgrade: Upgrade): SchemaPlan {
-  if (!upgrade.ok) return { ok: false, reason: upgrade.reason };
+  // a value is secret if either schema says so, and so is what a step made of it (moved, copied, put in a message)
+  const secrets = secretsOnEitherSide(before, inForce, upgrade);
+  if (!upgrade.ok) return { ok: false, reason: maskText(upgrade.reason, secrets) };
   const apps: AppPlan[] = [];
   for (const [app, schema] of upgrade.schemas) {
     const migration = upgrade.migrated.find((each) => each.app === app);
     const old = inForce.get(app);
     const from = migration?.from ?? old?.version ?? schema.version;
-    const shown = (config: AppConfig | undefined, which: "old" | "new") => {
-      const masking = which === "old" ? old : schema;
-      return config && masking ? (maskSecrets(masking, [], config) as AppConfig) : (config ?? {});
+    const shown = (config: AppConfig | undefined): AppConfig => {
+      if (!config) return {};
+      const masked = [old, schema].reduce<unknown>((value, masking) => (masking ? maskSecrets(masking, [], value) : value), config);
+      return hideSecrets(masked, secrets) as AppConfig;
     };
-    const was = shown(before.get(app), "old");
-    const now = shown(upgrade.apps.get(app), "new");
+    const was = shown(before.get(app));
+    const now = shown(upgrade.apps.get(app));
     const renamed = migration ? renamesOf(migration, schema.steps, old?.steps) : {};
     const plan: AppPlan = { app, from, to: schema.version, added: {}, removed: [], renamed: {}, changed: {} };
     for (const [oldKey, newKey] of Object.entries(renamed)) {
@@ -56,6 +59,28 @@ export function describePlan(before: ReadonlyMap<string, AppConfig>, inForce: Sc
     apps.push(plan);
   }
   return { ok: true, apps };
+}
+
+/** The texts of every secret value, before and after, under the schemas in force and the new ones. */
+function secretsOnEitherSide(before: ReadonlyMap<string, AppConfig>, inForce: Schemas, upgrade: Upgrade): string[] {
+  const found = new Set<string>();
+  const configs = [...before, ...(upgrade.ok ? upgrade.apps : [])];
+  for (const [app, config] of configs) {
+    for (const schema of [inForce.get(app), upgrade.ok ? upgrade.schemas.get(app) : undefined]) {
+      if (schema) for (const text of secretTexts(schema, config)) found.add(text);
+    }
+  }
+  return [...found].sort((a, b) => b.length - a.length);
+}
+
+/** `value` with every string that holds a secret, and every number that is one, shown as "[secret]". */
+function hideSecrets(value: unknown, secrets: readonly string[]): unknown {
+  if (secrets.length === 0) return value;
+  if (typeof value === "string") return secrets.some((secret) => value.includes(secret)) ? "[secret]" : value;
+  if (typeof value === "number" || typeof value === "boolean") return secrets.includes(String(value)) ? "[secret]" : value;
+  if (Array.isArray(value)) return value.map((item) => hideSecrets(item, secrets));
+  if (typeof value === "object" && value !== null) return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, hideSecrets(item, secrets)]));
+  return value;
 }
 
 /**

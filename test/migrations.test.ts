@@ -218,6 +218,46 @@ describe("schema versions", () => {
     expect(await readText(join(dir, "cdp"))).toBe(journal); // nothing written
   });
 
+  it("previews without a secret value: a key secret on either side, what a step copies or moves from it, a refusal's words (CLI and HTTP)", async () => {
+    const secret = "hunter2-Secret-Value";
+    const withToken = { ...v1, properties: { ...v1.properties, tok: { type: "string", writeOnly: true } } };
+    const { dir, schemas } = await snowDataDir(withToken);
+    const live = await startCdp({ dir, schemas, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
+    try {
+      await appendFile(join(dir, "cdp.new"), `snow:user_id:alice\nsnow:tok:${secret}\n`);
+      await waitUntil(() => live.revision === 2);
+      const next = join(await tempDir(), "next");
+      const plans: string[] = [];
+      const preview = async (schema: object) => {
+        await putSchema(next, schema);
+        const printed = [await cdp(["plan", "--dir", dir, "--schemas", next]), await cdp(["plan", "--dir", dir, "--schemas", next, "--json"])];
+        const served = await fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files: { "snow.schema.json": schema } }), headers: { "content-type": "application/json" } });
+        plans.push(...printed.map(({ output }) => output), await served.text());
+        return printed[1]!;
+      };
+      // the new file no longer says writeOnly
+      const dropped = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [], down: [] } }, properties: { ...withToken.properties, tok: { type: "string" } } });
+      expect(dropped.code).toBe(0);
+      // masked on both sides, the value is no change to show (before this plan said "to": the value)
+      expect(JSON.parse(dropped.output.slice(0, dropped.output.lastIndexOf("}") + 1))).toMatchObject({ ok: true, apps: [{ app: "snow", changed: {} }] });
+      // a step copies the secret to a key that is not secret, and moves it to another
+      const copy = { up: [{ op: "copy", from: "/tok", path: "/note" }, { op: "move", from: "/tok", path: "/auth" }], down: [{ op: "move", from: "/auth", path: "/tok" }, { op: "remove", path: "/note" }] };
+      const copied = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": copy }, properties: { user_id: { type: "string" }, limit: { type: "integer", default: 5 }, note: { type: "string" }, auth: { type: "string" } } });
+      expect(copied.code).toBe(0);
+      expect(copied.output).toContain('"note": "[secret]"');
+      // the new schema refuses the secret's value: the refusal names the key, not the value
+      const refused = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [], down: [] } }, properties: { ...withToken.properties, tok: { type: "integer" } } });
+      expect(refused.code).toBe(1);
+      expect(refused.output).toContain('snow 1 → 2: after step "2" (up), the config does not hold: snow.tok must be integer, got "[secret]"');
+      for (const text of plans) expect(text).not.toContain(secret);
+      // a key the new version drops without a step to move or remove it: the step is named
+      const stray = await preview({ ...v2, properties: { userId: { type: "string" }, limit: { type: "integer", default: 5 } } });
+      expect(stray.output).toContain('snow 1 → 2: after step "2" (up), the config does not hold: snow has no key "tok" (version 2 has no such key: a step must move or remove it)');
+    } finally {
+      await live.stop();
+    }
+  });
+
   it("tells which version is in force: events, /v1/config, /metrics, cdp status; code that expects another refuses to start", async () => {
     const { dir, schemas } = await snowDataDir();
     await expect(startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 } })).rejects.toThrow(`this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 1`);
