@@ -3,7 +3,7 @@
 import { appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, getConfig, readText, recordLines, runCdp, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
+import { cdp, FLEET_TIMEOUT, getConfig, readText, recordLines, runCdp, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
 
 async function snapshot(dir: string): Promise<{ config: unknown; revision: number }> {
   const config = JSON.parse((await cdp(["get", "--dir", dir, "--schemas", SCHEMAS])).output) as unknown;
@@ -75,7 +75,7 @@ describe("cdp compact", () => {
     }
     expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
     expect(await snapshot(dir)).toEqual(before);
-  }, 60_000);
+  }, FLEET_TIMEOUT); // kills and restarts cdp over and over: ~28 s on a loaded machine
 
   it("refuses while a watcher owns the directory", async () => {
     const dir = await dataDir();

@@ -4,9 +4,9 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { leaderOf, startEtcd } from "./etcd.js";
-import { getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
+import { FLEET_TIMEOUT, getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
-describe("cdp watch --cluster on a 3-member etcd", () => {
+describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
     const cluster = await startEtcd(3);
     const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
@@ -48,7 +48,7 @@ describe("cdp watch --cluster on a 3-member etcd", () => {
   }, 120_000);
 });
 
-describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", () => {
+describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", { timeout: FLEET_TIMEOUT }, () => {
   it("reports a change its schemas refuse, keeps the last good value, and converges once its schemas catch up", async () => {
     const { endpoints } = await startEtcd();
     const cluster = `etcd://${new URL(endpoints[0]!).host}`;
@@ -91,7 +91,7 @@ describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", (
   });
 });
 
-describe("cdp watch --cluster while etcd is unreachable", () => {
+describe("cdp watch --cluster while etcd is unreachable", { timeout: FLEET_TIMEOUT }, () => {
   it("keeps serving its configuration while etcd is unreachable, leaves new lines queued, and commits them when it is back", async () => {
     const etcd = await startEtcd();
     const dir = await dataDir();

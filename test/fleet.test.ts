@@ -7,7 +7,7 @@ import { Etcd3 } from "etcd3";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
 import type { Rollout } from "../src/rollouts.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp as runCli, FLEET_TIMEOUT, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -106,7 +106,7 @@ describe("the fleet log on etcd", () => {
   });
 });
 
-describe("cdp watch --cluster: three hosts, one configuration", () => {
+describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET_TIMEOUT }, () => {
   async function host(name: string, endpoints: string[], dir?: string, prefix = "/cdp/test") {
     const data = dir ?? (await tempDir());
     const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;

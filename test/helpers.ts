@@ -115,6 +115,12 @@ export async function appendAndWait(dir: string, text: string, changes: number):
 }
 
 /** Wait (on real time, polling) until `check` holds; fails with the last state after `timeout`. */
+/**
+ * The timeout of tests that start etcd and several hosts, and bake rollouts: up to ~30 s under the
+ * whole suite's load on two cores, and no test may come within 2× of its timeout.
+ */
+export const FLEET_TIMEOUT = 120_000;
+
 export async function waitUntil(check: () => boolean | Promise<boolean>, timeout = 20_000): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!(await check())) {

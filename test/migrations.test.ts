@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
 import { migrateConfig, type Operation } from "../src/migrations.js";
 import { startEtcd } from "./etcd.js";
-import { capturedLogger, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { capturedLogger, cdp, dataDir, FLEET_TIMEOUT, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const v1 = {
   "x-cdp-version": 1,
@@ -471,7 +471,7 @@ describe("schema versions", () => {
     expect(moves).toEqual(["1>2", "2>1"]);
     await stop(runningA);
     await stop(runningB);
-  });
+  }, FLEET_TIMEOUT);
 
   it("rolls back across a migration in today's shape, and compacts across migrations keeping the way back", async () => {
     const { dir, schemas } = await snowDataDir();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
 import { leaderOf, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp, getConfig, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, FLEET_TIMEOUT, getConfig, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 async function fleetOf(names: string[], extra: (name: string) => string[] = () => [], members = 1) {
   const etcd = await startEtcd(members);
@@ -33,7 +33,7 @@ const withHttp = () => ["--http", "127.0.0.1:0"];
 const interval = async (dir: string) => (await getConfig(dir, "ticker.interval")) as number;
 const rollouts = async (dir: string) => JSON.parse((await cdp(["rollout", "status", "--dir", dir, "--json"])).output) as { id: string; state: string; reason?: string; hosts: string[] }[];
 
-describe("cdp rollout on a fleet of three hosts", () => {
+describe("cdp rollout on a fleet of three hosts", { timeout: FLEET_TIMEOUT }, () => {
 
   it("stages a change on the canary only while it bakes, then promotes it to every host (--wait: exit 0)", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
@@ -255,7 +255,7 @@ describe("cdp rollout on a fleet of three hosts", () => {
   });
 });
 
-describe("cdp rollout under faults (kill -9)", () => {
+describe("cdp rollout under faults (kill -9)", { timeout: FLEET_TIMEOUT }, () => {
 
   it("promotes at the deadline though the host that started the rollout was killed during the bake", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
