@@ -18,6 +18,7 @@ import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, TIMER_MAX_MS, type Values } from "./options.js";
 import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas } from "./schemas.js";
+import { judgeInSequence } from "./validate.js";
 import { rolloutCommand } from "./rollout-commands.js";
 import { appendToInbox, invokingUser } from "./submit.js";
 import { VERSION } from "./version.js";
@@ -148,7 +149,9 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
   if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
   const timeoutMs = seconds(values, "wait-timeout", 10);
-  const receipts = await queueLines(dir, lines, io, { reason: values.reason, wait: values["no-wait"] ? false : values.wait ? true : "if-watching", timeoutMs });
+  const wait = values["no-wait"] ? false : values.wait ? true : "if-watching";
+  const { receipts, watching } = await queueLines(dir, lines, io, { reason: values.reason, wait, timeoutMs });
+  if (!watching && wait !== false) return judgeQueued(values, lines, io);
   for (const receipt of receipts ?? []) {
     const outcome = receipt.outcome === "accepted" ? `accepted at revision ${receipt.revision}` : receipt.outcome === "rejected" ? `rejected: ${receipt.reason}` : receipt.outcome === "ignored" ? "ignored (a comment)" : "still waiting in the inbox";
     io.stdout(`${receipt.text}  ${outcome}\n`);
@@ -163,7 +166,7 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
  * within it), each after a `# by:` (and `# reason:`) comment; then, when asked, wait for their
  * outcomes from the running watcher.
  */
-async function queueLines(dir: string, lines: string[], io: Io, options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number }): Promise<Receipt[] | undefined> {
+async function queueLines(dir: string, lines: string[], io: Io, options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number }): Promise<{ receipts?: Receipt[]; watching: boolean }> {
   await openDataDir(dir, stderrLog);
   const watcher = await lockHolder(dir);
   const marks = await receiptMarks(dir);
@@ -176,15 +179,34 @@ async function queueLines(dir: string, lines: string[], io: Io, options: { reaso
   }
   const landed = await appendToInbox(dir, text, options.wait !== false && watcher !== undefined);
   io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
-  if (options.wait === false) return undefined;
+  if (options.wait === false) return { watching: watcher !== undefined };
   if (watcher === undefined) {
     io.stderr(`cdp: no watcher is running on ${dir}: the lines wait in the inbox until 'cdp watch --dir ${dir}' starts\n`);
-    return undefined;
+    return { watching: false };
   }
-  if (!landed) return undefined; // the inbox was replaced at once: their outcomes cannot be told apart
+  if (!landed) return { watching: true }; // the inbox was replaced at once: their outcomes cannot be told apart
   const start = landed.end - Buffer.byteLength(text);
   const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
-  return awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
+  return { watching: true, receipts: await awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs) };
+}
+
+/**
+ * Lines queued while no watcher runs: judged now against the schemas and the configuration in
+ * force, as the watcher will judge them (unless either changes first); exit 1 if any would be rejected.
+ */
+async function judgeQueued(values: Values, lines: string[], io: Io): Promise<number> {
+  const { dir, schemas: schemaDir } = await dataDir(values, { info: () => undefined });
+  const schemas = await loadSchemas(schemaDir);
+  const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
+  const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
+  let rejected = 0;
+  for (const { line, outcome } of judgeInSequence(Buffer.from(`${lines.join("\n")}\n`), schemas, apps, maxLineBytes)) {
+    const text = lines[line.number - 1] ?? line.text;
+    if (outcome.kind === "reject") rejected++;
+    io.stdout(`${text}  queued; ${outcome.kind === "reject" ? `would be rejected now: ${outcome.reason}` : outcome.kind === "accept" ? "would be accepted now" : "ignored (a comment)"}\n`);
+  }
+  if (rejected > 0) io.stderr(`cdp: ${rejected} line${rejected === 1 ? "" : "s"} would be rejected by the schemas in force (${schemaDir}): they will land in cdp.rej when the watcher reads them\n`);
+  return rejected > 0 ? 1 : 0;
 }
 
 async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
@@ -205,7 +227,7 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
     return 0;
   }
   // like cdp push: with a watcher running, done once the lines are applied (or refused)
-  const receipts = await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: "if-watching", timeoutMs: seconds(values, "wait-timeout", 10) });
+  const { receipts } = await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: "if-watching", timeoutMs: seconds(values, "wait-timeout", 10) });
   io.stdout(`${lines.join("\n")}\n`);
   const refused = receipts?.filter((receipt) => receipt.outcome === "rejected") ?? [];
   for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);
@@ -218,6 +240,13 @@ async function flushed(stream: NodeJS.WriteStream): Promise<void> {
 }
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // `cdp status | head -1`: the reader has what it wanted and went away; nothing to report
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "EPIPE") process.exit(0);
+      throw error;
+    });
+  }
   const code = await main(process.argv.slice(2));
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   process.exit(code);

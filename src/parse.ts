@@ -36,7 +36,10 @@ export function parseLine(text: string): ParsedLine {
 // only one just before the newline is taken (and dropped before a line gets here).
 function strayReturn(text: string): ParsedLine | undefined {
   const at = text.indexOf("\r");
-  return at === -1 ? undefined : error(at, "a carriage return (\\r) may only end a line, just before its newline");
+  if (at !== -1) return error(at, "a carriage return (\\r) may only end a line, just before its newline");
+  // a line from an inbox never holds one; text from elsewhere (an HTTP request's line, a rollout's) may
+  const newline = text.indexOf("\n");
+  return newline === -1 ? undefined : error(newline, "a newline (\\n) ends a line: a change is one line, give each on its own");
 }
 
 // The shapes almost every line has, recognised without building an Earley chart (a benchmark

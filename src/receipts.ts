@@ -51,9 +51,12 @@ export async function awaitReceipts(dir: string, file: string, lines: { text: st
     // a header whose text line is not read yet waits for it
     if (rejectLines.at(-1)?.startsWith("# seq=")) read.rejectsCarry = `${rejectLines.pop()!}\n${read.rejectsCarry}`;
     for (const [i, line] of rejectLines.entries()) {
-      const header = /^# seq=\d+ time=\S+ source=\S+:(\d+)(?: length=\d+)? reason: (.*)$/.exec(line);
+      const header = /^# seq=\d+ time=\S+ source=\S+:(\d+)( length=\d+)? reason: (.*)$/.exec(line);
       const index = header ? byNumber.get(Number(header[1])) : undefined;
-      if (index !== undefined && rejectLines[i + 1] === lines[index]!.text) receipts[index] = { text: lines[index]!.text, outcome: "rejected", reason: header![2]! };
+      const recorded = rejectLines[i + 1];
+      // a line over the length limit is recorded cut short (its length in the header)
+      const same = recorded !== undefined && index !== undefined && (header![2] ? lines[index]!.text.startsWith(recorded) : recorded === lines[index]!.text);
+      if (same) receipts[index] = { text: lines[index]!.text, outcome: "rejected", reason: header![3]! };
     }
     // a line the watcher has passed with neither record is a comment (a rejection is written before the journal's position)
     for (const [i, line] of lines.entries()) if (receipts[i]!.outcome === "waiting" && line.end <= reached) receipts[i] = { text: line.text, outcome: "ignored" };

@@ -3,7 +3,8 @@ import { createServer } from "node:net";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, dataDir, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { CLI, cdp, dataDir, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { spawn } from "node:child_process";
 
 describe("errors that explain", () => {
   it("names the JSON Schema keyword and path that are wrong, not ajv's list of every branch", async () => {
@@ -51,6 +52,22 @@ describe("errors that explain", () => {
       expect(output).toContain(message);
     }
     expect(await readFile(join(dir, "cdp.new"), "utf8").catch(() => "")).toBe("");
+  });
+
+  it("stops quietly when the reader of its output goes away (cdp status | head -1): no EPIPE trace", async () => {
+    const dir = await dataDir();
+    for (const command of ["status", "history --json", "rollout status"]) {
+      // `true` reads nothing and exits at once: every write of cdp meets a closed pipe
+      const output = await new Promise<string>((resolve) => {
+        const child = spawn("bash", ["-c", `"${process.execPath}" "${CLI}" ${command} --dir "${dir}" | true; echo "exit \${PIPESTATUS[0]}"`]);
+        let text = "";
+        child.stdout.on("data", (data: Buffer) => (text += data.toString()));
+        child.stderr.on("data", (data: Buffer) => (text += data.toString()));
+        child.on("exit", () => resolve(text));
+      });
+      expect(output, command).toMatch(/exit 0\n$/);
+      expect(output, command).not.toMatch(/EPIPE|\n\s+at /);
+    }
   });
 
   it("answers cdp help COMMAND and cdp -v", async () => {

@@ -56,6 +56,12 @@ describe("the line grammar", () => {
     expect(parseLine(`# a:${"x.".repeat(100)}`)).toMatchObject({ kind: "comment" });
   });
 
+  it("names a newline inside a line (text from HTTP or a rollout, never from an inbox) as such", () => {
+    for (const text of ["ticker:name:a\nb", "ticker:interval:1500\n"]) {
+      expect(parseLine(text)).toEqual({ kind: "error", column: text.indexOf("\n") + 1, message: `column ${text.indexOf("\n") + 1}: a newline (\\n) ends a line: a change is one line, give each on its own` });
+    }
+  });
+
   it("reads a 1 MB value as one value (the lexer keeps it one token)", () => {
     const value = "x:".repeat(1 << 19);
     expect(parseLine(`app:key:${value}`)).toMatchObject({ kind: "change", valueText: value });

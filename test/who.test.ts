@@ -1,6 +1,6 @@
 // Commands that tell what happened: cdp push waits for each line's outcome; every change records
 // who made it and why, and history, events and the sidecar show both.
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -25,7 +25,38 @@ describe("cdp push tells what became of each line", () => {
     const queued = await cdp(["push", "--dir", dir, "ticker:interval:3500"]);
     expect(queued.code).toBe(0);
     expect(queued.output).toContain(`no watcher is running on ${dir}: the lines wait in the inbox`);
+    expect(queued.output).toContain("ticker:interval:3500  queued; would be accepted now\n");
     expect((await cdp(["push", "--no-wait", "--dir", dir, "ticker:interval:4500"])).output).not.toContain("watcher");
+  });
+
+  it("with no watcher running, judges the queued lines against the schemas and config in force: exit 1 for any that would be rejected", async () => {
+    const dir = await dataDir();
+    const queued = await cdp(["push", "--dir", dir, "ticker:interval:abc", "ticker:interval:1500", "ticker:interval:abc"]);
+    expect(queued.code).toBe(1);
+    expect(queued.output).toContain(`no watcher is running on ${dir}`);
+    expect(queued.output).toContain("ticker:interval:abc  queued; would be rejected now: ticker.interval must be an integer");
+    expect(queued.output).toContain("ticker:interval:1500  queued; would be accepted now\n");
+    expect(queued.output).toContain("cdp: 2 lines would be rejected by the schemas in force");
+    // they are queued all the same, as echo >> would: the watcher judges them when it starts
+    const watch = await startWatch(dir);
+    await appendAndWait(dir, "", 1);
+    expect((await readFile(join(dir, "cdp.rej"), "utf8")).match(/^ticker:interval:abc$/gm)).toHaveLength(2);
+    watch.child.kill("SIGTERM");
+    await watch.exited;
+  });
+
+  it("says a line over the length limit was rejected as such (cdp.rej records it cut short)", async () => {
+    const dir = await dataDir();
+    const watch = await startWatch(dir);
+    const long = `ticker:name:${"x".repeat(70_000)}`;
+    const result = await cdp(["push", "--dir", dir, long, "ticker:interval:1500"]);
+    expect(result.code).toBe(1);
+    expect(result.output).toContain(`${long}  rejected: `);
+    expect(result.output).toMatch(/rejected: .*(longer|limit|65536)/);
+    expect(result.output).not.toContain("ignored (a comment)");
+    expect(result.output).toContain("ticker:interval:1500  accepted at revision 1\n");
+    watch.child.kill("SIGTERM");
+    await watch.exited;
   });
 });
 
