@@ -8,7 +8,7 @@ import { CdpError } from "./errors.js";
 import { keyLookup, unescapePointer, type KeyInfo } from "./keys.js";
 import { readVersioning, versionKeywords, type Steps } from "./migrations.js";
 import { linearRegExp } from "./patterns.js";
-import { defineKey, describeValue, freezeDeep, getIn, isObject, type AppConfig } from "./values.js";
+import { defineKey, describeValue, freezeDeep, getIn, isObject, nestsDeeperThan, type AppConfig } from "./values.js";
 
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
@@ -118,6 +118,9 @@ export function compileAppSchema(app: string, file: string, schema: AnySchemaObj
   return { app, file, defaults: freezeDeep(defaults), validate, key: keyLookup(schema), ...versioning, source: schema };
 }
 
+/** How deep a schema file may nest: far beyond any real schema, far below what overflows the stack. */
+export const MAX_SCHEMA_DEPTH = 200;
+
 function parseSchema(file: string, text: string): AnySchemaObject {
   let schema: unknown;
   try {
@@ -125,6 +128,8 @@ function parseSchema(file: string, text: string): AnySchemaObject {
   } catch (error) {
     throw new CdpError("bootstrap", `${file}:${jsonErrorPlace(text, (error as Error).message)}`);
   }
+  // what compiles, migrates and masks a schema walks it recursively: a file nested thousands deep would overflow the stack
+  if (nestsDeeperThan(schema, MAX_SCHEMA_DEPTH)) throw new CdpError("bootstrap", `${file}: nested deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays, a migration's values included)`);
   const isObjectSchema =
     typeof schema === "object" && schema !== null && ((schema as AnySchemaObject).type === "object" || "properties" in schema);
   if (!isObjectSchema) throw new CdpError("bootstrap", `${file}: an app's schema must describe an object ("type": "object")`);

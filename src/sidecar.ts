@@ -22,6 +22,8 @@ import { EventStream } from "./stream.js";
 import { RecentChanges } from "./changelog.js";
 import { newRolloutId, rolloutDirective, servedRollout, type RolloutRequest } from "./rollouts.js";
 import { submitLines } from "./submit.js";
+import { MAX_SCHEMA_DEPTH } from "./schemas.js";
+import { nestsDeeperThan } from "./values.js";
 import type { Scope, Tokens } from "./tokens.js";
 
 export interface SidecarOptions {
@@ -298,6 +300,8 @@ async function planSchemas({ req, res, pipeline }: Request, options: SidecarOpti
   if (typeof files !== "object" || files === null || Array.isArray(files) || Object.keys(files).length === 0) throw new HttpError(400, usage);
   const badName = Object.keys(files).find((name) => !/^[A-Za-z_][A-Za-z0-9_-]{0,63}\.schema\.json$/.test(name));
   if (badName !== undefined) throw new HttpError(400, `${JSON.stringify(badName)} is not a schema file name (APP.schema.json)`);
+  const deep = Object.entries(files).find(([, schema]) => nestsDeeperThan(schema, MAX_SCHEMA_DEPTH));
+  if (deep) throw new HttpError(400, `${deep[0]}: nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
   const plan = await planFiles(pipeline, files as Record<string, unknown>);
   sendJson(res, plan.ok ? 200 : 409, plan);
 }

@@ -181,6 +181,41 @@ describe("schema versions", () => {
     expect(await getConfig(dir, "snow", schemas)).toEqual({ user_id: "alice", limit: 5 });
   });
 
+  it("refuses a schema nested thousands deep (a migration's value) everywhere it is read, and keeps running on the schemas in force", async () => {
+    const { dir, schemas } = await snowDataDir();
+    const live = await startCdp({ dir, schemas, logger: capturedLogger().logger, pollIntervalMs: 100, http: { listen: "127.0.0.1:0" } });
+    try {
+      // JSON text, as no recursive JSON.stringify could write it
+      const deepValue = `${'{"a":'.repeat(10_000)}{}${"}".repeat(10_000)}`;
+      const step = `{"up":[{"op":"add","path":"/deep","value":${deepValue}}],"down":[{"op":"remove","path":"/deep"}]}`;
+      const text = `{"x-cdp-version":2,"x-cdp-migrations":{"2":${step}},"type":"object","properties":{"user_id":{"type":"string"},"limit":{"type":"integer","default":5},"deep":{"type":"object"}}}`;
+      const next = join(await tempDir(), "next");
+      await mkdir(next);
+      await writeFile(join(next, "snow.schema.json"), text);
+      const plan = await cdp(["plan", "--dir", dir, "--schemas", next]);
+      expect(plan.code).toBe(1);
+      expect(plan.output).toContain(`${join(next, "snow.schema.json")}: nested deeper than 200 levels`);
+      expect(plan.output).not.toMatch(/RangeError|call stack/);
+      const post = (files: unknown) => fetch(`${live.url}/v1/plan`, { method: "POST", body: `{"files":${JSON.stringify(files).replace('"PLACE"', text)}}`, headers: { "content-type": "application/json" } });
+      const asObject = await post({ "snow.schema.json": "PLACE" });
+      expect(asObject.status).toBe(400);
+      expect(((await asObject.json()) as { error: string }).error).toContain("nested deeper than 200 levels");
+      // the schema as a string: parsed by cdp, and refused like the file
+      const asText = await fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files: { "snow.schema.json": text } }), headers: { "content-type": "application/json" } });
+      expect(asText.status).toBe(409);
+      expect(((await asText.json()) as { reason: string }).reason).toContain("nested deeper than 200 levels");
+      // the live schema directory gets the file: refused, the version in force stays, cdp goes on
+      await writeFile(join(schemas, "snow.schema.json.tmp"), text);
+      await rename(join(schemas, "snow.schema.json.tmp"), join(schemas, "snow.schema.json"));
+      await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("nested deeper than 200 levels"));
+      expect(live.schemaVersion("snow")).toBe(1);
+      await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
+      await waitUntil(() => live.get("snow", "user_id") === "alice");
+    } finally {
+      await live.stop();
+    }
+  });
+
   it("refuses a malformed version or step when the schema is loaded, naming the file", async () => {
     const schemas = join(await tempDir(), "schemas");
     await putSchema(schemas, { ...v2, "x-cdp-migrations": { "2": { up: [{ op: "rename", path: "/a" }], down: [] } } });
