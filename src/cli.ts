@@ -16,10 +16,11 @@ import { INBOX_FILE } from "./inbox.js";
 import { startCdp, type Cdp, type CdpOptions } from "./index.js";
 import { JOURNAL_FILE, replayJournal } from "./journal.js";
 import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, TIMER_MAX_MS, type Values } from "./options.js";
-import { awaitReceipts, receiptMarks, type Receipt } from "./receipts.js";
+import { awaitReceipts, awaitVerdicts, receiptMarks, type Receipt } from "./receipts.js";
 import { loadSchemas } from "./schemas.js";
 import { judgeInSequence } from "./validate.js";
 import { rolloutCommand } from "./rollout-commands.js";
+import { readWatcherInfo } from "./status.js";
 import { appendToInbox, invokingUser } from "./submit.js";
 import { VERSION } from "./version.js";
 
@@ -153,12 +154,21 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   const { receipts, watching } = await queueLines(dir, lines, io, { reason: values.reason, wait, timeoutMs });
   if (!watching && wait !== false) return judgeQueued(values, lines, io);
   for (const receipt of receipts ?? []) {
-    const outcome = receipt.outcome === "accepted" ? `accepted at revision ${receipt.revision}` : receipt.outcome === "rejected" ? `rejected: ${receipt.reason}` : receipt.outcome === "ignored" ? "ignored (a comment)" : "still waiting in the inbox";
+    const outcome =
+      receipt.outcome === "accepted"
+        ? `accepted at revision ${receipt.revision}`
+        : receipt.outcome === "taken back"
+          ? `taken back at revision ${receipt.takenBackAt}: ${receipt.reason}`
+          : receipt.outcome === "rejected"
+            ? `rejected: ${receipt.reason}`
+            : receipt.outcome === "ignored"
+              ? "ignored (a comment)"
+              : "still waiting in the inbox";
     io.stdout(`${receipt.text}  ${outcome}\n`);
   }
   const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
   if (waiting > 0) io.stderr(`cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`);
-  return receipts?.some((receipt) => receipt.outcome === "rejected") ? 1 : 0;
+  return receipts?.some((receipt) => receipt.outcome === "rejected" || receipt.outcome === "taken back") ? 1 : 0;
 }
 
 /**
@@ -187,7 +197,11 @@ async function queueLines(dir: string, lines: string[], io: Io, options: { reaso
   if (!landed) return { watching: true }; // the inbox was replaced at once: their outcomes cannot be told apart
   const start = landed.end - Buffer.byteLength(text);
   const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
-  return { watching: true, receipts: await awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs) };
+  const deadline = Date.now() + options.timeoutMs;
+  const receipts = await awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
+  // an app rendered for a service: accepted is not the end of it until the service has taken it
+  const rendered = (await readWatcherInfo(dir))?.render ?? [];
+  return { watching: true, receipts: await awaitVerdicts(dir, receipts, rendered, Math.max(0, deadline - Date.now())) };
 }
 
 /**

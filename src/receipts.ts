@@ -2,16 +2,21 @@
 // an accepted line is the journal record at its own inbox position (inbox=FILE@OFFSET); a rejected
 // one, the cdp.rej record with its line number and its very text. A line with no record (a
 // comment) is done once the watcher's position in the journal passes it.
-import { open, stat } from "node:fs/promises";
+import { open, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Logger } from "pino";
+import type { RenderVerdicts } from "./renderer.js";
 import { JOURNAL_FILE } from "./journal.js";
 import { REJECTS_FILE } from "./rejects.js";
 
 export interface Receipt {
   text: string;
-  outcome: "accepted" | "rejected" | "ignored" | "waiting";
+  /** "taken back": accepted, then refused by the service its config is rendered for. */
+  outcome: "accepted" | "rejected" | "ignored" | "waiting" | "taken back";
   revision?: number;
   reason?: string;
+  /** For "taken back": the revision that took it back. */
+  takenBackAt?: number;
 }
 
 /** The journal's and cdp.rej's sizes now: a push looks only at what is written after. */
@@ -84,4 +89,54 @@ async function readOn(path: string, from: number): Promise<{ text: string; next:
   } finally {
     await handle.close();
   }
+}
+
+/** What the render targets' services said (the watcher keeps it up to date; cdp push reads it). */
+export const RENDERED_FILE = "cdp.rendered";
+
+let writing: Promise<void> = Promise.resolve();
+
+/** Replace cdp.rendered with the verdicts (one write at a time, the last one wins). */
+export function writeRenderVerdicts(dir: string, verdicts: RenderVerdicts, log: Pick<Logger, "warn">): void {
+  const text = `${JSON.stringify(verdicts)}\n`;
+  const path = join(dir, RENDERED_FILE);
+  writing = writing
+    .then(async () => {
+      await writeFile(`${path}.tmp`, text, { mode: 0o600 });
+      await rename(`${path}.tmp`, path);
+    })
+    .catch((error: unknown) => log.warn({ err: error }, `could not write ${RENDERED_FILE}`));
+}
+
+export async function readRenderVerdicts(dir: string): Promise<RenderVerdicts | undefined> {
+  return readFile(join(dir, RENDERED_FILE), "utf8").then((text) => JSON.parse(text) as RenderVerdicts, () => undefined);
+}
+
+/** The take-back of the change a line made at `revision`, if its service refused it. */
+export function takenBackAt(verdicts: RenderVerdicts, line: string, revision: number): { at: number; reason: string } | undefined {
+  const match = /^([A-Za-z_][A-Za-z0-9_-]*):([^:.]+)/.exec(line);
+  if (!match) return undefined;
+  const found = verdicts.takenBack.find((entry) => entry.app === match[1] && entry.key === match[2] && entry.revisions.includes(revision));
+  return found && { at: found.at, reason: found.reason };
+}
+
+/**
+ * For accepted lines of apps rendered for a service (`rendered`): wait until the service's
+ * verdict covers them (or `timeoutMs` passes) and mark those it refused as taken back.
+ */
+export async function awaitVerdicts(dir: string, receipts: Receipt[], rendered: readonly string[], timeoutMs: number): Promise<Receipt[]> {
+  const judged = receipts.filter((receipt) => receipt.outcome === "accepted" && rendered.includes(receipt.text.split(":", 1)[0]!));
+  if (judged.length === 0) return receipts;
+  const through = Math.max(...judged.map((receipt) => receipt.revision!));
+  const deadline = Date.now() + timeoutMs;
+  let verdicts = await readRenderVerdicts(dir);
+  while ((verdicts?.judgedThrough ?? -1) < through && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    verdicts = await readRenderVerdicts(dir);
+  }
+  return receipts.map((receipt) => {
+    if (!judged.includes(receipt) || !verdicts) return receipt;
+    const back = takenBackAt(verdicts, receipt.text, receipt.revision!);
+    return back ? { ...receipt, outcome: "taken back", takenBackAt: back.at, reason: back.reason } : receipt;
+  });
 }

@@ -2,24 +2,52 @@
 // its app changes (a burst renders once). A file is written, and the service reloaded, only when
 // the text differs from what `dest` holds. When the service's checker refuses the staged file,
 // `dest` is never touched; when the reload or the health probe fails after it, the last good file
-// is put back. Either way, on a single host, the app's config is taken back through the pipeline
-// to the last configuration the service accepted, journaled with the reason (a fleet host keeps
-// its last good file: a local decision).
+// is put back. Either way, on a single host, what the service refused is taken back through the
+// pipeline, journaled with the reason (a fleet host keeps its last good file: a local decision).
+// When several changes arrived together, each is tried in turn on top of the last good
+// configuration: only those the service refuses are taken back.
+import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { currentText, discard, healthy, install, removeStaged, runCommand, stage } from "./deliver.js";
 import { renderTarget } from "./render.js";
 import { maskText, secretTexts, type Schemas } from "./schemas.js";
-import type { ConfigTable } from "./table.js";
+import type { ChangeEvent, ConfigTable } from "./table.js";
 import type { RenderTarget } from "./targets.js";
 import type { AppConfig } from "./values.js";
+
+/** A change a render target's service refused, taken back through the pipeline. */
+export interface TakenBack {
+  app: string;
+  /** The top-level key taken back. */
+  key: string;
+  /** The revisions whose values of that key were taken back. */
+  revisions: number[];
+  /** The revision of the take-back. */
+  at: number;
+  reason: string;
+}
+
+/** What the service said of the configuration up to a revision (for `cdp push` and POST /v1/changes). */
+export interface RenderVerdicts {
+  /** Every change up to this revision has been rendered and judged by the services. */
+  judgedThrough: number;
+  /** The recent take-backs, oldest first. */
+  takenBack: TakenBack[];
+}
 
 export interface RendererOptions {
   targets: readonly RenderTarget[];
   table: ConfigTable;
   /** The schemas in force: a command's words are shown with the app's secret values masked. */
   schemas: () => Schemas;
-  /** Take the app back to `config` through the pipeline, with the reason; false when nothing changed. Absent in a fleet. */
-  revert?: (app: string, config: AppConfig, reason: string, source: string) => Promise<boolean>;
+  /**
+   * Take keys of the app back to their values in `config` through the pipeline, each with its
+   * reason, unless the key has changed since `judged`; the revision after, or undefined when
+   * nothing was taken back. Absent in a fleet.
+   */
+  revert?: (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) => Promise<number | undefined>;
+  /** The services' verdicts moved on (written for the commands that wait on them). */
+  judged?: (verdicts: RenderVerdicts) => void;
   log: Logger;
 }
 
@@ -38,13 +66,26 @@ interface TargetState extends RenderStatus {
   target: RenderTarget;
   /** The last configuration the service accepted, and the text it has. */
   good?: { config: AppConfig; text: string };
+  /** While the service is unhealthy: the next look at it. */
+  retry?: { timer: NodeJS.Timeout; delayMs: number };
 }
+
+type Attempt = { ok: true; text: string } | { ok: false; stage: string; words: string; installed: boolean };
+
+/** How long to wait before looking again at an unhealthy service: doubling up to a minute. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MOST_MS = 60_000;
+const KEPT_TAKEBACKS = 1000;
 
 export class Renderer {
   readonly #options: RendererOptions;
   readonly #states: TargetState[];
   readonly #dirty = new Set<string>();
   readonly #reverting = new Set<string>(); // apps whose next render follows a revert: never reverted again
+  // app → top-level key → the revisions that changed it since the app's files were last good
+  readonly #changed = new Map<string, Map<string, number[]>>();
+  readonly #verdicts: RenderVerdicts;
+  readonly #waiting = new Set<() => void>();
   #running: Promise<void> | undefined;
   #unsubscribe: () => void = () => undefined;
   #closed = false;
@@ -52,6 +93,7 @@ export class Renderer {
   constructor(options: RendererOptions) {
     this.#options = options;
     this.#states = options.targets.map((target) => ({ target, dest: target.dest, failures: 0, lastTime: 0, lastOk: true }));
+    this.#verdicts = { judgedThrough: options.table.revision, takenBack: [] };
   }
 
   /** Render every target now (so a service can start from its file), then follow the table. */
@@ -60,12 +102,13 @@ export class Renderer {
       await removeStaged(state.target.dest); // left by a crash between staging and renaming
       await this.#deliver(state, { atStart: true, afterRevert: false });
     }
+    this.#judged(this.#options.table.revision);
     // after the batch's changes are all applied: a burst renders once
-    this.#unsubscribe = this.#options.table.subscribeAll((event) => this.#changed(event.app));
+    this.#unsubscribe = this.#options.table.subscribeAll((event) => this.#noted(event));
   }
 
   status(): RenderStatus[] {
-    return this.#states.map(({ target: _target, good: _good, ...status }) => status);
+    return this.#states.map(({ target: _target, good: _good, retry: _retry, ...status }) => status);
   }
 
   /** Why a target's file is not the current configuration's, if one is not. */
@@ -73,14 +116,49 @@ export class Renderer {
     return this.#states.find((state) => state.problem)?.problem;
   }
 
+  /** Whether the app's config is written for a service (its changes wait for the service's verdict). */
+  renders(app: string): boolean {
+    return this.#states.some(({ target }) => target.app === app);
+  }
+
+  /** The verdicts once every change up to `revision` is judged, or as they are when `timeoutMs` passes. */
+  async verdicts(revision: number, timeoutMs: number): Promise<RenderVerdicts> {
+    if (this.#verdicts.judgedThrough < revision && !this.#closed) {
+      await new Promise<void>((resolve) => {
+        const check = () => {
+          if (this.#verdicts.judgedThrough < revision && !this.#closed) return;
+          clearTimeout(timer);
+          this.#waiting.delete(check);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          this.#waiting.delete(check);
+          resolve();
+        }, timeoutMs);
+        this.#waiting.add(check);
+      });
+    }
+    return this.#verdicts;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#unsubscribe();
+    for (const state of this.#states) clearTimeout(state.retry?.timer);
+    for (const check of [...this.#waiting]) check();
     await this.#running;
   }
 
-  #changed(app: string): void {
-    if (this.#closed || !this.#states.some(({ target }) => target.app === app)) return;
+  #noted(event: ChangeEvent): void {
+    if (this.#closed || !this.renders(event.app)) return;
+    const keys = this.#changed.get(event.app) ?? new Map<string, number[]>();
+    this.#changed.set(event.app, keys);
+    const top = event.key.split(".")[0]!;
+    keys.set(top, [...(keys.get(top) ?? []), event.revision]);
+    this.#schedule(event.app);
+  }
+
+  #schedule(app: string): void {
     this.#dirty.add(app);
     if (!this.#running) this.#running = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#drain());
   }
@@ -88,90 +166,204 @@ export class Renderer {
   async #drain(): Promise<void> {
     try {
       while (this.#dirty.size > 0 && !this.#closed) {
+        const judging = this.#options.table.revision;
         const apps = [...this.#dirty];
         this.#dirty.clear();
         // every target of an app taken back renders as a revert (never reverted again)
         const reverted = new Set(apps.filter((app) => this.#reverting.delete(app)));
-        for (const state of this.#states) if (apps.includes(state.target.app)) await this.#deliver(state, { atStart: false, afterRevert: reverted.has(state.target.app) });
+        for (const app of apps) {
+          let allGood = true;
+          for (const state of this.#states) {
+            if (state.target.app !== app) continue;
+            await this.#deliver(state, { atStart: false, afterRevert: reverted.has(app) });
+            allGood &&= state.lastOk;
+          }
+          if (allGood) this.#changed.delete(app);
+        }
+        // a take-back made while judging is judged (rendered) in the next round
+        if (this.#dirty.size === 0) this.#judged(judging);
       }
     } catch (error) {
       this.#options.log.error({ err: error }, "rendering failed");
     } finally {
       this.#running = undefined;
-      if (this.#dirty.size > 0 && !this.#closed) this.#changed([...this.#dirty][0]!);
+      if (this.#dirty.size > 0 && !this.#closed) this.#schedule([...this.#dirty][0]!);
     }
   }
 
-  /** Render, stage, check, install, reload, probe: the target's file for its app's config now. */
+  #judged(revision: number): void {
+    this.#verdicts.judgedThrough = Math.max(this.#verdicts.judgedThrough, revision);
+    this.#options.judged?.(this.#verdicts);
+    for (const check of [...this.#waiting]) check();
+  }
+
+  /** Render the target's file for its app's config now: put in place, or refused and taken back. */
   async #deliver(state: TargetState, { atStart, afterRevert }: { atStart: boolean; afterRevert: boolean }): Promise<void> {
     const { target } = state;
     const config = this.#options.table.config(target.app);
+    const attempt = await this.#attempt(target, config, atStart);
+    if (attempt.ok) return this.#succeeded(state, config, attempt.text, atStart);
+    const reason = this.#reasonOf(state, config, attempt);
+    this.#failed(state, attempt.stage);
+    const fields = { dest: target.dest, app: target.app, reason };
+    const { log } = this.#options;
+    if (afterRevert) {
+      log.fatal(fields, "the service is not healthy with its last good configuration either: left as it is (no flapping); looking at it again with backoff");
+      return this.#retryLater(state);
+    }
+    const good = state.good;
+    if (atStart || !good) {
+      log.error(fields, attempt.installed ? "the rendered file is in place, but the service did not take it well" : "the rendered file was not put in place");
+      return this.#retryLater(state);
+    }
+    await this.#takeBack(state, config, attempt, reason);
+  }
+
+  /** Render, stage, check, install, reload, probe one configuration. */
+  async #attempt(target: RenderTarget, config: AppConfig, atStart: boolean): Promise<Attempt> {
     let text: string;
     try {
       text = renderTarget(target, config);
     } catch (error) {
-      return this.#failed(state, config, "render", (error as Error).message, { atStart, afterRevert, installed: false });
+      return { ok: false, stage: "render", words: (error as Error).message, installed: false };
     }
     const before = await currentText(target.dest);
-    if (text === before) return this.#succeeded(state, config, text); // nothing to write, nothing to reload
+    if (text === before) return { ok: true, text }; // nothing to write, nothing to reload
     let staged: string;
     try {
       staged = await stage(target, text);
     } catch (error) {
-      return this.#failed(state, config, "write", (error as Error).message, { atStart, afterRevert, installed: false });
+      return { ok: false, stage: "write", words: (error as Error).message, installed: false };
     }
     if (target.check) {
       const checked = await runCommand(target.check, { staged, dest: target.dest }, target.commandTimeoutMs);
       if (!checked.ok) {
         await discard(staged);
-        return this.#failed(state, config, "check", checked.output, { atStart, afterRevert, installed: false });
+        return { ok: false, stage: "check", words: checked.output, installed: false };
       }
     }
     try {
       await install(staged, target.dest);
     } catch (error) {
       await discard(staged); // never left beside dest: it may hold a secret
-      return this.#failed(state, config, "write", (error as Error).message, { atStart, afterRevert, installed: false });
+      return { ok: false, stage: "write", words: (error as Error).message, installed: false };
     }
     // at start a service is reloaded only if it may run on an earlier file (one was there), and not probed
-    if (atStart && before === undefined) return this.#succeeded(state, config, text);
+    if (atStart && before === undefined) return { ok: true, text };
     const reloaded = target.reload ? await runCommand(target.reload, { dest: target.dest }, target.commandTimeoutMs) : { ok: true, output: "" };
-    if (!reloaded.ok) return this.#failed(state, config, "reload", reloaded.output, { atStart, afterRevert, installed: true });
+    if (!reloaded.ok) return { ok: false, stage: "reload", words: reloaded.output, installed: true };
     const probed = target.health && !atStart ? await healthy(target, target.healthTimeoutMs) : { ok: true, output: "" };
-    if (!probed.ok) return this.#failed(state, config, "health", probed.output, { atStart, afterRevert, installed: true });
+    if (!probed.ok) return { ok: false, stage: "health", words: probed.output, installed: true };
     this.#options.log.info({ dest: target.dest, app: target.app, revision: this.#options.table.revision }, "rendered");
-    this.#succeeded(state, config, text);
+    return { ok: true, text };
   }
 
-  #succeeded(state: TargetState, config: AppConfig, text: string): void {
+  /**
+   * The service refused the app's config: find the changes to blame — when several top-level keys
+   * changed since the last good config, each is tried in turn on top of what the service accepted
+   * — and take back only those, through the pipeline.
+   */
+  async #takeBack(state: TargetState, config: AppConfig, failed: Extract<Attempt, { ok: false }>, reason: string): Promise<void> {
+    const { target } = state;
+    const good = state.good!;
+    const revisions = this.#changed.get(target.app) ?? new Map<string, number[]>();
+    const keys = [...new Set([...Object.keys(good.config), ...Object.keys(config)])]
+      .filter((key) => !isDeepStrictEqual(good.config[key], config[key]))
+      .sort((a, b) => (revisions.get(a)?.at(-1) ?? 0) - (revisions.get(b)?.at(-1) ?? 0));
+    const blamed = new Map<string, string>();
+    let installed = failed.installed;
+    if (keys.length === 1) blamed.set(keys[0]!, reason);
+    else if (keys.length > 1) {
+      this.#options.log.warn({ dest: target.dest, app: target.app, keys }, "the service refused several changes at once: trying each in turn");
+      for (const key of keys) {
+        const trial = { ...state.good!.config };
+        if (config[key] === undefined) delete trial[key];
+        else trial[key] = config[key];
+        const attempt = await this.#attempt(target, trial, false);
+        if (attempt.ok) {
+          state.good = { config: trial, text: attempt.text };
+          installed = false;
+          continue;
+        }
+        blamed.set(key, this.#reasonOf(state, trial, attempt));
+        installed = attempt.installed;
+      }
+    }
+    const { log, revert } = this.#options;
+    log.error({ dest: target.dest, app: target.app, keys: [...blamed.keys()], reason }, "the service refused the change: taking it back");
+    const at = blamed.size > 0 && revert ? await revert(target.app, state.good!.config, blamed, config, `render:${target.dest}`) : undefined;
+    if (at !== undefined) {
+      for (const [key, why] of blamed) this.#tookBack({ app: target.app, key, revisions: revisions.get(key) ?? [], at, reason: why });
+      this.#reverting.add(target.app); // its file follows at the next render
+      return;
+    }
+    if (installed) await this.#restore(state, state.good!.text);
+  }
+
+  #tookBack(entry: TakenBack): void {
+    this.#verdicts.takenBack.push(entry);
+    if (this.#verdicts.takenBack.length > KEPT_TAKEBACKS) this.#verdicts.takenBack.shift();
+  }
+
+  /** The command's words, never with a secret value of the app in them (a checker may print the staged file). */
+  #reasonOf(state: TargetState, config: AppConfig, failed: Extract<Attempt, { ok: false }>): string {
+    const schema = this.#options.schemas().get(state.target.app);
+    const secrets = schema ? [...secretTexts(schema, config), ...(state.good ? secretTexts(schema, state.good.config) : [])].sort((a, b) => b.length - a.length) : [];
+    return `${failed.stage}: ${maskText(failed.words, secrets)}`;
+  }
+
+  #succeeded(state: TargetState, config: AppConfig, text: string, atStart: boolean): void {
     state.good = { config, text };
     state.lastTime = Date.now();
     state.lastOk = true;
+    if (state.problem && !atStart) this.#options.log.info({ dest: state.target.dest, app: state.target.app }, "the service takes its file again");
     delete state.problem;
+    clearTimeout(state.retry?.timer);
+    delete state.retry;
   }
 
-  async #failed(state: TargetState, config: AppConfig, stage: string, words: string, how: { atStart: boolean; afterRevert: boolean; installed: boolean }): Promise<void> {
-    const { target } = state;
-    const { log, revert } = this.#options;
+  #failed(state: TargetState, stage: string): void {
     state.failures++;
     state.lastTime = Date.now();
     state.lastOk = false;
-    state.problem = `${target.dest}: the ${stage} failed`;
-    // the command's words are what an operator needs, but never with a secret in them (a checker may print the staged file)
-    const schema = this.#options.schemas().get(target.app);
-    const secrets = schema ? [...secretTexts(schema, config), ...(state.good ? secretTexts(schema, state.good.config) : [])].sort((a, b) => b.length - a.length) : [];
-    const reason = `${stage}: ${maskText(words, secrets)}`;
-    const fields = { dest: target.dest, app: target.app, reason };
-    if (how.afterRevert) return log.fatal(fields, "the service is not healthy with its last good configuration either: left as it is (no flapping); look at it");
-    const good = state.good;
-    if (how.atStart || !good) return log.error(fields, how.installed ? "the rendered file is in place, but the service did not take it well" : "the rendered file was not put in place");
-    log.error(fields, "the service refused the change: taking it back");
-    // the app goes back to what the service last accepted; its file follows at the next render
-    if (revert && (await revert(target.app, good.config, reason, `render:${target.dest}`))) {
-      this.#reverting.add(target.app);
-      return;
+    state.problem = `${state.target.dest}: the ${stage} failed`;
+  }
+
+  /** An unhealthy service is looked at again, with backoff, until it takes its file: /readyz follows. */
+  #retryLater(state: TargetState): void {
+    if (this.#closed) return;
+    const delayMs = Math.min(RETRY_MOST_MS, state.retry ? state.retry.delayMs * 2 : RETRY_FIRST_MS);
+    clearTimeout(state.retry?.timer);
+    const timer = setTimeout(() => {
+      if (this.#closed || !state.problem) return;
+      this.#running = (this.#running ?? Promise.resolve()).then(() => this.#lookAgain(state));
+    }, delayMs);
+    timer.unref();
+    state.retry = { timer, delayMs };
+  }
+
+  async #lookAgain(state: TargetState): Promise<void> {
+    if (this.#closed || !state.problem) return;
+    const { target } = state;
+    const config = this.#options.table.config(target.app);
+    const text = (() => {
+      try {
+        return renderTarget(target, config);
+      } catch {
+        return undefined;
+      }
+    })();
+    // the file is in place: only the service's health is in question
+    if (text !== undefined && text === (await currentText(target.dest))) {
+      const probed = target.health ? await healthy(target, target.healthTimeoutMs) : { ok: true, output: "" };
+      if (probed.ok) return this.#succeeded(state, config, text, false);
+      state.problem = `${target.dest}: the health failed`;
+      return this.#retryLater(state);
     }
-    if (how.installed) await this.#restore(state, good.text);
+    const attempt = await this.#attempt(target, config, false);
+    if (attempt.ok) return this.#succeeded(state, config, attempt.text, false);
+    this.#failed(state, attempt.stage);
+    this.#retryLater(state);
   }
 
   // A fleet host (or a revert that changed nothing): the last good file goes back, and the service is reloaded.

@@ -22,7 +22,8 @@ import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "./validate.js";
 import { moveFleet } from "./versions.js";
 import { Vetoes } from "./vetoes.js";
-import type { Renderer, RenderStatus } from "./renderer.js";
+import type { Renderer, RenderStatus, RenderVerdicts } from "./renderer.js";
+import { writeRenderVerdicts } from "./receipts.js";
 import type { RenderTarget } from "./targets.js";
 import type { AppConfig } from "./values.js";
 import type { HostStatus } from "./fleet.js";
@@ -70,6 +71,7 @@ export class Run implements Pipeline {
   readonly #journalTurns = new Turns();
   #commitPoint!: CommitPoint;
   #renderer: Renderer | undefined;
+  readonly #renderTargets: readonly RenderTarget[];
   #member: FleetMember | undefined;
   #inbox: Inbox | undefined;
   #closeSchemaWatch: () => Promise<void> = async () => undefined;
@@ -134,8 +136,12 @@ export class Run implements Pipeline {
       log,
     });
     // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
-    const revert = options.fleet ? undefined : (app: string, config: AppConfig, reason: string, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reason, source));
-    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, schemas, ...(revert ? { revert } : {}), log: log.child({ stage: "render" }) });
+    const revert = options.fleet
+      ? undefined
+      : (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reasons, judged, source));
+    const judged = (verdicts: RenderVerdicts) => writeRenderVerdicts(this.dir, verdicts, log);
+    this.#renderTargets = loaded.render?.targets ?? [];
+    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, schemas, ...(revert ? { revert } : {}), judged, log: log.child({ stage: "render" }) });
   }
 
   /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
@@ -282,7 +288,8 @@ export class Run implements Pipeline {
     if (this.#stopping) await this.#inbox.close(); // stopped while it was opening
     await warnIfOthersCanWrite(dir, log);
     // said before "cdp is watching": whoever waits for that line finds cdp.watcher written
-    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher }).catch(() => async () => undefined);
+    const render = this.#renderApps.length > 0 ? { render: this.#renderApps } : {};
+    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher, ...render }).catch(() => async () => undefined);
     log.info({ dir, apps: [...this.#live.schemas.keys()], revision: this.table.revision }, "cdp is watching");
   }
 
@@ -384,6 +391,17 @@ export class Run implements Pipeline {
   get outages(): number {
     return this.#inbox?.outages ?? 0;
   }
+  /** The apps whose config is rendered for a service (a change to them waits for its verdict). */
+  get #renderApps(): string[] {
+    return [...new Set(this.#renderTargets.map(({ app }) => app))];
+  }
+
+  /** The services' verdicts on the changes up to `revision` (undefined: the app is rendered for no service). */
+  async renderVerdicts(app: string, revision: number, timeoutMs: number): Promise<RenderVerdicts | undefined> {
+    if (!this.#renderer?.renders(app)) return undefined;
+    return this.#renderer.verdicts(revision, timeoutMs);
+  }
+
   get renders(): RenderStatus[] {
     return this.#renderer?.status() ?? [];
   }

@@ -316,6 +316,6 @@ function whoAndWhy(req: IncomingMessage, tokens: Tokens | undefined): { by: stri
 
 async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, said: { by: string; reason?: string }, changes?: string[]): Promise<void> {
   const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
-  const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected") ? 422 : 200;
+  const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected" || line.outcome === "taken back") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
 }

@@ -19,9 +19,16 @@ export interface WatcherInfo {
   url?: string;
   /** Its fleet, when it is in one. */
   fleet?: { prefix: string; host: string };
+  /** The apps whose config it renders for a service: a change to them waits for the service's verdict (cdp.rendered). */
+  render?: string[];
 }
 
 export const WATCHER_FILE = "cdp.watcher";
+
+/** What the running watcher said of itself, if one runs and said it. */
+export async function readWatcherInfo(dir: string): Promise<WatcherInfo | undefined> {
+  return readFile(join(dir, WATCHER_FILE), "utf8").then((text) => JSON.parse(text) as WatcherInfo, () => undefined);
+}
 
 export async function announceWatcher(dir: string, info: WatcherInfo): Promise<() => Promise<void>> {
   const path = join(dir, WATCHER_FILE);

@@ -11,13 +11,17 @@ import { CdpError } from "./errors.js";
 import { CUT_SHORT, INBOX_FILE } from "./inbox.js";
 import { identityOf, notRegular } from "./rotation.js";
 import type { LineOutcome, Pipeline } from "./pipeline.js";
+import { takenBackAt } from "./receipts.js";
 
 export interface LineResult {
   /** The line's number in what was submitted (1-based). */
   line: number;
-  outcome: LineOutcome["outcome"];
+  /** "taken back": accepted, then refused by the service its app's config is rendered for. */
+  outcome: LineOutcome["outcome"] | "taken back";
   revision?: number;
   reason?: string;
+  /** For "taken back": the revision that took it back. */
+  takenBackAt?: number;
 }
 
 export interface Submitted {
@@ -66,6 +70,7 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
   };
   pipeline.events.on("lines", take);
   let timer: NodeJS.Timeout | undefined;
+  const deadline = Date.now() + waitMs;
   try {
     await appendToInbox(pipeline.dir, `${marker}\n${body}`);
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
@@ -74,7 +79,24 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
     clearTimeout(timer);
     pipeline.events.off("lines", take);
   }
-  return { status: results.length === count ? "processed" : "queued", lines: results };
+  if (results.length < count) return { status: "queued", lines: results };
+  return { status: "processed", lines: await withVerdicts(pipeline, given, results, deadline) };
+}
+
+/** Accepted lines of apps rendered for a service wait for its verdict: "taken back" when it refused them. */
+async function withVerdicts(pipeline: Pipeline, given: string[], results: LineResult[], deadline: number): Promise<LineResult[]> {
+  const judged: LineResult[] = [];
+  for (const result of results) {
+    if (result.outcome !== "accepted") {
+      judged.push(result);
+      continue;
+    }
+    const text = given[result.line - 1]!;
+    const verdicts = await pipeline.renderVerdicts(text.split(":", 1)[0]!, result.revision!, Math.max(0, deadline - Date.now()));
+    const back = verdicts && takenBackAt(verdicts, text, result.revision!);
+    judged.push(back ? { ...result, outcome: "taken back", takenBackAt: back.at, reason: back.reason } : result);
+  }
+  return judged;
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { LineOutcome } from "./batch.js";
 import type { FleetLog, HostStatus } from "./fleet.js";
 import type { InboxSettings } from "./inbox.js";
-import type { RenderStatus } from "./renderer.js";
+import type { RenderStatus, RenderVerdicts } from "./renderer.js";
 import type { Rollout, RolloutStep } from "./rollouts.js";
 import type { Schemas } from "./schemas.js";
 import type { WatcherInfo } from "./status.js";
@@ -61,6 +61,8 @@ export interface Pipeline {
   rollouts(): Rollout[];
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
   notReady(): string | undefined;
+  /** The services' verdicts once they cover `revision` (or when `timeoutMs` passes); undefined when the app is rendered for no service. */
+  renderVerdicts(app: string, revision: number, timeoutMs: number): Promise<RenderVerdicts | undefined>;
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
   stopped: Promise<void>;
   /** Finish and flush the batch in hand, then stop watching. */

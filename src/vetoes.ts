@@ -55,23 +55,28 @@ export class Vetoes {
   }
 
   /**
-   * Take an app back to `config`, key by key (each a change record with the reason), checked like
-   * any change: what a render target does when its service refuses a configuration. False when
-   * nothing was changed.
+   * Take keys of an app back to their values in `config`, each a change record with its reason,
+   * checked like any change: what a render target does when its service refuses a configuration.
+   * A key whose value is no longer the one judged (`judged`) has changed since: left as it is.
+   * The revision after, or undefined when nothing was changed.
    */
-  async revertApp(app: string, config: AppConfig, reason: string, source: string): Promise<boolean> {
+  async revertApp(app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string): Promise<number | undefined> {
     const { table, validators, log } = this.#settings;
     const schemas = this.#settings.schemas();
     const schema = schemas.get(app);
-    if (!schema) return false;
+    if (!schema) return undefined;
     const time = new Date().toISOString();
     const current = table.config(app);
-    const taken: { key: string; config: AppConfig; revision: number }[] = [];
+    const taken: { key: string; config: AppConfig; revision: number; reason: string }[] = [];
     let state = current;
     let text = "";
-    for (const key of new Set([...Object.keys(current), ...Object.keys(config)])) {
+    for (const [key, reason] of reasons) {
       const value = config[key];
       if (isDeepStrictEqual(value, state[key])) continue;
+      if (!isDeepStrictEqual(current[key], judged[key])) {
+        log.warn({ app, key, reason }, "not taken back: the key has changed since the service refused it");
+        continue;
+      }
       if (value === undefined) {
         log.warn({ app, key, reason }, "cannot take back a key that had no value before: left as it is");
         continue;
@@ -84,14 +89,14 @@ export class Vetoes {
       }
       state = verdict.change.config;
       const revision = table.revision + taken.length + 1;
-      taken.push({ key, config: state, revision });
+      taken.push({ key, config: state, revision, reason });
       text += revertRecord({ revision, seq: this.#settings.seq(), time, source, reason }, line);
     }
-    if (taken.length === 0 || !(await this.#settings.journal(text))) return false;
-    for (const { key, config: after, revision } of taken) table.apply({ app, key, config: after, revision, source, time, reason });
+    if (taken.length === 0 || !(await this.#settings.journal(text))) return undefined;
+    for (const { key, config: after, revision, reason } of taken) table.apply({ app, key, config: after, revision, source, time, reason });
     for (let i = 0; i < taken.length; i++) this.#settings.reverted();
-    log.warn({ app, keys: taken.map(({ key }) => key), reason, revision: table.revision }, "configuration taken back");
-    return true;
+    log.warn({ app, keys: taken.map(({ key }) => key), reasons: taken.map(({ reason }) => reason), revision: table.revision }, "configuration taken back");
+    return table.revision;
   }
 
   async #revert(change: ValidChange, vetoed: number, reason: string): Promise<void> {

@@ -3,7 +3,7 @@
 // health probe (curl) decide whether a change stays.
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { appendFile, mkdir, readdir, stat, symlink, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../bench/etcd.js";
@@ -269,6 +269,50 @@ describe("render targets, without a service", () => {
       expect(text).not.toContain(secret);
       expect(text).not.toContain(Buffer.from(secret).toString("base64").replace(/=+$/, ""));
     }
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("takes back only the change the service refuses when several arrive together; cdp push and POST /v1/changes wait for the service's verdict", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    // the service's checker refuses a file whose greeting is "bad" (the value is never part of the command)
+    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}"];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"]);
+    const pushed = await cdp(["push", "--dir", dir, "web:greeting:bad", "web:note:kept", "web:healthStatus:204"]);
+    expect(pushed.code).toBe(1);
+    expect(pushed.output).toMatch(/^web:greeting:bad {2}taken back at revision 4: check: refused: bad greeting \(exit 1\)$/m);
+    expect(pushed.output).toContain("web:note:kept  accepted at revision 2\n");
+    expect(pushed.output).toContain("web:healthStatus:204  accepted at revision 3\n");
+    expect(await getConfig(dir, "web", schemas)).toEqual({ greeting: "hello", healthStatus: 204, note: "kept" });
+    expect(JSON.parse(await readText(join(root, "web.json")))).toEqual({ greeting: "hello", healthStatus: 204, note: "kept" });
+    // the same over HTTP: the line's outcome is the service's verdict
+    const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
+    const response = await fetch(`${url}/v1/changes`, { method: "POST", body: "web:note:again\nweb:greeting:bad\n", headers: { "content-type": "text/plain" } });
+    expect(response.status).toBe(422);
+    const body = (await response.json()) as { lines: { line: number; outcome: string; revision?: number; takenBackAt?: number; reason?: string }[] };
+    expect(body.lines[0]).toMatchObject({ line: 1, outcome: "accepted", revision: 5 });
+    expect(body.lines[1]).toMatchObject({ line: 2, outcome: "taken back", revision: 6, takenBackAt: 7, reason: "check: refused: bad greeting (exit 1)" });
+    expect(await getConfig(dir, "web.note", schemas)).toBe("again");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
+  it("says ready again once an unhealthy service recovers, without waiting for a change", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    const down = join(root, "service-down");
+    const health = ["sh", "-c", 'test ! -e "$0"', down];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"]);
+    const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
+    const ready = async () => (await fetch(`${url}/readyz`)).status;
+    await writeFile(down, "");
+    await appendFile(join(dir, "cdp.new"), "web:greeting:bonjour\n");
+    await waitUntil(() => watch.output().includes("is not healthy with its last good configuration either"));
+    expect(await ready()).toBe(503);
+    await rm(down);
+    await waitUntil(async () => (await ready()) === 200, 15_000);
+    expect(watch.output()).toContain("the service takes its file again");
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
   });
