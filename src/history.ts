@@ -52,6 +52,24 @@ export function historyJson(entries: readonly HistoryEntry[]): object[] {
  * One line per top-level key that differs, with the key's whole value.
  */
 export function rollbackLines(state: JournalState, schemas: Schemas, revision: number): string[] {
+  const target = configsAt(state, schemas, revision);
+  const lines: string[] = [];
+  for (const [app, config] of target) {
+    const current: AppConfig = state.apps.get(app) ?? {};
+    for (const key of new Set([...Object.keys(current), ...Object.keys(config)])) {
+      const value = withoutUndefined(config[key]);
+      if (isDeepStrictEqual(value, current[key])) continue;
+      if (value === undefined) {
+        throw new CdpError("refused", `${app}.${key} did not exist at revision ${revision} and has no default: a change line cannot remove it`);
+      }
+      lines.push(encodeChange(app, key, value, schemas.get(app)!.key([key]) as KeyInfo));
+    }
+  }
+  return lines;
+}
+
+/** Every app's config as it was at `revision`, in today's shape (a replay with history). */
+export function configsAt(state: JournalState, schemas: Schemas, revision: number): Map<string, AppConfig> {
   if (revision < 0 && state.revision === 0) throw new CdpError("usage", "nothing to undo: no change has been applied yet");
   if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
   if (revision < state.historyFrom) throw new CdpError("refused", `the history before revision ${state.historyFrom} was compacted away: cdp cannot go back that far`);
@@ -72,19 +90,7 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
   }
   // the state then, in today's shape
   for (const [app, version] of shapes) target.set(app, moveShape(state, schemas, app, target.get(app)!, version, schemas.get(app)!.version, `${app}'s migrations since revision ${revision}`));
-  const lines: string[] = [];
-  for (const [app, config] of target) {
-    const current: AppConfig = state.apps.get(app) ?? {};
-    for (const key of new Set([...Object.keys(current), ...Object.keys(config)])) {
-      const value = withoutUndefined(config[key]);
-      if (isDeepStrictEqual(value, current[key])) continue;
-      if (value === undefined) {
-        throw new CdpError("refused", `${app}.${key} did not exist at revision ${revision} and has no default: a change line cannot remove it`);
-      }
-      lines.push(encodeChange(app, key, value, schemas.get(app)!.key([key]) as KeyInfo));
-    }
-  }
-  return lines;
+  return target;
 }
 
 /** A config moved between versions with the steps recorded and in the file; refused with the reason when it cannot be. */

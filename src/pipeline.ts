@@ -8,6 +8,7 @@ import { JOURNAL_FILE, openJournal, replayForStart } from "./journal.js";
 import { Run, type Loaded } from "./run.js";
 import { compileSchemas, readSchemaTexts, type Schemas } from "./schemas.js";
 import { takeSchemasAtStart, unexpectedVersion } from "./versions.js";
+import { readRenderVerdicts } from "./receipts.js";
 
 import type { Pipeline, PipelineOptions } from "./types.js";
 
@@ -44,7 +45,7 @@ async function loadAtStart(options: PipelineOptions): Promise<Loaded> {
   const schemas = compileSchemas(options.schemas, texts);
   const unexpected = unexpectedVersion(schemas, options.expect);
   if (unexpected) throw new CdpError("bootstrap", unexpected);
-  const render = options.render.length > 0 ? await loadRendering(options.render, schemas, [options.dir, options.schemas]) : undefined;
+  const render = options.render.length > 0 ? await loadRendering(options.render, schemas, options.dir, options.schemas) : undefined;
   const replayed = await replayForStart(journalPath, schemas, { validators: options.validators, fleet: options.fleet !== undefined, log: options.log });
   const journal = await openJournal(journalPath, replayed);
   // schema versions changed while cdp was stopped: migrated before anything is served
@@ -54,7 +55,8 @@ async function loadAtStart(options: PipelineOptions): Promise<Loaded> {
   return { journalPath, schemas: inForce, files: schemas, texts, state, journal, ...(render ? { render } : {}) };
 }
 
-async function loadRendering(paths: readonly string[], schemas: Schemas, cdpDirs: readonly string[]): Promise<NonNullable<Loaded["render"]>> {
+async function loadRendering(paths: readonly string[], schemas: Schemas, dir: string, schemaDir: string): Promise<NonNullable<Loaded["render"]>> {
   const [{ loadRenderFiles }, { Renderer }] = await Promise.all([import("./targets.js"), import("./renderer.js")]);
-  return { targets: await loadRenderFiles(paths, schemas, cdpDirs), Renderer };
+  const recorded = (await readRenderVerdicts(dir))?.good;
+  return { targets: await loadRenderFiles(paths, schemas, [dir, schemaDir]), Renderer, ...(recorded ? { recorded } : {}) };
 }

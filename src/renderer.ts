@@ -6,6 +6,7 @@
 // pipeline, journaled with the reason (a fleet host keeps its last good file: a local decision).
 // When several changes arrived together, each is tried in turn on top of the last good
 // configuration: only those the service refuses are taken back.
+import { createHash } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import { currentText, discard, healthy, install, removeStaged, runCommand, stage } from "./deliver.js";
@@ -33,6 +34,8 @@ export interface RenderVerdicts {
   judgedThrough: number;
   /** The recent take-backs, oldest first. */
   takenBack: TakenBack[];
+  /** Per target (dest): the revision whose config its service last took, and the file's sha256. */
+  good: Record<string, { revision: number; sha256: string }>;
 }
 
 export interface RendererOptions {
@@ -48,6 +51,10 @@ export interface RendererOptions {
   revert?: (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) => Promise<number | undefined>;
   /** The services' verdicts moved on (written for the commands that wait on them). */
   judged?: (verdicts: RenderVerdicts) => void;
+  /** What the last run recorded of each target's last good file (cdp.rendered). */
+  recorded?: RenderVerdicts["good"];
+  /** The app's config at an earlier revision (read from the journal), if it can be known. */
+  configAt?: (app: string, revision: number) => Promise<AppConfig | undefined>;
   log: Logger;
 }
 
@@ -70,7 +77,8 @@ interface TargetState extends RenderStatus {
   retry?: { timer: NodeJS.Timeout; delayMs: number };
 }
 
-type Attempt = { ok: true; text: string } | { ok: false; stage: string; words: string; installed: boolean };
+/** One render and delivery; `before`: what dest held before it. */
+type Attempt = { ok: true; text: string } | { ok: false; stage: string; words: string; installed: boolean; before: string | undefined };
 
 /** How long to wait before looking again at an unhealthy service: doubling up to a minute. */
 const RETRY_FIRST_MS = 1000;
@@ -93,7 +101,7 @@ export class Renderer {
   constructor(options: RendererOptions) {
     this.#options = options;
     this.#states = options.targets.map((target) => ({ target, dest: target.dest, failures: 0, lastTime: 0, lastOk: true }));
-    this.#verdicts = { judgedThrough: options.table.revision, takenBack: [] };
+    this.#verdicts = { judgedThrough: options.table.revision, takenBack: [], good: { ...options.recorded } };
   }
 
   /** Render every target now (so a service can start from its file), then follow the table. */
@@ -105,6 +113,8 @@ export class Renderer {
     this.#judged(this.#options.table.revision);
     // after the batch's changes are all applied: a burst renders once
     this.#unsubscribe = this.#options.table.subscribeAll((event) => this.#noted(event));
+    for (const app of this.#reverting) this.#schedule(app); // taken back at start: their files follow
+
   }
 
   status(): RenderStatus[] {
@@ -201,8 +211,9 @@ export class Renderer {
   async #deliver(state: TargetState, { atStart, afterRevert }: { atStart: boolean; afterRevert: boolean }): Promise<void> {
     const { target } = state;
     const config = this.#options.table.config(target.app);
+    const revision = this.#options.table.revision;
     const attempt = await this.#attempt(target, config, atStart);
-    if (attempt.ok) return this.#succeeded(state, config, attempt.text, atStart);
+    if (attempt.ok) return this.#succeeded(state, config, attempt.text, atStart, revision);
     const reason = this.#reasonOf(state, config, attempt);
     this.#failed(state, attempt.stage);
     const fields = { dest: target.dest, app: target.app, reason };
@@ -211,8 +222,9 @@ export class Renderer {
       log.fatal(fields, "the service is not healthy with its last good configuration either: left as it is (no flapping); looking at it again with backoff");
       return this.#retryLater(state);
     }
+    if (atStart) state.good = await this.#goodAtStart(target, attempt.before);
     const good = state.good;
-    if (atStart || !good) {
+    if (!good) {
       log.error(fields, attempt.installed ? "the rendered file is in place, but the service did not take it well" : "the rendered file was not put in place");
       return this.#retryLater(state);
     }
@@ -225,7 +237,7 @@ export class Renderer {
     try {
       text = renderTarget(target, config);
     } catch (error) {
-      return { ok: false, stage: "render", words: (error as Error).message, installed: false };
+      return { ok: false, stage: "render", words: (error as Error).message, installed: false, before: undefined };
     }
     const before = await currentText(target.dest);
     if (text === before) return { ok: true, text }; // nothing to write, nothing to reload
@@ -233,27 +245,27 @@ export class Renderer {
     try {
       staged = await stage(target, text);
     } catch (error) {
-      return { ok: false, stage: "write", words: (error as Error).message, installed: false };
+      return { ok: false, stage: "write", words: (error as Error).message, installed: false, before };
     }
     if (target.check) {
       const checked = await runCommand(target.check, { staged, dest: target.dest }, target.commandTimeoutMs);
       if (!checked.ok) {
         await discard(staged);
-        return { ok: false, stage: "check", words: checked.output, installed: false };
+        return { ok: false, stage: "check", words: checked.output, installed: false, before };
       }
     }
     try {
       await install(staged, target.dest);
     } catch (error) {
       await discard(staged); // never left beside dest: it may hold a secret
-      return { ok: false, stage: "write", words: (error as Error).message, installed: false };
+      return { ok: false, stage: "write", words: (error as Error).message, installed: false, before };
     }
     // at start a service is reloaded only if it may run on an earlier file (one was there), and not probed
     if (atStart && before === undefined) return { ok: true, text };
     const reloaded = target.reload ? await runCommand(target.reload, { dest: target.dest }, target.commandTimeoutMs) : { ok: true, output: "" };
-    if (!reloaded.ok) return { ok: false, stage: "reload", words: reloaded.output, installed: true };
+    if (!reloaded.ok) return { ok: false, stage: "reload", words: reloaded.output, installed: true, before };
     const probed = target.health && !atStart ? await healthy(target, target.healthTimeoutMs) : { ok: true, output: "" };
-    if (!probed.ok) return { ok: false, stage: "health", words: probed.output, installed: true };
+    if (!probed.ok) return { ok: false, stage: "health", words: probed.output, installed: true, before };
     this.#options.log.info({ dest: target.dest, app: target.app, revision: this.#options.table.revision }, "rendered");
     return { ok: true, text };
   }
@@ -312,8 +324,23 @@ export class Renderer {
     return `${failed.stage}: ${maskText(failed.words, secrets)}`;
   }
 
-  #succeeded(state: TargetState, config: AppConfig, text: string, atStart: boolean): void {
+  /**
+   * At start, the configuration the service last took, when cdp knows it: the last run recorded
+   * the revision of the file that dest still holds (a crash while the service judged a change, or
+   * a change made while cdp was stopped).
+   */
+  async #goodAtStart(target: RenderTarget, before: string | undefined): Promise<TargetState["good"]> {
+    const recorded = this.#verdicts.good[target.dest];
+    if (!recorded || before === undefined || sha256(before) !== recorded.sha256) return undefined;
+    const config = await this.#options.configAt?.(target.app, recorded.revision).catch(() => undefined);
+    if (!config) return undefined;
+    this.#options.log.warn({ dest: target.dest, app: target.app, revision: recorded.revision }, "the service refuses the config cdp starts with: taking back what it refuses, to the config of the file it has");
+    return { config, text: before };
+  }
+
+  #succeeded(state: TargetState, config: AppConfig, text: string, atStart: boolean, revision?: number): void {
     state.good = { config, text };
+    if (revision !== undefined) this.#verdicts.good[state.target.dest] = { revision, sha256: sha256(text) };
     state.lastTime = Date.now();
     state.lastOk = true;
     if (state.problem && !atStart) this.#options.log.info({ dest: state.target.dest, app: state.target.app }, "the service takes its file again");
@@ -356,12 +383,13 @@ export class Renderer {
     // the file is in place: only the service's health is in question
     if (text !== undefined && text === (await currentText(target.dest))) {
       const probed = target.health ? await healthy(target, target.healthTimeoutMs) : { ok: true, output: "" };
-      if (probed.ok) return this.#succeeded(state, config, text, false);
+      if (probed.ok) return this.#succeeded(state, config, text, false, this.#options.table.revision);
       state.problem = `${target.dest}: the health failed`;
       return this.#retryLater(state);
     }
+    const revision = this.#options.table.revision;
     const attempt = await this.#attempt(target, config, false);
-    if (attempt.ok) return this.#succeeded(state, config, attempt.text, false);
+    if (attempt.ok) return this.#succeeded(state, config, attempt.text, false, revision);
     this.#failed(state, attempt.stage);
     this.#retryLater(state);
   }
@@ -378,3 +406,5 @@ export class Renderer {
     }
   }
 }
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");

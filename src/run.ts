@@ -11,7 +11,8 @@ import { Compactor } from "./compactor.js";
 import { DurableFile } from "./durable.js";
 import { HeldWrites } from "./held.js";
 import { Inbox, type InboxBatch, type InboxLine, type InboxPosition } from "./inbox.js";
-import type { JournalState } from "./journal.js";
+import { replayJournal, type JournalState } from "./journal.js";
+import { configsAt } from "./history.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
 import type { Schemas, SchemaTexts } from "./schemas.js";
@@ -43,7 +44,7 @@ export interface Loaded {
   state: JournalState;
   journal: DurableFile;
   /** Render targets and their loop, loaded only when there are any (the serializers and the template engine cost memory). */
-  render?: { targets: RenderTarget[]; Renderer: typeof Renderer };
+  render?: { targets: RenderTarget[]; Renderer: typeof Renderer; recorded?: RenderVerdicts["good"] };
 }
 
 /** A fleet host's committed batches still travelling: the revision they end at, the configs they leave. */
@@ -141,7 +142,15 @@ export class Run implements Pipeline {
       : (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reasons, judged, source));
     const judged = (verdicts: RenderVerdicts) => writeRenderVerdicts(this.dir, verdicts, log);
     this.#renderTargets = loaded.render?.targets ?? [];
-    if (loaded.render) this.#renderer = new loaded.render.Renderer({ targets: loaded.render.targets, table: this.table, schemas, ...(revert ? { revert } : {}), judged, log: log.child({ stage: "render" }) });
+    // the config a service last took, when it refuses the one cdp starts with: read back from the journal
+    const configAt = async (app: string, revision: number) => {
+      const state = await replayJournal(this.journalPath, this.#live.schemas, { history: true, validators: options.validators });
+      return configsAt(state, this.#live.schemas, revision).get(app);
+    };
+    if (loaded.render) {
+      const { targets, Renderer, recorded } = loaded.render;
+      this.#renderer = new Renderer({ targets, table: this.table, schemas, ...(revert ? { revert } : {}), judged, ...(recorded ? { recorded } : {}), configAt, log: log.child({ stage: "render" }) });
+    }
   }
 
   /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */

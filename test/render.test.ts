@@ -298,6 +298,32 @@ describe("render targets, without a service", () => {
     expect(await watch.exited).toBe(0);
   });
 
+  it("after kill -9 while the service judged a change, takes back at start what the service refuses, with the reason", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    const judging = join(root, "judging");
+    // the checker takes a while over a file whose greeting is "bad", then refuses it
+    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; sleep 1; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+    const args = ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"];
+    const first = await startWatch(dir, args);
+    expect((await cdp(["push", "--dir", dir, "web:greeting:fine"])).output).toContain("web:greeting:fine  accepted at revision 1");
+    await appendFile(join(dir, "cdp.new"), "web:greeting:bad\n");
+    await waitUntil(() => existsSync(judging));
+    first.child.kill("SIGKILL");
+    await first.exited;
+    expect(await getConfig(dir, "web.greeting", schemas)).toBe("bad"); // journaled before the service judged it
+    const second = await startWatch(dir, args);
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("source=render:"));
+    expect(await readText(join(dir, "cdp"))).toMatch(/source=render:\S+ reason: check: refused: bad greeting \(exit 1\)\nweb:greeting:fine\n/);
+    expect(await getConfig(dir, "web.greeting", schemas)).toBe("fine");
+    expect(JSON.parse(await readText(join(root, "web.json")))).toMatchObject({ greeting: "fine" });
+    const url = /"url":"(http:[^"]+)"/.exec(second.output())![1]!;
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
+    expect(((await (await fetch(`${url}/v1/config/web`)).json()) as { greeting: string }).greeting).toBe("fine");
+    second.child.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  });
+
   it("says ready again once an unhealthy service recovers, without waiting for a change", async () => {
     const { root, schemas, dir } = await webDataDir();
     const down = join(root, "service-down");
