@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, mkdir, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../bench/etcd.js";
 import { startEtcd } from "./etcd.js";
@@ -206,6 +207,18 @@ describe("render targets, with a real nginx", () => {
     const typo = await start({ relaod: ["nginx"] });
     expect(typo.code).toBe(2);
     expect(typo.output).toContain('unknown field "relaod"');
+  });
+});
+
+describe("the shipped nginx example", () => {
+  it("refuses a greeting that would break out of its quoted nginx string (it served /etc/passwd), and takes ordinary text", async () => {
+    const examples = join(fileURLToPath(new URL("..", import.meta.url)), "examples", "nginx");
+    const injection = 'web:greeting:x"; } location /leak/ { alias /etc/; } location /y { return 200 "y';
+    const lines = [injection, "web:greeting:a$b", "web:greeting:a;b", "web:greeting:Hello, world! (ünïcode ok)"];
+    const { code, output } = await cdp(["check", "--schemas", examples, "-"], `${lines.join("\n")}\n`);
+    expect(code).toBe(1);
+    expect(output).toContain("4 change lines: 1 would be accepted, 3 rejected");
+    expect(output).toMatch(/^stdin:1: web\.greeting must match pattern/m);
   });
 });
 
