@@ -6,7 +6,7 @@ import { dirname } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
 import type { Files } from "./commit.js";
-import { DurableFile, StorageFault, syncDirectory } from "./durable.js";
+import { DurableFile, StorageFault, syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { replayJournal, type JournalState } from "./journal.js";
 import { CdpError } from "./errors.js";
 import { encodeChange, markerRecord, positionRecord, schemaRecord } from "./records.js";
@@ -116,6 +116,7 @@ export async function compactJournal(path: string, state: JournalState, schemas:
   const temporary = `${path}.compacting`;
   const file = await open(temporary, "w", 0o600);
   try {
+    await takeDirectoryOwner(file, dirname(path)); // root's cdp compact of a service user's journal
     await file.writeFile(text);
     await file.sync();
   } finally {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { INBOX_FILE } from "./inbox.js";
 import type { Logger } from "pino";
 import { CdpError } from "./errors.js";
-import { syncDirectory } from "./durable.js";
+import { syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { JOURNAL_FILE } from "./journal.js";
 
 /** The marker and the settings the data directory remembers. */
@@ -92,6 +92,7 @@ async function writeSettings(dir: string, settings: DataDirSettings): Promise<vo
   const path = join(dir, SETTINGS_FILE);
   const file = await open(`${path}.tmp`, "w", 0o600);
   try {
+    await takeDirectoryOwner(file, dir); // root's cdp init of a service user's directory
     await file.writeFile(`${JSON.stringify(settings, null, 2)}\n`);
     await file.sync();
   } finally {

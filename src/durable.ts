@@ -1,6 +1,6 @@
 // Files cdp owns (journal, rejects): appended in whole records, on disk before anyone is told.
 import { constants, fdatasyncSync, fstatSync, writeSync } from "node:fs";
-import { mkdir, open, readlink, rm, symlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readlink, rm, stat, symlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { CdpError } from "./errors.js";
 
@@ -36,6 +36,18 @@ export class StorageFault extends Error {
 
 const SYNC_IN_PLACE = 64 << 10;
 
+/**
+ * A file cdp creates in a directory takes the directory's owner and group when cdp runs as root
+ * (root's `cdp push` beside a watcher that runs as its service user), so that the watcher can
+ * always read and write it.
+ */
+export async function takeDirectoryOwner(handle: FileHandle, dir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const owner = await stat(dir);
+  const own = await handle.stat();
+  if (own.uid !== owner.uid || own.gid !== owner.gid) await handle.chown(owner.uid, owner.gid);
+}
+
 /** An append-only file of cdp's own, created with mode 0600. */
 export class DurableFile {
   private constructor(
@@ -53,6 +65,7 @@ export class DurableFile {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
       handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
       created = true;
+      await takeDirectoryOwner(handle, dirname(path));
     }
     // a new file's name is durable only once its directory is
     if (created) await syncDirectory(dirname(path));

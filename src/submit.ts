@@ -4,9 +4,10 @@
 // in the inbox are the caller's, and their outcomes are reported once their batch is durable.
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import { open, readFile, stat, type FileHandle } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
+import { takeDirectoryOwner } from "./durable.js";
 import { CdpError } from "./errors.js";
 import { CUT_SHORT, INBOX_FILE } from "./inbox.js";
 import { identityOf, notRegular } from "./rotation.js";
@@ -100,6 +101,27 @@ async function withVerdicts(pipeline: Pipeline, given: string[], results: LineRe
 }
 
 /**
+ * A user other than the data directory's owner (not root) would create cdp.new as its own, mode
+ * 0600: the watcher, running as the owner, could not read it and would stop (exit 3).
+ */
+async function refuseUnreadableInbox(dir: string, path: string): Promise<void> {
+  const uid = process.getuid?.();
+  if (uid === undefined || uid === 0) return;
+  const info = await stat(dir).catch(() => undefined);
+  if (!info || info.uid === uid) return;
+  if (await stat(path).then(() => true, () => false)) return;
+  throw new CdpError("usage", `cdp push as ${invokingUser()} would create ${path} that the watcher, running as ${await ownerOf(dir)} (the data directory's owner), could not read: run it as ${await ownerOf(dir)} (sudo -u ${await ownerOf(dir)} cdp push …), or as root`);
+}
+
+/** The name of a directory's owner (its uid where it has none). */
+async function ownerOf(dir: string): Promise<string> {
+  const uid = (await stat(dir).catch(() => undefined))?.uid;
+  if (uid === undefined) return "?";
+  const entry = (await readFile("/etc/passwd", "utf8").catch(() => "")).split("\n").find((line) => line.split(":")[2] === String(uid));
+  return entry?.split(":")[0] ?? String(uid);
+}
+
+/**
  * Append complete lines to the inbox in one write(2) in append mode: never interleaved with other
  * writers. Never through a symbolic link or into a FIFO. When the inbox ends in another writer's
  * line without its newline, that fragment is cut short first (CUT_SHORT and a newline): it is
@@ -107,11 +129,14 @@ async function withVerdicts(pipeline: Pipeline, given: string[], results: LineRe
  */
 export async function appendToInbox(dir: string, text: string, locate = false): Promise<Landed | undefined> {
   const path = join(dir, INBOX_FILE);
+  await refuseUnreadableInbox(dir, path);
   let inbox;
   try {
     inbox = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+    await takeDirectoryOwner(inbox, dir); // root's push beside a watcher that runs as its service user
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM") throw new CdpError("usage", `${invokingUser()} may not write ${path}: run cdp push as the data directory's owner (${await ownerOf(dir)}), or as root`);
     if (code === "ELOOP") throw new CdpError("bootstrap", `${path} is a symbolic link (cdp never writes through links): remove it`);
     if (code === "ENXIO") throw new CdpError("bootstrap", `${path} is a FIFO: remove it; the inbox must be a regular file`);
     if (code === "EISDIR") throw new CdpError("bootstrap", `${path} is a directory: remove it; the inbox must be a regular file`);

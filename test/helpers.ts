@@ -62,8 +62,9 @@ export interface Running {
 }
 
 /** Start the real `cdp` command; it is killed after the test if still running. */
-export function runCdp(args: string[], options: { stdin?: string } = {}): Running {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+export function runCdp(args: string[], options: { stdin?: string; uid?: number; gid?: number } = {}): Running {
+  const as = options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid };
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"], ...as });
   let output = "";
   let stdout = "";
   child.stdout!.on("data", (data: Buffer) => {

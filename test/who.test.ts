@@ -1,11 +1,12 @@
 // Commands that tell what happened: cdp push waits for each line's outcome; every change records
 // who made it and why, and history, events and the sidecar show both.
-import { readFile, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, dataDir, SCHEMAS, startWatch, tempDir, appendAndWait } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, dataDir, runCdp, SCHEMAS, startWatch, tempDir, appendAndWait, waitUntil } from "./helpers.js";
 
 describe("cdp push tells what became of each line", () => {
   it("waits for the running watcher and prints each outcome; exit 1 when any line is rejected", async () => {
@@ -43,6 +44,41 @@ describe("cdp push tells what became of each line", () => {
     expect((await readFile(join(dir, "cdp.rej"), "utf8")).match(/^ticker:interval:abc$/gm)).toHaveLength(2);
     watch.child.kill("SIGTERM");
     await watch.exited;
+  });
+
+  it("keeps the data directory's owner: root's push beside a watcher run as its service user; another user is told whom to run as", async () => {
+    const nobody = { uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "nobody"], { encoding: "utf8" })) };
+    const root = await tempDir();
+    await chmod(root, 0o755); // the service user reaches its data directory inside
+    const dir = join(root, "data");
+    await mkdir(dir, { mode: 0o700 });
+    await chown(dir, nobody.uid, nobody.gid); // as a package's postinst makes it
+    const init = runCdp(["init", "--dir", dir, "--schemas", SCHEMAS], nobody);
+    expect(await init.exited).toBe(0);
+    const watch = runCdp(["watch", "--dir", dir], nobody);
+    await waitUntil(() => watch.output().includes("cdp is watching"));
+    const pushed = await cdp(["push", "--dir", dir, "ticker:interval:1500"]); // as root
+    expect(pushed.output).toContain("ticker:interval:1500  accepted at revision 1\n");
+    expect(pushed.code).toBe(0);
+    expect(await stat(join(dir, "cdp.new"))).toMatchObject({ uid: nobody.uid, gid: nobody.gid });
+    await appendAndWait(dir, "ticker:interval:2500\n", 2); // the watcher still reads its inbox
+    expect(watch.child.exitCode).toBe(null);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    // root's compaction and init keep the owner too
+    expect((await cdp(["compact", "--dir", dir, "--keep", "0"])).code).toBe(0);
+    expect(await stat(join(dir, "cdp"))).toMatchObject({ uid: nobody.uid });
+    // a user who is neither root nor the owner would create an inbox the watcher cannot read
+    // (here daemon, let into the directory by its group to read the settings)
+    await rm(join(dir, "cdp.new"));
+    const daemon = { uid: Number(execFileSync("id", ["-u", "daemon"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "daemon"], { encoding: "utf8" })) };
+    for (const [path, mode] of [[dir, 0o750], [join(dir, "cdp.conf"), 0o640]] as const) {
+      await chown(path, nobody.uid, daemon.gid);
+      await chmod(path, mode);
+    }
+    const refused = runCdp(["push", "--dir", dir, "--no-wait", "ticker:interval:3500"], daemon);
+    expect(await refused.exited).toBe(2);
+    expect(refused.output()).toContain(`cdp push as daemon would create ${join(dir, "cdp.new")} that the watcher, running as nobody (the data directory's owner), could not read: run it as nobody`);
   });
 
   it("says a line over the length limit was rejected as such (cdp.rej records it cut short)", async () => {
