@@ -103,7 +103,10 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
       revision++;
       // in a fleet the change is committed to the fleet's log; the member journals and applies it
-      if (context.fleetHost !== undefined) judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position! });
+      if (context.fleetHost !== undefined) {
+        const said = { ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) };
+        judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
+      }
       else judged.journalText += changeRecord(commit, revision, encoded);
       judged.changes.push({ change, revision, source, time, ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) });
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });

@@ -37,6 +37,9 @@ export interface FleetRecord {
   rollout?: RolloutStep;
   /** A migration instead of a change (`line` is empty): apps moved to other schema versions, as a host's journal records them. */
   migration?: SchemaEntries;
+  /** Who made the change and why (`# by:`, `# reason:` before its line): every host's history says so. */
+  by?: string;
+  reason?: string;
 }
 
 /** What a host says of itself, kept under <prefix>/hosts/NAME on a lease: it is gone when the host is. */

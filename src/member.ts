@@ -279,8 +279,9 @@ export class FleetMember {
       const { change } = verdict;
       this.diverged.delete(`${change.app}.${change.key}`);
       pending.set(change.app, change.config);
-      text += changeRecord({ seq, time: record.time, source, position: own ? record.position : undefined }, record.revision, record.line);
-      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time });
+      const said = { ...(record.by === undefined ? {} : { by: record.by }), ...(record.reason === undefined ? {} : { reason: record.reason }) };
+      text += changeRecord({ seq, time: record.time, source, position: own ? record.position : undefined, ...said }, record.revision, record.line);
+      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time, ...said });
     }
     if (!(await this.#options.journal(text))) return;
     for (const change of changes) {

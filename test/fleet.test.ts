@@ -1,6 +1,7 @@
 // The fleet's log on a real etcd: ordered commits that fail when another host got there first,
 // and followers that see every record once, in order, across restarts.
 import { appendFile, writeFile } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Etcd3 } from "etcd3";
@@ -365,6 +366,13 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(rollback.code).toBe(0);
     await waitUntil(async () => (await journalOf(b.dir)).length === 3);
     expect(await getConfig(b.dir, "ticker.interval")).toBe(1500);
+    // who pushed and why travel with the records: every host's history says them
+    const pushed = await runCli(["push", "--dir", a.dir, "--reason", "ticket 7: slower", "ticker:interval:3500"]);
+    expect(pushed.code).toBe(0);
+    await waitUntil(async () => (await journalOf(b.dir)).length === 4);
+    for (const dir of [a.dir, b.dir]) expect((await history(dir))[0]).toMatchObject({ revision: 4, value: 3500, by: process.env.SUDO_USER || userInfo().username, reason: "ticket 7: slower" });
+    expect((await history(b.dir))[1]).toMatchObject({ revision: 3, reason: "rollback to revision 1" });
+    expect((await runCli(["history", "--dir", b.dir, "--schemas", SCHEMAS])).output).toContain("ticket 7: slower");
   });
 
   it("serves the sidecar in fleet mode: a push on one host is answered once committed, and streamed by another", async () => {
