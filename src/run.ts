@@ -430,10 +430,14 @@ export class Run implements Pipeline {
     return this.#options.fleet ? this.#options.fleet.log.hosts() : [this.#hostStatus()];
   }
 
+  get host(): string {
+    return this.#options.fleet?.host ?? hostname();
+  }
+
   #hostStatus(): HostStatus {
     const reason = this.notReady();
     const versions = Object.fromEntries([...this.#live.schemas].map(([app, schema]) => [app, schema.version]));
-    const host = this.#options.fleet?.host ?? hostname();
+    const host = this.host;
     return { host, revision: this.table.revision, ready: reason === undefined, ...(reason ? { reason } : {}), diverged: [...(this.#member?.diverged.keys() ?? [])], versions, time: new Date().toISOString() };
   }
 

@@ -138,7 +138,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       },
     },
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
-    "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, await pipeline.hosts()) },
+    // "self": the host that answers (the dashboard names it)
+    "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, (await pipeline.hosts()).map((host) => (host.host === pipeline.host ? { ...host, self: true } : host))) },
     "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
     "/v1/rollouts": [
       { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas))) },

@@ -57,6 +57,8 @@ export interface Pipeline {
   readonly diverged: number;
   /** The hosts and how they are: in a fleet every host that says so (on its lease in etcd); else this one. */
   hosts(): Promise<HostStatus[]>;
+  /** This host's name: its --cluster-host in a fleet, else the machine's. */
+  readonly host: string;
   /** The fleet's rollouts as this host knows them: those in progress and the recent ones, newest first. */
   rollouts(): Rollout[];
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */

@@ -47,6 +47,7 @@ describe("the dashboard", () => {
     await expect.poll(() => page.textContent("#revision")).toBe("1");
     await expect.poll(() => page.textContent("#history tbody tr:first-child")).toContain("1000 → 1500");
     expect(await page.textContent("#history tbody tr:first-child")).toContain("alice"); // who made it: the token's name
+    expect(await page.textContent("#history tbody tr:first-child td:nth-child(2)")).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/); // the date too
 
     await page.fill("#line", "ticker:interval:100");
     await page.click("#submit");
@@ -116,13 +117,25 @@ describe("the dashboard", () => {
     await page.click("#rollout-start");
     await expect.poll(() => page.textContent("#rollout-result")).toMatch(/^rollout r-\S+ staged on b$/);
     const first = page.locator("#rollouts tbody tr").first();
-    expect(await first.textContent()).toMatch(/^r-\S+tickerbakingb1[12]\d s leftticker\.interval/);
+    // the canary's value beside the fleet's, the host the page is served by
+    expect(await first.textContent()).toMatch(/^r-\S+tickerbakingb1[12]\d s leftticker\.interval: 1000 → 1500/);
+    await expect.poll(() => page.textContent("#host")).toBe("a");
+    // one line per cell: never wrapped letter by letter
     expect(b.get("ticker", "interval")).toBe(1500);
     expect(a.get("ticker", "interval")).toBe(1000);
     await expect.poll(() => page.textContent("#revision")).toBe("1"); // the staged step is a revision on every host
     await expect.poll(() => page.textContent('#hosts tr[data-host="b"]')).toContain("canary of r-");
     expect(await page.textContent('#hosts tr[data-host="a"]')).not.toContain("canary");
     await page.screenshot({ path: process.env.CDP_SCREENSHOT_ROLLOUTS ?? join(await tempDir(), "rollouts.png"), fullPage: true }); // CDP_SCREENSHOT_ROLLOUTS=FILE keeps it
+    // the short cells take one line each: never wrapped letter by letter
+    const lines = await page.evaluate(() =>
+      [...document.querySelectorAll("#rollouts tbody tr:first-child td")].map((td) => {
+        const range = document.createRange();
+        range.selectNodeContents(td);
+        return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+      }),
+    );
+    expect([lines[0], lines[1], lines[3], lines[4]]).toEqual([1, 1, 1, 1]);
     await first.locator("button[data-action=promote]").click();
     await expect.poll(() => first.textContent()).toContain("promoted: promoted by");
     await expect.poll(() => a.get("ticker", "interval")).toBe(1500);
