@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { freePort } from "../bench/etcd.js";
 import { startEtcd } from "./etcd.js";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, CLI, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const web = {
   type: "object",
@@ -211,6 +211,31 @@ describe("render targets, with a real nginx", () => {
 });
 
 describe("the shipped nginx example", () => {
+  it("runs from a checkout with sandbox.sh (everything under a prefix, a free port): rendered, served, changed live", async () => {
+    const prefix = await tempDir();
+    const port = await freePort();
+    const script = join(fileURLToPath(new URL("..", import.meta.url)), "examples", "nginx", "sandbox.sh");
+    const said = execFileSync("bash", [script], { env: { ...process.env, PREFIX: prefix, PORT: String(port), CDP: `${process.execPath} ${CLI}` }, encoding: "utf8" });
+    expect(said).toContain(`nginx -c ${prefix}/conf/nginx.conf`);
+    const watch = await startWatch(join(prefix, "data"), ["--schemas", join(prefix, "schemas"), "--render", join(prefix, "render.json")]);
+    execFileSync("nginx", ["-c", join(prefix, "conf", "nginx.conf")]);
+    afterThisTest(async () => {
+      try {
+        execFileSync("nginx", ["-s", "stop", "-c", join(prefix, "conf", "nginx.conf")], { stdio: "ignore" });
+      } catch {
+        // already stopped
+      }
+    });
+    const hello = async () => (await fetch(`http://127.0.0.1:${port}/hello`).then((response) => response.text(), () => "down")).trim();
+    await waitUntil(async () => (await hello()) === "hello");
+    const pushed = await cdp(["push", "--dir", join(prefix, "data"), "web:greeting:bonjour"]);
+    expect(pushed.output).toContain("web:greeting:bonjour  accepted at revision 1");
+    await waitUntil(async () => (await hello()) === "bonjour"); // nginx's old workers may answer a moment longer
+    expect(JSON.parse(await readText(join(prefix, "web", "config.json")))).toMatchObject({ greeting: "bonjour" });
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
   it("refuses a greeting that would break out of its quoted nginx string (it served /etc/passwd), and takes ordinary text", async () => {
     const examples = join(fileURLToPath(new URL("..", import.meta.url)), "examples", "nginx");
     const injection = 'web:greeting:x"; } location /leak/ { alias /etc/; } location /y { return 200 "y';
