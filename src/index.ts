@@ -1,6 +1,6 @@
 // The public API of cdp: start the pipeline on a data directory, read the live table, subscribe.
 import { pino, type Logger } from "pino";
-import { CdpError } from "./errors.js";
+import { CdpError, checkMs } from "./errors.js";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import type { FleetLog } from "./fleet.js";
@@ -133,6 +133,8 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   if (options.cluster && (options.maxLineBytes ?? 65536) > MAX_FLEET_LINE_BYTES) {
     throw new CdpError("usage", `in a fleet --max-line-bytes is at most ${MAX_FLEET_LINE_BYTES}: each line goes to etcd within one request, escaped (etcd takes 1.5 MiB per request by default)`);
   }
+  for (const name of ["pollIntervalMs", "maxOutageMs", "outageWindowMs", "vetoWindowMs"] as const) checkMs(name, options[name]);
+  for (const name of ["waitMs", "keepAliveMs", "requestTimeoutMs"] as const) checkMs(`http.${name}`, options.http?.[name]);
   if (options.init && !(await isDataDir(resolve(options.dir)))) await initDataDir(resolve(options.dir), resolve(options.schemas));
   const validators = new Map<string, AppValidator[]>();
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());

@@ -5,7 +5,9 @@ import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
-import { CdpError } from "./errors.js";
+import { CdpError, TIMER_MAX_MS } from "./errors.js";
+
+export { TIMER_MAX_MS };
 import type { ClusterOptions, HttpOptions } from "./index.js";
 
 export const OPTIONS = {
@@ -152,8 +154,6 @@ type NumberOption =
   | "bake"
   | "every";
 
-/** The longest delay a Node timer takes (2^31−1 ms, ~24.8 days): a longer one fires after 1 ms. */
-export const TIMER_MAX_MS = 2 ** 31 - 1;
 
 export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1, most = Number.MAX_SAFE_INTEGER): number {
   const text = values[name];
