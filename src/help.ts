@@ -93,8 +93,10 @@ does, each after a '# by: USER' comment (the user behind sudo, where there is on
 --reason, a '# reason: TEXT' comment: history, events and the dashboard show both. With -, the
 lines are read from standard input.
 When a watcher is running on D, cdp push waits for each line's outcome and prints it:
-accepted at revision N, or rejected with the reason (exit 1 when any line is rejected).
-Without one, it says the lines wait in the inbox.
+accepted at revision N, or rejected with the reason (exit 1 when any line is rejected); for an
+app rendered for a service (--render), it waits for the service's verdict: 'taken back at
+revision N: REASON' (exit 1). Without a watcher, it says the lines wait in the inbox and judges
+them against the schemas and configuration in force: exit 1 when any would be rejected.
 
 Options:
   --reason TEXT          why: recorded with each change
