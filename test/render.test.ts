@@ -336,6 +336,25 @@ describe("render targets, without a service", () => {
     expect(await watch.exited).toBe(0);
   });
 
+  it("keeps a change that arrives while the service judges a refused one: only the refused one is taken back", async () => {
+    const { root, schemas, dir } = await webDataDir();
+    const judging = join(root, "judging");
+    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; sleep 1; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging];
+    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+    const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
+    const bad = runCdp(["push", "--dir", dir, "web:greeting:bad"]);
+    await waitUntil(() => existsSync(judging));
+    const later = await cdp(["push", "--dir", dir, "web:note:later"]);
+    expect(later.output).toContain("web:note:later  accepted at revision 2\n");
+    expect(later.code).toBe(0);
+    expect(await bad.exited).toBe(1);
+    expect(bad.output()).toMatch(/web:greeting:bad {2}taken back at revision 3: check: refused: bad greeting \(exit 1\)/);
+    expect(await getConfig(dir, "web", schemas)).toEqual({ greeting: "hello", healthStatus: 200, note: "later" });
+    await waitUntil(async () => JSON.parse(await readText(join(root, "web.json"))).note === "later");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
+
   it("after kill -9 while the service judged a change, takes back at start what the service refuses, with the reason", async () => {
     const { root, schemas, dir } = await webDataDir();
     const judging = join(root, "judging");
