@@ -38,6 +38,8 @@ export interface BatchContext {
   rollouts?: { known: RolloutContext["rollouts"]; hosts: HostStatus[] | string };
   /** Keep every line's outcome (for those who asked: the sidecar's POST). */
   details: boolean;
+  /** How many top-level keys' worth of configs the batch may hold (MAX_HELD_KEYS). */
+  maxHeldKeys?: number;
   log?: Logger;
 }
 
@@ -65,7 +67,20 @@ export interface JudgedBatch {
   last: { commit: Commit; accepted: boolean } | undefined;
   /** The count of processed lines after the batch. */
   seq: number;
+  /**
+   * Where judging stopped when the configs the batch holds grew past what one batch may keep
+   * (each accepted change holds its app's whole config): the lines from here on are judged as a
+   * batch of their own once this part is committed.
+   */
+  rest?: number;
 }
+
+/**
+ * How many top-level keys' worth of configs one batch may hold (~100 MB): a burst of new keys in
+ * one large app held a whole config per line (20,000 lines of a 20,000-key map: 4 GB, then "heap
+ * out of memory", and a supervisor restarted cdp into the same batch).
+ */
+export const MAX_HELD_KEYS = 2_000_000;
 
 export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatch {
   const { schemas, time } = context;
@@ -76,7 +91,12 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
-  for (const line of batch.lines) {
+  let held = 0;
+  for (const [index, line] of batch.lines.entries()) {
+    if (held > (context.maxHeldKeys ?? MAX_HELD_KEYS)) {
+      judged.rest = index;
+      break;
+    }
     let outcome: Outcome | { kind: "step"; step: RolloutStep } = outcomeOf(line, judging, rollouts);
     if (outcome.kind === "ignore" && isRolloutDirective(line.text)) {
       outcome = stepOf(line, judging, rollouts, { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said });
@@ -100,6 +120,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     } else if (outcome.kind === "accept") {
       const { change } = outcome;
       pending.set(change.app, change.config);
+      held += keyCount(change.config);
       const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
       revision++;
       // in a fleet the change is committed to the fleet's log; the member journals and applies it
@@ -190,4 +211,11 @@ export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger,
     if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
     else log.info(fields, "batch applied");
   }
+}
+
+/** An object's own keys, counted without building their list. */
+function keyCount(config: AppConfig): number {
+  let count = 0;
+  for (const _key in config) count++;
+  return count;
 }

@@ -313,6 +313,18 @@ export class Run implements Pipeline {
       for (const lines of parts) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
       return;
     }
+    // a part that held as many configs as one may leaves its other lines to the next part; a loop,
+    // not a call from within the part: each part's judged configs are let go before the next
+    let lines = batch.lines;
+    while (lines.length > 0 && !this.#stopping) {
+      const rest = await this.#handlePart({ ...batch, lines }, read);
+      if (rest === undefined) return;
+      lines = lines.slice(rest);
+    }
+  }
+
+  /** Judge and commit lines; where judging stopped (the batch held as many configs as it may), if it did. */
+  async #handlePart(batch: InboxBatch, read: number): Promise<number | undefined> {
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
@@ -334,24 +346,25 @@ export class Run implements Pipeline {
     });
     if (!judged.last) {
       if (judged.lines) this.events.emit("lines", batch.file, judged.lines); // blank lines and comments only: nothing to commit
-      return;
+      return undefined;
     }
     const seqBefore = this.#seq;
     this.#seq = judged.seq;
     const committed = await this.#commitPoint.commit(judged, judgedAt);
     if (committed === "again") {
       this.#seq = seqBefore; // another host was first: judged again against the newer state
-      return this.#handleBatch(batch, read);
+      return this.#handlePart(batch, read);
     }
     if (committed === "smaller") {
       this.#seq = seqBefore; // its lines swelled past one etcd request once escaped: in halves
       const half = Math.ceil(batch.lines.length / 2);
       for (const lines of [batch.lines.slice(0, half), batch.lines.slice(half)]) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
-      return;
+      return undefined;
     }
-    if (committed === "stopped") return;
+    if (committed === "stopped") return undefined;
     if (this.#commitPoint.appliesItself) await this.#travelling(judged, judgedAt, ahead);
     await this.#applied(batch, judged, started, read);
+    return judged.rest;
   }
 
   /** A fleet batch committed: the state it leaves is where the next batch is judged, until its records are back. */

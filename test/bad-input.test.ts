@@ -1,6 +1,6 @@
 // Garbage in, a reason out: random and hostile lines never crash cdp, change a prototype, or
 // slip through unrecorded.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { appendFile, open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -13,7 +13,7 @@ import { parseLine } from "../src/parse.js";
 import { judgeLine } from "../src/validate.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
 import { decodeValue } from "../src/validate.js";
-import { capturedLogger, cdp, readText, recordLines, SCHEMAS, startWatch, waitUntil, dataDir } from "./helpers.js";
+import { afterThisTest, capturedLogger, cdp, CLI, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {
@@ -183,6 +183,25 @@ describe("hostile lines (named cases)", () => {
     }
     expect((await readFile(join(dir, "cdp"), "utf8")).split("\n")[1]).toBe('ticker:meta:{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}');
   });
+
+  it("journals a burst of new keys in one large app in bounded memory (it held a whole config per line, and ran out of heap)", async () => {
+    const schemas = await tempDir();
+    await writeFile(join(schemas, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
+    const dir = await dataDir(schemas);
+    await writeFile(join(dir, "cdp.new"), Array.from({ length: 3000 }, (_, i) => `flags:k${i}:${i}\n`).join(""));
+    // a heap of 160 MB: the 3,000 configs of up to 3,000 keys the batch held needed about twice that
+    const child = spawn(process.execPath, ["--max-old-space-size=160", CLI, "watch", "--dir", dir, "--schemas", schemas], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (data: Buffer) => (output += data.toString()));
+    child.stderr.on("data", (data: Buffer) => (output += data.toString()));
+    afterThisTest(async () => {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    });
+    await waitUntil(async () => child.exitCode !== null || (await recordLines(join(dir, "cdp"))).length === 3000, 90_000);
+    expect(output).not.toContain("heap out of memory");
+    expect(child.exitCode).toBe(null);
+    expect(await recordLines(join(dir, "cdp"))).toHaveLength(3000);
+  }, 120_000);
 
   it("rejects a 200 MB line once, cut short, without holding it in memory", async () => {
     const dir = await dataDir();

@@ -1,7 +1,7 @@
 // Judging a batch is a function of its inputs: lines, the table's state and the schemas in, the
 // records to write and the changes to announce out. No files, no processes.
 import { beforeAll, describe, expect, it } from "vitest";
-import { judgeBatch, type BatchContext } from "../src/batch.js";
+import { judgeBatch, MAX_HELD_KEYS, type BatchContext } from "../src/batch.js";
 import { toInboxLine, type InboxBatch } from "../src/inbox.js";
 import { loadSchemas, type Schemas } from "../src/schemas.js";
 import { SCHEMAS } from "./helpers.js";
@@ -34,6 +34,20 @@ const context = (overrides: Partial<BatchContext> = {}): BatchContext => ({
 });
 
 describe("judgeBatch", () => {
+  it("stops once the configs it holds reach MAX_HELD_KEYS, and says where the rest of the lines begin", async () => {
+    const { compileAppSchema } = await import("../src/schemas.js");
+    const flags = compileAppSchema("flags", "flags.schema.json", { type: "object", additionalProperties: { type: "integer" } });
+    const wide = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, i])); // each change holds all of it
+    const lines = Array.from({ length: 10 }, (_, i) => `flags:new${i}:${i}`);
+    const small = context({ schemas: new Map([["flags", flags]]), current: () => wide, maxHeldKeys: 2000 });
+    const judged = judgeBatch(batchOf(lines), small);
+    expect(judged.rest).toBe(4); // 4 changes held 501 + 502 + 503 + 504 keys: the fifth line (index 4) starts the next part
+    expect(judged.changes).toHaveLength(4);
+    expect(judged.journalText.match(/^flags:/gm)).toHaveLength(4);
+    expect(judgeBatch(batchOf(lines.slice(0, 3)), small).rest).toBeUndefined();
+    expect(MAX_HELD_KEYS).toBe(2_000_000);
+  });
+
   it("judges each line against the state the lines before it leave, numbering revisions and seqs", () => {
     const judged = judgeBatch(batchOf(["ticker:interval:1500", "# by: alice", "# reason: slower", "ticker:interval:1400", "ticker:interval:100", "# trailing note"]), context());
     expect(judged.changes.map(({ change, revision, by, reason }) => ({ value: change.value, previous: change.previous, revision, by, reason }))).toEqual([
