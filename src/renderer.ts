@@ -83,7 +83,7 @@ type Attempt = { ok: true; text: string } | { ok: false; stage: string; words: s
 /** How long to wait before looking again at an unhealthy service: doubling up to a minute. */
 const RETRY_FIRST_MS = 1000;
 const RETRY_MOST_MS = 60_000;
-const KEPT_TAKEBACKS = 1000;
+const KEPT_TAKEBACKS = 100; // cdp.rendered is rewritten after each burst: kept small
 
 export class Renderer {
   readonly #options: RendererOptions;
