@@ -94,7 +94,8 @@ export class Renderer {
   readonly #changed = new Map<string, Map<string, number[]>>();
   readonly #verdicts: RenderVerdicts;
   readonly #waiting = new Set<() => void>();
-  #running: Promise<void> | undefined;
+  #running: Promise<void> | undefined; // the last task queued (#enqueue)
+  #drainQueued = false;
   #unsubscribe: () => void = () => undefined;
   #closed = false;
 
@@ -170,7 +171,25 @@ export class Renderer {
 
   #schedule(app: string): void {
     this.#dirty.add(app);
-    if (!this.#running) this.#running = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#drain());
+    if (this.#drainQueued) return;
+    this.#drainQueued = true;
+    // after the batch's changes are all applied: a burst renders once
+    this.#enqueue(async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.#drainQueued = false;
+      await this.#drain();
+    });
+  }
+
+  /** Renders, take-backs and second looks run one at a time, in order. */
+  #enqueue(task: () => Promise<void>): void {
+    const run: Promise<void> = (this.#running ?? Promise.resolve())
+      .then(task)
+      .catch((error: unknown) => this.#options.log.error({ err: error }, "rendering failed"))
+      .finally(() => {
+        if (this.#running === run) this.#running = undefined;
+      });
+    this.#running = run;
   }
 
   async #drain(): Promise<void> {
@@ -195,8 +214,6 @@ export class Renderer {
       }
     } catch (error) {
       this.#options.log.error({ err: error }, "rendering failed");
-    } finally {
-      this.#running = undefined;
       if (this.#dirty.size > 0 && !this.#closed) this.#schedule([...this.#dirty][0]!);
     }
   }
@@ -363,7 +380,7 @@ export class Renderer {
     clearTimeout(state.retry?.timer);
     const timer = setTimeout(() => {
       if (this.#closed || !state.problem) return;
-      this.#running = (this.#running ?? Promise.resolve()).then(() => this.#lookAgain(state));
+      this.#enqueue(() => this.#lookAgain(state));
     }, delayMs);
     timer.unref();
     state.retry = { timer, delayMs };

@@ -338,15 +338,19 @@ describe("render targets, without a service", () => {
 
   it("keeps a change that arrives while the service judges a refused one: only the refused one is taken back", async () => {
     const { root, schemas, dir } = await webDataDir();
-    const judging = join(root, "judging");
-    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; sleep 1; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging];
+    const [judging, release] = [join(root, "judging"), join(root, "release")];
+    // the checker holds a bad greeting until the test lets it go, then refuses it
+    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
     const bad = runCdp(["push", "--dir", dir, "web:greeting:bad"]);
     await waitUntil(() => existsSync(judging));
-    const later = await cdp(["push", "--dir", dir, "web:note:later"]);
-    expect(later.output).toContain("web:note:later  accepted at revision 2\n");
-    expect(later.code).toBe(0);
+    // its verdict waits for the service's on the bad one: pushed while the service judges that
+    const later = runCdp(["push", "--dir", dir, "web:note:later"]);
+    await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("web:note:later"));
+    await writeFile(release, "");
+    expect(await later.exited).toBe(0);
+    expect(later.output()).toContain("web:note:later  accepted at revision 2\n");
     expect(await bad.exited).toBe(1);
     expect(bad.output()).toMatch(/web:greeting:bad {2}taken back at revision 3: check: refused: bad greeting \(exit 1\)/);
     expect(await getConfig(dir, "web", schemas)).toEqual({ greeting: "hello", healthStatus: 200, note: "later" });
@@ -357,9 +361,9 @@ describe("render targets, without a service", () => {
 
   it("after kill -9 while the service judged a change, takes back at start what the service refuses, with the reason", async () => {
     const { root, schemas, dir } = await webDataDir();
-    const judging = join(root, "judging");
-    // the checker takes a while over a file whose greeting is "bad", then refuses it
-    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; sleep 1; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging];
+    const [judging, release] = [join(root, "judging"), join(root, "release")];
+    // the checker holds a file whose greeting is "bad" until the test lets it go, then refuses it
+    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
     const args = ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"];
     const first = await startWatch(dir, args);
@@ -369,6 +373,7 @@ describe("render targets, without a service", () => {
     first.child.kill("SIGKILL");
     await first.exited;
     expect(await getConfig(dir, "web.greeting", schemas)).toBe("bad"); // journaled before the service judged it
+    await writeFile(release, ""); // the service refuses it as soon as it is asked again
     const second = await startWatch(dir, args);
     await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("source=render:"));
     expect(await readText(join(dir, "cdp"))).toMatch(/source=render:\S+ reason: check: refused: bad greeting \(exit 1\)\nweb:greeting:fine\n/);
@@ -396,6 +401,9 @@ describe("render targets, without a service", () => {
     await rm(down);
     await waitUntil(async () => (await ready()) === 200, 15_000);
     expect(watch.output()).toContain("the service takes its file again");
+    // and it renders the next change as ever
+    await appendFile(join(dir, "cdp.new"), "web:greeting:salut\n");
+    await waitUntil(async () => (await readText(join(root, "web.json"))).includes("salut"));
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
   });
