@@ -210,6 +210,19 @@ describe("render targets, with a real nginx", () => {
   });
 });
 
+/**
+ * A data directory for `web` whose render target's checker holds a file whose greeting is "bad"
+ * (touching `judging`) until the test creates `release`, then refuses it: a test decides when the
+ * service's verdict comes, instead of racing a sleep.
+ */
+async function withHeldChecker() {
+  const { root, schemas, dir } = await webDataDir();
+  const [judging, release] = [join(root, "judging"), join(root, "release")];
+  const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
+  await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+  return { root, schemas, dir, judging, release };
+}
+
 describe("the shipped nginx example", () => {
   it("runs from a checkout with sandbox.sh (everything under a prefix, a free port): rendered, served, changed live", async () => {
     const prefix = await tempDir();
@@ -337,11 +350,7 @@ describe("render targets, without a service", () => {
   });
 
   it("keeps a change that arrives while the service judges a refused one: only the refused one is taken back", async () => {
-    const { root, schemas, dir } = await webDataDir();
-    const [judging, release] = [join(root, "judging"), join(root, "release")];
-    // the checker holds a bad greeting until the test lets it go, then refuses it
-    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
-    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+    const { root, schemas, dir, judging, release } = await withHeldChecker();
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
     const bad = runCdp(["push", "--dir", dir, "web:greeting:bad"]);
     await waitUntil(() => existsSync(judging));
@@ -360,11 +369,7 @@ describe("render targets, without a service", () => {
   });
 
   it("after kill -9 while the service judged a change, takes back at start what the service refuses, with the reason", async () => {
-    const { root, schemas, dir } = await webDataDir();
-    const [judging, release] = [join(root, "judging"), join(root, "release")];
-    // the checker holds a file whose greeting is "bad" until the test lets it go, then refuses it
-    const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
-    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
+    const { root, schemas, dir, judging, release } = await withHeldChecker();
     const args = ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"];
     const first = await startWatch(dir, args);
     expect((await cdp(["push", "--dir", dir, "web:greeting:fine"])).output).toContain("web:greeting:fine  accepted at revision 1");
