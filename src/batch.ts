@@ -91,7 +91,8 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
-  let held = 0;
+  let held = 0; // top-level keys of the configs the accepted changes hold
+  const widths = new Map<string, number>();
   for (const [index, line] of batch.lines.entries()) {
     if (held > (context.maxHeldKeys ?? MAX_HELD_KEYS)) {
       judged.rest = index;
@@ -119,8 +120,11 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else if (outcome.kind === "accept") {
       const { change } = outcome;
+      // the new config's width from the app's last one: counted once per app, not per line
+      const width = (widths.get(change.app) ?? keyCount(judging.current(change.app))) + (change.path.length === 1 && change.previous === undefined ? 1 : 0);
+      widths.set(change.app, width);
+      held += width;
       pending.set(change.app, change.config);
-      held += keyCount(change.config);
       const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
       revision++;
       // in a fleet the change is committed to the fleet's log; the member journals and applies it

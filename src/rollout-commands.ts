@@ -11,7 +11,7 @@ import { noPositionals, required, seconds, type Values } from "./options.js";
 import { receiptMarks } from "./receipts.js";
 import { REJECTS_FILE } from "./rejects.js";
 import { areSteps, keysOf, MAX_BAKE_SECONDS, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "./rollouts.js";
-import { WATCHER_FILE, type WatcherInfo } from "./status.js";
+import { readWatcherInfo, type WatcherInfo } from "./status.js";
 import { appendToInbox, invokingUser } from "./submit.js";
 
 export async function rolloutCommand(values: Values, positionals: string[], io: Io): Promise<number> {
@@ -120,7 +120,7 @@ async function endCommand(dir: string, action: "abort" | "promote", values: Valu
 /** The watcher running on `dir`, which must be a fleet's: a rollout is a fleet's. */
 async function fleetWatcher(dir: string): Promise<WatcherInfo> {
   if ((await lockHolder(dir)) === undefined) throw new CdpError("usage", `no watcher runs on ${dir}: a rollout goes through a fleet host's running watcher (cdp watch --cluster …)`);
-  const info = await readFile(join(dir, WATCHER_FILE), "utf8").then((text) => JSON.parse(text) as WatcherInfo, () => undefined);
+  const info = await readWatcherInfo(dir);
   if (info && !info.fleet) throw new CdpError("usage", `the watcher on ${dir} is a single host: rollouts are for a fleet (cdp watch --cluster …)`);
   return info ?? { pid: 0, started: "" };
 }

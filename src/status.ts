@@ -54,7 +54,7 @@ export async function readStatus(dir: string, schemaDir: string): Promise<Status
   const texts = await readSchemaTexts(schemaDir);
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas);
   const pid = await lockHolder(dir);
-  const announced = pid === undefined ? undefined : await readFile(join(dir, WATCHER_FILE), "utf8").then((text) => JSON.parse(text) as WatcherInfo, () => undefined);
+  const announced = pid === undefined ? undefined : await readWatcherInfo(dir);
   const [lastRejection] = await recentRejections(join(dir, REJECTS_FILE), schemas, 1);
   const apps = [...schemas.values()].map(({ app, file }) => {
     const text = texts.get(`${app}.schema.json`) ?? "";
