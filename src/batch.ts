@@ -10,7 +10,7 @@ import type { KeyInfo, Schemas } from "./schemas.js";
 import type { HostStatus } from "./fleet.js";
 import { inProgressReason, isRolloutDirective, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext, type RolloutStep } from "./rollouts.js";
 import { judgeLine, type Outcome, type AppValidator, type ValidChange } from "./validate.js";
-import type { AppConfig } from "./values.js";
+import { PendingConfigs, type Configs } from "./values.js";
 
 /** What became of one inbox line, once its batch is durable. */
 export interface LineOutcome {
@@ -27,7 +27,7 @@ export interface BatchContext {
   validators: ReadonlyMap<string, readonly AppValidator[]>;
   maxLineBytes: number;
   /** The apps' configs before the batch (the table's). */
-  current(app: string): AppConfig;
+  configs: Configs;
   /** The table's revision and the count of processed lines before the batch. */
   revision: number;
   seq: number;
@@ -38,8 +38,6 @@ export interface BatchContext {
   rollouts?: { known: RolloutContext["rollouts"]; hosts: HostStatus[] | string };
   /** Keep every line's outcome (for those who asked: the sidecar's POST). */
   details: boolean;
-  /** How many top-level keys' worth of configs the batch may hold (MAX_HELD_KEYS). */
-  maxHeldKeys?: number;
   log?: Logger;
 }
 
@@ -67,37 +65,19 @@ export interface JudgedBatch {
   last: { commit: Commit; accepted: boolean } | undefined;
   /** The count of processed lines after the batch. */
   seq: number;
-  /**
-   * Where judging stopped when the configs the batch holds grew past what one batch may keep
-   * (each accepted change holds its app's whole config): the lines from here on are judged as a
-   * batch of their own once this part is committed.
-   */
-  rest?: number;
 }
-
-/**
- * How many top-level keys' worth of configs one batch may hold (~100 MB): a burst of new keys in
- * one large app held a whole config per line (20,000 lines of a 20,000-key map: 4 GB, then "heap
- * out of memory", and a supervisor restarted cdp into the same batch).
- */
-export const MAX_HELD_KEYS = 2_000_000;
 
 export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatch {
   const { schemas, time } = context;
-  const pending = new Map<string, AppConfig>();
-  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: (app: string) => pending.get(app) ?? context.current(app), log: context.log };
+  // what the accepted lines set, not a config per line: memory in proportion to what the batch changes
+  const pending = new PendingConfigs(context.configs);
+  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: pending, log: context.log };
   const judged: JudgedBatch = { changes: [], rejections: [], lines: context.details ? [] : undefined, rejectText: "", journalText: "", fleetRecords: [], last: undefined, seq: context.seq };
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
-  let held = 0; // top-level keys of the configs the accepted changes hold
-  const widths = new Map<string, number>();
-  for (const [index, line] of batch.lines.entries()) {
-    if (held > (context.maxHeldKeys ?? MAX_HELD_KEYS)) {
-      judged.rest = index;
-      break;
-    }
+  for (const line of batch.lines) {
     let outcome: Outcome | { kind: "step"; step: RolloutStep } = outcomeOf(line, judging, rollouts);
     if (outcome.kind === "ignore" && isRolloutDirective(line.text)) {
       outcome = stepOf(line, judging, rollouts, { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said });
@@ -120,11 +100,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else if (outcome.kind === "accept") {
       const { change } = outcome;
-      // the new config's width from the app's last one: counted once per app, not per line
-      const width = (widths.get(change.app) ?? keyCount(judging.current(change.app))) + (change.path.length === 1 && change.previous === undefined ? 1 : 0);
-      widths.set(change.app, width);
-      held += width;
-      pending.set(change.app, change.config);
+      pending.set(change.app, change.path[0]!, change.topValue);
       const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
       revision++;
       // in a fleet the change is committed to the fleet's log; the member journals and applies it
@@ -215,11 +191,4 @@ export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger,
     if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
     else log.info(fields, "batch applied");
   }
-}
-
-/** An object's own keys, counted without building their list. */
-function keyCount(config: AppConfig): number {
-  let count = 0;
-  for (const _key in config) count++;
-  return count;
 }

@@ -15,7 +15,7 @@ import { parseLine } from "./parse.js";
 import { describeSchemaError, type Schemas } from "./schemas.js";
 import type { AppliedChange, ConfigTable } from "./table.js";
 import { decodeValue, runValidators, validateChange, type AppValidator, type ValidationContext, type ValidChange } from "./validate.js";
-import { setIn, type AppConfig } from "./values.js";
+import { PendingConfigs, setIn, type AppConfig, type Configs } from "./values.js";
 
 export interface MemberOptions {
   fleet: FleetLog;
@@ -241,8 +241,7 @@ export class FleetMember {
   async #applyRecords(records: FleetRecord[]): Promise<void> {
     const { host, table, validators } = this.#options;
     let schemas = this.#options.schemas();
-    const pending = new Map<string, AppConfig>();
-    const current = (app: string) => pending.get(app) ?? table.config(app);
+    const pending = new PendingConfigs(table);
     const changes: (AppliedChange | Migration | RolloutStep | number)[] = []; // a number: a revision with no change here
     let text = "";
     for (const record of records) {
@@ -251,18 +250,18 @@ export class FleetMember {
       const source = `${record.host}:${record.source}`;
       const seq = own ? record.seq : this.#options.seq();
       if (record.rollout) {
-        const taken = this.#rolloutStep(record, current, { seq, source, position: own ? record.position : undefined });
+        const taken = this.#rolloutStep(record, pending, { seq, source, position: own ? record.position : undefined });
         text += taken.text;
-        for (const change of taken.changes) pending.set(change.app, change.config);
+        for (const change of taken.changes) pending.set(change.app, change.key.split(".", 1)[0]!, change.topValue);
         changes.push(...(taken.changes.length > 0 ? taken.changes : [record.revision]), record.rollout);
         continue;
       }
       if (record.migration) {
-        const taken = this.#migration(record, schemas, current, seq, source);
+        const taken = this.#migration(record, schemas, (app) => pending.config(app), seq, source);
         text += taken.text;
         if (taken.moved) {
           schemas = taken.moved.schemas;
-          for (const [app, config] of taken.moved.apps) pending.set(app, config);
+          for (const [app, config] of taken.moved.apps) pending.replace(app, config);
           changes.push(taken.moved);
         } else changes.push(record.revision);
         continue;
@@ -270,7 +269,7 @@ export class FleetMember {
       // this host's own change was judged against this very state (the commit held only if the fleet was still there)
       const known = own ? this.#judged.get(record.revision) : undefined;
       this.#judged.delete(record.revision);
-      const verdict = known?.line === record.line ? { ok: true as const, change: known.change } : this.#check(record.line, { schemas, validators, current }, { revision: record.revision, from: record.host });
+      const verdict = known?.line === record.line ? { ok: true as const, change: known.change } : this.#check(record.line, { schemas, validators, current: pending }, { revision: record.revision, from: record.host });
       if (!verdict.ok) {
         text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
         changes.push(record.revision);
@@ -278,10 +277,10 @@ export class FleetMember {
       }
       const { change } = verdict;
       this.diverged.delete(`${change.app}.${change.key}`);
-      pending.set(change.app, change.config);
+      pending.set(change.app, change.path[0]!, change.topValue);
       const said = { ...(record.by === undefined ? {} : { by: record.by }), ...(record.reason === undefined ? {} : { reason: record.reason }) };
       text += changeRecord({ seq, time: record.time, source, position: own ? record.position : undefined, ...said }, record.revision, record.line);
-      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source, time: record.time, ...said });
+      changes.push({ app: change.app, key: change.key, topValue: change.topValue, revision: record.revision, source, time: record.time, ...said });
     }
     if (!(await this.#options.journal(text))) return;
     for (const change of changes) {
@@ -313,27 +312,27 @@ export class FleetMember {
    * A rollout's step: the lines this host applies at it (checked against its schemas like any
    * record), journaled at the step's revision with why; or a marker when it applies nothing.
    */
-  #rolloutStep(record: FleetRecord, current: (app: string) => AppConfig, at: { seq: number; source: string; position: InboxPosition | undefined }): { text: string; changes: AppliedChange[] } {
+  #rolloutStep(record: FleetRecord, current: Configs, at: { seq: number; source: string; position: InboxPosition | undefined }): { text: string; changes: AppliedChange[] } {
     const { host } = this.#options;
     const step = record.rollout!;
     const { id } = step.rollout;
     const commit = { seq: at.seq, time: record.time, source: at.source, ...(at.position ? { position: at.position } : {}) };
     const applying = linesAt(step, host);
     if (!applying) return { text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: passedAt(step, host) }, record.revision), changes: [] };
-    const config = new Map<string, AppConfig>();
+    const config = new PendingConfigs(current);
     const changes: AppliedChange[] = [];
     let text = "";
     // the changes a rollout stages here may be vetoed by a subscriber while it bakes: that aborts it
     const veto = step.step === "staged" || step.step === "widened" ? (reason: string) => this.#options.vetoRollout(id, reason) : undefined;
-    const judging = { schemas: this.#options.schemas(), validators: this.#options.validators, current: (app: string) => config.get(app) ?? current(app) };
+    const judging = { schemas: this.#options.schemas(), validators: this.#options.validators, current: config };
     for (const line of applying.lines) {
       const verdict = this.#check(line, judging, { revision: record.revision, rollout: id });
       if (!verdict.ok) continue;
       const { change } = verdict;
       this.diverged.delete(`${change.app}.${change.key}`); // in line with the fleet again
-      config.set(change.app, change.config);
+      config.set(change.app, change.path[0]!, change.topValue);
       text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);
-      changes.push({ app: change.app, key: change.key, config: change.config, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });
+      changes.push({ app: change.app, key: change.key, topValue: change.topValue, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });
     }
     if (changes.length === 0) text += markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: `${applying.reason}: refused here` }, record.revision);
     return { text, changes };

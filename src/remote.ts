@@ -5,7 +5,7 @@
 import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { ConfigTable, type LiveConfig } from "./table.js";
-import { setIn, type AppConfig } from "./values.js";
+import { isObject, setIn, type AppConfig } from "./values.js";
 
 export interface RemoteOptions {
   /** The sidecar's address, e.g. `http://127.0.0.1:7070`. */
@@ -79,8 +79,10 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
     } else if (event === "message") {
       const change = JSON.parse(data) as ChangeData;
       if (!change.secret) {
-        const config = setIn(table.config(change.app), change.key.split("."), change.value);
-        table.apply({ app: change.app, key: change.key, config, revision: change.revision, source: change.source, time: change.time });
+        const [top, ...below] = change.key.split(".") as [string, ...string[]];
+        const before = table.valueOf(change.app, top);
+        const topValue = below.length === 0 ? change.value : setIn(isObject(before) ? before : {}, below, change.value);
+        table.apply({ app: change.app, key: change.key, topValue, revision: change.revision, source: change.source, time: change.time });
       }
       heard = change.revision;
     }

@@ -13,7 +13,7 @@ import { encodeChange } from "./records.js";
 import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { validateChange, type AppValidator, type ParsedChange } from "./validate.js";
-import { getIn, type AppConfig } from "./values.js";
+import { PendingConfigs, type Configs } from "./values.js";
 
 /** A rollout as the fleet knows it. */
 export interface Rollout {
@@ -101,7 +101,7 @@ export function newRolloutId(now = new Date()): string {
 export interface RolloutContext {
   schemas: Schemas;
   validators: ReadonlyMap<string, readonly AppValidator[]>;
-  current: (app: string) => AppConfig;
+  current: Configs;
   /** The rollouts this host knows (by id), and the one in progress for an app. */
   rollouts: { get(id: string): Rollout | undefined; inProgress(app: string): Rollout | undefined };
   /** The fleet's hosts as they say they are (or why they could not be listed). */
@@ -209,7 +209,7 @@ export function pickHosts(hosts: readonly HostStatus[], percent: number): string
 function judgeLines(lines: string[], context: RolloutContext): { app: string; lines: string[]; before: string[] } | { reason: string } {
   const { schemas, validators } = context;
   let app: string | undefined;
-  let config: AppConfig = {};
+  const pending = new PendingConfigs(context.current);
   const touched = new Set<string>();
   const encoded: string[] = [];
   for (const [i, line] of lines.entries()) {
@@ -217,17 +217,17 @@ function judgeLines(lines: string[], context: RolloutContext): { app: string; li
     const which = `line ${i + 1} (${line.slice(0, 80)})`;
     if (parsed.kind !== "change") return { reason: `${which} is not a change line${parsed.kind === "error" ? `: ${parsed.message}` : ""}` };
     if (app !== undefined && parsed.app !== app) return { reason: `a rollout changes one app: ${which} changes ${parsed.app}, not ${app}` };
-    if (app === undefined) [app, config] = [parsed.app, context.current(parsed.app)];
-    const verdict = validateChange({ schemas, validators, current: (name) => (name === app ? config : context.current(name)) }, parsed as ParsedChange);
+    app ??= parsed.app;
+    const verdict = validateChange({ schemas, validators, current: pending }, parsed as ParsedChange);
     if (!verdict.ok) return { reason: `${which}: ${verdict.reason}` };
     const top = parsed.path[0]!;
-    if (getIn(context.current(app), [top]) === undefined) return { reason: `${which}: ${app}.${top} has no value yet, so an abort could not take it back: set it with cdp push first` };
+    if (context.current.valueOf(app, top) === undefined) return { reason: `${which}: ${app}.${top} has no value yet, so an abort could not take it back: set it with cdp push first` };
     touched.add(top);
-    config = verdict.change.config;
+    pending.set(app, top, verdict.change.topValue);
     encoded.push(encodeChange(app, verdict.change.key, verdict.change.value, schemas.get(app)!.key(verdict.change.path) as KeyInfo));
   }
   const schema = schemas.get(app!)!;
-  const before = [...touched].map((key) => encodeChange(app!, key, getIn(context.current(app!), [key]), schema.key([key]) as KeyInfo));
+  const before = [...touched].map((key) => encodeChange(app!, key, context.current.valueOf(app!, key), schema.key([key]) as KeyInfo));
   return { app: app!, lines: encoded, before };
 }
 

@@ -26,7 +26,7 @@ import { Vetoes } from "./vetoes.js";
 import type { Renderer, RenderStatus, RenderVerdicts } from "./renderer.js";
 import { writeRenderVerdicts } from "./receipts.js";
 import type { RenderTarget } from "./targets.js";
-import type { AppConfig } from "./values.js";
+import { PendingConfigs, type AppConfig } from "./values.js";
 import type { HostStatus } from "./fleet.js";
 import { hostname } from "node:os";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "./types.js";
@@ -48,7 +48,7 @@ export interface Loaded {
 }
 
 /** A fleet host's committed batches still travelling: the revision they end at, the configs they leave. */
-type Ahead = { revision: number; apps: Map<string, AppConfig> };
+type Ahead = { revision: number; apps: PendingConfigs };
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 export class Run implements Pipeline {
@@ -313,18 +313,11 @@ export class Run implements Pipeline {
       for (const lines of parts) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
       return;
     }
-    // a part that held as many configs as one may leaves its other lines to the next part; a loop,
-    // not a call from within the part: each part's judged configs are let go before the next
-    let lines = batch.lines;
-    while (lines.length > 0 && !this.#stopping) {
-      const rest = await this.#handlePart({ ...batch, lines }, read);
-      if (rest === undefined) return;
-      lines = lines.slice(rest);
-    }
+    await this.#handlePart(batch, read);
   }
 
-  /** Judge and commit lines; where judging stopped (the batch held as many configs as it may), if it did. */
-  async #handlePart(batch: InboxBatch, read: number): Promise<number | undefined> {
+  /** Judge and commit lines. */
+  async #handlePart(batch: InboxBatch, read: number): Promise<void> {
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
@@ -335,7 +328,7 @@ export class Run implements Pipeline {
       schemas: this.#live.schemas,
       validators: this.#options.validators,
       maxLineBytes: this.#options.inbox.maxLineBytes,
-      current: (app) => ahead?.apps.get(app) ?? this.table.config(app),
+      configs: ahead?.apps ?? this.table,
       revision: judgedAt,
       seq: this.#seq,
       time: new Date().toISOString(),
@@ -346,31 +339,31 @@ export class Run implements Pipeline {
     });
     if (!judged.last) {
       if (judged.lines) this.events.emit("lines", batch.file, judged.lines); // blank lines and comments only: nothing to commit
-      return undefined;
+      return;
     }
     const seqBefore = this.#seq;
     this.#seq = judged.seq;
     const committed = await this.#commitPoint.commit(judged, judgedAt);
     if (committed === "again") {
       this.#seq = seqBefore; // another host was first: judged again against the newer state
-      return this.#handlePart(batch, read);
+      return await this.#handlePart(batch, read);
     }
     if (committed === "smaller") {
       this.#seq = seqBefore; // its lines swelled past one etcd request once escaped: in halves
       const half = Math.ceil(batch.lines.length / 2);
       for (const lines of [batch.lines.slice(0, half), batch.lines.slice(half)]) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
-      return undefined;
+      return;
     }
-    if (committed === "stopped") return undefined;
+    if (committed === "stopped") return;
     if (this.#commitPoint.appliesItself) await this.#travelling(judged, judgedAt, ahead);
     await this.#applied(batch, judged, started, read);
-    return judged.rest;
   }
 
   /** A fleet batch committed: the state it leaves is where the next batch is judged, until its records are back. */
   async #travelling(judged: JudgedBatch, judgedAt: number, ahead: Ahead | undefined): Promise<void> {
-    const apps = new Map<string, AppConfig>(ahead?.apps);
-    for (const { change } of judged.changes) apps.set(change.app, change.config);
+    // what this batch and those still travelling set, over the table
+    const apps = ahead?.apps ?? new PendingConfigs(this.table);
+    for (const { change } of judged.changes) apps.set(change.app, change.path[0]!, change.topValue);
     this.#ahead = { revision: judgedAt + judged.fleetRecords.length, apps };
     // a rollout's step changes what the next lines may do (its app is closed): judged once it is back
     if (judged.fleetRecords.some((record) => record.rollout)) await this.#member!.untilRevision(this.#ahead.revision);
@@ -382,7 +375,7 @@ export class Run implements Pipeline {
     if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
         const said = { ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }) };
-        this.table.apply({ app: change.app, key: change.key, config: change.config, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
+        this.table.apply({ app: change.app, key: change.key, topValue: change.topValue, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
       }
     }
     const announce = () => {

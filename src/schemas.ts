@@ -25,6 +25,11 @@ export interface AppSchema {
   defaults: AppConfig;
   /** Validates a whole config and fills in missing defaults (ajv `useDefaults`). */
   validate: ValidateFunction;
+  /**
+   * Validates an object of one top-level key, when the schema judges each key alone (see
+   * entryWise): a change is then checked without the rest of the config. Compiled when first asked.
+   */
+  entryValidator(): ValidateFunction | undefined;
   /** The key's info, or why it does not exist, to follow the app's name (`.limits has no key "x"`). Cached. */
   key(path: readonly string[]): KeyInfo | string;
   /** `x-cdp-version` (1 when absent) and the steps of `x-cdp-migrations` by the version they lead to. */
@@ -115,7 +120,57 @@ export function compileAppSchema(app: string, file: string, schema: AnySchemaObj
   }
   const defaults: Record<string, unknown> = {};
   validate(defaults); // fills the defaults; whether the result is valid is checked once the journal is read
-  return { app, file, defaults: freezeDeep(defaults), validate, key: keyLookup(schema), ...versioning, source: schema };
+  let byEntry: ValidateFunction | null | undefined;
+  const entryValidator = () => {
+    if (byEntry === undefined) {
+      const wrapper = entryWise(schema);
+      try {
+        byEntry = wrapper ? ajv.compile(wrapper) : null;
+      } catch {
+        byEntry = null; // the whole config is checked, as it always may be
+      }
+    }
+    return byEntry ?? undefined;
+  };
+  return { app, file, defaults: freezeDeep(defaults), validate, entryValidator, key: keyLookup(schema), ...versioning, source: schema };
+}
+
+// The root keywords under which each top-level key is judged alone. A change sets one key and
+// never removes one, so `required` holds once the config it starts from is valid (it always is).
+const ENTRY_WISE = new Set(["type", "properties", "patternProperties", "additionalProperties", "required", "default", "title", "description", "$comment", "$schema", "$id", "$defs", "definitions", "examples", "deprecated", "readOnly", "writeOnly", ...versionKeywords.map(({ keyword }) => keyword)]);
+
+/**
+ * The schema that judges an object of one top-level key as the app's schema would judge that key
+ * in the whole config, or undefined when a rule spans keys (dependentRequired, if/then, *Of,
+ * min/maxProperties, propertyNames …), refers to the root or to other values ($ref "#", $data),
+ * or may not compile twice (a nested $id, a reference to another document).
+ */
+export function entryWise(schema: AnySchemaObject): AnySchemaObject | undefined {
+  if (!Object.keys(schema).every((keyword) => ENTRY_WISE.has(keyword))) return undefined;
+  const types = Array.isArray(schema.type) ? schema.type : [schema.type ?? "object"];
+  if (!types.includes("object")) return undefined;
+  if (!referencesStayBelow(schema, true)) return undefined;
+  const { $id: _id, required: _required, default: _default, ...rest } = schema;
+  const properties: Record<string, unknown> = {};
+  // the other keys are absent from the object checked: their defaults must not be filled in
+  for (const [key, child] of Object.entries((schema.properties ?? {}) as Record<string, unknown>)) {
+    defineKey(properties, key, isObject(child) ? withoutDefault(child) : child);
+  }
+  return { ...rest, ...(schema.properties ? { properties } : {}) };
+}
+
+function withoutDefault(schema: AppConfig): AppConfig {
+  const { default: _default, ...rest } = schema;
+  return rest;
+}
+
+function referencesStayBelow(node: unknown, root = false): boolean {
+  if (Array.isArray(node)) return node.every((child) => referencesStayBelow(child));
+  if (!isObject(node)) return true;
+  if (!root && ("$id" in node || "id" in node && typeof node.id === "string")) return false;
+  if ("$data" in node || "$dynamicRef" in node || "$recursiveRef" in node) return false;
+  if ("$ref" in node && (typeof node.$ref !== "string" || !node.$ref.startsWith("#") || node.$ref === "#" || node.$ref === "#/")) return false;
+  return Object.values(node).every((child) => referencesStayBelow(child));
 }
 
 /** How deep a schema file may nest: far beyond any real schema, far below what overflows the stack. */

@@ -3,7 +3,7 @@
 import { EventEmitter } from "eventemitter3";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
-import { freezeDeep, getIn, type AppConfig } from "./values.js";
+import { defineKey, freezeDeep, getIn, type AppConfig, type Configs } from "./values.js";
 
 /** What a subscriber hears: the change, after it is durable. */
 export interface ChangeEvent {
@@ -29,11 +29,13 @@ export interface ChangeEvent {
   veto(reason: string): boolean;
 }
 
-/** A change the table applies: the app's whole new config, at the next revision. */
+/** A change the table applies: the new value of one top-level key of the app's config, at the next revision. */
 export interface AppliedChange {
   app: string;
+  /** The changed key as a dotted path. */
   key: string;
-  config: AppConfig;
+  /** The new value of the key's first segment (the top-level key), defaults filled in. */
+  topValue: unknown;
   revision: number;
   source: string;
   time: string;
@@ -74,8 +76,14 @@ export interface Snapshot {
 const ALL = "*";
 type Events = Record<string, (event: ChangeEvent) => void>;
 
-export class ConfigTable implements LiveConfig {
-  #apps = new Map<string, AppConfig>();
+const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
+const EMPTY: AppConfig = Object.freeze({});
+
+export class ConfigTable implements LiveConfig, Configs {
+  // each app's config, changed in place key by key (its values are frozen): a change costs the same
+  // whatever the config's size; a reader gets a frozen copy, made when first asked after a change
+  #apps = new Map<string, Record<string, unknown>>();
+  #wholes = new Map<string, AppConfig>();
   #revision: number;
   #snapshot: Snapshot | undefined;
   #emitter = new EventEmitter<Events>();
@@ -86,7 +94,7 @@ export class ConfigTable implements LiveConfig {
   versionOf: (app: string) => number | undefined = () => undefined;
 
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
-    for (const [app, config] of apps) this.#apps.set(app, freezeDeep(config));
+    this.#replace(apps);
     this.#revision = revision;
     this.#log = log;
   }
@@ -98,19 +106,33 @@ export class ConfigTable implements LiveConfig {
 
   /** The app's whole config, or the value at a dotted key; undefined if there is none. */
   get(app: string, key?: string): unknown {
-    const config = this.#apps.get(app);
-    return key === undefined || config === undefined ? config : getIn(config, key.split("."));
+    if (!this.#apps.has(app)) return undefined;
+    if (key === undefined) return this.config(app);
+    const [top, ...rest] = key.split(".");
+    return getIn(this.valueOf(app, top!), rest);
   }
 
   /** The app's current config ({} for an unknown app). */
   config(app: string): AppConfig {
-    return this.#apps.get(app) ?? {};
+    let whole = this.#wholes.get(app);
+    if (whole === undefined) {
+      const entries = this.#apps.get(app);
+      if (entries === undefined) return EMPTY;
+      this.#wholes.set(app, (whole = Object.freeze({ ...entries })));
+    }
+    return whole;
+  }
+
+  /** The value of one top-level key of the app's config. */
+  valueOf(app: string, key: string): unknown {
+    const entries = this.#apps.get(app);
+    return entries !== undefined && hasOwn(entries, key) ? entries[key] : undefined;
   }
 
   snapshot(): Snapshot {
     this.#snapshot ??= Object.freeze({
       revision: this.#revision,
-      apps: Object.freeze(Object.fromEntries(this.#apps)),
+      apps: Object.freeze(Object.fromEntries([...this.#apps.keys()].map((app) => [app, this.config(app)]))),
     });
     return this.#snapshot;
   }
@@ -154,8 +176,12 @@ export class ConfigTable implements LiveConfig {
     if (change.revision < this.#revision) {
       throw new Error(`revision ${change.revision} applied after ${this.#revision}: changes must come in order`);
     }
-    const before = this.#apps.get(change.app) ?? {};
-    this.#apps.set(change.app, freezeDeep(change.config));
+    const top = change.key.split(".", 1)[0]!;
+    const before = this.valueOf(change.app, top);
+    let entries = this.#apps.get(change.app);
+    if (entries === undefined) this.#apps.set(change.app, (entries = {}));
+    defineKey(entries, top, freezeDeep(change.topValue));
+    this.#wholes.delete(change.app);
     this.#revision = change.revision;
     this.#snapshot = undefined;
     this.#announce(change, before);
@@ -174,24 +200,31 @@ export class ConfigTable implements LiveConfig {
    */
   applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string, said: { reason?: string; veto?: (reason: string) => boolean } = {}): void {
     if (revision < this.#revision) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
-    const before = new Map(this.#apps);
-    this.#apps = new Map([...apps].map(([app, config]) => [app, freezeDeep(config)]));
+    const before = new Map([...this.#apps.keys()].map((app) => [app, this.config(app)]));
+    this.#replace(apps);
     this.#revision = revision;
     this.#snapshot = undefined;
-    for (const [app, config] of this.#apps) {
-      const previous = before.get(app) ?? {};
+    for (const app of this.#apps.keys()) {
+      const previous = before.get(app) ?? EMPTY;
+      const config = this.config(app);
       for (const key of new Set([...Object.keys(previous), ...Object.keys(config)])) {
-        if (!isDeepStrictEqual(previous[key], config[key])) this.#announce({ app, key, config, revision, source, time, ...said }, previous);
+        if (!isDeepStrictEqual(previous[key], config[key])) this.#announce({ app, key, topValue: config[key], revision, source, time, ...said }, previous[key]);
       }
     }
   }
 
-  #announce(change: AppliedChange, before: AppConfig): void {
+  #replace(apps: ReadonlyMap<string, AppConfig>): void {
+    this.#apps = new Map([...apps].map(([app, config]) => [app, { ...freezeDeep(config) }]));
+    this.#wholes = new Map([...apps].map(([app, config]) => [app, config]));
+  }
+
+  // `before`: the value of the change's top-level key before it
+  #announce(change: AppliedChange, before: unknown): void {
     const { app, revision, source, time } = change;
     const veto = change.veto ?? (() => false);
     const event = (key: string): ChangeEvent => {
-      const path = key.split(".");
-      const event: ChangeEvent = { app, key, value: getIn(change.config, path), previous: getIn(before, path), revision, source, time, veto };
+      const rest = key.split(".").slice(1); // a related key is below the same top-level key
+      const event: ChangeEvent = { app, key, value: getIn(change.topValue, rest), previous: getIn(before, rest), revision, source, time, veto };
       if (change.reason !== undefined) event.reason = change.reason;
       if (change.by !== undefined) event.by = change.by;
       const version = this.versionOf(app);

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { linesOf, type InboxLine } from "./inbox.js";
 import { parseLine, type ParsedLine } from "./parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
-import { freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, type AppConfig } from "./values.js";
+import { defineKey, freezeDeep, getIn, isObject, jsonTypeOf, nestsDeeperThan, setIn, configsOf, PendingConfigs, type AppConfig, type Configs } from "./values.js";
 
 /** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
 export type AppValidator = (config: AppConfig) => string | undefined | void;
@@ -17,8 +17,8 @@ export interface ValidChange {
   path: string[];
   value: unknown;
   previous: unknown;
-  /** The app's whole config with the change applied (defaults filled in). */
-  config: AppConfig;
+  /** The new value of the change's top-level key (path[0]), defaults filled in; frozen. */
+  topValue: unknown;
   secret: boolean;
 }
 
@@ -27,7 +27,8 @@ export type Verdict = { ok: true; change: ValidChange } | { ok: false; reason: s
 /** What validation needs besides the line: the schemas, the apps' current configs and their validators. */
 export interface ValidationContext {
   schemas: Schemas;
-  current(app: string): AppConfig;
+  /** The apps' configs; `valueOf` alone is read where one key can be judged alone. */
+  current: Configs;
   validators: ReadonlyMap<string, readonly AppValidator[]>;
 }
 
@@ -42,13 +43,30 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
   const decoded = decodeValue(line.valueText, info);
   if (!decoded.ok) return refuse(`${where} ${decoded.reason}`);
 
-  const current = context.current(line.app);
-  const config = setIn(current, line.path, decoded.value);
-  if (!schema.validate(config)) return refuse(describeSchemaError(schema, schema.validate.errors![0]!, config));
-  const refusal = runValidators(schema, context.validators.get(line.app), config);
-  if (refusal) return refuse(refusal);
-
-  const change = { app: line.app, key: line.key, path: line.path, value: getIn(config, line.path), previous: getIn(current, line.path), config: freezeDeep(config), secret: info.secret };
+  const [top, ...below] = line.path as [string, ...string[]];
+  const validators = context.validators.get(line.app);
+  const byEntry = validators === undefined || validators.length === 0 ? schema.entryValidator() : undefined;
+  const { current } = context;
+  let before: unknown; // the top-level key's value before
+  let topValue: unknown;
+  if (byEntry) {
+    // the schema judges each top-level key alone: only the changed one is checked
+    before = current.valueOf(line.app, top);
+    topValue = below.length === 0 ? decoded.value : setIn(isObject(before) ? before : {}, below, decoded.value);
+    const entry: Record<string, unknown> = {};
+    defineKey(entry, top, topValue);
+    if (!byEntry(entry)) return refuse(describeSchemaError(schema, byEntry.errors![0]!, entry));
+  } else {
+    const whole = current.config(line.app);
+    const config = setIn(whole, line.path, decoded.value);
+    if (!schema.validate(config)) return refuse(describeSchemaError(schema, schema.validate.errors![0]!, config));
+    const refusal = runValidators(schema, validators, config);
+    if (refusal) return refuse(refusal);
+    before = getIn(whole, [top]);
+    topValue = getIn(config, [top]);
+  }
+  freezeDeep(topValue);
+  const change = { app: line.app, key: line.key, path: line.path, value: getIn(topValue, below), previous: getIn(before, below), topValue, secret: info.secret };
   return { ok: true, change };
 }
 
@@ -191,11 +209,11 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
 
 /** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
 export function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number, validators = new Map<string, AppValidator[]>()) {
-  const current = new Map(apps);
-  const context = { schemas, validators, current: (app: string) => current.get(app) ?? {}, maxLineBytes };
+  const current = new PendingConfigs(configsOf(apps));
+  const context = { schemas, validators, current, maxLineBytes };
   for (const line of linesOf(text, maxLineBytes)) {
     const outcome = judgeLine(line, context);
-    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.config);
+    if (outcome.kind === "accept") current.set(outcome.change.app, outcome.change.path[0]!, outcome.change.topValue);
     yield { line, outcome };
   }
 }

@@ -85,3 +85,76 @@ export function nestsDeeperThan(value: unknown, max: number): boolean {
   }
   return false;
 }
+
+/** Where the apps' configs are read: a top-level value alone (what a change to one key needs), or an app's whole config. */
+export interface Configs {
+  /** The app's whole config ({} for an unknown app); frozen. */
+  config(app: string): AppConfig;
+  /** The value of one top-level key of the app's config, or undefined. */
+  valueOf(app: string, key: string): unknown;
+}
+
+/**
+ * The apps' configs as changes not yet durable leave them (a batch's accepted lines): only what
+ * they set is held, so judging a batch holds memory in proportion to what it changes, not a copy
+ * of the app's config per line.
+ */
+export class PendingConfigs implements Configs {
+  #set = new Map<string, Map<string, unknown>>();
+  #wholes = new Map<string, AppConfig>(); // whole configs asked for (the whole-config path), kept up to date
+  #replaced = new Set<string>(); // apps whose whole config was replaced (a migration): `before` no longer counts
+  constructor(readonly before: Configs) {}
+
+  valueOf(app: string, key: string): unknown {
+    const set = this.#set.get(app);
+    if (set?.has(key)) return set.get(key);
+    return this.#replaced.has(app) ? undefined : this.before.valueOf(app, key);
+  }
+
+  config(app: string): AppConfig {
+    let whole = this.#wholes.get(app);
+    if (whole === undefined) {
+      const set = this.#set.get(app);
+      whole = this.#replaced.has(app) ? {} : this.before.config(app);
+      if (set) {
+        const copy = { ...whole };
+        for (const [key, value] of set) defineKey(copy, key, value);
+        whole = Object.freeze(copy);
+      }
+      this.#wholes.set(app, whole);
+    }
+    return whole;
+  }
+
+  /** Replace an app's whole config (a frozen one). */
+  replace(app: string, config: AppConfig): void {
+    this.#replaced.add(app);
+    this.#set.set(app, new Map(Object.entries(config)));
+    this.#wholes.set(app, config);
+  }
+
+  /** Set one top-level key of an app's config (a frozen value). */
+  set(app: string, key: string, value: unknown): void {
+    let set = this.#set.get(app);
+    if (!set) this.#set.set(app, (set = new Map()));
+    set.set(key, value);
+    const whole = this.#wholes.get(app);
+    if (whole !== undefined) {
+      const copy = { ...whole };
+      defineKey(copy, key, value);
+      this.#wholes.set(app, Object.freeze(copy));
+    }
+  }
+}
+
+/** The configs of a map of apps, read as Configs. */
+export function configsOf(apps: ReadonlyMap<string, AppConfig>): Configs {
+  return { config: (app) => apps.get(app) ?? {}, valueOf: (app, key) => getIn(apps.get(app), [key]) };
+}
+
+/** `config` with `value` as its top-level `key`: one copy of the config (where a whole config must be held). */
+export function withEntry(config: AppConfig, key: string, value: unknown): AppConfig {
+  const copy: Record<string, unknown> = { ...config };
+  defineKey(copy, key, value);
+  return copy;
+}

@@ -9,7 +9,7 @@ import { parseLine } from "./parse.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import type { ConfigTable } from "./table.js";
 import { validateChange, type AppValidator, type ParsedChange, type ValidChange } from "./validate.js";
-import { getIn, type AppConfig } from "./values.js";
+import { getIn, PendingConfigs, type AppConfig } from "./values.js";
 
 export interface VetoSettings {
   windowMs: number;
@@ -66,14 +66,13 @@ export class Vetoes {
     const schema = schemas.get(app);
     if (!schema) return undefined;
     const time = new Date().toISOString();
-    const current = table.config(app);
-    const taken: { key: string; config: AppConfig; revision: number; reason: string }[] = [];
-    let state = current;
+    const taken: { key: string; topValue: unknown; revision: number; reason: string }[] = [];
+    const state = new PendingConfigs(table);
     let text = "";
     for (const [key, reason] of reasons) {
       const value = config[key];
-      if (isDeepStrictEqual(value, state[key])) continue;
-      if (!isDeepStrictEqual(current[key], judged[key])) {
+      if (isDeepStrictEqual(value, state.valueOf(app, key))) continue;
+      if (!isDeepStrictEqual(table.valueOf(app, key), judged[key])) {
         log.warn({ app, key, reason }, "not taken back: the key has changed since the service refused it");
         continue;
       }
@@ -82,18 +81,18 @@ export class Vetoes {
         continue;
       }
       const line = encodeChange(app, key, value, schema.key([key]) as KeyInfo);
-      const verdict = validateChange({ schemas, validators, current: (name) => (name === app ? state : table.config(name)) }, parseLine(line) as ParsedChange);
+      const verdict = validateChange({ schemas, validators, current: state }, parseLine(line) as ParsedChange);
       if (!verdict.ok) {
         log.warn({ app, key, reason, refused: verdict.reason }, "cannot take a key back: the schemas refuse its earlier value");
         continue;
       }
-      state = verdict.change.config;
+      state.set(app, key, verdict.change.topValue);
       const revision = table.revision + taken.length + 1;
-      taken.push({ key, config: state, revision, reason });
+      taken.push({ key, topValue: verdict.change.topValue, revision, reason });
       text += revertRecord({ revision, seq: this.#settings.seq(), time, source, reason }, line);
     }
     if (taken.length === 0 || !(await this.#settings.journal(text))) return undefined;
-    for (const { key, config: after, revision, reason } of taken) table.apply({ app, key, config: after, revision, source, time, reason });
+    for (const { key, topValue, revision, reason } of taken) table.apply({ app, key, topValue, revision, source, time, reason });
     for (let i = 0; i < taken.length; i++) this.#settings.reverted();
     log.warn({ app, keys: taken.map(({ key }) => key), reasons: taken.map(({ reason }) => reason), revision: table.revision }, "configuration taken back");
     return table.revision;
@@ -107,12 +106,12 @@ export class Vetoes {
     const previous = change.previous ?? getIn(schemas.get(change.app)?.defaults, change.path);
     if (previous === undefined) return log.warn(fields, "veto not applied: the key had no value before and has no default");
     const line = encodeChange(change.app, change.key, previous, schemas.get(change.app)!.key(change.path) as KeyInfo);
-    const verdict = validateChange({ schemas, validators, current: (app) => table.config(app) }, parseLine(line) as ParsedChange);
+    const verdict = validateChange({ schemas, validators, current: table }, parseLine(line) as ParsedChange);
     if (!verdict.ok) return log.warn({ ...fields, refused: verdict.reason }, "veto not applied: the revert would be rejected");
     const time = new Date().toISOString();
     const revision = table.revision + 1;
     if (!(await this.#settings.journal(vetoRecord({ revision, seq: this.#settings.seq(), time, vetoed, reason }, line)))) return;
-    table.apply({ app: change.app, key: change.key, config: verdict.change.config, revision, source: `veto:${vetoed}`, time, reason });
+    table.apply({ app: change.app, key: change.key, topValue: verdict.change.topValue, revision, source: `veto:${vetoed}`, time, reason });
     this.#settings.reverted();
     log.warn({ ...fields, revision }, "change vetoed and reverted");
   }

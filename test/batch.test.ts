@@ -1,9 +1,10 @@
 // Judging a batch is a function of its inputs: lines, the table's state and the schemas in, the
 // records to write and the changes to announce out. No files, no processes.
 import { beforeAll, describe, expect, it } from "vitest";
-import { judgeBatch, MAX_HELD_KEYS, type BatchContext } from "../src/batch.js";
+import { judgeBatch, type BatchContext } from "../src/batch.js";
 import { toInboxLine, type InboxBatch } from "../src/inbox.js";
-import { loadSchemas, type Schemas } from "../src/schemas.js";
+import { compileAppSchema, loadSchemas, type Schemas } from "../src/schemas.js";
+import { configsOf, type AppConfig } from "../src/values.js";
 import { SCHEMAS } from "./helpers.js";
 
 let schemas: Schemas;
@@ -25,7 +26,7 @@ const context = (overrides: Partial<BatchContext> = {}): BatchContext => ({
   schemas,
   validators: new Map(),
   maxLineBytes: 65536,
-  current: (app) => schemas.get(app)!.defaults,
+  configs: configsOf(new Map([...schemas].map(([app, schema]) => [app, schema.defaults]))),
   revision: 10,
   seq: 40,
   time: "2026-11-27T00:00:00.000Z",
@@ -34,18 +35,22 @@ const context = (overrides: Partial<BatchContext> = {}): BatchContext => ({
 });
 
 describe("judgeBatch", () => {
-  it("stops once the configs it holds reach MAX_HELD_KEYS, and says where the rest of the lines begin", async () => {
-    const { compileAppSchema } = await import("../src/schemas.js");
-    const flags = compileAppSchema("flags", "flags.schema.json", { type: "object", additionalProperties: { type: "integer" } });
-    const wide = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, i])); // each change holds all of it
-    const lines = Array.from({ length: 10 }, (_, i) => `flags:new${i}:${i}`);
-    const small = context({ schemas: new Map([["flags", flags]]), current: () => wide, maxHeldKeys: 2000 });
-    const judged = judgeBatch(batchOf(lines), small);
-    expect(judged.rest).toBe(4); // 4 changes held 501 + 502 + 503 + 504 keys: the fifth line (index 4) starts the next part
-    expect(judged.changes).toHaveLength(4);
-    expect(judged.journalText.match(/^flags:/gm)).toHaveLength(4);
-    expect(judgeBatch(batchOf(lines.slice(0, 3)), small).rest).toBeUndefined();
-    expect(MAX_HELD_KEYS).toBe(2_000_000);
+  it("judges a change to an app whose schema takes each key alone without reading the rest of its config", () => {
+    const flags = compileAppSchema("flags", "flags.schema.json", { type: "object", properties: { k0: { type: "integer" } }, required: ["k0"], additionalProperties: { type: "integer", minimum: 0 } });
+    const wide: AppConfig = Object.freeze(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, i])));
+    const read: string[] = [];
+    // a whole config read would cost in proportion to the app's size: this one refuses to be read
+    const configs = {
+      config: (app: string): AppConfig => {
+        throw new Error(`the whole config of ${app} was read`);
+      },
+      valueOf: (_app: string, key: string) => (read.push(key), wide[key]),
+    };
+    const lines = ["flags:k5:50", "flags:new1:1", "flags:new1:-1", "flags:new1:2", "flags:k5:\"x\""];
+    const judged = judgeBatch(batchOf(lines), context({ schemas: new Map([["flags", flags]]), configs }));
+    expect(judged.changes.map(({ change }) => [change.key, change.value, change.previous])).toEqual([["k5", 50, 5], ["new1", 1, undefined], ["new1", 2, 1]]);
+    expect(judged.rejections.map(({ reason }) => reason)).toEqual(["flags.new1 must be >= 0, got -1", 'flags.k5 must be an integer, got "x"']);
+    expect(read).toEqual(["k5", "new1"]); // later lines read what the batch itself set
   });
 
   it("judges each line against the state the lines before it leave, numbering revisions and seqs", () => {

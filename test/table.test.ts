@@ -8,7 +8,8 @@ function table() {
   return { table: new ConfigTable(apps, 0, log), lines };
 }
 
-const change = (revision: number, key: string, config: Record<string, unknown>) => ({ app: "ticker", key, config, revision, source: `cdp.new:${revision}`, time: "t" });
+// a change given as the config it leaves: the table takes the value of its top-level key
+const change = (revision: number, key: string, config: Record<string, unknown>) => ({ app: "ticker", key, topValue: config[key.split(".")[0]!], revision, source: `cdp.new:${revision}`, time: "t" });
 
 describe("the live table", () => {
   it("reads apps and dotted keys synchronously", () => {

@@ -1,10 +1,11 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseLine } from "../src/parse.js";
 import { loadSchemas, type Schemas } from "../src/schemas.js";
 import { validateChange, type AppValidator, type ParsedChange } from "../src/validate.js";
-import type { AppConfig } from "../src/values.js";
+import { configsOf, type AppConfig } from "../src/values.js";
 import { SCHEMAS, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
@@ -15,7 +16,7 @@ beforeAll(async () => {
 function judge(line: string, current: Record<string, AppConfig> = {}, validators: Record<string, AppValidator[]> = {}) {
   const parsed = parseLine(line) as ParsedChange;
   return validateChange(
-    { schemas, validators: new Map(Object.entries(validators)), current: (app) => current[app] ?? schemas.get(app)!.defaults },
+    { schemas, validators: new Map(Object.entries(validators)), current: configsOf(new Map([...schemas].map(([app, schema]) => [app, current[app] ?? schema.defaults]))) },
     parsed,
   );
 }
@@ -86,7 +87,7 @@ describe("validating a change", () => {
     expect(judge("ticker:mode:slow", current)).toMatchObject({ ok: true });
   });
 
-  it("returns the app's whole new config with the previous value", () => {
+  it("returns the new value of the changed top-level key with the previous value", () => {
     const verdict = judge("ticker:interval:1500");
     expect(verdict).toEqual({
       ok: true,
@@ -97,7 +98,7 @@ describe("validating a change", () => {
         value: 1500,
         previous: 1000,
         secret: false,
-        config: { interval: 1500, name: "tick", enabled: true },
+        topValue: 1500,
       },
     });
   });
@@ -148,5 +149,79 @@ describe("loading schemas", () => {
 
   it("names the directory it cannot read", async () => {
     await expect(loadSchemas("/nonexistent/schemas")).rejects.toMatchObject({ code: "usage", message: expect.stringContaining("/nonexistent/schemas") });
+  });
+});
+
+describe("judging one key alone (the schema takes each top-level key by itself)", () => {
+  const item = fc.constantFrom<Record<string, unknown>>(
+    { type: "integer", minimum: 0, maximum: 100 },
+    { type: "integer", default: 7 },
+    { type: "string", maxLength: 3 },
+    { enum: ["a", "b", 1] },
+    { type: ["integer", "null"] },
+    { type: "boolean", default: true },
+    { type: "object", properties: { a: { type: "integer", default: 1 }, b: { type: "string" } }, additionalProperties: false },
+    { type: "object", properties: { a: { type: "integer" } }, required: ["a"] },
+    { type: "array", items: { type: "integer" }, maxItems: 2 },
+    { $ref: "#/$defs/third" },
+    { anyOf: [{ type: "integer", multipleOf: 2 }, { type: "string" }] },
+  );
+  const schema = fc.record({
+    properties: fc.array(item, { minLength: 1, maxLength: 4 }),
+    pattern: fc.option(item),
+    extra: fc.oneof(fc.constant<unknown>(undefined), fc.constant(false), fc.constant(true), item),
+    required: fc.boolean(),
+  }).map(({ properties, pattern, extra, required }) => ({
+    type: "object",
+    $defs: { third: { type: "integer", multipleOf: 3, default: 3 } },
+    properties: Object.fromEntries(properties.map((each, i) => [`p${i}`, each])),
+    ...(pattern ? { patternProperties: { "^x": pattern } } : {}),
+    ...(extra === undefined ? {} : { additionalProperties: extra }),
+    // only a key with a default can be required of the config a change starts from
+    ...(required && properties.some((each) => "default" in each || "$ref" in each) ? { required: [`p${properties.findIndex((each) => "default" in each || "$ref" in each)}`] } : {}),
+  }));
+  const keys = fc.constantFrom("p0", "p1", "p2", "p3", "xa", "other", "p0.a", "p1.b", "xa.a");
+  const values = fc.constantFrom("1", "-5", "6", "101", '"s"', '"long"', "null", "true", '{"a":2}', '{"a":"x"}', '{"b":"y"}', "{}", "[1]", "[1,2,3]", '"a"', "b");
+
+  it("gives the verdicts, reasons and values the whole-config check gives, on random schemas and changes", async () => {
+    const { compileAppSchema } = await import("../src/schemas.js");
+    const { PendingConfigs } = await import("../src/values.js");
+    let byEntry = 0;
+    fc.assert(
+      fc.property(schema, fc.array(fc.tuple(keys, values), { minLength: 1, maxLength: 8 }), (source, lines) => {
+        const app = compileAppSchema("a", "a.schema.json", source);
+        fc.pre(app.validate(structuredClone(app.defaults)));
+        if (app.entryValidator()) byEntry++;
+        const whole = { ...app, entryValidator: () => undefined };
+        const base = configsOf(new Map([["a", app.defaults]]));
+        const [one, all] = [new PendingConfigs(base), new PendingConfigs(base)];
+        for (const [key, value] of lines) {
+          const parsed = parseLine(`a:${key}:${value}`) as ParsedChange;
+          const alone = validateChange({ schemas: new Map([["a", app]]), validators: new Map(), current: one }, structuredClone(parsed));
+          const checked = validateChange({ schemas: new Map([["a", whole]]), validators: new Map(), current: all }, structuredClone(parsed));
+          expect(alone).toEqual(checked);
+          if (alone.ok) one.set("a", alone.change.path[0]!, alone.change.topValue);
+          if (checked.ok) all.set("a", checked.change.path[0]!, checked.change.topValue);
+        }
+        expect(one.config("a")).toEqual(all.config("a"));
+      }),
+      { numRuns: 200 },
+    );
+    expect(byEntry).toBeGreaterThan(50); // the schemas drawn do take the per-key path
+  });
+
+  it("is not used where a rule spans keys or reaches outside the key", async () => {
+    const { compileAppSchema } = await import("../src/schemas.js");
+    const spanning = [
+      { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, dependentRequired: { a: ["b"] } },
+      { type: "object", properties: { a: { type: "integer" } }, maxProperties: 3 },
+      { type: "object", properties: { a: { type: "integer" } }, if: { properties: { a: { const: 1 } } }, then: { properties: { a: { type: "integer", minimum: 2 } } } },
+      { type: "object", properties: { a: { type: "integer" }, b: { type: "integer", maximum: { $data: "1/a" } } } },
+      { type: "object", properties: { a: { type: "integer" }, self: { $ref: "#" } } },
+      { type: "object", properties: { a: { type: "integer" } }, propertyNames: { maxLength: 3 } },
+      { type: "object", properties: { a: { $id: "https://example.com/a", type: "integer" } } },
+    ];
+    for (const source of spanning) expect(compileAppSchema("a", "a.schema.json", source).entryValidator(), JSON.stringify(source)).toBeUndefined();
+    expect(compileAppSchema("a", "a.schema.json", { type: "object", properties: { a: { type: "integer" } }, required: ["a"], additionalProperties: false }).entryValidator()).toBeDefined();
   });
 });
