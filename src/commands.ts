@@ -3,7 +3,7 @@
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
-import { compactJournal } from "./compactor.js";
+import { compactJournal, swapIn } from "./compactor.js";
 import { openDataDir } from "./datadir.js";
 import { lockDataDir } from "./durable.js";
 import { CdpError } from "./errors.js";
@@ -159,10 +159,10 @@ export async function compactCommand(values: Values, positionals: string[], io: 
   const keep = positiveInteger(values, "keep", 1000, 0);
   const unlock = await lockDataDir(dir, "compact by hand (a running watcher compacts by itself)");
   try {
-    const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
-    if (state.torn !== undefined) throw new CdpError("usage", `${join(dir, JOURNAL_FILE)} ends with a torn record: start cdp watch once to repair it`);
-    const { before, after } = await compactJournal(join(dir, JOURNAL_FILE), state, schemas, keep);
-    io.stderr(`compacted ${join(dir, JOURNAL_FILE)}: ${before} → ${after} bytes, revision ${state.revision}\n`);
+    const path = join(dir, JOURNAL_FILE);
+    const { temporary, before, after, expected } = await compactJournal(path, schemas, keep);
+    await swapIn(temporary, path);
+    io.stderr(`compacted ${path}: ${before} → ${after} bytes, revision ${expected.revision}\n`);
     return 0;
   } finally {
     await unlock();

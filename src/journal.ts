@@ -13,7 +13,7 @@ import { META, readMeta, readSchemaRecord, type Meta } from "./records.js";
 import type { KeyInfo, Schemas } from "./schemas.js";
 import { describeSchemaError } from "./schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "./validate.js";
-import { getIn, setIn, setInPlace, type AppConfig } from "./values.js";
+import { freezeDeep, getIn, setInPlace, type AppConfig } from "./values.js";
 
 export const JOURNAL_FILE = "cdp";
 
@@ -52,6 +52,10 @@ export interface ReplayOptions {
   validators?: ReadonlyMap<string, readonly AppValidator[]>;
   /** Collect every change with its previous value (for `cdp history` and rollback). */
   history?: boolean;
+  /** With `history`: keep only the last this many entries (compaction needs no more). */
+  historyLast?: number;
+  /** Read only the first this many bytes (the journal as it was when a compaction began). */
+  upTo?: number;
   /** The schemas a running cdp holds: lines the journal has no schema record for are read with them where their version differs from the files'. */
   inForce?: Schemas;
 }
@@ -88,7 +92,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
   // are dropped); otherwise a hand-written journal just lacks its final newline.
   let held: string | undefined;
   let number = 0;
-  const { tail, size } = await readLines(path, (lines) => {
+  const { tail, size } = await readLines(path, options.upTo, (lines) => {
     for (const line of lines) {
       if (held !== undefined) replay.line(held, number);
       held = line;
@@ -119,15 +123,14 @@ class Replay {
   readonly #installed: InstalledSchemas;
   readonly #options: ReplayOptions;
   // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
-  // with history, entries keep their values, so every change copies instead.
-  readonly #assign: typeof setIn;
+  // with history, each value is frozen as it is set, so that setting below it later copies it
+  // and the entries keep the values they saw.
   readonly #setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
   #meta: Meta = {}; // the metadata comment that applies to the next change line
   #metaText = "";
 
   constructor(path: string, installed: InstalledSchemas, schemas: Schemas, options: ReplayOptions) {
     [this.#path, this.#installed, this.#schemas, this.#options] = [path, installed, schemas, options];
-    this.#assign = options.history ? setIn : setInPlace;
     const apps = new Map([...schemas.keys()].map((app) => [app, structuredClone(installed.schemaOf(app)!.defaults)]));
     this.state = { apps, revision: 0, seq: 0, position: undefined, length: 0, torn: undefined, unterminated: false, history: [], historyFrom: 0, records: 0, versions: installed.versions };
   }
@@ -206,7 +209,7 @@ class Replay {
     if (!decoded.ok) throw this.#fail(number, `${parsed.app}.${parsed.key} ${decoded.reason}`);
     const before = state.apps.get(parsed.app)!;
     const previous = this.#options.history ? getIn(before, parsed.path) : undefined;
-    state.apps.set(parsed.app, this.#assign(before, parsed.path, decoded.value));
+    state.apps.set(parsed.app, setInPlace(before, parsed.path, this.#options.history ? freezeDeep(decoded.value) : decoded.value));
     let lines = this.#setBy.get(parsed.app);
     if (!lines) this.#setBy.set(parsed.app, (lines = new Map()));
     lines.set(parsed.key, number);
@@ -219,6 +222,8 @@ class Replay {
       const record = `${this.#metaText && meta.rev !== undefined ? `${this.#metaText}\n` : ""}${line}\n`;
       const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
       state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }), ...(by === undefined ? {} : { by }) });
+      const last = this.#options.historyLast;
+      if (last !== undefined && state.history.length >= 2 * last + 64) state.history.splice(0, state.history.length - last);
     }
     [this.#meta, this.#metaText] = [{}, ""];
   }
@@ -241,8 +246,12 @@ class Replay {
   }
 }
 
-/** Read a file in large chunks, handing over its complete lines; the unterminated tail is returned. */
-async function readLines(path: string, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
+/**
+ * Read a file (its first `upTo` bytes) in chunks, handing over its complete lines; the
+ * unterminated tail is returned. Each chunk is a turn of the event loop: a compaction reading
+ * beside the pipeline holds it up for one chunk at a time.
+ */
+async function readLines(path: string, upTo: number | undefined, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
   let handle;
   try {
     handle = await open(path, "r");
@@ -252,10 +261,12 @@ async function readLines(path: string, take: (lines: string[]) => void): Promise
   }
   try {
     const decoder = new StringDecoder("utf8");
-    const buffer = Buffer.allocUnsafe(1 << 20);
+    const buffer = Buffer.allocUnsafe(1 << 18);
+    const limit = upTo ?? Infinity;
+    const want = (size: number) => Math.min(buffer.length, limit - size);
     let carry = "";
     let size = 0;
-    for (let read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead; read > 0; read = (await handle.read(buffer, 0, buffer.length, null)).bytesRead) {
+    for (let read = (await handle.read(buffer, 0, want(0), null)).bytesRead; read > 0; read = size >= limit ? 0 : (await handle.read(buffer, 0, want(size), null)).bytesRead) {
       size += read;
       const lines = (carry + decoder.write(buffer.subarray(0, read))).split("\n");
       carry = lines.pop()!;

@@ -122,7 +122,7 @@ export class Run implements Pipeline {
     const seq = () => this.#seq;
     this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, tentative: (undo) => this.#vetoes.window(undo), table: this.table, files: this.#files, writes: this.#writes, seq, log });
     const schemas = () => this.#live.schemas;
-    this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, log }, state.records);
+    this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, stopping: () => this.#stopping || this.#fault !== undefined, fault: (error) => this.#stopOn(error), log }, state.records);
     this.#vetoes = new Vetoes({
       windowMs: options.vetoWindowMs,
       table: this.table,
@@ -178,9 +178,7 @@ export class Run implements Pipeline {
       applied: (count, diverging) => {
         this.#compactor.counted(count);
         // not while this host diverges: it reads those revisions again when its schemas catch up
-        if (!this.#compactor.due || diverging) return;
-        this.#compactor.restart(); // counted again from the compacted journal's history
-        void journalTurn(() => this.#compactor.compact().catch((error: unknown) => this.#stopOn(error)));
+        if (this.#compactor.due && !diverging) this.#compactor.compact(journalTurn);
       },
       seq: () => this.#seq,
       stopping: () => this.#stopping,
@@ -237,6 +235,7 @@ export class Run implements Pipeline {
       await this.#turns.settled();
       if (this.#fault) throw this.#fault;
     } finally {
+      await this.#compactor.settled();
       clearInterval(this.#announcing);
       this.#rollouts?.stop();
       await this.#renderer?.close();
@@ -390,7 +389,7 @@ export class Run implements Pipeline {
     }
     announce();
     this.#compactor.counted(judged.changes.length);
-    if (this.#compactor.due) await this.#compactor.compact();
+    if (this.#compactor.due) this.#compactor.compact((task) => this.#turns.run(task)); // beside the pipeline
   }
 
   #stopOn(error: unknown): void {

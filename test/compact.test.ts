@@ -105,6 +105,29 @@ describe("cdp compact", () => {
     expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1159 }) }), revision: 160 });
   });
 
+  it("runs beside the pipeline in the watcher: a line appended while it compacts is applied before it ends", async () => {
+    const dir = await dataDir();
+    const records = 300_000; // long enough to compact that a line can come and go meanwhile
+    let text = "";
+    for (let i = 1; i <= records; i++) text += `# rev=${i} seq=${i} time=2026-12-05T00:00:00.000Z source=cdp.new:${i}\nticker:interval:${1000 + (i % 1000)}\n`;
+    await writeFile(join(dir, "cdp"), text);
+    const watch = await startWatch(dir, ["--compact-after", String(records + 1), "--keep-history", "5"]);
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1234\n"); // the change that makes compaction due
+    await waitUntil(() => watch.output().includes(`"revision":${records + 1}`));
+    await appendFile(join(dir, "cdp.new"), "ticker:name:during\n");
+    await waitUntil(() => watch.output().includes("compacted the journal"), 90_000);
+    const output = watch.output();
+    expect(output.indexOf(`"revision":${records + 2}`)).toBeGreaterThan(0);
+    expect(output.indexOf(`"revision":${records + 2}`)).toBeLessThan(output.indexOf("compacted the journal"));
+    // what was appended meanwhile is in the compacted journal
+    const journal = await readText(join(dir, "cdp"));
+    expect(journal).toMatch(/^# base rev=\d+ /);
+    expect(journal).toContain("ticker:name:during");
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+    expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1234, name: "during" }) }), revision: records + 2 });
+  }, FLEET_TIMEOUT);
+
   it("goes on when an automatic compaction fails, and compacts later", async () => {
     const dir = await dataDir();
     await mkdir(join(dir, "cdp.compacting")); // the temporary file cannot be written
