@@ -17,12 +17,27 @@ export interface KeyInfo {
 /** The key's info, or why it does not exist; cached. */
 export function keyLookup(root: AnySchemaObject): (path: readonly string[]) => KeyInfo | string {
   const cache = new Map<string, KeyInfo | string>();
+  // top-level keys that no property names share what they are by the patterns they match: a map
+  // of 300,000 keys is resolved once, not once per key
+  const nodes = expand(root, root);
+  const patterns = nodes.map((node) => Object.keys(ownObject(node.patternProperties)).map((pattern) => linearRegExp(pattern)));
+  const unnamed = new Map<string, KeyInfo>();
+  const ruleOf = (segment: string): string | undefined => {
+    if (nodes.some((node) => Object.prototype.hasOwnProperty.call(ownObject(node.properties), segment))) return undefined;
+    return patterns.map((each) => each.flatMap((pattern, index) => (pattern.test(segment) ? [index] : [])).join(",")).join(";");
+  };
   return (path) => {
     const dotted = path.length === 1 ? path[0]! : path.join(".");
     let info = cache.get(dotted);
     if (info === undefined) {
+      const rule = path.length === 1 ? ruleOf(path[0]!) : undefined;
+      info = rule === undefined ? undefined : unnamed.get(rule);
+      if (info === undefined) {
+        info = resolveKey(root, path);
+        if (rule !== undefined && typeof info === "object") unnamed.set(rule, info);
+      }
       if (cache.size >= 10_000) cache.clear(); // lines can name endless keys: stay bounded
-      cache.set(dotted, (info = resolveKey(root, path)));
+      cache.set(dotted, info);
     }
     return info;
   };

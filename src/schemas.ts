@@ -26,10 +26,11 @@ export interface AppSchema {
   /** Validates a whole config and fills in missing defaults (ajv `useDefaults`). */
   validate: ValidateFunction;
   /**
-   * Validates an object of one top-level key, when the schema judges each key alone (see
-   * entryWise): a change is then checked without the rest of the config. Compiled when first asked.
+   * Checks one top-level key's value as the app's schema would in the whole config, when the
+   * schema judges each key alone (see entryWise): a change is then checked without the rest of
+   * the config. Undefined when the whole config must be checked.
    */
-  entryValidator(): ValidateFunction | undefined;
+  keyCheck: KeyCheck | undefined;
   /** The key's info, or why it does not exist, to follow the app's name (`.limits has no key "x"`). Cached. */
   key(path: readonly string[]): KeyInfo | string;
   /** `x-cdp-version` (1 when absent) and the steps of `x-cdp-migrations` by the version they lead to. */
@@ -120,19 +121,56 @@ export function compileAppSchema(app: string, file: string, schema: AnySchemaObj
   }
   const defaults: Record<string, unknown> = {};
   validate(defaults); // fills the defaults; whether the result is valid is checked once the journal is read
-  let byEntry: ValidateFunction | null | undefined;
-  const entryValidator = () => {
-    if (byEntry === undefined) {
-      const wrapper = entryWise(schema);
-      try {
-        byEntry = wrapper ? ajv.compile(wrapper) : null;
-      } catch {
-        byEntry = null; // the whole config is checked, as it always may be
-      }
+  const keyCheck = entryWise(schema) ? keyChecks(schema, ajv) : undefined;
+  return { app, file, defaults: freezeDeep(defaults), validate, keyCheck, key: keyLookup(schema), ...versioning, source: schema };
+}
+
+/** One top-level key's value checked alone: null when it holds, the first error (its path from the config's top) when not, undefined when it cannot be judged alone. */
+export type KeyCheck = (key: string, value: unknown) => ErrorObject | null | undefined;
+
+/**
+ * A key's value is checked against what the root says of that key (its property, the patterns
+ * its name matches, or additionalProperties), compiled once per shape: keys of the same schema
+ * share one small validator, and a change costs the same whatever the size of the config and of
+ * the schema.
+ */
+function keyChecks(schema: AnySchemaObject, ajv: Ajv | Ajv2020): KeyCheck {
+  const shared = { ...("$defs" in schema ? { $defs: schema.$defs } : {}), ...("definitions" in schema ? { definitions: schema.definitions } : {}) };
+  const properties = (schema.properties ?? {}) as Record<string, AnySchemaObject>;
+  const patterns = Object.entries((schema.patternProperties ?? {}) as Record<string, AnySchemaObject>).map(([pattern, child]) => [linearRegExp(pattern), child] as const);
+  const byShape = new Map<string, ValidateFunction | null>(); // by the value's schema; null: it does not compile alone
+  const byRule = new Map<string, ValidateFunction | null>(); // by the property, or the patterns a name matches
+  const compile = (key: string, named: boolean, matched: number[]): ValidateFunction | null => {
+    const parts = [...(named ? [properties[key]!] : []), ...matched.map((index) => patterns[index]![1])];
+    if (parts.length === 0) {
+      const extra = schema.additionalProperties as AnySchemaObject | boolean | undefined;
+      if (extra === false) return null;
+      parts.push(typeof extra === "object" ? extra : {});
     }
-    return byEntry ?? undefined;
+    const valueSchema = parts.length === 1 ? parts[0]! : { allOf: parts };
+    const shape = JSON.stringify(valueSchema);
+    let validate = byShape.get(shape);
+    if (validate === undefined) {
+      try {
+        validate = ajv.compile({ ...shared, type: "object", properties: { v: valueSchema } });
+      } catch {
+        validate = null; // refers to the rest of the schema: the whole config is checked
+      }
+      byShape.set(shape, validate);
+    }
+    return validate;
   };
-  return { app, file, defaults: freezeDeep(defaults), validate, entryValidator, key: keyLookup(schema), ...versioning, source: schema };
+  return (key, value) => {
+    const named = Object.prototype.hasOwnProperty.call(properties, key);
+    const matched = patterns.flatMap(([pattern], index) => (pattern.test(key) ? [index] : []));
+    const rule = named ? `property ${key}` : `patterns ${matched.join(",")}`;
+    let validate = byRule.get(rule);
+    if (validate === undefined) byRule.set(rule, (validate = compile(key, named, matched)));
+    if (validate === null) return undefined;
+    if (validate({ v: value })) return null;
+    const error = validate.errors![0]!;
+    return { ...error, instancePath: `/${key.replace(/~/g, "~0").replace(/\//g, "~1")}${error.instancePath.slice("/v".length)}` };
+  };
 }
 
 // The root keywords under which each top-level key is judged alone. A change sets one key and
@@ -140,28 +178,14 @@ export function compileAppSchema(app: string, file: string, schema: AnySchemaObj
 const ENTRY_WISE = new Set(["type", "properties", "patternProperties", "additionalProperties", "required", "default", "title", "description", "$comment", "$schema", "$id", "$defs", "definitions", "examples", "deprecated", "readOnly", "writeOnly", ...versionKeywords.map(({ keyword }) => keyword)]);
 
 /**
- * The schema that judges an object of one top-level key as the app's schema would judge that key
- * in the whole config, or undefined when a rule spans keys (dependentRequired, if/then, *Of,
- * min/maxProperties, propertyNames …), refers to the root or to other values ($ref "#", $data),
- * or may not compile twice (a nested $id, a reference to another document).
+ * Whether the schema judges each top-level key alone: not when a rule spans keys
+ * (dependentRequired, if/then, *Of, min/maxProperties, propertyNames …), refers to the root or to
+ * other values ($ref "#", $data), or may not compile twice (a nested $id, another document).
  */
-export function entryWise(schema: AnySchemaObject): AnySchemaObject | undefined {
-  if (!Object.keys(schema).every((keyword) => ENTRY_WISE.has(keyword))) return undefined;
-  const types = Array.isArray(schema.type) ? schema.type : [schema.type ?? "object"];
-  if (!types.includes("object")) return undefined;
-  if (!referencesStayBelow(schema, true)) return undefined;
-  const { $id: _id, required: _required, default: _default, ...rest } = schema;
-  const properties: Record<string, unknown> = {};
-  // the other keys are absent from the object checked: their defaults must not be filled in
-  for (const [key, child] of Object.entries((schema.properties ?? {}) as Record<string, unknown>)) {
-    defineKey(properties, key, isObject(child) ? withoutDefault(child) : child);
-  }
-  return { ...rest, ...(schema.properties ? { properties } : {}) };
-}
-
-function withoutDefault(schema: AppConfig): AppConfig {
-  const { default: _default, ...rest } = schema;
-  return rest;
+function entryWise(schema: AnySchemaObject): boolean {
+  if (!Object.keys(schema).every((keyword) => ENTRY_WISE.has(keyword))) return false;
+  const types: unknown[] = Array.isArray(schema.type) ? schema.type : [schema.type ?? "object"];
+  return types.includes("object") && referencesStayBelow(schema, true);
 }
 
 function referencesStayBelow(node: unknown, root = false): boolean {

@@ -45,18 +45,17 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
 
   const [top, ...below] = line.path as [string, ...string[]];
   const validators = context.validators.get(line.app);
-  const byEntry = validators === undefined || validators.length === 0 ? schema.entryValidator() : undefined;
   const { current } = context;
-  let before: unknown; // the top-level key's value before
-  let topValue: unknown;
-  if (byEntry) {
-    // the schema judges each top-level key alone: only the changed one is checked
-    before = current.valueOf(line.app, top);
-    topValue = below.length === 0 ? decoded.value : setIn(isObject(before) ? before : {}, below, decoded.value);
+  let before = current.valueOf(line.app, top); // the top-level key's value before
+  let topValue = below.length === 0 ? decoded.value : setIn(isObject(before) ? before : {}, below, decoded.value);
+  // the schema judges each top-level key alone (and no validator wants the whole config): only the changed one is checked
+  const alone = validators === undefined || validators.length === 0 ? schema.keyCheck?.(top, topValue) : undefined;
+  if (alone) {
     const entry: Record<string, unknown> = {};
     defineKey(entry, top, topValue);
-    if (!byEntry(entry)) return refuse(describeSchemaError(schema, byEntry.errors![0]!, entry));
-  } else {
+    return refuse(describeSchemaError(schema, alone, entry));
+  }
+  if (alone === undefined) {
     const whole = current.config(line.app);
     const config = setIn(whole, line.path, decoded.value);
     if (!schema.validate(config)) return refuse(describeSchemaError(schema, schema.validate.errors![0]!, config));

@@ -191,8 +191,8 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
       fc.property(schema, fc.array(fc.tuple(keys, values), { minLength: 1, maxLength: 8 }), (source, lines) => {
         const app = compileAppSchema("a", "a.schema.json", source);
         fc.pre(app.validate(structuredClone(app.defaults)));
-        if (app.entryValidator()) byEntry++;
-        const whole = { ...app, entryValidator: () => undefined };
+        if (app.keyCheck) byEntry++;
+        const whole = { ...app, keyCheck: undefined };
         const base = configsOf(new Map([["a", app.defaults]]));
         const [one, all] = [new PendingConfigs(base), new PendingConfigs(base)];
         for (const [key, value] of lines) {
@@ -221,7 +221,7 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
       { type: "object", properties: { a: { type: "integer" } }, propertyNames: { maxLength: 3 } },
       { type: "object", properties: { a: { $id: "https://example.com/a", type: "integer" } } },
     ];
-    for (const source of spanning) expect(compileAppSchema("a", "a.schema.json", source).entryValidator(), JSON.stringify(source)).toBeUndefined();
-    expect(compileAppSchema("a", "a.schema.json", { type: "object", properties: { a: { type: "integer" } }, required: ["a"], additionalProperties: false }).entryValidator()).toBeDefined();
+    for (const source of spanning) expect(compileAppSchema("a", "a.schema.json", source).keyCheck, JSON.stringify(source)).toBeUndefined();
+    expect(compileAppSchema("a", "a.schema.json", { type: "object", properties: { a: { type: "integer" } }, required: ["a"], additionalProperties: false }).keyCheck).toBeDefined();
   });
 });
