@@ -56,6 +56,8 @@ export interface ReplayOptions {
   historyLast?: number;
   /** Read only the first this many bytes (the journal as it was when a compaction began). */
   upTo?: number;
+  /** Read in chunks of this many bytes: a replay beside the pipeline (compaction) takes small turns of the event loop. */
+  chunkBytes?: number;
   /** The schemas a running cdp holds: lines the journal has no schema record for are read with them where their version differs from the files'. */
   inForce?: Schemas;
 }
@@ -92,7 +94,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
   // are dropped); otherwise a hand-written journal just lacks its final newline.
   let held: string | undefined;
   let number = 0;
-  const { tail, size } = await readLines(path, options.upTo, (lines) => {
+  const { tail, size } = await readLines(path, options, (lines) => {
     for (const line of lines) {
       if (held !== undefined) replay.line(held, number);
       held = line;
@@ -251,7 +253,7 @@ class Replay {
  * unterminated tail is returned. Each chunk is a turn of the event loop: a compaction reading
  * beside the pipeline holds it up for one chunk at a time.
  */
-async function readLines(path: string, upTo: number | undefined, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
+async function readLines(path: string, { upTo, chunkBytes = 1 << 18 }: ReplayOptions, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
   let handle;
   try {
     handle = await open(path, "r");
@@ -261,7 +263,7 @@ async function readLines(path: string, upTo: number | undefined, take: (lines: s
   }
   try {
     const decoder = new StringDecoder("utf8");
-    const buffer = Buffer.allocUnsafe(1 << 18);
+    const buffer = Buffer.allocUnsafe(chunkBytes);
     const limit = upTo ?? Infinity;
     const want = (size: number) => Math.min(buffer.length, limit - size);
     let carry = "";

@@ -93,8 +93,17 @@ export class ConfigTable implements LiveConfig, Configs {
   /** The schema version in force per app (when it declares one), told to subscribers with each change. */
   versionOf: (app: string) => number | undefined = () => undefined;
 
+  /** A config given unfrozen (a replay's) becomes the table's own: it is not copied (300,000 keys: 0.4 s). */
   constructor(apps: ReadonlyMap<string, AppConfig>, revision: number, log: Logger) {
-    this.#replace(apps);
+    for (const [app, config] of apps) {
+      if (Object.isFrozen(config)) {
+        this.#apps.set(app, { ...config });
+        this.#wholes.set(app, config);
+        continue;
+      }
+      for (const key in config) freezeDeep(config[key]);
+      this.#apps.set(app, config as Record<string, unknown>);
+    }
     this.#revision = revision;
     this.#log = log;
   }
