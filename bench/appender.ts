@@ -2,7 +2,7 @@
 // for the parent to say the line was delivered before it appends the next.
 import { appendFileSync } from "node:fs";
 
-const [inbox, countText] = process.argv.slice(2);
+const [inbox, countText, prefix = "bench:t:"] = process.argv.slice(2);
 const count = Number(countText);
 let sent = 0;
 
@@ -12,7 +12,7 @@ function next(): void {
     return;
   }
   sent++;
-  appendFileSync(inbox!, `bench:t:${process.hrtime.bigint()}\n`);
+  appendFileSync(inbox!, `${prefix}${process.hrtime.bigint()}\n`);
 }
 
 process.on("message", next);

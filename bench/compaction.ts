@@ -1,0 +1,61 @@
+// One point of the compaction curve, in a fresh process. argv: MODE DIR SCHEMAS RECORDS
+//   steady:  start cdp on the journal, report its RSS (what a watcher holds)
+//   compact: what `cdp compact` does, report its time and peak RSS
+//   watch:   a watcher whose compaction comes due; lines appended every 20 ms while it compacts,
+//            report their append→subscriber latencies
+import { appendFile } from "node:fs/promises";
+import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import { compactJournal, swapIn } from "../src/compactor.js";
+import { startCdp } from "../src/index.js";
+import { loadSchemas } from "../src/schemas.js";
+
+const [mode, dir, schemas, recordsText] = process.argv.slice(2) as [string, string, string, string];
+const records = Number(recordsText);
+const quiet = () => pino({ level: "warn" }, pino.destination({ dest: "/dev/null", sync: true }));
+
+if (mode === "steady") {
+  const cdp = await startCdp({ init: true, dir, schemas, logger: quiet(), watchEvents: false, compactAfter: 0 });
+  globalThis.gc?.();
+  const rss = process.memoryUsage().rss / 2 ** 20;
+  await cdp.stop();
+  process.send!({ rss });
+} else if (mode === "compact") {
+  const started = performance.now();
+  const path = join(dir, "cdp");
+  const written = await compactJournal(path, await loadSchemas(schemas), 1000);
+  await swapIn(written.temporary, path);
+  process.send!({ ms: performance.now() - started, peak: process.resourceUsage().maxRSS / 1024 });
+} else {
+  let compacted!: () => void;
+  const done = new Promise<void>((resolve) => (compacted = resolve));
+  const log = new Writable({
+    write(chunk: Buffer, _encoding, next) {
+      if (chunk.toString().includes("compacted the journal")) compacted();
+      next();
+    },
+  });
+  const cdp = await startCdp({ init: true, dir, schemas, logger: pino({ level: "info" }, log), compactAfter: records + 1, keepHistory: 1000 });
+  const latencies: number[] = [];
+  const sent = new Map<number, number>();
+  cdp.subscribe("bench", "n", ({ value }) => {
+    const at = sent.get(value as number);
+    if (at !== undefined) latencies.push(performance.now() - at);
+  });
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  let ended = false;
+  void done.then(() => (ended = true));
+  for (let i = 1; !ended || i < 3; i++) {
+    sent.set(i, performance.now());
+    await appendFile(join(dir, "cdp.new"), `bench:n:${i}\n`); // the first makes compaction due
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await cdp.stop();
+  latencies.sort((a, b) => a - b);
+  delay.disable();
+  process.send!({ lines: latencies.length, p50: latencies[Math.floor(latencies.length / 2)], p99: latencies[Math.floor(latencies.length * 0.99)], max: latencies.at(-1), loopMax: delay.max / 1e6, latencies: latencies.slice(-5) });
+}
