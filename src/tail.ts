@@ -154,8 +154,12 @@ export class TailedFile {
     const lines: InboxLine[] = [];
     let from = 0;
     for (let newline = chunk.indexOf(0x0a); newline !== -1; newline = chunk.indexOf(0x0a, from)) {
-      this.#keep(chunk.subarray(from, newline));
-      lines.push(this.#takeLine(start + newline + 1));
+      const line = this.#plainLine(chunk, from, newline, start);
+      if (line) lines.push(line);
+      else {
+        this.#keep(chunk.subarray(from, newline));
+        lines.push(this.#takeLine(start + newline + 1));
+      }
       from = newline + 1;
     }
     this.#hash.update(chunk.subarray(0, from));
@@ -199,6 +203,17 @@ export class TailedFile {
     const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
     this.#pending.push(copy ? Buffer.from(kept) : kept);
     this.#pendingKept += kept.length;
+  }
+
+  // A line wholly in this chunk, within the limit, valid UTF-8, with no "\r" or cut-short mark:
+  // decoded straight from the chunk (most lines of a burst; no Buffer view made per line).
+  #plainLine(chunk: Buffer, from: number, newline: number, start: number): InboxLine | undefined {
+    if (this.#pendingLength > 0 || newline - from > this.#maxLineBytes) return undefined;
+    const last = chunk[newline - 1];
+    if (newline > from && (last === 0x0d || last === CUT_SHORT)) return undefined;
+    const text = chunk.toString("utf8", from, newline);
+    if (text.includes("\uFFFD")) return undefined; // invalid UTF-8, or a U+FFFD written: looked at byte by byte
+    return { text, number: ++this.#line, end: start + newline + 1 };
   }
 
   #takeLine(end: number): InboxLine {

@@ -266,3 +266,47 @@ describe("secrets and permissions", () => {
     watch.child.kill("SIGTERM");
   });
 });
+
+describe("lines read from the inbox file", () => {
+  it("are what the byte-by-byte reading gives: a CR before the newline, bad UTF-8, a written U+FFFD, a cut-short mark, a long or empty line", async () => {
+    const { TailedFile, CUT_SHORT } = await import("../src/tail.js");
+    const { open } = await import("node:fs/promises");
+    const { createHash } = await import("node:crypto");
+    const dir = await tempDir();
+    const path = join(dir, "cdp.new");
+    const limit = 40;
+    const parts = [
+      Buffer.from("ticker:name:plain\n"),
+      Buffer.from("ticker:name:crlf\r\n"),
+      Buffer.concat([Buffer.from("ticker:name:"), Buffer.from([0xff, 0xfe]), Buffer.from("\n")]),
+      Buffer.from("ticker:name:\uFFFD written\n"),
+      Buffer.concat([Buffer.from("ticker:name:cut"), Buffer.from([CUT_SHORT]), Buffer.from("\n")]),
+      Buffer.from(`ticker:name:${"x".repeat(60)}\n`),
+      Buffer.from("\n"),
+      Buffer.from("ticker:name:é ü\n"),
+    ];
+    const bytes = Buffer.concat(parts);
+    await writeFile(path, bytes);
+    const handle = await open(path, "r");
+    const file = { name: "cdp.new", path, id: "test", size: bytes.length, modifiedNs: 0n };
+    const tailed = new TailedFile({ file, handle, hash: createHash("sha256"), offset: 0 }, 0, limit);
+    try {
+      const read = tailed.readLines();
+      expect(Array.isArray(read)).toBe(true);
+      const strip = (lines: ReturnType<typeof linesOf>) => lines.map(({ check: _check, ...line }) => line);
+      expect(strip(read as ReturnType<typeof linesOf>)).toEqual(strip(linesOf(bytes, limit)));
+      expect((read as ReturnType<typeof linesOf>).map((line) => [line.notUtf8, line.cutShort, line.tooLong])).toEqual([
+        [undefined, undefined, undefined],
+        [undefined, undefined, undefined],
+        [true, undefined, undefined],
+        [undefined, undefined, undefined],
+        [undefined, true, undefined],
+        [undefined, undefined, 72],
+        [undefined, undefined, undefined],
+        [undefined, undefined, undefined],
+      ]);
+    } finally {
+      await tailed.close();
+    }
+  });
+});
