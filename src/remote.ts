@@ -5,7 +5,7 @@
 import { pino, type Logger } from "pino";
 import { CdpError } from "./errors.js";
 import { ConfigTable, type LiveConfig } from "./table.js";
-import { isObject, setIn, type AppConfig } from "./values.js";
+import { withValueBelow, type AppConfig } from "./values.js";
 
 export interface RemoteOptions {
   /** The sidecar's address, e.g. `http://127.0.0.1:7070`. */
@@ -80,8 +80,7 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
       const change = JSON.parse(data) as ChangeData;
       if (!change.secret) {
         const [top, ...below] = change.key.split(".") as [string, ...string[]];
-        const before = table.valueOf(change.app, top);
-        const topValue = below.length === 0 ? change.value : setIn(isObject(before) ? before : {}, below, change.value);
+        const topValue = withValueBelow(table.valueOf(change.app, top), below, change.value);
         table.apply({ app: change.app, key: change.key, topValue, revision: change.revision, source: change.source, time: change.time });
       }
       heard = change.revision;

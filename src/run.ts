@@ -312,11 +312,6 @@ export class Run implements Pipeline {
       for (const lines of parts) if (!this.#stopping) await this.#handleBatch({ ...batch, lines }, read);
       return;
     }
-    await this.#handlePart(batch, read);
-  }
-
-  /** Judge and commit lines. */
-  async #handlePart(batch: InboxBatch, read: number): Promise<void> {
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
@@ -345,7 +340,7 @@ export class Run implements Pipeline {
     const committed = await this.#commitPoint.commit(judged, judgedAt);
     if (committed === "again") {
       this.#seq = seqBefore; // another host was first: judged again against the newer state
-      return await this.#handlePart(batch, read);
+      return await this.#handleBatch(batch, read);
     }
     if (committed === "smaller") {
       this.#seq = seqBefore; // its lines swelled past one etcd request once escaped: in halves

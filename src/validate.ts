@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { linesOf, type InboxLine } from "./inbox.js";
 import { parseLine, type ParsedLine } from "./parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
-import { defineKey, freezeDeep, getIn, isObject, jsonTypeOf, nestsDeeperThan, setIn, configsOf, PendingConfigs, type AppConfig, type Configs } from "./values.js";
+import { defineKey, freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, configsOf, PendingConfigs, withValueBelow, type AppConfig, type Configs } from "./values.js";
 
 /** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
 export type AppValidator = (config: AppConfig) => string | undefined | void;
@@ -47,9 +47,10 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
   const validators = context.validators.get(line.app);
   const { current } = context;
   let before = current.valueOf(line.app, top); // the top-level key's value before
-  let topValue = below.length === 0 ? decoded.value : setIn(isObject(before) ? before : {}, below, decoded.value);
+  let topValue: unknown;
   // the schema judges each top-level key alone (and no validator wants the whole config): only the changed one is checked
-  const alone = validators === undefined || validators.length === 0 ? schema.keyCheck?.(top, topValue) : undefined;
+  const byKey = validators === undefined || validators.length === 0 ? schema.keyCheck : undefined;
+  const alone = byKey?.(top, (topValue = withValueBelow(before, below, decoded.value)));
   if (alone) {
     const entry: Record<string, unknown> = {};
     defineKey(entry, top, topValue);

@@ -26,6 +26,11 @@ export function setIn(config: AppConfig, path: readonly string[], value: unknown
   return copy;
 }
 
+/** A top-level key's value (`before`) with `value` at the path `below` it: the key's new value. */
+export function withValueBelow(before: unknown, below: readonly string[], value: unknown): unknown {
+  return below.length === 0 ? value : setIn(isObject(before) ? before : {}, below, value);
+}
+
 /** `config` with `value` at `path`, changed in place (objects on the way that are frozen are copied). */
 export function setInPlace(config: AppConfig, path: readonly string[], value: unknown): AppConfig {
   let node = config as Record<string, unknown>;
@@ -150,11 +155,4 @@ export class PendingConfigs implements Configs {
 /** The configs of a map of apps, read as Configs. */
 export function configsOf(apps: ReadonlyMap<string, AppConfig>): Configs {
   return { config: (app) => apps.get(app) ?? {}, valueOf: (app, key) => getIn(apps.get(app), [key]) };
-}
-
-/** `config` with `value` as its top-level `key`: one copy of the config (where a whole config must be held). */
-export function withEntry(config: AppConfig, key: string, value: unknown): AppConfig {
-  const copy: Record<string, unknown> = { ...config };
-  defineKey(copy, key, value);
-  return copy;
 }

@@ -210,6 +210,18 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
     expect(byEntry).toBeGreaterThan(50); // the schemas drawn do take the per-key path
   });
 
+  it("keeps a secret out of the reason when it checks one key alone", async () => {
+    const { compileAppSchema } = await import("../src/schemas.js");
+    const app = compileAppSchema("a", "a.schema.json", { type: "object", properties: { token: { type: "string", writeOnly: true, minLength: 8 }, db: { type: "object", properties: { pass: { type: "string", writeOnly: true, pattern: "^x" } } } }, additionalProperties: { type: "integer" } });
+    expect(app.keyCheck).toBeDefined();
+    const reasons = ["a:token:abc", 'a:db:{"pass":"hunter2"}', "a:db.pass:hunter2"].map((line) => {
+      const verdict = validateChange({ schemas: new Map([["a", app]]), validators: new Map(), current: configsOf(new Map([["a", {}]])) }, parseLine(line) as ParsedChange);
+      return verdict.ok ? "accepted" : verdict.reason;
+    });
+    expect(reasons).toEqual(["a.token must NOT have fewer than 8 characters (value hidden: secret key)", 'a.db.pass must match pattern "^x" (value hidden: secret key)', 'a.db.pass must match pattern "^x" (value hidden: secret key)']);
+    for (const reason of reasons) expect(reason).not.toMatch(/abc|hunter2/);
+  });
+
   it("is not used where a rule spans keys or reaches outside the key", async () => {
     const { compileAppSchema } = await import("../src/schemas.js");
     const spanning = [
