@@ -10,7 +10,8 @@ import { withoutSecrets, type Schemas } from "./schemas.js";
  * ETag. Bodies are kept per path until the revision (or the schemas) change.
  */
 export class ConfigCache {
-  #bodies = new Map<string, { text: string; length: number }>();
+  #bodies = new Map<string, { text: string; length: string }>();
+  #headers: string[] = [];
   #revision = -1;
   #schemas: Schemas | undefined;
 
@@ -20,20 +21,20 @@ export class ConfigCache {
       this.#bodies.clear();
       this.#revision = table.revision;
       this.#schemas = schemas;
+      // the shape of what is served: each app's schema version (x-cdp-version)
+      const versions = [...schemas].map(([app, schema]) => `${app}=${schema.version}`).join(", ");
+      this.#headers = ["etag", `"${table.revision}"`, "cache-control", "no-cache", "cdp-schema-versions", versions];
     }
-    const etag = `"${table.revision}"`;
-    // the shape of what is served: each app's schema version (x-cdp-version)
-    const versions = [...schemas].map(([app, schema]) => `${app}=${schema.version}`).join(", ");
-    const headers = { etag, "cache-control": "no-cache", "cdp-schema-versions": versions };
-    if (matchesEtag(req.headers["if-none-match"], etag)) return void res.writeHead(304, headers).end();
+    const headers = this.#headers;
+    if (matchesEtag(req.headers["if-none-match"], headers[1]!)) return void res.writeHead(304, headers).end();
     let body = this.#bodies.get(rest);
     if (body === undefined) {
       const text = JSON.stringify(configAt(pipeline, rest));
-      body = { text, length: Buffer.byteLength(text) };
+      body = { text, length: String(Buffer.byteLength(text)) };
       this.#bodies.set(rest, body);
     }
-    // the hot path of reads: a known length (not chunked), and a string that Node sends in one write with the headers
-    res.writeHead(200, { ...headers, "content-type": "application/json; charset=utf-8", "content-length": body.length });
+    // the hot path of reads: headers as a flat list, a known length (not chunked), and a string that Node sends in one write with the headers
+    res.writeHead(200, [...headers, "content-type", "application/json; charset=utf-8", "content-length", body.length]);
     res.end(req.method === "HEAD" ? undefined : body.text);
   }
 }

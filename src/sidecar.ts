@@ -176,16 +176,18 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 /** Find the route, check the method, the origin and the token, then run the handler; errors become answers. */
 function routeRequests(routes: Record<string, Route | Route[]>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
   const { log } = options;
+  const byPath = new Map(Object.entries(routes).map(([path, route]) => [path, [route].flat()]));
   return (req, res) => {
   const url = new URL(req.url ?? "/", "http://cdp.invalid");
-  const prefix = url.pathname.startsWith("/v1/config/") ? "/v1/config" : url.pathname;
-  const candidates = [routes[prefix] ?? []].flat();
-  if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${url.pathname}`);
+  const { pathname } = url;
+  const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname;
+  const candidates = byPath.get(prefix) ?? [];
+  if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
   const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
   if (!route) {
     const methods = candidates.map(({ method }) => method);
     res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
-    return sendError(res, 405, `${url.pathname} takes ${methods.join(" or ")}`);
+    return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
   }
   const refusal = foreignRequest(req, !options.tokens);
   if (refusal) return sendError(res, 403, refusal);
@@ -198,14 +200,20 @@ function routeRequests(routes: Record<string, Route | Route[]>, options: Sidecar
     if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
   }
   if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
-  const rest = prefix === url.pathname ? "" : url.pathname.slice(prefix.length + 1);
-  (async () => route.handle({ req, res, url, pipeline: attached()!, rest }))().catch((error: unknown) => {
+  const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
+  const failed = (error: unknown) => {
     if (error instanceof HttpError) return sendError(res, error.status, error.message);
     if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
-    log.error({ err: error, path: url.pathname }, "request failed");
+    log.error({ err: error, path: pathname }, "request failed");
     if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
     else res.destroy();
-  });
+  };
+  // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
+  try {
+    route.handle({ req, res, url, pipeline: attached()!, rest })?.catch(failed);
+  } catch (error) {
+    failed(error);
+  }
   };
 }
 

@@ -36,7 +36,8 @@ interface Frame {
   revision: number;
   app: string;
   key: string;
-  text: string;
+  /** Encoded once, written as is to every client. */
+  bytes: Buffer;
 }
 
 interface Client {
@@ -44,6 +45,8 @@ interface Client {
   filter: StreamFilter;
   /** Live frames that arrive while the client catches up. */
   backlog: Frame[] | undefined;
+  /** Nothing was written to it since the last keep-alive tick. */
+  idle: boolean;
 }
 
 type ChangeData = Pick<ChangeEvent, "revision" | "app" | "key" | "value" | "previous" | "source" | "by" | "reason"> & { time: string | undefined };
@@ -64,7 +67,11 @@ export class EventStream {
     this.#unsubscribe = pipeline.table.subscribeAll((event) => this.#publish(this.#frameOf(event)));
     pipeline.events.on("rollout", this.#onRollout);
     this.#keepAlive = setInterval(() => {
-      for (const client of this.#clients) if (!client.backlog) this.#send(client, ": keep-alive\n\n");
+      // only to streams that were quiet (5,000 busy streams would each take a write for nothing)
+      for (const client of this.#clients) {
+        if (client.idle && !client.backlog) this.#send(client, ": keep-alive\n\n");
+        client.idle = true;
+      }
     }, options.keepAliveMs).unref();
   }
 
@@ -76,9 +83,11 @@ export class EventStream {
   /** Stream to `res`: first every change after revision `since` (if given), then live changes. */
   async open(res: ServerResponse, since: number | undefined, filter: StreamFilter): Promise<void> {
     const { table } = this.#pipeline;
+    // not chunked: the stream ends only when the connection does, and each event is then one write of bytes encoded once for every client
+    res.removeHeader("transfer-encoding");
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" });
     res.write(`retry: 1000\n: cdp at revision ${table.revision}\n\n`);
-    const client: Client = { res, filter, backlog: undefined };
+    const client: Client = { res, filter, backlog: undefined, idle: false };
     this.#clients.add(client);
     if (filter.rejections && this.#rejectionClients++ === 0) this.#pipeline.events.on("lines", this.#onLines);
     res.on("close", () => {
@@ -126,11 +135,12 @@ export class EventStream {
     const { app, key } = client.filter;
     if (app !== undefined && frame.app !== app) return;
     if (key !== undefined && !(frame.key === key || frame.key.startsWith(`${key}.`) || key.startsWith(`${frame.key}.`))) return;
-    this.#send(client, frame.text);
+    this.#send(client, frame.bytes);
   }
 
-  #send(client: Client, text: string): void {
-    client.res.write(text);
+  #send(client: Client, data: string | Buffer): void {
+    client.res.write(data);
+    client.idle = false;
     if (client.res.writableLength > this.#options.maxBufferedBytes) {
       this.#options.log.warn({ buffered: client.res.writableLength }, "dropping an event-stream client that does not keep up (it catches up when it reconnects)");
       client.res.destroy();
@@ -164,7 +174,7 @@ export class EventStream {
     let data: object;
     if (!schema || (typeof info === "object" && info.secret)) data = { revision, app, key, secret: true, time, source, ...who };
     else data = { revision, app, key, value: withoutSecrets(schema, path, change.value), previous: withoutSecrets(schema, path, change.previous), time, source, ...who };
-    return { revision, app, key, text: `id: ${revision}\ndata: ${JSON.stringify(data)}\n\n` };
+    return { revision, app, key, bytes: Buffer.from(`id: ${revision}\ndata: ${JSON.stringify(data)}\n\n`) };
   }
 
   #snapshotFrame(filter: StreamFilter): string {
