@@ -63,12 +63,26 @@ export async function openFleetCommit(options: FleetCommitOptions): Promise<{ me
   const { files, writes, journalTurn, applied, log } = options;
   const member: FleetMember = new (await import("./member.js")).FleetMember({
     ...options,
-    journal: (text) => journalTurn(() => writes.append(files.journal, text)),
+    journal: (text) => unsyncedInTurn(journalTurn, () => writes.appendUnsynced(files.journal, text)),
     held: (reason) => (writes.reason = reason),
     applied: (count) => applied(count, member.diverged.size > 0),
     log: log.child({ stage: "fleet" }),
   });
   return { member, commitPoint: fleetCommit(files, writes, { member, table: options.table, journalTurn, stopping: options.stopping }, log) };
+}
+
+/**
+ * An append whose fsync the caller awaits later: the journal's turn is held until that fsync is
+ * done, so that a compaction never swaps the file between the write and its sync.
+ */
+function unsyncedInTurn(turn: <T>(task: () => Promise<T>) => Promise<T>, append: () => Promise<(() => Promise<void>) | false>): Promise<(() => Promise<void>) | false> {
+  return new Promise((resolve, reject) => {
+    turn(async () => {
+      const sync = await append();
+      if (!sync) return resolve(false);
+      await new Promise<void>((synced) => resolve(() => sync().finally(synced)));
+    }).catch(reject);
+  });
 }
 
 /** A fleet host: the rejections, then the fleet's log; the batch's changes come back through it. */

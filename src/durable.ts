@@ -79,7 +79,16 @@ export class DurableFile {
 
   /** Append `text` and wait until it is on disk (fdatasync). Throws WriteFailed or StorageFault. */
   async appendDurably(text: string): Promise<void> {
-    if (text === "") return;
+    await (await this.appendUnsynced(text))();
+  }
+
+  /**
+   * Append `text` to the page cache (throws WriteFailed); returns its fsync (throws StorageFault),
+   * to be awaited before anything else is written. Only for what is committed elsewhere: a
+   * fleet's records are applied between the two (a host that loses power catches up from etcd).
+   */
+  async appendUnsynced(text: string): Promise<() => Promise<void>> {
+    if (text === "") return async () => {};
     const bytes = Buffer.from(text, "utf8");
     try {
       // Into the page cache synchronously: microseconds, where a thread-pool trip costs ~0.1 ms.
@@ -88,16 +97,18 @@ export class DurableFile {
       await this.#cutBack(error as NodeJS.ErrnoException);
       throw new WriteFailed(this.path, error as NodeJS.ErrnoException);
     }
-    try {
-      // A small append (one interactive change) is synced in place: a thread-pool trip nearly
-      // doubled the echo->subscriber latency (npm run bench), and blocking ~0.25 ms for a change
-      // is nothing to the host. A burst's large write waits off the event loop.
-      if (bytes.length < SYNC_IN_PLACE) fdatasyncSync(this.handle.fd);
-      else await this.handle.datasync();
-    } catch (error) {
-      throw new StorageFault(this.path, "fsync of", error as NodeJS.ErrnoException);
-    }
-    this.length += bytes.length;
+    return async () => {
+      try {
+        // A small append (one interactive change) is synced in place: a thread-pool trip nearly
+        // doubled the echo->subscriber latency (npm run bench), and blocking ~0.25 ms for a change
+        // is nothing to the host. A burst's large write waits off the event loop.
+        if (bytes.length < SYNC_IN_PLACE) fdatasyncSync(this.handle.fd);
+        else await this.handle.datasync();
+      } catch (error) {
+        throw new StorageFault(this.path, "fsync of", error as NodeJS.ErrnoException);
+      }
+      this.length += bytes.length;
+    };
   }
 
   /** Cut the file to `length` bytes, durably (used to drop a torn or uncommitted tail). */

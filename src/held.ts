@@ -17,11 +17,18 @@ export class HeldWrites {
 
   /** Append durably, retrying while the write fails; false when cdp stops first. */
   async append(file: DurableFile, text: string): Promise<boolean> {
+    const sync = await this.appendUnsynced(file, text);
+    if (sync) await sync();
+    return sync !== false;
+  }
+
+  /** Append to the page cache, retrying while the write fails; its fsync to await, or false when cdp stops first. */
+  async appendUnsynced(file: DurableFile, text: string): Promise<(() => Promise<void>) | false> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
       try {
-        await file.appendDurably(text);
+        const sync = await file.appendUnsynced(text);
         this.reason = undefined;
-        return true;
+        return sync;
       } catch (error) {
         if (!(error instanceof WriteFailed)) throw error;
         this.reason = `cannot write ${error.path}: ${error.cause.message}`;
