@@ -91,8 +91,10 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     }
     const source = `${INBOX_FILE}:${line.number}`;
     const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
-    const commit: Commit = { seq: ++judged.seq, time, source, position, ...said };
-    said = {};
+    const commit: Commit = { seq: ++judged.seq, time, source, position };
+    if (said.by !== undefined) commit.by = said.by;
+    if (said.reason !== undefined) commit.reason = said.reason;
+    if (said.by !== undefined || said.reason !== undefined) said = {};
     if (outcome.kind === "step") {
       // a rollout's step: one fleet revision with no change line of its own
       revision++;
@@ -109,7 +111,10 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
         judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
       }
       else judged.journalText += changeRecord(commit, revision, encoded);
-      judged.changes.push({ change, revision, source, time, ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) });
+      const judgedChange: JudgedChange = { change, revision, source, time };
+      if (commit.by !== undefined) judgedChange.by = commit.by;
+      if (commit.reason !== undefined) judgedChange.reason = commit.reason;
+      judged.changes.push(judgedChange);
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else {
       judged.rejectText += rejectionRecord({ seq: commit.seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });

@@ -16,7 +16,7 @@ import { configsAt } from "./history.js";
 import type { FleetMember } from "./member.js";
 import { REJECTS_FILE, openRejects } from "./rejects.js";
 import type { Schemas, SchemaTexts } from "./schemas.js";
-import { ConfigTable } from "./table.js";
+import { ConfigTable, type AppliedChange } from "./table.js";
 import { Turns } from "./turns.js";
 import { declaredVersion } from "./migrations.js";
 import { LiveSchemas } from "./upgrade.js";
@@ -368,8 +368,12 @@ export class Run implements Pipeline {
     logOutcomes(batch, judged, this.#log, read);
     if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
-        const said = { ...(by === undefined ? {} : { by }), ...(reason === undefined ? {} : { reason }) };
-        this.table.apply({ app: change.app, key: change.key, topValue: change.topValue, revision, source, time, ...said, veto: this.#vetoes.tentative(change, revision) });
+        const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision, source, time };
+        if (by !== undefined) applied.by = by;
+        if (reason !== undefined) applied.reason = reason;
+        // a veto only for a change someone hears (a burst to no subscriber makes none)
+        if (this.table.heard(change.app)) applied.veto = this.#vetoes.tentative(change, revision);
+        this.table.apply(applied);
       }
     }
     const announce = () => {

@@ -30,6 +30,9 @@ export interface ChangeEvent {
 }
 
 /** A change the table applies: the new value of one top-level key of the app's config, at the next revision. */
+/** The veto of a change that cannot be vetoed. */
+const NO_VETO = () => false;
+
 export interface AppliedChange {
   app: string;
   /** The changed key as a dotted path. */
@@ -167,6 +170,13 @@ export class ConfigTable implements LiveConfig, Configs {
     };
   }
 
+  /** Whether a change to `app` has anyone to hear it. */
+  heard(app: string): boolean {
+    if (this.#emitter.listenerCount(app) + this.#emitter.listenerCount(ALL) > 0) return true;
+    for (const name of this.#keyNames) if (name.startsWith(app) && name[app.length] === ":") return true;
+    return false;
+  }
+
   /** Hear every change to every app (what the sidecar's event stream sends). */
   subscribeAll(subscriber: Subscriber): () => void {
     return this.subscribe(ALL, subscriber);
@@ -185,7 +195,8 @@ export class ConfigTable implements LiveConfig, Configs {
     if (change.revision < this.#revision) {
       throw new Error(`revision ${change.revision} applied after ${this.#revision}: changes must come in order`);
     }
-    const top = change.key.split(".", 1)[0]!;
+    const dot = change.key.indexOf(".");
+    const top = dot === -1 ? change.key : change.key.slice(0, dot);
     const before = this.valueOf(change.app, top);
     let entries = this.#apps.get(change.app);
     if (entries === undefined) this.#apps.set(change.app, (entries = {}));
@@ -230,9 +241,9 @@ export class ConfigTable implements LiveConfig, Configs {
   // `before`: the value of the change's top-level key before it
   #announce(change: AppliedChange, before: unknown): void {
     const { app, revision, source, time } = change;
-    const veto = change.veto ?? (() => false);
+    const veto = change.veto ?? NO_VETO;
     const event = (key: string): ChangeEvent => {
-      const rest = key.split(".").slice(1); // a related key is below the same top-level key
+      const rest = key === change.key && !key.includes(".") ? [] : key.split(".").slice(1); // a related key is below the same top-level key
       const event: ChangeEvent = { app, key, value: getIn(change.topValue, rest), previous: getIn(before, rest), revision, source, time, veto };
       if (change.reason !== undefined) event.reason = change.reason;
       if (change.by !== undefined) event.by = change.by;
@@ -247,7 +258,7 @@ export class ConfigTable implements LiveConfig, Configs {
       this.#emitter.emit(ALL, changed);
     }
     for (const name of this.#keyNames) {
-      if (!name.startsWith(`${app}:`)) continue;
+      if (!name.startsWith(app) || name[app.length] !== ":") continue;
       const key = name.slice(app.length + 1);
       if (key === change.key) {
         this.#emitter.emit(name, event(key));

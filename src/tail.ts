@@ -61,7 +61,7 @@ export function linesOf(text: Buffer, maxLineBytes: number): InboxLine[] {
 }
 
 // A batch is at most one chunk of lines: it bounds memory and how long a stop waits for the batch in hand.
-const CHUNK = 256 << 10;
+const CHUNK = 64 << 10;
 // Read into again and again (one file is read at a time): lines are decoded before the next read.
 const buffer = Buffer.allocUnsafe(CHUNK);
 /** How many of the last bytes read are compared before reading on. */
