@@ -2,7 +2,6 @@
 // What its records look like is records.ts; its compaction, compactor.ts.
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
-import { StringDecoder } from "node:string_decoder";
 import type { Logger } from "pino";
 import type { InboxPosition } from "./inbox.js";
 import { CdpError } from "./errors.js";
@@ -113,9 +112,16 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     replay.line(tail, number + 1);
     state.unterminated = true;
   }
+  replay.settle();
   replay.checkWhole();
   return state;
 }
+
+const NO_META: Meta = Object.freeze({});
+
+// A change record's comment as cdp writes it for a line of its inbox (not a schema upgrade, a
+// fleet's refusal or a marker, which are read whole): only its revision is needed as it is read.
+const PLAIN_RECORD = /^# rev=(\d+) seq=\d+ time=\S+ source=(?!schema:|diverged:)\S+ inbox=[^\s@]+@\d+(?:\/[0-9a-f]+)?(?: by=\S+)?(?: reason: .*)?$/;
 
 /** The journal's lines applied one by one to the apps' configs. */
 class Replay {
@@ -130,6 +136,7 @@ class Replay {
   readonly #setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
   #meta: Meta = {}; // the metadata comment that applies to the next change line
   #metaText = "";
+  #positioned: string | undefined; // without history: the last change record's comment, read once at the end for the inbox position
 
   constructor(path: string, installed: InstalledSchemas, schemas: Schemas, options: ReplayOptions) {
     [this.#path, this.#installed, this.#schemas, this.#options] = [path, installed, schemas, options];
@@ -139,6 +146,7 @@ class Replay {
 
   line(raw: string, number: number): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.charCodeAt(0) === 0x23) return this.#comment(line, number); // "#": most of a journal's lines
     const parsed = parseLine(line);
     if (parsed.kind === "blank") return;
     if (parsed.kind === "comment") return this.#comment(line, number);
@@ -152,6 +160,13 @@ class Replay {
 
   #comment(line: string, number: number): void {
     const state = this.state;
+    // without history, a change's comment is needed only for its revision, and the last one for the inbox position
+    const plain = this.#options.history ? null : PLAIN_RECORD.exec(line);
+    if (plain) {
+      this.#meta = { rev: Number(plain[1]) };
+      this.#positioned = line;
+      return;
+    }
     const taken = readSchemaRecord(line);
     if (taken) return this.#schemasTaken(taken, line, number);
     const meta = readMeta(line);
@@ -169,11 +184,19 @@ class Replay {
       state.revision = meta.rev!; // a compacted journal starts with the state at this revision
       state.historyFrom = meta.rev!;
     }
-    if (meta.position) {
-      state.seq = meta.seq!;
-      state.position = meta.position;
-      state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
-    }
+    if (meta.position) this.#takePosition(meta);
+  }
+
+  #takePosition(meta: Meta): void {
+    this.state.seq = meta.seq!;
+    this.state.position = meta.position;
+    this.state.positionTime = meta.time === undefined ? undefined : Date.parse(meta.time);
+    this.#positioned = undefined;
+  }
+
+  /** Once every line is read: the inbox position of the last plain change record, if it came last. */
+  settle(): void {
+    if (this.#positioned !== undefined) this.#takePosition(readMeta(this.#positioned));
   }
 
   // A rollout's step this host applied nothing at (marker=rollout:ID:STEP:APP) is in its history all the same, with why.
@@ -227,7 +250,8 @@ class Replay {
       const last = this.#options.historyLast;
       if (last !== undefined && state.history.length >= 2 * last + 64) state.history.splice(0, state.history.length - last);
     }
-    [this.#meta, this.#metaText] = [{}, ""];
+    this.#meta = NO_META;
+    this.#metaText = "";
   }
 
   /** The whole config of every app must hold, as if each change had come through the inbox. */
@@ -262,19 +286,25 @@ async function readLines(path: string, { upTo, chunkBytes = 1 << 18 }: ReplayOpt
     throw error;
   }
   try {
-    const decoder = new StringDecoder("utf8");
     const buffer = Buffer.allocUnsafe(chunkBytes);
     const limit = upTo ?? Infinity;
     const want = (size: number) => Math.min(buffer.length, limit - size);
-    let carry = "";
+    // the bytes after the last newline read so far: decoded with the rest of their line (a newline never splits a UTF-8 sequence)
+    let carry: Buffer = Buffer.alloc(0);
     let size = 0;
     for (let read = (await handle.read(buffer, 0, want(0), null)).bytesRead; read > 0; read = size >= limit ? 0 : (await handle.read(buffer, 0, want(size), null)).bytesRead) {
       size += read;
-      const lines = (carry + decoder.write(buffer.subarray(0, read))).split("\n");
-      carry = lines.pop()!;
-      take(lines);
+      const chunk = buffer.subarray(0, read);
+      const last = chunk.lastIndexOf(0x0a);
+      if (last === -1) {
+        carry = Buffer.concat([carry, chunk]);
+        continue;
+      }
+      const text = carry.length === 0 ? chunk.toString("utf8", 0, last) : Buffer.concat([carry, chunk.subarray(0, last)]).toString("utf8");
+      take(text.split("\n"));
+      carry = Buffer.from(chunk.subarray(last + 1)); // the buffer is read into again
     }
-    return { tail: carry + decoder.end(), size };
+    return { tail: carry.toString("utf8"), size };
   } finally {
     await handle.close();
   }

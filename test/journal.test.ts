@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { changeRecord, encodeChange, openJournal, positionRecord, replayJournal } from "../src/journal.js";
+import { changeRecord, encodeChange, markerRecord, openJournal, positionRecord, replayJournal } from "../src/journal.js";
 import { parseLine } from "../src/parse.js";
 import { openRejects, rejectionRecord } from "../src/rejects.js";
 import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
@@ -44,6 +44,16 @@ describe("replaying the journal", () => {
     const state = await replayJournal(await journalWith(text), schemas);
     expect(state).toMatchObject({ revision: 8, seq: 9, position: { file: "7-9", offset: 200, line: 10 } });
     expect(state.apps.get("ticker")).toMatchObject({ interval: 1500, name: "x" });
+  });
+
+  it("takes the inbox position from whichever record came last, a change's or a marker's, with and without history", async () => {
+    const marked = (seq: number, offset: number, line: number) => markerRecord({ ...commit(seq, offset, line), marker: "rollout:r1:s1:ticker" }, 9);
+    const changeLast = positionRecord(commit(2, 40, 3)) + marked(3, 60, 4) + changeRecord(commit(4, 80, 5), 10, "ticker:interval:1500");
+    const markerLast = changeRecord(commit(1, 20, 1), 1, "ticker:interval:1500") + changeRecord(commit(2, 40, 2), 2, "ticker:name:x") + marked(3, 60, 3);
+    for (const history of [false, true]) {
+      expect(await replayJournal(await journalWith(changeLast), schemas, { history })).toMatchObject({ revision: 10, seq: 4, position: { offset: 80, line: 5 } });
+      expect(await replayJournal(await journalWith(markerLast), schemas, { history })).toMatchObject({ revision: 9, seq: 3, position: { offset: 60, line: 3 } });
+    }
   });
 
   it.each([
