@@ -32,18 +32,20 @@ export interface ValidationContext {
   validators: ReadonlyMap<string, readonly AppValidator[]>;
 }
 
+const AT_TOP: readonly string[] = Object.freeze([]);
+
 /** Check one change against its app's schema, its current config and its validators. */
 export function validateChange(context: ValidationContext, line: ParsedChange): Verdict {
   const schema = context.schemas.get(line.app);
   if (!schema) return refuse(`unknown app "${line.app}"${known(context.schemas)}`);
-  const where = `${line.app}.${line.key}`;
   const info = schema.key(line.path);
   if (typeof info === "string") return refuse(`${line.app}${info}`);
 
   const decoded = decodeValue(line.valueText, info);
-  if (!decoded.ok) return refuse(`${where} ${decoded.reason}`);
+  if (!decoded.ok) return refuse(`${line.app}.${line.key} ${decoded.reason}`);
 
-  const [top, ...below] = line.path as [string, ...string[]];
+  const top = line.path[0]!;
+  const below = line.path.length === 1 ? AT_TOP : line.path.slice(1);
   const validators = context.validators.get(line.app);
   const { current } = context;
   let before = current.valueOf(line.app, top); // the top-level key's value before
@@ -96,8 +98,6 @@ type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
 export function decodeValue(text: string, key: KeyInfo): Decoded {
   const trimmed = text.trim();
   const types = key.types;
-  // the text as written (not JSON of it: `got "1500"`, not `got "\"1500\""`)
-  const got = () => (key.secret ? "(value hidden: secret key)" : `got ${trimmed.length > 60 ? `${trimmed.slice(0, 60)}…` : trimmed}`);
   if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
   const acceptsString = types === null || types.has("string");
   if (types !== null && types.size === 1 && acceptsString) return checked(stringValue(trimmed));
@@ -107,14 +107,17 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
     value = JSON.parse(trimmed);
   } catch {
     if (acceptsString) return { ok: true, value: trimmed };
-    return { ok: false, reason: `must be ${typeNames(types)}, ${got()} (not JSON)` };
+    return { ok: false, reason: `must be ${typeNames(types)}, ${got(key, trimmed)} (not JSON)` };
   }
   if (types === null || types.has(jsonTypeOf(value))) {
     return nestsDeeperThan(value, MAX_DEPTH) ? { ok: false, reason: `is nested deeper than ${MAX_DEPTH} levels` } : checked(value);
   }
   if (acceptsString) return { ok: true, value: trimmed };
-  return { ok: false, reason: `must be ${typeNames(types)}, ${got()}` };
+  return { ok: false, reason: `must be ${typeNames(types)}, ${got(key, trimmed)}` };
 }
+
+// the text as written (not JSON of it: `got "1500"`, not `got "\"1500\""`)
+const got = (key: KeyInfo, trimmed: string) => (key.secret ? "(value hidden: secret key)" : `got ${trimmed.length > 60 ? `${trimmed.slice(0, 60)}…` : trimmed}`);
 
 /**
  * A value the journal can hold exactly: JSON would turn a lone surrogate into U+FFFD, a number
