@@ -85,6 +85,11 @@ function unsyncedInTurn(turn: <T>(task: () => Promise<T>) => Promise<T>, append:
   });
 }
 
+/** Cut the batch's rejections off again (a batch with none wrote nothing: no truncate and fsync then, on every lost race). */
+async function dropRejectsAfter(rejects: DurableFile, length: number): Promise<void> {
+  if (rejects.size !== length) await rejects.truncateDurably(length);
+}
+
 /** A fleet host: the rejections, then the fleet's log; the batch's changes come back through it. */
 function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean }, log: Logger): CommitPoint {
   const { member, table, journalTurn, stopping } = fleet;
@@ -102,7 +107,7 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
         committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords, judged));
       } catch (error) {
         if (!member.tooLarge(error)) throw error;
-        await files.rejects.truncateDurably(rejectsBefore);
+        await dropRejectsAfter(files.rejects, rejectsBefore);
         return "smaller";
       }
       if (committed === undefined || committed === false) {
@@ -110,7 +115,7 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
           log.warn("stopping with the batch uncommitted: its lines are processed again at the next start");
           return "stopped";
         }
-        await files.rejects.truncateDurably(rejectsBefore); // another host committed first: judge again against the newer state
+        await dropRejectsAfter(files.rejects, rejectsBefore); // another host committed first: judge again against the newer state
         await member.untilRevision(await member.head());
         return stopping() ? "stopped" : "again";
       }
