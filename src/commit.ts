@@ -116,7 +116,7 @@ function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMem
           return "stopped";
         }
         await dropRejectsAfter(files.rejects, rejectsBefore); // another host committed first: judge again against the newer state
-        await member.untilRevision(await member.head());
+        await member.untilRevision(await member.headAfterRefusal());
         return stopping() ? "stopped" : "again";
       }
       // our changes come back through the fleet's log; the next batch need not wait for them (the

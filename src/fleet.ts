@@ -90,6 +90,12 @@ export const ENDED_ROLLOUTS_KEPT = 20;
 /** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
 const MAX_COMMIT_BYTES = 1 << 20;
 
+/** What a refused commit saw: the fleet's head, and the record at the revision it wanted (absent when no commit starts there, e.g. trimmed). */
+export interface Refusal {
+  head: number;
+  first?: FleetRecord;
+}
+
 /** A commit of several records too large for one etcd request (their lines, JSON-escaped, swell): commit them in smaller parts. */
 export class CommitTooLarge extends Error {}
 
@@ -152,6 +158,15 @@ export class FleetLog {
    * still at revision `after`. False when it is not (another host committed first).
    */
   async commit(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean> {
+    return (await this.commitOrRefusal(after, records)) === true;
+  }
+
+  /**
+   * `commit`, and when the fleet is no longer at `after`, what the same transaction saw instead:
+   * the head, and the first record committed after `after` (a lost race then costs one round
+   * trip, not three: the head, and whether that record is this very commit sent again).
+   */
+  async commitOrRefusal(after: number, records: Omit<FleetRecord, "revision">[]): Promise<true | Refusal> {
     // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
@@ -169,8 +184,12 @@ export class FleetLog {
     const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
-    const result = await (records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts)).commit();
-    return result.succeeded;
+    const checked = records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts);
+    const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
+    if (result.succeeded) return true;
+    const [headKv, firstKv] = result.responses.map((response) => response.response_range?.kvs[0]);
+    const taken = firstKv?.value ? recordsOf(firstKv.value.toString())[0] : undefined;
+    return { head: headKv?.value ? Number(headKv.value.toString()) : 0, ...(taken ? { first: taken } : {}) };
   }
 
   /** The fleet's configuration as last saved by a trim, if any. */

@@ -77,6 +77,7 @@ export class FleetMember {
   #following: { stop(): Promise<void> } | undefined;
   /** This host's changes being committed, by revision: applied as judged when they come back. */
   #judged = new Map<number, { line: string; change: ValidChange }>();
+  #refusedHead: number | undefined; // what the last refused commit saw of the fleet's head
 
   constructor(options: MemberOptions) {
     this.#options = options;
@@ -133,7 +134,9 @@ export class FleetMember {
       try {
         // a refused comparison may be this very commit, sent again: etcd's client retries a
         // transaction whose answer was lost (its leader died) on another member by itself
-        const committed = (await this.#options.fleet.commit(after, records)) || (await this.#committedBefore(after, records));
+        const result = await this.#options.fleet.commitOrRefusal(after, records);
+        const committed = result === true || (await this.#committedBefore(after, records, result.first));
+        this.#refusedHead = result === true ? undefined : result.head;
         this.#options.held(undefined);
         if (!committed) for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);
         return committed;
@@ -163,9 +166,9 @@ export class FleetMember {
    * etcd's client) did commit `records` after all: then the fleet's next records are these, and
    * committing them again would apply the lines twice.
    */
-  async #committedBefore(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean> {
+  async #committedBefore(after: number, records: Omit<FleetRecord, "revision">[], seen: FleetRecord | undefined): Promise<boolean> {
     if (records.length === 0) return false;
-    const [first] = await this.#options.fleet.recordsAfter(after, 1);
+    const first = seen ?? (await this.#options.fleet.recordsAfter(after, 1))[0];
     const ours = records[0]!;
     return first !== undefined && first.host === ours.host && first.seq === ours.seq && first.line === ours.line && first.time === ours.time;
   }
@@ -173,6 +176,11 @@ export class FleetMember {
   /** The fleet's revision now. */
   head(): Promise<number> {
     return this.#options.fleet.head();
+  }
+
+  /** The fleet's head as the last refused commit saw it (read from etcd when no commit was refused). */
+  headAfterRefusal(): Promise<number> {
+    return this.#refusedHead === undefined ? this.head() : Promise.resolve(this.#refusedHead);
   }
 
   /** Resolves once the table has reached `revision`, or cdp stops (see `release`). */
