@@ -62,10 +62,10 @@ export function linesOf(text: Buffer, maxLineBytes: number): InboxLine[] {
 
 // A batch is at most one chunk of lines: it bounds memory and how long a stop waits for the batch in hand.
 const CHUNK = 64 << 10;
-// Read into again and again (one file is read at a time): lines are decoded before the next read.
-const buffer = Buffer.allocUnsafe(CHUNK);
 /** How many of the last bytes read are compared before reading on. */
 const TAIL = 256;
+// Read into again and again (one file is read at a time): lines are decoded before the next read.
+const buffer = Buffer.allocUnsafe(TAIL + CHUNK);
 
 export class TailedFile {
   readonly id: string;
@@ -141,15 +141,15 @@ export class TailedFile {
     const fd = this.#handle.fd;
     // A synchronous read: from the page cache it takes microseconds, while a trip through
     // libuv's thread pool costs a good part of the echo->subscriber latency (npm run bench).
-    const bytesRead = readSync(fd, buffer, 0, CHUNK, this.#offset);
-    if (bytesRead === 0) return [];
-    if (this.#tail.length > 0) {
-      const before = Buffer.allocUnsafe(this.#tail.length);
-      if (readSync(fd, before, 0, before.length, this.#offset - before.length) < before.length || !before.equals(this.#tail)) return "changed";
-    }
-    const chunk = buffer.subarray(0, bytesRead);
+    // One read for the bytes before the offset (still those read?) and the new ones: a second
+    // read per batch was a system call on the path of every interactive change.
+    const before = this.#tail.length;
+    const bytesRead = readSync(fd, buffer, 0, before + CHUNK, this.#offset - before);
+    if (bytesRead <= before) return []; // nothing new (a file now shorter is found at its end: rewritten())
+    if (!buffer.subarray(0, before).equals(this.#tail)) return "changed";
+    const chunk = buffer.subarray(before, bytesRead);
     const start = this.#offset;
-    this.#offset += bytesRead;
+    this.#offset += chunk.length;
     this.#tail = Buffer.from(Buffer.concat([this.#tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
     const lines: InboxLine[] = [];
     let from = 0;
