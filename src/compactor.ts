@@ -74,8 +74,8 @@ export class Compactor {
     const counted = this.#records;
     this.#running = (async () => {
       const upTo = await turn(async () => files.journal.size);
-      // in small chunks: between two, the batches' turns come (a chunk of 64 KiB is replayed in about 4 ms)
-      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, { validators: this.#settings.validators, upTo, chunkBytes: 1 << 16 });
+      // the replay reads in small chunks: between two, the batches' turns come
+      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, { validators: this.#settings.validators, upTo });
       const swapped = await turn(async () => {
         if (stopping()) return false;
         await appendRange(journalPath, upTo, files.journal.size, written.temporary);
@@ -109,7 +109,7 @@ export class Compactor {
  * once into one state (and the last `keep` changes), the file written in chunks, and the check
  * replays it once that state is let go; its time is linear in the journal.
  */
-export async function compactJournal(path: string, schemas: Schemas, keep: number, options: Pick<ReplayOptions, "validators" | "upTo" | "chunkBytes"> = {}): Promise<Compacted> {
+export async function compactJournal(path: string, schemas: Schemas, keep: number, options: Pick<ReplayOptions, "validators" | "upTo"> = {}): Promise<Compacted> {
   // the replayed state is used up by the writing, and let go before the check replays the file
   const written = await writeCompacted(path, await replayJournal(path, schemas, { ...options, history: true, historyLast: keep }), schemas, keep);
   await checkCompacted(path, written, schemas);

@@ -55,8 +55,6 @@ export interface ReplayOptions {
   historyLast?: number;
   /** Read only the first this many bytes (the journal as it was when a compaction began). */
   upTo?: number;
-  /** Read in chunks of this many bytes: a replay beside the pipeline (compaction) takes small turns of the event loop. */
-  chunkBytes?: number;
   /** The schemas a running cdp holds: lines the journal has no schema record for are read with them where their version differs from the files'. */
   inForce?: Schemas;
 }
@@ -93,7 +91,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
   // are dropped); otherwise a hand-written journal just lacks its final newline.
   let held: string | undefined;
   let number = 0;
-  const { tail, size } = await readLines(path, options, (lines) => {
+  const { tail, size } = await readLines(path, options.upTo, (lines) => {
     for (const line of lines) {
       if (held !== undefined) replay.line(held, number);
       held = line;
@@ -118,6 +116,10 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
 }
 
 const NO_META: Meta = Object.freeze({});
+
+// With 256 KiB a chunk's lines outlived young-generation collections, V8 doubled its new space to
+// 32 MB, and a watcher kept that after start-up (RSS after a 1M-line replay 104 -> 83 MB, and faster).
+const REPLAY_CHUNK = 64 << 10;
 
 // A change record's comment as cdp writes it for a line of its inbox (not a schema upgrade, a
 // fleet's refusal or a marker, which are read whole): only its revision is needed as it is read.
@@ -275,11 +277,9 @@ class Replay {
 /**
  * Read a file (its first `upTo` bytes) in chunks, handing over its complete lines; the
  * unterminated tail is returned. Each chunk is a turn of the event loop: a compaction reading
- * beside the pipeline holds it up for one chunk at a time. 64 KiB by default: with 256 KiB a
- * chunk's lines outlived young-generation collections, V8 doubled its new space to 32 MB, and
- * a watcher kept that after start-up (RSS after a 1M-line replay 104 -> 83 MB, and faster).
+ * beside the pipeline holds it up for one chunk at a time (64 KiB: about 4 ms).
  */
-async function readLines(path: string, { upTo, chunkBytes = 1 << 16 }: ReplayOptions, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
+async function readLines(path: string, upTo: number | undefined, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
   let handle;
   try {
     handle = await open(path, "r");
@@ -288,7 +288,7 @@ async function readLines(path: string, { upTo, chunkBytes = 1 << 16 }: ReplayOpt
     throw error;
   }
   try {
-    const buffer = Buffer.allocUnsafe(chunkBytes);
+    const buffer = Buffer.allocUnsafe(REPLAY_CHUNK);
     const limit = upTo ?? Infinity;
     const want = (size: number) => Math.min(buffer.length, limit - size);
     // the bytes after the last newline read so far: decoded with the rest of their line (a newline never splits a UTF-8 sequence)
