@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
+import { packCommit } from "../src/fleet.js";
 import { startCdp, type Cdp } from "../src/index.js";
 import { Etcd3 } from "etcd3";
 import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";
@@ -56,21 +57,21 @@ async function barePutWatch(etcd: EtcdCluster): Promise<{ sample(): Promise<numb
 
 /**
  * Bare etcd's committed records per second written as cdp commits them: head-checked transactions
- * of one value packing 1,000 records (JSON of about the same size as cdp's), one log written one
+ * of one value packing 1,000 records (packed by cdp's own code), one log written one
  * transaction at a time (a fleet's log is one sequence), and 8 logs in flight at once.
  */
 async function bareCommits(etcd: EtcdCluster, keys: string): Promise<{ sequential: number; pipelined: number }> {
   const leader = await leaderOf(etcd);
   const writer = new Etcd3({ hosts: etcd.endpoints.find((_, i) => i !== leader)! });
   const time = new Date().toISOString();
+  const file = "2402252-1796528945720990075"; // an inbox file's identity
   try {
     // one log: each transaction checks its head, then writes 1,000 records as one value and the new head
     const sequence = async (name: string, changes: number) => {
       for (let head = 0; head < changes; head += PACKED) {
         const check = head === 0 ? writer.if(`/baseline/${name}/head`, "Create", "==", 0) : writer.if(`/baseline/${name}/head`, "Value", "==", String(head));
-        const records = Array.from({ length: PACKED }, (_, i) => ({ revision: head + i + 1, seq: head + i + 1, source: `cdp.new:${head + i + 1}`, line: `bench:n:${head + i}` }));
-        const [first, ...rest] = records;
-        const value = JSON.stringify({ ...first, host: "a", time, then: rest });
+        const records = Array.from({ length: PACKED }, (_, i) => ({ revision: head + i + 1, line: `bench:n:${head + i}`, host: "a", source: `cdp.new:${head + i + 1}`, time, seq: head + i + 1, position: { file, offset: 12 * (head + i + 1), line: head + i + 1 } }));
+        const value = packCommit(records);
         const put = writer.put(`/baseline/${name}/log/${String(head + 1).padStart(12, "0")}`).value(value);
         const result = await check.then(writer.put(`/baseline/${name}/head`).value(String(head + PACKED)), put).commit();
         if (!result.succeeded) throw new Error("baseline transaction refused");

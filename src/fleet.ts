@@ -100,22 +100,77 @@ export interface Refusal {
 export class CommitTooLarge extends Error {}
 
 /**
- * One commit as stored: its first record, and the records that follow it in the same commit
- * without the fields they share with it (the host, the time).
+ * One commit as stored: its first record whole, then the rest in `then`, each without what
+ * follows from the record before it (a burst's records are a third of the bytes: etcd, gRPC and
+ * every host's JSON reading cost per byte). A later record leaves out its revision (always the
+ * one before's + 1); its host, time and inbox file when the same; its seq and inbox line when
+ * one more; its source when it names that line of the same file.
  */
-type LaterRecord = Omit<FleetRecord, "host" | "time"> & Partial<FleetRecord>;
+type LaterRecord = Partial<Omit<FleetRecord, "position">> & { position?: Partial<InboxPosition> };
 type StoredCommit = FleetRecord & { then?: LaterRecord[] };
 
-const recordsOf = (value: string): FleetRecord[] => {
+const sourceFile = (source: string) => source.slice(0, source.lastIndexOf(":"));
+
+export function packCommit(records: FleetRecord[]): string {
+  const [first, ...rest] = records;
+  if (rest.length === 0) return JSON.stringify(first);
+  const then: LaterRecord[] = [];
+  let before = first!;
+  let named = sourceFile(before.source); // the file the last source written out names
+  for (const record of rest) {
+    const later: LaterRecord = {};
+    if (record.line !== "") later.line = record.line; // a rollout's step or a migration has no line
+    if (record.host !== before.host) later.host = record.host;
+    if (record.time !== before.time) later.time = record.time;
+    if (record.seq !== before.seq + 1) later.seq = record.seq;
+    const { position } = record;
+    if (position) {
+      const { file, offset, line, check } = position;
+      const sameFile = before.position?.file === file;
+      later.position = sameFile ? { offset } : { file, offset };
+      if (!sameFile || line !== before.position!.line + 1) later.position.line = line;
+      if (check !== undefined) later.position.check = check;
+    }
+    if (!position || record.source !== `${named}:${position.line}`) {
+      later.source = record.source;
+      named = sourceFile(record.source);
+    }
+    if (record.rollout !== undefined) later.rollout = record.rollout;
+    if (record.migration !== undefined) later.migration = record.migration;
+    if (record.by !== undefined) later.by = record.by;
+    if (record.reason !== undefined) later.reason = record.reason;
+    then.push(later);
+    before = record;
+  }
+  return JSON.stringify({ ...first, then });
+}
+
+export function unpackCommit(value: string): FleetRecord[] {
   const { then, ...first } = JSON.parse(value) as StoredCommit;
   if (!then) return [first];
+  const records: FleetRecord[] = [first];
+  let before: FleetRecord = first;
+  let named = sourceFile(first.source);
   // filled in place: a copy of each record cost more than the rest of reading it
-  for (const record of then) {
-    record.host ??= first.host;
-    record.time ??= first.time;
+  for (const later of then) {
+    const record = later as FleetRecord;
+    record.revision = before.revision + 1;
+    record.line ??= "";
+    record.host ??= before.host;
+    record.time ??= before.time;
+    record.seq ??= before.seq + 1;
+    const position = later.position;
+    if (position) {
+      position.file ??= before.position!.file;
+      position.line ??= before.position!.line + 1;
+    }
+    if (record.source === undefined) record.source = `${named}:${position!.line}`;
+    else named = sourceFile(record.source);
+    records.push(record);
+    before = record;
   }
-  return [first, ...(then as FleetRecord[])];
-};
+  return records;
+}
 
 const pad = (revision: number) => String(revision).padStart(12, "0");
 
@@ -170,16 +225,8 @@ export class FleetLog {
     // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
-    const numbered = records.map((record, i) => ({ revision: after + i + 1, ...record }));
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
-    const [first, ...rest] = numbered;
-    // JSON leaves out a field set to undefined: these copies are this commit's own
-    for (const record of rest as LaterRecord[]) {
-      if (record.host === first!.host) record.host = undefined;
-      if (record.time === first!.time) record.time = undefined;
-    }
-    const stored: StoredCommit = rest.length > 0 ? { ...first!, then: rest } : first!;
-    const value = JSON.stringify(stored);
+    const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
     if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES) throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
     const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
     // a rollout's state moves with the record of its step, in the same transaction
@@ -188,7 +235,7 @@ export class FleetLog {
     const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
     if (result.succeeded) return true;
     const [headKv, firstKv] = result.responses.map((response) => response.response_range?.kvs[0]);
-    const taken = firstKv?.value ? recordsOf(firstKv.value.toString())[0] : undefined;
+    const taken = firstKv?.value ? unpackCommit(firstKv.value.toString())[0] : undefined;
     return { head: headKv?.value ? Number(headKv.value.toString()) : 0, ...(taken ? { first: taken } : {}) };
   }
 
@@ -236,7 +283,7 @@ export class FleetLog {
       .limit(commits)
       .strings();
     return Object.values(values)
-      .flatMap((value) => recordsOf(value as string))
+      .flatMap((value) => unpackCommit(value as string))
       .filter((record) => record.revision > after);
   }
 
@@ -291,7 +338,7 @@ export class FleetLog {
     // response are handed over together (the member journals them with one fsync)
     let arriving: FleetRecord[] | undefined;
     watcher.on("put", (kv) => {
-      const records = recordsOf(kv.value!.toString());
+      const records = unpackCommit(kv.value!.toString());
       const first = records[0]!.revision;
       if (first === scheduled + 1) {
         scheduled = records.at(-1)!.revision;

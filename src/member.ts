@@ -8,7 +8,7 @@ import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type
 import type { InboxPosition } from "./inbox.js";
 import { stateLines } from "./compactor.js";
 import { migrateChecked } from "./installed.js";
-import { changeRecord, divergedRecord, markerRecord, schemaRecord, type SchemaEntries } from "./journal.js";
+import { changeRecord, divergedRecord, markerRecord, schemaRecord, type Commit, type SchemaEntries } from "./journal.js";
 import { linesAt, passedAt, type RolloutStep } from "./rollouts.js";
 import type { FleetRollouts } from "./rollout-clock.js";
 import { parseLine } from "./parse.js";
@@ -286,9 +286,12 @@ export class FleetMember {
       const { change } = verdict;
       this.diverged.delete(`${change.app}.${change.key}`);
       pending.set(change.app, change.path[0]!, change.topValue);
-      const said = { ...(record.by === undefined ? {} : { by: record.by }), ...(record.reason === undefined ? {} : { reason: record.reason }) };
-      text += changeRecord({ seq, time: record.time, source, position: own ? record.position : undefined, ...said }, record.revision, record.line);
-      changes.push({ app: change.app, key: change.key, topValue: change.topValue, revision: record.revision, source, time: record.time, ...said });
+      const commit: Commit = { seq, time: record.time, source, position: own ? record.position : undefined };
+      const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision: record.revision, source, time: record.time };
+      if (record.by !== undefined) commit.by = applied.by = record.by;
+      if (record.reason !== undefined) commit.reason = applied.reason = record.reason;
+      text += changeRecord(commit, record.revision, record.line);
+      changes.push(applied);
     }
     // the fleet's log is the commit point: applied once in the page cache, then synced (16 hosts
     // on one disk queue their fsyncs: waiting for each before applying tripled the fan-out's latency)
