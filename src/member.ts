@@ -236,13 +236,18 @@ export class FleetMember {
         }
         from = to;
       }
-      for (const waiter of this.#waiters) {
-        if (this.#options.table.revision < waiter.revision) continue;
-        this.#waiters.delete(waiter);
-        waiter.resolve();
-      }
+      this.#wake();
     }
     this.#draining = undefined;
+  }
+
+  /** Whoever waits for a revision the table has reached. */
+  #wake(): void {
+    for (const waiter of this.#waiters) {
+      if (this.#options.table.revision < waiter.revision) continue;
+      this.#waiters.delete(waiter);
+      waiter.resolve();
+    }
   }
 
   /** Records in fleet order: each checked against this host's schemas, journaled, then applied. */
@@ -309,6 +314,8 @@ export class FleetMember {
           table.applyAll(new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])), change.revision, change.source, change.time);
         } else table.apply(change);
       }
+      // in force here: a host that lost a race judges again now, not after the sync (the fleet's log holds the records)
+      this.#wake();
     } finally {
       await sync();
     }
