@@ -8,9 +8,9 @@ import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import { compactJournal, swapIn } from "../src/compactor.js";
+import { compactJournal, swapIn } from "../src/store/compactor.js";
 import { startCdp } from "../src/index.js";
-import { loadSchemas } from "../src/schemas.js";
+import { loadSchemas } from "../src/schemas/schemas.js";
 
 const [mode, dir, schemas, recordsText] = process.argv.slice(2) as [string, string, string, string];
 const records = Number(recordsText);

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { packCommit } from "../src/fleet.js";
+import { packCommit } from "../src/fleet/log.js";
 import { startCdp, type Cdp } from "../src/index.js";
 import { Etcd3 } from "etcd3";
 import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";

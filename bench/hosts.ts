@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { initDataDir } from "../src/datadir.js";
+import { initDataDir } from "../src/store/datadir.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 

@@ -1,6 +1,6 @@
 // How long the grammar takes on pathological lines of the maximum length (64 KiB): it must
 // grow linearly with the line, never worse. Run with `npm run bench`.
-import { parseLine } from "../src/parse.js";
+import { parseLine } from "../src/lines/parse.js";
 
 const MAX = 65536;
 const cases: Record<string, (size: number) => string> = {

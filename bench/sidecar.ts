@@ -10,7 +10,7 @@
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { initDataDir } from "../src/datadir.js";
+import { initDataDir } from "../src/store/datadir.js";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

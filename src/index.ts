@@ -3,15 +3,15 @@ import { pino, type Logger } from "pino";
 import { CdpError, checkMs } from "./errors.js";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
-import type { FleetLog } from "./fleet.js";
-import { initDataDir, isDataDir } from "./datadir.js";
-import { startPipeline } from "./pipeline.js";
-import type { Sidecar } from "./sidecar.js";
-import { readTokenFile } from "./tokens.js";
-import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./table.js";
-import type { Rollout } from "./rollouts.js";
-import type { AppValidator } from "./validate.js";
-import type { AppConfig } from "./values.js";
+import type { FleetLog } from "./fleet/log.js";
+import { initDataDir, isDataDir } from "./store/datadir.js";
+import { startPipeline } from "./pipeline/start.js";
+import type { Sidecar } from "./sidecar/server.js";
+import { readTokenFile } from "./sidecar/tokens.js";
+import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./store/table.js";
+import type { Rollout } from "./fleet/rollouts.js";
+import type { AppValidator } from "./schemas/validate.js";
+import type { AppConfig } from "./lines/values.js";
 
 export interface CdpOptions {
   /**
@@ -108,9 +108,9 @@ export interface Cdp extends LiveConfig {
 }
 
 /** The fleet's code and etcd's client: an optional peer dependency, installed only by those who run fleets. */
-async function loadFleet(): Promise<typeof import("./fleet.js")> {
+async function loadFleet(): Promise<typeof import("./fleet/log.js")> {
   try {
-    return await import("./fleet.js");
+    return await import("./fleet/log.js");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes("etcd3")) {
       throw new CdpError("bootstrap", "a fleet (--cluster) needs etcd's client, the npm package etcd3, which is not installed: run 'npm install etcd3' where cdp is installed");
@@ -201,7 +201,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
 async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
   const tokens = http.tokenFile === undefined ? undefined : await readTokenFile(http.tokenFile);
   if (tokens?.warning) log.warn(tokens.warning);
-  const { startSidecar } = await import("./sidecar.js");
+  const { startSidecar } = await import("./sidecar/server.js");
   return startSidecar({
     listen: http.listen,
     tokens,
@@ -215,10 +215,10 @@ async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
 
 export { CdpError } from "./errors.js";
 export type { CdpErrorCode } from "./errors.js";
-export { parseLine } from "./parse.js";
-export { connectCdp } from "./remote.js";
-export type { RemoteCdp, RemoteOptions } from "./remote.js";
-export type { ParsedLine } from "./parse.js";
-export type { Rollout } from "./rollouts.js";
+export { parseLine } from "./lines/parse.js";
+export { connectCdp } from "./sidecar/remote.js";
+export type { RemoteCdp, RemoteOptions } from "./sidecar/remote.js";
+export type { ParsedLine } from "./lines/parse.js";
+export type { Rollout } from "./fleet/rollouts.js";
 export type { AppConfig, AppValidator, ChangeEvent, LiveConfig, Snapshot, Subscriber };
 

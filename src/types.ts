@@ -1,14 +1,14 @@
 // The pipeline's shapes, as the library, the sidecar and the CLI see them (as c12 keeps its types).
 import type { Logger } from "pino";
-import type { LineOutcome } from "./batch.js";
-import type { FleetLog, HostStatus } from "./fleet.js";
-import type { InboxSettings } from "./inbox.js";
-import type { RenderStatus, RenderVerdicts } from "./renderer.js";
-import type { Rollout, RolloutStep } from "./rollouts.js";
-import type { Schemas } from "./schemas.js";
-import type { WatcherInfo } from "./status.js";
-import type { ConfigTable } from "./table.js";
-import type { AppValidator } from "./validate.js";
+import type { LineOutcome } from "./pipeline/batch.js";
+import type { FleetLog, HostStatus } from "./fleet/log.js";
+import type { InboxSettings } from "./inbox/inbox.js";
+import type { RenderStatus, RenderVerdicts } from "./render/renderer.js";
+import type { Rollout, RolloutStep } from "./fleet/rollouts.js";
+import type { Schemas } from "./schemas/schemas.js";
+import type { WatcherInfo } from "./store/status.js";
+import type { ConfigTable } from "./store/table.js";
+import type { AppValidator } from "./schemas/validate.js";
 import type { EventEmitter } from "eventemitter3";
 
 export interface PipelineOptions {
@@ -31,7 +31,7 @@ export interface PipelineOptions {
   log: Logger;
 }
 
-export type { LineOutcome } from "./batch.js";
+export type { LineOutcome } from "./pipeline/batch.js";
 
 export interface PipelineEvents {
   /** A batch is durable and applied: how many lines went which way, and how long it took from reading. */

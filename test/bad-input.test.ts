@@ -7,13 +7,13 @@ import { promisify } from "node:util";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { linesOf, toInboxLine } from "../src/inbox.js";
-import { encodeChange } from "../src/journal.js";
-import { parseLine } from "../src/parse.js";
-import { judgeLine } from "../src/validate.js";
-import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas.js";
-import { decodeValue } from "../src/validate.js";
-import { configsOf } from "../src/values.js";
+import { linesOf, toInboxLine } from "../src/inbox/inbox.js";
+import { encodeChange } from "../src/store/journal.js";
+import { parseLine } from "../src/lines/parse.js";
+import { judgeLine } from "../src/schemas/validate.js";
+import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas/schemas.js";
+import { decodeValue } from "../src/schemas/validate.js";
+import { configsOf } from "../src/lines/values.js";
 import { afterThisTest, capturedLogger, cdp, CLI, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
@@ -269,7 +269,7 @@ describe("secrets and permissions", () => {
 
 describe("lines read from the inbox file", () => {
   it("are what the byte-by-byte reading gives: a CR before the newline, bad UTF-8, a written U+FFFD, a cut-short mark, a long or empty line", async () => {
-    const { TailedFile, CUT_SHORT } = await import("../src/tail.js");
+    const { TailedFile, CUT_SHORT } = await import("../src/inbox/tail.js");
     const { open } = await import("node:fs/promises");
     const { createHash } = await import("node:crypto");
     const dir = await tempDir();

@@ -5,7 +5,7 @@ import { appendFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { initDataDir } from "../src/datadir.js";
+import { initDataDir } from "../src/store/datadir.js";
 import { getConfig, journalOf, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 const run = promisify(execFile);

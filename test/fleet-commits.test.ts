@@ -2,7 +2,7 @@
 // before; reading them back must give every field exactly, whatever the records.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { packCommit, unpackCommit, type FleetRecord } from "../src/fleet.js";
+import { packCommit, unpackCommit, type FleetRecord } from "../src/fleet/log.js";
 
 const position = fc.record(
   { file: fc.constantFrom("2402252-1796528945720990075", "2402253-1796528945720990075"), offset: fc.nat(), line: fc.nat(4), check: fc.string({ minLength: 16, maxLength: 16 }) },

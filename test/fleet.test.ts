@@ -5,8 +5,8 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Etcd3 } from "etcd3";
-import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet.js";
-import type { Rollout } from "../src/rollouts.js";
+import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet/log.js";
+import type { Rollout } from "../src/fleet/rollouts.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
 import { afterThisTest, capturedLogger, cdp as runCli, FLEET_TIMEOUT, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { afterEach } from "vitest";
-import { initDataDir, SETTINGS_FILE } from "../src/datadir.js";
+import { initDataDir, SETTINGS_FILE } from "../src/store/datadir.js";
 
 export const SCHEMAS = fileURLToPath(new URL("./fixtures/schemas", import.meta.url));
 export const CLI = fileURLToPath(new URL("../dist/src/cli.js", import.meta.url));

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
-import { migrateConfig, type Operation } from "../src/migrations.js";
+import { migrateConfig, type Operation } from "../src/schemas/migrations.js";
 import { startEtcd } from "./etcd.js";
 import { capturedLogger, cdp, dataDir, FLEET_TIMEOUT, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 

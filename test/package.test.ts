@@ -16,7 +16,7 @@ describe("the package", () => {
     const { stdout } = await run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT });
     const [pack] = JSON.parse(stdout) as [{ files: { path: string }[] }];
     const files = pack.files.map((file) => file.path);
-    for (const expected of ["LICENSE", "README.md", "package.json", "dist/src/cli.js", "dist/src/index.js", "dist/src/index.d.ts", "dist/src/dashboard.html", "examples/systemd/cdp.service", "examples/supervisor/cdp.conf"]) {
+    for (const expected of ["LICENSE", "README.md", "package.json", "dist/src/cli.js", "dist/src/index.js", "dist/src/index.d.ts", "dist/src/sidecar/dashboard.html", "examples/systemd/cdp.service", "examples/supervisor/cdp.conf"]) {
       expect(files, expected).toContain(expected);
     }
     expect(files.filter((path) => path.startsWith("test/") || path.startsWith("src/") || path.endsWith(".tgz"))).toEqual([]);

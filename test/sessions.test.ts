@@ -11,8 +11,8 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { openDataDir } from "../src/datadir.js";
-import { readStatus } from "../src/status.js";
+import { openDataDir } from "../src/store/datadir.js";
+import { readStatus } from "../src/store/status.js";
 import { afterThisTest, CLI, tempDir, waitUntil } from "./helpers.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigTable, type ChangeEvent } from "../src/table.js";
+import { ConfigTable, type ChangeEvent } from "../src/store/table.js";
 import { capturedLogger } from "./helpers.js";
 
 function table() {

@@ -2,10 +2,10 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseLine } from "../src/parse.js";
-import { loadSchemas, type Schemas } from "../src/schemas.js";
-import { validateChange, type AppValidator, type ParsedChange } from "../src/validate.js";
-import { configsOf, type AppConfig } from "../src/values.js";
+import { parseLine } from "../src/lines/parse.js";
+import { loadSchemas, type Schemas } from "../src/schemas/schemas.js";
+import { validateChange, type AppValidator, type ParsedChange } from "../src/schemas/validate.js";
+import { configsOf, type AppConfig } from "../src/lines/values.js";
 import { SCHEMAS, dataDir } from "./helpers.js";
 
 let schemas: Schemas;
@@ -184,8 +184,8 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   const values = fc.constantFrom("1", "-5", "6", "101", '"s"', '"long"', "null", "true", '{"a":2}', '{"a":"x"}', '{"b":"y"}', "{}", "[1]", "[1,2,3]", '"a"', "b");
 
   it("gives the verdicts, reasons and values the whole-config check gives, on random schemas and changes", async () => {
-    const { compileAppSchema } = await import("../src/schemas.js");
-    const { PendingConfigs } = await import("../src/values.js");
+    const { compileAppSchema } = await import("../src/schemas/schemas.js");
+    const { PendingConfigs } = await import("../src/lines/values.js");
     let byEntry = 0;
     fc.assert(
       fc.property(schema, fc.array(fc.tuple(keys, values), { minLength: 1, maxLength: 8 }), (source, lines) => {
@@ -211,7 +211,7 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   });
 
   it("keeps a secret out of the reason when it checks one key alone", async () => {
-    const { compileAppSchema } = await import("../src/schemas.js");
+    const { compileAppSchema } = await import("../src/schemas/schemas.js");
     const app = compileAppSchema("a", "a.schema.json", { type: "object", properties: { token: { type: "string", writeOnly: true, minLength: 8 }, db: { type: "object", properties: { pass: { type: "string", writeOnly: true, pattern: "^x" } } } }, additionalProperties: { type: "integer" } });
     expect(app.keyCheck).toBeDefined();
     const reasons = ["a:token:abc", 'a:db:{"pass":"hunter2"}', "a:db.pass:hunter2"].map((line) => {
@@ -223,7 +223,7 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   });
 
   it("is not used where a rule spans keys or reaches outside the key", async () => {
-    const { compileAppSchema } = await import("../src/schemas.js");
+    const { compileAppSchema } = await import("../src/schemas/schemas.js");
     const spanning = [
       { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, dependentRequired: { a: ["b"] } },
       { type: "object", properties: { a: { type: "integer" } }, maxProperties: 3 },

@@ -1,0 +1,251 @@
+// The `cdp` command: a thin layer over the pipeline. `main` is callable from tests (src/cli.ts
+// runs it and exits the process). The commands that start or feed the watcher
+// are here; those that read the data directory's files are in commands.ts.
+import { randomUUID } from "node:crypto";
+import { join, resolve } from "node:path";
+import { initDataDir, openDataDir } from "../store/datadir.js";
+import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, planCommand, statusCommand, stderrLog, type Io } from "./commands.js";
+import { lockHolder } from "../store/durable.js";
+import { CdpError } from "../errors.js";
+import { HELP, USAGE } from "./help.js";
+import { planRollback } from "../store/history.js";
+import { INBOX_FILE } from "../inbox/inbox.js";
+import { startCdp, type Cdp, type CdpOptions } from "../index.js";
+import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
+import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, TIMER_MAX_MS, type Values } from "./options.js";
+import { awaitReceipts, awaitVerdicts, receiptMarks, type Receipt } from "../pipeline/receipts.js";
+import { loadSchemas } from "../schemas/schemas.js";
+import { judgeInSequence } from "../schemas/validate.js";
+import { rolloutCommand } from "./rollout-commands.js";
+import { readWatcherInfo } from "../store/status.js";
+import { appendToInbox, invokingUser } from "../pipeline/submit.js";
+import { VERSION } from "../version.js";
+
+
+export type { Io } from "./commands.js";
+
+const processIo: Io = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  stdin: async () => Buffer.concat(await process.stdin.toArray()),
+};
+
+/** Run the command line `argv` (without node and the script); resolves to the exit code. */
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    if (command === "help" && rest[0] !== undefined && rest[0] in HELP) {
+      io.stdout(`${HELP[rest[0]]}\n`);
+      return 0;
+    }
+    if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+      io.stdout(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    }
+    if (command === "--version" || command === "-v" || command === "version") {
+      io.stdout(`${VERSION}\n`);
+      return 0;
+    }
+    if (!(command in HELP)) throw new CdpError("usage", `unknown command "${command}"${didYouMean(command, Object.keys(HELP))}`);
+    const { values, positionals } = parseCommand(rest);
+    if (values.help) {
+      io.stdout(`${HELP[command]}\n`);
+      return 0;
+    }
+    switch (command) {
+      case "init":
+        return await initCommand(values, positionals, io);
+      case "watch":
+        return await watchCommand(values, positionals);
+      case "push":
+        return await pushCommand(values, positionals, io);
+      case "get":
+        return await getCommand(values, positionals, io);
+      case "status":
+        return await statusCommand(values, positionals, io);
+      case "history":
+        return await historyCommand(values, positionals, io);
+      case "rollback":
+        return await rollbackCommand(values, positionals, io);
+      case "compact":
+        return await compactCommand(values, positionals, io);
+      case "plan":
+        return await planCommand(values, positionals, io);
+      case "rollout":
+        return await rolloutCommand(values, positionals, io);
+      default:
+        return await checkCommand(values, positionals, io);
+    }
+  } catch (error) {
+    if (error instanceof CdpError) {
+      io.stderr(`cdp: ${error.message}\n`);
+      if (error.code === "usage") io.stderr(`Run 'cdp ${argv[0] && argv[0] in HELP ? `${argv[0]} ` : ""}--help' for usage.\n`);
+      return error.code === "inbox" ? 3 : error.code === "refused" ? 1 : 2;
+    }
+    io.stderr(`cdp: ${(error as Error).message ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+async function initCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const schemaDir = required(values, "schemas");
+  const schemas = await loadSchemas(schemaDir);
+  await replayJournal(join(dir, JOURNAL_FILE), schemas); // an earlier cdp's journal must hold under them
+  const outcome = await initDataDir(dir, schemaDir);
+  const said = { created: `initialised the data directory ${dir}`, adopted: `adopted ${dir}, written by an earlier cdp`, unchanged: `${dir} is already initialised: nothing changed` };
+  io.stderr(`${said[outcome]} (schemas: ${schemaDir}, apps: ${[...schemas.keys()].join(", ")})\n`);
+  if (outcome !== "unchanged") io.stderr(`start the watcher with: cdp watch --dir ${dir}\n`);
+  return 0;
+}
+
+async function watchCommand(values: Values, positionals: string[]): Promise<number> {
+  noPositionals(positionals);
+  const logger = createLogger(values);
+  const settings = {
+    maxLineBytes: positiveInteger(values, "max-line-bytes", 65536),
+    pollIntervalMs: positiveInteger(values, "poll-interval", 1000, 1, TIMER_MAX_MS),
+    watchEvents: !values["poll-only"],
+    maxOutageMs: seconds(values, "max-outage", 10),
+    maxOutages: positiveInteger(values, "max-outages", 5),
+    outageWindowMs: seconds(values, "outage-window", 600),
+    compactAfter: positiveInteger(values, "compact-after", 100_000, 0),
+    keepHistory: positiveInteger(values, "keep-history", 1000, 0),
+    http: httpOptions(values),
+    cluster: await clusterOptions(values),
+    ...(values.render ? { render: values.render.map((path) => resolve(path)) } : {}),
+  };
+  const options: CdpOptions = { ...(await dataDir(values, logger)), logger, ...settings };
+  // listening from the start: a signal that arrives while cdp starts stops it once it has started
+  let cdp: Cdp | undefined;
+  let stopping = false;
+  const stop = (signal: string) => {
+    logger.info({ signal }, "stopping: finishing the batch in hand");
+    stopping = true;
+    void cdp?.stop();
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  cdp = await startCdp(options);
+  if (stopping) void cdp.stop();
+  try {
+    await cdp.stopped;
+  } catch (error) {
+    if (error instanceof CdpError) throw error; // the inbox stayed unavailable: exit 3
+    return 1; // a fault of the machine, logged by the pipeline
+  }
+  logger.info("stopped");
+  return 0;
+}
+
+async function pushCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  const dir = required(values, "dir");
+  let lines = positionals;
+  if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").map((line) => line.replace(/\r$/, "")).filter((line) => line !== "");
+  else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
+  else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
+  if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
+  const timeoutMs = seconds(values, "wait-timeout", 10);
+  const wait = values["no-wait"] ? false : values.wait ? true : "if-watching";
+  const { receipts, watching } = await queueLines(dir, lines, io, { reason: values.reason, wait, timeoutMs });
+  if (!watching && wait !== false) return judgeQueued(values, lines, io);
+  for (const receipt of receipts ?? []) {
+    const outcome =
+      receipt.outcome === "accepted"
+        ? `accepted at revision ${receipt.revision}`
+        : receipt.outcome === "taken back"
+          ? `taken back at revision ${receipt.takenBackAt}: ${receipt.reason}`
+          : receipt.outcome === "rejected"
+            ? `rejected: ${receipt.reason}`
+            : receipt.outcome === "ignored"
+              ? "ignored (a comment)"
+              : "still waiting in the inbox";
+    io.stdout(`${receipt.text}  ${outcome}\n`);
+  }
+  const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
+  if (waiting > 0) io.stderr(`cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`);
+  return receipts?.some((receipt) => receipt.outcome === "rejected" || receipt.outcome === "taken back") ? 1 : 0;
+}
+
+/**
+ * Append lines to the inbox with one write in append mode (concurrent writers never interleave
+ * within it), each after a `# by:` (and `# reason:`) comment; then, when asked, wait for their
+ * outcomes from the running watcher.
+ */
+async function queueLines(dir: string, lines: string[], io: Io, options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number }): Promise<{ receipts?: Receipt[]; watching: boolean }> {
+  await openDataDir(dir, stderrLog);
+  const watcher = await lockHolder(dir);
+  const marks = await receiptMarks(dir);
+  const said = `# by: ${invokingUser()}\n${options.reason ? `# reason: ${options.reason.replace(/[\r\n]+/g, " ")}\n` : ""}`;
+  let text = `# cdp push id=${randomUUID()}\n`;
+  const ends: number[] = [];
+  for (const line of lines) {
+    text += `${said}${line}\n`;
+    ends.push(Buffer.byteLength(text));
+  }
+  const landed = await appendToInbox(dir, text, options.wait !== false && watcher !== undefined);
+  io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
+  if (options.wait === false) return { watching: watcher !== undefined };
+  if (watcher === undefined) {
+    io.stderr(`cdp: no watcher is running on ${dir}: the lines wait in the inbox until 'cdp watch --dir ${dir}' starts\n`);
+    return { watching: false };
+  }
+  if (!landed) return { watching: true }; // the inbox was replaced at once: their outcomes cannot be told apart
+  const start = landed.end - Buffer.byteLength(text);
+  const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
+  const deadline = Date.now() + options.timeoutMs;
+  const receipts = await awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
+  // an app rendered for a service: accepted is not the end of it until the service has taken it
+  const rendered = (await readWatcherInfo(dir))?.render ?? [];
+  return { watching: true, receipts: await awaitVerdicts(dir, receipts, rendered, Math.max(0, deadline - Date.now())) };
+}
+
+/**
+ * Lines queued while no watcher runs: judged now against the schemas and the configuration in
+ * force, as the watcher will judge them (unless either changes first); exit 1 if any would be rejected.
+ */
+async function judgeQueued(values: Values, lines: string[], io: Io): Promise<number> {
+  const { dir, schemas: schemaDir } = await dataDir(values, { info: () => undefined });
+  const schemas = await loadSchemas(schemaDir);
+  const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
+  const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
+  let rejected = 0;
+  for (const { line, outcome } of judgeInSequence(Buffer.from(`${lines.join("\n")}\n`), schemas, apps, maxLineBytes)) {
+    const text = lines[line.number - 1] ?? line.text;
+    if (outcome.kind === "reject") rejected++;
+    io.stdout(`${text}  queued; ${outcome.kind === "reject" ? `would be rejected now: ${outcome.reason}` : outcome.kind === "accept" ? "would be accepted now" : "ignored (a comment)"}\n`);
+  }
+  if (rejected > 0) io.stderr(`cdp: ${rejected} line${rejected === 1 ? "" : "s"} would be rejected by the schemas in force (${schemaDir}): they will land in cdp.rej when the watcher reads them\n`);
+  return rejected > 0 ? 1 : 0;
+}
+
+async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const { dir, schemas: schemaDir } = await dataDir(values);
+  const schemas = await loadSchemas(schemaDir);
+  const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
+  if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
+  const revision = values.last ? state.revision - 1 : /^\d{1,15}$/.test(values.to ?? "") ? Number(values.to) : NaN;
+  if (!Number.isInteger(revision)) throw new CdpError("usage", `--to must be a revision number, got "${values.to}"`);
+  const lines = planRollback(state, schemas, revision);
+  if (lines.length === 0) {
+    io.stderr(`the configuration is already as it was at revision ${revision}\n`);
+    return 0;
+  }
+  if (values["dry-run"]) {
+    io.stdout(`${lines.join("\n")}\n`);
+    return 0;
+  }
+  // like cdp push: with a watcher running, done once the lines are applied (or refused)
+  const { receipts } = await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: "if-watching", timeoutMs: seconds(values, "wait-timeout", 10) });
+  io.stdout(`${lines.join("\n")}\n`);
+  const refused = receipts?.filter((receipt) => receipt.outcome === "rejected") ?? [];
+  for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);
+  return refused.length > 0 ? 1 : 0;
+}
+
+/** Wait until what was written to a stream has left the process (a pipe takes 64 KiB at a time). */
+export async function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength > 0) await new Promise((resolve) => stream.once("drain", resolve));
+}

@@ -1,0 +1,406 @@
+// The fleet's log on etcd: one ordered list of accepted changes shared by every host. cdp builds
+// no consensus of its own; etcd's transactions give the order:
+//   <prefix>/head          the fleet's revision (the number of the last record)
+//   <prefix>/log/<rev>     one commit's records: the first, numbered rev (zero-padded, so keys
+//                         sort in order), with the rest of the commit in its `then` (one etcd
+//                         key per commit, not per record: etcd's cost is per key written)
+//   <prefix>/rollouts/<id> each rollout's current state (written with the record of its last step)
+//   <prefix>/hosts/<name>  what each host says of itself, on its lease
+//   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
+//                         records up to S minus a kept tail were trimmed
+// A host commits records after revision R with one transaction that succeeds only if the head is
+// still R; otherwise another host got there first, and the caller judges its lines again.
+// Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
+// then followed live with a watch; a host that was away past the trimmed records starts again
+// from the state.
+import { Etcd3, type IOptions, type Lease, type Watcher } from "etcd3";
+import type { Logger } from "pino";
+import type { InboxPosition } from "../inbox/inbox.js";
+import type { SchemaEntries } from "../store/records.js";
+import type { Rollout, RolloutStep } from "./rollouts.js";
+
+/** One accepted change as the fleet records it: the change line (journal grammar) and where it came from. */
+export interface FleetRecord {
+  revision: number;
+  /** The change as a line of the grammar (`app:key:value`), decoded by each host with its own schemas. */
+  line: string;
+  /** The host that read it from its inbox. */
+  host: string;
+  /** Where it came from on that host, e.g. `cdp.new:12`. */
+  source: string;
+  time: string;
+  /** The committing host's count of processed inbox lines and its inbox position after the line: it resumes there after a crash. */
+  seq: number;
+  /** Absent for a decision no inbox line made (a rollout's clock). */
+  position?: InboxPosition;
+  /** A rollout's step instead of a change (`line` is empty). */
+  rollout?: RolloutStep;
+  /** A migration instead of a change (`line` is empty): apps moved to other schema versions, as a host's journal records them. */
+  migration?: SchemaEntries;
+  /** Who made the change and why (`# by:`, `# reason:` before its line): every host's history says so. */
+  by?: string;
+  reason?: string;
+}
+
+/** What a host says of itself, kept under <prefix>/hosts/NAME on a lease: it is gone when the host is. */
+export interface HostStatus {
+  host: string;
+  revision: number;
+  /** Whether it takes changes (its /readyz), and why not. */
+  ready: boolean;
+  reason?: string;
+  /** Keys (or apps) whose fleet change its schemas refuse. */
+  diverged: string[];
+  /** Each app's schema version in force there. */
+  versions: Record<string, number>;
+  time: string;
+}
+
+/** How long a host's status outlives its last keepalive (a host killed is gone from the list after it). */
+export const HOST_TTL_SECONDS = 5;
+
+/** The fleet's whole configuration at one revision: one change line per top-level key that has a value. */
+export interface FleetSnapshot {
+  revision: number;
+  lines: string[];
+  time: string;
+}
+
+export interface FleetOptions {
+  /** etcd client URLs, e.g. `http://127.0.0.1:2379`. */
+  endpoints: string[];
+  /** The fleet's key prefix, e.g. `/cdp/prod`. */
+  prefix: string;
+  auth?: { username: string; password: string };
+  /** PEM contents for TLS: the CA, and a client certificate and key if etcd asks for one. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  log: Logger;
+}
+
+/**
+ * How much one commit may hold: etcd refuses a request of more than 1.5 MiB by default
+ * (--max-request-bytes), and a record adds ~200 bytes to its line.
+ */
+export const MAX_RECORDS_PER_COMMIT = 1000;
+export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a line
+
+/** How many ended rollouts a trim keeps in etcd: as many as a host shows (FleetRollouts.KEPT). */
+export const ENDED_ROLLOUTS_KEPT = 20;
+
+/** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
+const MAX_COMMIT_BYTES = 1 << 20;
+
+/** What a refused commit saw: the fleet's head, and the record at the revision it wanted (absent when no commit starts there, e.g. trimmed). */
+export interface Refusal {
+  head: number;
+  first?: FleetRecord;
+}
+
+/** A commit of several records too large for one etcd request (their lines, JSON-escaped, swell): commit them in smaller parts. */
+export class CommitTooLarge extends Error {}
+
+/**
+ * One commit as stored: its first record whole, then the rest in `then`, each without what
+ * follows from the record before it (a burst's records are a third of the bytes: etcd, gRPC and
+ * every host's JSON reading cost per byte). A later record leaves out its revision (always the
+ * one before's + 1); its host, time and inbox file when the same; its seq and inbox line when
+ * one more; its source when it names that line of the same file.
+ */
+type LaterRecord = Partial<Omit<FleetRecord, "position">> & { position?: Partial<InboxPosition> };
+type StoredCommit = FleetRecord & { then?: LaterRecord[] };
+
+const sourceFile = (source: string) => source.slice(0, source.lastIndexOf(":"));
+
+export function packCommit(records: FleetRecord[]): string {
+  const [first, ...rest] = records;
+  if (rest.length === 0) return JSON.stringify(first);
+  const then: LaterRecord[] = [];
+  let before = first!;
+  let named = sourceFile(before.source); // the file the last source written out names
+  for (const record of rest) {
+    const later: LaterRecord = {};
+    if (record.line !== "") later.line = record.line; // a rollout's step or a migration has no line
+    if (record.host !== before.host) later.host = record.host;
+    if (record.time !== before.time) later.time = record.time;
+    if (record.seq !== before.seq + 1) later.seq = record.seq;
+    const { position } = record;
+    if (position) {
+      const { file, offset, line, check } = position;
+      const sameFile = before.position?.file === file;
+      later.position = sameFile ? { offset } : { file, offset };
+      if (!sameFile || line !== before.position!.line + 1) later.position.line = line;
+      if (check !== undefined) later.position.check = check;
+    }
+    if (!position || record.source !== `${named}:${position.line}`) {
+      later.source = record.source;
+      named = sourceFile(record.source);
+    }
+    if (record.rollout !== undefined) later.rollout = record.rollout;
+    if (record.migration !== undefined) later.migration = record.migration;
+    if (record.by !== undefined) later.by = record.by;
+    if (record.reason !== undefined) later.reason = record.reason;
+    then.push(later);
+    before = record;
+  }
+  return JSON.stringify({ ...first, then });
+}
+
+export function unpackCommit(value: string): FleetRecord[] {
+  const { then, ...first } = JSON.parse(value) as StoredCommit;
+  if (!then) return [first];
+  const records: FleetRecord[] = [first];
+  let before: FleetRecord = first;
+  let named = sourceFile(first.source);
+  // filled in place: a copy of each record cost more than the rest of reading it
+  for (const later of then) {
+    const record = later as FleetRecord;
+    record.revision = before.revision + 1;
+    record.line ??= "";
+    record.host ??= before.host;
+    record.time ??= before.time;
+    record.seq ??= before.seq + 1;
+    const position = later.position;
+    if (position) {
+      position.file ??= before.position!.file;
+      position.line ??= before.position!.line + 1;
+    }
+    if (record.source === undefined) record.source = `${named}:${position!.line}`;
+    else named = sourceFile(record.source);
+    records.push(record);
+    before = record;
+  }
+  return records;
+}
+
+const pad = (revision: number) => String(revision).padStart(12, "0");
+
+export class FleetLog {
+  #client: Etcd3;
+  #head: string;
+  #log: string;
+  #state: string;
+  #stateRevision: string;
+  #hosts: string;
+  #rollouts: string;
+  #lease: Lease | undefined;
+  #options: FleetOptions;
+  #following = new Set<{ stop(): Promise<void> }>();
+
+  constructor(options: FleetOptions) {
+    this.#options = options;
+    const prefix = options.prefix.replace(/\/+$/, "");
+    this.#head = `${prefix}/head`;
+    this.#log = `${prefix}/log/`;
+    this.#state = `${prefix}/state`;
+    this.#stateRevision = `${prefix}/state-rev`;
+    this.#hosts = `${prefix}/hosts/`;
+    this.#rollouts = `${prefix}/rollouts/`;
+    // a read of many commits' records may be larger than gRPC's default 4 MiB per message
+    const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000, grpcOptions: { "grpc.max_receive_message_length": 256 << 20 } };
+    if (options.auth) clientOptions.auth = options.auth;
+    if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
+    this.#client = new Etcd3(clientOptions);
+  }
+
+  /** The fleet's revision: the number of the last committed record (0: none yet). */
+  async head(): Promise<number> {
+    const value = await this.#client.get(this.#head).string();
+    return value === null ? 0 : Number(value);
+  }
+
+  /**
+   * Append `records` as revisions after+1, after+2, … in one transaction, only if the fleet is
+   * still at revision `after`. False when it is not (another host committed first).
+   */
+  async commit(after: number, records: Omit<FleetRecord, "revision">[]): Promise<boolean> {
+    return (await this.commitOrRefusal(after, records)) === true;
+  }
+
+  /**
+   * `commit`, and when the fleet is no longer at `after`, what the same transaction saw instead:
+   * the head, and the first record committed after `after` (a lost race then costs one round
+   * trip, not three: the head, and whether that record is this very commit sent again).
+   */
+  async commitOrRefusal(after: number, records: Omit<FleetRecord, "revision">[]): Promise<true | Refusal> {
+    // with no records, the transaction only checks that the fleet is still at `after`
+    if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
+    const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
+    // a host of an earlier version reads the first record and waits, naming the revisions it misses
+    const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
+    if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES) throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
+    const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
+    // a rollout's state moves with the record of its step, in the same transaction
+    for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
+    const checked = records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts);
+    const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
+    if (result.succeeded) return true;
+    const [headKv, firstKv] = result.responses.map((response) => response.response_range?.kvs[0]);
+    const taken = firstKv?.value ? unpackCommit(firstKv.value.toString())[0] : undefined;
+    return { head: headKv?.value ? Number(headKv.value.toString()) : 0, ...(taken ? { first: taken } : {}) };
+  }
+
+  /** The fleet's configuration as last saved by a trim, if any. */
+  async snapshot(): Promise<FleetSnapshot | undefined> {
+    const value = await this.#client.get(this.#state).string();
+    return value === null ? undefined : (JSON.parse(value) as FleetSnapshot);
+  }
+
+  /**
+   * Save `snapshot` (the state at its revision) and delete the records before revision `keepFrom`,
+   * unless a newer snapshot is saved already (two hosts may trim at once). So the log in etcd
+   * stays bounded; a host behind `keepFrom` starts again from the snapshot. Rollouts that ended
+   * before `keepFrom` go too, but for the most recent ones (`cdp rollout status` on a new host).
+   */
+  async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
+    // two trims at once (two hosts, or two of one host's batches): the one with the newer state wins,
+    // whichever comes first, so a failed comparison is looked at again
+    for (;;) {
+      const saved = await this.#client.get(this.#stateRevision).string();
+      if (saved !== null && saved >= pad(snapshot.revision)) return false;
+      // the commit that holds revision keepFrom is kept whole
+      const keptFrom = (await this.#commitKeyAt(keepFrom)) ?? `${this.#log}${pad(keepFrom)}`;
+      const ended = (await this.rollouts()).filter((rollout) => rollout.ended !== undefined && rollout.ended < keepFrom).sort((a, b) => b.ended! - a.ended!);
+      const forgotten = ended.slice(ENDED_ROLLOUTS_KEPT, ENDED_ROLLOUTS_KEPT + 100).map(({ id }) => this.#client.delete().key(`${this.#rollouts}${id}`));
+      const unchanged = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "==", saved);
+      const result = await unchanged
+        .then(
+          this.#client.put(this.#state).value(JSON.stringify(snapshot)),
+          this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
+          this.#client.delete().inRange({ start: this.#log, end: keptFrom }),
+          ...forgotten, // at most 100: a transaction takes 128 operations
+        )
+        .commit();
+      if (result.succeeded) return true;
+    }
+  }
+
+  /** The records after revision `after`, in order, read by key (those of at most `commits` commits). */
+  async recordsAfter(after: number, commits = 100): Promise<FleetRecord[]> {
+    const values = await this.#client
+      .getAll()
+      .inRange({ start: (await this.#commitKeyAt(after + 1)) ?? `${this.#log}${pad(after + 1)}`, end: `${this.#log}~` })
+      .sort("Key", "Ascend")
+      .limit(commits)
+      .strings();
+    return Object.values(values)
+      .flatMap((value) => unpackCommit(value as string))
+      .filter((record) => record.revision > after);
+  }
+
+  /** The key of the commit that holds `revision`, if it is still in the log. */
+  async #commitKeyAt(revision: number): Promise<string | undefined> {
+    const keys = await this.#client
+      .getAll()
+      .inRange({ start: this.#log, end: `${this.#log}${pad(revision + 1)}` })
+      .sort("Key", "Descend")
+      .limit(1)
+      .keys();
+    return keys[0];
+  }
+
+  /**
+   * Hand every record after revision `after` to `take`, in order and each once: first those
+   * already committed, then live ones. A gap (a missed watch event) is filled by reading again.
+   */
+  async follow(after: number, take: (item: FleetRecord | FleetSnapshot) => void): Promise<{ stop(): Promise<void> }> {
+    let last = after; // handed to `take`
+    let scheduled = after; // handed, or queued to be
+    let stopped = false;
+    let reading: Promise<void> = Promise.resolve();
+    const readOn = () =>
+      (reading = reading
+        .then(async () => {
+          for (let batch = await this.recordsAfter(last); batch.length > 0 && !stopped; batch = await this.recordsAfter(last)) {
+            if (batch[0]!.revision > last + 1) await restartFromSnapshot(batch[0]!.revision);
+            for (const record of batch) deliver(record);
+          }
+          scheduled = Math.max(scheduled, last);
+        })
+        .catch((error: unknown) => {
+          if (!stopped) this.#options.log.warn({ err: error }, "reading the fleet log failed; trying again at the next event");
+        }));
+    const deliver = (record: FleetRecord) => {
+      if (record.revision !== last + 1) return;
+      last = record.revision;
+      take(record);
+    };
+    // the records after `last` were trimmed away: the snapshot that replaced them comes first
+    const restartFromSnapshot = async (first: number) => {
+      const snapshot = await this.snapshot();
+      if (!snapshot || snapshot.revision < first - 1 || snapshot.revision <= last) {
+        throw new Error(`the fleet's log misses revisions ${last + 1} to ${first - 1} and holds no state that covers them`);
+      }
+      last = snapshot.revision;
+      take(snapshot);
+    };
+    const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
+    // a commit that follows the last scheduled is queued at once; the commits of one watch
+    // response are handed over together (the member journals them with one fsync)
+    let arriving: FleetRecord[] | undefined;
+    watcher.on("put", (kv) => {
+      const records = unpackCommit(kv.value!.toString());
+      const first = records[0]!.revision;
+      if (first === scheduled + 1) {
+        scheduled = records.at(-1)!.revision;
+        if (!arriving) {
+          const handed = (arriving = []);
+          reading = reading.then(() => {
+            arriving = undefined;
+            handed.forEach(deliver);
+          });
+        }
+        arriving.push(...records);
+      } else if (first > scheduled + 1) {
+        void readOn();
+      }
+    });
+    watcher.on("connected", () => void readOn()); // after a reconnect, read what the cut may have hidden
+    watcher.on("error", (error) => this.#options.log.warn({ err: error }, "the fleet watch failed; reading on from the last record"));
+    await readOn();
+    const following = {
+      stop: async () => {
+        stopped = true;
+        this.#following.delete(following);
+        await watcher.cancel().catch(() => undefined);
+        await reading;
+      },
+    };
+    this.#following.add(following);
+    return following;
+  }
+
+  /** Say how this host is, on its lease (granted at the first call, kept alive, granted again if lost). */
+  async announce(status: HostStatus): Promise<void> {
+    if (!this.#lease) {
+      const lease = this.#client.lease(HOST_TTL_SECONDS);
+      lease.on("lost", () => {
+        if (this.#lease === lease) this.#lease = undefined;
+      });
+      this.#lease = lease;
+    }
+    await this.#lease.put(`${this.#hosts}${status.host}`).value(JSON.stringify(status));
+  }
+
+  /** The hosts that say how they are, by name. */
+  async hosts(): Promise<HostStatus[]> {
+    const values = await this.#client.getAll().prefix(this.#hosts).strings();
+    return Object.values(values)
+      .map((value) => JSON.parse(value as string) as HostStatus)
+      .sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /** Every rollout's current state. */
+  async rollouts(): Promise<Rollout[]> {
+    const values = await this.#client.getAll().prefix(this.#rollouts).strings();
+    return Object.values(values).map((value) => JSON.parse(value as string) as Rollout);
+  }
+
+  /** Stop following and disconnect (this host leaves the list at once). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#following].map((following) => following.stop()));
+    // at most a second: an etcd that does not answer must not hold up a stop (the lease expires anyway)
+    const lease = this.#lease;
+    if (lease) await Promise.race([lease.revoke().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    this.#client.close();
+  }
+}

@@ -1,0 +1,330 @@
+// The sidecar: cdp over HTTP for services in any language and for operators without a shell on
+// the box. It listens before the journal is read (so /healthz answers during a long start) and
+// serves the pipeline once it is attached. Everything but the probes and the page itself needs a
+// bearer token when a token file is given; without one, only a loopback address is allowed.
+import { isUtf8 } from "node:buffer";
+import { readFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { CdpError } from "../errors.js";
+import { historyJson, planRollback, selectHistory } from "../store/history.js";
+import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, readJsonObject, sendError, sendJson, sendPage } from "./http.js";
+import { replayJournal } from "../store/journal.js";
+import { createMetrics } from "./metrics.js";
+import type { Pipeline } from "../pipeline/start.js";
+import { planFiles } from "../pipeline/plan.js";
+import { recentRejections, REJECTS_FILE } from "../store/rejects.js";
+import { ConfigCache } from "./served.js";
+import { EventStream } from "./stream.js";
+import { RecentChanges } from "./changelog.js";
+import { newRolloutId, rolloutDirective, servedRollout, type RolloutRequest } from "../fleet/rollouts.js";
+import { submitLines } from "../pipeline/submit.js";
+import { MAX_SCHEMA_DEPTH } from "../schemas/schemas.js";
+import { nestsDeeperThan } from "../lines/values.js";
+import type { Scope, Tokens } from "./tokens.js";
+
+export interface SidecarOptions {
+  /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
+  listen: string;
+  /** Without tokens, the address must be a loopback one. */
+  tokens?: Tokens;
+  /** Larger request bodies are refused with 413. */
+  maxBodyBytes: number;
+  /** How long POST /v1/changes waits for the lines' outcomes before answering 202 (queued). */
+  waitMs: number;
+  /** How often an idle event stream gets a keep-alive comment. */
+  keepAliveMs: number;
+  /** A request (headers and body) not received within this time is cut off. */
+  requestTimeoutMs: number;
+  log: Logger;
+}
+
+export interface Sidecar {
+  /** Where it listens, e.g. `http://127.0.0.1:7070`. */
+  url: string;
+  /** Serve this pipeline (until then, everything but the probes answers 503). */
+  attach(pipeline: Pipeline): void;
+  close(): Promise<void>;
+}
+
+/** Parse `--http`'s address. */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port > 65535) throw new CdpError("usage", `--http takes HOST:PORT or PORT, got "${text}"`);
+  return { host: match[1] || match[2] || "127.0.0.1", port };
+}
+
+
+type Handler = (request: Request) => Promise<void> | void;
+interface Request {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  pipeline: Pipeline;
+  /** What follows the route's prefix in the path (for /v1/config/...). */
+  rest: string;
+}
+interface Route {
+  method: "GET" | "POST";
+  /** null: open to all (probes, the page). */
+  scope: Scope | null;
+  handle: Handler;
+  /** Works before the pipeline is attached. */
+  early?: boolean;
+}
+
+export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
+  const { host, port } = parseListen(options.listen);
+  if (!options.tokens && !isLoopback(host)) {
+    throw new CdpError("usage", `refusing to serve on ${host} without --token-file: anyone who reaches it could read and change the configuration`);
+  }
+  const { log } = options;
+  const page = await readFile(new URL("./dashboard.html", import.meta.url));
+  let pipeline: Pipeline | undefined;
+  let stream: EventStream | undefined;
+  let recent: RecentChanges | undefined;
+  let metrics: Registry | undefined;
+  const configs = new ConfigCache();
+
+  const routes: Record<string, Route | Route[]> = {
+    "/": { method: "GET", scope: null, early: true, handle: ({ res }) => sendPage(res, page) },
+    "/healthz": { method: "GET", scope: null, early: true, handle: ({ res }) => sendJson(res, 200, { status: "alive" }) },
+    "/readyz": {
+      method: "GET",
+      scope: null,
+      early: true,
+      handle: ({ res }) => {
+        const reason = pipeline ? pipeline.notReady() : "cdp is starting: reading the schemas and the journal";
+        if (reason === undefined) sendJson(res, 200, { ready: true, revision: pipeline!.table.revision });
+        else sendJson(res, 503, { ready: false, reason });
+      },
+    },
+    "/metrics": {
+      method: "GET",
+      scope: "read",
+      handle: async ({ res }) => {
+        const text = await metrics!.metrics();
+        res.writeHead(200, { "content-type": metrics!.contentType, "cache-control": "no-store" }).end(text);
+      },
+    },
+    "/v1/config": { method: "GET", scope: "read", handle: ({ req, res, rest, pipeline }) => configs.serve(req, res, rest, pipeline) },
+    "/v1/events": { method: "GET", scope: "read", handle: (request) => openStream(request, stream!) },
+    "/v1/history": { method: "GET", scope: "read", handle: (request) => serveHistory(request, recent!) },
+    "/v1/rejections": {
+      method: "GET",
+      scope: "read",
+      handle: async ({ res, url, pipeline }) => {
+        const limit = limitOf(url, 50);
+        sendJson(res, 200, await recentRejections(join(pipeline.dir, REJECTS_FILE), pipeline.schemas, limit));
+      },
+    },
+    "/v1/changes": {
+      method: "POST",
+      scope: "write",
+      handle: async ({ req, res, pipeline }) => {
+        const type = req.headers["content-type"];
+        // text/plain, or curl's default for --data-binary: the body is taken as lines either way
+        if (type !== undefined && !/^(text\/plain|application\/x-www-form-urlencoded)\b/i.test(type)) {
+          return sendError(res, 415, `send the change lines as text/plain, not ${type}`);
+        }
+        const body = await readBody(req, options.maxBodyBytes);
+        if (body.length === 0) return sendError(res, 400, "the body holds no line: send change lines (app:key:value), one per line");
+        if (!isUtf8(body)) return sendError(res, 400, "the body is not valid UTF-8");
+        await sendSubmitted(res, pipeline, body.toString("utf8"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, options.tokens));
+      },
+    },
+    "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
+    // "self": the host that answers (the dashboard names it)
+    "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, (await pipeline.hosts()).map((host) => (host.host === pipeline.host ? { ...host, self: true } : host))) },
+    "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
+    "/v1/rollouts": [
+      { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas))) },
+      { method: "POST", scope: "write", handle: (request) => rolloutRequest(request, options) },
+    ],
+  };
+
+  const { requestTimeoutMs } = options;
+  const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs / 4) };
+  const server = createServer({ ...timeouts, keepAliveTimeout: 5_000 }, routeRequests(routes, options, () => pipeline));
+  // after Node's own 408 for a request begun but not received in time
+  guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
+  await listenOn(server, host, port, options.listen);
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+  log.info({ url, auth: options.tokens ? "bearer tokens" : "none (loopback only)" }, "sidecar listening");
+  return {
+    url,
+    attach(attached) {
+      stream = new EventStream(attached, { log, keepAliveMs: options.keepAliveMs });
+      recent = new RecentChanges(attached, log);
+      metrics = createMetrics(attached, stream);
+      pipeline = attached;
+    },
+    async close() {
+      stream?.close();
+      recent?.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Find the route, check the method, the origin and the token, then run the handler; errors become answers. */
+function routeRequests(routes: Record<string, Route | Route[]>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+  const { log } = options;
+  const byPath = new Map(Object.entries(routes).map(([path, route]) => [path, [route].flat()]));
+  return (req, res) => {
+  const url = new URL(req.url ?? "/", "http://cdp.invalid");
+  const { pathname } = url;
+  const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname;
+  const candidates = byPath.get(prefix) ?? [];
+  if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
+  const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
+  if (!route) {
+    const methods = candidates.map(({ method }) => method);
+    res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
+    return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
+  }
+  const refusal = foreignRequest(req, !options.tokens);
+  if (refusal) return sendError(res, 403, refusal);
+  if (route.scope && options.tokens) {
+    const scope = options.tokens.scopeOf(req.headers.authorization);
+    if (!scope) {
+      res.setHeader("www-authenticate", 'Bearer realm="cdp"');
+      return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+    }
+    if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
+  }
+  if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
+  const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
+  const failed = (error: unknown) => {
+    if (error instanceof HttpError) return sendError(res, error.status, error.message);
+    if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
+    log.error({ err: error, path: pathname }, "request failed");
+    if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
+    else res.destroy();
+  };
+  // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
+  try {
+    route.handle({ req, res, url, pipeline: attached()!, rest })?.catch(failed);
+  } catch (error) {
+    failed(error);
+  }
+  };
+}
+
+/** GET /v1/events[?app=A[&key=K]][&since=REV][&rejections=1]; Last-Event-ID takes precedence over since. */
+async function openStream({ req, res, url, pipeline }: Request, stream: EventStream): Promise<void> {
+  const header = req.headers["last-event-id"];
+  const given = (Array.isArray(header) ? header.join(",") : header) ?? url.searchParams.get("since") ?? undefined;
+  // decimal digits only: Number() would read "0x10" as 16 and "1e3" as 1000
+  if (given !== undefined && given !== "" && !/^\d{1,15}$/.test(given)) throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
+  const since = given === undefined || given === "" ? undefined : Number(given);
+  const app = url.searchParams.get("app") ?? undefined;
+  const key = url.searchParams.get("key") ?? undefined;
+  if (key !== undefined && app === undefined) throw new HttpError(400, "a key filter needs an app: ?app=APP&key=KEY");
+  if (app !== undefined) {
+    const schema = pipeline.schemas.get(app);
+    if (!schema) throw new HttpError(404, `unknown app "${app}"`);
+    const info = key === undefined ? undefined : schema.key(key.split("."));
+    if (typeof info === "string") throw new HttpError(404, `${app}${info}`);
+  }
+  const rejections = ["1", "true", "yes"].includes(url.searchParams.get("rejections") ?? "");
+  if (req.method === "HEAD") {
+    // what a GET would start with, and no stream: a HEAD must end
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store" });
+    res.end();
+    return;
+  }
+  await stream.open(res, since, { app, key, rejections });
+}
+
+/** GET /v1/history[?app=A[&key=K]][&limit=N]: newest first, as `cdp history --json` prints it. */
+async function serveHistory({ res, url }: Request, recent: RecentChanges): Promise<void> {
+  const app = url.searchParams.get("app");
+  const key = url.searchParams.get("key");
+  const selector = app === null ? undefined : key === null ? app : `${app}.${key}`;
+  const limit = limitOf(url, 100);
+  sendJson(res, 200, historyJson(selectHistory(await recent.entries(), selector, limit)));
+}
+
+/** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */
+async function rollback({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const request = await readJsonObject<{ to: unknown; last: unknown; dryRun: unknown }>(req, options.maxBodyBytes, 'send JSON: {"to": REVISION} or {"last": true}');
+  const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
+  if ((request.to === undefined) === (request.last !== true)) throw new HttpError(400, 'give either "to": REVISION or "last": true');
+  const revision = request.last === true ? state.revision - 1 : request.to;
+  if (!Number.isInteger(revision)) throw new HttpError(400, `"to" must be a revision number, got ${JSON.stringify(request.to)}`);
+  let lines: string[];
+  try {
+    lines = planRollback(state, pipeline.schemas, revision as number, pipeline.validators);
+  } catch (error) {
+    if (error instanceof CdpError) throw new HttpError(error.code === "refused" ? 409 : 400, error.message);
+    throw error;
+  }
+  if (lines.length === 0 || request.dryRun === true) {
+    return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
+  }
+  const said = whoAndWhy(req, options.tokens);
+  await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, { ...said, reason: said.reason ?? "rollback" }, lines);
+}
+
+/**
+ * POST /v1/rollouts: start one ({"hosts": [H…], "bake": S, "lines": [LINE…]} or "steps"/"every"),
+ * or {"action": "abort" | "promote", "id"?: ID, "reason"?: T}; through the inbox, as cdp rollout does.
+ */
+async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const usage = 'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
+  const body = await readJsonObject<{ action: unknown; id: unknown; reason: unknown; hosts: unknown; bake: unknown; steps: unknown; every: unknown; lines: unknown }>(req, options.maxBodyBytes, usage);
+  const action = body.action ?? "start";
+  const reason = typeof body.reason === "string" ? body.reason : undefined;
+  let request: RolloutRequest;
+  if (action === "start") {
+    const timing = body.steps === undefined ? { hosts: body.hosts as string[], bakeSeconds: body.bake as number } : { steps: body.steps as number[], everySeconds: body.every as number };
+    request = { start: { id: newRolloutId(), lines: body.lines as string[], ...timing } };
+  } else if (action === "abort" || action === "promote") {
+    const baking = pipeline.rollouts().filter((rollout) => rollout.state === "baking" && (body.id === undefined || rollout.id === body.id));
+    if (baking.length !== 1) throw new HttpError(baking.length === 0 ? 404 : 400, baking.length === 0 ? `no rollout${body.id === undefined ? "" : ` ${String(body.id)}`} is in progress` : `${baking.length} rollouts are in progress: say which with "id"`);
+    const id = baking[0]!.id;
+    request = action === "abort" ? { abort: { id, ...(reason ? { reason } : {}) } } : { promote: { id } };
+  } else throw new HttpError(400, usage);
+  const said = whoAndWhy(req, options.tokens);
+  const { status, lines } = await submitLines(pipeline, rolloutDirective(request), options.waitMs, `http-rollout:${req.socket.remoteAddress ?? "?"}`, { ...said, ...(action === "start" && reason ? { reason } : {}) });
+  const id = "start" in request ? request.start.id : "abort" in request ? request.abort.id : request.promote.id;
+  const rollout = pipeline.rollouts().find((known) => known.id === id);
+  if (status === "queued") return sendJson(res, 202, { status, id });
+  if (lines[0]?.outcome !== "accepted") return sendError(res, 409, lines[0]?.reason ?? "refused");
+  sendJson(res, action === "start" ? 201 : 200, rollout ? servedRollout(rollout, pipeline.schemas) : { id });
+}
+
+/** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */
+async function planSchemas({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+  const usage = 'send JSON: {"files": {"APP.schema.json": SCHEMA, …}} (the other apps keep their schemas)';
+  const request = await readJsonObject<{ files: unknown }>(req, options.maxBodyBytes, usage);
+  const files = request.files;
+  if (typeof files !== "object" || files === null || Array.isArray(files) || Object.keys(files).length === 0) throw new HttpError(400, usage);
+  const badName = Object.keys(files).find((name) => !/^[A-Za-z_][A-Za-z0-9_-]{0,63}\.schema\.json$/.test(name));
+  if (badName !== undefined) throw new HttpError(400, `${JSON.stringify(badName)} is not a schema file name (APP.schema.json)`);
+  const deep = Object.entries(files).find(([, schema]) => nestsDeeperThan(schema, MAX_SCHEMA_DEPTH));
+  if (deep) throw new HttpError(400, `${deep[0]}: nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
+  const plan = await planFiles(pipeline, files as Record<string, unknown>);
+  sendJson(res, plan.ok ? 200 : 409, plan);
+}
+
+/** Who makes a change over HTTP (the token's name, or the client's address without tokens), and why (X-Cdp-Reason). */
+function whoAndWhy(req: IncomingMessage, tokens: Tokens | undefined): { by: string; reason?: string } {
+  const by = tokens?.nameOf(req.headers.authorization) ?? `http:${req.socket.remoteAddress ?? "?"}`;
+  const header = req.headers["x-cdp-reason"];
+  const reason = (Array.isArray(header) ? header.join(" ") : header)?.trim().slice(0, 1000);
+  return reason ? { by, reason } : { by };
+}
+
+async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, said: { by: string; reason?: string }, changes?: string[]): Promise<void> {
+  const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
+  const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected" || line.outcome === "taken back") ? 422 : 200;
+  sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
+}
