@@ -5,7 +5,12 @@ import type { AddressInfo } from "node:net";
 
 const body = JSON.stringify({ t: "0", n: 0 });
 const server = http.createServer((_req, res) => {
-  res.writeHead(200, { etag: '"0"', "cache-control": "no-cache", "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
+  res.writeHead(200, {
+    etag: '"0"',
+    "cache-control": "no-cache",
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+  });
   res.end(body);
 });
 server.listen(0, "127.0.0.1", () => process.send!((server.address() as AddressInfo).port));

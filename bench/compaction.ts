@@ -57,5 +57,12 @@ if (mode === "steady") {
   await cdp.stop();
   latencies.sort((a, b) => a - b);
   delay.disable();
-  process.send!({ lines: latencies.length, p50: latencies[Math.floor(latencies.length / 2)], p99: latencies[Math.floor(latencies.length * 0.99)], max: latencies.at(-1), loopMax: delay.max / 1e6, latencies: latencies.slice(-5) });
+  process.send!({
+    lines: latencies.length,
+    p50: latencies[Math.floor(latencies.length / 2)],
+    p99: latencies[Math.floor(latencies.length * 0.99)],
+    max: latencies.at(-1),
+    loopMax: delay.max / 1e6,
+    latencies: latencies.slice(-5),
+  });
 }

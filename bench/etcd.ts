@@ -161,7 +161,9 @@ export async function leaderOf(cluster: EtcdCluster): Promise<number> {
 /** Compact etcd's history up to its current revision (what an operator's or etcd's auto-compaction does). */
 export async function compactEtcd(cluster: EtcdCluster): Promise<number> {
   const client = cluster.members.find(alive)!.client;
-  const range = (await (await fetch(`${client}/v3/kv/range`, { method: "POST", body: JSON.stringify({ key: Buffer.from("/").toString("base64") }) })).json()) as {
+  const range = (await (
+    await fetch(`${client}/v3/kv/range`, { method: "POST", body: JSON.stringify({ key: Buffer.from("/").toString("base64") }) })
+  ).json()) as {
     header: { revision: string };
   };
   const response = await fetch(`${client}/v3/kv/compaction`, { method: "POST", body: JSON.stringify({ revision: range.header.revision, physical: true }) });

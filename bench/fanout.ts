@@ -104,11 +104,20 @@ async function main(): Promise<void> {
     const mb = (values: number[]) => `${Math.round(percentile(values, 50))} MB (${Math.round(Math.min(...values))}-${Math.round(Math.max(...values))})`;
     const [p50, p99] = [percentile(latencies, 50), percentile(latencies, 99)];
     const [oneP50, oneP99, lastP50] = [percentile(bareOne, 50), percentile(bareOne, 99), percentile(bareLast, 50)];
-    const rss = percentile(memory.map((m) => m.rss), 50);
-    console.log(`\n| fan-out figure (${HOSTS} hosts, 3-member etcd on loopback) | cdp | bare etcd | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- |`);
-    console.log(`| append on host 1 → subscriber on host ${HOSTS}, p50 | ${ms(p50)} | ${ms(oneP50)} (put → one of ${HOSTS} watches; the last ${ms(lastP50)}) | ${(p50 / oneP50).toFixed(1)}× | ≤ 2× | ${p50 <= 2 * oneP50 ? "yes" : "**no**"} |`);
+    const rss = percentile(
+      memory.map((m) => m.rss),
+      50,
+    );
+    console.log(
+      `\n| fan-out figure (${HOSTS} hosts, 3-member etcd on loopback) | cdp | bare etcd | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- |`,
+    );
+    console.log(
+      `| append on host 1 → subscriber on host ${HOSTS}, p50 | ${ms(p50)} | ${ms(oneP50)} (put → one of ${HOSTS} watches; the last ${ms(lastP50)}) | ${(p50 / oneP50).toFixed(1)}× | ≤ 2× | ${p50 <= 2 * oneP50 ? "yes" : "**no**"} |`,
+    );
     console.log(`| append on host 1 → subscriber on host ${HOSTS}, p99 | ${ms(p99)} | ${ms(oneP99)} | ${(p99 / oneP99).toFixed(1)}× | | |`);
-    console.log(`| idle RSS per host process (median, range of ${children.length}) | ${mb(memory.map((m) => m.rss))} | | | ≤ 70 MB | ${rss <= 70 ? "yes" : "**no**"} |`);
+    console.log(
+      `| idle RSS per host process (median, range of ${children.length}) | ${mb(memory.map((m) => m.rss))} | | | ≤ 70 MB | ${rss <= 70 ? "yes" : "**no**"} |`,
+    );
     console.log(`| its private part (anonymous pages) | ${mb(memory.map((m) => m.anon))} | | | | |`);
     console.log(`| its proportional share (PSS: shared pages split between processes) | ${mb(memory.map((m) => m.pss))} | | | | |`);
     console.log(`\n${SAMPLES} samples, each cdp change beside one bare put, 30 ms apart; memory after ${IDLE_MS / 1000} s idle.`);

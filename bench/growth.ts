@@ -42,12 +42,28 @@ const spread = (values: number[]) => `${Math.round((100 * (Math.max(...values) -
 // keys in one app (additionalProperties): a routing map, per-tenant limits
 const KEYS = [100, 1_000, 20_000, 300_000];
 const keyed = { type: "object", properties: { t: { type: "string", default: "0" } }, additionalProperties: { type: "integer" } };
-const keysPoint = (n: number) => measure("grow", keyed, range(n).map((i) => `grow:k${i}:${i}\n`), range(2000).map((i) => `grow:k${(i * 7919) % n}:${i}\n`));
+const keysPoint = (n: number) =>
+  measure(
+    "grow",
+    keyed,
+    range(n).map((i) => `grow:k${i}:${i}\n`),
+    range(2000).map((i) => `grow:k${(i * 7919) % n}:${i}\n`),
+  );
 
 // properties in one schema, each with its own rules
 const PROPERTIES = [10, 100, 1_000, 3_000];
-const propertySchema = (n: number) => ({ type: "object", properties: { t: { type: "string", default: "0" }, ...Object.fromEntries(range(n).map((i) => [`p${i}`, { type: "integer", minimum: 0, default: 0 }])) }, additionalProperties: false });
-const propertiesPoint = (n: number) => measure("props", propertySchema(n), [], range(5000).map((i) => `props:p${(i * 7919) % n}:${i}\n`));
+const propertySchema = (n: number) => ({
+  type: "object",
+  properties: { t: { type: "string", default: "0" }, ...Object.fromEntries(range(n).map((i) => [`p${i}`, { type: "integer", minimum: 0, default: 0 }])) },
+  additionalProperties: false,
+});
+const propertiesPoint = (n: number) =>
+  measure(
+    "props",
+    propertySchema(n),
+    [],
+    range(5000).map((i) => `props:p${(i * 7919) % n}:${i}\n`),
+  );
 
 type Curve = { name: string; sizes: number[]; rounds: Point[][] };
 
@@ -81,7 +97,12 @@ function svg(panels: Panel[]): string {
     const x = (i: number) => ox + pad + (i * (w - 2 * pad)) / (sizes.length - 1);
     const y = (v: number) => oy + h - pad + 10 - (v / top) * (h - 2 * pad);
     const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-    const labels = values.map((v, i) => `<circle cx="${x(i).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3"/><text x="${x(i).toFixed(1)}" y="${(y(v) - 7).toFixed(1)}" text-anchor="middle">${v >= 10 ? Math.round(v).toLocaleString("en") : v.toFixed(2)}</text><text x="${x(i).toFixed(1)}" y="${oy + h - 12}" text-anchor="middle">${sizes[i]!.toLocaleString("en")}</text>`).join("");
+    const labels = values
+      .map(
+        (v, i) =>
+          `<circle cx="${x(i).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3"/><text x="${x(i).toFixed(1)}" y="${(y(v) - 7).toFixed(1)}" text-anchor="middle">${v >= 10 ? Math.round(v).toLocaleString("en") : v.toFixed(2)}</text><text x="${x(i).toFixed(1)}" y="${oy + h - 12}" text-anchor="middle">${sizes[i]!.toLocaleString("en")}</text>`,
+      )
+      .join("");
     return `<g><text x="${ox + 8}" y="${oy + 16}" font-weight="bold">${title}</text><line x1="${ox + pad}" y1="${oy + h - pad + 10}" x2="${ox + w - pad}" y2="${oy + h - pad + 10}" stroke="#999"/><polyline fill="none" stroke="#1f6feb" stroke-width="2" points="${points}"/>${labels}</g>`;
   });
   const rows = Math.ceil(panels.length / 2);
@@ -124,25 +145,51 @@ const compactionAt = (i: number, field: keyof CompactionPoint) => median(compact
 const compactionTable = [
   "| journal lines | `cdp compact` | its peak RSS | a watcher's RSS | peak ÷ watcher | lines appended during the watcher's compaction: p99 append→subscriber |",
   "| --- | --- | --- | --- | --- | --- |",
-  ...JOURNAL.map((lines, i) => `| ${lines.toLocaleString("en")} | ${(compactionAt(i, "ms") / 1000).toFixed(2)} s | ${Math.round(compactionAt(i, "peak"))} MB | ${Math.round(compactionAt(i, "steady"))} MB | ${(compactionAt(i, "peak") / compactionAt(i, "steady")).toFixed(2)}× | ${compactionAt(i, "p99").toFixed(1)} ms (${Math.round(compactionAt(i, "lines"))} lines) |`),
+  ...JOURNAL.map(
+    (lines, i) =>
+      `| ${lines.toLocaleString("en")} | ${(compactionAt(i, "ms") / 1000).toFixed(2)} s | ${Math.round(compactionAt(i, "peak"))} MB | ${Math.round(compactionAt(i, "steady"))} MB | ${(compactionAt(i, "peak") / compactionAt(i, "steady")).toFixed(2)}× | ${compactionAt(i, "p99").toFixed(1)} ms (${Math.round(compactionAt(i, "lines"))} lines) |`,
+  ),
 ].join("\n");
 
 const keys = await curve("keys in one app", KEYS, keysPoint);
 const properties = await curve("properties in one schema", PROPERTIES, propertiesPoint);
 const at = (c: Curve, size: number, field: keyof Point) => figure(c, c.sizes.indexOf(size), field);
 const goals = [
-  ["p50 at 20,000 keys vs 100 keys", `${(at(keys, 20_000, "p50") / at(keys, 100, "p50")).toFixed(2)}×`, "≤ 1.5×", at(keys, 20_000, "p50") <= 1.5 * at(keys, 100, "p50")],
-  ["burst at 20,000 keys vs 100 keys", `${Math.round((100 * at(keys, 20_000, "burstRate")) / at(keys, 100, "burstRate"))}%`, "≥ 50%", at(keys, 20_000, "burstRate") >= 0.5 * at(keys, 100, "burstRate")],
+  [
+    "p50 at 20,000 keys vs 100 keys",
+    `${(at(keys, 20_000, "p50") / at(keys, 100, "p50")).toFixed(2)}×`,
+    "≤ 1.5×",
+    at(keys, 20_000, "p50") <= 1.5 * at(keys, 100, "p50"),
+  ],
+  [
+    "burst at 20,000 keys vs 100 keys",
+    `${Math.round((100 * at(keys, 20_000, "burstRate")) / at(keys, 100, "burstRate"))}%`,
+    "≥ 50%",
+    at(keys, 20_000, "burstRate") >= 0.5 * at(keys, 100, "burstRate"),
+  ],
   ["start-up with 300,000 keys in one app", `${Math.round(at(keys, 300_000, "startMs"))} ms`, "< 2 s", at(keys, 300_000, "startMs") < 2000],
   ["RSS after 5,000 changes, 3,000 properties", `${Math.round(at(properties, 3_000, "rss"))} MB`, "< 200 MB", at(properties, 3_000, "rss") < 200],
-  ["peak RSS of `cdp compact`, 3,000,000 lines, vs a watcher's", `${(compactionAt(2, "peak") / compactionAt(2, "steady")).toFixed(2)}×`, "≤ 2×", compactionAt(2, "peak") <= 2 * compactionAt(2, "steady")],
-  ["a line appended during the watcher's compaction (3,000,000 lines), p99", `${compactionAt(2, "p99").toFixed(1)} ms`, "≤ 100 ms", compactionAt(2, "p99") <= 100],
+  [
+    "peak RSS of `cdp compact`, 3,000,000 lines, vs a watcher's",
+    `${(compactionAt(2, "peak") / compactionAt(2, "steady")).toFixed(2)}×`,
+    "≤ 2×",
+    compactionAt(2, "peak") <= 2 * compactionAt(2, "steady"),
+  ],
+  [
+    "a line appended during the watcher's compaction (3,000,000 lines), p99",
+    `${compactionAt(2, "p99").toFixed(1)} ms`,
+    "≤ 100 ms",
+    compactionAt(2, "p99") <= 100,
+  ],
 ] as const;
 console.log(`${table(keys)}\n\n${table(properties)}\n\n${compactionTable}\n`);
 console.log("| growth goal | cdp | goal | met |\n| --- | --- | --- | --- |");
 for (const [name, value, goal, met] of goals) console.log(`| ${name} | ${value} | ${goal} | ${met ? "yes" : "**no**"} |`);
 console.log(`\nmedians of ${ROUNDS} rounds (± the spread: (max − min) / median); each point in a fresh process`);
-writeFileSync(here("../../bench/growth.json"), `${JSON.stringify({ date: new Date().toISOString(), curves: [keys, properties], compactions, goals }, null, 2)}\n`);
+writeFileSync(
+  here("../../bench/growth.json"),
+  `${JSON.stringify({ date: new Date().toISOString(), curves: [keys, properties], compactions, goals }, null, 2)}\n`,
+);
 const curveOf = (c: Curve, field: keyof Point, title: string): Panel => ({ title, sizes: c.sizes, values: c.sizes.map((_, i) => figure(c, i, field)) });
 const compactionOf = (field: keyof CompactionPoint, title: string): Panel => ({ title, sizes: JOURNAL, values: JOURNAL.map((_, i) => compactionAt(i, field)) });
 writeFileSync(

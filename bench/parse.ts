@@ -11,7 +11,7 @@ const cases: Record<string, (size: number) => string> = {
   "long app name (error)": (size) => `${"a".repeat(size - 6)}:b:1`,
   "spaces (blank)": (size) => " ".repeat(size),
   "spaces then text (error)": (size) => `${" ".repeat(size - 1)}x`,
-  "comment": (size) => `#${"x".repeat(size - 1)}`,
+  comment: (size) => `#${"x".repeat(size - 1)}`,
 };
 
 function timeOf(line: string): number {

@@ -108,7 +108,14 @@ async function burst(lines: string[], last: number): Promise<number> {
 
 const validBurst = () => Array.from({ length: BURST }, (_, i) => `bench:n:${i + 1}\n`);
 const rejectBurst = () => {
-  const kinds = [(i: number) => `garbage ${i}`, (i: number) => `nope:x:${i}`, (i: number) => `bench:nope:${i}`, () => "bench:n:abc", (i: number) => `bench:n:-${i + 1}`, (i: number) => `bench:ratio:${i + 2}`];
+  const kinds = [
+    (i: number) => `garbage ${i}`,
+    (i: number) => `nope:x:${i}`,
+    (i: number) => `bench:nope:${i}`,
+    () => "bench:n:abc",
+    (i: number) => `bench:n:-${i + 1}`,
+    (i: number) => `bench:ratio:${i + 2}`,
+  ];
   return [...Array.from({ length: BURST - 1 }, (_, i) => `${kinds[i % kinds.length]!(i)}\n`), "bench:n:7\n"];
 };
 
@@ -133,7 +140,8 @@ async function journalOf(lines: number, record: (i: number) => string): Promise<
   return dir;
 }
 
-const journalRecord = (i: number) => `# rev=${i + 1} seq=${i + 1} time=2026-11-24T00:00:00.000Z source=cdp.new:${i + 1} inbox=1-1@${(i + 1) * 12}\nbench:n:${i + 1}\n`;
+const journalRecord = (i: number) =>
+  `# rev=${i + 1} seq=${i + 1} time=2026-11-24T00:00:00.000Z source=cdp.new:${i + 1} inbox=1-1@${(i + 1) * 12}\nbench:n:${i + 1}\n`;
 
 async function main(): Promise<void> {
   const rounds: Record<string, number[]> = {};
@@ -163,17 +171,32 @@ async function main(): Promise<void> {
 
   const m = (name: string) => median(rounds[name]!);
   const figures = [
-    ["echo→subscriber p50", `${m("cdp p50").toFixed(2)} ms`, `${m("baseline p50").toFixed(2)} ms`, `${(m("cdp p50") / m("baseline p50")).toFixed(2)}× baseline`, "≤ 1.25× baseline", m("cdp p50") <= 1.25 * m("baseline p50")],
+    [
+      "echo→subscriber p50",
+      `${m("cdp p50").toFixed(2)} ms`,
+      `${m("baseline p50").toFixed(2)} ms`,
+      `${(m("cdp p50") / m("baseline p50")).toFixed(2)}× baseline`,
+      "≤ 1.25× baseline",
+      m("cdp p50") <= 1.25 * m("baseline p50"),
+    ],
     ["echo→subscriber p95", `${m("cdp p95").toFixed(2)} ms`, `${m("baseline p95").toFixed(2)} ms`, "", "", true],
     ["echo→subscriber p99", `${m("cdp p99").toFixed(2)} ms`, `${m("baseline p99").toFixed(2)} ms`, "", "≤ 20 ms", m("cdp p99") <= 20],
     ["burst (100,000 valid lines)", `${Math.round(m("burst")).toLocaleString("en")} lines/s`, "", "", "≥ 250,000 lines/s", m("burst") >= 250_000],
-    ["reject burst (100,000 invalid)", `${Math.round(m("reject burst")).toLocaleString("en")} lines/s`, "", "", "≥ 100,000 lines/s", m("reject burst") >= 100_000],
+    [
+      "reject burst (100,000 invalid)",
+      `${Math.round(m("reject burst")).toLocaleString("en")} lines/s`,
+      "",
+      "",
+      "≥ 100,000 lines/s",
+      m("reject burst") >= 100_000,
+    ],
     ["start-up replay (1,000,000 lines)", `${Math.round(m("replay ms"))} ms`, "", "", "≤ 1 s", m("replay ms") <= 1000],
     ["RSS after that replay", `${Math.round(m("replay rss"))} MB`, "", "", "≤ 100 MB", m("replay rss") <= 100],
     ["RSS with 100,000 keys", `${Math.round(m("100k keys rss"))} MB`, "", "", "≤ 150 MB", m("100k keys rss") <= 150],
   ] as const;
   console.log("| figure | cdp | baseline | ratio | goal | met |\n| --- | --- | --- | --- | --- | --- |");
-  for (const [name, ours, base, ratio, goal, met] of figures) console.log(`| ${name} | ${ours} | ${base} | ${ratio} | ${goal} | ${goal ? (met ? "yes" : "**no**") : ""} |`);
+  for (const [name, ours, base, ratio, goal, met] of figures)
+    console.log(`| ${name} | ${ours} | ${base} | ${ratio} | ${goal} | ${goal ? (met ? "yes" : "**no**") : ""} |`);
   const machine = { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version };
   console.log(`\n${machine.cores} × ${machine.cpu}, ${machine.memoryGiB} GiB, Node ${machine.node}; medians of ${ROUNDS} rounds (replay: 2).`);
   writeFileSync(here("../../bench/results.json"), `${JSON.stringify({ date: new Date().toISOString(), machine, rounds, figures }, null, 2)}\n`);

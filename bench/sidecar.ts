@@ -115,7 +115,9 @@ async function subscribers(url: string, count: number) {
         waiting = { revision, missing: heard.filter((heardUpTo) => heardUpTo < revision).length, resolve };
         check();
       }),
-    close: () => sockets.forEach((socket) => socket.destroy()),
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+    },
   };
 }
 
@@ -147,17 +149,24 @@ async function main(): Promise<void> {
   const perSecond = (values: number[]) => `${Math.round(m(values)).toLocaleString("en")} reads/s`;
   const share = m(reads) / m(bare);
   console.log("\n| sidecar figure | cdp | baseline (bare Node HTTP) | goal | met |\n| --- | --- | --- | --- | --- |");
-  console.log(`| GET /v1/config/{app} (64 connections) | ${perSecond(reads)} | ${perSecond(bare)} (${Math.round(100 * share)}%) | ≥ 90% of bare | ${share >= 0.9 ? "yes" : "**no**"} |`);
+  console.log(
+    `| GET /v1/config/{app} (64 connections) | ${perSecond(reads)} | ${perSecond(bare)} (${Math.round(100 * share)}%) | ≥ 90% of bare | ${share >= 0.9 ? "yes" : "**no**"} |`,
+  );
   for (const count of SUBSCRIBERS) {
     const clients = count.toLocaleString("en");
     console.log(`| append→event at ${clients} subscribers, p50 | ${m(p50.get(count)!).toFixed(1)} ms (${spread(p50.get(count)!)}) | | | |`);
     const goal = count === 5000 ? 100 : count === 1000 ? 50 : undefined;
     const met = goal === undefined ? "" : m(p99.get(count)!) <= goal ? "yes" : "**no**";
-    console.log(`| append→event at ${clients} subscribers, p99 | ${m(p99.get(count)!).toFixed(1)} ms (${spread(p99.get(count)!)}) | | ${goal === undefined ? "" : `≤ ${goal} ms`} | ${met} |`);
+    console.log(
+      `| append→event at ${clients} subscribers, p99 | ${m(p99.get(count)!).toFixed(1)} ms (${spread(p99.get(count)!)}) | | ${goal === undefined ? "" : `≤ ${goal} ms`} | ${met} |`,
+    );
   }
   console.log(`\nmedians of ${ROUNDS} rounds (their range in brackets); each round: 10 s of reads, then ${CHANGES} changes to each number of streams.`);
   const byCount = (map: Map<number, number[]>) => Object.fromEntries(map);
-  writeFileSync(here("../../bench/results-sidecar.json"), `${JSON.stringify({ date: new Date().toISOString(), reads, bare, p50: byCount(p50), p99: byCount(p99) }, null, 2)}\n`);
+  writeFileSync(
+    here("../../bench/results-sidecar.json"),
+    `${JSON.stringify({ date: new Date().toISOString(), reads, bare, p50: byCount(p50), p99: byCount(p99) }, null, 2)}\n`,
+  );
 }
 
 await main();

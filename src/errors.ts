@@ -25,5 +25,6 @@ export const TIMER_MAX_MS = 2 ** 31 - 1;
 /** A library option that becomes a timer: whole milliseconds a timer can take, or a usage error naming it. */
 export function checkMs(name: string, value: number | undefined): void {
   if (value === undefined) return;
-  if (!Number.isInteger(value) || value <= 0 || value > TIMER_MAX_MS) throw new CdpError("usage", `${name} must be a whole number of milliseconds from 1 to ${TIMER_MAX_MS}, got ${String(value)}`);
+  if (!Number.isInteger(value) || value <= 0 || value > TIMER_MAX_MS)
+    throw new CdpError("usage", `${name} must be a whole number of milliseconds from 1 to ${TIMER_MAX_MS}, got ${String(value)}`);
 }

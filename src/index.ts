@@ -95,7 +95,10 @@ export interface HttpOptions {
 export interface Cdp extends LiveConfig {
   /** The app's schema version in force (`x-cdp-version`; 1 when its schema declares none), or undefined for an unknown app. */
   schemaVersion(app: string): number | undefined;
-  /** A fleet's rollouts as this host knows them (in progress and recent, newest first); none for a single host. A subscriber's `veto()` of a change a rollout staged on this host aborts the rollout. */
+  /**
+   * A fleet's rollouts as this host knows them (in progress and recent, newest first); none for a
+   * single host. A subscriber's `veto()` of a change a rollout staged on this host aborts the rollout.
+   */
   rollouts(): Rollout[];
   /** Add a code-level check for an app; it applies to the changes that follow. */
   registerValidator(app: string, validator: AppValidator): void;
@@ -113,7 +116,10 @@ async function loadFleet(): Promise<typeof import("./fleet/log.js")> {
     return await import("./fleet/log.js");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes("etcd3")) {
-      throw new CdpError("bootstrap", "a fleet (--cluster) needs etcd's client, the npm package etcd3, which is not installed: run 'npm install etcd3' where cdp is installed");
+      throw new CdpError(
+        "bootstrap",
+        "a fleet (--cluster) needs etcd's client, the npm package etcd3, which is not installed: run 'npm install etcd3' where cdp is installed",
+      );
     }
     throw error;
   }
@@ -131,7 +137,10 @@ const MAX_FLEET_LINE_BYTES = 128 << 10;
  */
 export async function startCdp(options: CdpOptions): Promise<Cdp> {
   if (options.cluster && (options.maxLineBytes ?? 65536) > MAX_FLEET_LINE_BYTES) {
-    throw new CdpError("usage", `in a fleet --max-line-bytes is at most ${MAX_FLEET_LINE_BYTES}: each line goes to etcd within one request, escaped (etcd takes 1.5 MiB per request by default)`);
+    throw new CdpError(
+      "usage",
+      `in a fleet --max-line-bytes is at most ${MAX_FLEET_LINE_BYTES}: each line goes to etcd within one request, escaped (etcd takes 1.5 MiB per request by default)`,
+    );
   }
   for (const name of ["pollIntervalMs", "maxOutageMs", "outageWindowMs", "vetoWindowMs"] as const) checkMs(name, options[name]);
   for (const name of ["waitMs", "keepAliveMs", "requestTimeoutMs"] as const) checkMs(`http.${name}`, options.http?.[name]);
@@ -221,4 +230,3 @@ export type { RemoteCdp, RemoteOptions } from "./sidecar/remote.js";
 export type { ParsedLine } from "./lines/parse.js";
 export type { Rollout } from "./fleet/rollouts.js";
 export type { AppConfig, AppValidator, ChangeEvent, LiveConfig, Snapshot, Subscriber };
-

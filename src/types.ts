@@ -1,7 +1,8 @@
 // The pipeline's shapes, as the library, the sidecar and the CLI see them (as c12 keeps its types).
 import type { Logger } from "pino";
 import type { LineOutcome } from "./pipeline/batch.js";
-import type { FleetLog, HostStatus } from "./fleet/log.js";
+import type { HostStatus } from "./fleet/hosts.js";
+import type { FleetLog } from "./fleet/log.js";
 import type { InboxSettings } from "./inbox/inbox.js";
 import type { RenderStatus, RenderVerdicts } from "./render/renderer.js";
 import type { Rollout, RolloutStep } from "./fleet/rollouts.js";
@@ -38,7 +39,10 @@ export interface PipelineEvents {
   batch: (summary: { accepted: number; rejected: number; seconds: number }) => void;
   /** Every line of that batch (built only while someone listens). */
   lines: (file: string, lines: LineOutcome[]) => void;
-  /** A fleet's rollout took a step (staged, widened, promoted, aborted), applied on this host: what this host recorded when it changed nothing here (else its changes tell). */
+  /**
+   * A fleet's rollout took a step (staged, widened, promoted, aborted), applied on this host: what
+   * this host recorded when it changed nothing here (else its changes tell).
+   */
   rollout: (step: RolloutStep, nothingHere: { revision: number; reason: string } | undefined) => void;
 }
 

@@ -23,7 +23,11 @@ beforeAll(async () => {
 
 const GRAMMAR_ALPHABET = ["a", "Z", "_", "-", "1", ":", ".", " ", "\t", "#", '"', "{", "[", "\r", "\0", "é", "\uD800"];
 const grammarish = fc.array(fc.constantFrom(...GRAMMAR_ALPHABET), { maxLength: 40 }).map((chars) => chars.join(""));
-const anyLine = fc.oneof(grammarish, fc.string({ unit: "binary", maxLength: 200 }), grammarish.map((tail) => `ticker:${tail}`));
+const anyLine = fc.oneof(
+  grammarish,
+  fc.string({ unit: "binary", maxLength: 200 }),
+  grammarish.map((tail) => `ticker:${tail}`),
+);
 
 function judge(bytes: Uint8Array) {
   const line = toInboxLine(Buffer.from(bytes), bytes.length, bytes.at(-1), 1, bytes.length + 1, 65536);
@@ -52,7 +56,9 @@ describe("random lines (property-based)", () => {
     const bytes = fc.oneof(
       fc.uint8Array({ maxLength: 120 }),
       anyLine.map((text) => new TextEncoder().encode(text)),
-      fc.tuple(fc.constantFrom("ticker:meta:", "ticker:tags:", "ticker:limits:", "db:pool:"), fc.json()).map(([head, json]) => new TextEncoder().encode(head + json)),
+      fc
+        .tuple(fc.constantFrom("ticker:meta:", "ticker:tags:", "ticker:limits:", "db:pool:"), fc.json())
+        .map(([head, json]) => new TextEncoder().encode(head + json)),
     );
     fc.assert(
       fc.property(bytes, (line) => {
@@ -69,7 +75,10 @@ describe("random lines (property-based)", () => {
     const label = schemas.get("ticker")!.key(["label"]) as KeyInfo;
     fc.assert(
       fc.property(fc.oneof(fc.string({ unit: "binary" }), fc.integer()), (value) => {
-        for (const [key, info] of [["name", name], ["label", label]] as const) {
+        for (const [key, info] of [
+          ["name", name],
+          ["label", label],
+        ] as const) {
           if (key === "name" && typeof value !== "string") continue;
           const parsed = parseLine(encodeChange("ticker", key, value, info));
           expect(parsed.kind).toBe("change");
@@ -89,7 +98,10 @@ describe("random lines (property-based)", () => {
     await appendFile(join(dir, "cdp.new"), clean.map((line) => `${line}\n`).join(""));
     await waitUntil(async () => (await recordCount(dir)) === counted);
     // every processed line has its own seq, in the journal or in cdp.rej: none twice, none missing
-    const seqs = [...(await readText(join(dir, "cdp"))).matchAll(/^# rev=\d+ seq=(\d+) /gm), ...(await readText(join(dir, "cdp.rej"))).matchAll(/^# seq=(\d+) /gm)]
+    const seqs = [
+      ...(await readText(join(dir, "cdp"))).matchAll(/^# rev=\d+ seq=(\d+) /gm),
+      ...(await readText(join(dir, "cdp.rej"))).matchAll(/^# seq=(\d+) /gm),
+    ]
       .map((match) => Number(match[1]))
       .sort((a, b) => a - b);
     expect(seqs).toEqual(Array.from({ length: counted }, (_, i) => i + 1));
@@ -132,12 +144,17 @@ describe("hostile lines (named cases)", () => {
     ['ticker:tags:["ok", "\\udc00x"]', "ticker.tags holds a string that is not valid Unicode"],
     ['ticker:meta:{"\\ud83d": 1}', "ticker.meta holds a name that is not valid Unicode"],
     ["ticker:label:9007199254740993", "ticker.label holds a whole number beyond ±9007199254740991"],
-    ["ticker:limits:{\"min\": -9007199254740993}", "ticker.limits holds a whole number beyond ±9007199254740991"],
+    ['ticker:limits:{"min": -9007199254740993}', "ticker.limits holds a whole number beyond ±9007199254740991"],
     ["ticker:ratio:1e400", "ticker.ratio holds a number too large to represent"],
     ["ticker:name:cr1\rticker:name:cr2\rticker:name:later", "column 16: a carriage return (\\r) may only end a line"],
     ["# a comment\rticker:name:hidden", "column 12: a carriage return"],
   ])("rejects %s where coercion or a lookup by name could surprise: %s", (name, reason) => {
-    const line = name === DEEP_ARRAY ? `ticker:tags:${"[".repeat(30_000)}${"]".repeat(30_000)}` : name === DEEP_OBJECT ? `ticker:meta:${'{"a":'.repeat(65)}1${"}".repeat(65)}` : name;
+    const line =
+      name === DEEP_ARRAY
+        ? `ticker:tags:${"[".repeat(30_000)}${"]".repeat(30_000)}`
+        : name === DEEP_OBJECT
+          ? `ticker:meta:${'{"a":'.repeat(65)}1${"}".repeat(65)}`
+          : name;
     const verdict = judge(new TextEncoder().encode(line));
     expect(verdict).toMatchObject({ kind: "reject", reason: expect.stringContaining(reason) });
   });
@@ -182,7 +199,9 @@ describe("hostile lines (named cases)", () => {
     } finally {
       await cdp.stop();
     }
-    expect((await readFile(join(dir, "cdp"), "utf8")).split("\n")[1]).toBe('ticker:meta:{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}');
+    expect((await readFile(join(dir, "cdp"), "utf8")).split("\n")[1]).toBe(
+      'ticker:meta:{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}',
+    );
   });
 
   it("journals a burst of 20,000 new keys in one app in bounded memory (it held a whole config per line: 4 GB, then out of heap)", async () => {
@@ -191,7 +210,9 @@ describe("hostile lines (named cases)", () => {
     const dir = await dataDir(schemas);
     await writeFile(join(dir, "cdp.new"), Array.from({ length: 20_000 }, (_, i) => `flags:k${i}:${i}\n`).join(""));
     // a heap of 100 MB: judging the batch holds what it changes, not a config per line
-    const child = spawn(process.execPath, ["--max-old-space-size=100", CLI, "watch", "--dir", dir, "--schemas", schemas], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--max-old-space-size=100", CLI, "watch", "--dir", dir, "--schemas", schemas], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     child.stdout.on("data", (data: Buffer) => (output += data.toString()));
     child.stderr.on("data", (data: Buffer) => (output += data.toString()));

@@ -36,7 +36,12 @@ const context = (overrides: Partial<BatchContext> = {}): BatchContext => ({
 
 describe("judgeBatch", () => {
   it("judges a change to an app whose schema takes each key alone without reading the rest of its config", () => {
-    const flags = compileAppSchema("flags", "flags.schema.json", { type: "object", properties: { k0: { type: "integer" } }, required: ["k0"], additionalProperties: { type: "integer", minimum: 0 } });
+    const flags = compileAppSchema("flags", "flags.schema.json", {
+      type: "object",
+      properties: { k0: { type: "integer" } },
+      required: ["k0"],
+      additionalProperties: { type: "integer", minimum: 0 },
+    });
     const wide: AppConfig = Object.freeze(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, i])));
     const read: string[] = [];
     // a whole config read would cost in proportion to the app's size: this one refuses to be read
@@ -44,17 +49,27 @@ describe("judgeBatch", () => {
       config: (app: string): AppConfig => {
         throw new Error(`the whole config of ${app} was read`);
       },
-      valueOf: (_app: string, key: string) => (read.push(key), wide[key]),
+      valueOf: (_app: string, key: string) => {
+        read.push(key);
+        return wide[key];
+      },
     };
-    const lines = ["flags:k5:50", "flags:new1:1", "flags:new1:-1", "flags:new1:2", "flags:k5:\"x\""];
+    const lines = ["flags:k5:50", "flags:new1:1", "flags:new1:-1", "flags:new1:2", 'flags:k5:"x"'];
     const judged = judgeBatch(batchOf(lines), context({ schemas: new Map([["flags", flags]]), configs }));
-    expect(judged.changes.map(({ change }) => [change.key, change.value, change.previous])).toEqual([["k5", 50, 5], ["new1", 1, undefined], ["new1", 2, 1]]);
+    expect(judged.changes.map(({ change }) => [change.key, change.value, change.previous])).toEqual([
+      ["k5", 50, 5],
+      ["new1", 1, undefined],
+      ["new1", 2, 1],
+    ]);
     expect(judged.rejections.map(({ reason }) => reason)).toEqual(["flags.new1 must be >= 0, got -1", 'flags.k5 must be an integer, got "x"']);
     expect(read).toEqual(["k5", "new1"]); // later lines read what the batch itself set
   });
 
   it("judges each line against the state the lines before it leave, numbering revisions and seqs", () => {
-    const judged = judgeBatch(batchOf(["ticker:interval:1500", "# by: alice", "# reason: slower", "ticker:interval:1400", "ticker:interval:100", "# trailing note"]), context());
+    const judged = judgeBatch(
+      batchOf(["ticker:interval:1500", "# by: alice", "# reason: slower", "ticker:interval:1400", "ticker:interval:100", "# trailing note"]),
+      context(),
+    );
     expect(judged.changes.map(({ change, revision, by, reason }) => ({ value: change.value, previous: change.previous, revision, by, reason }))).toEqual([
       { value: 1500, previous: 1000, revision: 11, by: undefined, reason: undefined },
       { value: 1400, previous: 1500, revision: 12, by: "alice", reason: "slower" },
@@ -62,7 +77,9 @@ describe("judgeBatch", () => {
     expect(judged.rejections).toEqual([{ source: "cdp.new:5", reason: "ticker.interval must be > 200, got 100" }]);
     expect(judged.seq).toBe(43);
     expect(judged.lines!.map((line) => line.outcome)).toEqual(["accepted", "ignored", "ignored", "accepted", "rejected", "ignored"]);
-    expect(judged.rejectText).toBe("# seq=43 time=2026-11-27T00:00:00.000Z source=cdp.new:5 reason: ticker.interval must be > 200, got 100\nticker:interval:100\n");
+    expect(judged.rejectText).toBe(
+      "# seq=43 time=2026-11-27T00:00:00.000Z source=cdp.new:5 reason: ticker.interval must be > 200, got 100\nticker:interval:100\n",
+    );
     // two change records, then a marker at the batch's very end (with its fingerprint)
     expect(judged.journalText.split("\n").filter((line) => line.startsWith("#"))).toEqual([
       "# rev=11 seq=41 time=2026-11-27T00:00:00.000Z source=cdp.new:1 inbox=1-2@21",

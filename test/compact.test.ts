@@ -13,7 +13,9 @@ async function snapshot(dir: string): Promise<{ config: unknown; revision: numbe
 
 async function journalWithChanges(count: number): Promise<string> {
   const dir = await dataDir();
-  const lines = Array.from({ length: count }, (_, i) => (i % 3 === 0 ? `db:pool.max:${20 + i}` : i % 3 === 1 ? `ticker:name:n${i}` : `ticker:interval:${1000 + i}`));
+  const lines = Array.from({ length: count }, (_, i) =>
+    i % 3 === 0 ? `db:pool.max:${20 + i}` : i % 3 === 1 ? `ticker:name:n${i}` : `ticker:interval:${1000 + i}`,
+  );
   const watch = await startWatch(dir);
   await appendFile(join(dir, "cdp.new"), `${lines.join("\n")}\nbroken\n`);
   await waitUntil(async () => (await recordLines(join(dir, "cdp.rej"))).length === 1);
@@ -53,7 +55,9 @@ describe("cdp compact", () => {
     expect(await snapshot(dir)).toEqual(before);
     const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as { revision: number }[];
     expect(history.map((entry) => entry.revision)).toEqual([300, 299, 298, 297, 296]);
-    expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "200", "--dry-run"])).output).toContain("the history before revision 295 was compacted away");
+    expect((await cdp(["rollback", "--dir", dir, "--schemas", SCHEMAS, "--to", "200", "--dry-run"])).output).toContain(
+      "the history before revision 295 was compacted away",
+    );
 
     // the watcher resumes exactly where it was: nothing is read twice
     const watch = await startWatch(dir);
@@ -63,19 +67,23 @@ describe("cdp compact", () => {
     watch.child.kill("SIGTERM");
   });
 
-  it("leaves the old journal or the new one, never a mix, when killed at any moment", async () => {
-    const dir = await journalWithChanges(3000);
-    const before = await snapshot(dir);
-    for (let round = 0; round < 8; round++) {
-      const compaction = runCdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", String(round)]);
-      await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 150));
-      compaction.child.kill("SIGKILL");
-      await compaction.exited;
+  it(
+    "leaves the old journal or the new one, never a mix, when killed at any moment",
+    async () => {
+      const dir = await journalWithChanges(3000);
+      const before = await snapshot(dir);
+      for (let round = 0; round < 8; round++) {
+        const compaction = runCdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", String(round)]);
+        await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 150));
+        compaction.child.kill("SIGKILL");
+        await compaction.exited;
+        expect(await snapshot(dir)).toEqual(before);
+      }
+      expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
       expect(await snapshot(dir)).toEqual(before);
-    }
-    expect((await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
-    expect(await snapshot(dir)).toEqual(before);
-  }, FLEET_TIMEOUT); // kills and restarts cdp over and over: ~28 s on a loaded machine
+    },
+    FLEET_TIMEOUT,
+  ); // kills and restarts cdp over and over: ~28 s on a loaded machine
 
   it("refuses while a watcher owns the directory", async () => {
     const dir = await dataDir();
@@ -106,28 +114,36 @@ describe("cdp compact", () => {
     expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1159 }) }), revision: 160 });
   });
 
-  it("runs beside the pipeline in the watcher: a line appended while it compacts is applied before it ends", async () => {
-    const dir = await dataDir();
-    const records = 300_000; // long enough to compact that a line can come and go meanwhile
-    let text = "";
-    for (let i = 1; i <= records; i++) text += `# rev=${i} seq=${i} time=2026-12-05T00:00:00.000Z source=cdp.new:${i}\nticker:interval:${1000 + (i % 1000)}\n`;
-    await writeFile(join(dir, "cdp"), text);
-    const watch = await startWatch(dir, ["--compact-after", String(records + 1), "--keep-history", "5"]);
-    await appendFile(join(dir, "cdp.new"), "ticker:interval:1234\n"); // the change that makes compaction due
-    await waitUntil(() => watch.output().includes(`"revision":${records + 1}`));
-    await appendFile(join(dir, "cdp.new"), "ticker:name:during\n");
-    await waitUntil(() => watch.output().includes("compacted the journal"), 90_000);
-    const output = watch.output();
-    expect(output.indexOf(`"revision":${records + 2}`)).toBeGreaterThan(0);
-    expect(output.indexOf(`"revision":${records + 2}`)).toBeLessThan(output.indexOf("compacted the journal"));
-    // what was appended meanwhile is in the compacted journal
-    const journal = await readText(join(dir, "cdp"));
-    expect(journal).toMatch(/^# base rev=\d+ /);
-    expect(journal).toContain("ticker:name:during");
-    watch.child.kill("SIGTERM");
-    expect(await watch.exited).toBe(0);
-    expect(await snapshot(dir)).toEqual({ config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1234, name: "during" }) }), revision: records + 2 });
-  }, FLEET_TIMEOUT);
+  it(
+    "runs beside the pipeline in the watcher: a line appended while it compacts is applied before it ends",
+    async () => {
+      const dir = await dataDir();
+      const records = 300_000; // long enough to compact that a line can come and go meanwhile
+      let text = "";
+      for (let i = 1; i <= records; i++)
+        text += `# rev=${i} seq=${i} time=2026-12-05T00:00:00.000Z source=cdp.new:${i}\nticker:interval:${1000 + (i % 1000)}\n`;
+      await writeFile(join(dir, "cdp"), text);
+      const watch = await startWatch(dir, ["--compact-after", String(records + 1), "--keep-history", "5"]);
+      await appendFile(join(dir, "cdp.new"), "ticker:interval:1234\n"); // the change that makes compaction due
+      await waitUntil(() => watch.output().includes(`"revision":${records + 1}`));
+      await appendFile(join(dir, "cdp.new"), "ticker:name:during\n");
+      await waitUntil(() => watch.output().includes("compacted the journal"), 90_000);
+      const output = watch.output();
+      expect(output.indexOf(`"revision":${records + 2}`)).toBeGreaterThan(0);
+      expect(output.indexOf(`"revision":${records + 2}`)).toBeLessThan(output.indexOf("compacted the journal"));
+      // what was appended meanwhile is in the compacted journal
+      const journal = await readText(join(dir, "cdp"));
+      expect(journal).toMatch(/^# base rev=\d+ /);
+      expect(journal).toContain("ticker:name:during");
+      watch.child.kill("SIGTERM");
+      expect(await watch.exited).toBe(0);
+      expect(await snapshot(dir)).toEqual({
+        config: expect.objectContaining({ ticker: expect.objectContaining({ interval: 1234, name: "during" }) }),
+        revision: records + 2,
+      });
+    },
+    FLEET_TIMEOUT,
+  );
 
   it("goes on when an automatic compaction fails, and compacts later", async () => {
     const dir = await dataDir();

@@ -6,7 +6,9 @@ import { cdp, readText, recordLines, SCHEMAS, startWatch, waitUntil, dataDir } f
 
 /** A burst of valid and invalid lines (every value distinct), and what cdp must make of it. */
 function burst(count: number, tag = "v") {
-  const lines = Array.from({ length: count }, (_, i) => (i % 7 === 3 ? `ticker:interval:${i % 200}` : i % 11 === 5 ? `garbage ${tag}${i}` : `ticker:name:${tag}${i}`));
+  const lines = Array.from({ length: count }, (_, i) =>
+    i % 7 === 3 ? `ticker:interval:${i % 200}` : i % 11 === 5 ? `garbage ${tag}${i}` : `ticker:name:${tag}${i}`,
+  );
   const accepted = lines.filter((line) => line.startsWith("ticker:name:"));
   const rejected = lines.filter((line) => !line.startsWith("ticker:name:"));
   return { text: lines.map((line) => `${line}\n`).join(""), accepted, rejected, count };
@@ -19,7 +21,10 @@ async function committedSeq(dir: string): Promise<number> {
 }
 
 async function size(path: string): Promise<number> {
-  return stat(path).then((info) => info.size, () => 0);
+  return stat(path).then(
+    (info) => info.size,
+    () => 0,
+  );
 }
 
 describe("crash and restart", () => {

@@ -10,7 +10,15 @@ import { afterThisTest, capturedLogger, SCHEMAS, tempDir, dataDir } from "./help
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 // as root Chromium needs --no-sandbox; the rest keep it from calling out of this closed network
-const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const FLAGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 const TOKEN = "dashboard-write-token-0123456789";
 
 let browser: Browser;
@@ -66,7 +74,9 @@ describe("the dashboard", () => {
     expect(await page.textContent("#hosts tbody tr td:nth-child(3)")).toBe("ready");
 
     // the last hour, drawn: changes up, rejections down
-    await expect.poll(() => page.textContent("#timeline-summary")).toBe("2 changes and 1 rejections in the last hour (per minute: changes up, rejections down)");
+    await expect
+      .poll(() => page.textContent("#timeline-summary"))
+      .toBe("2 changes and 1 rejections in the last hour (per minute: changes up, rejections down)");
     expect(await page.locator("#timeline rect.change").count()).toBeGreaterThan(0);
     expect(await page.locator("#timeline rect.rejection").count()).toBe(1);
 
@@ -82,15 +92,28 @@ describe("the dashboard", () => {
 
     // previewing a schema change: ticker version 2 renames interval to period
     expect(await page.textContent("#versions")).toBe("db=1, ticker=1");
-    const ticker = JSON.parse(await readFile(join(SCHEMAS, "ticker.schema.json"), "utf8")) as { properties: Record<string, unknown>; then: unknown; if: unknown };
+    const ticker = JSON.parse(await readFile(join(SCHEMAS, "ticker.schema.json"), "utf8")) as {
+      properties: Record<string, unknown>;
+      then: unknown;
+      if: unknown;
+    };
     const { interval, ...rest } = ticker.properties;
     const { if: _if, then: _then, ...plain } = ticker;
-    const v2 = { ...plain, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [{ op: "move", from: "/interval", path: "/period" }], down: [{ op: "move", from: "/period", path: "/interval" }] } }, properties: { ...rest, period: interval } };
+    const v2 = {
+      ...plain,
+      "x-cdp-version": 2,
+      "x-cdp-migrations": { "2": { up: [{ op: "move", from: "/interval", path: "/period" }], down: [{ op: "move", from: "/period", path: "/interval" }] } },
+      properties: { ...rest, period: interval },
+    };
     await page.setInputFiles("#plan-files", { name: "ticker.schema.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(v2)) });
     await page.click("#plan");
     await expect.poll(() => page.textContent("#plan-result")).toContain("ticker: version 1 → 2\n  renamed  interval → period");
     expect(await page.textContent("#plan-result")).toContain("db: version 1, no change");
-    await page.setInputFiles("#plan-files", { name: "ticker.schema.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify({ ...v2, "x-cdp-migrations": {} })) });
+    await page.setInputFiles("#plan-files", {
+      name: "ticker.schema.json",
+      mimeType: "application/json",
+      buffer: Buffer.from(JSON.stringify({ ...v2, "x-cdp-migrations": {} })),
+    });
     await page.click("#plan");
     await expect.poll(() => page.textContent("#plan-result")).toContain('refused: ticker cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"');
     expect(cdp.get("ticker", "interval")).toBe(1500); // a preview changes nothing
@@ -101,7 +124,14 @@ describe("the dashboard", () => {
     const { endpoints } = await startEtcd();
     const { logger } = capturedLogger();
     const start = async (host: string) => {
-      const cdp = await startCdp({ init: true, dir: await tempDir(), schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0" }, cluster: { endpoints, prefix: "/cdp/dashboard", host } });
+      const cdp = await startCdp({
+        init: true,
+        dir: await tempDir(),
+        schemas: SCHEMAS,
+        logger,
+        http: { listen: "127.0.0.1:0" },
+        cluster: { endpoints, prefix: "/cdp/dashboard", host },
+      });
       afterThisTest(() => cdp.stop());
       return cdp;
     };

@@ -14,7 +14,6 @@ afterEach(async () => {
   for (const mount of mounts.splice(0)) await run("umount", ["-l", mount]).catch(() => undefined);
 });
 
-
 describe("when the journal cannot be written", () => {
   it("holds the batch under a file-size limit and applies it, once, when the limit is lifted", async () => {
     const dir = await dataDir();

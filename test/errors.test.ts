@@ -12,7 +12,9 @@ describe("errors that explain", () => {
     await writeFile(join(schemas, "ticker.schema.json"), JSON.stringify({ type: "object", properties: { interval: { type: "int" } } }));
     const { code, output } = await cdp(["check", "--schemas", schemas, "-"], "");
     expect(code).toBe(2);
-    expect(output).toContain(`${join(schemas, "ticker.schema.json")}: not a valid JSON Schema: at /properties/interval/type: "type" must be one of "array", "boolean", "integer", "null", "number", "object", "string", got "int"`);
+    expect(output).toContain(
+      `${join(schemas, "ticker.schema.json")}: not a valid JSON Schema: at /properties/interval/type: "type" must be one of "array", "boolean", "integer", "null", "number", "object", "string", got "int"`,
+    );
     expect(output).not.toContain("anyOf");
   });
 
@@ -39,8 +41,14 @@ describe("errors that explain", () => {
   it("refuses a number no timer or revision takes, before anything is done: 1e308 seconds, 0x10", async () => {
     const dir = await dataDir();
     const cases: [string[], string][] = [
-      [["rollout", "start", "--dir", dir, "--hosts", "a", "--bake", "1e308", "ticker:interval:1500"], '--bake must be a positive number of seconds up to 2592000 (30 days), got "1e308"'],
-      [["rollout", "start", "--dir", dir, "--steps", "50,100", "--every", "2592001", "ticker:interval:1500"], "--every must be a positive number of seconds up to 2592000 (30 days)"],
+      [
+        ["rollout", "start", "--dir", dir, "--hosts", "a", "--bake", "1e308", "ticker:interval:1500"],
+        '--bake must be a positive number of seconds up to 2592000 (30 days), got "1e308"',
+      ],
+      [
+        ["rollout", "start", "--dir", dir, "--steps", "50,100", "--every", "2592001", "ticker:interval:1500"],
+        "--every must be a positive number of seconds up to 2592000 (30 days)",
+      ],
       [["watch", "--dir", dir, "--max-outage", "3000000"], '--max-outage must be a positive number of seconds up to 2147483 (about 24.9 days), got "3000000"'],
       [["watch", "--dir", dir, "--poll-interval", "2147483648"], '--poll-interval must be a positive whole number up to 2147483647, got "2147483648"'],
       [["watch", "--dir", dir, "--poll-interval", "0x10"], '--poll-interval must be a positive whole number up to 2147483647, got "0x10"'],

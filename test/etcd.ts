@@ -28,10 +28,29 @@ export async function makeCertificates(): Promise<Certificates> {
   const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
   const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   openssl("req", "-x509", ...key, "-days", "1", "-subj", "/CN=cdp-test-ca", "-keyout", at("ca.key"), "-out", at("ca.crt"));
-  for (const [name, extension] of [["server", "subjectAltName=IP:127.0.0.1"], ["client", "extendedKeyUsage=clientAuth"]] as const) {
+  for (const [name, extension] of [
+    ["server", "subjectAltName=IP:127.0.0.1"],
+    ["client", "extendedKeyUsage=clientAuth"],
+  ] as const) {
     writeFileSync(at(`${name}.ext`), `${extension}\n`);
     openssl("req", ...key, "-subj", `/CN=cdp-${name}`, "-keyout", at(`${name}.key`), "-out", at(`${name}.csr`));
-    openssl("x509", "-req", "-in", at(`${name}.csr`), "-CA", at("ca.crt"), "-CAkey", at("ca.key"), "-CAcreateserial", "-days", "1", "-out", at(`${name}.crt`), "-extfile", at(`${name}.ext`));
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      at(`${name}.csr`),
+      "-CA",
+      at("ca.crt"),
+      "-CAkey",
+      at("ca.key"),
+      "-CAcreateserial",
+      "-days",
+      "1",
+      "-out",
+      at(`${name}.crt`),
+      "-extfile",
+      at(`${name}.ext`),
+    );
   }
   return { ca: at("ca.crt"), server: { cert: at("server.crt"), key: at("server.key") }, client: { cert: at("client.crt"), key: at("client.key") } };
 }

@@ -5,7 +5,12 @@ import { describe, expect, it } from "vitest";
 import { packCommit, unpackCommit, type FleetRecord } from "../src/fleet/log.js";
 
 const position = fc.record(
-  { file: fc.constantFrom("2402252-1796528945720990075", "2402253-1796528945720990075"), offset: fc.nat(), line: fc.nat(4), check: fc.string({ minLength: 16, maxLength: 16 }) },
+  {
+    file: fc.constantFrom("2402252-1796528945720990075", "2402253-1796528945720990075"),
+    offset: fc.nat(),
+    line: fc.nat(4),
+    check: fc.string({ minLength: 16, maxLength: 16 }),
+  },
   { requiredKeys: ["file", "offset", "line"] },
 );
 const record = fc.record(

@@ -37,7 +37,11 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
     const cluster = await startEtcd(3);
     const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
     const [a, b] = [await dataDir(), await dataDir()];
-    for (const [dir, name] of [[a, "a"], [b, "b"]] as const) await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/burst", "--cluster-host", name]);
+    for (const [dir, name] of [
+      [a, "a"],
+      [b, "b"],
+    ] as const)
+      await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/burst", "--cluster-host", name]);
     const lines = Array.from({ length: 3000 }, (_, i) => `ticker:name:n${i}`);
     await appendFile(join(a, "cdp.new"), `${lines.join("\n")}\n`);
     await waitUntil(async () => (await journalOf(b)).length >= 300, 30_000);
@@ -63,7 +67,21 @@ describe("cdp watch --cluster with mixed schema versions (a rolling upgrade)", {
     const a = await tempDir();
     await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "a"]);
     const b = await dataDir();
-    const args = (schemas: string) => ["watch", "--dir", b, "--schemas", schemas, "--cluster", cluster, "--cluster-prefix", "/cdp/mixed", "--cluster-host", "b", "--http", "127.0.0.1:0"];
+    const args = (schemas: string) => [
+      "watch",
+      "--dir",
+      b,
+      "--schemas",
+      schemas,
+      "--cluster",
+      cluster,
+      "--cluster-prefix",
+      "/cdp/mixed",
+      "--cluster-host",
+      "b",
+      "--http",
+      "127.0.0.1:0",
+    ];
     let watchB = runCdp(args(oldSchemas));
     await waitUntil(() => watchB.output().includes("cdp is watching"));
     const urlB = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watchB.output())![1]!;
@@ -148,7 +166,17 @@ describe("cdp watch --cluster while etcd is unreachable", { timeout: FLEET_TIMEO
     const etcd = await startEtcd();
     await etcd.stop(); // nothing answers at its address now
     const dir = await dataDir();
-    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--cluster", `etcd://${new URL(etcd.endpoints[0]!).host}`, "--cluster-prefix", "/cdp/x"]);
+    const watch = runCdp([
+      "watch",
+      "--dir",
+      dir,
+      "--schemas",
+      SCHEMAS,
+      "--cluster",
+      `etcd://${new URL(etcd.endpoints[0]!).host}`,
+      "--cluster-prefix",
+      "/cdp/x",
+    ]);
     await waitUntil(() => watch.output().includes("cannot reach etcd"));
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);

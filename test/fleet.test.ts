@@ -8,7 +8,23 @@ import { Etcd3 } from "etcd3";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet/log.js";
 import type { Rollout } from "../src/fleet/rollouts.js";
 import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
-import { afterThisTest, capturedLogger, cdp as runCli, FLEET_TIMEOUT, openEvents, getConfig, journalOf, readText, recordLines, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
+import {
+  afterThisTest,
+  capturedLogger,
+  cdp as runCli,
+  FLEET_TIMEOUT,
+  openEvents,
+  getConfig,
+  journalOf,
+  readText,
+  recordLines,
+  SCHEMAS,
+  startWatch,
+  tempDir,
+  waitUntil,
+  dataDir,
+  appendAndWait,
+} from "./helpers.js";
 
 function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   const log = new FleetLog({ endpoints, prefix, log: capturedLogger().logger });
@@ -16,7 +32,14 @@ function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   return log;
 }
 
-const record = (line: string, host = "a") => ({ line, host, source: "cdp.new:1", time: new Date().toISOString(), seq: 1, position: { file: "1-1", offset: 10, line: 1 } });
+const record = (line: string, host = "a") => ({
+  line,
+  host,
+  source: "cdp.new:1",
+  time: new Date().toISOString(),
+  seq: 1,
+  position: { file: "1-1", offset: 10, line: 1 },
+});
 
 describe("the fleet log on etcd", () => {
   it("commits records after the head, and refuses a commit made against an old head", async () => {
@@ -28,7 +51,10 @@ describe("the fleet log on etcd", () => {
     expect(await b.head()).toBe(2);
     expect(await b.commit(0, [record("ticker:interval:1700", "b")])).toBe(false); // a got there first
     // what the refused transaction saw: the head, and the record that took revision 1 (no second read)
-    expect(await b.commitOrRefusal(0, [record("ticker:interval:1700", "b")])).toMatchObject({ head: 2, first: { revision: 1, line: "ticker:interval:1500", host: "a" } });
+    expect(await b.commitOrRefusal(0, [record("ticker:interval:1700", "b")])).toMatchObject({
+      head: 2,
+      first: { revision: 1, line: "ticker:interval:1500", host: "a" },
+    });
     expect(await b.commitOrRefusal(1, [record("ticker:interval:1700", "b")])).toEqual({ head: 2 }); // revision 2 is inside a's commit: no commit starts there
     expect(await b.commit(2, [record("ticker:interval:1700", "b")])).toBe(true);
     expect((await a.recordsAfter(0)).map((r) => [r.revision, r.line, r.host])).toEqual([
@@ -48,8 +74,14 @@ describe("the fleet log on etcd", () => {
     expect(await log.commit(5, lines(6, 1))).toBe(true);
     const etcd = new Etcd3({ hosts: endpoints });
     afterThisTest(async () => etcd.close());
-    expect(await etcd.getAll().prefix("/cdp/test/log/").keys()).toEqual(["/cdp/test/log/000000000001", "/cdp/test/log/000000000004", "/cdp/test/log/000000000006"]);
-    expect((await log.recordsAfter(1)).map((r) => [r.revision, r.line])).toEqual([2, 3, 4, 5, 6].map((revision) => [revision, `ticker:interval:${1000 + revision}`]));
+    expect(await etcd.getAll().prefix("/cdp/test/log/").keys()).toEqual([
+      "/cdp/test/log/000000000001",
+      "/cdp/test/log/000000000004",
+      "/cdp/test/log/000000000006",
+    ]);
+    expect((await log.recordsAfter(1)).map((r) => [r.revision, r.line])).toEqual(
+      [2, 3, 4, 5, 6].map((revision) => [revision, `ticker:interval:${1000 + revision}`]),
+    );
 
     const heard: (FleetRecord | FleetSnapshot)[] = [];
     const following = await fleet(endpoints).follow(2, (item) => heard.push(item));
@@ -64,7 +96,13 @@ describe("the fleet log on etcd", () => {
 
     // a commit's later records are stored without what they share with its first, and read back whole
     const at = (time: string, line: string, host: string) => ({ ...record(line, host), time });
-    expect(await log.commit(8, [at("2026-01-01T00:00:00.000Z", "ticker:interval:1009", "h1"), at("2026-01-01T00:00:00.000Z", "ticker:interval:1010", "h1"), at("2026-01-01T00:00:01.000Z", "ticker:interval:1011", "h2")])).toBe(true);
+    expect(
+      await log.commit(8, [
+        at("2026-01-01T00:00:00.000Z", "ticker:interval:1009", "h1"),
+        at("2026-01-01T00:00:00.000Z", "ticker:interval:1010", "h1"),
+        at("2026-01-01T00:00:01.000Z", "ticker:interval:1011", "h2"),
+      ]),
+    ).toBe(true);
     expect((await log.recordsAfter(8)).map((r) => [r.revision, r.host, r.time, r.seq, r.position])).toEqual([
       [9, "h1", "2026-01-01T00:00:00.000Z", 1, record("").position],
       [10, "h1", "2026-01-01T00:00:00.000Z", 1, record("").position],
@@ -75,7 +113,21 @@ describe("the fleet log on etcd", () => {
   it("forgets at a trim the rollouts that ended before the records it keeps, but for the 20 most recent", async () => {
     const { endpoints } = await startEtcd();
     const log = fleet(endpoints);
-    const rollout = (n: number, ended?: number): Rollout => ({ id: `r-${n}`, app: "ticker", lines: ["ticker:interval:1500"], before: [], hosts: ["a"], state: ended ? "aborted" : "baking", bakeUntil: new Date().toISOString(), startedOn: "a", source: "cdp.new:1", seq: n, started: new Date().toISOString(), staged: n, ...(ended ? { ended } : {}) });
+    const rollout = (n: number, ended?: number): Rollout => ({
+      id: `r-${n}`,
+      app: "ticker",
+      lines: ["ticker:interval:1500"],
+      before: [],
+      hosts: ["a"],
+      state: ended ? "aborted" : "baking",
+      bakeUntil: new Date().toISOString(),
+      startedOn: "a",
+      source: "cdp.new:1",
+      seq: n,
+      started: new Date().toISOString(),
+      staged: n,
+      ...(ended ? { ended } : {}),
+    });
     // 30 rollouts, each ended at its own revision, and one still baking
     for (let n = 1; n <= 30; n++) expect(await log.commit(n - 1, [{ ...record(""), rollout: { step: "aborted", rollout: rollout(n, n) } }])).toBe(true);
     expect(await log.commit(30, [{ ...record(""), rollout: { step: "staged", rollout: rollout(31) } }])).toBe(true);
@@ -125,7 +177,8 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     const watchA = await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/hosts", "--cluster-host", "a", "--http", "127.0.0.1:0"]);
     const b = await host("b", endpoints, undefined, "/cdp/hosts");
     const url = /"url":"(http:[^"]+)"/.exec(watchA.output())![1]!;
-    const hosts = async () => (await (await fetch(`${url}/v1/hosts`)).json()) as { host: string; revision: number; ready: boolean; versions: Record<string, number> }[];
+    const hosts = async () =>
+      (await (await fetch(`${url}/v1/hosts`)).json()) as { host: string; revision: number; ready: boolean; versions: Record<string, number> }[];
     await appendFile(join(a, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await hosts()).filter((h) => h.revision === 1).length === 2);
     expect(await hosts()).toEqual([
@@ -155,7 +208,11 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(await readText(join(a.dir, "cdp.rej"))).toBe("");
     const configs = await Promise.all([a, b, c].map(({ dir }) => getConfig(dir, "ticker")));
     // lines read on two hosts at once commit in some order, but in the same one everywhere
-    expect(journals[0]!.slice().sort()).toEqual(Array.from({ length: 10 }, (_, i) => [`ticker:interval:${1001 + i}`, `ticker:name:n${i}`]).flat().sort());
+    expect(journals[0]!.slice().sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => [`ticker:interval:${1001 + i}`, `ticker:name:n${i}`])
+        .flat()
+        .sort(),
+    );
     const intervals = journals[0]!.filter((line) => line.startsWith("ticker:interval:"));
     expect(configs[0]).toMatchObject({ interval: Number(intervals.at(-1)!.split(":")[2]) });
     expect(configs[1]).toEqual(configs[0]);
@@ -228,7 +285,19 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(await getConfig(c.dir, "ticker.name")).toBe(swelling(19).slice("ticker:name:".length, -1));
     expect(await readText(join(a.dir, "cdp.rej"))).toBe("");
 
-    const refused = await runCli(["watch", "--dir", await dataDir(), "--cluster", `etcd://${new URL(endpoints[0]!).host}`, "--cluster-prefix", "/cdp/test", "--cluster-host", "d", "--max-line-bytes", "1000000"]);
+    const refused = await runCli([
+      "watch",
+      "--dir",
+      await dataDir(),
+      "--cluster",
+      `etcd://${new URL(endpoints[0]!).host}`,
+      "--cluster-prefix",
+      "/cdp/test",
+      "--cluster-host",
+      "d",
+      "--max-line-bytes",
+      "1000000",
+    ]);
     expect(refused.code).toBe(2);
     expect(refused.output).toContain("in a fleet --max-line-bytes is at most 131072");
   });
@@ -332,7 +401,18 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(await watch.exited).toBe(0);
 
     await writeFile(password, "wrong-password\n");
-    const refused = await runCli(["watch", "--dir", await dataDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
+    const refused = await runCli([
+      "watch",
+      "--dir",
+      await dataDir(),
+      "--schemas",
+      SCHEMAS,
+      ...cluster,
+      "--cluster-user",
+      "root",
+      "--cluster-password-file",
+      password,
+    ]);
     expect(refused.code).toBe(2);
     expect(refused.output).toContain("cdp: etcd refused this host:");
     const alone = await runCli(["watch", "--dir", await dataDir(), "--schemas", SCHEMAS, ...cluster, "--cluster-user", "root"]);
@@ -373,7 +453,8 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     const pushed = await runCli(["push", "--dir", a.dir, "--reason", "ticket 7: slower", "ticker:interval:3500"]);
     expect(pushed.code).toBe(0);
     await waitUntil(async () => (await journalOf(b.dir)).length === 4);
-    for (const dir of [a.dir, b.dir]) expect((await history(dir))[0]).toMatchObject({ revision: 4, value: 3500, by: process.env.SUDO_USER || userInfo().username, reason: "ticket 7: slower" });
+    for (const dir of [a.dir, b.dir])
+      expect((await history(dir))[0]).toMatchObject({ revision: 4, value: 3500, by: process.env.SUDO_USER || userInfo().username, reason: "ticket 7: slower" });
     expect((await history(b.dir))[1]).toMatchObject({ revision: 3, reason: "rollback to revision 1" });
     expect((await runCli(["history", "--dir", b.dir, "--schemas", SCHEMAS])).output).toContain("ticket 7: slower");
   });

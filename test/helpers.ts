@@ -162,7 +162,11 @@ export function openEvents(url: string, headers: Record<string, string> = {}) {
       for (let end = raw.indexOf("\n\n"); end !== -1; end = raw.indexOf("\n\n")) {
         const block = raw.slice(0, end);
         raw = raw.slice(end + 2);
-        const field = (name: string) => block.split("\n").find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2);
+        const field = (name: string) =>
+          block
+            .split("\n")
+            .find((line) => line.startsWith(`${name}: `))
+            ?.slice(name.length + 2);
         const data = field("data");
         if (data !== undefined) events.push({ id: field("id"), event: field("event") ?? "message", data });
         else comments.push(block);

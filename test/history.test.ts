@@ -17,7 +17,6 @@ async function watched(lines: string[], schemas = SCHEMAS): Promise<{ dir: strin
   return { dir, watch };
 }
 
-
 describe("cdp history", () => {
   it("lists revisions newest first with time, source, key, old and new value", async () => {
     const { dir, watch } = await watched(["ticker:interval:1500", "ticker:name:abc", "ticker:interval:2500", "ticker:token:supersecret"]);
@@ -64,7 +63,11 @@ describe("cdp rollback", () => {
     await waitUntil(async () => (await journalOf(dir)).length === 7);
     expect(await getConfig(dir, "ticker")).toEqual({ interval: 1500, name: "tick", enabled: true });
     expect(await getConfig(dir, "db")).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
-    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as { source: string; reason: string; by: string }[];
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json", "--limit", "3"])).output) as {
+      source: string;
+      reason: string;
+      by: string;
+    }[];
     // each rollback line follows its `# by:` and `# reason:` comments (and the push's id before the first)
     expect(history.map((entry) => entry.source)).toEqual(["cdp.new:14", "cdp.new:11", "cdp.new:8"]);
     expect(history.map((entry) => entry.reason)).toEqual(Array(3).fill("rollback to revision 1"));
@@ -138,7 +141,8 @@ describe("output into a pipe", () => {
     const dir = await dataDir();
     const names = Array.from({ length: 2000 }, (_, i) => `ticker:name:name-${i}-${"x".repeat(40)}`);
     await writeFile(join(dir, "cdp"), `${names.join("\n")}\nticker:meta:{"blob":"${"y".repeat(200_000)}"}\n`);
-    const piped = async (args: string) => (await run("sh", ["-c", `"${process.execPath}" "${CLI}" ${args} --dir "${dir}" --schemas "${SCHEMAS}" | cat`], { maxBuffer: 64 << 20 })).stdout;
+    const piped = async (args: string) =>
+      (await run("sh", ["-c", `"${process.execPath}" "${CLI}" ${args} --dir "${dir}" --schemas "${SCHEMAS}" | cat`], { maxBuffer: 64 << 20 })).stdout;
     const config = JSON.parse(await piped("get")) as { ticker: { meta: { blob: string } } };
     expect(config.ticker.meta.blob).toHaveLength(200_000);
     const history = JSON.parse(await piped("history --json")) as unknown[];

@@ -4,8 +4,7 @@ import { spawn } from "node:child_process";
 import { appendFile, mkdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { journalOf, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
-
+import { appendAndWait, dataDir, journalOf, type Running, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 describe("the inbox", () => {
   it("reads the rest of a file moved away before switching to its replacement, as tail -F does", async () => {
@@ -75,7 +74,9 @@ describe("the inbox", () => {
     const started = Date.now();
     expect(await watch.exited).toBe(3);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
-    expect(watch.output()).toContain(`cdp: the inbox ${join(dir, "cdp.new")} has been unavailable for more than 1 s (ENOTREG: ${join(dir, "cdp.new")} is a directory`);
+    expect(watch.output()).toContain(
+      `cdp: the inbox ${join(dir, "cdp.new")} has been unavailable for more than 1 s (ENOTREG: ${join(dir, "cdp.new")} is a directory`,
+    );
   });
 
   it("exits 3 after more than --max-outages outages within the window", async () => {
@@ -109,7 +110,7 @@ describe("when file-system watching fails", () => {
     const dir = await dataDir();
     const original = (await readText(LIMIT)).trim();
     expect(process.getuid?.()).toBe(0); // the suite runs as root here and in CI
-    let watch;
+    let watch: Running | undefined;
     try {
       await writeFile(LIMIT, "0");
       watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS, "--poll-interval", "200"]);

@@ -19,7 +19,12 @@ async function journalWith(text: string): Promise<string> {
   return path;
 }
 
-const commit = (seq: number, offset: number, line: number) => ({ seq, time: "2026-11-24T00:00:00.000Z", source: `cdp.new:${line}`, position: { file: "7-9", offset, line } });
+const commit = (seq: number, offset: number, line: number) => ({
+  seq,
+  time: "2026-11-24T00:00:00.000Z",
+  source: `cdp.new:${line}`,
+  position: { file: "7-9", offset, line },
+});
 
 describe("replaying the journal", () => {
   it("reads a hand-written bootstrap config, comments, blank lines and a missing final newline", async () => {
@@ -51,8 +56,16 @@ describe("replaying the journal", () => {
     const changeLast = positionRecord(commit(2, 40, 3)) + marked(3, 60, 4) + changeRecord(commit(4, 80, 5), 10, "ticker:interval:1500");
     const markerLast = changeRecord(commit(1, 20, 1), 1, "ticker:interval:1500") + changeRecord(commit(2, 40, 2), 2, "ticker:name:x") + marked(3, 60, 3);
     for (const history of [false, true]) {
-      expect(await replayJournal(await journalWith(changeLast), schemas, { history })).toMatchObject({ revision: 10, seq: 4, position: { offset: 80, line: 5 } });
-      expect(await replayJournal(await journalWith(markerLast), schemas, { history })).toMatchObject({ revision: 9, seq: 3, position: { offset: 60, line: 3 } });
+      expect(await replayJournal(await journalWith(changeLast), schemas, { history })).toMatchObject({
+        revision: 10,
+        seq: 4,
+        position: { offset: 80, line: 5 },
+      });
+      expect(await replayJournal(await journalWith(markerLast), schemas, { history })).toMatchObject({
+        revision: 9,
+        seq: 3,
+        position: { offset: 60, line: 3 },
+      });
     }
   });
 
@@ -95,15 +108,14 @@ describe("replaying the journal", () => {
     expect(await readFile(`${path}.torn`, "utf8")).toContain(`${torn}\n`);
   });
 
-  it.each([
-    ["# rev=2 seq=2 time=2026-11-24T00:00:00.000Z sour"],
-    ["# rev=2 se"],
-    ["#"],
-  ])("takes a cut-short metadata comment %j for a torn record, not for a commit", async (torn) => {
-    const whole = changeRecord(commit(1, 21, 1), 1, "ticker:interval:1500");
-    const state = await replayJournal(await journalWith(whole + torn), schemas);
-    expect(state).toMatchObject({ revision: 1, seq: 1, torn, length: Buffer.byteLength(whole), position: { offset: 21 } });
-  });
+  it.each([["# rev=2 seq=2 time=2026-11-24T00:00:00.000Z sour"], ["# rev=2 se"], ["#"]])(
+    "takes a cut-short metadata comment %j for a torn record, not for a commit",
+    async (torn) => {
+      const whole = changeRecord(commit(1, 21, 1), 1, "ticker:interval:1500");
+      const state = await replayJournal(await journalWith(whole + torn), schemas);
+      expect(state).toMatchObject({ revision: 1, seq: 1, torn, length: Buffer.byteLength(whole), position: { offset: 21 } });
+    },
+  );
 
   it("ends a hand-written last line before appending to it", async () => {
     const path = await journalWith("ticker:interval:2000");
@@ -137,9 +149,15 @@ describe("cdp.rej", () => {
   const rejection = (seq: number, text = `bad line ${seq}`) => rejectionRecord({ seq, time: "t", source: `cdp.new:${seq}`, reason: `reason ${seq}`, text });
 
   it("records the time, the source, the reason and the verbatim line", () => {
-    expect(rejectionRecord({ seq: 3, time: "2026-11-24T00:00:00.000Z", source: "cdp.new:3", reason: "ticker.interval must be > 200, got 100", text: "ticker:interval:100" })).toBe(
-      "# seq=3 time=2026-11-24T00:00:00.000Z source=cdp.new:3 reason: ticker.interval must be > 200, got 100\nticker:interval:100\n",
-    );
+    expect(
+      rejectionRecord({
+        seq: 3,
+        time: "2026-11-24T00:00:00.000Z",
+        source: "cdp.new:3",
+        reason: "ticker.interval must be > 200, got 100",
+        text: "ticker:interval:100",
+      }),
+    ).toBe("# seq=3 time=2026-11-24T00:00:00.000Z source=cdp.new:3 reason: ticker.interval must be > 200, got 100\nticker:interval:100\n");
     expect(rejectionRecord({ seq: 4, time: "t", source: "cdp.new:4", reason: "too long", text: "xxxx", fullLength: 70000 })).toBe(
       "# seq=4 time=t source=cdp.new:4 length=70000 reason: too long\nxxxx\n",
     );
@@ -148,7 +166,7 @@ describe("cdp.rej", () => {
   it("drops the records of a batch the journal never committed, and a torn last record", async () => {
     const path = join(await tempDir(), "cdp.rej");
     const committed = rejection(1) + rejection(2, "# seq=99 looks like a header but is a rejected line");
-    await writeFile(path, committed + rejection(3) + rejection(4) + "# seq=5 tim");
+    await writeFile(path, `${committed + rejection(3) + rejection(4)}# seq=5 tim`);
     const file = await openRejects(path, 2);
     await file.appendDurably(rejection(3));
     await file.close();

@@ -93,8 +93,16 @@ describe("the library API", () => {
 
   it("refuses a duration no timer takes (a timer of 2^31 ms fires after 1 ms) with a CdpError naming the option", async () => {
     const dir = await dataDir();
-    for (const [options, name] of [[{ vetoWindowMs: 2 ** 31 }, "vetoWindowMs"], [{ pollIntervalMs: 0.5 }, "pollIntervalMs"], [{ http: { listen: "127.0.0.1:0", waitMs: Infinity } }, "http.waitMs"]] as const) {
-      await expect(startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger, ...options })).rejects.toMatchObject({ name: "CdpError", code: "usage", message: expect.stringContaining(`${name} must be a whole number of milliseconds from 1 to 2147483647`) });
+    for (const [options, name] of [
+      [{ vetoWindowMs: 2 ** 31 }, "vetoWindowMs"],
+      [{ pollIntervalMs: 0.5 }, "pollIntervalMs"],
+      [{ http: { listen: "127.0.0.1:0", waitMs: Infinity } }, "http.waitMs"],
+    ] as const) {
+      await expect(startCdp({ dir, schemas: SCHEMAS, logger: capturedLogger().logger, ...options })).rejects.toMatchObject({
+        name: "CdpError",
+        code: "usage",
+        message: expect.stringContaining(`${name} must be a whole number of milliseconds from 1 to 2147483647`),
+      });
     }
   });
 

@@ -60,7 +60,15 @@ async function snowWithAlice(): Promise<{ dir: string; schemas: string }> {
 describe("JSON Patch conformance (json-patch-test-suite) through the migration path", () => {
   it("applies every case whose document is an object as the suite expects, and refuses every error case", () => {
     const suite = ["tests.json", "spec_tests.json"].flatMap(
-      (name) => JSON.parse(readFileSync(new URL(`../node_modules/json-patch-test-suite/${name}`, import.meta.url), "utf8")) as { doc: unknown; patch: Operation[]; expected?: unknown; error?: string; disabled?: boolean; comment?: string }[],
+      (name) =>
+        JSON.parse(readFileSync(new URL(`../node_modules/json-patch-test-suite/${name}`, import.meta.url), "utf8")) as {
+          doc: unknown;
+          patch: Operation[];
+          expected?: unknown;
+          error?: string;
+          disabled?: boolean;
+          comment?: string;
+        }[],
     );
     const cases = suite.filter((test) => !test.disabled && typeof test.doc === "object" && test.doc !== null && !Array.isArray(test.doc));
     expect(cases.length).toBeGreaterThan(60);
@@ -77,7 +85,8 @@ describe("JSON Patch conformance (json-patch-test-suite) through the migration p
         if (result.ok) wrong.push(`${test.comment ?? test.error}: applied, but the suite expects "${test.error}"`);
       } else if (!result.ok) {
         // a document that stops being an object cannot be an app's config: the only refusal allowed
-        if (!(typeof test.expected !== "object" || Array.isArray(test.expected) || test.expected === null)) wrong.push(`${test.comment}: refused: ${result.reason}`);
+        if (!(typeof test.expected !== "object" || Array.isArray(test.expected) || test.expected === null))
+          wrong.push(`${test.comment}: refused: ${result.reason}`);
       } else if (test.expected !== undefined && !isDeepStrictEqual(result.config, test.expected)) {
         wrong.push(`${test.comment}: got ${JSON.stringify(result.config)}`);
       }
@@ -117,7 +126,9 @@ describe("schema versions", () => {
     }
     const journal = await readText(join(dir, "cdp"));
     expect(journal.split("\n").filter((line) => line.includes(" schemas: "))).toHaveLength(1);
-    expect(journal).toMatch(/^# rev=3 seq=2 time=\S+ source=schema:snow\.schema\.json schemas: \{"snow":\{"version":2,"from":1,"fromSchema":\{"type":"object",/m);
+    expect(journal).toMatch(
+      /^# rev=3 seq=2 time=\S+ source=schema:snow\.schema\.json schemas: \{"snow":\{"version":2,"from":1,"fromSchema":\{"type":"object",/m,
+    );
     expect(await getConfig(dir, "snow", schemas)).toEqual({ userId: "bob", limit: 7 });
     const history = await cdp(["history", "--dir", dir, "snow"]);
     expect(history.output).toMatch(/^3 .*schema:snow\.schema\.json\s+snow\s+schema version 1 → 2$/m);
@@ -166,7 +177,9 @@ describe("schema versions", () => {
     // no user_id yet: moving it fails
     await putSchema(schemas, v2);
     await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
-    expect(await readText(join(dir, "cdp.rej"))).toContain("schema change refused: snow 1 → 2: operation 1 (move /user_id → /userId) failed: nothing is at /user_id");
+    expect(await readText(join(dir, "cdp.rej"))).toContain(
+      "schema change refused: snow 1 → 2: operation 1 (move /user_id → /userId) failed: nothing is at /user_id",
+    );
     await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
     await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("snow:user_id:alice"));
     watch.child.kill("SIGTERM");
@@ -196,12 +209,21 @@ describe("schema versions", () => {
       expect(plan.code).toBe(1);
       expect(plan.output).toContain(`${join(next, "snow.schema.json")}: nested deeper than 200 levels`);
       expect(plan.output).not.toMatch(/RangeError|call stack/);
-      const post = (files: unknown) => fetch(`${live.url}/v1/plan`, { method: "POST", body: `{"files":${JSON.stringify(files).replace('"PLACE"', text)}}`, headers: { "content-type": "application/json" } });
+      const post = (files: unknown) =>
+        fetch(`${live.url}/v1/plan`, {
+          method: "POST",
+          body: `{"files":${JSON.stringify(files).replace('"PLACE"', text)}}`,
+          headers: { "content-type": "application/json" },
+        });
       const asObject = await post({ "snow.schema.json": "PLACE" });
       expect(asObject.status).toBe(400);
       expect(((await asObject.json()) as { error: string }).error).toContain("nested deeper than 200 levels");
       // the schema as a string: parsed by cdp, and refused like the file
-      const asText = await fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files: { "snow.schema.json": text } }), headers: { "content-type": "application/json" } });
+      const asText = await fetch(`${live.url}/v1/plan`, {
+        method: "POST",
+        body: JSON.stringify({ files: { "snow.schema.json": text } }),
+        headers: { "content-type": "application/json" },
+      });
       expect(asText.status).toBe(409);
       expect(((await asText.json()) as { reason: string }).reason).toContain("nested deeper than 200 levels");
       // the live schema directory gets the file: refused, the version in force stays, cdp goes on
@@ -221,7 +243,9 @@ describe("schema versions", () => {
     await putSchema(schemas, { ...v2, "x-cdp-migrations": { "2": { up: [{ op: "rename", path: "/a" }], down: [] } } });
     const bad = await cdp(["check", "--schemas", schemas], "snow:limit:3\n");
     expect(bad.code).toBe(2);
-    expect(bad.output).toContain(`${join(schemas, "snow.schema.json")}: "x-cdp-migrations"["2"].up[0]: Operation \`op\` property is not one of operations defined in RFC-6902`);
+    expect(bad.output).toContain(
+      `${join(schemas, "snow.schema.json")}: "x-cdp-migrations"["2"].up[0]: Operation \`op\` property is not one of operations defined in RFC-6902`,
+    );
     await putSchema(schemas, { ...v2, "x-cdp-version": 0 });
     expect((await cdp(["check", "--schemas", schemas], "snow:limit:3\n")).output).toContain(`"x-cdp-version" must be an integer of at least 1, got 0`);
     await putSchema(schemas, { ...v1, "x-cdp-migrations": { "2": step2 } });
@@ -266,28 +290,58 @@ describe("schema versions", () => {
       const preview = async (schema: object) => {
         await putSchema(next, schema);
         const printed = [await cdp(["plan", "--dir", dir, "--schemas", next]), await cdp(["plan", "--dir", dir, "--schemas", next, "--json"])];
-        const served = await fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files: { "snow.schema.json": schema } }), headers: { "content-type": "application/json" } });
+        const served = await fetch(`${live.url}/v1/plan`, {
+          method: "POST",
+          body: JSON.stringify({ files: { "snow.schema.json": schema } }),
+          headers: { "content-type": "application/json" },
+        });
         plans.push(...printed.map(({ output }) => output), await served.text());
         return printed[1]!;
       };
       // the new file no longer says writeOnly
-      const dropped = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [], down: [] } }, properties: { ...withToken.properties, tok: { type: "string" } } });
+      const dropped = await preview({
+        ...withToken,
+        "x-cdp-version": 2,
+        "x-cdp-migrations": { "2": { up: [], down: [] } },
+        properties: { ...withToken.properties, tok: { type: "string" } },
+      });
       expect(dropped.code).toBe(0);
       // masked on both sides, the value is no change to show (before this plan said "to": the value)
       expect(JSON.parse(dropped.output.slice(0, dropped.output.lastIndexOf("}") + 1))).toMatchObject({ ok: true, apps: [{ app: "snow", changed: {} }] });
       // a step copies the secret to a key that is not secret, and moves it to another
-      const copy = { up: [{ op: "copy", from: "/tok", path: "/note" }, { op: "move", from: "/tok", path: "/auth" }], down: [{ op: "move", from: "/auth", path: "/tok" }, { op: "remove", path: "/note" }] };
-      const copied = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": copy }, properties: { user_id: { type: "string" }, limit: { type: "integer", default: 5 }, note: { type: "string" }, auth: { type: "string" } } });
+      const copy = {
+        up: [
+          { op: "copy", from: "/tok", path: "/note" },
+          { op: "move", from: "/tok", path: "/auth" },
+        ],
+        down: [
+          { op: "move", from: "/auth", path: "/tok" },
+          { op: "remove", path: "/note" },
+        ],
+      };
+      const copied = await preview({
+        ...withToken,
+        "x-cdp-version": 2,
+        "x-cdp-migrations": { "2": copy },
+        properties: { user_id: { type: "string" }, limit: { type: "integer", default: 5 }, note: { type: "string" }, auth: { type: "string" } },
+      });
       expect(copied.code).toBe(0);
       expect(copied.output).toContain('"note": "[secret]"');
       // the new schema refuses the secret's value: the refusal names the key, not the value
-      const refused = await preview({ ...withToken, "x-cdp-version": 2, "x-cdp-migrations": { "2": { up: [], down: [] } }, properties: { ...withToken.properties, tok: { type: "integer" } } });
+      const refused = await preview({
+        ...withToken,
+        "x-cdp-version": 2,
+        "x-cdp-migrations": { "2": { up: [], down: [] } },
+        properties: { ...withToken.properties, tok: { type: "integer" } },
+      });
       expect(refused.code).toBe(1);
       expect(refused.output).toContain('snow 1 → 2: after step "2" (up), the config does not hold: snow.tok must be integer, got "[secret]"');
       for (const text of plans) expect(text).not.toContain(secret);
       // a key the new version drops without a step to move or remove it: the step is named
       const stray = await preview({ ...v2, properties: { userId: { type: "string" }, limit: { type: "integer", default: 5 } } });
-      expect(stray.output).toContain('snow 1 → 2: after step "2" (up), the config does not hold: snow has no key "tok" (version 2 has no such key: a step must move or remove it)');
+      expect(stray.output).toContain(
+        'snow 1 → 2: after step "2" (up), the config does not hold: snow has no key "tok" (version 2 has no such key: a step must move or remove it)',
+      );
     } finally {
       await live.stop();
     }
@@ -295,7 +349,9 @@ describe("schema versions", () => {
 
   it("tells which version is in force: events, /v1/config, /metrics, cdp status; code that expects another refuses to start", async () => {
     const { dir, schemas } = await snowDataDir();
-    await expect(startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 } })).rejects.toThrow(`this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 1`);
+    await expect(startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 } })).rejects.toThrow(
+      `this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 1`,
+    );
     await putSchema(schemas, v2);
     const live = await startCdp({ dir, schemas, logger: capturedLogger().logger, expect: { snow: 2 }, pollIntervalMs: 100, http: { listen: "127.0.0.1:0" } });
     try {
@@ -319,7 +375,9 @@ describe("schema versions", () => {
       // a live change to a version this code does not expect is refused; version 2 stays
       await putSchema(schemas, v3);
       await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
-      expect(await readText(join(dir, "cdp.rej"))).toContain(`schema change refused: this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 3`);
+      expect(await readText(join(dir, "cdp.rej"))).toContain(
+        `schema change refused: this code expects snow at schema version 2, but ${join(schemas, "snow.schema.json")} is version 3`,
+      );
       expect(live.get("snow")).toEqual({ userId: "alice", limit: 5 });
     } finally {
       await live.stop();
@@ -361,7 +419,7 @@ describe("schema versions", () => {
     // each recorded migration moved between the two versions, in turn
     const moves = [...(await readText(join(dir, "cdp"))).matchAll(/"snow":\{"version":(\d),"from":(\d)/g)].map(([, to, from]) => `${from}>${to}`);
     expect(moves.length).toBeGreaterThan(0);
-    moves.forEach((move, i) => expect(move).toBe(i % 2 === 0 ? "1>2" : "2>1"));
+    for (const [i, move] of moves.entries()) expect(move).toBe(i % 2 === 0 ? "1>2" : "2>1");
   });
 
   it("does not record a refusal for a schema file caught half-copied: it is judged again once written", async () => {
@@ -387,10 +445,14 @@ describe("schema versions", () => {
     try {
       await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
       await waitUntil(() => live.get("snow", "user_id") === "alice");
-      const plan = (files: unknown) => fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files }), headers: { "content-type": "application/json" } });
+      const plan = (files: unknown) =>
+        fetch(`${live.url}/v1/plan`, { method: "POST", body: JSON.stringify({ files }), headers: { "content-type": "application/json" } });
       const taken = await plan({ "snow.schema.json": v3 });
       expect(taken.status).toBe(200);
-      expect(await taken.json()).toEqual({ ok: true, apps: [{ app: "snow", from: 1, to: 3, added: { region: "us" }, removed: [], renamed: { user_id: "userId" }, changed: {} }] });
+      expect(await taken.json()).toEqual({
+        ok: true,
+        apps: [{ app: "snow", from: 1, to: 3, added: { region: "us" }, removed: [], renamed: { user_id: "userId" }, changed: {} }],
+      });
       const refused = await plan({ "snow.schema.json": { ...v3, "x-cdp-migrations": { "3": step3 } } });
       expect(refused.status).toBe(409);
       expect(await refused.json()).toEqual({ ok: false, reason: 'snow cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"' });
@@ -447,66 +509,70 @@ describe("schema versions", () => {
     }
   });
 
-  it("in a fleet: the first host with a newer file migrates the fleet; an older host diverges and converges once upgraded; only --fleet-downgrade moves the fleet down", async () => {
-    const { endpoints } = await startEtcd();
-    const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/versions"];
-    const hosts = await Promise.all(["a", "b"].map(async (name) => ({ name, ...(await snowDataDir()) })));
-    const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
-    const watch = (host: typeof a) => startWatch(host.dir, ["--schemas", host.schemas, ...cluster, "--cluster-host", host.name]);
-    const stop = async (running: Awaited<ReturnType<typeof watch>>) => {
-      running.child.kill("SIGTERM");
-      expect(await running.exited).toBe(0);
-    };
-    const has = (host: typeof a, text: string) => waitUntil(async () => (await readText(join(host.dir, "cdp"))).includes(text));
-    let runningA = await watch(a);
-    let runningB = await watch(b);
-    await appendFile(join(a.dir, "cdp.new"), "snow:user_id:alice\n");
-    await has(b, "snow:user_id:alice");
+  it(
+    "in a fleet: the first host with a newer file migrates the fleet; an older host diverges and converges once upgraded; only --fleet-downgrade moves the fleet down",
+    async () => {
+      const { endpoints } = await startEtcd();
+      const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/versions"];
+      const hosts = await Promise.all(["a", "b"].map(async (name) => ({ name, ...(await snowDataDir()) })));
+      const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
+      const watch = (host: typeof a) => startWatch(host.dir, ["--schemas", host.schemas, ...cluster, "--cluster-host", host.name]);
+      const stop = async (running: Awaited<ReturnType<typeof watch>>) => {
+        running.child.kill("SIGTERM");
+        expect(await running.exited).toBe(0);
+      };
+      const has = (host: typeof a, text: string) => waitUntil(async () => (await readText(join(host.dir, "cdp"))).includes(text));
+      let runningA = await watch(a);
+      let runningB = await watch(b);
+      await appendFile(join(a.dir, "cdp.new"), "snow:user_id:alice\n");
+      await has(b, "snow:user_id:alice");
 
-    // a restarts with version 2: it moves the fleet; b, still on version 1, keeps its own and says so
-    await stop(runningA);
-    await putSchema(a.schemas, v2);
-    runningA = await watch(a);
-    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "alice", limit: 5 });
-    await has(b, "source=diverged:a:schema:snow.schema.json");
-    expect(runningB.output()).toContain("this host cannot take a migration the fleet committed");
-    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "alice", limit: 5 });
-    await appendFile(join(a.dir, "cdp.new"), "snow:userId:bob\n");
-    await has(a, "snow:userId:bob");
+      // a restarts with version 2: it moves the fleet; b, still on version 1, keeps its own and says so
+      await stop(runningA);
+      await putSchema(a.schemas, v2);
+      runningA = await watch(a);
+      expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "alice", limit: 5 });
+      await has(b, "source=diverged:a:schema:snow.schema.json");
+      expect(runningB.output()).toContain("this host cannot take a migration the fleet committed");
+      expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "alice", limit: 5 });
+      await appendFile(join(a.dir, "cdp.new"), "snow:userId:bob\n");
+      await has(a, "snow:userId:bob");
 
-    // b upgraded: it reads the fleet's revisions again under version 2, and converges
-    await stop(runningB);
-    await putSchema(b.schemas, v2);
-    runningB = await watch(b);
-    await has(b, "snow:userId:bob");
-    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "bob", limit: 5 });
+      // b upgraded: it reads the fleet's revisions again under version 2, and converges
+      await stop(runningB);
+      await putSchema(b.schemas, v2);
+      runningB = await watch(b);
+      await has(b, "snow:userId:bob");
+      expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "bob", limit: 5 });
 
-    // a restarted with the old file stays at the fleet's version 2 and never moves the fleet down
-    await stop(runningA);
-    await putSchema(a.schemas, v1);
-    runningA = await watch(a);
-    expect(runningA.output()).toContain("snow stays at schema version 2");
-    await appendFile(join(b.dir, "cdp.new"), "snow:userId:carol\n");
-    await has(a, "snow:userId:carol");
-    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "carol", limit: 5 });
-    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
+      // a restarted with the old file stays at the fleet's version 2 and never moves the fleet down
+      await stop(runningA);
+      await putSchema(a.schemas, v1);
+      runningA = await watch(a);
+      expect(runningA.output()).toContain("snow stays at schema version 2");
+      await appendFile(join(b.dir, "cdp.new"), "snow:userId:carol\n");
+      await has(a, "snow:userId:carol");
+      expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ userId: "carol", limit: 5 });
+      expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
 
-    // the operator moves the fleet down, explicitly: a (version 1 file) with --fleet-downgrade;
-    // b, still on version 2, diverges, and converges once it runs version 1 too
-    await stop(runningA);
-    runningA = await startWatch(a.dir, ["--schemas", a.schemas, ...cluster, "--cluster-host", "a", "--fleet-downgrade"]);
-    expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ user_id: "carol", limit: 5 });
-    await has(b, "source=diverged:a:schema:snow.schema.json");
-    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
-    await stop(runningB);
-    await putSchema(b.schemas, v1);
-    runningB = await watch(b);
-    expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "carol", limit: 5 });
-    const moves = [...(await readText(join(b.dir, "cdp"))).matchAll(/"snow":\{"version":(\d),"from":(\d)/g)].map(([, to, from]) => `${from}>${to}`);
-    expect(moves).toEqual(["1>2", "2>1"]);
-    await stop(runningA);
-    await stop(runningB);
-  }, FLEET_TIMEOUT);
+      // the operator moves the fleet down, explicitly: a (version 1 file) with --fleet-downgrade;
+      // b, still on version 2, diverges, and converges once it runs version 1 too
+      await stop(runningA);
+      runningA = await startWatch(a.dir, ["--schemas", a.schemas, ...cluster, "--cluster-host", "a", "--fleet-downgrade"]);
+      expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ user_id: "carol", limit: 5 });
+      await has(b, "source=diverged:a:schema:snow.schema.json");
+      expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });
+      await stop(runningB);
+      await putSchema(b.schemas, v1);
+      runningB = await watch(b);
+      expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ user_id: "carol", limit: 5 });
+      const moves = [...(await readText(join(b.dir, "cdp"))).matchAll(/"snow":\{"version":(\d),"from":(\d)/g)].map(([, to, from]) => `${from}>${to}`);
+      expect(moves).toEqual(["1>2", "2>1"]);
+      await stop(runningA);
+      await stop(runningB);
+    },
+    FLEET_TIMEOUT,
+  );
 
   it("rolls back across a migration in today's shape, and compacts across migrations keeping the way back", async () => {
     const { dir, schemas } = await snowDataDir();
@@ -550,13 +616,18 @@ describe("schema versions", () => {
     const { dir, schemas } = await snowDataDir();
     const { logger, lines } = capturedLogger();
     // the service's code: a user id must not be "root", whatever the version
-    const validators = { snow: (config: Record<string, unknown>) => ((config.userId ?? config.user_id) === "root" ? "the user root may not log in" : undefined) };
+    const validators = {
+      snow: (config: Record<string, unknown>) => ((config.userId ?? config.user_id) === "root" ? "the user root may not log in" : undefined),
+    };
     const live = await startCdp({ dir, schemas, logger, pollIntervalMs: 100, validators });
     try {
       await appendFile(join(dir, "cdp.new"), "snow:user_id:alice\n");
       await waitUntil(() => live.get("snow", "user_id") === "alice");
       // version 2 whose step renames and also sets the id to root: refused by the validator
-      await putSchema(schemas, { ...v2, "x-cdp-migrations": { "2": { up: [...step2.up, { op: "replace", path: "/userId", value: "root" }], down: step2.down } } });
+      await putSchema(schemas, {
+        ...v2,
+        "x-cdp-migrations": { "2": { up: [...step2.up, { op: "replace", path: "/userId", value: "root" }], down: step2.down } },
+      });
       await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
       expect(await readText(join(dir, "cdp.rej"))).toContain("schema change refused: snow 1 → 2: snow refused by its validator: the user root may not log in");
       expect(live.schemaVersion("snow")).toBe(1);

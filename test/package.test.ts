@@ -16,7 +16,17 @@ describe("the package", () => {
     const { stdout } = await run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT });
     const [pack] = JSON.parse(stdout) as [{ files: { path: string }[] }];
     const files = pack.files.map((file) => file.path);
-    for (const expected of ["LICENSE", "README.md", "package.json", "dist/src/cli.js", "dist/src/index.js", "dist/src/index.d.ts", "dist/src/sidecar/dashboard.html", "examples/systemd/cdp.service", "examples/supervisor/cdp.conf"]) {
+    for (const expected of [
+      "LICENSE",
+      "README.md",
+      "package.json",
+      "dist/src/cli.js",
+      "dist/src/index.js",
+      "dist/src/index.d.ts",
+      "dist/src/sidecar/dashboard.html",
+      "examples/systemd/cdp.service",
+      "examples/supervisor/cdp.conf",
+    ]) {
       expect(files, expected).toContain(expected);
     }
     expect(files.filter((path) => path.startsWith("test/") || path.startsWith("src/") || path.endsWith(".tgz"))).toEqual([]);
@@ -81,7 +91,10 @@ describe("the package", () => {
       .replace(/^user=.*$/m, "")
       .replace(/^stdout_logfile=.*$/m, `stdout_logfile=${join(work, "cdp.log")}`);
     const conf = join(work, "supervisord.conf");
-    await writeFile(conf, `[supervisord]\nnodaemon=true\nlogfile=${join(work, "supervisord.log")}\npidfile=${join(work, "supervisord.pid")}\n[unix_http_server]\nfile=${join(work, "supervisor.sock")}\n${program}`);
+    await writeFile(
+      conf,
+      `[supervisord]\nnodaemon=true\nlogfile=${join(work, "supervisord.log")}\npidfile=${join(work, "supervisord.pid")}\n[unix_http_server]\nfile=${join(work, "supervisor.sock")}\n${program}`,
+    );
     const supervisord = spawn("supervisord", ["-n", "-c", conf], { stdio: "ignore" });
     const exited = new Promise((resolve) => supervisord.on("exit", resolve));
     afterThisTest(async () => {

@@ -50,7 +50,11 @@ describe("the line grammar", () => {
   it("accepts keys of 32 segments and refuses more", () => {
     const key = Array.from({ length: 32 }, (_, i) => `k${i}`).join(".");
     expect(parseLine(`a:${key}:1`)).toMatchObject({ kind: "change", path: key.split(".") });
-    expect(parseLine(`a:${key}.k32:1`)).toEqual({ kind: "error", column: 3 + key.length, message: `column ${3 + key.length}: a key may have at most 32 segments` });
+    expect(parseLine(`a:${key}.k32:1`)).toEqual({
+      kind: "error",
+      column: 3 + key.length,
+      message: `column ${3 + key.length}: a key may have at most 32 segments`,
+    });
     expect(parseLine(`a:${key}.k32`)).toMatchObject({ kind: "error", message: expect.stringContaining("at most 32 segments") });
     expect(parseLine(`a:b:${"x.".repeat(100)}`)).toMatchObject({ kind: "change", key: "b" });
     expect(parseLine(`# a:${"x.".repeat(100)}`)).toMatchObject({ kind: "comment" });
@@ -58,7 +62,11 @@ describe("the line grammar", () => {
 
   it("names a newline inside a line (text from HTTP or a rollout, never from an inbox) as such", () => {
     for (const text of ["ticker:name:a\nb", "ticker:interval:1500\n"]) {
-      expect(parseLine(text)).toEqual({ kind: "error", column: text.indexOf("\n") + 1, message: `column ${text.indexOf("\n") + 1}: a newline (\\n) ends a line: a change is one line, give each on its own` });
+      expect(parseLine(text)).toEqual({
+        kind: "error",
+        column: text.indexOf("\n") + 1,
+        message: `column ${text.indexOf("\n") + 1}: a newline (\\n) ends a line: a change is one line, give each on its own`,
+      });
     }
   });
 
@@ -71,7 +79,12 @@ describe("the line grammar", () => {
 describe("the fast path for common lines", () => {
   const alphabet = ["a", "Z", "_", "-", "1", ":", ".", " ", "\t", "#", '"', "\r", "\n", "é", "\0"];
   const shaped = fc.array(fc.constantFrom(...alphabet), { maxLength: 30 }).map((chars) => chars.join(""));
-  const long = fc.tuple(fc.constantFrom("a", "a.b", "a".repeat(64), "a".repeat(65)), fc.integer({ min: 0, max: 40 })).map(([part, n]) => `app:${Array(n + 1).fill(part).join(".")}:1`);
+  const long = fc.tuple(fc.constantFrom("a", "a.b", "a".repeat(64), "a".repeat(65)), fc.integer({ min: 0, max: 40 })).map(
+    ([part, n]) =>
+      `app:${Array(n + 1)
+        .fill(part)
+        .join(".")}:1`,
+  );
 
   it("agrees with the nearley grammar on arbitrary input", () => {
     fc.assert(

@@ -90,7 +90,9 @@ describe("connectCdp", () => {
 
     const closed = await startCdp({ init: true, dir: await tempDir(), schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
     await closed.stop(); // nothing listens on its port now
-    await expect(connectCdp({ url: closed.url!, logger: capturedLogger().logger })).rejects.toThrow(`cannot reach cdp at ${closed.url}/v1/config: connect ECONNREFUSED`);
+    await expect(connectCdp({ url: closed.url!, logger: capturedLogger().logger })).rejects.toThrow(
+      `cannot reach cdp at ${closed.url}/v1/config: connect ECONNREFUSED`,
+    );
     const refused = connectCdp({ url: server.url!, token: "wrong-token-0123456789", logger: capturedLogger().logger });
     await expect(refused).rejects.toBeInstanceOf(CdpError);
     await expect(refused).rejects.toThrow("answered 401: a valid bearer token is required (Authorization: Bearer TOKEN)");

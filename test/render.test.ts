@@ -103,10 +103,22 @@ describe("render targets, with a real nginx", () => {
     // a key the template does not use, and the same value again: the same text, so no write and no reload
     await appendFile(join(setUp.dir, "cdp.new"), "web:note:x\nweb:greeting:bonjour\n");
     await waitUntil(async () => (await readText(join(setUp.dir, "cdp"))).includes("web:note:x"));
-    await waitUntil(async () => watch.output().split("\n").filter((line) => line.includes('"rendered"')).length >= 1);
+    await waitUntil(
+      async () =>
+        watch
+          .output()
+          .split("\n")
+          .filter((line) => line.includes('"rendered"')).length >= 1,
+    );
     await appendFile(join(setUp.dir, "cdp.new"), "web:greeting:salut\n");
     await waitUntil(async () => (await setUp.served()) === "200 salut");
-    await waitUntil(() => watch.output().split("\n").filter((line) => line.includes('"msg":"rendered"')).length === 2); // bonjour's, salut's
+    await waitUntil(
+      () =>
+        watch
+          .output()
+          .split("\n")
+          .filter((line) => line.includes('"msg":"rendered"')).length === 2,
+    ); // bonjour's, salut's
     expect(setUp.reloads()).toBe(reloads + 1); // salut's reload only
     expect((await stat(setUp.dest)).mtimeMs).toBeGreaterThan(written);
     watch.child.kill("SIGTERM");
@@ -127,7 +139,9 @@ describe("render targets, with a real nginx", () => {
     expect(await setUp.served()).toBe("200 bonjour");
     expect(await getConfig(setUp.dir, "web.greeting", setUp.schemas)).toBe("bonjour");
     const history = await cdp(["history", "--dir", setUp.dir, "web.greeting"]);
-    expect(history.output).toMatch(/render:\S+nginx\.conf\s+web\.greeting\s+"a\\"; bogus_directive \\"x" → "bonjour"\s+\(check: .*\[emerg\] .*unknown directive "bogus_directive" .* test failed \(exit 1\)\)/);
+    expect(history.output).toMatch(
+      /render:\S+nginx\.conf\s+web\.greeting\s+"a\\"; bogus_directive \\"x" → "bonjour"\s+\(check: .*\[emerg\] .*unknown directive "bogus_directive" .* test failed \(exit 1\)\)/,
+    );
     expect((await readdir(join(setUp.root, "nginx"))).filter((name) => name.includes(".cdp-"))).toEqual([]); // no staged file left
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
@@ -144,7 +158,9 @@ describe("render targets, with a real nginx", () => {
     await waitUntil(async () => (await readText(join(setUp.dir, "cdp"))).includes("source=render:"), 15_000);
     await waitUntil(async () => (await setUp.served("healthz")) === "200 ok");
     expect(await getConfig(setUp.dir, "web.healthStatus", setUp.schemas)).toBe(200);
-    expect(await readText(join(setUp.dir, "cdp"))).toMatch(/reason: health: curl: \(22\) The requested URL returned error: 500 \(exit 22\)\nweb:healthStatus:200\n/);
+    expect(await readText(join(setUp.dir, "cdp"))).toMatch(
+      /reason: health: curl: \(22\) The requested URL returned error: 500 \(exit 22\)\nweb:healthStatus:200\n/,
+    );
     const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
     const metrics = () => fetch(`${url}/metrics`).then((response) => response.text());
     // the revert's own render probes nginx too before it counts as good
@@ -159,7 +175,15 @@ describe("render targets, with a real nginx", () => {
     const setUp = await nginxSetUp();
     const marker = join(setUp.root, "pwned");
     const env = join(setUp.root, "web.env");
-    await writeFile(setUp.render, JSON.stringify({ targets: [{ app: "web", template: "nginx.conf.tmpl", dest: setUp.dest }, { app: "web", format: "env", dest: env, check: ["sh", "-n", "{staged}"] }] }));
+    await writeFile(
+      setUp.render,
+      JSON.stringify({
+        targets: [
+          { app: "web", template: "nginx.conf.tmpl", dest: setUp.dest },
+          { app: "web", format: "env", dest: env, check: ["sh", "-n", "{staged}"] },
+        ],
+      }),
+    );
     const watch = await startWatch(setUp.dir, ["--schemas", setUp.schemas, "--render", setUp.render]);
     await appendFile(join(setUp.dir, "cdp.new"), `web:greeting:$(touch ${marker}) \`touch ${marker}\`\n`);
     await waitUntil(async () => (await readText(env)).includes("touch"));
@@ -218,7 +242,14 @@ describe("render targets, with a real nginx", () => {
 async function withHeldChecker() {
   const { root, schemas, dir } = await webDataDir();
   const [judging, release] = [join(root, "judging"), join(root, "release")];
-  const check = ["sh", "-c", `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`, "{staged}", judging, release];
+  const check = [
+    "sh",
+    "-c",
+    `if grep -q '"greeting": "bad' "$0"; then touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo "refused: bad greeting" >&2; exit 1; fi`,
+    "{staged}",
+    judging,
+    release,
+  ];
   await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", check }] }));
   return { root, schemas, dir, judging, release };
 }
@@ -228,7 +259,10 @@ describe("the shipped nginx example", () => {
     const prefix = await tempDir();
     const port = await freePort();
     const script = join(fileURLToPath(new URL("..", import.meta.url)), "examples", "nginx", "sandbox.sh");
-    const said = execFileSync("bash", [script], { env: { ...process.env, PREFIX: prefix, PORT: String(port), CDP: `${process.execPath} ${CLI}` }, encoding: "utf8" });
+    const said = execFileSync("bash", [script], {
+      env: { ...process.env, PREFIX: prefix, PORT: String(port), CDP: `${process.execPath} ${CLI}` },
+      encoding: "utf8",
+    });
     expect(said).toContain(`nginx -c ${prefix}/conf/nginx.conf`);
     const watch = await startWatch(join(prefix, "data"), ["--schemas", join(prefix, "schemas"), "--render", join(prefix, "render.json")]);
     execFileSync("nginx", ["-c", join(prefix, "conf", "nginx.conf")]);
@@ -239,7 +273,13 @@ describe("the shipped nginx example", () => {
         // already stopped
       }
     });
-    const hello = async () => (await fetch(`http://127.0.0.1:${port}/hello`).then((response) => response.text(), () => "down")).trim();
+    const hello = async () =>
+      (
+        await fetch(`http://127.0.0.1:${port}/hello`).then(
+          (response) => response.text(),
+          () => "down",
+        )
+      ).trim();
     await waitUntil(async () => (await hello()) === "hello");
     const pushed = await cdp(["push", "--dir", join(prefix, "data"), "web:greeting:bonjour"]);
     expect(pushed.output).toContain("web:greeting:bonjour  accepted at revision 1");
@@ -299,7 +339,10 @@ describe("render targets, without a service", () => {
     const secret = "s3cr3t-Tok/en+42";
     // a probe that prints 3 MB of NUL bytes, the file it checks (the secret in it) and escapes, then fails
     const health = ["sh", "-c", 'head -c 3000000 /dev/zero; cat "$0"; printf "\\033[31mdown\\n"; exit 1', "{dest}"];
-    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    await writeFile(
+      join(root, "render.json"),
+      JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }),
+    );
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"]);
     await appendFile(join(dir, "cdp.new"), `web:token:${secret}\n`);
     await waitUntil(() => watch.output().includes("is not healthy with its last good configuration either"));
@@ -339,7 +382,11 @@ describe("render targets, without a service", () => {
     expect(JSON.parse(await readText(join(root, "web.json")))).toEqual({ greeting: "hello", healthStatus: 204, note: "kept" });
     // the same over HTTP: the line's outcome is the service's verdict
     const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
-    const response = await fetch(`${url}/v1/changes`, { method: "POST", body: "web:note:again\nweb:greeting:bad\n", headers: { "content-type": "text/plain" } });
+    const response = await fetch(`${url}/v1/changes`, {
+      method: "POST",
+      body: "web:note:again\nweb:greeting:bad\n",
+      headers: { "content-type": "text/plain" },
+    });
     expect(response.status).toBe(422);
     const body = (await response.json()) as { lines: { line: number; outcome: string; revision?: number; takenBackAt?: number; reason?: string }[] };
     expect(body.lines[0]).toMatchObject({ line: 1, outcome: "accepted", revision: 5 });
@@ -395,7 +442,10 @@ describe("render targets, without a service", () => {
     const { root, schemas, dir } = await webDataDir();
     const down = join(root, "service-down");
     const health = ["sh", "-c", 'test ! -e "$0"', down];
-    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    await writeFile(
+      join(root, "render.json"),
+      JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health, healthTimeoutMs: 300, healthDelayMs: 1 }] }),
+    );
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json"), "--http", "127.0.0.1:0"]);
     const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
     const ready = async () => (await fetch(`${url}/readyz`)).status;
@@ -424,7 +474,10 @@ describe("render targets, without a service", () => {
     await waitUntil(async () => (await readText(join(dir, "cdp"))).includes("source=render:"));
     expect(await readText(join(dir, "cdp"))).toContain("reason: check: timed out after 500 ms\nweb:greeting:hello\n");
     expect(await readText(join(root, "web.json"))).toContain('"hello"');
-    const sleeping = () => execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((line) => line.trim() === `sleep ${marker}`);
+    const sleeping = () =>
+      execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+        .split("\n")
+        .filter((line) => line.trim() === `sleep ${marker}`);
     await waitUntil(() => sleeping().length === 0, 5000);
     expect(sleeping()).toEqual([]);
     watch.child.kill("SIGTERM");
@@ -432,7 +485,14 @@ describe("render targets, without a service", () => {
   });
 
   it("writes each format with a real serializer that reads it back", async () => {
-    const app = { type: "object", properties: { name: { type: "string", default: 'a "quoted" = value' }, limits: { type: "object", default: { max: 5, tags: ["x", "y"] } }, ratio: { type: "number", default: 0.5 } } };
+    const app = {
+      type: "object",
+      properties: {
+        name: { type: "string", default: 'a "quoted" = value' },
+        limits: { type: "object", default: { max: 5, tags: ["x", "y"] } },
+        ratio: { type: "number", default: 0.5 },
+      },
+    };
     const { root, schemas, dir } = await webDataDir("svc", app);
     const formats = ["json", "yaml", "toml", "env", "properties"];
     await writeFile(join(root, "render.json"), JSON.stringify({ targets: formats.map((format) => ({ app: "svc", format, dest: `out.${format}` })) }));
@@ -450,7 +510,10 @@ describe("render targets, without a service", () => {
 
   it("takes a change back once when the service stays unhealthy, and leaves the revert as it is (no flapping)", async () => {
     const { root, schemas, dir } = await webDataDir();
-    await writeFile(join(root, "render.json"), JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["false"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
+    await writeFile(
+      join(root, "render.json"),
+      JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["false"], healthTimeoutMs: 300, healthDelayMs: 1 }] }),
+    );
     const watch = await startWatch(dir, ["--schemas", schemas, "--render", join(root, "render.json")]);
     await appendFile(join(dir, "cdp.new"), "web:greeting:bonjour\n");
     await waitUntil(() => watch.output().includes("is not healthy with its last good configuration either"));
@@ -473,8 +536,19 @@ describe("render targets, without a service", () => {
         const service = await tempDir(); // the service's own directory: never cdp's
         const render = join(service, "render.json");
         // the service is unhealthy whenever its file says "bad" (the value is never part of the command)
-        await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "json", dest: "web.json", health: ["sh", "-c", '! grep -q bad "$0"', "{dest}"], healthTimeoutMs: 300, healthDelayMs: 1 }] }));
-        return { dir, file: join(service, "web.json"), watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]) };
+        await writeFile(
+          render,
+          JSON.stringify({
+            targets: [
+              { app: "web", format: "json", dest: "web.json", health: ["sh", "-c", '! grep -q bad "$0"', "{dest}"], healthTimeoutMs: 300, healthDelayMs: 1 },
+            ],
+          }),
+        );
+        return {
+          dir,
+          file: join(service, "web.json"),
+          watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]),
+        };
       }),
     );
     await appendFile(join(hosts[0]!.dir, "cdp.new"), "web:greeting:fine\n");
@@ -497,13 +571,19 @@ describe("render targets, without a service", () => {
     const live = await startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger });
     try {
       const info = await stat(join(root, "web.yaml"));
-      expect({ mode: info.mode & 0o777, uid: info.uid, gid: info.gid }).toEqual({ mode: 0o640, uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })), gid: Number(execFileSync("getent", ["group", "nogroup"], { encoding: "utf8" }).split(":")[2]) });
-      expect(readFileSync(join(root, "web.yaml"), "utf8")).toBe("greeting: hello\nhealthStatus: 200\nnote: \"\"\n");
+      expect({ mode: info.mode & 0o777, uid: info.uid, gid: info.gid }).toEqual({
+        mode: 0o640,
+        uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })),
+        gid: Number(execFileSync("getent", ["group", "nogroup"], { encoding: "utf8" }).split(":")[2]),
+      });
+      expect(readFileSync(join(root, "web.yaml"), "utf8")).toBe('greeting: hello\nhealthStatus: 200\nnote: ""\n');
     } finally {
       await live.stop();
     }
     await writeFile(render, JSON.stringify({ targets: [{ app: "web", format: "yaml", dest: "web.yaml", owner: "no-such-user-here" }] }));
-    await expect(startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger })).rejects.toThrow(`--render ${render}: targets[0]: "owner": no user "no-such-user-here" on this system`);
+    await expect(startCdp({ dir, schemas, render: [render], logger: capturedLogger().logger })).rejects.toThrow(
+      `--render ${render}: targets[0]: "owner": no user "no-such-user-here" on this system`,
+    );
   });
 
   it("takes a change back when the reload fails, with the command's words, and keeps running", async () => {

@@ -93,7 +93,13 @@ describe("the inbox under logrotate, editors and copies", () => {
     while (!done) {
       // logrotate fails now and then here ("error creating output file …: File exists") when a writer
       // creates cdp.new between its rename and its create: its race with writers, not cdp's
-      if (await logrotate(dir, "  rotate 200\n  create 0600").then(() => true, () => false)) rotations++;
+      if (
+        await logrotate(dir, "  rotate 200\n  create 0600").then(
+          () => true,
+          () => false,
+        )
+      )
+        rotations++;
       if (rotations === 3) watch.child.kill("SIGSTOP"); // and a pause in the middle of it
       if (rotations === 8) watch.child.kill("SIGCONT");
     }
@@ -101,7 +107,8 @@ describe("the inbox under logrotate, editors and copies", () => {
     // logrotate itself loses a line now and then here: when a writer creates cdp.new between its
     // rename and its create, it moves the writer's file to cdp.new-DATE.backup, over the last one.
     // So: every line the inbox files hold is journaled once, and nothing else is.
-    const inFiles = async () => (await Promise.all((await readdir(dir)).filter((name) => name.startsWith("cdp.new")).map((name) => recordLines(join(dir, name))))).flat();
+    const inFiles = async () =>
+      (await Promise.all((await readdir(dir)).filter((name) => name.startsWith("cdp.new")).map((name) => recordLines(join(dir, name))))).flat();
     await waitUntil(async () => (await journalOf(dir)).length >= (await inFiles()).length);
     const journal = await journalOf(dir);
     expect(new Set(journal).size).toBe(journal.length);

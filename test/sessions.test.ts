@@ -44,7 +44,12 @@ const squeeze = (line: string) => line.trim().replace(/\s+/g, " ");
 function appearsIn(expected: string[], actual: string[]): string | undefined {
   let at = 0;
   for (const want of expected.map(squeeze).filter((line) => line !== "")) {
-    const pattern = new RegExp(`^${want.split("…").map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
+    const pattern = new RegExp(
+      `^${want
+        .split("…")
+        .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+        .join(".*")}$`,
+    );
     while (at < actual.length && !pattern.test(squeeze(actual[at]!))) at++;
     if (at === actual.length) return want;
     at++;
@@ -120,13 +125,21 @@ async function runSessions(page: string): Promise<void> {
 const SESSION_TIMEOUT = 120_000;
 
 describe("the documentation's sessions, run as written", () => {
-  it("README.md: the five-minute tour", async () => {
-    await runSessions("README.md");
-  }, SESSION_TIMEOUT);
+  it(
+    "README.md: the five-minute tour",
+    async () => {
+      await runSessions("README.md");
+    },
+    SESSION_TIMEOUT,
+  );
 
-  it.each(["docs/operating.md", "docs/change-management.md"])("%s", async (page) => {
-    await runSessions(page);
-  }, SESSION_TIMEOUT);
+  it.each(["docs/operating.md", "docs/change-management.md"])(
+    "%s",
+    async (page) => {
+      await runSessions(page);
+    },
+    SESSION_TIMEOUT,
+  );
 
   it("covers every page with a CLI session", async () => {
     const pages = (await readdir(join(ROOT, "docs"))).map((name) => `docs/${name}`);

@@ -5,7 +5,20 @@ import { describe, expect, it } from "vitest";
 import { startCdp, type Cdp, type CdpOptions, type HttpOptions } from "../src/index.js";
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
-import { afterThisTest, capturedLogger, cdp as runCli, runCdp, journalOf, openEvents, readText, SCHEMAS, startWatch, tempDir, waitUntil, dataDir } from "./helpers.js";
+import {
+  afterThisTest,
+  capturedLogger,
+  cdp as runCli,
+  runCdp,
+  journalOf,
+  openEvents,
+  readText,
+  SCHEMAS,
+  startWatch,
+  tempDir,
+  waitUntil,
+  dataDir,
+} from "./helpers.js";
 
 const READ_TOKEN = "read-token-0123456789abcdef";
 const WRITE_TOKEN = "write-token-0123456789abcdef";
@@ -28,7 +41,11 @@ async function tokenFile(): Promise<string> {
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-const post = (body: string, headers: Record<string, string> = {}): RequestInit => ({ method: "POST", body, headers: { "content-type": "text/plain", ...headers } });
+const post = (body: string, headers: Record<string, string> = {}): RequestInit => ({
+  method: "POST",
+  body,
+  headers: { "content-type": "text/plain", ...headers },
+});
 
 async function until(cdp: Cdp, revision: number): Promise<void> {
   await waitUntil(() => cdp.revision >= revision);
@@ -100,7 +117,7 @@ describe("GET /v1/config", () => {
 describe("POST /v1/changes", () => {
   it("sends the lines through the inbox and reports each line's outcome once processed", async () => {
     const { cdp, dir, call } = await served();
-    const response = await call("/v1/changes", post("ticker:interval:1500\nticker:interval:100\n# a comment\ndb:pool:{\"min\":2,\"max\":5}"));
+    const response = await call("/v1/changes", post('ticker:interval:1500\nticker:interval:100\n# a comment\ndb:pool:{"min":2,"max":5}'));
     expect(response.status).toBe(422); // one line was rejected
     expect(await response.json()).toEqual({
       status: "processed",
@@ -126,7 +143,9 @@ describe("POST /v1/changes", () => {
   it("keeps concurrent pushes apart: each caller hears about its own lines", async () => {
     const { call } = await served();
     const responses = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => call("/v1/changes", post(`ticker:name:n${i}\nticker:interval:${i % 2 === 0 ? 100 : 300 + i}\n`)).then((r) => r.json())),
+      Array.from({ length: 10 }, (_, i) =>
+        call("/v1/changes", post(`ticker:name:n${i}\nticker:interval:${i % 2 === 0 ? 100 : 300 + i}\n`)).then((r) => r.json()),
+      ),
     );
     responses.forEach((body, i) => {
       const { lines } = body as { lines: { outcome: string }[] };
@@ -239,7 +258,12 @@ describe("bearer tokens", () => {
     const { url } = await served();
     const { port } = new URL(url);
     const response = await new Promise<number>((resolve, reject) => {
-      import("node:http").then(({ get }) => get({ host: "127.0.0.1", port, path: "/v1/config", headers: { host: `attacker.example:${port}` } }, (res) => resolve(res.statusCode!)).on("error", reject));
+      import("node:http").then(({ get }) =>
+        get({ host: "127.0.0.1", port, path: "/v1/config", headers: { host: `attacker.example:${port}` } }, (res) => resolve(res.statusCode!)).on(
+          "error",
+          reject,
+        ),
+      );
     });
     expect(response).toBe(403);
   });
@@ -255,8 +279,25 @@ describe("GET /v1/events", () => {
     await waitUntil(() => stream.events.length === 3);
     expect(stream.events.map((event) => event.id)).toEqual(["1", "2", "3"]);
     const [first, secret, host] = stream.changes();
-    expect(first).toEqual({ revision: 1, app: "ticker", key: "interval", value: 1500, previous: 1000, time: expect.any(String), source: expect.stringMatching(/^cdp\.new:\d+$/), by: "http:127.0.0.1" });
-    expect(secret).toEqual({ revision: 2, app: "ticker", key: "token", secret: true, time: expect.any(String), source: expect.any(String), by: "http:127.0.0.1" });
+    expect(first).toEqual({
+      revision: 1,
+      app: "ticker",
+      key: "interval",
+      value: 1500,
+      previous: 1000,
+      time: expect.any(String),
+      source: expect.stringMatching(/^cdp\.new:\d+$/),
+      by: "http:127.0.0.1",
+    });
+    expect(secret).toEqual({
+      revision: 2,
+      app: "ticker",
+      key: "token",
+      secret: true,
+      time: expect.any(String),
+      source: expect.any(String),
+      by: "http:127.0.0.1",
+    });
     expect(JSON.stringify(stream.events)).not.toContain("s3cret-value");
     expect(host).toMatchObject({ revision: 3, app: "db", key: "host", value: "example.org", previous: "localhost" });
     expect(cdp.revision).toBe(3);
@@ -355,7 +396,8 @@ describe("history, rollback, rejections", () => {
     await writeFile(join(dir, "cdp"), `${journal.join("\n")}\n`);
     const { call, logs } = await served({ dir });
     const bodies = await Promise.all(Array.from({ length: 20 }, () => call("/v1/history?limit=3").then((r) => r.json())));
-    for (const body of bodies) expect((body as { value: unknown }[]).map((entry) => entry.value)).toEqual(["bootstrap-29999", "bootstrap-29998", "bootstrap-29997"]);
+    for (const body of bodies)
+      expect((body as { value: unknown }[]).map((entry) => entry.value)).toEqual(["bootstrap-29999", "bootstrap-29998", "bootstrap-29997"]);
     await call("/v1/changes", post("ticker:interval:1500\nticker:name:after\n"));
     const after = (await (await call("/v1/history?limit=3")).json()) as { revision: number; key: string; value: unknown; previous: unknown; source: string }[];
     expect(after.map(({ revision, key, value, previous }) => ({ revision, key, value, previous }))).toEqual([
@@ -396,7 +438,9 @@ describe("history, rollback, rejections", () => {
     cdp.registerValidator("ticker", (config) => (config.interval === 1000 ? "1000 is banned now" : undefined));
     const refused = await call("/v1/rollback", { method: "POST", body: '{"to": 0}' });
     expect(refused.status).toBe(409);
-    expect(await refused.json()).toEqual({ error: "rollback to revision 0 refused: ticker:interval:1000: ticker refused by its validator: 1000 is banned now" });
+    expect(await refused.json()).toEqual({
+      error: "rollback to revision 0 refused: ticker:interval:1000: ticker refused by its validator: 1000 is banned now",
+    });
     expect(cdp.get("ticker", "interval")).toBe(1500);
   });
 
@@ -406,7 +450,11 @@ describe("history, rollback, rejections", () => {
     const rejections = (await (await call("/v1/rejections?limit=2")).json()) as { source: string; reason: string; text?: string }[];
     expect(rejections).toHaveLength(2);
     expect(rejections[0]).not.toHaveProperty("text");
-    expect(rejections[1]).toMatchObject({ reason: "ticker.interval must be > 200, got 100", text: "ticker:interval:100", source: expect.stringMatching(/^cdp\.new:\d+$/) });
+    expect(rejections[1]).toMatchObject({
+      reason: "ticker.interval must be > 200, got 100",
+      text: "ticker:interval:100",
+      source: expect.stringMatching(/^cdp\.new:\d+$/),
+    });
   });
 });
 
@@ -511,7 +559,6 @@ describe("cdp watch --http", () => {
     await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200);
     expect(await (await fetch(`${url}/readyz`)).json()).toEqual({ ready: true, revision: 300_000 });
   });
-
 
   it("serves the sidecar from the command line and logs where", async () => {
     const dir = await dataDir();

@@ -24,7 +24,9 @@ export default function setup(): void {
   if (missing.length === 0) return;
   const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
   if (process.getuid?.() !== 0 || !existsSync("/usr/bin/apt-get")) {
-    throw new Error(`the test suite needs Debian packages that are not installed: ${missing.join(", ")}.\nRun as root: ${command}\n(or run npm test as root, which installs them)`);
+    throw new Error(
+      `the test suite needs Debian packages that are not installed: ${missing.join(", ")}.\nRun as root: ${command}\n(or run npm test as root, which installs them)`,
+    );
   }
   process.stderr.write(`test set-up: installing ${missing.join(", ")} from Debian (apt-get, as root)\n`);
   // RUNLEVEL=1: the packages' scripts do not start their services (nginx would take port 80)

@@ -9,7 +9,14 @@ function table() {
 }
 
 // a change given as the config it leaves: the table takes the value of its top-level key
-const change = (revision: number, key: string, config: Record<string, unknown>) => ({ app: "ticker", key, topValue: config[key.split(".")[0]!], revision, source: `cdp.new:${revision}`, time: "t" });
+const change = (revision: number, key: string, config: Record<string, unknown>) => ({
+  app: "ticker",
+  key,
+  topValue: config[key.split(".")[0]!],
+  revision,
+  source: `cdp.new:${revision}`,
+  time: "t",
+});
 
 describe("the live table", () => {
   it("reads apps and dotted keys synchronously", () => {
@@ -44,7 +51,7 @@ describe("the live table", () => {
       (after.apps.ticker as { interval: number }).interval = 1;
     }).toThrow(TypeError);
     expect(() => {
-      ((after.apps.ticker as { limits: { max: number } }).limits).max = 1;
+      (after.apps.ticker as { limits: { max: number } }).limits.max = 1;
     }).toThrow(TypeError);
   });
 

@@ -60,7 +60,9 @@ describe("live schema upgrades", () => {
     });
     await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes("schema change refused"));
     const rejects = await readText(join(dir, "cdp.rej"));
-    expect(rejects).toContain(`source=schemas reason: schema change refused: ${join(dir, "cdp")}:2: ticker.interval must be < 1200, got 1500\n${join(schemas, "ticker.schema.json")}\n`);
+    expect(rejects).toContain(
+      `source=schemas reason: schema change refused: ${join(dir, "cdp")}:2: ticker.interval must be < 1200, got 1500\n${join(schemas, "ticker.schema.json")}\n`,
+    );
     expect(watch.output()).toContain("schema change refused");
 
     // the old schema is still in force: 1600 is fine under it

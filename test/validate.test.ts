@@ -16,7 +16,11 @@ beforeAll(async () => {
 function judge(line: string, current: Record<string, AppConfig> = {}, validators: Record<string, AppValidator[]> = {}) {
   const parsed = parseLine(line) as ParsedChange;
   return validateChange(
-    { schemas, validators: new Map(Object.entries(validators)), current: configsOf(new Map([...schemas].map(([app, schema]) => [app, current[app] ?? schema.defaults]))) },
+    {
+      schemas,
+      validators: new Map(Object.entries(validators)),
+      current: configsOf(new Map([...schemas].map(([app, schema]) => [app, current[app] ?? schema.defaults]))),
+    },
     parsed,
   );
 }
@@ -166,22 +170,43 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
     { $ref: "#/$defs/third" },
     { anyOf: [{ type: "integer", multipleOf: 2 }, { type: "string" }] },
   );
-  const schema = fc.record({
-    properties: fc.array(item, { minLength: 1, maxLength: 4 }),
-    pattern: fc.option(item),
-    extra: fc.oneof(fc.constant<unknown>(undefined), fc.constant(false), fc.constant(true), item),
-    required: fc.boolean(),
-  }).map(({ properties, pattern, extra, required }) => ({
-    type: "object",
-    $defs: { third: { type: "integer", multipleOf: 3, default: 3 } },
-    properties: Object.fromEntries(properties.map((each, i) => [`p${i}`, each])),
-    ...(pattern ? { patternProperties: { "^x": pattern } } : {}),
-    ...(extra === undefined ? {} : { additionalProperties: extra }),
-    // only a key with a default can be required of the config a change starts from
-    ...(required && properties.some((each) => "default" in each || "$ref" in each) ? { required: [`p${properties.findIndex((each) => "default" in each || "$ref" in each)}`] } : {}),
-  }));
+  const schema = fc
+    .record({
+      properties: fc.array(item, { minLength: 1, maxLength: 4 }),
+      pattern: fc.option(item),
+      extra: fc.oneof(fc.constant<unknown>(undefined), fc.constant(false), fc.constant(true), item),
+      required: fc.boolean(),
+    })
+    .map(({ properties, pattern, extra, required }) => ({
+      type: "object",
+      $defs: { third: { type: "integer", multipleOf: 3, default: 3 } },
+      properties: Object.fromEntries(properties.map((each, i) => [`p${i}`, each])),
+      ...(pattern ? { patternProperties: { "^x": pattern } } : {}),
+      ...(extra === undefined ? {} : { additionalProperties: extra }),
+      // only a key with a default can be required of the config a change starts from
+      ...(required && properties.some((each) => "default" in each || "$ref" in each)
+        ? { required: [`p${properties.findIndex((each) => "default" in each || "$ref" in each)}`] }
+        : {}),
+    }));
   const keys = fc.constantFrom("p0", "p1", "p2", "p3", "xa", "other", "p0.a", "p1.b", "xa.a");
-  const values = fc.constantFrom("1", "-5", "6", "101", '"s"', '"long"', "null", "true", '{"a":2}', '{"a":"x"}', '{"b":"y"}', "{}", "[1]", "[1,2,3]", '"a"', "b");
+  const values = fc.constantFrom(
+    "1",
+    "-5",
+    "6",
+    "101",
+    '"s"',
+    '"long"',
+    "null",
+    "true",
+    '{"a":2}',
+    '{"a":"x"}',
+    '{"b":"y"}',
+    "{}",
+    "[1]",
+    "[1,2,3]",
+    '"a"',
+    "b",
+  );
 
   it("gives the verdicts, reasons and values the whole-config check gives, on random schemas and changes", async () => {
     const { compileAppSchema } = await import("../src/schemas/schemas.js");
@@ -212,13 +237,27 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
 
   it("keeps a secret out of the reason when it checks one key alone", async () => {
     const { compileAppSchema } = await import("../src/schemas/schemas.js");
-    const app = compileAppSchema("a", "a.schema.json", { type: "object", properties: { token: { type: "string", writeOnly: true, minLength: 8 }, db: { type: "object", properties: { pass: { type: "string", writeOnly: true, pattern: "^x" } } } }, additionalProperties: { type: "integer" } });
+    const app = compileAppSchema("a", "a.schema.json", {
+      type: "object",
+      properties: {
+        token: { type: "string", writeOnly: true, minLength: 8 },
+        db: { type: "object", properties: { pass: { type: "string", writeOnly: true, pattern: "^x" } } },
+      },
+      additionalProperties: { type: "integer" },
+    });
     expect(app.keyCheck).toBeDefined();
     const reasons = ["a:token:abc", 'a:db:{"pass":"hunter2"}', "a:db.pass:hunter2"].map((line) => {
-      const verdict = validateChange({ schemas: new Map([["a", app]]), validators: new Map(), current: configsOf(new Map([["a", {}]])) }, parseLine(line) as ParsedChange);
+      const verdict = validateChange(
+        { schemas: new Map([["a", app]]), validators: new Map(), current: configsOf(new Map([["a", {}]])) },
+        parseLine(line) as ParsedChange,
+      );
       return verdict.ok ? "accepted" : verdict.reason;
     });
-    expect(reasons).toEqual(["a.token must NOT have fewer than 8 characters (value hidden: secret key)", 'a.db.pass must match pattern "^x" (value hidden: secret key)', 'a.db.pass must match pattern "^x" (value hidden: secret key)']);
+    expect(reasons).toEqual([
+      "a.token must NOT have fewer than 8 characters (value hidden: secret key)",
+      'a.db.pass must match pattern "^x" (value hidden: secret key)',
+      'a.db.pass must match pattern "^x" (value hidden: secret key)',
+    ]);
     for (const reason of reasons) expect(reason).not.toMatch(/abc|hunter2/);
   });
 
@@ -227,13 +266,21 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
     const spanning = [
       { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, dependentRequired: { a: ["b"] } },
       { type: "object", properties: { a: { type: "integer" } }, maxProperties: 3 },
-      { type: "object", properties: { a: { type: "integer" } }, if: { properties: { a: { const: 1 } } }, then: { properties: { a: { type: "integer", minimum: 2 } } } },
+      {
+        type: "object",
+        properties: { a: { type: "integer" } },
+        if: { properties: { a: { const: 1 } } },
+        // biome-ignore lint/suspicious/noThenProperty: a JSON Schema keyword, never awaited
+        then: { properties: { a: { type: "integer", minimum: 2 } } },
+      },
       { type: "object", properties: { a: { type: "integer" }, b: { type: "integer", maximum: { $data: "1/a" } } } },
       { type: "object", properties: { a: { type: "integer" }, self: { $ref: "#" } } },
       { type: "object", properties: { a: { type: "integer" } }, propertyNames: { maxLength: 3 } },
       { type: "object", properties: { a: { $id: "https://example.com/a", type: "integer" } } },
     ];
     for (const source of spanning) expect(compileAppSchema("a", "a.schema.json", source).keyCheck, JSON.stringify(source)).toBeUndefined();
-    expect(compileAppSchema("a", "a.schema.json", { type: "object", properties: { a: { type: "integer" } }, required: ["a"], additionalProperties: false }).keyCheck).toBeDefined();
+    expect(
+      compileAppSchema("a", "a.schema.json", { type: "object", properties: { a: { type: "integer" } }, required: ["a"], additionalProperties: false }).keyCheck,
+    ).toBeDefined();
   });
 });

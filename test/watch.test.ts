@@ -13,7 +13,6 @@ async function stopWatch(running: Running): Promise<number | null> {
   return running.exited;
 }
 
-
 const rejectsOf = (dir: string) => readText(join(dir, "cdp.rej"));
 
 describe("cdp watch", () => {
@@ -42,7 +41,7 @@ describe("cdp watch", () => {
       ["cdp.new:5", "ticker.interval must be > 200, got 100", "ticker:interval:100"],
     ];
     for (const [source, reason, line] of reasons) {
-      expect(rejects).toMatch(new RegExp(`^# seq=\\d+ time=\\S+ source=${source} reason: ${escape(reason!)}.*\\n${escape(line!)}$`, "m"));
+      expect(rejects).toMatch(new RegExp(`^# seq=\\d+ time=\\S+ source=${source} reason: ${escapeRegExp(reason!)}.*\\n${escapeRegExp(line!)}$`, "m"));
     }
     expect(await recordLines(join(dir, "cdp.rej"))).toEqual(lines.slice(0, 5));
     expect(await journalOf(dir)).toEqual(["ticker:interval:1500"]);
@@ -193,7 +192,10 @@ describe("cdp push, get, check and usage", () => {
     expect(await getConfig(dir)).toEqual({ db: { host: "localhost", pool: { min: 1, max: 20 } }, ticker: { interval: 1000, name: "tick", enabled: true } });
     expect(await getConfig(dir, "db.pool")).toEqual({ min: 1, max: 20 });
     expect(await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "nope"])).toMatchObject({ code: 2, output: expect.stringContaining(`unknown app "nope"`) });
-    expect(await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "db.nope"])).toMatchObject({ code: 2, output: expect.stringContaining(`db has no key "nope"`) });
+    expect(await cdp(["get", "--dir", dir, "--schemas", SCHEMAS, "db.nope"])).toMatchObject({
+      code: 2,
+      output: expect.stringContaining(`db has no key "nope"`),
+    });
   });
 
   it("check exits 0 when every line would be accepted", async () => {
@@ -244,7 +246,7 @@ describe("cdp push, get, check and usage", () => {
   });
 });
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 

@@ -47,7 +47,10 @@ describe("cdp push tells what became of each line", () => {
   });
 
   it("keeps the data directory's owner: root's push beside a watcher run as its service user; another user is told whom to run as", async () => {
-    const nobody = { uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "nobody"], { encoding: "utf8" })) };
+    const nobody = {
+      uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })),
+      gid: Number(execFileSync("id", ["-g", "nobody"], { encoding: "utf8" })),
+    };
     const root = await tempDir();
     await chmod(root, 0o755); // the service user reaches its data directory inside
     const dir = join(root, "data");
@@ -71,14 +74,22 @@ describe("cdp push tells what became of each line", () => {
     // a user who is neither root nor the owner would create an inbox the watcher cannot read
     // (here daemon, let into the directory by its group to read the settings)
     await rm(join(dir, "cdp.new"));
-    const daemon = { uid: Number(execFileSync("id", ["-u", "daemon"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "daemon"], { encoding: "utf8" })) };
-    for (const [path, mode] of [[dir, 0o750], [join(dir, "cdp.conf"), 0o640]] as const) {
+    const daemon = {
+      uid: Number(execFileSync("id", ["-u", "daemon"], { encoding: "utf8" })),
+      gid: Number(execFileSync("id", ["-g", "daemon"], { encoding: "utf8" })),
+    };
+    for (const [path, mode] of [
+      [dir, 0o750],
+      [join(dir, "cdp.conf"), 0o640],
+    ] as const) {
       await chown(path, nobody.uid, daemon.gid);
       await chmod(path, mode);
     }
     const refused = runCdp(["push", "--dir", dir, "--no-wait", "ticker:interval:3500"], daemon);
     expect(await refused.exited).toBe(2);
-    expect(refused.output()).toContain(`cdp push as daemon would create ${join(dir, "cdp.new")} that the watcher, running as nobody (the data directory's owner), could not read: run it as nobody`);
+    expect(refused.output()).toContain(
+      `cdp push as daemon would create ${join(dir, "cdp.new")} that the watcher, running as nobody (the data directory's owner), could not read: run it as nobody`,
+    );
   });
 
   it("says a line over the length limit was rejected as such (cdp.rej records it cut short)", async () => {
@@ -128,7 +139,10 @@ describe("who made a change, and why", () => {
     });
     expect(response.status).toBe(200);
     expect(((await response.json()) as { lines: unknown[] }).lines).toHaveLength(2);
-    expect(heard).toEqual([{ by: "deploy-bot", reason: "release 7" }, { by: "deploy-bot", reason: "release 7" }]);
+    expect(heard).toEqual([
+      { by: "deploy-bot", reason: "release 7" },
+      { by: "deploy-bot", reason: "release 7" },
+    ]);
     const history = (await (await fetch(`${running.url}/v1/history`, { headers: { authorization: "Bearer read-token-0123456789abcdef" } })).json()) as object[];
     expect(history[0]).toMatchObject({ revision: 2, by: "deploy-bot", reason: "release 7" });
   });
@@ -146,7 +160,9 @@ describe("cdp status", () => {
       revision: 1,
       waiting: 0,
       lastRejection: { source: expect.stringMatching(/^cdp\.new:\d+$/), reason: "ticker.interval must be > 200, got 100" },
-      apps: expect.arrayContaining([{ app: "ticker", file: join(SCHEMAS, "ticker.schema.json"), version: null, sha256: expect.stringMatching(/^[0-9a-f]{12}$/) }]),
+      apps: expect.arrayContaining([
+        { app: "ticker", file: join(SCHEMAS, "ticker.schema.json"), version: null, sha256: expect.stringMatching(/^[0-9a-f]{12}$/) },
+      ]),
     });
     watch.child.kill("SIGTERM");
     await watch.exited;

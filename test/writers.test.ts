@@ -7,13 +7,31 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { afterThisTest, capturedLogger, cdp, CLI, journalOf, readText, recordLines, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
+import {
+  afterThisTest,
+  capturedLogger,
+  cdp,
+  CLI,
+  journalOf,
+  readText,
+  recordLines,
+  runCdp,
+  SCHEMAS,
+  startWatch,
+  tempDir,
+  waitUntil,
+  dataDir,
+  appendAndWait,
+} from "./helpers.js";
 
 const run = promisify(execFile);
 
 /** The reasons recorded in cdp.rej, in order. */
 async function reasons(dir: string): Promise<string[]> {
-  return (await readText(join(dir, "cdp.rej"))).split("\n").filter((line) => line.startsWith("# seq=")).map((line) => line.replace(/^.* reason: /, ""));
+  return (await readText(join(dir, "cdp.rej")))
+    .split("\n")
+    .filter((line) => line.startsWith("# seq="))
+    .map((line) => line.replace(/^.* reason: /, ""));
 }
 
 describe("lines written without their newline", () => {
@@ -131,7 +149,15 @@ describe("an inbox that is not a regular file", () => {
 describe("schema patterns cannot hang cdp", () => {
   async function patternSchemas(pattern: string, extra: Record<string, unknown> = {}): Promise<string> {
     const dir = await dataDir();
-    const schema = { type: "object", properties: { r: { type: "string", pattern, default: "a" }, p: { type: "string", default: "x" }, v: { type: "string", pattern: { $data: "1/p" } }, ...extra } };
+    const schema = {
+      type: "object",
+      properties: {
+        r: { type: "string", pattern, default: "a" },
+        p: { type: "string", default: "x" },
+        v: { type: "string", pattern: { $data: "1/p" } },
+        ...extra,
+      },
+    };
     await writeFile(join(dir, "app.schema.json"), JSON.stringify(schema));
     return dir;
   }
@@ -184,7 +210,12 @@ describe("secrets at every depth", () => {
     expect(reason).toContain("sec must NOT have more than 3 properties");
     expect(reason).toContain('"password":"[secret]"');
     const everything = [
-      await readText(join(dir, "cdp.rej")).then((text) => text.split("\n").filter((line) => line.startsWith("#")).join("\n")),
+      await readText(join(dir, "cdp.rej")).then((text) =>
+        text
+          .split("\n")
+          .filter((line) => line.startsWith("#"))
+          .join("\n"),
+      ),
       JSON.stringify(lines),
       await (await fetch(`${running.url}/v1/rejections`)).text(),
       await (await fetch(`${running.url}/v1/history`)).text(),
@@ -200,7 +231,11 @@ describe("secrets at every depth", () => {
 describe("connections cannot starve the pipeline of descriptors", () => {
   it("with 400 idle connections under a limit of 256 descriptors, lines still flow; idle ones are closed", async () => {
     const dir = await dataDir();
-    const child = spawn("prlimit", ["--nofile=256:256", process.execPath, CLI, "watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--http-timeout", "2"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(
+      "prlimit",
+      ["--nofile=256:256", process.execPath, CLI, "watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--http-timeout", "2"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     let output = "";
     child.stdout.on("data", (data: Buffer) => (output += data.toString()));
     child.stderr.on("data", (data: Buffer) => (output += data.toString()));
@@ -212,15 +247,21 @@ describe("connections cannot starve the pipeline of descriptors", () => {
     await waitUntil(() => /"url":"http:\/\/127\.0\.0\.1:(\d+)"/.test(output));
     const port = Number(/"url":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(output)![1]);
     const sockets = await Promise.all(
-      Array.from({ length: 400 }, () => new Promise<Socket>((resolve) => {
-        const socket = connect(port, "127.0.0.1");
-        socket.on("error", () => undefined);
-        socket.resume(); // read: a socket that never reads never sees the server close it
-        socket.once("connect", () => resolve(socket));
-        socket.once("close", () => resolve(socket));
-      })),
+      Array.from(
+        { length: 400 },
+        () =>
+          new Promise<Socket>((resolve) => {
+            const socket = connect(port, "127.0.0.1");
+            socket.on("error", () => undefined);
+            socket.resume(); // read: a socket that never reads never sees the server close it
+            socket.once("connect", () => resolve(socket));
+            socket.once("close", () => resolve(socket));
+          }),
+      ),
     );
-    afterThisTest(async () => sockets.forEach((socket) => socket.destroy()));
+    afterThisTest(async () => {
+      for (const socket of sockets) socket.destroy();
+    });
     await appendAndWait(dir, "ticker:interval:1500\n", 1);
     expect(child.exitCode).toBeNull();
     // the idle connections are closed after --http-timeout; the sidecar answers again

@@ -30,7 +30,9 @@ cdp.subscribe("profile", (event) => {
 const server = createServer((_request, res) => {
   const profile = cdp.get("profile") as Record<string, string>;
   const userId = version >= 2 ? profile.userId : profile.user_id;
-  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ userId, greeting: `${profile.greeting}, ${userId}!`, schemaVersion: version }));
+  res
+    .writeHead(200, { "content-type": "application/json" })
+    .end(JSON.stringify({ userId, greeting: `${profile.greeting}, ${userId}!`, schemaVersion: version }));
 });
 server.listen(Number(process.env.PORT ?? 8080), "127.0.0.1", () => {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -15,12 +15,13 @@ if (!remote) mkdirSync(dir, { recursive: true });
 const inbox = join(dir, "cdp.new");
 
 const logger = pino({ level: "info" }, pretty({ colorize: process.stdout.isTTY, sync: true, ignore: "pid,hostname", singleLine: true }));
-const cdp = await (remote ? connectCdp({ url: remote, token: process.env.CDP_TOKEN, logger }) : startCdp({ init: true, dir, schemas: join(here, "schemas"), logger })).catch(
-  (error: Error) => {
-    console.error(`cdp: ${error.message}`);
-    process.exit(2);
-  },
-);
+const cdp = await (remote
+  ? connectCdp({ url: remote, token: process.env.CDP_TOKEN, logger })
+  : startCdp({ init: true, dir, schemas: join(here, "schemas"), logger })
+).catch((error: Error) => {
+  console.error(`cdp: ${error.message}`);
+  process.exit(2);
+});
 
 let timer: NodeJS.Timeout | undefined;
 function tick(): void {

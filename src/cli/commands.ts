@@ -47,7 +47,9 @@ export async function statusCommand(values: Values, positionals: string[], io: I
     return 0;
   }
   const { watcher } = status;
-  const running = watcher.running ? `running, pid ${watcher.pid}${watcher.started ? ` since ${watcher.started}` : ""}${watcher.url ? `, sidecar ${watcher.url}` : ""}` : "not running";
+  const running = watcher.running
+    ? `running, pid ${watcher.pid}${watcher.started ? ` since ${watcher.started}` : ""}${watcher.url ? `, sidecar ${watcher.url}` : ""}`
+    : "not running";
   const rows = [
     ["data directory", dir],
     ["watcher", running],
@@ -103,7 +105,10 @@ export async function getCommand(values: Values, positionals: string[], io: Io):
   const view = await readRolloutsView(dir);
   for (const rollout of view?.rollouts ?? []) {
     const shown = selector === undefined || selector.split(".")[0] === rollout.app;
-    if (shown && rollout.state === "baking" && rollout.hosts.includes(view!.host)) io.stderr(`cdp: staged here by rollout ${rollout.id} (baking until ${rollout.bakeUntil}; the other hosts do not have it yet): ${keysOf(rollout).join(", ")}\n`);
+    if (shown && rollout.state === "baking" && rollout.hosts.includes(view!.host))
+      io.stderr(
+        `cdp: staged here by rollout ${rollout.id} (baking until ${rollout.bakeUntil}; the other hosts do not have it yet): ${keysOf(rollout).join(", ")}\n`,
+      );
   }
   // the shape an app's config has: the schema version in force, for apps that use versions
   for (const [app, { version }] of versions) {

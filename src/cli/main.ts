@@ -12,7 +12,19 @@ import { planRollback } from "../store/history.js";
 import { INBOX_FILE } from "../inbox/inbox.js";
 import { startCdp, type Cdp, type CdpOptions } from "../index.js";
 import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
-import { clusterOptions, createLogger, didYouMean, httpOptions, noPositionals, parseCommand, positiveInteger, required, seconds, TIMER_MAX_MS, type Values } from "./options.js";
+import {
+  clusterOptions,
+  createLogger,
+  didYouMean,
+  httpOptions,
+  noPositionals,
+  parseCommand,
+  positiveInteger,
+  required,
+  seconds,
+  TIMER_MAX_MS,
+  type Values,
+} from "./options.js";
 import { awaitReceipts, awaitVerdicts, receiptMarks, type Receipt } from "../pipeline/receipts.js";
 import { loadSchemas } from "../schemas/schemas.js";
 import { judgeInSequence } from "../schemas/validate.js";
@@ -20,7 +32,6 @@ import { rolloutCommand } from "./rollout-commands.js";
 import { readWatcherInfo } from "../store/status.js";
 import { appendToInbox, invokingUser } from "../pipeline/submit.js";
 import { VERSION } from "../version.js";
-
 
 export type { Io } from "./commands.js";
 
@@ -94,7 +105,11 @@ async function initCommand(values: Values, positionals: string[], io: Io): Promi
   const schemas = await loadSchemas(schemaDir);
   await replayJournal(join(dir, JOURNAL_FILE), schemas); // an earlier cdp's journal must hold under them
   const outcome = await initDataDir(dir, schemaDir);
-  const said = { created: `initialised the data directory ${dir}`, adopted: `adopted ${dir}, written by an earlier cdp`, unchanged: `${dir} is already initialised: nothing changed` };
+  const said = {
+    created: `initialised the data directory ${dir}`,
+    adopted: `adopted ${dir}, written by an earlier cdp`,
+    unchanged: `${dir} is already initialised: nothing changed`,
+  };
   io.stderr(`${said[outcome]} (schemas: ${schemaDir}, apps: ${[...schemas.keys()].join(", ")})\n`);
   if (outcome !== "unchanged") io.stderr(`start the watcher with: cdp watch --dir ${dir}\n`);
   return 0;
@@ -142,7 +157,12 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
 async function pushCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   const dir = required(values, "dir");
   let lines = positionals;
-  if (lines.length === 1 && lines[0] === "-") lines = (await io.stdin()).toString("utf8").split("\n").map((line) => line.replace(/\r$/, "")).filter((line) => line !== "");
+  if (lines.length === 1 && lines[0] === "-")
+    lines = (await io.stdin())
+      .toString("utf8")
+      .split("\n")
+      .map((line) => line.replace(/\r$/, ""))
+      .filter((line) => line !== "");
   else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
   else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
   if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
@@ -164,7 +184,10 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
     io.stdout(`${receipt.text}  ${outcome}\n`);
   }
   const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
-  if (waiting > 0) io.stderr(`cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`);
+  if (waiting > 0)
+    io.stderr(
+      `cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`,
+    );
   return receipts?.some((receipt) => receipt.outcome === "rejected" || receipt.outcome === "taken back") ? 1 : 0;
 }
 
@@ -173,7 +196,12 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
  * within it), each after a `# by:` (and `# reason:`) comment; then, when asked, wait for their
  * outcomes from the running watcher.
  */
-async function queueLines(dir: string, lines: string[], io: Io, options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number }): Promise<{ receipts?: Receipt[]; watching: boolean }> {
+async function queueLines(
+  dir: string,
+  lines: string[],
+  io: Io,
+  options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number },
+): Promise<{ receipts?: Receipt[]; watching: boolean }> {
   await openDataDir(dir, stderrLog);
   const watcher = await lockHolder(dir);
   const marks = await receiptMarks(dir);
@@ -195,7 +223,13 @@ async function queueLines(dir: string, lines: string[], io: Io, options: { reaso
   const start = landed.end - Buffer.byteLength(text);
   const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
   const deadline = Date.now() + options.timeoutMs;
-  const receipts = await awaitReceipts(dir, landed.file, lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })), marks, options.timeoutMs);
+  const receipts = await awaitReceipts(
+    dir,
+    landed.file,
+    lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })),
+    marks,
+    options.timeoutMs,
+  );
   // an app rendered for a service: accepted is not the end of it until the service has taken it
   const rendered = (await readWatcherInfo(dir))?.render ?? [];
   return { watching: true, receipts: await awaitVerdicts(dir, receipts, rendered, Math.max(0, deadline - Date.now())) };
@@ -214,9 +248,14 @@ async function judgeQueued(values: Values, lines: string[], io: Io): Promise<num
   for (const { line, outcome } of judgeInSequence(Buffer.from(`${lines.join("\n")}\n`), schemas, apps, maxLineBytes)) {
     const text = lines[line.number - 1] ?? line.text;
     if (outcome.kind === "reject") rejected++;
-    io.stdout(`${text}  queued; ${outcome.kind === "reject" ? `would be rejected now: ${outcome.reason}` : outcome.kind === "accept" ? "would be accepted now" : "ignored (a comment)"}\n`);
+    io.stdout(
+      `${text}  queued; ${outcome.kind === "reject" ? `would be rejected now: ${outcome.reason}` : outcome.kind === "accept" ? "would be accepted now" : "ignored (a comment)"}\n`,
+    );
   }
-  if (rejected > 0) io.stderr(`cdp: ${rejected} line${rejected === 1 ? "" : "s"} would be rejected by the schemas in force (${schemaDir}): they will land in cdp.rej when the watcher reads them\n`);
+  if (rejected > 0)
+    io.stderr(
+      `cdp: ${rejected} line${rejected === 1 ? "" : "s"} would be rejected by the schemas in force (${schemaDir}): they will land in cdp.rej when the watcher reads them\n`,
+    );
   return rejected > 0 ? 1 : 0;
 }
 
@@ -238,7 +277,11 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
     return 0;
   }
   // like cdp push: with a watcher running, done once the lines are applied (or refused)
-  const { receipts } = await queueLines(dir, lines, io, { reason: `rollback to revision ${revision}`, wait: "if-watching", timeoutMs: seconds(values, "wait-timeout", 10) });
+  const { receipts } = await queueLines(dir, lines, io, {
+    reason: `rollback to revision ${revision}`,
+    wait: "if-watching",
+    timeoutMs: seconds(values, "wait-timeout", 10),
+  });
   io.stdout(`${lines.join("\n")}\n`);
   const refused = receipts?.filter((receipt) => receipt.outcome === "rejected") ?? [];
   for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);

@@ -60,7 +60,9 @@ export const OPTIONS = {
   app: { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
-export type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
+export type Values = {
+  [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string;
+};
 
 export function parseCommand(args: string[]): { values: Values; positionals: string[] } {
   let parsed: { values: Values; positionals: string[] };
@@ -118,7 +120,8 @@ function fromEnvironment(): Values {
     if (name === "help" || name === "version") continue;
     const text = process.env[environmentName(name)];
     if (text === undefined || text === "") continue;
-    if ("multiple" in option) values[name] = text.split(",") as unknown as string; // CDP_RENDER=a.json,b.json
+    if ("multiple" in option)
+      values[name] = text.split(",") as unknown as string; // CDP_RENDER=a.json,b.json
     else if (option.type === "string") values[name] = text;
     else if (/^(1|true|yes|on)$/i.test(text)) values[name] = true;
     else if (!/^(0|false|no|off)$/i.test(text)) throw new CdpError("usage", `${environmentName(name)} is a switch: 1 or 0, got "${text}"`);
@@ -153,7 +156,6 @@ type NumberOption =
   | "wait-timeout"
   | "bake"
   | "every";
-
 
 export function positiveInteger(values: Values, name: NumberOption, fallback: number, least = 1, most = Number.MAX_SAFE_INTEGER): number {
   const text = values[name];
@@ -201,19 +203,28 @@ export function httpOptions(values: Values): HttpOptions | undefined {
 }
 
 export async function clusterOptions(values: Values): Promise<ClusterOptions | undefined> {
-  const names = ["cluster-prefix", "cluster-host", "cluster-user", "cluster-password-file", "cluster-ca", "cluster-cert", "cluster-key", "fleet-downgrade"] as const;
+  const names = [
+    "cluster-prefix",
+    "cluster-host",
+    "cluster-user",
+    "cluster-password-file",
+    "cluster-ca",
+    "cluster-cert",
+    "cluster-key",
+    "fleet-downgrade",
+  ] as const;
   if (values.cluster === undefined) {
     const stray = names.find((name) => values[name] !== undefined);
     if (stray) throw new CdpError("usage", `--${stray} needs --cluster`);
     return undefined;
   }
   const match = /^(etcd|https?):\/\/(.+)$/.exec(values.cluster);
-  const hosts = match?.[2]!.split(",") ?? [];
+  const hosts = match ? match[2]!.split(",") : [];
   if (!match || hosts.some((host) => !/^[^\s/,]+:\d+$/.test(host))) {
     throw new CdpError("usage", `--cluster takes etcd://host:port[,host:port...], got "${values.cluster}"`);
   }
   const prefix = values["cluster-prefix"];
-  if (!prefix || !prefix.startsWith("/")) throw new CdpError("usage", "--cluster needs --cluster-prefix /PATH, the same on every host of the fleet");
+  if (!prefix?.startsWith("/")) throw new CdpError("usage", "--cluster needs --cluster-prefix /PATH, the same on every host of the fleet");
   const read = async (name: "cluster-password-file" | "cluster-ca" | "cluster-cert" | "cluster-key") => {
     const path = values[name];
     if (path === undefined) return undefined;
@@ -222,7 +233,8 @@ export async function clusterOptions(values: Values): Promise<ClusterOptions | u
     });
   };
   const [password, ca, cert, key] = await Promise.all([read("cluster-password-file"), read("cluster-ca"), read("cluster-cert"), read("cluster-key")]);
-  if ((values["cluster-user"] === undefined) !== (password === undefined)) throw new CdpError("usage", "--cluster-user and --cluster-password-file go together");
+  if ((values["cluster-user"] === undefined) !== (password === undefined))
+    throw new CdpError("usage", "--cluster-user and --cluster-password-file go together");
   const tls = ca !== undefined || match[1] === "https";
   return {
     endpoints: hosts.map((host) => `${tls ? "https" : "http"}://${host}`),

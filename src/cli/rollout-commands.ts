@@ -29,7 +29,12 @@ export async function rolloutCommand(values: Values, positionals: string[], io: 
       noPositionals(rest);
       return endCommand(dir, action, values, io);
     default:
-      throw new CdpError("usage", action === undefined ? "say what to do: cdp rollout start|status|abort|promote" : `unknown rollout action "${action}" (start, status, abort or promote)`);
+      throw new CdpError(
+        "usage",
+        action === undefined
+          ? "say what to do: cdp rollout start|status|abort|promote"
+          : `unknown rollout action "${action}" (start, status, abort or promote)`,
+      );
   }
 }
 
@@ -47,17 +52,27 @@ async function startCommand(dir: string, values: Values, lines: string[], io: Io
   io.stdout(`${id}\n`);
   io.stderr(`rollout ${id} staged on ${staged.hosts.join(", ")}: baking until ${staged.bakeUntil} (cdp rollout status --dir ${dir})\n`);
   if (!values.wait) return 0;
-  const ended = await untilRollout(dir, id, (rollout) => rollout.state !== "baking", marks.rejects, values["wait-timeout"] === undefined ? Infinity : seconds(values, "wait-timeout", 10));
+  const ended = await untilRollout(
+    dir,
+    id,
+    (rollout) => rollout.state !== "baking",
+    marks.rejects,
+    values["wait-timeout"] === undefined ? Infinity : seconds(values, "wait-timeout", 10),
+  );
   if (!ended || typeof ended === "string") return notYet(io, dir, `rollout ${id} has not ended`);
   return said(io, ended);
 }
 
 /** --hosts with --bake, or --steps with --every. */
 function timing(values: Values): { hosts: string[]; bakeSeconds: number } | { steps: number[]; everySeconds: number } {
-  if ((values.hosts === undefined) === (values.steps === undefined)) throw new CdpError("usage", "give either --hosts H1[,H2…] with --bake SECONDS, or --steps 10,50,100 with --every SECONDS");
+  if ((values.hosts === undefined) === (values.steps === undefined))
+    throw new CdpError("usage", "give either --hosts H1[,H2…] with --bake SECONDS, or --steps 10,50,100 with --every SECONDS");
   if (values.hosts !== undefined) {
     if (values.bake === undefined) throw new CdpError("usage", "--hosts needs --bake SECONDS: how long the canaries run the change before it is promoted");
-    const hosts = values.hosts.split(",").map((host) => host.trim()).filter((host) => host !== "");
+    const hosts = values.hosts
+      .split(",")
+      .map((host) => host.trim())
+      .filter((host) => host !== "");
     if (hosts.length === 0) throw new CdpError("usage", "--hosts names at least one host (its --cluster-host name)");
     return { hosts, bakeSeconds: seconds(values, "bake", 0, MAX_BAKE_SECONDS) / 1000 };
   }
@@ -79,7 +94,8 @@ async function statusCommand(dir: string, values: Values, io: Io): Promise<numbe
     io.stderr(`no rollouts known in ${dir}: its watcher is not in a fleet, or has not started\n`);
     return 0;
   }
-  if ((await lockHolder(dir)) === undefined) io.stderr(`no watcher runs on ${dir}: as host ${view.host} knew them at revision ${view.revision} (${view.time})\n`);
+  if ((await lockHolder(dir)) === undefined)
+    io.stderr(`no watcher runs on ${dir}: as host ${view.host} knew them at revision ${view.revision} (${view.time})\n`);
   if (view.rollouts.length === 0) io.stderr("no rollouts yet\n");
   for (const rollout of view.rollouts) io.stdout(`${describe(rollout)}\n`);
   return 0;
@@ -100,15 +116,28 @@ export function describe(rollout: Rollout, now = Date.now()): string {
 async function endCommand(dir: string, action: "abort" | "promote", values: Values, io: Io): Promise<number> {
   await fleetWatcher(dir);
   const baking = (await readRolloutsView(dir))?.rollouts.filter((rollout) => rollout.state === "baking") ?? [];
-  const chosen = values.id !== undefined ? baking.filter((rollout) => rollout.id === values.id) : values.app !== undefined ? baking.filter((rollout) => rollout.app === values.app) : baking;
+  const chosen =
+    values.id !== undefined
+      ? baking.filter((rollout) => rollout.id === values.id)
+      : values.app !== undefined
+        ? baking.filter((rollout) => rollout.app === values.app)
+        : baking;
   if (chosen.length === 0) {
     io.stderr(`cdp: no rollout${values.id ? ` ${values.id}` : values.app ? ` of ${values.app}` : ""} is in progress\n`);
     return 1;
   }
-  if (chosen.length > 1) throw new CdpError("usage", `${chosen.length} rollouts are in progress (${chosen.map((rollout) => `${rollout.id} of ${rollout.app}`).join(", ")}): say which with --id or --app`);
+  if (chosen.length > 1)
+    throw new CdpError(
+      "usage",
+      `${chosen.length} rollouts are in progress (${chosen.map((rollout) => `${rollout.id} of ${rollout.app}`).join(", ")}): say which with --id or --app`,
+    );
   const { id } = chosen[0]!;
   const marks = await receiptMarks(dir);
-  await append(dir, action === "abort" ? { abort: { id, ...(values.reason ? { reason: values.reason } : {}) } } : { promote: { id } }, action === "abort" ? undefined : values.reason);
+  await append(
+    dir,
+    action === "abort" ? { abort: { id, ...(values.reason ? { reason: values.reason } : {}) } } : { promote: { id } },
+    action === "abort" ? undefined : values.reason,
+  );
   const ended = await untilRollout(dir, id, (rollout) => rollout.state !== "baking", marks.rejects, seconds(values, "wait-timeout", 10));
   if (typeof ended === "string") return refused(io, ended);
   if (!ended) return notYet(io, dir, `rollout ${id} was not ${action}ed yet`);
@@ -119,7 +148,8 @@ async function endCommand(dir: string, action: "abort" | "promote", values: Valu
 
 /** The watcher running on `dir`, which must be a fleet's: a rollout is a fleet's. */
 async function fleetWatcher(dir: string): Promise<WatcherInfo> {
-  if ((await lockHolder(dir)) === undefined) throw new CdpError("usage", `no watcher runs on ${dir}: a rollout goes through a fleet host's running watcher (cdp watch --cluster …)`);
+  if ((await lockHolder(dir)) === undefined)
+    throw new CdpError("usage", `no watcher runs on ${dir}: a rollout goes through a fleet host's running watcher (cdp watch --cluster …)`);
   const info = await readWatcherInfo(dir);
   if (info && !info.fleet) throw new CdpError("usage", `the watcher on ${dir} is a single host: rollouts are for a fleet (cdp watch --cluster …)`);
   return info ?? { pid: 0, started: "" };
@@ -135,7 +165,13 @@ async function append(dir: string, request: RolloutRequest, reason: string | und
  * The rollout once `done` says so (from cdp.rollouts), or why its request was refused (from
  * cdp.rej, after `rejectsFrom`), or undefined after `timeoutMs`.
  */
-async function untilRollout(dir: string, id: string, done: (rollout: Rollout) => boolean, rejectsFrom: number, timeoutMs: number): Promise<Rollout | string | undefined> {
+async function untilRollout(
+  dir: string,
+  id: string,
+  done: (rollout: Rollout) => boolean,
+  rejectsFrom: number,
+  timeoutMs: number,
+): Promise<Rollout | string | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const rollout = (await readRolloutsView(dir))?.rollouts.find((known) => known.id === id);
@@ -149,7 +185,10 @@ async function untilRollout(dir: string, id: string, done: (rollout: Rollout) =>
 }
 
 async function refusalOf(dir: string, id: string, from: number): Promise<string | undefined> {
-  const text = await readFile(join(dir, REJECTS_FILE)).then((buffer) => buffer.subarray(from).toString("utf8"), () => "");
+  const text = await readFile(join(dir, REJECTS_FILE)).then(
+    (buffer) => buffer.subarray(from).toString("utf8"),
+    () => "",
+  );
   const lines = text.split("\n");
   const at = lines.findIndex((line, i) => i > 0 && line.startsWith("# rollout: ") && line.includes(`"id":${JSON.stringify(id)}`));
   return at === -1 ? undefined : (/ reason: (.*)$/.exec(lines[at - 1]!)?.[1] ?? "refused");
@@ -167,6 +206,10 @@ function refused(io: Io, reason: string): number {
 
 async function notYet(io: Io, dir: string, what: string): Promise<number> {
   const stopped = (await lockHolder(dir)) === undefined;
-  io.stderr(stopped ? `cdp: ${what}: the watcher on ${dir} stopped (the fleet's other hosts carry a rollout on; ask one of them: cdp rollout status)\n` : `cdp: ${what} in time: is the watcher on ${dir} busy, or waiting for etcd? (cdp rollout status --dir ${dir})\n`);
+  io.stderr(
+    stopped
+      ? `cdp: ${what}: the watcher on ${dir} stopped (the fleet's other hosts carry a rollout on; ask one of them: cdp rollout status)\n`
+      : `cdp: ${what} in time: is the watcher on ${dir} busy, or waiting for etcd? (cdp rollout status --dir ${dir})\n`,
+  );
   return 1;
 }

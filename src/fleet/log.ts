@@ -17,6 +17,7 @@ import { Etcd3, type IOptions, type Lease, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "../inbox/inbox.js";
 import type { SchemaEntries } from "../store/records.js";
+import type { HostStatus } from "./hosts.js";
 import type { Rollout, RolloutStep } from "./rollouts.js";
 
 /** One accepted change as the fleet records it: the change line (journal grammar) and where it came from. */
@@ -40,20 +41,6 @@ export interface FleetRecord {
   /** Who made the change and why (`# by:`, `# reason:` before its line): every host's history says so. */
   by?: string;
   reason?: string;
-}
-
-/** What a host says of itself, kept under <prefix>/hosts/NAME on a lease: it is gone when the host is. */
-export interface HostStatus {
-  host: string;
-  revision: number;
-  /** Whether it takes changes (its /readyz), and why not. */
-  ready: boolean;
-  reason?: string;
-  /** Keys (or apps) whose fleet change its schemas refuse. */
-  diverged: string[];
-  /** Each app's schema version in force there. */
-  versions: Record<string, number>;
-  time: string;
 }
 
 /** How long a host's status outlives its last keepalive (a host killed is gone from the list after it). */
@@ -227,10 +214,12 @@ export class FleetLog {
     const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
     const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
-    if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES) throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
+    if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES)
+      throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
     const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
     // a rollout's state moves with the record of its step, in the same transaction
-    for (const { rollout } of records) if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
+    for (const { rollout } of records)
+      if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
     const checked = records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts);
     const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
     if (result.succeeded) return true;

@@ -9,8 +9,7 @@ import type { InboxPosition } from "../inbox/inbox.js";
 import { stateLines } from "../store/compactor.js";
 import { migrateChecked } from "../store/installed.js";
 import { changeRecord, divergedRecord, markerRecord, schemaRecord, type Commit, type SchemaEntries } from "../store/journal.js";
-import { linesAt, passedAt, type RolloutStep } from "./rollouts.js";
-import type { FleetRollouts } from "./rollout-clock.js";
+import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollouts.js";
 import { parseLine } from "../lines/parse.js";
 import { describeSchemaError, type Schemas } from "../schemas/schemas.js";
 import type { AppliedChange, ConfigTable } from "../store/table.js";
@@ -129,7 +128,8 @@ export class FleetMember {
    * cdp is stopping. Throws CommitTooLarge for several records over one etcd request's size.
    */
   async commit(after: number, records: Omit<FleetRecord, "revision">[], judged: readonly (ValidChange | undefined)[] = []): Promise<boolean | undefined> {
-    records.forEach((record, i) => record.line !== "" && judged[i] && this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! }));
+    for (const [i, record] of records.entries())
+      if (record.line !== "" && judged[i]) this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! });
     for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
       try {
         // a refused comparison may be this very commit, sent again: etcd's client retries a
@@ -282,7 +282,10 @@ export class FleetMember {
       // this host's own change was judged against this very state (the commit held only if the fleet was still there)
       const known = own ? this.#judged.get(record.revision) : undefined;
       this.#judged.delete(record.revision);
-      const verdict = known?.line === record.line ? { ok: true as const, change: known.change } : this.#check(record.line, { schemas, validators, current: pending }, { revision: record.revision, from: record.host });
+      const verdict =
+        known?.line === record.line
+          ? { ok: true as const, change: known.change }
+          : this.#check(record.line, { schemas, validators, current: pending }, { revision: record.revision, from: record.host });
       if (!verdict.ok) {
         text += divergedRecord(record.revision, seq, record.time, source, verdict.reason);
         changes.push(record.revision);
@@ -308,10 +311,14 @@ export class FleetMember {
         else if ("step" in change) {
           this.#options.rollouts.take(change);
           this.#options.rolloutStep(change);
-        }
-        else if ("schemas" in change) {
+        } else if ("schemas" in change) {
           this.#options.took(change.schemas);
-          table.applyAll(new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])), change.revision, change.source, change.time);
+          table.applyAll(
+            new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])),
+            change.revision,
+            change.source,
+            change.time,
+          );
         } else table.apply(change);
       }
       // in force here: a host that lost a race judges again now, not after the sync (the fleet's log holds the records)
@@ -329,7 +336,10 @@ export class FleetMember {
     if (verdict.ok) return verdict;
     const key = parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line;
     this.diverged.set(key, verdict.reason);
-    this.#options.log.error({ ...fields, key, reason: verdict.reason }, "this host's schemas refuse a change the fleet committed: it keeps its last good value");
+    this.#options.log.error(
+      { ...fields, key, reason: verdict.reason },
+      "this host's schemas refuse a change the fleet committed: it keeps its last good value",
+    );
     return verdict;
   }
 
@@ -337,13 +347,21 @@ export class FleetMember {
    * A rollout's step: the lines this host applies at it (checked against its schemas like any
    * record), journaled at the step's revision with why; or a marker when it applies nothing.
    */
-  #rolloutStep(record: FleetRecord, current: Configs, at: { seq: number; source: string; position: InboxPosition | undefined }): { text: string; changes: AppliedChange[] } {
+  #rolloutStep(
+    record: FleetRecord,
+    current: Configs,
+    at: { seq: number; source: string; position: InboxPosition | undefined },
+  ): { text: string; changes: AppliedChange[] } {
     const { host } = this.#options;
     const step = record.rollout!;
     const { id } = step.rollout;
     const commit = { seq: at.seq, time: record.time, source: at.source, ...(at.position ? { position: at.position } : {}) };
     const applying = linesAt(step, host);
-    if (!applying) return { text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: passedAt(step, host) }, record.revision), changes: [] };
+    if (!applying)
+      return {
+        text: markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: passedAt(step, host) }, record.revision),
+        changes: [],
+      };
     const config = new PendingConfigs(current);
     const changes: AppliedChange[] = [];
     let text = "";
@@ -357,9 +375,22 @@ export class FleetMember {
       this.diverged.delete(`${change.app}.${change.key}`); // in line with the fleet again
       config.set(change.app, change.path[0]!, change.topValue);
       text += changeRecord({ ...commit, reason: applying.reason, ...(step.rollout.by ? { by: step.rollout.by } : {}) }, record.revision, line);
-      changes.push({ app: change.app, key: change.key, topValue: change.topValue, revision: record.revision, source: at.source, time: record.time, reason: applying.reason, ...(veto ? { veto } : {}) });
+      changes.push({
+        app: change.app,
+        key: change.key,
+        topValue: change.topValue,
+        revision: record.revision,
+        source: at.source,
+        time: record.time,
+        reason: applying.reason,
+        ...(veto ? { veto } : {}),
+      });
     }
-    if (changes.length === 0) text += markerRecord({ ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: `${applying.reason}: refused here` }, record.revision);
+    if (changes.length === 0)
+      text += markerRecord(
+        { ...commit, marker: `rollout:${id}:${step.step}:${step.rollout.app}`, reason: `${applying.reason}: refused here` },
+        record.revision,
+      );
     return { text, changes };
   }
 
@@ -380,7 +411,8 @@ export class FleetMember {
       if (!file || !held || entry.from === undefined) continue;
       const steps = new Map([...held.steps, ...file.steps, ...Object.entries(entry.steps ?? {}).map(([version, step]) => [Number(version), step] as const)]);
       let reason: string | undefined;
-      if (file.version !== entry.version) reason = `the fleet moved ${app} to schema version ${entry.version} at revision ${record.revision}, but this host's ${app} schema file is version ${file.version}`;
+      if (file.version !== entry.version)
+        reason = `the fleet moved ${app} to schema version ${entry.version} at revision ${record.revision}, but this host's ${app} schema file is version ${file.version}`;
       else {
         try {
           apps.set(app, migrateChecked(app, current(app), held.version, file, steps, validators.get(app) ?? []));
@@ -391,14 +423,18 @@ export class FleetMember {
       if (reason) {
         this.diverged.set(app, reason);
         refusals.push(reason);
-        log.error({ revision: record.revision, app, reason, from: record.host }, "this host cannot take a migration the fleet committed: it keeps the app as it is");
+        log.error(
+          { revision: record.revision, app, reason, from: record.host },
+          "this host cannot take a migration the fleet committed: it keeps the app as it is",
+        );
         continue;
       }
       this.diverged.delete(app);
       taken.set(app, file);
       entries[app] = { version: file.version, from: held.version, schema: file.source, steps: Object.fromEntries(steps) };
     }
-    if (Object.keys(entries).length === 0) return { text: divergedRecord(record.revision, seq, record.time, source, refusals.join("; ") || "no app of this host") };
+    if (Object.keys(entries).length === 0)
+      return { text: divergedRecord(record.revision, seq, record.time, source, refusals.join("; ") || "no app of this host") };
     const text = schemaRecord({ seq, time: record.time, source }, record.revision, entries);
     return { text, moved: { schemas: taken, apps, revision: record.revision, source, time: record.time } };
   }
@@ -418,7 +454,10 @@ export class FleetMember {
       const decoded = parsed.kind === "change" && typeof info === "object" ? decodeValue(parsed.valueText, info) : undefined;
       if (parsed.kind !== "change" || !decoded?.ok) {
         const reason = decoded && !decoded.ok ? decoded.reason : typeof info === "string" ? info : "not a change this host knows";
-        log.error({ revision: snapshot.revision, line: parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line, reason }, "this host's schemas refuse part of the fleet's state");
+        log.error(
+          { revision: snapshot.revision, line: parsed.kind === "change" ? `${parsed.app}.${parsed.key}` : line, reason },
+          "this host's schemas refuse part of the fleet's state",
+        );
         if (parsed.kind === "change") this.diverged.set(`${parsed.app}.${parsed.key}`, reason);
         continue;
       }
@@ -427,7 +466,9 @@ export class FleetMember {
     }
     for (const [app, schema] of schemas) {
       const config = structuredClone(apps.get(app)) as AppConfig;
-      const refusal = schema.validate(config) ? runValidators(schema, validators.get(app), config) : describeSchemaError(schema, schema.validate.errors![0]!, config);
+      const refusal = schema.validate(config)
+        ? runValidators(schema, validators.get(app), config)
+        : describeSchemaError(schema, schema.validate.errors![0]!, config);
       if (refusal) {
         this.diverged.set(app, refusal);
         log.error({ revision: snapshot.revision, app, reason: refusal }, "this host's schemas refuse the fleet's state of an app: it keeps its own");

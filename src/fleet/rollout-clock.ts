@@ -8,53 +8,8 @@ import type { FleetLog } from "./log.js";
 import type { FleetMember } from "./member.js";
 import { rejectionRecord } from "../store/rejects.js";
 import type { Schemas } from "../schemas/schemas.js";
-import { decideRollout, endRollout, linesAt, passedAt, servedRollout, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
+import { decideRollout, endRollout, FleetRollouts, linesAt, passedAt, servedRollout, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
 import type { ConfigTable } from "../store/table.js";
-
-/** The rollouts one host knows: those in progress at its revision and the recent ones. */
-export class FleetRollouts {
-  readonly #byId = new Map<string, Rollout>();
-  static readonly KEPT = 20;
-
-  /** From etcd at join: each rollout as it stood at `revision` (a step after it comes through the log). */
-  load(rollouts: readonly Rollout[], revision: number): void {
-    for (const rollout of rollouts) {
-      if (rollout.staged > revision) continue;
-      const { ended, endedAt: _endedAt, ...baking } = rollout;
-      this.#byId.set(rollout.id, ended !== undefined && ended <= revision ? rollout : { ...baking, state: "baking" });
-    }
-    this.#forgetOld();
-  }
-
-  take(step: RolloutStep): void {
-    this.#byId.delete(step.rollout.id);
-    this.#byId.set(step.rollout.id, step.rollout);
-    this.#forgetOld();
-  }
-
-  get(id: string): Rollout | undefined {
-    return this.#byId.get(id);
-  }
-
-  inProgress(app: string): Rollout | undefined {
-    for (const rollout of this.#byId.values()) if (rollout.app === app && rollout.state === "baking") return rollout;
-    return undefined;
-  }
-
-  baking(): Rollout[] {
-    return [...this.#byId.values()].filter((rollout) => rollout.state === "baking");
-  }
-
-  /** Newest first. */
-  list(): Rollout[] {
-    return [...this.#byId.values()].sort((a, b) => b.staged - a.staged);
-  }
-
-  #forgetOld(): void {
-    const over = this.list().filter((rollout) => rollout.state !== "baking");
-    for (const rollout of over.slice(FleetRollouts.KEPT)) this.#byId.delete(rollout.id);
-  }
-}
 
 export interface ClockOptions {
   dir: string;
@@ -101,13 +56,20 @@ export class RolloutClock {
   stepApplied(step: RolloutStep): void {
     const { rollout } = step;
     const { host, log } = this.#options;
-    log[step.step === "aborted" ? "warn" : "info"]({ rollout: rollout.id, app: rollout.app, step: step.step, hosts: rollout.hosts, ...(rollout.reason ? { reason: rollout.reason } : {}) }, `rollout ${step.step}`);
+    log[step.step === "aborted" ? "warn" : "info"](
+      { rollout: rollout.id, app: rollout.app, step: step.step, hosts: rollout.hosts, ...(rollout.reason ? { reason: rollout.reason } : {}) },
+      `rollout ${step.step}`,
+    );
     this.#options.stepped(step, linesAt(step, host) ? undefined : { revision: this.#options.table.revision, reason: passedAt(step, host) });
     this.#writeView();
     if (step.step !== "aborted" || rollout.startedOn !== host) return;
     const time = rollout.endedAt ?? new Date().toISOString();
     const reason = `rollout ${rollout.id} ${rollout.reason ?? "aborted"}`;
-    void this.#options.inTurn(() => this.#options.reject(rollout.lines.map((text) => rejectionRecord({ seq: rollout.seq, time, source: rollout.source, reason, text })).join(""))).catch(this.#options.fault);
+    void this.#options
+      .inTurn(() =>
+        this.#options.reject(rollout.lines.map((text) => rejectionRecord({ seq: rollout.seq, time, source: rollout.source, reason, text })).join("")),
+      )
+      .catch(this.#options.fault);
   }
 
   /** A subscriber on a canary vetoes a change its rollout staged: the rollout is aborted (true), unless it is over. */
@@ -123,7 +85,12 @@ export class RolloutClock {
   #writeView(): void {
     const { dir, host, table, log } = this.#options;
     const schemas = this.#options.schemas();
-    const view = { host, revision: table.revision, time: new Date().toISOString(), rollouts: this.known.list().map((rollout) => servedRollout(rollout, schemas)) };
+    const view = {
+      host,
+      revision: table.revision,
+      time: new Date().toISOString(),
+      rollouts: this.known.list().map((rollout) => servedRollout(rollout, schemas)),
+    };
     this.#view = this.#view.then(() => writeRolloutsView(dir, view)).catch((error: unknown) => log.warn({ err: error }, "could not write cdp.rollouts"));
   }
 

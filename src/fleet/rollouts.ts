@@ -4,11 +4,12 @@
 // promoted, aborted), so every host applies it in the same order and a host away catches up into
 // the right state; the rollout's current state also lives in etcd (<prefix>/rollouts/ID), so any
 // host can carry it on. What a step is and what it does are plain functions here; the member
-// applies steps, the batch judges requests, and each host's clock (rollout-clock.ts) decides.
+// applies steps, the batch judges requests, and each host's clock (rollout-clock.ts) decides;
+// FleetRollouts (at the end) is what one host knows of them.
 import { randomBytes } from "node:crypto";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { HostStatus } from "./log.js";
+import type { HostStatus } from "./hosts.js";
 import { encodeChange } from "../store/records.js";
 import { parseLine } from "../lines/parse.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
@@ -123,14 +124,18 @@ export function judgeRollout(request: RolloutRequest, context: RolloutContext): 
   if (!rollout) return { reason: `no rollout ${id} in this fleet` };
   if (rollout.state !== "baking") return { reason: `rollout ${id} is over: ${rollout.state} at revision ${rollout.ended}` };
   const by = context.by ? ` by ${context.by}` : "";
-  if ("abort" in request) return { step: endRollout(rollout, "aborted", `aborted${by} on ${context.host}${request.abort.reason ? `: ${request.abort.reason}` : ""}`, context) };
-  return { step: endRollout(rollout, "promoted", `promoted${by} on ${context.host} before the bake ended${context.reason ? `: ${context.reason}` : ""}`, context) };
+  if ("abort" in request)
+    return { step: endRollout(rollout, "aborted", `aborted${by} on ${context.host}${request.abort.reason ? `: ${request.abort.reason}` : ""}`, context) };
+  return {
+    step: endRollout(rollout, "promoted", `promoted${by} on ${context.host} before the bake ended${context.reason ? `: ${context.reason}` : ""}`, context),
+  };
 }
 
 function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"], context: RolloutContext): { step: RolloutStep } | { reason: string } {
   const { id, lines } = start;
   if (context.rollouts.get(id)) return { reason: `rollout ${id} was started already` };
-  if (!Array.isArray(lines) || lines.length === 0 || lines.some((line) => typeof line !== "string")) return { reason: "a rollout needs at least one change line" };
+  if (!Array.isArray(lines) || lines.length === 0 || lines.some((line) => typeof line !== "string"))
+    return { reason: "a rollout needs at least one change line" };
   const timing = rolloutTiming(start);
   if (typeof timing === "string") return { reason: timing };
   if (typeof context.hosts === "string") return { reason: `cannot list the fleet's hosts: ${context.hosts}` };
@@ -168,7 +173,9 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
   // each step's record and the rollout's key carry it to etcd in one request (1.5 MiB by default)
   const size = Buffer.byteLength(JSON.stringify(rollout));
   if (size > MAX_ROLLOUT_BYTES) {
-    return { reason: `too large to roll out: with the values it would put back it takes ${Math.ceil(size / 1024)} KiB, and a rollout's steps go to etcd in one request (at most ${MAX_ROLLOUT_BYTES / 1024} KiB); change these keys without a rollout, or a smaller key at a time` };
+    return {
+      reason: `too large to roll out: with the values it would put back it takes ${Math.ceil(size / 1024)} KiB, and a rollout's steps go to etcd in one request (at most ${MAX_ROLLOUT_BYTES / 1024} KiB); change these keys without a rollout, or a smaller key at a time`,
+    };
   }
   return { step: { step: "staged", rollout } };
 }
@@ -180,7 +187,12 @@ const MAX_ROLLOUT_BYTES = 384 << 10;
 export const MAX_BAKE_SECONDS = 30 * 86_400;
 
 /** The canaries (or the first step's share of the hosts) and how long each stage bakes; or what is wrong. */
-function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number }): { hosts: string[] | number; seconds: number; steps?: number[] } | string {
+function rolloutTiming(start: {
+  hosts?: string[];
+  bakeSeconds?: number;
+  steps?: number[];
+  everySeconds?: number;
+}): { hosts: string[] | number; seconds: number; steps?: number[] } | string {
   const positive = (value: unknown) => typeof value === "number" && Number.isFinite(value) && value > 0 && value <= MAX_BAKE_SECONDS;
   if (start.steps !== undefined) {
     const steps = start.steps;
@@ -189,19 +201,28 @@ function rolloutTiming(start: { hosts?: string[]; bakeSeconds?: number; steps?: 
     if (!positive(start.everySeconds)) return "a rollout in steps needs every: the seconds each step bakes (at most 30 days)";
     return { hosts: steps[0]!, seconds: start.everySeconds!, steps };
   }
-  if (!Array.isArray(start.hosts) || start.hosts.length === 0 || start.hosts.some((host) => typeof host !== "string" || host === "")) return "a rollout needs the canary hosts (or steps)";
+  if (!Array.isArray(start.hosts) || start.hosts.length === 0 || start.hosts.some((host) => typeof host !== "string" || host === ""))
+    return "a rollout needs the canary hosts (or steps)";
   if (!positive(start.bakeSeconds)) return "a rollout needs a bake: the seconds the canaries run it before it is promoted (at most 30 days)";
   return { hosts: [...new Set(start.hosts)], seconds: start.bakeSeconds! };
 }
 
 /** Rising whole percentages of the fleet's hosts that end with 100 (the promotion). */
 export function areSteps(steps: unknown): steps is number[] {
-  return Array.isArray(steps) && steps.length > 0 && steps.every((step, i) => Number.isInteger(step) && step > 0 && step <= 100 && (i === 0 || step > steps[i - 1])) && steps.at(-1) === 100;
+  return (
+    Array.isArray(steps) &&
+    steps.length > 0 &&
+    steps.every((step, i) => Number.isInteger(step) && step > 0 && step <= 100 && (i === 0 || step > steps[i - 1])) &&
+    steps.at(-1) === 100
+  );
 }
 
 /** `percent` of the fleet's hosts (at least one), the first ready ones by name: the same hosts for the same fleet. */
 export function pickHosts(hosts: readonly HostStatus[], percent: number): string[] {
-  const ready = hosts.filter((host) => host.ready).map((host) => host.host).sort();
+  const ready = hosts
+    .filter((host) => host.ready)
+    .map((host) => host.host)
+    .sort();
   return ready.slice(0, Math.max(1, Math.ceil((hosts.length * percent) / 100)));
 }
 
@@ -221,7 +242,8 @@ function judgeLines(lines: string[], context: RolloutContext): { app: string; li
     const verdict = validateChange({ schemas, validators, current: pending }, parsed as ParsedChange);
     if (!verdict.ok) return { reason: `${which}: ${verdict.reason}` };
     const top = parsed.path[0]!;
-    if (context.current.valueOf(app, top) === undefined) return { reason: `${which}: ${app}.${top} has no value yet, so an abort could not take it back: set it with cdp push first` };
+    if (context.current.valueOf(app, top) === undefined)
+      return { reason: `${which}: ${app}.${top} has no value yet, so an abort could not take it back: set it with cdp push first` };
     touched.add(top);
     pending.set(app, top, verdict.change.topValue);
     encoded.push(encodeChange(app, verdict.change.key, verdict.change.value, schemas.get(app)!.key(verdict.change.path) as KeyInfo));
@@ -269,9 +291,13 @@ export function linesAt(step: RolloutStep, host: string): { lines: string[]; rea
   const why = rollout.why ? `: ${rollout.why}` : "";
   switch (step.step) {
     case "staged":
-      return canary ? { lines: rollout.lines, reason: `staged by rollout ${rollout.id} on ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` } : undefined;
+      return canary
+        ? { lines: rollout.lines, reason: `staged by rollout ${rollout.id} on ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` }
+        : undefined;
     case "widened":
-      return step.added?.includes(host) ? { lines: rollout.lines, reason: `rollout ${rollout.id} widened to ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` } : undefined;
+      return step.added?.includes(host)
+        ? { lines: rollout.lines, reason: `rollout ${rollout.id} widened to ${rollout.hosts.join(",")}, baking until ${rollout.bakeUntil}${why}` }
+        : undefined;
     case "promoted":
       return canary ? undefined : { lines: rollout.lines, reason: `rollout ${rollout.id} ${rollout.reason ?? "promoted"}${why}` };
     case "aborted":
@@ -324,5 +350,50 @@ export async function readRolloutsView(dir: string): Promise<RolloutsView | unde
     return JSON.parse(await readFile(join(dir, ROLLOUTS_FILE), "utf8")) as RolloutsView;
   } catch {
     return undefined;
+  }
+}
+
+/** The rollouts one host knows: those in progress at its revision and the recent ones. */
+export class FleetRollouts {
+  readonly #byId = new Map<string, Rollout>();
+  static readonly KEPT = 20;
+
+  /** From etcd at join: each rollout as it stood at `revision` (a step after it comes through the log). */
+  load(rollouts: readonly Rollout[], revision: number): void {
+    for (const rollout of rollouts) {
+      if (rollout.staged > revision) continue;
+      const { ended, endedAt: _endedAt, ...baking } = rollout;
+      this.#byId.set(rollout.id, ended !== undefined && ended <= revision ? rollout : { ...baking, state: "baking" });
+    }
+    this.#forgetOld();
+  }
+
+  take(step: RolloutStep): void {
+    this.#byId.delete(step.rollout.id);
+    this.#byId.set(step.rollout.id, step.rollout);
+    this.#forgetOld();
+  }
+
+  get(id: string): Rollout | undefined {
+    return this.#byId.get(id);
+  }
+
+  inProgress(app: string): Rollout | undefined {
+    for (const rollout of this.#byId.values()) if (rollout.app === app && rollout.state === "baking") return rollout;
+    return undefined;
+  }
+
+  baking(): Rollout[] {
+    return [...this.#byId.values()].filter((rollout) => rollout.state === "baking");
+  }
+
+  /** Newest first. */
+  list(): Rollout[] {
+    return [...this.#byId.values()].sort((a, b) => b.staged - a.staged);
+  }
+
+  #forgetOld(): void {
+    const over = this.list().filter((rollout) => rollout.state !== "baking");
+    for (const rollout of over.slice(FleetRollouts.KEPT)) this.#byId.delete(rollout.id);
   }
 }

@@ -7,7 +7,20 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Outages } from "./outages.js";
-import { findCopy, holdsCopy, identityOf, INBOX_FILE, listInboxFiles, notRegular, openRegular, resumeIn, whileMoving, type InboxFile, type InboxPosition, type Resumed } from "./rotation.js";
+import {
+  findCopy,
+  holdsCopy,
+  identityOf,
+  INBOX_FILE,
+  listInboxFiles,
+  notRegular,
+  openRegular,
+  resumeIn,
+  whileMoving,
+  type InboxFile,
+  type InboxPosition,
+  type Resumed,
+} from "./rotation.js";
 import { TailedFile, type InboxLine } from "./tail.js";
 import { Wakeups } from "./wakeups.js";
 
@@ -188,7 +201,8 @@ export class Inbox {
       this.#options.log.info({ path: next.path }, "the inbox was saved again as a new file with the same lines: reading on after them");
       return this.#use(new TailedFile(resaved, finished.line, this.#options.maxLineBytes));
     }
-    if (at < 0 && finished.file !== "" && next.name !== INBOX_FILE) this.#options.log.warn({ path: next.path }, "the inbox file cdp was reading is gone: reading the rotated files written since, oldest first");
+    if (at < 0 && finished.file !== "" && next.name !== INBOX_FILE)
+      this.#options.log.warn({ path: next.path }, "the inbox file cdp was reading is gone: reading the rotated files written since, oldest first");
     return this.#start(next);
   }
 
@@ -202,16 +216,25 @@ export class Inbox {
     const same = files.find((file) => file.id === resume.file);
     const there = same && (await resumeIn(same, resume));
     if (there) {
-      if (there.file.name !== INBOX_FILE) log.info({ path: there.file.path }, "the inbox was rotated while cdp was stopped: reading the rest of the old file first");
+      if (there.file.name !== INBOX_FILE)
+        log.info({ path: there.file.path }, "the inbox was rotated while cdp was stopped: reading the rest of the old file first");
       return this.#use(new TailedFile(there, resume.line, maxLineBytes));
     }
     const copy = await findCopy(files.filter((file) => file.id !== resume.file).reverse(), resume);
     if (copy) {
-      log.info({ path: copy.file.path }, same ? "the inbox was copied and truncated while cdp was stopped: reading the rest of the copy first" : "the inbox was saved again as a new file: reading on after the lines already read");
+      log.info(
+        { path: copy.file.path },
+        same
+          ? "the inbox was copied and truncated while cdp was stopped: reading the rest of the copy first"
+          : "the inbox was saved again as a new file: reading on after the lines already read",
+      );
       return this.#use(new TailedFile(copy, resume.line, maxLineBytes));
     }
     if (same) {
-      log.warn({ path: same.path }, "the inbox was truncated or rewritten while cdp was stopped and no copy of the lines read is left: reading it from the start");
+      log.warn(
+        { path: same.path },
+        "the inbox was truncated or rewritten while cdp was stopped and no copy of the lines read is left: reading it from the start",
+      );
       return this.#start(same);
     }
     return false;

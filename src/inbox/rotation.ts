@@ -42,9 +42,18 @@ export function identityOf(info: BigIntStats): string {
 }
 
 /** Why a path cannot be the inbox (a FIFO would block a reader for good, a link leads anywhere), or undefined. */
-export function notRegular(info: { isFile(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isDirectory(): boolean }, path: string): string | undefined {
+export function notRegular(
+  info: { isFile(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isDirectory(): boolean },
+  path: string,
+): string | undefined {
   if (info.isFile()) return undefined;
-  const what = info.isSymbolicLink() ? "a symbolic link (cdp never follows links)" : info.isFIFO() ? "a FIFO" : info.isDirectory() ? "a directory" : "not a regular file";
+  const what = info.isSymbolicLink()
+    ? "a symbolic link (cdp never follows links)"
+    : info.isFIFO()
+      ? "a FIFO"
+      : info.isDirectory()
+        ? "a directory"
+        : "not a regular file";
   return `${path} is ${what}: remove it; cdp reads only a regular file there`;
 }
 
@@ -80,7 +89,9 @@ async function listOnce(dir: string): Promise<InboxFile[]> {
   }
   const number = (file: InboxFile) => Number(/^cdp\.new\.(\d+)$/.exec(file.name)?.[1] ?? NaN);
   const numbered = files.filter((file) => !Number.isNaN(number(file))).sort((a, b) => number(b) - number(a));
-  const others = files.filter((file) => file.name !== INBOX_FILE && Number.isNaN(number(file))).sort((a, b) => (a.modifiedNs < b.modifiedNs ? -1 : a.modifiedNs > b.modifiedNs ? 1 : 0));
+  const others = files
+    .filter((file) => file.name !== INBOX_FILE && Number.isNaN(number(file)))
+    .sort((a, b) => (a.modifiedNs < b.modifiedNs ? -1 : a.modifiedNs > b.modifiedNs ? 1 : 0));
   const ordered: InboxFile[] = [];
   for (const file of numbered) {
     while (others.length > 0 && others[0]!.modifiedNs < file.modifiedNs) ordered.push(others.shift()!);
@@ -114,7 +125,8 @@ export async function openRegular(path: string, id?: string): Promise<FileHandle
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return undefined;
-    if (code === "ELOOP") throw Object.assign(new Error(`${path} is a symbolic link (cdp never follows links): remove it; cdp reads only a regular file there`), { code: "ELOOP" });
+    if (code === "ELOOP")
+      throw Object.assign(new Error(`${path} is a symbolic link (cdp never follows links): remove it; cdp reads only a regular file there`), { code: "ELOOP" });
     throw error;
   }
   const info = await handle.stat({ bigint: true });
@@ -122,7 +134,10 @@ export async function openRegular(path: string, id?: string): Promise<FileHandle
     await handle.close();
     throw new Moved(path);
   }
-  const why = notRegular({ isFile: () => info.isFile(), isSymbolicLink: () => false, isFIFO: () => info.isFIFO(), isDirectory: () => info.isDirectory() }, path);
+  const why = notRegular(
+    { isFile: () => info.isFile(), isSymbolicLink: () => false, isFIFO: () => info.isFIFO(), isDirectory: () => info.isDirectory() },
+    path,
+  );
   if (why) {
     await handle.close();
     throw Object.assign(new Error(why), { code: "ENOTREG" });

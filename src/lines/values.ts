@@ -3,7 +3,7 @@
 /** An app's whole configuration: a JSON object. */
 export type AppConfig = { readonly [key: string]: unknown };
 
-const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
+const hasOwn = (object: object, key: string) => Object.hasOwn(object, key);
 
 /** The value at `path` inside `config`, or undefined. Own properties only: `__proto__` is just a name. */
 export function getIn(config: unknown, path: readonly string[]): unknown {
@@ -73,7 +73,7 @@ export function jsonTypeOf(value: unknown): string {
 
 /** A short rendering of a value for a message an operator reads. */
 export function describeValue(value: unknown, max = 60): string {
-  const text = value === undefined ? "nothing" : JSON.stringify(value) ?? String(value);
+  const text = value === undefined ? "nothing" : (JSON.stringify(value) ?? String(value));
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 

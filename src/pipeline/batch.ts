@@ -7,8 +7,16 @@ import { INBOX_FILE, type InboxBatch, type InboxLine } from "../inbox/inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "../store/journal.js";
 import { rejectionRecord } from "../store/rejects.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
-import type { HostStatus } from "../fleet/log.js";
-import { inProgressReason, isRolloutDirective, judgeRollout, readRolloutDirective, type Rollout, type RolloutContext, type RolloutStep } from "../fleet/rollouts.js";
+import type { HostStatus } from "../fleet/hosts.js";
+import {
+  inProgressReason,
+  isRolloutDirective,
+  judgeRollout,
+  readRolloutDirective,
+  type Rollout,
+  type RolloutContext,
+  type RolloutStep,
+} from "../fleet/rollouts.js";
 import { judgeLine, type Outcome, type AppValidator, type ValidChange } from "../schemas/validate.js";
 import { PendingConfigs, type Configs } from "../lines/values.js";
 
@@ -72,7 +80,16 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   // what the accepted lines set, not a config per line: memory in proportion to what the batch changes
   const pending = new PendingConfigs(context.configs);
   const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: pending, log: context.log };
-  const judged: JudgedBatch = { changes: [], rejections: [], lines: context.details ? [] : undefined, rejectText: "", journalText: "", fleetRecords: [], last: undefined, seq: context.seq };
+  const judged: JudgedBatch = {
+    changes: [],
+    rejections: [],
+    lines: context.details ? [] : undefined,
+    rejectText: "",
+    journalText: "",
+    fleetRecords: [],
+    last: undefined,
+    seq: context.seq,
+  };
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
@@ -80,13 +97,25 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   for (const line of batch.lines) {
     let outcome: Outcome | { kind: "step"; step: RolloutStep } = outcomeOf(line, judging, rollouts);
     if (outcome.kind === "ignore" && isRolloutDirective(line.text)) {
-      outcome = stepOf(line, judging, rollouts, { source: `${INBOX_FILE}:${line.number}`, seq: judged.seq + 1, revision: revision + 1, time, host: context.fleetHost, ...said });
+      outcome = stepOf(line, judging, rollouts, {
+        source: `${INBOX_FILE}:${line.number}`,
+        seq: judged.seq + 1,
+        revision: revision + 1,
+        time,
+        host: context.fleetHost,
+        ...said,
+      });
     }
     if (outcome.kind === "ignore") {
       said = { ...said, ...directive(line.text) };
       judged.lines?.push({ number: line.number, text: line.text, outcome: "ignored" });
       // the marker's source names its own line: replay takes the line number from it
-      if (line.check !== undefined && judged.last && !batch.late) ended = { ...judged.last.commit, source: `${INBOX_FILE}:${line.number}`, position: { file: batch.file, offset: line.end, line: line.number, check: line.check } };
+      if (line.check !== undefined && judged.last && !batch.late)
+        ended = {
+          ...judged.last.commit,
+          source: `${INBOX_FILE}:${line.number}`,
+          position: { file: batch.file, offset: line.end, line: line.number, check: line.check },
+        };
       continue;
     }
     const source = `${INBOX_FILE}:${line.number}`;
@@ -109,8 +138,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       if (context.fleetHost !== undefined) {
         const said = { ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) };
         judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
-      }
-      else judged.journalText += changeRecord(commit, revision, encoded);
+      } else judged.journalText += changeRecord(commit, revision, encoded);
       const judgedChange: JudgedChange = { change, revision, source, time };
       if (commit.by !== undefined) judgedChange.by = commit.by;
       if (commit.reason !== undefined) judgedChange.reason = commit.reason;
@@ -162,7 +190,8 @@ function outcomeOf(line: InboxLine, judging: Judging, rollouts: RolloutsInBatch)
 function stepOf(line: InboxLine, judging: Judging, rollouts: RolloutsInBatch, at: StepAt): Outcome | { kind: "step"; step: RolloutStep } {
   const request = readRolloutDirective(line.text)!;
   if (typeof request === "string") return { kind: "reject", reason: request };
-  if (!rollouts.hosts || at.host === undefined) return { kind: "reject", reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
+  if (!rollouts.hosts || at.host === undefined)
+    return { kind: "reject", reason: "rollouts are for a fleet: this watcher is a single host (cdp watch --cluster …)" };
   let verdict: ReturnType<typeof judgeRollout>;
   try {
     verdict = judgeRollout(request, { ...judging, ...at, host: at.host, rollouts, hosts: rollouts.hosts });
@@ -187,12 +216,18 @@ export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger,
   const burst = read > 100; // `read`: the lines read at once, of which a fleet commits this batch as one part
   if (!burst || log.isLevelEnabled("debug")) {
     const level = burst ? "debug" : "info";
-    for (const { change, revision, source } of judged.changes) log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
+    for (const { change, revision, source } of judged.changes)
+      log[level]({ app: change.app, key: change.key, value: change.secret ? "[secret]" : change.value, revision, source }, "accepted");
     for (const fields of judged.rejections) log[burst ? "debug" : "warn"](fields, "rejected");
   }
   if (burst) {
     const revision = judged.changes.at(-1)?.revision;
-    const fields = { accepted: judged.changes.length, rejected: judged.rejections.length, ...(revision === undefined ? {} : { revision }), lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}` };
+    const fields = {
+      accepted: judged.changes.length,
+      rejected: judged.rejections.length,
+      ...(revision === undefined ? {} : { revision }),
+      lines: `${INBOX_FILE}:${batch.lines[0]!.number}-${batch.lines.at(-1)!.number}`,
+    };
     if (judged.rejections.length > 0) log.warn(fields, "batch applied, with rejections (see cdp.rej)");
     else log.info(fields, "batch applied");
   }

@@ -5,7 +5,7 @@
 // next batch is judged and committed).
 import type { Logger } from "pino";
 import type { JudgedBatch } from "./batch.js";
-import type { DurableFile } from "../store/durable.js";
+import type { DurableFile, Files } from "../store/durable.js";
 import type { HeldWrites } from "../store/held.js";
 import { positionRecord } from "../store/journal.js";
 import type { FleetMember, MemberOptions } from "../fleet/member.js";
@@ -18,11 +18,6 @@ import type { ConfigTable } from "../store/table.js";
 export type Committed = "committed" | "again" | "smaller" | "stopped";
 
 /** cdp's own files; the journal is replaced when it is compacted. */
-export interface Files {
-  journal: DurableFile;
-  rejects: DurableFile;
-}
-
 export interface CommitPoint {
   /** Whether the commit point feeds the table itself (a fleet's log does, through the member). */
   readonly appliesItself: boolean;
@@ -75,7 +70,10 @@ export async function openFleetCommit(options: FleetCommitOptions): Promise<{ me
  * An append whose fsync the caller awaits later: the journal's turn is held until that fsync is
  * done, so that a compaction never swaps the file between the write and its sync.
  */
-function unsyncedInTurn(turn: <T>(task: () => Promise<T>) => Promise<T>, append: () => Promise<(() => Promise<void>) | false>): Promise<(() => Promise<void>) | false> {
+function unsyncedInTurn(
+  turn: <T>(task: () => Promise<T>) => Promise<T>,
+  append: () => Promise<(() => Promise<void>) | false>,
+): Promise<(() => Promise<void>) | false> {
   return new Promise((resolve, reject) => {
     turn(async () => {
       const sync = await append();
@@ -91,7 +89,12 @@ async function dropRejectsAfter(rejects: DurableFile, length: number): Promise<v
 }
 
 /** A fleet host: the rejections, then the fleet's log; the batch's changes come back through it. */
-function fleetCommit(files: Files, writes: HeldWrites, fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean }, log: Logger): CommitPoint {
+function fleetCommit(
+  files: Files,
+  writes: HeldWrites,
+  fleet: { member: FleetMember; table: ConfigTable; journalTurn: <T>(task: () => Promise<T>) => Promise<T>; stopping: () => boolean },
+  log: Logger,
+): CommitPoint {
   const { member, table, journalTurn, stopping } = fleet;
   return {
     appliesItself: true,

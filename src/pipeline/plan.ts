@@ -87,7 +87,10 @@ function hideSecrets(value: unknown, secrets: readonly string[]): unknown {
  * The plan for a running cdp, for some schema files replaced (file name → schema): the other
  * apps keep the schemas in force. Judged against the live configuration and its validators.
  */
-export async function planFiles(live: { schemas: Schemas; table: ConfigTable; journalPath: string; validators: ReadonlyMap<string, readonly AppValidator[]> }, files: Record<string, unknown>): Promise<SchemaPlan> {
+export async function planFiles(
+  live: { schemas: Schemas; table: ConfigTable; journalPath: string; validators: ReadonlyMap<string, readonly AppValidator[]> },
+  files: Record<string, unknown>,
+): Promise<SchemaPlan> {
   const texts = new Map([...live.schemas].map(([app, schema]) => [`${app}${SCHEMA_SUFFIX}`, JSON.stringify(schema.source)]));
   for (const [name, schema] of Object.entries(files)) texts.set(name, typeof schema === "string" ? schema : JSON.stringify(schema));
   const upgrade = await planUpgrade("(request)", texts, live.journalPath, live.validators, live.schemas);

@@ -21,7 +21,11 @@ export interface Receipt {
 
 /** The journal's and cdp.rej's sizes now: a push looks only at what is written after. */
 export async function receiptMarks(dir: string): Promise<{ journal: number; rejects: number }> {
-  const size = (name: string) => stat(join(dir, name)).then((info) => info.size, () => 0);
+  const size = (name: string) =>
+    stat(join(dir, name)).then(
+      (info) => info.size,
+      () => 0,
+    );
   return { journal: await size(JOURNAL_FILE), rejects: await size(REJECTS_FILE) };
 }
 
@@ -29,7 +33,13 @@ export async function receiptMarks(dir: string): Promise<{ journal: number; reje
  * Wait until every line (its text and the offset just after it in inbox file `file`) has an
  * outcome, or `timeoutMs` passes (then the rest are "waiting").
  */
-export async function awaitReceipts(dir: string, file: string, lines: { text: string; end: number; number: number }[], marks: { journal: number; rejects: number }, timeoutMs: number): Promise<Receipt[]> {
+export async function awaitReceipts(
+  dir: string,
+  file: string,
+  lines: { text: string; end: number; number: number }[],
+  marks: { journal: number; rejects: number },
+  timeoutMs: number,
+): Promise<Receipt[]> {
   const receipts: Receipt[] = lines.map(({ text }) => ({ text, outcome: "waiting" }));
   const byEnd = new Map(lines.map((line, i) => [line.end, i]));
   const byNumber = new Map(lines.map((line, i) => [line.number, i]));
@@ -47,7 +57,8 @@ export async function awaitReceipts(dir: string, file: string, lines: { text: st
       reached = Math.max(reached, at);
       const index = byEnd.get(at);
       const revision = /^# rev=(\d+) /.exec(line)?.[1];
-      if (index !== undefined && revision !== undefined && !line.includes(" source=schema:") && journalLines[i + 1] !== undefined) receipts[index] = { text: lines[index]!.text, outcome: "accepted", revision: Number(revision) };
+      if (index !== undefined && revision !== undefined && !line.includes(" source=schema:") && journalLines[i + 1] !== undefined)
+        receipts[index] = { text: lines[index]!.text, outcome: "accepted", revision: Number(revision) };
     }
     const rejects = await readOn(join(dir, REJECTS_FILE), read.rejects);
     read.rejects = rejects.next;
@@ -64,7 +75,8 @@ export async function awaitReceipts(dir: string, file: string, lines: { text: st
       if (same) receipts[index] = { text: lines[index]!.text, outcome: "rejected", reason: header![3]! };
     }
     // a line the watcher has passed with neither record is a comment (a rejection is written before the journal's position)
-    for (const [i, line] of lines.entries()) if (receipts[i]!.outcome === "waiting" && line.end <= reached) receipts[i] = { text: line.text, outcome: "ignored" };
+    for (const [i, line] of lines.entries())
+      if (receipts[i]!.outcome === "waiting" && line.end <= reached) receipts[i] = { text: line.text, outcome: "ignored" };
     if (receipts.every((receipt) => receipt.outcome !== "waiting") || Date.now() > deadline) return receipts;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -109,7 +121,10 @@ export function writeRenderVerdicts(dir: string, verdicts: RenderVerdicts, log: 
 }
 
 export async function readRenderVerdicts(dir: string): Promise<RenderVerdicts | undefined> {
-  return readFile(join(dir, RENDERED_FILE), "utf8").then((text) => JSON.parse(text) as RenderVerdicts, () => undefined);
+  return readFile(join(dir, RENDERED_FILE), "utf8").then(
+    (text) => JSON.parse(text) as RenderVerdicts,
+    () => undefined,
+  );
 }
 
 /** The take-back of the change a line made at `revision`, if its service refused it. */

@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
 import { judgeBatch, logOutcomes, type JudgedBatch } from "./batch.js";
-import { journalCommit, openFleetCommit, type CommitPoint, type Files } from "./commit.js";
+import { journalCommit, openFleetCommit, type CommitPoint } from "./commit.js";
 import { Compactor } from "../store/compactor.js";
-import { DurableFile } from "../store/durable.js";
+import type { DurableFile, Files } from "../store/durable.js";
 import { HeldWrites } from "../store/held.js";
 import { Inbox, type InboxBatch, type InboxLine, type InboxPosition } from "../inbox/inbox.js";
 import { replayJournal, type JournalState } from "../store/journal.js";
@@ -27,7 +27,7 @@ import type { Renderer, RenderStatus, RenderVerdicts } from "../render/renderer.
 import { writeRenderVerdicts } from "./receipts.js";
 import type { RenderTarget } from "../render/targets.js";
 import { PendingConfigs, type AppConfig } from "../lines/values.js";
-import type { HostStatus } from "../fleet/log.js";
+import type { HostStatus } from "../fleet/hosts.js";
 import { hostname } from "node:os";
 import type { Pipeline, PipelineEvents, PipelineOptions } from "../types.js";
 import { announceWatcher } from "../store/status.js";
@@ -120,9 +120,33 @@ export class Run implements Pipeline {
     this.#resumeSince = state.positionTime;
     this.#writes = new HeldWrites(log, () => this.#stopping);
     const seq = () => this.#seq;
-    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, { dir: options.schemas, journalPath: this.journalPath, validators: options.validators, expect: options.expect, tentative: (undo) => this.#vetoes.window(undo), table: this.table, files: this.#files, writes: this.#writes, seq, log });
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, {
+      dir: options.schemas,
+      journalPath: this.journalPath,
+      validators: options.validators,
+      expect: options.expect,
+      tentative: (undo) => this.#vetoes.window(undo),
+      table: this.table,
+      files: this.#files,
+      writes: this.#writes,
+      seq,
+      log,
+    });
     const schemas = () => this.#live.schemas;
-    this.#compactor = new Compactor({ ...options.compaction, journalPath: this.journalPath, files: this.#files, schemas, validators: options.validators, table: this.table, stopping: () => this.#stopping || this.#fault !== undefined, fault: (error) => this.#stopOn(error), log }, state.records);
+    this.#compactor = new Compactor(
+      {
+        ...options.compaction,
+        journalPath: this.journalPath,
+        files: this.#files,
+        schemas,
+        validators: options.validators,
+        table: this.table,
+        stopping: () => this.#stopping || this.#fault !== undefined,
+        fault: (error) => this.#stopOn(error),
+        log,
+      },
+      state.records,
+    );
     this.#vetoes = new Vetoes({
       windowMs: options.vetoWindowMs,
       table: this.table,
@@ -139,7 +163,8 @@ export class Run implements Pipeline {
     // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
     const revert = options.fleet
       ? undefined
-      : (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) => this.#turns.run(() => this.#vetoes.revertApp(app, config, reasons, judged, source));
+      : (app: string, config: AppConfig, reasons: ReadonlyMap<string, string>, judged: AppConfig, source: string) =>
+          this.#turns.run(() => this.#vetoes.revertApp(app, config, reasons, judged, source));
     const judged = (verdicts: RenderVerdicts) => writeRenderVerdicts(this.dir, verdicts, log);
     this.#renderTargets = loaded.render?.targets ?? [];
     // the config a service last took, when it refuses the one cdp starts with: read back from the journal
@@ -149,7 +174,16 @@ export class Run implements Pipeline {
     };
     if (loaded.render) {
       const { targets, Renderer, recorded } = loaded.render;
-      this.#renderer = new Renderer({ targets, table: this.table, schemas, ...(revert ? { revert } : {}), judged, ...(recorded ? { recorded } : {}), configAt, log: log.child({ stage: "render" }) });
+      this.#renderer = new Renderer({
+        targets,
+        table: this.table,
+        schemas,
+        ...(revert ? { revert } : {}),
+        judged,
+        ...(recorded ? { recorded } : {}),
+        configAt,
+        log: log.child({ stage: "render" }),
+      });
     }
   }
 
@@ -252,7 +286,11 @@ export class Run implements Pipeline {
   // there, so new schemas are taken at a restart (a rolling upgrade).
   #watchSchemas(): void {
     if (this.#options.fleet) return;
-    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, { inTurn: (task) => this.#turns.run(task), stopping: () => this.#stopping, fault: (error) => this.#stopOn(error) });
+    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, {
+      inTurn: (task) => this.#turns.run(task),
+      stopping: () => this.#stopping,
+      fault: (error) => this.#stopOn(error),
+    });
   }
 
   // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
@@ -282,7 +320,18 @@ export class Run implements Pipeline {
     this.#announcing ??= setInterval(announce, 250).unref();
     this.#rollouts?.start();
     // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
-    await moveFleet(member, { inForce: () => this.#live.schemas, files: this.#schemaFiles, down: fleet!.downgrade === true, table: this.table, validators, host: fleet!.host, seq: this.#seq, position: this.#resumeAt, stopping: () => this.#stopping, log: this.#log });
+    await moveFleet(member, {
+      inForce: () => this.#live.schemas,
+      files: this.#schemaFiles,
+      down: fleet!.downgrade === true,
+      table: this.table,
+      validators,
+      host: fleet!.host,
+      seq: this.#seq,
+      position: this.#resumeAt,
+      stopping: () => this.#stopping,
+      log: this.#log,
+    });
     return true;
   }
 
@@ -297,7 +346,9 @@ export class Run implements Pipeline {
     await warnIfOthersCanWrite(dir, log);
     // said before "cdp is watching": whoever waits for that line finds cdp.watcher written
     const render = this.#renderApps.length > 0 ? { render: this.#renderApps } : {};
-    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher, ...render }).catch(() => async () => undefined);
+    this.#withdraw = await announceWatcher(dir, { pid: process.pid, started: new Date().toISOString(), ...this.#options.watcher, ...render }).catch(
+      () => async () => undefined,
+    );
     log.info({ dir, apps: [...this.#live.schemas.keys()], revision: this.table.revision }, "cdp is watching");
   }
 
@@ -315,7 +366,8 @@ export class Run implements Pipeline {
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
     const fleet = this.#options.fleet;
-    const hosts = fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
+    const hosts =
+      fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
     const ahead = this.#ahead && this.#ahead.revision > this.table.revision ? this.#ahead : undefined;
     const judgedAt = ahead?.revision ?? this.table.revision;
     const judged = judgeBatch(batch, {
@@ -442,7 +494,15 @@ export class Run implements Pipeline {
     const reason = this.notReady();
     const versions = Object.fromEntries([...this.#live.schemas].map(([app, schema]) => [app, schema.version]));
     const host = this.host;
-    return { host, revision: this.table.revision, ready: reason === undefined, ...(reason ? { reason } : {}), diverged: [...(this.#member?.diverged.keys() ?? [])], versions, time: new Date().toISOString() };
+    return {
+      host,
+      revision: this.table.revision,
+      ready: reason === undefined,
+      ...(reason ? { reason } : {}),
+      diverged: [...(this.#member?.diverged.keys() ?? [])],
+      versions,
+      time: new Date().toISOString(),
+    };
   }
 
   notReady(): string | undefined {

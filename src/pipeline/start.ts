@@ -12,9 +12,6 @@ import { readRenderVerdicts } from "./receipts.js";
 
 import type { Pipeline, PipelineOptions } from "../types.js";
 
-export type { LineOutcome } from "./batch.js";
-export type { Pipeline, PipelineEvents, PipelineOptions } from "../types.js";
-
 /**
  * Start the pipeline, in order: take the data directory (one watcher at a time), load the schemas
  * and replay the journal (refusing an invalid one), open the commit point, catch up with a fleet,

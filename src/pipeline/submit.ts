@@ -11,7 +11,7 @@ import { takeDirectoryOwner } from "../store/durable.js";
 import { CdpError } from "../errors.js";
 import { CUT_SHORT, INBOX_FILE } from "../inbox/inbox.js";
 import { identityOf, notRegular } from "../inbox/rotation.js";
-import type { LineOutcome, Pipeline } from "./start.js";
+import type { LineOutcome, Pipeline } from "../types.js";
 import { takenBackAt } from "./receipts.js";
 
 export interface LineResult {
@@ -45,7 +45,7 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
   const count = given.length;
   const marker = `# from ${from.replace(/\s+/g, "_")} id=${randomUUID()}`;
   const directives = [`# by: ${said.by.replace(/\s+/g, "_")}`, ...(said.reason ? [`# reason: ${said.reason.replace(/[\r\n]+/g, " ")}`] : [])];
-  const body = given.map((line) => [...directives, line].join("\n")).join("\n") + "\n";
+  const body = `${given.map((line) => [...directives, line].join("\n")).join("\n")}\n`;
   const results: LineResult[] = [];
   let skip = 0; // our directives before the next given line
   let found = false;
@@ -109,8 +109,17 @@ async function refuseUnreadableInbox(dir: string, path: string): Promise<void> {
   if (uid === undefined || uid === 0) return;
   const info = await stat(dir).catch(() => undefined);
   if (!info || info.uid === uid) return;
-  if (await stat(path).then(() => true, () => false)) return;
-  throw new CdpError("usage", `cdp push as ${invokingUser()} would create ${path} that the watcher, running as ${await ownerOf(dir)} (the data directory's owner), could not read: run it as ${await ownerOf(dir)} (sudo -u ${await ownerOf(dir)} cdp push …), or as root`);
+  if (
+    await stat(path).then(
+      () => true,
+      () => false,
+    )
+  )
+    return;
+  throw new CdpError(
+    "usage",
+    `cdp push as ${invokingUser()} would create ${path} that the watcher, running as ${await ownerOf(dir)} (the data directory's owner), could not read: run it as ${await ownerOf(dir)} (sudo -u ${await ownerOf(dir)} cdp push …), or as root`,
+  );
 }
 
 /** The name of a directory's owner (its uid where it has none). */
@@ -130,13 +139,14 @@ async function ownerOf(dir: string): Promise<string> {
 export async function appendToInbox(dir: string, text: string, locate = false): Promise<Landed | undefined> {
   const path = join(dir, INBOX_FILE);
   await refuseUnreadableInbox(dir, path);
-  let inbox;
+  let inbox: FileHandle;
   try {
     inbox = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
     await takeDirectoryOwner(inbox, dir); // root's push beside a watcher that runs as its service user
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "EACCES" || code === "EPERM") throw new CdpError("usage", `${invokingUser()} may not write ${path}: run cdp push as the data directory's owner (${await ownerOf(dir)}), or as root`);
+    if (code === "EACCES" || code === "EPERM")
+      throw new CdpError("usage", `${invokingUser()} may not write ${path}: run cdp push as the data directory's owner (${await ownerOf(dir)}), or as root`);
     if (code === "ELOOP") throw new CdpError("bootstrap", `${path} is a symbolic link (cdp never writes through links): remove it`);
     if (code === "ENXIO") throw new CdpError("bootstrap", `${path} is a FIFO: remove it; the inbox must be a regular file`);
     if (code === "EISDIR") throw new CdpError("bootstrap", `${path} is a directory: remove it; the inbox must be a regular file`);
@@ -144,7 +154,10 @@ export async function appendToInbox(dir: string, text: string, locate = false): 
   }
   try {
     const info = await inbox.stat();
-    const why = notRegular({ isFile: () => info.isFile(), isSymbolicLink: () => false, isFIFO: () => info.isFIFO(), isDirectory: () => info.isDirectory() }, path);
+    const why = notRegular(
+      { isFile: () => info.isFile(), isSymbolicLink: () => false, isFIFO: () => info.isFIFO(), isDirectory: () => info.isDirectory() },
+      path,
+    );
     if (why) throw new CdpError("bootstrap", why);
     let cut = "";
     if (info.size > 0) {

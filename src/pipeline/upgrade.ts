@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { watch } from "chokidar";
 import type { Logger } from "pino";
-import type { Files } from "./commit.js";
+import type { Files } from "../store/durable.js";
 import { CdpError } from "../errors.js";
 import type { HeldWrites } from "../store/held.js";
 import { fingerprintOf, migrateChecked } from "../store/installed.js";
@@ -49,7 +49,14 @@ const SETTLE_MS = 1000;
 
 /** Whether any of the files was modified within the last `ms` (a copy may be under way). */
 async function writtenWithin(dir: string, names: string[], ms: number): Promise<boolean> {
-  const times = await Promise.all(names.map((name) => stat(join(dir, name)).then((info) => info.mtimeMs, () => 0)));
+  const times = await Promise.all(
+    names.map((name) =>
+      stat(join(dir, name)).then(
+        (info) => info.mtimeMs,
+        () => 0,
+      ),
+    ),
+  );
   return times.some((time) => Date.now() - time < ms);
 }
 
@@ -100,7 +107,10 @@ export class LiveSchemas {
   }
 
   /** Watch the schema directory; a change is taken in a turn of its own (one queued at a time). Returns how to stop. */
-  watch(pollMs: number, run: { inTurn: (task: () => Promise<void>) => Promise<void>; stopping: () => boolean; fault: (error: unknown) => void }): () => Promise<void> {
+  watch(
+    pollMs: number,
+    run: { inTurn: (task: () => Promise<void>) => Promise<void>; stopping: () => boolean; fault: (error: unknown) => void },
+  ): () => Promise<void> {
     let queued = false;
     return watchSchemaDir(this.#settings.dir, pollMs, this.#settings.log.child({ stage: "upgrade" }), () => {
       if (queued || run.stopping()) return;
@@ -127,7 +137,8 @@ export class LiveSchemas {
     const seq = this.#settings.seq();
     if (!plan.ok) {
       // a file written moments ago may still be being copied (cp truncates, then writes): judged again at the next look
-      if (await writtenWithin(dir, changed, SETTLE_MS)) return log.debug({ files: changed, reason: plan.reason }, "a schema file was written moments ago: judged again at the next look");
+      if (await writtenWithin(dir, changed, SETTLE_MS))
+        return log.debug({ files: changed, reason: plan.reason }, "a schema file was written moments ago: judged again at the next look");
       this.#refused = texts;
       log.warn({ files: changed, reason: plan.reason }, "schema change refused: the schemas in force stay");
       const text = changed.map((file) => join(dir, file)).join(" ");
@@ -136,7 +147,12 @@ export class LiveSchemas {
     }
     const differs = [...new Set([...plan.apps.keys(), ...this.schemas.keys()])].some((app) => !isDeepStrictEqual(plan.apps.get(app), table.get(app)));
     const source = `schema:${changed.join(",")}`;
-    const record = Object.keys(plan.entries).length > 0 ? schemaRecord({ seq, time, source }, differs ? table.revision + 1 : undefined, plan.entries) : differs ? upgradeRecord(seq, time, table.revision + 1, changed) : "";
+    const record =
+      Object.keys(plan.entries).length > 0
+        ? schemaRecord({ seq, time, source }, differs ? table.revision + 1 : undefined, plan.entries)
+        : differs
+          ? upgradeRecord(seq, time, table.revision + 1, changed)
+          : "";
     if (record && !(await writes.append(files.journal, record))) return;
     const before = this.schemas;
     this.schemas = plan.schemas;
@@ -146,7 +162,10 @@ export class LiveSchemas {
     const veto = plan.migrated.length > 0 ? this.#settings.tentative((reason) => this.#vetoed(plan, revision, before, reason)) : undefined;
     if (differs) table.applyAll(plan.apps, revision, source, time, veto ? { veto } : {});
     const migrated = plan.migrated.map(({ app, from, to }) => `${app} ${from} → ${to}`);
-    log.info({ files: changed, apps: [...this.schemas.keys()], revision: table.revision, ...(migrated.length > 0 ? { migrated } : {}) }, migrated.length > 0 ? "schemas upgraded, apps migrated" : "schemas upgraded");
+    log.info(
+      { files: changed, apps: [...this.schemas.keys()], revision: table.revision, ...(migrated.length > 0 ? { migrated } : {}) },
+      migrated.length > 0 ? "schemas upgraded, apps migrated" : "schemas upgraded",
+    );
   }
 
   /**

@@ -16,7 +16,9 @@ import type { AppValidator } from "../schemas/validate.js";
 import type { AppConfig } from "../lines/values.js";
 
 /** schemas: those in force once taken (an app whose new file was vetoed stays at its recorded version: `kept`). */
-export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[]; kept: Migrated[] } | { ok: false; reason: string };
+export type Upgrade =
+  | { ok: true; schemas: Schemas; apps: Map<string, AppConfig>; entries: SchemaEntries; migrated: Migrated[]; kept: Migrated[] }
+  | { ok: false; reason: string };
 
 /**
  * The replayed configuration taken to the schemas' versions: each app whose recorded version
@@ -24,7 +26,13 @@ export type Upgrade = { ok: true; schemas: Schemas; apps: Map<string, AppConfig>
  * `hold` (a fleet host), kept at the recorded version. The entries say what the journal must
  * record: apps migrated, and schemas it has not recorded yet.
  */
-export function migrateState(state: JournalState, schemas: Schemas, validators: ReadonlyMap<string, readonly AppValidator[]>, inForce?: Schemas, options: { hold?: boolean } = {}): Upgrade {
+export function migrateState(
+  state: JournalState,
+  schemas: Schemas,
+  validators: ReadonlyMap<string, readonly AppValidator[]>,
+  inForce?: Schemas,
+  options: { hold?: boolean } = {},
+): Upgrade {
   const apps = new Map(state.apps);
   const entries: SchemaEntries = {};
   const migrated: Migrated[] = [];
@@ -62,7 +70,13 @@ export function migrateState(state: JournalState, schemas: Schemas, validators: 
  * Take the schema files at start: apps whose version changed are migrated (all or nothing; a
  * refusal keeps cdp from starting), and the schemas not yet recorded are written to the journal.
  */
-export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, texts: SchemaTexts, journal: DurableFile, options: { schemas: string; validators: ReadonlyMap<string, readonly AppValidator[]>; fleet?: { downgrade?: boolean }; log: Logger }): Promise<{ state: JournalState; inForce: Schemas }> {
+export async function takeSchemasAtStart(
+  state: JournalState,
+  schemas: Schemas,
+  texts: SchemaTexts,
+  journal: DurableFile,
+  options: { schemas: string; validators: ReadonlyMap<string, readonly AppValidator[]>; fleet?: { downgrade?: boolean }; log: Logger },
+): Promise<{ state: JournalState; inForce: Schemas }> {
   // a fleet host migrates by fleet revisions (once it has caught up): here it only records
   const plan = migrateState(state, schemas, options.validators, undefined, { hold: options.fleet !== undefined });
   if (!plan.ok) throw new CdpError("bootstrap", `the schemas in ${options.schemas} cannot be taken: ${plan.reason}`);
@@ -91,7 +105,18 @@ export async function takeSchemasAtStart(state: JournalState, schemas: Schemas, 
  */
 export async function moveFleet(
   member: Pick<FleetMember, "commit" | "untilRevision" | "head">,
-  host: { inForce: () => Schemas; files: Schemas; down: boolean; table: ConfigTable; validators: ReadonlyMap<string, readonly AppValidator[]>; host: string; seq: number; position: InboxPosition | undefined; stopping: () => boolean; log: Logger },
+  host: {
+    inForce: () => Schemas;
+    files: Schemas;
+    down: boolean;
+    table: ConfigTable;
+    validators: ReadonlyMap<string, readonly AppValidator[]>;
+    host: string;
+    seq: number;
+    position: InboxPosition | undefined;
+    stopping: () => boolean;
+    log: Logger;
+  },
 ): Promise<void> {
   while (!host.stopping()) {
     const judgedAt = host.table.revision;
@@ -100,7 +125,9 @@ export async function moveFleet(
     if (apps.length === 0) return;
     const source = `schema:${apps.map((app) => `${app}${SCHEMA_SUFFIX}`).join(",")}`;
     const position = host.position ?? { file: "", offset: 0, line: 0 }; // a migration moves no inbox
-    const committed = await member.commit(judgedAt, [{ line: "", migration: entries, host: host.host, source, time: new Date().toISOString(), seq: host.seq, position }]);
+    const committed = await member.commit(judgedAt, [
+      { line: "", migration: entries, host: host.host, source, time: new Date().toISOString(), seq: host.seq, position },
+    ]);
     if (committed === undefined) return;
     // committed: it comes back through the fleet's log, and the member applies it; or judged again
     await member.untilRevision(committed ? judgedAt + 1 : await member.head());
@@ -108,7 +135,14 @@ export async function moveFleet(
 }
 
 /** The apps whose schema files are newer than the versions in force, migrated and checked: a fleet migration's entries. */
-function fleetMigration(inForce: Schemas, files: Schemas, down: boolean, config: (app: string) => AppConfig, validators: ReadonlyMap<string, readonly AppValidator[]>, log: Logger): SchemaEntries {
+function fleetMigration(
+  inForce: Schemas,
+  files: Schemas,
+  down: boolean,
+  config: (app: string) => AppConfig,
+  validators: ReadonlyMap<string, readonly AppValidator[]>,
+  log: Logger,
+): SchemaEntries {
   const entries: SchemaEntries = {};
   for (const [app, file] of files) {
     const held = inForce.get(app);
@@ -117,7 +151,10 @@ function fleetMigration(inForce: Schemas, files: Schemas, down: boolean, config:
     try {
       migrateChecked(app, config(app), held.version, file, steps, validators.get(app) ?? []);
     } catch (error) {
-      log.error({ app, reason: (error as Error).message }, `cannot move the fleet's ${app} to schema version ${file.version}: it stays at version ${held.version}`);
+      log.error(
+        { app, reason: (error as Error).message },
+        `cannot move the fleet's ${app} to schema version ${file.version}: it stays at version ${held.version}`,
+      );
       continue;
     }
     entries[app] = { version: file.version, from: held.version, schema: file.source, steps: Object.fromEntries(steps) };

@@ -128,7 +128,11 @@ export function runCommand(argv: readonly string[], paths: { staged?: string; de
 
 /** Text fit for a reason on one line: control bytes (NULs, escapes) dropped, white space folded. */
 function printable(text: string): string {
-  return text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/[\u0000-\u0008\u000e-\u001f\u007f-\u009f\ufffd]/g, "").replace(/\s+/g, " ").trim();
+  return text
+    .replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "")
+    .replace(/[\u0000-\u0008\u000e-\u001f\u007f-\u009f\ufffd]/g, "")
+    .replace(/\s+/g, " ")
+    .trim();
 }
 
 /** After the target's delay, run the health command until it succeeds or `timeoutMs` passes (every 250 ms); the last result. */

@@ -21,9 +21,19 @@ export function renderTarget(target: RenderTarget, config: AppConfig): string {
     case "toml":
       return `${toToml(config)}\n`;
     case "env":
-      return leaves(config).map(([path, value]) => `${path.join("_").toUpperCase().replace(/[^A-Z0-9_]/g, "_")}=${quoteEnv(value)}\n`).join("");
+      return leaves(config)
+        .map(
+          ([path, value]) =>
+            `${path
+              .join("_")
+              .toUpperCase()
+              .replace(/[^A-Z0-9_]/g, "_")}=${quoteEnv(value)}\n`,
+        )
+        .join("");
     default:
-      return leaves(config).map(([path, value]) => `${escapeProperty(path.join("."), true)}=${escapeProperty(typeof value === "string" ? value : JSON.stringify(value), false)}\n`).join("");
+      return leaves(config)
+        .map(([path, value]) => `${escapeProperty(path.join("."), true)}=${escapeProperty(typeof value === "string" ? value : JSON.stringify(value), false)}\n`)
+        .join("");
   }
 }
 
@@ -35,12 +45,20 @@ function leaves(config: AppConfig, path: string[] = []): [string[], unknown][] {
 // Double-quoted, as shells, systemd's EnvironmentFile and dotenv read it: nothing inside expands.
 function quoteEnv(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
-  return `"${text.replace(/[\\"$`]/g, (c) => `\\${c}`).replace(/\n/g, "\\n").replace(/\r/g, "\\r")}"`;
+  return `"${text
+    .replace(/[\\"$`]/g, (c) => `\\${c}`)
+    .replace(/\n/g, "\\n")
+    .replace(/\r/g, "\\r")}"`;
 }
 
 // java.util.Properties: backslash escapes; a key also escapes its separators.
 function escapeProperty(text: string, key: boolean): string {
-  let out = text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t").replace(/[#!]/g, (c) => `\\${c}`);
+  let out = text
+    .replace(/\\/g, "\\\\")
+    .replace(/\n/g, "\\n")
+    .replace(/\r/g, "\\r")
+    .replace(/\t/g, "\\t")
+    .replace(/[#!]/g, (c) => `\\${c}`);
   if (key) out = out.replace(/[=: ]/g, (c) => `\\${c}`);
   else out = out.replace(/^ /, "\\ ");
   return out.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);

@@ -115,7 +115,6 @@ export class Renderer {
     // after the batch's changes are all applied: a burst renders once
     this.#unsubscribe = this.#options.table.subscribeAll((event) => this.#noted(event));
     for (const app of this.#reverting) this.#schedule(app); // taken back at start: their files follow
-
   }
 
   status(): RenderStatus[] {
@@ -337,7 +336,9 @@ export class Renderer {
   /** The command's words, never with a secret value of the app in them (a checker may print the staged file). */
   #reasonOf(state: TargetState, config: AppConfig, failed: Extract<Attempt, { ok: false }>): string {
     const schema = this.#options.schemas().get(state.target.app);
-    const secrets = schema ? [...secretTexts(schema, config), ...(state.good ? secretTexts(schema, state.good.config) : [])].sort((a, b) => b.length - a.length) : [];
+    const secrets = schema
+      ? [...secretTexts(schema, config), ...(state.good ? secretTexts(schema, state.good.config) : [])].sort((a, b) => b.length - a.length)
+      : [];
     return `${failed.stage}: ${maskText(failed.words, secrets)}`;
   }
 
@@ -351,7 +352,10 @@ export class Renderer {
     if (!recorded || before === undefined || sha256(before) !== recorded.sha256) return undefined;
     const config = await this.#options.configAt?.(target.app, recorded.revision).catch(() => undefined);
     if (!config) return undefined;
-    this.#options.log.warn({ dest: target.dest, app: target.app, revision: recorded.revision }, "the service refuses the config cdp starts with: taking back what it refuses, to the config of the file it has");
+    this.#options.log.warn(
+      { dest: target.dest, app: target.app, revision: recorded.revision },
+      "the service refuses the config cdp starts with: taking back what it refuses, to the config of the file it has",
+    );
     return { config, text: before };
   }
 

@@ -32,7 +32,20 @@ export interface RenderTarget {
   commandTimeoutMs: number;
 }
 
-const FIELDS = new Set(["app", "template", "format", "dest", "mode", "owner", "check", "reload", "health", "healthTimeoutMs", "healthDelayMs", "commandTimeoutMs"]);
+const FIELDS = new Set([
+  "app",
+  "template",
+  "format",
+  "dest",
+  "mode",
+  "owner",
+  "check",
+  "reload",
+  "health",
+  "healthTimeoutMs",
+  "healthDelayMs",
+  "commandTimeoutMs",
+]);
 
 /**
  * Read and check every render file: the targets, in order. Throws a CdpError ("bootstrap") naming
@@ -55,7 +68,8 @@ export async function loadRenderFiles(paths: readonly string[], schemas: Schemas
     } catch (error) {
       throw new CdpError("bootstrap", `--render ${path}: not valid JSON: ${(error as Error).message}`);
     }
-    if (!isObject(parsed) || !Array.isArray(parsed.targets) || parsed.targets.length === 0) throw new CdpError("bootstrap", `--render ${path}: expected {"targets": [{"app": …, "dest": …}, …]}`);
+    if (!isObject(parsed) || !Array.isArray(parsed.targets) || parsed.targets.length === 0)
+      throw new CdpError("bootstrap", `--render ${path}: expected {"targets": [{"app": …, "dest": …}, …]}`);
     for (const [index, target] of parsed.targets.entries()) targets.push(await readTarget(path, index, target, schemas, ownDirs));
   }
   const dests = targets.map(({ dest }) => dest);
@@ -70,25 +84,38 @@ async function readTarget(path: string, index: number, given: unknown, schemas: 
   const unknown = Object.keys(given).find((key) => !FIELDS.has(key));
   if (unknown) throw fail(`unknown field "${unknown}" (fields: ${[...FIELDS].join(", ")})`);
   const { app, template, format, dest } = given;
-  if (typeof app !== "string" || !schemas.has(app)) throw fail(`"app" must name an app with a schema (${[...schemas.keys()].join(", ")}), got ${JSON.stringify(app)}`);
+  if (typeof app !== "string" || !schemas.has(app))
+    throw fail(`"app" must name an app with a schema (${[...schemas.keys()].join(", ")}), got ${JSON.stringify(app)}`);
   if ((template === undefined) === (format === undefined)) throw fail(`give either "template" (a file) or "format" (${FORMATS.join(", ")})`);
   if (format !== undefined && !FORMATS.includes(format as Format)) throw fail(`"format" must be one of ${FORMATS.join(", ")}, got ${JSON.stringify(format)}`);
   if (typeof dest !== "string" || dest === "") throw fail(`"dest" must be a file path`);
   const base = dirname(resolve(path));
-  const target: RenderTarget = { app, dest: resolve(base, dest), mode: readMode(given.mode, fail), healthTimeoutMs: readMs(given.healthTimeoutMs, 10_000, "healthTimeoutMs", fail), healthDelayMs: readMs(given.healthDelayMs, 500, "healthDelayMs", fail), commandTimeoutMs: readMs(given.commandTimeoutMs, 10_000, "commandTimeoutMs", fail) };
+  const target: RenderTarget = {
+    app,
+    dest: resolve(base, dest),
+    mode: readMode(given.mode, fail),
+    healthTimeoutMs: readMs(given.healthTimeoutMs, 10_000, "healthTimeoutMs", fail),
+    healthDelayMs: readMs(given.healthDelayMs, 500, "healthDelayMs", fail),
+    commandTimeoutMs: readMs(given.commandTimeoutMs, 10_000, "commandTimeoutMs", fail),
+  };
   const directory = await stat(dirname(target.dest)).catch(() => undefined);
   if (!directory?.isDirectory()) throw fail(`the directory of "dest" (${dirname(target.dest)}) does not exist`);
   // where the file really lands, through any link on the way
   const place = join(await realpath(dirname(target.dest)), basename(target.dest));
   const own = ownDirs.find((dir) => place === dir || place.startsWith(`${dir}${sep}`));
-  if (own) throw fail(`"dest" (${target.dest}) is inside cdp's own directory ${own}: rendering there would overwrite cdp's files; put it where the service reads its config`);
+  if (own)
+    throw fail(
+      `"dest" (${target.dest}) is inside cdp's own directory ${own}: rendering there would overwrite cdp's files; put it where the service reads its config`,
+    );
   if ((await stat(target.dest).catch(() => undefined))?.isDirectory()) throw fail(`"dest" (${target.dest}) is a directory: name the file to write in it`);
   if (format !== undefined) target.format = format as Format;
-  if (template !== undefined) target.template = await readTemplate(typeof template === "string" ? (isAbsolute(template) ? template : join(base, template)) : "", fail);
+  if (template !== undefined)
+    target.template = await readTemplate(typeof template === "string" ? (isAbsolute(template) ? template : join(base, template)) : "", fail);
   for (const name of ["check", "reload", "health"] as const) {
     const command = given[name];
     if (command === undefined) continue;
-    if (!Array.isArray(command) || command.length === 0 || !command.every((word) => typeof word === "string")) throw fail(`"${name}" must be a command as an array of strings (run without a shell), e.g. ["nginx", "-t"]`);
+    if (!Array.isArray(command) || command.length === 0 || !command.every((word) => typeof word === "string"))
+      throw fail(`"${name}" must be a command as an array of strings (run without a shell), e.g. ["nginx", "-t"]`);
     target[name] = command as string[];
   }
   if (given.owner !== undefined) target.owner = readOwner(given.owner, fail);

@@ -23,7 +23,7 @@ export function keyLookup(root: AnySchemaObject): (path: readonly string[]) => K
   const patterns = nodes.map((node) => Object.keys(ownObject(node.patternProperties)).map((pattern) => linearRegExp(pattern)));
   const unnamed = new Map<string, KeyInfo>();
   const ruleOf = (segment: string): string | undefined => {
-    if (nodes.some((node) => Object.prototype.hasOwnProperty.call(ownObject(node.properties), segment))) return undefined;
+    if (nodes.some((node) => Object.hasOwn(ownObject(node.properties), segment))) return undefined;
     return patterns.map((each) => each.flatMap((pattern, index) => (pattern.test(segment) ? [index] : [])).join(",")).join(";");
   };
   return (path) => {
@@ -85,7 +85,7 @@ function holdsSecret(root: AnySchemaObject, node: AnySchemaObject, seen: Set<Any
 
 function childSchemas(node: AnySchemaObject, segment: string): AnySchemaObject[] {
   const properties = ownObject(node.properties);
-  if (Object.prototype.hasOwnProperty.call(properties, segment)) return [properties[segment] as AnySchemaObject];
+  if (Object.hasOwn(properties, segment)) return [properties[segment] as AnySchemaObject];
   const patterns = Object.entries(ownObject(node.patternProperties))
     .filter(([pattern]) => linearRegExp(pattern).test(segment))
     .map(([, schema]) => schema as AnySchemaObject);

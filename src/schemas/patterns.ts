@@ -13,7 +13,9 @@ export function linearRegExp(pattern: string): { test(text: string): boolean } {
   try {
     compiled = RE2JS.compile(pattern);
   } catch (error) {
-    throw new Error(`the pattern ${JSON.stringify(pattern)} cannot be used: ${(error as Error).message} (cdp matches patterns in linear time with RE2, which has no backreferences or lookaround)`);
+    throw new Error(
+      `the pattern ${JSON.stringify(pattern)} cannot be used: ${(error as Error).message} (cdp matches patterns in linear time with RE2, which has no backreferences or lookaround)`,
+    );
   }
   if (compiledPatterns.size > 10_000) compiledPatterns.clear(); // $data patterns come from values: keep the cache bounded
   compiledPatterns.set(pattern, compiled);

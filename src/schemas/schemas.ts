@@ -46,7 +46,15 @@ export type Schemas = ReadonlyMap<string, AppSchema>;
 // no type coercion: "1500" is never silently an integer; $data for cross-field rules
 // ("max": {"minimum": {"$data": "1/min"}}).
 // patterns run in linear time on RE2 (patterns.ts).
-const options = { strict: true, allErrors: true, useDefaults: true, allowUnionTypes: true, $data: true, logger: false, code: { regExp: linearRegExp } } as const;
+const options = {
+  strict: true,
+  allErrors: true,
+  useDefaults: true,
+  allowUnionTypes: true,
+  $data: true,
+  logger: false,
+  code: { regExp: linearRegExp },
+} as const;
 
 /** The text of every schema file in `dir`, by file name: what is compiled, and what a change of schemas is measured against. */
 export type SchemaTexts = ReadonlyMap<string, string>;
@@ -125,7 +133,10 @@ export function compileAppSchema(app: string, file: string, schema: AnySchemaObj
   return { app, file, defaults: freezeDeep(defaults), validate, keyCheck, key: keyLookup(schema), ...versioning, source: schema };
 }
 
-/** One top-level key's value checked alone: null when it holds, the first error (its path from the config's top) when not, undefined when it cannot be judged alone. */
+/**
+ * One top-level key's value checked alone: null when it holds, the first error (its path from the
+ * config's top) when not, undefined when it cannot be judged alone.
+ */
 export type KeyCheck = (key: string, value: unknown) => ErrorObject | null | undefined;
 
 /**
@@ -137,7 +148,9 @@ export type KeyCheck = (key: string, value: unknown) => ErrorObject | null | und
 function keyChecks(schema: AnySchemaObject, ajv: Ajv | Ajv2020): KeyCheck {
   const shared = { ...("$defs" in schema ? { $defs: schema.$defs } : {}), ...("definitions" in schema ? { definitions: schema.definitions } : {}) };
   const properties = (schema.properties ?? {}) as Record<string, AnySchemaObject>;
-  const patterns = Object.entries((schema.patternProperties ?? {}) as Record<string, AnySchemaObject>).map(([pattern, child]) => [linearRegExp(pattern), child] as const);
+  const patterns = Object.entries((schema.patternProperties ?? {}) as Record<string, AnySchemaObject>).map(
+    ([pattern, child]) => [linearRegExp(pattern), child] as const,
+  );
   const byShape = new Map<string, ValidateFunction | null>(); // by the value's schema; null: it does not compile alone
   const byRule = new Map<string, ValidateFunction | null>(); // by the property, or the patterns a name matches
   const compile = (key: string, named: boolean, matched: number[]): ValidateFunction | null => {
@@ -161,7 +174,7 @@ function keyChecks(schema: AnySchemaObject, ajv: Ajv | Ajv2020): KeyCheck {
     return validate;
   };
   return (key, value) => {
-    const named = Object.prototype.hasOwnProperty.call(properties, key);
+    const named = Object.hasOwn(properties, key);
     const matched = patterns.flatMap(([pattern], index) => (pattern.test(key) ? [index] : []));
     const rule = named ? `property ${key}` : `patterns ${matched.join(",")}`;
     let validate = byRule.get(rule);
@@ -175,7 +188,26 @@ function keyChecks(schema: AnySchemaObject, ajv: Ajv | Ajv2020): KeyCheck {
 
 // The root keywords under which each top-level key is judged alone. A change sets one key and
 // never removes one, so `required` holds once the config it starts from is valid (it always is).
-const ENTRY_WISE = new Set(["type", "properties", "patternProperties", "additionalProperties", "required", "default", "title", "description", "$comment", "$schema", "$id", "$defs", "definitions", "examples", "deprecated", "readOnly", "writeOnly", ...versionKeywords.map(({ keyword }) => keyword)]);
+const ENTRY_WISE = new Set([
+  "type",
+  "properties",
+  "patternProperties",
+  "additionalProperties",
+  "required",
+  "default",
+  "title",
+  "description",
+  "$comment",
+  "$schema",
+  "$id",
+  "$defs",
+  "definitions",
+  "examples",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+  ...versionKeywords.map(({ keyword }) => keyword),
+]);
 
 /**
  * Whether the schema judges each top-level key alone: not when a rule spans keys
@@ -191,7 +223,7 @@ function entryWise(schema: AnySchemaObject): boolean {
 function referencesStayBelow(node: unknown, root = false): boolean {
   if (Array.isArray(node)) return node.every((child) => referencesStayBelow(child));
   if (!isObject(node)) return true;
-  if (!root && ("$id" in node || "id" in node && typeof node.id === "string")) return false;
+  if (!root && ("$id" in node || ("id" in node && typeof node.id === "string"))) return false;
   if ("$data" in node || "$dynamicRef" in node || "$recursiveRef" in node) return false;
   if ("$ref" in node && (typeof node.$ref !== "string" || !node.$ref.startsWith("#") || node.$ref === "#" || node.$ref === "#/")) return false;
   return Object.values(node).every((child) => referencesStayBelow(child));
@@ -208,9 +240,9 @@ function parseSchema(file: string, text: string): AnySchemaObject {
     throw new CdpError("bootstrap", `${file}:${jsonErrorPlace(text, (error as Error).message)}`);
   }
   // what compiles, migrates and masks a schema walks it recursively: a file nested thousands deep would overflow the stack
-  if (nestsDeeperThan(schema, MAX_SCHEMA_DEPTH)) throw new CdpError("bootstrap", `${file}: nested deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays, a migration's values included)`);
-  const isObjectSchema =
-    typeof schema === "object" && schema !== null && ((schema as AnySchemaObject).type === "object" || "properties" in schema);
+  if (nestsDeeperThan(schema, MAX_SCHEMA_DEPTH))
+    throw new CdpError("bootstrap", `${file}: nested deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays, a migration's values included)`);
+  const isObjectSchema = typeof schema === "object" && schema !== null && ((schema as AnySchemaObject).type === "object" || "properties" in schema);
   if (!isObjectSchema) throw new CdpError("bootstrap", `${file}: an app's schema must describe an object ("type": "object")`);
   return schema as AnySchemaObject;
 }
@@ -237,7 +269,8 @@ function describeSchemaProblem(errors: ErrorObject[], schema: unknown): string {
   const path = error.instancePath.split("/").slice(1).map(unescapePointer);
   const value = getIn(schema, path);
   const where = error.instancePath === "" ? "at the top" : `at ${error.instancePath}`;
-  const allowed = error.keyword === "enum" ? `one of ${(error.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(", ")}` : undefined;
+  const allowed =
+    error.keyword === "enum" ? `one of ${(error.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(", ")}` : undefined;
   const keyword = path.at(-1);
   return `${where}: ${keyword === undefined ? "the schema" : `"${keyword}"`} ${allowed ? `must be ${allowed}` : (error.message ?? "is invalid")}, got ${describeValue(value)}`;
 }

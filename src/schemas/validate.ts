@@ -3,9 +3,22 @@ import type { Logger } from "pino";
 import { linesOf, type InboxLine } from "../inbox/inbox.js";
 import { parseLine, type ParsedLine } from "../lines/parse.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
-import { defineKey, freezeDeep, getIn, jsonTypeOf, nestsDeeperThan, setIn, configsOf, PendingConfigs, withValueBelow, type AppConfig, type Configs } from "../lines/values.js";
+import {
+  defineKey,
+  freezeDeep,
+  getIn,
+  jsonTypeOf,
+  nestsDeeperThan,
+  setIn,
+  configsOf,
+  PendingConfigs,
+  withValueBelow,
+  type AppConfig,
+  type Configs,
+} from "../lines/values.js";
 
 /** The code-level check of an app's whole config that a schema cannot express: return a reason to refuse. */
+// biome-ignore lint/suspicious/noConfusingVoidType: a validator that finds nothing wrong may just not return
 export type AppValidator = (config: AppConfig) => string | undefined | void;
 
 export type ParsedChange = Extract<ParsedLine, { kind: "change" }>;
@@ -68,14 +81,22 @@ export function validateChange(context: ValidationContext, line: ParsedChange): 
     topValue = getIn(config, [top]);
   }
   freezeDeep(topValue);
-  const change = { app: line.app, key: line.key, path: line.path, value: getIn(topValue, below), previous: getIn(before, below), topValue, secret: info.secret };
+  const change = {
+    app: line.app,
+    key: line.key,
+    path: line.path,
+    value: getIn(topValue, below),
+    previous: getIn(before, below),
+    topValue,
+    secret: info.secret,
+  };
   return { ok: true, change };
 }
 
 /** The app's registered validators, in order; the first refusal (or throw) wins. */
 export function runValidators(schema: AppSchema, validators: readonly AppValidator[] | undefined, config: AppConfig): string | undefined {
   for (const validator of validators ?? []) {
-    let reason: string | undefined | void;
+    let reason: ReturnType<AppValidator>;
     try {
       reason = validator(config);
     } catch (error) {
@@ -117,7 +138,8 @@ export function decodeValue(text: string, key: KeyInfo): Decoded {
 }
 
 // the text as written (not JSON of it: `got "1500"`, not `got "\"1500\""`)
-const got = (key: KeyInfo, trimmed: string) => (key.secret ? "(value hidden: secret key)" : `got ${trimmed.length > 60 ? `${trimmed.slice(0, 60)}…` : trimmed}`);
+const got = (key: KeyInfo, trimmed: string) =>
+  key.secret ? "(value hidden: secret key)" : `got ${trimmed.length > 60 ? `${trimmed.slice(0, 60)}…` : trimmed}`;
 
 /**
  * A value the journal can hold exactly: JSON would turn a lone surrogate into U+FFFD, a number
@@ -152,7 +174,8 @@ function unrepresentable(value: unknown): string | undefined {
   if (typeof value === "string" && LONE_SURROGATE.test(value)) return "holds a string that is not valid Unicode (a lone surrogate such as \\ud800)";
   if (typeof value !== "number") return undefined;
   if (!Number.isFinite(value)) return "holds a number too large to represent (it would become null)";
-  if (Number.isInteger(value) && !Number.isSafeInteger(value)) return `holds a whole number beyond ±${Number.MAX_SAFE_INTEGER}, which cannot be kept exactly (write it as a string)`;
+  if (Number.isInteger(value) && !Number.isSafeInteger(value))
+    return `holds a whole number beyond ±${Number.MAX_SAFE_INTEGER}, which cannot be kept exactly (write it as a string)`;
   return undefined;
 }
 
@@ -197,7 +220,8 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
   if (line.tooLong !== undefined) return reject(`line is ${line.tooLong} bytes, over the limit of ${context.maxLineBytes}`);
   if (line.notUtf8) return reject("line is not valid UTF-8");
   if (line.unterminated) return reject("the inbox was replaced before this line's newline arrived");
-  if (line.cutShort) return reject("this line never got its newline: another writer (cdp push or the sidecar) appended after it, so it was cut short and is not applied");
+  if (line.cutShort)
+    return reject("this line never got its newline: another writer (cdp push or the sidecar) appended after it, so it was cut short and is not applied");
   const parsed = parseLine(line.text);
   if (parsed.kind === "blank" || parsed.kind === "comment") return { kind: "ignore" };
   if (parsed.kind === "error") return reject(parsed.message);
@@ -211,7 +235,13 @@ export function judgeLine(line: InboxLine, context: ValidationContext & { maxLin
 }
 
 /** Judge each line of `text` as the watcher would, each against the state the accepted lines before it leave. */
-export function* judgeInSequence(text: Buffer, schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, maxLineBytes: number, validators = new Map<string, AppValidator[]>()) {
+export function* judgeInSequence(
+  text: Buffer,
+  schemas: Schemas,
+  apps: ReadonlyMap<string, AppConfig>,
+  maxLineBytes: number,
+  validators = new Map<string, AppValidator[]>(),
+) {
   const current = new PendingConfigs(configsOf(apps));
   const context = { schemas, validators, current, maxLineBytes };
   for (const line of linesOf(text, maxLineBytes)) {

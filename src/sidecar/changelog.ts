@@ -4,7 +4,7 @@
 // entries, however long the journal: replaying it per request let 20 clients hold up the pipeline.
 import type { Logger } from "pino";
 import { replayJournal, type HistoryEntry } from "../store/journal.js";
-import type { Pipeline } from "../pipeline/start.js";
+import type { Pipeline } from "../types.js";
 import type { RolloutStep } from "../fleet/rollouts.js";
 import type { ChangeEvent } from "../store/table.js";
 
@@ -36,7 +36,19 @@ export class RecentChanges {
   #stepped = ({ step, rollout }: RolloutStep, nothingHere: { revision: number; reason: string } | undefined) => {
     if (!nothingHere) return;
     const time = rollout.endedAt ?? (step === "staged" ? rollout.started : new Date().toISOString());
-    this.#keep({ revision: nothingHere.revision, time, source: `rollout:${rollout.id}`, app: rollout.app, key: "", value: undefined, previous: undefined, secret: false, record: "", reason: nothingHere.reason, step: { rollout: rollout.id, step } });
+    this.#keep({
+      revision: nothingHere.revision,
+      time,
+      source: `rollout:${rollout.id}`,
+      app: rollout.app,
+      key: "",
+      value: undefined,
+      previous: undefined,
+      secret: false,
+      record: "",
+      reason: nothingHere.reason,
+      step: { rollout: rollout.id, step },
+    });
   };
 
   /** The kept changes, oldest first. */
@@ -59,7 +71,10 @@ export class RecentChanges {
     entries.push(...this.#arrived.filter((entry) => entry.revision > last));
     this.#arrived = [];
     this.#entries = entries;
-    this.#log.info({ entries: entries.length, ms: Math.round(performance.now() - started) }, "read the journal's history once for the sidecar; kept up to date from here on");
+    this.#log.info(
+      { entries: entries.length, ms: Math.round(performance.now() - started) },
+      "read the journal's history once for the sidecar; kept up to date from here on",
+    );
     return entries;
   }
 
@@ -70,7 +85,18 @@ export class RecentChanges {
     if (event.source.startsWith("schema:")) {
       // a schema upgrade's revision has no change record; a migration is one entry, as the journal's history has it
       if (known !== undefined && event.version !== undefined && known !== event.version) {
-        entries.push({ revision: event.revision, time: event.time, source: event.source, app: event.app, key: "", value: undefined, previous: undefined, secret: false, record: "", migration: { from: known, to: event.version } });
+        entries.push({
+          revision: event.revision,
+          time: event.time,
+          source: event.source,
+          app: event.app,
+          key: "",
+          value: undefined,
+          previous: undefined,
+          secret: false,
+          record: "",
+          migration: { from: known, to: event.version },
+        });
       }
       return;
     }

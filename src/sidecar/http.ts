@@ -74,7 +74,7 @@ export function decodePathPart(part: string): string {
 }
 
 export function matchesEtag(header: string | undefined, etag: string): boolean {
-  return header !== undefined && header.split(",").some((tag) => tag.trim() === "*" || tag.trim().replace(/^W\//, "") === etag);
+  return header?.split(",").some((tag) => tag.trim() === "*" || tag.trim().replace(/^W\//, "") === etag) === true;
 }
 
 export function limitOf(url: URL, fallback: number): number {
@@ -133,7 +133,12 @@ export function sendPage(res: ServerResponse, page: Buffer): void {
 export async function listenOn(server: Server, host: string, port: number, listen: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => {
-      const why = error.code === "EADDRINUSE" ? "the address is in use (another cdp, or another server?)" : error.code === "EACCES" ? "permission denied (ports below 1024 need privileges)" : (error.code ?? error.message);
+      const why =
+        error.code === "EADDRINUSE"
+          ? "the address is in use (another cdp, or another server?)"
+          : error.code === "EACCES"
+            ? "permission denied (ports below 1024 need privileges)"
+            : (error.code ?? error.message);
       reject(new CdpError(error.code === "EADDRINUSE" || error.code === "EACCES" ? "busy" : "usage", `cannot listen on ${listen}: ${why}`));
     });
     server.listen(port, host, () => resolve());

@@ -1,7 +1,7 @@
 // The sidecar's /metrics in the Prometheus text format (prom-client), on a registry of its own
 // so that an embedding service's default registry is left alone.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { Pipeline } from "../pipeline/start.js";
+import type { Pipeline } from "../types.js";
 import type { RenderStatus } from "../render/renderer.js";
 import type { EventStream } from "./stream.js";
 import { VERSION } from "../version.js";
@@ -45,7 +45,10 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
         this.set(read());
       },
     });
-  new Gauge({ name: "cdp_build_info", help: "Always 1: the version of cdp serving these metrics", labelNames: ["version"], registers: [registry] }).set({ version: VERSION }, 1);
+  new Gauge({ name: "cdp_build_info", help: "Always 1: the version of cdp serving these metrics", labelNames: ["version"], registers: [registry] }).set(
+    { version: VERSION },
+    1,
+  );
   let lastChange = 0;
   pipeline.table.subscribeAll((event) => void (lastChange = Date.parse(event.time) / 1000));
   gauge("cdp_last_change_timestamp_seconds", "When the last change was applied (Unix time; 0: none since cdp started)", () => lastChange);

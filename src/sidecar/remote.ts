@@ -56,7 +56,10 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
   const follow = async (first: (error?: unknown) => void) => {
     for (let delay = 100; !stopping; delay = Math.min(delay * 2, 5000)) {
       try {
-        const stream = await request(`${base}/v1/events`, { headers: { ...headers, accept: "text/event-stream", "last-event-id": String(heard) }, signal: abort.signal });
+        const stream = await request(`${base}/v1/events`, {
+          headers: { ...headers, accept: "text/event-stream", "last-event-id": String(heard) },
+          signal: abort.signal,
+        });
         connected = true;
         first();
         delay = 100;

@@ -2,7 +2,7 @@
 // until the revision (or the schemas) change.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { decodePathPart, HttpError, matchesEtag } from "./http.js";
-import type { Pipeline } from "../pipeline/start.js";
+import type { Pipeline } from "../types.js";
 import { withoutSecrets, type Schemas } from "../schemas/schemas.js";
 
 /**

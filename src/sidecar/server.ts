@@ -14,7 +14,7 @@ import { historyJson, planRollback, selectHistory } from "../store/history.js";
 import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, readJsonObject, sendError, sendJson, sendPage } from "./http.js";
 import { replayJournal } from "../store/journal.js";
 import { createMetrics } from "./metrics.js";
-import type { Pipeline } from "../pipeline/start.js";
+import type { Pipeline } from "../types.js";
 import { planFiles } from "../pipeline/plan.js";
 import { recentRejections, REJECTS_FILE } from "../store/rejects.js";
 import { ConfigCache } from "./served.js";
@@ -57,7 +57,6 @@ export function parseListen(text: string): { host: string; port: number } {
   if (!match || !Number.isInteger(port) || port > 65535) throw new CdpError("usage", `--http takes HOST:PORT or PORT, got "${text}"`);
   return { host: match[1] || match[2] || "127.0.0.1", port };
 }
-
 
 type Handler = (request: Request) => Promise<void> | void;
 interface Request {
@@ -139,17 +138,38 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     },
     "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
     // "self": the host that answers (the dashboard names it)
-    "/v1/hosts": { method: "GET", scope: "read", handle: async ({ res, pipeline }) => sendJson(res, 200, (await pipeline.hosts()).map((host) => (host.host === pipeline.host ? { ...host, self: true } : host))) },
+    "/v1/hosts": {
+      method: "GET",
+      scope: "read",
+      handle: async ({ res, pipeline }) =>
+        sendJson(
+          res,
+          200,
+          (await pipeline.hosts()).map((host) => (host.host === pipeline.host ? { ...host, self: true } : host)),
+        ),
+    },
     "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
     "/v1/rollouts": [
-      { method: "GET", scope: "read", handle: ({ res, pipeline }) => sendJson(res, 200, pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas))) },
+      {
+        method: "GET",
+        scope: "read",
+        handle: ({ res, pipeline }) =>
+          sendJson(
+            res,
+            200,
+            pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas)),
+          ),
+      },
       { method: "POST", scope: "write", handle: (request) => rolloutRequest(request, options) },
     ],
   };
 
   const { requestTimeoutMs } = options;
   const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs / 4) };
-  const server = createServer({ ...timeouts, keepAliveTimeout: 5_000 }, routeRequests(routes, options, () => pipeline));
+  const server = createServer(
+    { ...timeouts, keepAliveTimeout: 5_000 },
+    routeRequests(routes, options, () => pipeline),
+  );
   // after Node's own 408 for a request begun but not received in time
   guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
   await listenOn(server, host, port, options.listen);
@@ -174,46 +194,50 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 }
 
 /** Find the route, check the method, the origin and the token, then run the handler; errors become answers. */
-function routeRequests(routes: Record<string, Route | Route[]>, options: SidecarOptions, attached: () => Pipeline | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+function routeRequests(
+  routes: Record<string, Route | Route[]>,
+  options: SidecarOptions,
+  attached: () => Pipeline | undefined,
+): (req: IncomingMessage, res: ServerResponse) => void {
   const { log } = options;
   const byPath = new Map(Object.entries(routes).map(([path, route]) => [path, [route].flat()]));
   return (req, res) => {
-  const url = new URL(req.url ?? "/", "http://cdp.invalid");
-  const { pathname } = url;
-  const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname;
-  const candidates = byPath.get(prefix) ?? [];
-  if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
-  const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
-  if (!route) {
-    const methods = candidates.map(({ method }) => method);
-    res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
-    return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
-  }
-  const refusal = foreignRequest(req, !options.tokens);
-  if (refusal) return sendError(res, 403, refusal);
-  if (route.scope && options.tokens) {
-    const scope = options.tokens.scopeOf(req.headers.authorization);
-    if (!scope) {
-      res.setHeader("www-authenticate", 'Bearer realm="cdp"');
-      return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+    const url = new URL(req.url ?? "/", "http://cdp.invalid");
+    const { pathname } = url;
+    const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname;
+    const candidates = byPath.get(prefix) ?? [];
+    if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
+    const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
+    if (!route) {
+      const methods = candidates.map(({ method }) => method);
+      res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
+      return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
     }
-    if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
-  }
-  if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
-  const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
-  const failed = (error: unknown) => {
-    if (error instanceof HttpError) return sendError(res, error.status, error.message);
-    if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
-    log.error({ err: error, path: pathname }, "request failed");
-    if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
-    else res.destroy();
-  };
-  // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
-  try {
-    route.handle({ req, res, url, pipeline: attached()!, rest })?.catch(failed);
-  } catch (error) {
-    failed(error);
-  }
+    const refusal = foreignRequest(req, !options.tokens);
+    if (refusal) return sendError(res, 403, refusal);
+    if (route.scope && options.tokens) {
+      const scope = options.tokens.scopeOf(req.headers.authorization);
+      if (!scope) {
+        res.setHeader("www-authenticate", 'Bearer realm="cdp"');
+        return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+      }
+      if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
+    }
+    if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
+    const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
+    const failed = (error: unknown) => {
+      if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
+      log.error({ err: error, path: pathname }, "request failed");
+      if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
+      else res.destroy();
+    };
+    // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
+    try {
+      route.handle({ req, res, url, pipeline: attached()!, rest })?.catch(failed);
+    } catch (error) {
+      failed(error);
+    }
   };
 }
 
@@ -222,7 +246,8 @@ async function openStream({ req, res, url, pipeline }: Request, stream: EventStr
   const header = req.headers["last-event-id"];
   const given = (Array.isArray(header) ? header.join(",") : header) ?? url.searchParams.get("since") ?? undefined;
   // decimal digits only: Number() would read "0x10" as 16 and "1e3" as 1000
-  if (given !== undefined && given !== "" && !/^\d{1,15}$/.test(given)) throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
+  if (given !== undefined && given !== "" && !/^\d{1,15}$/.test(given))
+    throw new HttpError(400, `Last-Event-ID (or since) must be a revision number, got "${given}"`);
   const since = given === undefined || given === "" ? undefined : Number(given);
   const app = url.searchParams.get("app") ?? undefined;
   const key = url.searchParams.get("key") ?? undefined;
@@ -254,7 +279,11 @@ async function serveHistory({ res, url }: Request, recent: RecentChanges): Promi
 
 /** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */
 async function rollback({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
-  const request = await readJsonObject<{ to: unknown; last: unknown; dryRun: unknown }>(req, options.maxBodyBytes, 'send JSON: {"to": REVISION} or {"last": true}');
+  const request = await readJsonObject<{ to: unknown; last: unknown; dryRun: unknown }>(
+    req,
+    options.maxBodyBytes,
+    'send JSON: {"to": REVISION} or {"last": true}',
+  );
   const state = await replayJournal(pipeline.journalPath, pipeline.schemas, { history: true, validators: pipeline.validators });
   if ((request.to === undefined) === (request.last !== true)) throw new HttpError(400, 'give either "to": REVISION or "last": true');
   const revision = request.last === true ? state.revision - 1 : request.to;
@@ -270,7 +299,15 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
     return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
   }
   const said = whoAndWhy(req, options.tokens);
-  await sendSubmitted(res, pipeline, lines.join("\n"), `http-rollback:${req.socket.remoteAddress ?? "?"}`, options.waitMs, { ...said, reason: said.reason ?? "rollback" }, lines);
+  await sendSubmitted(
+    res,
+    pipeline,
+    lines.join("\n"),
+    `http-rollback:${req.socket.remoteAddress ?? "?"}`,
+    options.waitMs,
+    { ...said, reason: said.reason ?? "rollback" },
+    lines,
+  );
 }
 
 /**
@@ -278,22 +315,44 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
  * or {"action": "abort" | "promote", "id"?: ID, "reason"?: T}; through the inbox, as cdp rollout does.
  */
 async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
-  const usage = 'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
-  const body = await readJsonObject<{ action: unknown; id: unknown; reason: unknown; hosts: unknown; bake: unknown; steps: unknown; every: unknown; lines: unknown }>(req, options.maxBodyBytes, usage);
+  const usage =
+    'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
+  const body = await readJsonObject<{
+    action: unknown;
+    id: unknown;
+    reason: unknown;
+    hosts: unknown;
+    bake: unknown;
+    steps: unknown;
+    every: unknown;
+    lines: unknown;
+  }>(req, options.maxBodyBytes, usage);
   const action = body.action ?? "start";
   const reason = typeof body.reason === "string" ? body.reason : undefined;
   let request: RolloutRequest;
   if (action === "start") {
-    const timing = body.steps === undefined ? { hosts: body.hosts as string[], bakeSeconds: body.bake as number } : { steps: body.steps as number[], everySeconds: body.every as number };
+    const timing =
+      body.steps === undefined
+        ? { hosts: body.hosts as string[], bakeSeconds: body.bake as number }
+        : { steps: body.steps as number[], everySeconds: body.every as number };
     request = { start: { id: newRolloutId(), lines: body.lines as string[], ...timing } };
   } else if (action === "abort" || action === "promote") {
     const baking = pipeline.rollouts().filter((rollout) => rollout.state === "baking" && (body.id === undefined || rollout.id === body.id));
-    if (baking.length !== 1) throw new HttpError(baking.length === 0 ? 404 : 400, baking.length === 0 ? `no rollout${body.id === undefined ? "" : ` ${String(body.id)}`} is in progress` : `${baking.length} rollouts are in progress: say which with "id"`);
+    if (baking.length !== 1)
+      throw new HttpError(
+        baking.length === 0 ? 404 : 400,
+        baking.length === 0
+          ? `no rollout${body.id === undefined ? "" : ` ${String(body.id)}`} is in progress`
+          : `${baking.length} rollouts are in progress: say which with "id"`,
+      );
     const id = baking[0]!.id;
     request = action === "abort" ? { abort: { id, ...(reason ? { reason } : {}) } } : { promote: { id } };
   } else throw new HttpError(400, usage);
   const said = whoAndWhy(req, options.tokens);
-  const { status, lines } = await submitLines(pipeline, rolloutDirective(request), options.waitMs, `http-rollout:${req.socket.remoteAddress ?? "?"}`, { ...said, ...(action === "start" && reason ? { reason } : {}) });
+  const { status, lines } = await submitLines(pipeline, rolloutDirective(request), options.waitMs, `http-rollout:${req.socket.remoteAddress ?? "?"}`, {
+    ...said,
+    ...(action === "start" && reason ? { reason } : {}),
+  });
   const id = "start" in request ? request.start.id : "abort" in request ? request.abort.id : request.promote.id;
   const rollout = pipeline.rollouts().find((known) => known.id === id);
   if (status === "queued") return sendJson(res, 202, { status, id });
@@ -323,7 +382,15 @@ function whoAndWhy(req: IncomingMessage, tokens: Tokens | undefined): { by: stri
   return reason ? { by, reason } : { by };
 }
 
-async function sendSubmitted(res: ServerResponse, pipeline: Pipeline, text: string, from: string, waitMs: number, said: { by: string; reason?: string }, changes?: string[]): Promise<void> {
+async function sendSubmitted(
+  res: ServerResponse,
+  pipeline: Pipeline,
+  text: string,
+  from: string,
+  waitMs: number,
+  said: { by: string; reason?: string },
+  changes?: string[],
+): Promise<void> {
   const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
   const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected" || line.outcome === "taken back") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });

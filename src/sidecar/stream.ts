@@ -8,7 +8,7 @@ import type { HistoryEntry, JournalState } from "../store/journal.js";
 import { replayJournal } from "../store/journal.js";
 import { declaredVersion } from "../schemas/migrations.js";
 import { keysOf, type RolloutStep } from "../fleet/rollouts.js";
-import type { LineOutcome, Pipeline } from "../pipeline/start.js";
+import type { LineOutcome, Pipeline } from "../types.js";
 import { serveRejection } from "../store/rejects.js";
 import { withoutSecrets } from "../schemas/schemas.js";
 import type { ChangeEvent } from "../store/table.js";
@@ -142,7 +142,10 @@ export class EventStream {
     client.res.write(data);
     client.idle = false;
     if (client.res.writableLength > this.#options.maxBufferedBytes) {
-      this.#options.log.warn({ buffered: client.res.writableLength }, "dropping an event-stream client that does not keep up (it catches up when it reconnects)");
+      this.#options.log.warn(
+        { buffered: client.res.writableLength },
+        "dropping an event-stream client that does not keep up (it catches up when it reconnects)",
+      );
       client.res.destroy();
     }
   }
@@ -168,12 +171,26 @@ export class EventStream {
     const { revision, app, key, time, source } = change;
     const schema = this.#pipeline.schemas.get(app);
     const version = schema && declaredVersion(schema);
-    const who = { ...(change.by === undefined ? {} : { by: change.by }), ...(change.reason === undefined ? {} : { reason: change.reason }), ...(version === undefined ? {} : { version }) };
+    const who = {
+      ...(change.by === undefined ? {} : { by: change.by }),
+      ...(change.reason === undefined ? {} : { reason: change.reason }),
+      ...(version === undefined ? {} : { version }),
+    };
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;
     if (!schema || (typeof info === "object" && info.secret)) data = { revision, app, key, secret: true, time, source, ...who };
-    else data = { revision, app, key, value: withoutSecrets(schema, path, change.value), previous: withoutSecrets(schema, path, change.previous), time, source, ...who };
+    else
+      data = {
+        revision,
+        app,
+        key,
+        value: withoutSecrets(schema, path, change.value),
+        previous: withoutSecrets(schema, path, change.previous),
+        time,
+        source,
+        ...who,
+      };
     return { revision, app, key, bytes: Buffer.from(`id: ${revision}\ndata: ${JSON.stringify(data)}\n\n`) };
   }
 

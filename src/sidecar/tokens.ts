@@ -35,10 +35,13 @@ export async function readTokenFile(path: string): Promise<Tokens & { warning?: 
     if (line === "" || line.startsWith("#")) continue;
     const [scope, token, name, ...rest] = line.split(/\s+/);
     const where = `${path}:${index + 1}`;
-    if (scope !== "read" && scope !== "write") throw new CdpError("usage", `${where}: expected "read TOKEN [NAME]" or "write TOKEN [NAME]", got scope "${scope}"`);
-    if (token === undefined || rest.length > 0) throw new CdpError("usage", `${where}: expected "${scope} TOKEN [NAME]" (one token, no spaces, then an optional name)`);
+    if (scope !== "read" && scope !== "write")
+      throw new CdpError("usage", `${where}: expected "read TOKEN [NAME]" or "write TOKEN [NAME]", got scope "${scope}"`);
+    if (token === undefined || rest.length > 0)
+      throw new CdpError("usage", `${where}: expected "${scope} TOKEN [NAME]" (one token, no spaces, then an optional name)`);
     if (token.length < MIN_LENGTH) throw new CdpError("usage", `${where}: a token must have at least ${MIN_LENGTH} characters`);
-    if (name !== undefined && !/^[\w.@-]{1,64}$/.test(name)) throw new CdpError("usage", `${where}: a token's name is letters, digits, '_', '.', '@' or '-', at most 64, got "${name}"`);
+    if (name !== undefined && !/^[\w.@-]{1,64}$/.test(name))
+      throw new CdpError("usage", `${where}: a token's name is letters, digits, '_', '.', '@' or '-', at most 64, got "${name}"`);
     entries.push({ digest: digest(token), scope, name: name ?? `token-${index + 1}` });
   }
   if (entries.length === 0) throw new CdpError("usage", `the token file ${path} holds no token`);

@@ -6,7 +6,7 @@ import { open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
-import type { Files } from "../pipeline/commit.js";
+import type { Files } from "./durable.js";
 import { DurableFile, StorageFault, syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { replayJournal, type HistoryEntry, type JournalState, type ReplayOptions } from "./journal.js";
 import { CdpError } from "../errors.js";
@@ -109,7 +109,12 @@ export class Compactor {
  * once into one state (and the last `keep` changes), the file written in chunks, and the check
  * replays it once that state is let go; its time is linear in the journal.
  */
-export async function compactJournal(path: string, schemas: Schemas, keep: number, options: Pick<ReplayOptions, "validators" | "upTo"> = {}): Promise<Compacted> {
+export async function compactJournal(
+  path: string,
+  schemas: Schemas,
+  keep: number,
+  options: Pick<ReplayOptions, "validators" | "upTo"> = {},
+): Promise<Compacted> {
   // the replayed state is used up by the writing, and let go before the check replays the file
   const written = await writeCompacted(path, await replayJournal(path, schemas, { ...options, history: true, historyLast: keep }), schemas, keep);
   await checkCompacted(path, written, schemas);
@@ -133,7 +138,9 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
   for (const [app, schema] of schemas) {
     const installed = state.versions.get(app);
     if (installed && installed.version !== schema.version) {
-      const fix = installed.vetoed ? `moving to version ${schema.version} was vetoed: put the file of version ${installed.version} back, then compact` : "start cdp watch once to migrate, then compact";
+      const fix = installed.vetoed
+        ? `moving to version ${schema.version} was vetoed: put the file of version ${installed.version} back, then compact`
+        : "start cdp watch once to migrate, then compact";
       throw new CdpError("usage", `${app}'s schema file is version ${schema.version} but the journal is at version ${installed.version}: ${fix}`);
     }
   }
@@ -147,7 +154,12 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
 
   const time = new Date().toISOString();
   // the versions in force and every step known come first: the way back outlives compaction
-  const entries = Object.fromEntries([...state.versions].map(([app, { version, source, steps, vetoed }]) => [app, { version, schema: source, steps: Object.fromEntries(steps), ...(vetoed ? { vetoed } : {}) }]));
+  const entries = Object.fromEntries(
+    [...state.versions].map(([app, { version, source, steps, vetoed }]) => [
+      app,
+      { version, schema: source, steps: Object.fromEntries(steps), ...(vetoed ? { vetoed } : {}) },
+    ]),
+  );
   const temporary = `${path}.compacting`;
   const file = await open(temporary, "w", 0o600);
   let size = 0;

@@ -31,9 +31,15 @@ export async function initDataDir(dir: string, schemas: string): Promise<"create
       if (recorded.schemas === undefined) await writeSettings(dir, { ...recorded, schemas });
       return "unchanged";
     }
-    throw new CdpError("usage", `${dir} is already initialised with the schemas ${recorded.schemas}; to use ${schemas}, edit ${join(dir, SETTINGS_FILE)} or pass --schemas to each command`);
+    throw new CdpError(
+      "usage",
+      `${dir} is already initialised with the schemas ${recorded.schemas}; to use ${schemas}, edit ${join(dir, SETTINGS_FILE)} or pass --schemas to each command`,
+    );
   }
-  const existed = await stat(dir).then((info) => info.isDirectory(), () => false);
+  const existed = await stat(dir).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
   } catch (error) {
@@ -61,7 +67,10 @@ export async function openDataDir(dir: string, log?: Pick<Logger, "info">): Prom
     log?.info({ dir }, `adopted ${dir}, written by an earlier cdp: marked it as a data directory (${SETTINGS_FILE})`);
     return settings;
   }
-  throw new CdpError("usage", `${dir} is not an initialised cdp data directory (no ${SETTINGS_FILE}): if it is new, ${fix}; if it should hold cdp's data, is the volume mounted?`);
+  throw new CdpError(
+    "usage",
+    `${dir} is not an initialised cdp data directory (no ${SETTINGS_FILE}): if it is new, ${fix}; if it should hold cdp's data, is the volume mounted?`,
+  );
 }
 
 /** Whether `dir` is an initialised data directory (it has its settings file). */
@@ -103,7 +112,10 @@ async function writeSettings(dir: string, settings: DataDirSettings): Promise<vo
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -112,7 +124,10 @@ async function exists(path: string): Promise<boolean> {
  * writable data directory). A group-writable cdp.new is how operators are let in: no warning.
  */
 export async function warnIfOthersCanWrite(dir: string, log: Logger): Promise<void> {
-  for (const [path, mask, who] of [[dir, 0o022, "group or others"], [join(dir, INBOX_FILE), 0o002, "anyone"]] as const) {
+  for (const [path, mask, who] of [
+    [dir, 0o022, "group or others"],
+    [join(dir, INBOX_FILE), 0o002, "anyone"],
+  ] as const) {
     const info = await stat(path).catch(() => undefined);
     if (info && (info.mode & mask) !== 0) {
       const mode = (info.mode & 0o777).toString(8);

@@ -49,6 +49,12 @@ export async function takeDirectoryOwner(handle: FileHandle, dir: string): Promi
 }
 
 /** An append-only file of cdp's own, created with mode 0600. */
+/** The data directory's two append-only files, as the pipeline writes them. */
+export interface Files {
+  journal: DurableFile;
+  rejects: DurableFile;
+}
+
 export class DurableFile {
   private constructor(
     readonly path: string,
@@ -173,7 +179,11 @@ export async function lockDataDir(dir: string, what: string, taken?: (message: s
       throw new CdpError("busy", `${dir} is in use by another cdp (pid ${owner}): stop it before you ${what}`);
     }
     await rm(path, { force: true }); // left by a process that is gone
-    taken?.(owner > 0 ? `took over the lock of ${dir} from pid ${owner}, which is gone (stopped without releasing it, e.g. kill -9)` : `took over a damaged lock of ${dir}`);
+    taken?.(
+      owner > 0
+        ? `took over the lock of ${dir} from pid ${owner}, which is gone (stopped without releasing it, e.g. kill -9)`
+        : `took over a damaged lock of ${dir}`,
+    );
   }
   throw new CdpError("busy", `cannot lock ${dir}: another cdp is starting there`);
 }

@@ -13,7 +13,13 @@ export function selectHistory(history: readonly HistoryEntry[], selector: string
   const [app, ...path] = selector?.split(".") ?? [];
   const key = path.join(".");
   const related = (entry: HistoryEntry) =>
-    (app === undefined || entry.app === app) && (key === "" || entry.migration !== undefined || entry.step !== undefined || entry.key === key || entry.key.startsWith(`${key}.`) || key.startsWith(`${entry.key}.`));
+    (app === undefined || entry.app === app) &&
+    (key === "" ||
+      entry.migration !== undefined ||
+      entry.step !== undefined ||
+      entry.key === key ||
+      entry.key.startsWith(`${key}.`) ||
+      key.startsWith(`${entry.key}.`));
   const selected: HistoryEntry[] = [];
   for (let i = history.length - 1; i >= 0 && selected.length < limit; i--) if (related(history[i]!)) selected.push(history[i]!);
   return selected;
@@ -72,7 +78,8 @@ export function rollbackLines(state: JournalState, schemas: Schemas, revision: n
 export function configsAt(state: JournalState, schemas: Schemas, revision: number): Map<string, AppConfig> {
   if (revision < 0 && state.revision === 0) throw new CdpError("usage", "nothing to undo: no change has been applied yet");
   if (revision < 0 || revision > state.revision) throw new CdpError("usage", `there is no revision ${revision} (the latest is ${state.revision})`);
-  if (revision < state.historyFrom) throw new CdpError("refused", `the history before revision ${state.historyFrom} was compacted away: cdp cannot go back that far`);
+  if (revision < state.historyFrom)
+    throw new CdpError("refused", `the history before revision ${state.historyFrom} was compacted away: cdp cannot go back that far`);
   const target = new Map(state.apps);
   const shapes = new Map<string, number>(); // apps taken back across a migration: the version their target is in
   for (const entry of state.history.slice().reverse()) {
@@ -80,7 +87,10 @@ export function configsAt(state: JournalState, schemas: Schemas, revision: numbe
     if (entry.step) continue; // a rollout's step that changed nothing here
     if (entry.migration) {
       const { from, to } = entry.migration;
-      target.set(entry.app, moveShape(state, schemas, entry.app, target.get(entry.app)!, to, from, `the migration of ${entry.app} (${from} → ${to}) at revision ${entry.revision}`));
+      target.set(
+        entry.app,
+        moveShape(state, schemas, entry.app, target.get(entry.app)!, to, from, `the migration of ${entry.app} (${from} → ${to}) at revision ${entry.revision}`),
+      );
       shapes.set(entry.app, from);
       continue;
     }
@@ -89,7 +99,8 @@ export function configsAt(state: JournalState, schemas: Schemas, revision: numbe
     target.set(entry.app, setIn(target.get(entry.app) ?? {}, path, previous));
   }
   // the state then, in today's shape
-  for (const [app, version] of shapes) target.set(app, moveShape(state, schemas, app, target.get(app)!, version, schemas.get(app)!.version, `${app}'s migrations since revision ${revision}`));
+  for (const [app, version] of shapes)
+    target.set(app, moveShape(state, schemas, app, target.get(app)!, version, schemas.get(app)!.version, `${app}'s migrations since revision ${revision}`));
   return target;
 }
 

@@ -33,7 +33,6 @@ export class InstalledSchemas {
   readonly #files: Schemas;
   readonly versions = new Map<string, InstalledVersion>();
 
-
   /** The schemas the journal's first lines were written under: each app's first record says which. */
   static async read(path: string, files: Schemas, inForce?: Schemas): Promise<InstalledSchemas> {
     return new InstalledSchemas(files, await firstEntries(path), inForce);
@@ -94,7 +93,14 @@ export class InstalledSchemas {
  * `validators`, by the app's code too (replay leaves them out: the code checks its own version);
  * throws the reason.
  */
-export function migrateChecked(app: string, config: AppConfig, from: number, schema: AppSchema, steps: ReadonlyMap<number, Step>, validators?: readonly AppValidator[]): AppConfig {
+export function migrateChecked(
+  app: string,
+  config: AppConfig,
+  from: number,
+  schema: AppSchema,
+  steps: ReadonlyMap<number, Step>,
+  validators?: readonly AppValidator[],
+): AppConfig {
   const moves = movesBetween(app, from, schema.version, steps);
   if (typeof moves === "string") throw new Error(moves);
   const result = migrateConfig(app, config, moves);
@@ -104,7 +110,9 @@ export function migrateChecked(app: string, config: AppConfig, from: number, sch
     const to = schema.version;
     const taken = Array.from({ length: Math.abs(to - from) }, (_, i) => `"${to > from ? from + i + 1 : from - i}"`).join(", ");
     const stray = error.keyword === "additionalProperties" ? ` (version ${to} has no such key: a step must move or remove it)` : "";
-    throw new Error(`${app} ${from} → ${to}: after step${to - from === 1 || from - to === 1 ? "" : "s"} ${taken} (${to > from ? "up" : "down"}), the config does not hold: ${describeSchemaError(schema, error, result.config)}${stray}`);
+    throw new Error(
+      `${app} ${from} → ${to}: after step${to - from === 1 || from - to === 1 ? "" : "s"} ${taken} (${to > from ? "up" : "down"}), the config does not hold: ${describeSchemaError(schema, error, result.config)}${stray}`,
+    );
   }
   const refusal = validators && runValidators(schema, validators, result.config);
   if (refusal) throw new Error(`${app} ${from} → ${schema.version}: ${refusal}`);

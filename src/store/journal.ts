@@ -1,7 +1,7 @@
 // Stage 5a: the journal `cdp`: the persisted configuration, replayed at start, appended durably.
 // What its records look like is records.ts; its compaction, compactor.ts.
 import { createReadStream } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { InboxPosition } from "../inbox/inbox.js";
 import { CdpError } from "../errors.js";
@@ -16,7 +16,19 @@ import { freezeDeep, getIn, setInPlace, type AppConfig } from "../lines/values.j
 
 export const JOURNAL_FILE = "cdp";
 
-export { changeRecord, divergedRecord, encodeChange, markerRecord, positionRecord, readMeta, schemaRecord, upgradeRecord, vetoRecord, type Commit, type SchemaEntries } from "./records.js";
+export {
+  changeRecord,
+  divergedRecord,
+  encodeChange,
+  markerRecord,
+  positionRecord,
+  readMeta,
+  schemaRecord,
+  upgradeRecord,
+  vetoRecord,
+  type Commit,
+  type SchemaEntries,
+} from "./records.js";
 
 /** Where processing stands once the journal is read: the table's state and the inbox cursor. */
 export interface JournalState {
@@ -82,7 +94,6 @@ export interface HistoryEntry {
   step?: { rollout: string; step: string };
 }
 
-
 /** Read and check the journal from the top. A line that does not hold stops start-up with file:line and why. */
 export async function replayJournal(path: string, schemas: Schemas, options: ReplayOptions = {}): Promise<JournalState> {
   const replay = new Replay(path, await InstalledSchemas.read(path, schemas, options.inForce), schemas, options);
@@ -143,15 +154,33 @@ class Replay {
   constructor(path: string, installed: InstalledSchemas, schemas: Schemas, options: ReplayOptions) {
     [this.#path, this.#installed, this.#schemas, this.#options] = [path, installed, schemas, options];
     const apps = new Map([...schemas.keys()].map((app) => [app, structuredClone(installed.schemaOf(app)!.defaults)]));
-    this.state = { apps, revision: 0, seq: 0, position: undefined, length: 0, torn: undefined, unterminated: false, history: [], historyFrom: 0, records: 0, versions: installed.versions };
+    this.state = {
+      apps,
+      revision: 0,
+      seq: 0,
+      position: undefined,
+      length: 0,
+      torn: undefined,
+      unterminated: false,
+      history: [],
+      historyFrom: 0,
+      records: 0,
+      versions: installed.versions,
+    };
   }
 
   line(raw: string, number: number): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    if (line.charCodeAt(0) === 0x23) return this.#comment(line, number); // "#": most of a journal's lines
+    if (line.charCodeAt(0) === 0x23) {
+      this.#comment(line, number); // "#": most of a journal's lines
+      return;
+    }
     const parsed = parseLine(line);
     if (parsed.kind === "blank") return;
-    if (parsed.kind === "comment") return this.#comment(line, number);
+    if (parsed.kind === "comment") {
+      this.#comment(line, number);
+      return;
+    }
     if (parsed.kind === "error") throw this.#fail(number, parsed.message);
     this.#change(parsed, line, number);
   }
@@ -170,7 +199,10 @@ class Replay {
       return;
     }
     const taken = readSchemaRecord(line);
-    if (taken) return this.#schemasTaken(taken, line, number);
+    if (taken) {
+      this.#schemasTaken(taken, line, number);
+      return;
+    }
     const meta = readMeta(line);
     if (meta.seq === undefined) return; // an operator's comment
     [this.#meta, this.#metaText] = [meta, line];
@@ -205,7 +237,18 @@ class Replay {
   #marked(meta: Meta, line: string): void {
     const [kind, rollout, step, app] = meta.marker!.split(":");
     if (!this.#options.history || kind !== "rollout" || !rollout || !step || !app) return;
-    const entry: HistoryEntry = { revision: meta.rev!, time: meta.time, source: meta.source ?? "", app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, step: { rollout, step } };
+    const entry: HistoryEntry = {
+      revision: meta.rev!,
+      time: meta.time,
+      source: meta.source ?? "",
+      app,
+      key: "",
+      value: undefined,
+      previous: undefined,
+      secret: false,
+      record: `${line}\n`,
+      step: { rollout, step },
+    };
     this.state.history.push(meta.reason === undefined ? entry : { ...entry, reason: meta.reason });
   }
 
@@ -222,7 +265,19 @@ class Replay {
     this.state.revision = taken.rev;
     if (!this.#options.history) return;
     for (const { app, from, to } of migrated) {
-      this.state.history.push({ revision: taken.rev, time: taken.time, source: taken.source, app, key: "", value: undefined, previous: undefined, secret: false, record: `${line}\n`, migration: { from, to }, ...(taken.reason === undefined ? {} : { reason: taken.reason }) });
+      this.state.history.push({
+        revision: taken.rev,
+        time: taken.time,
+        source: taken.source,
+        app,
+        key: "",
+        value: undefined,
+        previous: undefined,
+        secret: false,
+        record: `${line}\n`,
+        migration: { from, to },
+        ...(taken.reason === undefined ? {} : { reason: taken.reason }),
+      });
     }
   }
 
@@ -248,7 +303,14 @@ class Replay {
       const { time, source, reason, by } = meta;
       const record = `${this.#metaText && meta.rev !== undefined ? `${this.#metaText}\n` : ""}${line}\n`;
       const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
-      state.history.push({ ...entry, time, source: source ?? `${JOURNAL_FILE}:${number}`, record, ...(reason === undefined ? {} : { reason }), ...(by === undefined ? {} : { by }) });
+      state.history.push({
+        ...entry,
+        time,
+        source: source ?? `${JOURNAL_FILE}:${number}`,
+        record,
+        ...(reason === undefined ? {} : { reason }),
+        ...(by === undefined ? {} : { by }),
+      });
       const last = this.#options.historyLast;
       if (last !== undefined && state.history.length >= 2 * last + 64) state.history.splice(0, state.history.length - last);
     }
@@ -280,7 +342,7 @@ class Replay {
  * beside the pipeline holds it up for one chunk at a time (64 KiB: about 4 ms).
  */
 async function readLines(path: string, upTo: number | undefined, take: (lines: string[]) => void): Promise<{ tail: string; size: number }> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(path, "r");
   } catch (error) {
@@ -294,7 +356,11 @@ async function readLines(path: string, upTo: number | undefined, take: (lines: s
     // the bytes after the last newline read so far: decoded with the rest of their line (a newline never splits a UTF-8 sequence)
     let carry: Buffer = Buffer.alloc(0);
     let size = 0;
-    for (let read = (await handle.read(buffer, 0, want(0), null)).bytesRead; read > 0; read = size >= limit ? 0 : (await handle.read(buffer, 0, want(size), null)).bytesRead) {
+    for (
+      let read = (await handle.read(buffer, 0, want(0), null)).bytesRead;
+      read > 0;
+      read = size >= limit ? 0 : (await handle.read(buffer, 0, want(size), null)).bytesRead
+    ) {
       size += read;
       const chunk = buffer.subarray(0, read);
       const last = chunk.lastIndexOf(0x0a);
@@ -330,8 +396,7 @@ export async function openJournal(path: string, state: JournalState): Promise<Du
     await copy.appendDurably(`# cut from ${path} at byte ${state.length} on ${new Date().toISOString()}\n${state.torn}\n`);
     await copy.close();
     await file.truncateDurably(state.length);
-  }
-  else if (state.unterminated) await file.appendDurably("\n");
+  } else if (state.unterminated) await file.appendDurably("\n");
   return file;
 }
 
@@ -359,12 +424,19 @@ export async function truncateJournalBefore(path: string, line: number): Promise
 }
 
 /** The journal, replayed and checked at start: where processing stands. A fleet host drops what its schemas refused before. */
-export async function replayForStart(journalPath: string, schemas: Schemas, options: { validators: ReadonlyMap<string, readonly AppValidator[]>; fleet: boolean; log: Logger }): Promise<JournalState> {
+export async function replayForStart(
+  journalPath: string,
+  schemas: Schemas,
+  options: { validators: ReadonlyMap<string, readonly AppValidator[]>; fleet: boolean; log: Logger },
+): Promise<JournalState> {
   const { log, validators } = options;
   let state = await replayJournal(journalPath, schemas, { validators });
   if (options.fleet && state.divergedFrom) {
     // the schemas may take them now (a rolling upgrade reached this host): read them again from the fleet
-    log.warn({ revision: state.divergedFrom.revision }, "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas");
+    log.warn(
+      { revision: state.divergedFrom.revision },
+      "this host refused fleet changes from this revision on: reading them again from the fleet's log under the current schemas",
+    );
     await truncateJournalBefore(journalPath, state.divergedFrom.line);
     state = await replayJournal(journalPath, schemas, { validators });
   }

@@ -134,14 +134,20 @@ export type SchemaEntries = Record<string, SchemaEntry>;
 const SCHEMA_RECORD = /^# (?:rev=(\d+) )?seq=(\d+) time=(\S+) source=(\S+)(?: reason: (.*?))? schemas: (\{.*\})$/;
 
 /** Schemas taken (and apps migrated): a revision of its own when effective values change. */
-export function schemaRecord(commit: { seq: number; time: string; source: string; reason?: string }, revision: number | undefined, entries: SchemaEntries): string {
+export function schemaRecord(
+  commit: { seq: number; time: string; source: string; reason?: string },
+  revision: number | undefined,
+  entries: SchemaEntries,
+): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
   const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ").replaceAll(" schemas: {", " schemas {")}`;
   return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source.replace(/\s/g, "_")}${reason} schemas: ${JSON.stringify(entries)}\n`;
 }
 
 /** A schema record's fields, or undefined for any other line. */
-export function readSchemaRecord(line: string): { rev?: number; seq: number; time: string; source: string; reason?: string; entries: SchemaEntries } | undefined {
+export function readSchemaRecord(
+  line: string,
+): { rev?: number; seq: number; time: string; source: string; reason?: string; entries: SchemaEntries } | undefined {
   const match = line.includes(" schemas: {") ? SCHEMA_RECORD.exec(line) : null;
   if (!match) return undefined;
   const [, rev, seq, time, source, reason, json] = match;
@@ -151,7 +157,14 @@ export function readSchemaRecord(line: string): { rev?: number; seq: number; tim
   } catch {
     return undefined;
   }
-  return { ...(rev === undefined ? {} : { rev: Number(rev) }), seq: Number(seq), time: time!, source: source!, ...(reason === undefined ? {} : { reason }), entries };
+  return {
+    ...(rev === undefined ? {} : { rev: Number(rev) }),
+    seq: Number(seq),
+    time: time!,
+    source: source!,
+    ...(reason === undefined ? {} : { reason }),
+    entries,
+  };
 }
 
 /** A change that takes a key back (a render target's service refused the configuration): the reason, and the line. */

@@ -2,7 +2,7 @@
 //   # seq=41 time=2026-11-24T01:13:36.125Z source=cdp.new:13 reason: ticker.interval must be > 200, got 100
 //   ticker:interval:100
 import { createReadStream } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import { DurableFile } from "./durable.js";
 import { parseLine } from "../lines/parse.js";
 import type { Schemas } from "../schemas/schemas.js";
@@ -109,7 +109,7 @@ function setsSecret(text: string, schemas: Schemas): boolean {
 
 /** The last `limit` rejections recorded in `cdp.rej`, newest first (read from its end). */
 export async function recentRejections(path: string, schemas: Schemas, limit: number): Promise<ServedRejection[]> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(path, "r");
   } catch (error) {

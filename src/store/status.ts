@@ -27,7 +27,10 @@ export const WATCHER_FILE = "cdp.watcher";
 
 /** What the running watcher said of itself, if one runs and said it. */
 export async function readWatcherInfo(dir: string): Promise<WatcherInfo | undefined> {
-  return readFile(join(dir, WATCHER_FILE), "utf8").then((text) => JSON.parse(text) as WatcherInfo, () => undefined);
+  return readFile(join(dir, WATCHER_FILE), "utf8").then(
+    (text) => JSON.parse(text) as WatcherInfo,
+    () => undefined,
+  );
 }
 
 export async function announceWatcher(dir: string, info: WatcherInfo): Promise<() => Promise<void>> {
@@ -60,7 +63,13 @@ export async function readStatus(dir: string, schemaDir: string): Promise<Status
     const text = texts.get(`${app}.schema.json`) ?? "";
     const version = (JSON.parse(text) as { "x-cdp-version"?: unknown })["x-cdp-version"];
     const inForce = state.versions.get(app)?.version;
-    return { app, file, version: typeof version === "number" ? version : null, ...(inForce === undefined ? {} : { inForce }), sha256: createHash("sha256").update(text).digest("hex").slice(0, 12) };
+    return {
+      app,
+      file,
+      version: typeof version === "number" ? version : null,
+      ...(inForce === undefined ? {} : { inForce }),
+      sha256: createHash("sha256").update(text).digest("hex").slice(0, 12),
+    };
   });
   return {
     dir,

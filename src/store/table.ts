@@ -79,7 +79,7 @@ export interface Snapshot {
 const ALL = "*";
 type Events = Record<string, (event: ChangeEvent) => void>;
 
-const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
+const hasOwn = (object: object, key: string) => Object.hasOwn(object, key);
 const EMPTY: AppConfig = Object.freeze({});
 
 export class ConfigTable implements LiveConfig, Configs {
@@ -218,7 +218,13 @@ export class ConfigTable implements LiveConfig, Configs {
    * Replace apps' whole configs at one revision (a schema upgrade that changed effective values,
    * a new default say): every key whose value changed is announced. Apps not given are dropped.
    */
-  applyAll(apps: ReadonlyMap<string, AppConfig>, revision: number, source: string, time: string, said: { reason?: string; veto?: (reason: string) => boolean } = {}): void {
+  applyAll(
+    apps: ReadonlyMap<string, AppConfig>,
+    revision: number,
+    source: string,
+    time: string,
+    said: { reason?: string; veto?: (reason: string) => boolean } = {},
+  ): void {
     if (revision < this.#revision) throw new Error(`revision ${revision} applied after ${this.#revision}: changes must come in order`);
     const before = new Map([...this.#apps.keys()].map((app) => [app, this.config(app)]));
     this.#replace(apps);
