@@ -1,8 +1,9 @@
 // What the suite needs beyond Node, checked once before any test runs: etcd (fleet tests),
 // Chromium (the dashboard), logrotate (the inbox under rotation), openssl (etcd's TLS test),
 // promtool (the metrics' linter, from prometheus), supervisord (the example service file), nginx
-// and curl (render targets and their health checks). As root, missing Debian packages are installed here;
-// otherwise the suite stops at once, naming the one command to run — never a cascade of timeouts.
+// and curl (render targets and their health checks). They run as root, and missing Debian packages are
+// installed here; as another user the suite stops at once, pointing at the unit tier — never a
+// cascade of timeouts.
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
@@ -20,14 +21,18 @@ const NEEDED = [
 ];
 
 export default function setup(): void {
+  if (process.getuid?.() !== 0) {
+    // a cascade of EPERMs and timeouts otherwise: they mount file systems, set immutable flags,
+    // lower the inotify limit and run cdp as other users
+    throw new Error(
+      "the system tests need root (they mount file systems, chattr files and switch users): run npm test as root in a VM or a container, as CI does.\nAs another user, npm run test:unit runs the unit tier: no root, no Debian package, no etcd.",
+    );
+  }
   const missing = NEEDED.filter(({ program }) => !existsSync(program)).map(({ pkg }) => pkg);
   if (missing.length === 0) return;
   const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
-  if (process.getuid?.() !== 0 || !existsSync("/usr/bin/apt-get")) {
-    throw new Error(
-      `the test suite needs Debian packages that are not installed: ${missing.join(", ")}.\nRun as root: ${command}\n(or run npm test as root, which installs them)`,
-    );
-  }
+  if (!existsSync("/usr/bin/apt-get"))
+    throw new Error(`the system tests need Debian packages that are not installed (and there is no apt-get here): ${missing.join(", ")}`);
   process.stderr.write(`test set-up: installing ${missing.join(", ")} from Debian (apt-get, as root)\n`);
   // RUNLEVEL=1: the packages' scripts do not start their services (nginx would take port 80)
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive", RUNLEVEL: "1" };

@@ -232,3 +232,24 @@ export function logOutcomes(batch: InboxBatch, judged: JudgedBatch, log: Logger,
     else log.info(fields, "batch applied");
   }
 }
+
+/** A batch's lines in parts of at most `maxLines` lines and `maxBytes` bytes (a longer line alone). */
+export function partsOf(lines: InboxLine[], { maxLines, maxBytes }: { maxLines: number; maxBytes: number }): InboxLine[][] {
+  if (lines.length <= maxLines && maxBytes === Infinity) return [lines];
+  const parts: InboxLine[][] = [];
+  let [part, bytes]: [InboxLine[], number] = [[], 0];
+  let previousEnd = Infinity;
+  for (const line of lines) {
+    // a line's bytes are where it ends less where the line before it ended (at most: a newline more)
+    const size = line.end > previousEnd ? line.end - previousEnd : Buffer.byteLength(line.text);
+    previousEnd = line.end;
+    if (part.length > 0 && (part.length === maxLines || bytes + size > maxBytes)) {
+      parts.push(part);
+      [part, bytes] = [[], 0];
+    }
+    part.push(line);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
+}

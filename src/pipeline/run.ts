@@ -5,12 +5,12 @@ import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
-import { judgeBatch, logOutcomes, type JudgedBatch } from "./batch.js";
+import { judgeBatch, logOutcomes, partsOf, type JudgedBatch } from "./batch.js";
 import { journalCommit, openFleetCommit, type CommitPoint } from "./commit.js";
 import { Compactor } from "../store/compactor.js";
 import type { DurableFile, Files } from "../store/durable.js";
 import { HeldWrites } from "../store/held.js";
-import { Inbox, type InboxBatch, type InboxLine, type InboxPosition } from "../inbox/inbox.js";
+import { Inbox, type InboxBatch, type InboxPosition } from "../inbox/inbox.js";
 import { replayJournal, type JournalState } from "../store/journal.js";
 import { configsAt } from "../store/history.js";
 import type { FleetMember } from "../fleet/member.js";
@@ -518,25 +518,4 @@ export class Run implements Pipeline {
     await this.#inbox?.close();
     await this.#stopped;
   }
-}
-
-/** A batch's lines in parts of at most `maxLines` lines and `maxBytes` bytes (a longer line alone). */
-function partsOf(lines: InboxLine[], { maxLines, maxBytes }: { maxLines: number; maxBytes: number }): InboxLine[][] {
-  if (lines.length <= maxLines && maxBytes === Infinity) return [lines];
-  const parts: InboxLine[][] = [];
-  let [part, bytes]: [InboxLine[], number] = [[], 0];
-  let previousEnd = Infinity;
-  for (const line of lines) {
-    // a line's bytes are where it ends less where the line before it ended (at most: a newline more)
-    const size = line.end > previousEnd ? line.end - previousEnd : Buffer.byteLength(line.text);
-    previousEnd = line.end;
-    if (part.length > 0 && (part.length === maxLines || bytes + size > maxBytes)) {
-      parts.push(part);
-      [part, bytes] = [[], 0];
-    }
-    part.push(line);
-    bytes += size;
-  }
-  if (part.length > 0) parts.push(part);
-  return parts;
 }

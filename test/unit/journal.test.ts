@@ -1,12 +1,12 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { changeRecord, encodeChange, markerRecord, openJournal, positionRecord, replayJournal } from "../src/store/journal.js";
-import { parseLine } from "../src/lines/parse.js";
-import { openRejects, rejectionRecord } from "../src/store/rejects.js";
-import { loadSchemas, type KeyInfo, type Schemas } from "../src/schemas/schemas.js";
-import { decodeValue } from "../src/schemas/validate.js";
-import { SCHEMAS, tempDir } from "./helpers.js";
+import { changeRecord, encodeChange, markerRecord, openJournal, positionRecord, replayJournal } from "../../src/store/journal.js";
+import { parseLine } from "../../src/lines/parse.js";
+import { openRejects, rejectionRecord } from "../../src/store/rejects.js";
+import { loadSchemas, type KeyInfo, type Schemas } from "../../src/schemas/schemas.js";
+import { decodeValue } from "../../src/schemas/validate.js";
+import { SCHEMAS, tempDir } from "../helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {

@@ -2,7 +2,7 @@
 // before; reading them back must give every field exactly, whatever the records.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { packCommit, unpackCommit, type FleetRecord } from "../src/fleet/log.js";
+import { packCommit, unpackCommit, type FleetRecord } from "../../src/fleet/log.js";
 
 const position = fc.record(
   {

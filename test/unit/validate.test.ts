@@ -2,11 +2,11 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseLine } from "../src/lines/parse.js";
-import { loadSchemas, type Schemas } from "../src/schemas/schemas.js";
-import { validateChange, type AppValidator, type ParsedChange } from "../src/schemas/validate.js";
-import { configsOf, type AppConfig } from "../src/lines/values.js";
-import { SCHEMAS, dataDir } from "./helpers.js";
+import { parseLine } from "../../src/lines/parse.js";
+import { loadSchemas, type Schemas } from "../../src/schemas/schemas.js";
+import { validateChange, type AppValidator, type ParsedChange } from "../../src/schemas/validate.js";
+import { configsOf, type AppConfig } from "../../src/lines/values.js";
+import { SCHEMAS, dataDir } from "../helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {
@@ -209,8 +209,8 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   );
 
   it("gives the verdicts, reasons and values the whole-config check gives, on random schemas and changes", async () => {
-    const { compileAppSchema } = await import("../src/schemas/schemas.js");
-    const { PendingConfigs } = await import("../src/lines/values.js");
+    const { compileAppSchema } = await import("../../src/schemas/schemas.js");
+    const { PendingConfigs } = await import("../../src/lines/values.js");
     let byEntry = 0;
     fc.assert(
       fc.property(schema, fc.array(fc.tuple(keys, values), { minLength: 1, maxLength: 8 }), (source, lines) => {
@@ -236,7 +236,7 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   });
 
   it("keeps a secret out of the reason when it checks one key alone", async () => {
-    const { compileAppSchema } = await import("../src/schemas/schemas.js");
+    const { compileAppSchema } = await import("../../src/schemas/schemas.js");
     const app = compileAppSchema("a", "a.schema.json", {
       type: "object",
       properties: {
@@ -262,7 +262,7 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
   });
 
   it("is not used where a rule spans keys or reaches outside the key", async () => {
-    const { compileAppSchema } = await import("../src/schemas/schemas.js");
+    const { compileAppSchema } = await import("../../src/schemas/schemas.js");
     const spanning = [
       { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, dependentRequired: { a: ["b"] } },
       { type: "object", properties: { a: { type: "integer" } }, maxProperties: 3 },

@@ -1,11 +1,11 @@
 // Judging a batch is a function of its inputs: lines, the table's state and the schemas in, the
 // records to write and the changes to announce out. No files, no processes.
 import { beforeAll, describe, expect, it } from "vitest";
-import { judgeBatch, type BatchContext } from "../src/pipeline/batch.js";
-import { toInboxLine, type InboxBatch } from "../src/inbox/inbox.js";
-import { compileAppSchema, loadSchemas, type Schemas } from "../src/schemas/schemas.js";
-import { configsOf, type AppConfig } from "../src/lines/values.js";
-import { SCHEMAS } from "./helpers.js";
+import { judgeBatch, type BatchContext } from "../../src/pipeline/batch.js";
+import { toInboxLine, type InboxBatch } from "../../src/inbox/inbox.js";
+import { compileAppSchema, loadSchemas, type Schemas } from "../../src/schemas/schemas.js";
+import { configsOf, type AppConfig } from "../../src/lines/values.js";
+import { SCHEMAS } from "../helpers.js";
 
 let schemas: Schemas;
 beforeAll(async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigTable, type ChangeEvent } from "../src/store/table.js";
-import { capturedLogger } from "./helpers.js";
+import { ConfigTable, type ChangeEvent } from "../../src/store/table.js";
+import { capturedLogger } from "../helpers.js";
 
 function table() {
   const { logger: log, lines } = capturedLogger();

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseLine, parseWithGrammar } from "../src/lines/parse.js";
+import { parseLine, parseWithGrammar } from "../../src/lines/parse.js";
 
 describe("the line grammar", () => {
   it.each([
