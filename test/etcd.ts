@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startEtcdCluster, type EtcdCluster } from "../bench/etcd.js";
-import { afterThisTest, tempDir } from "./helpers.js";
+import { afterThisTest, type Running, startWatch, tempDir } from "./helpers.js";
 
 export { compactEtcd, leaderOf } from "../bench/etcd.js";
 
@@ -12,6 +12,26 @@ export async function startEtcd(size = 1, tls?: Certificates): Promise<EtcdClust
   const cluster = await startEtcdCluster(await tempDir(), size, tls && { ...tls.server, ca: tls.ca, client: tls.client });
   afterThisTest(() => cluster.stop());
   return cluster;
+}
+
+/** The `--cluster` address of a started cluster: all its members. */
+export function clusterUrl(etcd: { endpoints: string[] }): string {
+  return `etcd://${etcd.endpoints.map((url) => new URL(url).host).join(",")}`;
+}
+
+/** What makes `cdp watch` host `name` of the fleet under `prefix` on this cluster. */
+export function fleetArgs(etcd: { endpoints: string[] }, prefix: string, name: string): string[] {
+  return ["--cluster", clusterUrl(etcd), "--cluster-prefix", prefix, "--cluster-host", name];
+}
+
+/** Host `name` of a fleet: `cdp watch --cluster` on a fresh data directory (or `dir`), once it watches. */
+export async function startFleetHost(
+  etcd: { endpoints: string[] },
+  name: string,
+  { prefix = "/cdp/test", dir, extra = [] }: { prefix?: string; dir?: string; extra?: string[] } = {},
+): Promise<{ name: string; dir: string; watch: Running }> {
+  const data = dir ?? (await tempDir());
+  return { name, dir: data, watch: await startWatch(data, [...fleetArgs(etcd, prefix, name), ...extra]) };
 }
 
 export interface Certificates {

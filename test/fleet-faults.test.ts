@@ -3,20 +3,13 @@
 import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { leaderOf, startEtcd } from "./etcd.js";
+import { leaderOf, startEtcd, startFleetHost } from "./etcd.js";
 import { FLEET_TIMEOUT, getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
     const cluster = await startEtcd(3);
-    const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
-    const hosts = await Promise.all(
-      ["a", "b", "c"].map(async (name) => {
-        const dir = await dataDir();
-        await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/failover", "--cluster-host", name]);
-        return dir;
-      }),
-    );
+    const hosts = await Promise.all(["a", "b", "c"].map(async (name) => (await startFleetHost(cluster, name, { prefix: "/cdp/failover" })).dir));
     const [a, b, c] = hosts as [string, string, string];
     await appendFile(join(a, "cdp.new"), Array.from({ length: 50 }, (_, i) => `ticker:interval:${1001 + i}\n`).join(""));
     for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 50);
@@ -35,13 +28,7 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
 
   it("applies each line once when the etcd leader is killed in the middle of a burst (a commit's answer may be lost)", async () => {
     const cluster = await startEtcd(3);
-    const urls = `etcd://${cluster.endpoints.map((url) => new URL(url).host).join(",")}`;
-    const [a, b] = [await dataDir(), await dataDir()];
-    for (const [dir, name] of [
-      [a, "a"],
-      [b, "b"],
-    ] as const)
-      await startWatch(dir, ["--cluster", urls, "--cluster-prefix", "/cdp/burst", "--cluster-host", name]);
+    const [a, b] = [(await startFleetHost(cluster, "a", { prefix: "/cdp/burst" })).dir, (await startFleetHost(cluster, "b", { prefix: "/cdp/burst" })).dir];
     const lines = Array.from({ length: 3000 }, (_, i) => `ticker:name:n${i}`);
     await appendFile(join(a, "cdp.new"), `${lines.join("\n")}\n`);
     await waitUntil(async () => (await journalOf(b)).length >= 300, 30_000);

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { Etcd3 } from "etcd3";
 import { FleetLog, type FleetRecord, type FleetSnapshot } from "../src/fleet/log.js";
 import type { Rollout } from "../src/fleet/rollouts.js";
-import { compactEtcd, makeCertificates, startEtcd } from "./etcd.js";
+import { compactEtcd, fleetArgs, makeCertificates, startEtcd, startFleetHost } from "./etcd.js";
 import {
   afterThisTest,
   capturedLogger,
@@ -163,19 +163,11 @@ describe("the fleet log on etcd", () => {
 });
 
 describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET_TIMEOUT }, () => {
-  async function host(name: string, endpoints: string[], dir?: string, prefix = "/cdp/test") {
-    const data = dir ?? (await tempDir());
-    const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
-    const watch = await startWatch(data, ["--cluster", cluster, "--cluster-prefix", prefix, "--cluster-host", name]);
-    return { name, dir: data, watch };
-  }
-
   it("lists the hosts with their revision and state (GET /v1/hosts); a host killed drops out once its lease expires", async () => {
     const { endpoints } = await startEtcd();
-    const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
     const a = await tempDir();
-    const watchA = await startWatch(a, ["--cluster", cluster, "--cluster-prefix", "/cdp/hosts", "--cluster-host", "a", "--http", "127.0.0.1:0"]);
-    const b = await host("b", endpoints, undefined, "/cdp/hosts");
+    const watchA = await startWatch(a, [...fleetArgs({ endpoints }, "/cdp/hosts", "a"), "--http", "127.0.0.1:0"]);
+    const b = await startFleetHost({ endpoints }, "b", { prefix: "/cdp/hosts" });
     const url = /"url":"(http:[^"]+)"/.exec(watchA.output())![1]!;
     const hosts = async () =>
       (await (await fetch(`${url}/v1/hosts`)).json()) as { host: string; revision: number; ready: boolean; versions: Record<string, number> }[];
@@ -195,7 +187,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("applies a change appended on any host on every host, in the same order", async () => {
     const { endpoints } = await startEtcd();
-    const [a, b, c] = [await host("a", endpoints), await host("b", endpoints), await host("c", endpoints)];
+    const [a, b, c] = [await startFleetHost({ endpoints }, "a"), await startFleetHost({ endpoints }, "b"), await startFleetHost({ endpoints }, "c")];
     for (let i = 0; i < 10; i++) {
       await appendFile(join((i % 2 === 0 ? a : b).dir, "cdp.new"), `ticker:interval:${1001 + i}\nticker:name:n${i}\n`);
     }
@@ -223,7 +215,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("never breaks a cross-field rule when two hosts push conflicting changes at once", async () => {
     const { endpoints } = await startEtcd();
-    const [a, b] = [await host("a", endpoints), await host("b", endpoints)];
+    const [a, b] = [await startFleetHost({ endpoints }, "a"), await startFleetHost({ endpoints }, "b")];
     let changes = 0;
     for (let round = 0; round < 5; round++) {
       await appendFile(join(a.dir, "cdp.new"), 'db:pool:{"min":1,"max":10}\n');
@@ -243,13 +235,13 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("catches up a host that was stopped while 1,000 changes landed", async () => {
     const { endpoints } = await startEtcd();
-    const a = await host("a", endpoints);
-    let c = await host("c", endpoints);
+    const a = await startFleetHost({ endpoints }, "a");
+    let c = await startFleetHost({ endpoints }, "c");
     c.watch.child.kill("SIGTERM");
     expect(await c.watch.exited).toBe(0);
     await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 1000 }, (_, i) => `ticker:interval:${1001 + i}\n`).join(""));
     await waitUntil(async () => (await journalOf(a.dir)).length === 1000);
-    c = await host("c", endpoints, c.dir);
+    c = await startFleetHost({ endpoints }, "c", { dir: c.dir });
     await waitUntil(async () => (await journalOf(c.dir)).length === 1000);
     expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
     expect(c.watch.output()).toContain("caught up with the fleet");
@@ -259,15 +251,15 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("commits a burst of long lines in parts that etcd accepts, and catches a host up on them", async () => {
     const { endpoints } = await startEtcd();
-    const a = await host("a", endpoints);
-    let c = await host("c", endpoints);
+    const a = await startFleetHost({ endpoints }, "a");
+    let c = await startFleetHost({ endpoints }, "c");
     c.watch.child.kill("SIGTERM");
     expect(await c.watch.exited).toBe(0);
     // 80 lines of 60 kB: 4.8 MB, where etcd takes requests of 1.5 MiB and gRPC messages of 4 MiB by default
     const long = (i: number) => `ticker:name:"${String(i).padStart(60_000, "x")}"\n`;
     await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 80 }, (_, i) => long(i)).join(""));
     await waitUntil(async () => (await journalOf(a.dir)).length === 80);
-    c = await host("c", endpoints, c.dir);
+    c = await startFleetHost({ endpoints }, "c", { dir: c.dir });
     await waitUntil(async () => (await journalOf(c.dir)).length === 80);
     expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
     expect(await getConfig(c.dir, "ticker.name")).toBe(long(79).slice("ticker:name:".length + 1, -2));
@@ -275,8 +267,8 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("commits lines that swell past one etcd request once escaped in smaller parts, and refuses a line limit a fleet cannot carry", async () => {
     const { endpoints } = await startEtcd();
-    const a = await host("a", endpoints);
-    const c = await host("c", endpoints);
+    const a = await startFleetHost({ endpoints }, "a");
+    const c = await startFleetHost({ endpoints }, "c");
     // a control character is six bytes in JSON: 20 lines of 60,000 of them are 7 MB escaped
     const swelling = (i: number) => `ticker:name:${String(i).padStart(60_000, "\u0001")}\n`;
     await appendFile(join(a.dir, "cdp.new"), Array.from({ length: 20 }, (_, i) => swelling(i)).join(""));
@@ -305,8 +297,8 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
   it("catches up a host whose revision etcd has compacted away, and follows on across compactions", async () => {
     const etcd = await startEtcd();
     const { endpoints } = etcd;
-    const a = await host("a", endpoints);
-    let c = await host("c", endpoints);
+    const a = await startFleetHost({ endpoints }, "a");
+    let c = await startFleetHost({ endpoints }, "c");
     await appendFile(join(a.dir, "cdp.new"), "ticker:interval:1001\n");
     await waitUntil(async () => (await journalOf(c.dir)).length === 1);
     c.watch.child.kill("SIGTERM");
@@ -314,7 +306,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     for (let i = 2; i <= 20; i++) await appendFile(join(a.dir, "cdp.new"), `ticker:interval:${1000 + i}\n`);
     await waitUntil(async () => (await journalOf(a.dir)).length === 20);
     await compactEtcd(etcd); // c's revision is no longer in etcd's history
-    c = await host("c", endpoints, c.dir);
+    c = await startFleetHost({ endpoints }, "c", { dir: c.dir });
     await waitUntil(async () => (await journalOf(c.dir)).length === 20);
     expect(await journalOf(c.dir)).toEqual(await journalOf(a.dir));
     await appendFile(join(a.dir, "cdp.new"), "ticker:name:compacted\n");
@@ -434,7 +426,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
 
   it("gives the same history on every host, and a rollback on one host undoes the change everywhere", async () => {
     const { endpoints } = await startEtcd();
-    const [a, b] = [await host("a", endpoints), await host("b", endpoints)];
+    const [a, b] = [await startFleetHost({ endpoints }, "a"), await startFleetHost({ endpoints }, "b")];
     await appendFile(join(a.dir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => (await journalOf(b.dir)).length === 1);
     await appendFile(join(b.dir, "cdp.new"), "ticker:interval:2500\n");

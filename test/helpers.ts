@@ -115,17 +115,18 @@ export async function appendAndWait(dir: string, text: string, changes: number):
   await waitUntil(async () => (await journalOf(dir)).length === changes);
 }
 
-/** Wait (on real time, polling) until `check` holds; fails with the last state after `timeout`. */
 /**
  * The timeout of tests that start etcd and several hosts, and bake rollouts: up to ~30 s under the
  * whole suite's load on two cores, and no test may come within 2× of its timeout.
  */
 export const FLEET_TIMEOUT = 120_000;
 
-export async function waitUntil(check: () => boolean | Promise<boolean>, timeout = 20_000): Promise<void> {
+/** Wait (on real time, polling) until `check` holds; after `timeout` ms, fail naming what it waited for. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, timeout = 20_000, what = `${check}`): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("timed out waiting for a condition");
+    // named by the check's own text unless the caller says it better: which of 280 waits it was
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout / 1000} s waiting until ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startCdp, type ChangeEvent } from "../src/index.js";
 import { migrateConfig, type Operation } from "../src/schemas/migrations.js";
-import { startEtcd } from "./etcd.js";
+import { fleetArgs, startEtcd } from "./etcd.js";
 import { capturedLogger, cdp, dataDir, FLEET_TIMEOUT, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 const v1 = {
@@ -513,10 +513,9 @@ describe("schema versions", () => {
     "in a fleet: the first host with a newer file migrates the fleet; an older host diverges and converges once upgraded; only --fleet-downgrade moves the fleet down",
     async () => {
       const { endpoints } = await startEtcd();
-      const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/versions"];
       const hosts = await Promise.all(["a", "b"].map(async (name) => ({ name, ...(await snowDataDir()) })));
       const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
-      const watch = (host: typeof a) => startWatch(host.dir, ["--schemas", host.schemas, ...cluster, "--cluster-host", host.name]);
+      const watch = (host: typeof a) => startWatch(host.dir, ["--schemas", host.schemas, ...fleetArgs({ endpoints }, "/cdp/versions", host.name)]);
       const stop = async (running: Awaited<ReturnType<typeof watch>>) => {
         running.child.kill("SIGTERM");
         expect(await running.exited).toBe(0);
@@ -558,7 +557,7 @@ describe("schema versions", () => {
       // the operator moves the fleet down, explicitly: a (version 1 file) with --fleet-downgrade;
       // b, still on version 2, diverges, and converges once it runs version 1 too
       await stop(runningA);
-      runningA = await startWatch(a.dir, ["--schemas", a.schemas, ...cluster, "--cluster-host", "a", "--fleet-downgrade"]);
+      runningA = await startWatch(a.dir, ["--schemas", a.schemas, ...fleetArgs({ endpoints }, "/cdp/versions", "a"), "--fleet-downgrade"]);
       expect(await getConfig(a.dir, "snow", a.schemas)).toEqual({ user_id: "carol", limit: 5 });
       await has(b, "source=diverged:a:schema:snow.schema.json");
       expect(await getConfig(b.dir, "snow", b.schemas)).toEqual({ userId: "carol", limit: 5 });

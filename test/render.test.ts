@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../bench/etcd.js";
-import { startEtcd } from "./etcd.js";
+import { fleetArgs, startEtcd } from "./etcd.js";
 import { startCdp } from "../src/index.js";
 import { afterThisTest, capturedLogger, cdp, CLI, dataDir, getConfig, readText, runCdp, startWatch, tempDir, waitUntil } from "./helpers.js";
 
@@ -528,7 +528,6 @@ describe("render targets, without a service", () => {
 
   it("in a fleet, a host whose service refuses a change keeps its last good file: a local decision, the fleet's config stays", async () => {
     const { endpoints } = await startEtcd();
-    const cluster = ["--cluster", `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`, "--cluster-prefix", "/cdp/render"];
     const { schemas } = await webDataDir();
     const hosts = await Promise.all(
       ["a", "b"].map(async (name) => {
@@ -547,7 +546,7 @@ describe("render targets, without a service", () => {
         return {
           dir,
           file: join(service, "web.json"),
-          watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...cluster, "--cluster-host", name]),
+          watch: await startWatch(dir, ["--schemas", schemas, "--render", render, ...fleetArgs({ endpoints }, "/cdp/render", name)]),
         };
       }),
     );

@@ -4,7 +4,7 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startCdp } from "../src/index.js";
-import { leaderOf, startEtcd } from "./etcd.js";
+import { fleetArgs, leaderOf, startEtcd, startFleetHost } from "./etcd.js";
 import {
   afterThisTest,
   capturedLogger,
@@ -22,20 +22,11 @@ import {
 
 async function fleetOf(names: string[], extra: (name: string) => string[] = () => [], members = 1) {
   const etcd = await startEtcd(members);
-  const { endpoints } = etcd;
-  const cluster = `etcd://${endpoints.map((url) => new URL(url).host).join(",")}`;
-  const hosts: { name: string; dir: string; watch: Awaited<ReturnType<typeof startWatch>> }[] = [];
-  for (const name of names) {
-    const dir = await tempDir();
-    hosts.push({
-      name,
-      dir,
-      watch: await startWatch(dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", name, ...extra(name)]),
-    });
-  }
+  const hosts: Awaited<ReturnType<typeof startFleetHost>>[] = [];
+  for (const name of names) hosts.push(await startFleetHost(etcd, name, { prefix: "/cdp/rollouts", extra: extra(name) }));
   // every host says how it is before a rollout names it
   await waitUntil(async () => (await hostsSeen(hosts[0]!.dir)) === names.length);
-  return { hosts, cluster, endpoints, etcd };
+  return { hosts, endpoints: etcd.endpoints, etcd };
 }
 
 /** How many hosts a data directory's watcher sees (from the hosts list its status reads). */
@@ -298,7 +289,7 @@ describe("cdp rollout on a fleet of three hosts", { timeout: FLEET_TIMEOUT }, ()
   });
 
   it("brings a host that was away during a rollout into the right state, and says on a canary that a value is staged", async () => {
-    const { hosts, cluster } = await fleetOf(["a", "b", "c"], withHttp);
+    const { hosts, etcd } = await fleetOf(["a", "b", "c"], withHttp);
     const [a, b, c] = hosts;
     c!.watch.child.kill("SIGTERM");
     await c!.watch.exited;
@@ -308,14 +299,14 @@ describe("cdp rollout on a fleet of three hosts", { timeout: FLEET_TIMEOUT }, ()
     expect(get.output).toContain("staged here by rollout r-");
     expect(get.output).toContain("ticker.interval");
     // c comes back while it bakes: not a canary, it does not apply it
-    const back = await startWatch(c!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "c", "--http", "127.0.0.1:0"]);
+    const back = await startWatch(c!.dir, [...fleetArgs(etcd, "/cdp/rollouts", "c"), "--http", "127.0.0.1:0"]);
     await waitUntil(async () => (await rollouts(c!.dir)).length === 1);
     expect(await interval(c!.dir)).toBe(1000);
     back.child.kill("SIGTERM");
     await back.exited;
     expect((await cdp(["rollout", "promote", "--dir", a!.dir])).code).toBe(0);
     // and away again past the promotion: it applies it as it catches up
-    await startWatch(c!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "c"]);
+    await startFleetHost(etcd, "c", { prefix: "/cdp/rollouts", dir: c!.dir });
     await waitUntil(async () => (await interval(c!.dir)) === 1500);
     expect((await rollouts(c!.dir))[0]).toMatchObject({ state: "promoted" });
     expect((await cdp(["get", "--dir", b!.dir, "--schemas", SCHEMAS, "ticker"])).output).not.toContain("staged here");
@@ -338,7 +329,7 @@ describe("cdp rollout under faults (kill -9)", { timeout: FLEET_TIMEOUT }, () =>
   });
 
   it("aborts when a canary is killed: it disappears from the fleet, and takes the value back when it returns", async () => {
-    const { hosts, cluster } = await fleetOf(["a", "b", "c"], withHttp);
+    const { hosts, etcd } = await fleetOf(["a", "b", "c"], withHttp);
     const [a, b, c] = hosts;
     const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "60", "--wait", "ticker:interval:1500"]);
     await waitUntil(async () => (await interval(b!.dir)) === 1500);
@@ -347,7 +338,7 @@ describe("cdp rollout under faults (kill -9)", { timeout: FLEET_TIMEOUT }, () =>
     expect(await started.exited).toBe(1);
     expect(started.output()).toContain("canary b disappeared");
     expect(await interval(c!.dir)).toBe(1000);
-    await startWatch(b!.dir, ["--cluster", cluster, "--cluster-prefix", "/cdp/rollouts", "--cluster-host", "b"]);
+    await startFleetHost(etcd, "b", { prefix: "/cdp/rollouts", dir: b!.dir });
     await waitUntil(async () => (await interval(b!.dir)) === 1000);
     expect(await readText(join(a!.dir, "cdp.rej"))).toContain("canary b disappeared");
   });
