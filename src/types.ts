@@ -7,7 +7,7 @@ import type { InboxSettings } from "./inbox/inbox.js";
 import type { RenderStatus, RenderVerdicts } from "./render/renderer.js";
 import type { Rollout, RolloutStep } from "./fleet/rollouts.js";
 import type { Schemas } from "./schemas/schemas.js";
-import type { WatcherInfo } from "./store/status.js";
+import type { WatcherInfo } from "./store/watcher.js";
 import type { ConfigTable } from "./store/table.js";
 import type { AppValidator } from "./schemas/validate.js";
 import type { EventEmitter } from "eventemitter3";

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { openDataDir } from "../src/store/datadir.js";
-import { readStatus } from "../src/store/status.js";
+import { readStatus } from "../src/cli/status.js";
 import { afterThisTest, CLI, tempDir, waitUntil } from "./helpers.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

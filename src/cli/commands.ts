@@ -13,7 +13,7 @@ import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
 import { noPositionals, positiveInteger, required, type Values } from "./options.js";
 import { describePlan, formatPlan } from "../pipeline/plan.js";
 import { loadSchemas, maskSecrets, readSchemaTexts } from "../schemas/schemas.js";
-import { readStatus } from "../store/status.js";
+import { readStatus } from "./status.js";
 import { keysOf, readRolloutsView } from "../fleet/rollouts.js";
 import { planUpgrade } from "../pipeline/upgrade.js";
 import { judgeInSequence } from "../schemas/validate.js";

@@ -29,7 +29,7 @@ import { awaitReceipts, awaitVerdicts, receiptMarks, type Receipt } from "../pip
 import { loadSchemas } from "../schemas/schemas.js";
 import { judgeInSequence } from "../schemas/validate.js";
 import { rolloutCommand } from "./rollout-commands.js";
-import { readWatcherInfo } from "../store/status.js";
+import { readWatcherInfo } from "../store/watcher.js";
 import { appendToInbox, invokingUser } from "../pipeline/submit.js";
 import { VERSION } from "../version.js";
 

@@ -11,7 +11,7 @@ import { noPositionals, required, seconds, type Values } from "./options.js";
 import { receiptMarks } from "../pipeline/receipts.js";
 import { REJECTS_FILE } from "../store/rejects.js";
 import { areSteps, keysOf, MAX_BAKE_SECONDS, newRolloutId, readRolloutsView, rolloutDirective, type Rollout, type RolloutRequest } from "../fleet/rollouts.js";
-import { readWatcherInfo, type WatcherInfo } from "../store/status.js";
+import { readWatcherInfo, type WatcherInfo } from "../store/watcher.js";
 import { appendToInbox, invokingUser } from "../pipeline/submit.js";
 
 export async function rolloutCommand(values: Values, positionals: string[], io: Io): Promise<number> {

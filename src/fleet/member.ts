@@ -8,7 +8,7 @@ import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type
 import type { InboxPosition } from "../inbox/inbox.js";
 import { stateLines } from "../store/compactor.js";
 import { migrateChecked } from "../store/installed.js";
-import { changeRecord, divergedRecord, markerRecord, schemaRecord, type Commit, type SchemaEntries } from "../store/journal.js";
+import { baseRecord, changeRecord, divergedRecord, markerRecord, schemaRecord, type Commit, type SchemaEntries } from "../store/journal.js";
 import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollouts.js";
 import { parseLine } from "../lines/parse.js";
 import { describeSchemaError, type Schemas } from "../schemas/schemas.js";
@@ -447,7 +447,7 @@ export class FleetMember {
     const { table, validators, log } = this.#options;
     const schemas = this.#options.schemas();
     const apps = new Map<string, AppConfig>([...schemas].map(([app, schema]) => [app, schema.defaults]));
-    let text = `# base rev=${snapshot.revision} seq=${this.#options.seq()} time=${snapshot.time}\n`;
+    let text = baseRecord(snapshot.revision, this.#options.seq(), snapshot.time);
     for (const line of snapshot.lines) {
       const parsed = parseLine(line);
       const info = parsed.kind === "change" ? schemas.get(parsed.app)?.key(parsed.path) : undefined;

@@ -10,7 +10,7 @@ import type { Files } from "./durable.js";
 import { DurableFile, StorageFault, syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { replayJournal, type HistoryEntry, type JournalState, type ReplayOptions } from "./journal.js";
 import { CdpError } from "../errors.js";
-import { encodeChange, markerRecord, positionRecord, schemaRecord } from "./records.js";
+import { baseRecord, encodeChange, markerRecord, positionRecord, schemaRecord } from "./records.js";
 import { INBOX_FILE } from "../inbox/inbox.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import type { ConfigTable } from "./table.js";
@@ -174,7 +174,7 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
   try {
     await takeDirectoryOwner(file, dirname(path)); // root's cdp compact of a service user's journal
     if (state.versions.size > 0) await write(schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries));
-    await write(`# base rev=${baseRevision} seq=${state.seq} time=${time} source=compaction (the state at revision ${baseRevision})\n`);
+    await write(baseRecord(baseRevision, state.seq, time, `compaction (the state at revision ${baseRevision})`));
     for (const line of stateLines(base, schemas)) await write(`${line}\n`);
     for (const entry of kept) await write(entry.record);
     // revisions with no change here (a fleet's rollout steps elsewhere) after the last change kept

@@ -17,6 +17,7 @@ import { freezeDeep, getIn, setInPlace, type AppConfig } from "../lines/values.j
 export const JOURNAL_FILE = "cdp";
 
 export {
+  baseRecord,
   changeRecord,
   divergedRecord,
   encodeChange,

@@ -89,6 +89,11 @@ function metaLine(commit: Commit, revision?: number): string {
   return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}${by}${reason}\n`;
 }
 
+/** The header of a base block: the change lines after it are the whole state at `revision`, not changes. */
+export function baseRecord(revision: number, seq: number, time: string, source?: string): string {
+  return `# base rev=${revision} seq=${seq} time=${time}${source === undefined ? "" : ` source=${source}`}\n`;
+}
+
 /** A fleet revision whose change this host's schemas refuse: the revision without its change, and why. */
 export function divergedRecord(revision: number, seq: number, time: string, source: string, reason: string): string {
   return `# rev=${revision} seq=${seq} time=${time} source=diverged:${source} reason: ${reason.replace(/[\r\n]+/g, " ")}\n`;

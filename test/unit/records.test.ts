@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { toInboxLine } from "../../src/inbox/inbox.js";
 import { partsOf } from "../../src/pipeline/batch.js";
-import { type Commit, changeRecord, markerRecord, positionRecord, readMeta } from "../../src/store/records.js";
+import { baseRecord, type Commit, changeRecord, markerRecord, positionRecord, readMeta } from "../../src/store/records.js";
 
 const word = fc.stringMatching(/^[A-Za-z0-9._-]{1,12}$/);
 const commit = fc.record(
@@ -62,6 +62,13 @@ describe("a journal record's metadata", () => {
     });
     expect(readMeta(positionRecord({ ...written, by: "ann", reason: "ignored" }).trimEnd())).toEqual(written);
     expect(readMeta("# seq is up, time to go")).toEqual({});
+    expect(readMeta(baseRecord(12, 4, written.time, "compaction").trimEnd())).toEqual({
+      base: true,
+      rev: 12,
+      seq: 4,
+      time: written.time,
+      source: "compaction",
+    });
   });
 });
 

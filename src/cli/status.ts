@@ -2,43 +2,15 @@
 // alone (the watcher needs no API for it): the lock says whether one runs, `cdp.watcher` what it
 // serves, the journal its revision and inbox position, cdp.rej the last rejection.
 import { createHash } from "node:crypto";
-import { lstat, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { lockHolder } from "./durable.js";
+import { lockHolder } from "../store/durable.js";
 import { INBOX_FILE, type InboxPosition } from "../inbox/inbox.js";
-import { JOURNAL_FILE, replayJournal } from "./journal.js";
+import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
 import { identityOf } from "../inbox/rotation.js";
-import { recentRejections, REJECTS_FILE, type ServedRejection } from "./rejects.js";
+import { recentRejections, REJECTS_FILE, type ServedRejection } from "../store/rejects.js";
+import { readWatcherInfo, type WatcherInfo } from "../store/watcher.js";
 import { loadSchemas, readSchemaTexts } from "../schemas/schemas.js";
-
-/** What a running watcher says of itself, in `cdp.watcher` (removed when it stops). */
-export interface WatcherInfo {
-  pid: number;
-  started: string;
-  /** The sidecar's address, when it serves one. */
-  url?: string;
-  /** Its fleet, when it is in one. */
-  fleet?: { prefix: string; host: string };
-  /** The apps whose config it renders for a service: a change to them waits for the service's verdict (cdp.rendered). */
-  render?: string[];
-}
-
-export const WATCHER_FILE = "cdp.watcher";
-
-/** What the running watcher said of itself, if one runs and said it. */
-export async function readWatcherInfo(dir: string): Promise<WatcherInfo | undefined> {
-  return readFile(join(dir, WATCHER_FILE), "utf8").then(
-    (text) => JSON.parse(text) as WatcherInfo,
-    () => undefined,
-  );
-}
-
-export async function announceWatcher(dir: string, info: WatcherInfo): Promise<() => Promise<void>> {
-  const path = join(dir, WATCHER_FILE);
-  await writeFile(`${path}.tmp`, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
-  await rename(`${path}.tmp`, path);
-  return () => rm(path, { force: true });
-}
 
 export interface Status {
   dir: string;
