@@ -48,7 +48,7 @@ export interface Loaded {
 }
 
 /** A fleet host's committed batches still travelling: the revision they end at, the configs they leave. */
-type Ahead = { revision: number; apps: PendingConfigs };
+type InFlight = { revision: number; apps: PendingConfigs };
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 export class Run implements Pipeline {
@@ -90,7 +90,7 @@ export class Run implements Pipeline {
   // revision they end at, and the configs of the apps they change. The next batch is judged
   // against that state (etcd's compare-and-swap on the head guarantees it) and committed while
   // they travel.
-  #ahead: Ahead | undefined;
+  #inFlight: InFlight | undefined;
 
   /** A run of what start-up loaded; its commit point opened (in a fleet, the member: etcd's client is loaded then). */
   static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
@@ -252,7 +252,7 @@ export class Run implements Pipeline {
   async start(): Promise<void> {
     this.#watchSchemas();
     await this.#renderer?.start(); // before "cdp is watching": a service can start from its file
-    const joined = await this.#joined(true);
+    const joined = await this.#joinFleet(true);
     if (joined) await this.#startReading();
     this.#stopped = this.#follow(joined);
     this.#stopped.catch((error: unknown) => this.#log.fatal({ err: error }, "cdp stopped"));
@@ -262,7 +262,7 @@ export class Run implements Pipeline {
   async #follow(joined: boolean): Promise<void> {
     try {
       if (!joined) {
-        if (!(await this.#joined(false)) || this.#stopping) return;
+        if (!(await this.#joinFleet(false)) || this.#stopping) return;
         await this.#startReading();
       }
       for await (const batch of this.#inbox!.batches()) await this.#turns.run(() => this.#handleBatch(batch));
@@ -293,9 +293,11 @@ export class Run implements Pipeline {
     });
   }
 
-  // A fleet host catches up before it reads its inbox: its own changes may move the inbox on.
-  // While etcd cannot be reached it serves its journal's configuration and keeps trying.
-  async #joined(first: boolean): Promise<boolean> {
+  // A fleet host joins before it reads its inbox: it catches up (its own changes may move the inbox
+  // on), then says how it is (on a timer), starts its rollout clock and moves the fleet to newer
+  // schema files. While etcd cannot be reached it serves its journal's configuration and keeps
+  // trying. A single host has nothing to join: true at once.
+  async #joinFleet(first: boolean): Promise<boolean> {
     const member = this.#member;
     if (!member) return true;
     if (!(first ? await member.join() : await member.joinLater())) return false;
@@ -368,13 +370,13 @@ export class Run implements Pipeline {
     const fleet = this.#options.fleet;
     const hosts =
       fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
-    const ahead = this.#ahead && this.#ahead.revision > this.table.revision ? this.#ahead : undefined;
-    const judgedAt = ahead?.revision ?? this.table.revision;
+    const inFlight = this.#inFlight && this.#inFlight.revision > this.table.revision ? this.#inFlight : undefined;
+    const judgedAt = inFlight?.revision ?? this.table.revision;
     const judged = judgeBatch(batch, {
       schemas: this.#live.schemas,
       validators: this.#options.validators,
       maxLineBytes: this.#options.inbox.maxLineBytes,
-      configs: ahead?.apps ?? this.table,
+      configs: inFlight?.apps ?? this.table,
       revision: judgedAt,
       seq: this.#seq,
       time: new Date().toISOString(),
@@ -401,22 +403,22 @@ export class Run implements Pipeline {
       return;
     }
     if (committed === "stopped") return;
-    if (this.#commitPoint.appliesItself) await this.#travelling(judged, judgedAt, ahead);
-    await this.#applied(batch, judged, started, read);
+    if (this.#commitPoint.appliesItself) await this.#sentToFleet(judged, judgedAt, inFlight);
+    await this.#finishBatch(batch, judged, started, read);
   }
 
   /** A fleet batch committed: the state it leaves is where the next batch is judged, until its records are back. */
-  async #travelling(judged: JudgedBatch, judgedAt: number, ahead: Ahead | undefined): Promise<void> {
+  async #sentToFleet(judged: JudgedBatch, judgedAt: number, inFlight: InFlight | undefined): Promise<void> {
     // what this batch and those still travelling set, over the table
-    const apps = ahead?.apps ?? new PendingConfigs(this.table);
+    const apps = inFlight?.apps ?? new PendingConfigs(this.table);
     for (const { change } of judged.changes) apps.set(change.app, change.path[0]!, change.topValue);
-    this.#ahead = { revision: judgedAt + judged.fleetRecords.length, apps };
+    this.#inFlight = { revision: judgedAt + judged.fleetRecords.length, apps };
     // a rollout's step changes what the next lines may do (its app is closed): judged once it is back
-    if (judged.fleetRecords.some((record) => record.rollout)) await this.#member!.untilRevision(this.#ahead.revision);
+    if (judged.fleetRecords.some((record) => record.rollout)) await this.#member!.untilRevision(this.#inFlight.revision);
   }
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
-  async #applied(batch: InboxBatch, judged: JudgedBatch, started: number, read: number): Promise<void> {
+  async #finishBatch(batch: InboxBatch, judged: JudgedBatch, started: number, read: number): Promise<void> {
     logOutcomes(batch, judged, this.#log, read);
     if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
@@ -435,7 +437,7 @@ export class Run implements Pipeline {
     if (this.#commitPoint.appliesItself) {
       // in a fleet, once the changes are back from its log and applied here (a sidecar's answer then reads them);
       // they are counted (and compacted) as they come back
-      void this.#member!.untilRevision(this.#ahead!.revision).then(announce);
+      void this.#member!.untilRevision(this.#inFlight!.revision).then(announce);
       return;
     }
     announce();

@@ -17,7 +17,7 @@ import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "../types.js";
 import { planFiles } from "../pipeline/plan.js";
 import { recentRejections, REJECTS_FILE } from "../store/rejects.js";
-import { ConfigCache } from "./served.js";
+import { ConfigCache } from "./config-cache.js";
 import { EventStream } from "./stream.js";
 import { RecentChanges } from "./changelog.js";
 import { newRolloutId, rolloutDirective, servedRollout, type RolloutRequest } from "../fleet/rollouts.js";
