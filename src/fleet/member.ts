@@ -16,8 +16,11 @@ import type { AppliedChange, ConfigTable } from "../store/table.js";
 import { decodeValue, runValidators, validateChange, type AppValidator, type ValidationContext, type ValidChange } from "../schemas/validate.js";
 import { PendingConfigs, setIn, type AppConfig, type Configs } from "../lines/values.js";
 
+/** What the member needs of the fleet's log: FleetLog on etcd, or an in-memory log in the unit tests. */
+export type MemberLog = Pick<FleetLog, "head" | "follow" | "commitOrRefusal" | "recordsAfter" | "rollouts" | "trim">;
+
 export interface MemberOptions {
-  fleet: FleetLog;
+  fleet: MemberLog;
   /** This host's name in the fleet's records. */
   host: string;
   /** Records kept in etcd when the log is trimmed (and how often, at least every 100 revisions). */

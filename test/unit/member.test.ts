@@ -1,0 +1,184 @@
+// A fleet host's member against an in-memory log: records applied in fleet order, each checked
+// against this host's schemas and journaled; a lost race; an answer lost in transit. (test/fleet*.ts
+// run the same against real etcd and cdp processes.)
+import { beforeEach, describe, expect, it } from "vitest";
+import type { FleetRecord, Refusal } from "../../src/fleet/log.js";
+import { FleetMember, type MemberLog } from "../../src/fleet/member.js";
+import { FleetRollouts } from "../../src/fleet/rollouts.js";
+import { loadSchemas, type Schemas } from "../../src/schemas/schemas.js";
+import { validateChange, type ValidChange } from "../../src/schemas/validate.js";
+import { parseLine } from "../../src/lines/parse.js";
+import { ConfigTable } from "../../src/store/table.js";
+import { capturedLogger, SCHEMAS } from "../helpers.js";
+
+type Committing = Omit<FleetRecord, "revision">;
+
+/** One ordered log, as etcd keeps it for the fleet: a commit holds only at the head it names. */
+class MemoryLog implements MemberLog {
+  readonly records: FleetRecord[] = [];
+  #followers = new Set<(record: FleetRecord) => void>();
+  /** The next commit lands but its answer is lost (etcd's leader died after the write). */
+  loseNextAnswer = false;
+
+  async head(): Promise<number> {
+    return this.records.length;
+  }
+
+  async commitOrRefusal(after: number, records: Committing[]): Promise<true | Refusal> {
+    if (after !== this.records.length) return { head: this.records.length, first: this.records[after]! };
+    const numbered = records.map((record, i) => ({ ...record, revision: after + i + 1 }));
+    this.records.push(...numbered);
+    queueMicrotask(() => {
+      for (const record of numbered) for (const take of this.#followers) take(record);
+    });
+    if (!this.loseNextAnswer) return true;
+    this.loseNextAnswer = false;
+    throw new Error("the answer was lost");
+  }
+
+  async recordsAfter(after: number): Promise<FleetRecord[]> {
+    return this.records.slice(after);
+  }
+
+  async follow(after: number, take: (record: FleetRecord) => void): Promise<{ stop(): Promise<void> }> {
+    for (const record of this.records.slice(after)) take(record);
+    this.#followers.add(take);
+    return { stop: async () => void this.#followers.delete(take) };
+  }
+
+  async rollouts(): Promise<never[]> {
+    return [];
+  }
+
+  async trim(): Promise<boolean> {
+    return false;
+  }
+}
+
+let schemas: Schemas;
+let log: MemoryLog;
+let table: ConfigTable;
+let journaled: string;
+let pendingSyncs: (() => void)[];
+let member: FleetMember;
+const TIME = "2026-12-06T00:00:00.000Z";
+
+beforeEach(async () => {
+  schemas = await loadSchemas(SCHEMAS);
+  log = new MemoryLog();
+  const { logger } = capturedLogger();
+  table = new ConfigTable(new Map([...schemas].map(([app, schema]) => [app, schema.defaults])), 0, logger);
+  journaled = "";
+  pendingSyncs = [];
+  member = new FleetMember({
+    fleet: log,
+    host: "a",
+    keep: 1000,
+    table,
+    schemas: () => schemas,
+    schemaFiles: schemas,
+    took: () => undefined,
+    validators: new Map(),
+    journalPath: "/nowhere/cdp",
+    // the journal's text is in the page cache at once; its sync waits until the test lets it go
+    journal: async (text) => {
+      journaled += text;
+      return () => new Promise<void>((resolve) => pendingSyncs.push(resolve));
+    },
+    seq: () => 0,
+    stopping: () => false,
+    held: () => undefined,
+    fault: (error) => {
+      throw error;
+    },
+    applied: () => undefined,
+    rollouts: new FleetRollouts(),
+    rolloutStep: () => undefined,
+    vetoRollout: () => false,
+    log: logger,
+  });
+  await member.join();
+});
+
+const syncAll = async () => {
+  while (pendingSyncs.length > 0) {
+    pendingSyncs.shift()!();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+};
+
+function fromHost(host: string, lines: string[], after = log.records.length): Committing[] {
+  return lines.map((line, i) => ({ line, host, source: `cdp.new:${after + i + 1}`, time: TIME, seq: after + i + 1 }));
+}
+
+function judged(line: string): ValidChange {
+  const parsed = parseLine(line);
+  if (parsed.kind !== "change") throw new Error(line);
+  const verdict = validateChange({ schemas, validators: new Map(), current: table }, parsed);
+  if (!verdict.ok) throw new Error(verdict.reason);
+  return verdict.change;
+}
+
+describe("a fleet host's member", () => {
+  it("applies another host's records in order, each journaled with its host in the source", async () => {
+    await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:1500", "ticker:name:fleet"]));
+    const applied = member.untilRevision(2);
+    await applied;
+    expect(table.revision).toBe(2);
+    expect(table.config("ticker")).toMatchObject({ interval: 1500, name: "fleet" });
+    expect(journaled).toMatch(
+      /^# rev=1 seq=0 time=\S+ source=b:cdp.new:1\nticker:interval:1500\n# rev=2 seq=0 time=\S+ source=b:cdp.new:2\nticker:name:fleet\n$/,
+    );
+    await syncAll();
+  });
+
+  it("wakes whoever waits for a revision once it is applied, before the journal's sync", async () => {
+    await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:1500"]));
+    await member.untilRevision(1);
+    expect(pendingSyncs).toHaveLength(1); // applied, not synced yet
+    await syncAll();
+  });
+
+  it("keeps its last good value where its schemas refuse the fleet's change, and says so until a change it takes", async () => {
+    await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:100"]));
+    await member.untilRevision(1);
+    expect(table.revision).toBe(1);
+    expect(table.config("ticker").interval).toBe(1000);
+    expect(member.diverged.get("ticker.interval")).toMatch(/must be > 200/);
+    expect(journaled).toMatch(/^# rev=1 seq=0 time=\S+ source=diverged:b:cdp.new:1 reason: ticker.interval must be > 200, got 100\n$/);
+    await syncAll();
+    await log.commitOrRefusal(1, fromHost("b", ["ticker:interval:1500"]));
+    await member.untilRevision(2);
+    expect(member.diverged.size).toBe(0);
+    await syncAll();
+  });
+
+  it("commits its own records at the head, applies them as it judged them, and resumes its inbox after the last", async () => {
+    const records = fromHost("a", ["ticker:interval:1500"]).map((record) => ({ ...record, position: { file: "1-2", offset: 21, line: 1 } }));
+    expect(await member.commit(0, records, [judged("ticker:interval:1500")])).toBe(true);
+    await member.untilRevision(1);
+    expect(table.config("ticker").interval).toBe(1500);
+    expect(member.own).toEqual({ seq: 1, position: { file: "1-2", offset: 21, line: 1 } });
+    expect(journaled).toContain("source=a:cdp.new:1 inbox=1-2@21\nticker:interval:1500\n");
+    await syncAll();
+  });
+
+  it("loses a race to a commit at the same head: nothing of its own lands, and it knows the head it must catch up to", async () => {
+    await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:1500", "ticker:interval:1600"]));
+    expect(await member.commit(0, fromHost("a", ["ticker:name:mine"], 0), [judged("ticker:name:mine")])).toBe(false);
+    expect(await member.headAfterRefusal()).toBe(2);
+    expect(log.records.map((record) => record.host)).toEqual(["b", "b"]);
+    await member.untilRevision(2);
+    await syncAll();
+  });
+
+  it("takes a commit whose answer was lost but which landed as committed, never sending it twice", async () => {
+    log.loseNextAnswer = true;
+    const records = fromHost("a", ["ticker:interval:1500"]);
+    expect(await member.commit(0, records, [judged("ticker:interval:1500")])).toBe(true);
+    expect(log.records).toHaveLength(1);
+    await member.untilRevision(1);
+    expect(table.config("ticker").interval).toBe(1500);
+    await syncAll();
+  });
+});
