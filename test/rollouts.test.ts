@@ -248,11 +248,14 @@ describe("cdp rollout on a fleet of three hosts", { timeout: FLEET_TIMEOUT }, ()
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
     const started = runCdp(["rollout", "start", "--dir", hosts[2]!.dir, "--steps", "30,60,100", "--every", "5", "--wait", "ticker:interval:1500"]);
     const seen = async () => (await Promise.all(hosts.map(async (host) => ((await interval(host.dir)) === 1500 ? host.name : "")))).join("");
-    await waitUntil(async () => (await seen()) === "a");
-    await waitUntil(async () => (await seen()) === "ab");
-    expect((await rollouts(hosts[2]!.dir))[0]).toMatchObject({ state: "baking", hosts: ["a", "b"], step: 1 });
     await waitUntil(async () => (await seen()) === "abc");
     expect(await started.exited).toBe(0);
+    // each step lasts 5 s, too short to watch under load: host c's journal records them in order
+    const journal = await readText(join(hosts[2]!.dir, "cdp"));
+    expect(journal).toMatch(
+      /marker=rollout:(\S+):staged:ticker reason: rollout \1 staged on a, baking until \S+; not applied on c\n.*marker=rollout:\1:widened:ticker reason: rollout \1 widened on a,b, baking until \S+; not applied on c\n.*reason: rollout \1 the bake ended with no veto\nticker:interval:1500\n$/,
+    );
+    expect(await rollouts(hosts[2]!.dir)).toMatchObject([{ state: "promoted", hosts: ["a", "b"], step: 1 }]);
   });
 
   it("serves rollouts over HTTP: POST /v1/rollouts starts and ends one, GET lists them, the stream tells each step", async () => {
@@ -317,7 +320,7 @@ describe("cdp rollout under faults (kill -9)", { timeout: FLEET_TIMEOUT }, () =>
   it("promotes at the deadline though the host that started the rollout was killed during the bake", async () => {
     const { hosts } = await fleetOf(["a", "b", "c"], withHttp);
     const [a, b, c] = hosts;
-    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "8", "--wait", "ticker:interval:1500"]);
+    const started = runCdp(["rollout", "start", "--dir", a!.dir, "--hosts", "b", "--bake", "15", "--wait", "ticker:interval:1500"]);
     await waitUntil(async () => (await interval(b!.dir)) === 1500);
     a!.watch.child.kill("SIGKILL");
     await a!.watch.exited;
