@@ -111,9 +111,9 @@ export interface Cdp extends LiveConfig {
 }
 
 /** The fleet's code and etcd's client: an optional peer dependency, installed only by those who run fleets. */
-async function loadFleet(): Promise<typeof import("./fleet/log.js")> {
+async function loadFleet(): Promise<typeof import("./fleet/log.js") & typeof import("./fleet/host.js")> {
   try {
-    return await import("./fleet/log.js");
+    return { ...(await import("./fleet/log.js")), ...(await import("./fleet/host.js")) };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes("etcd3")) {
       throw new CdpError(
@@ -151,8 +151,10 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   const sidecar = options.http && (await serveHttp(options.http, log));
   const { cluster } = options;
   // the sidecar and etcd's client are loaded only when asked for: a plain watcher stays small
-  const fleet: FleetLog | undefined = cluster && new (await loadFleet()).FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
+  const fleetCode = cluster && (await loadFleet());
+  const fleet: FleetLog | undefined = fleetCode && new fleetCode.FleetLog({ ...cluster, log: log.child({ stage: "fleet" }) });
   const host = options.cluster?.host ?? `${hostname()}:${resolve(options.dir)}`.replace(/\s+/g, "_");
+  const downgrade = cluster?.downgrade === true;
   const pipeline = await startPipeline({
     dir: options.dir,
     schemas: options.schemas,
@@ -169,7 +171,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     vetoWindowMs: options.vetoWindowMs ?? 10_000,
     expect: options.expect ?? {},
     render: options.render ?? [],
-    fleet: fleet && { log: fleet, host, downgrade: cluster?.downgrade === true },
+    fleet: fleet && fleetCode && { host, downgrade, open: (context) => fleetCode.openFleetHost(fleet, host, downgrade, context) },
     // for `cdp status`: what this watcher serves
     watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },
     log,

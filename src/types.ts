@@ -1,11 +1,14 @@
 // The pipeline's shapes, as the library, the sidecar and the CLI see them (as c12 keeps its types).
 import type { Logger } from "pino";
-import type { LineOutcome } from "./pipeline/batch.js";
+import type { JudgedBatch, LineOutcome } from "./pipeline/batch.js";
+import type { CommitPoint } from "./pipeline/commit.js";
+import type { Files } from "./store/durable.js";
+import type { HeldWrites } from "./store/held.js";
+import type { Configs } from "./lines/values.js";
 import type { HostStatus } from "./fleet/hosts.js";
-import type { FleetLog } from "./fleet/log.js";
-import type { InboxSettings } from "./inbox/inbox.js";
+import type { InboxPosition, InboxSettings } from "./inbox/inbox.js";
 import type { RenderStatus, RenderVerdicts } from "./render/renderer.js";
-import type { Rollout, RolloutStep } from "./fleet/rollouts.js";
+import type { FleetRollouts, Rollout, RolloutStep } from "./fleet/rollouts.js";
 import type { Schemas } from "./schemas/schemas.js";
 import type { WatcherInfo } from "./store/watcher.js";
 import type { ConfigTable } from "./store/table.js";
@@ -26,7 +29,7 @@ export interface PipelineOptions {
   /** Render files: targets written for services that read files. */
   render: readonly string[];
   /** Fleet mode: accepted changes are committed to this log (the commit point) and applied from it. */
-  fleet?: { log: FleetLog; host: string; downgrade?: boolean };
+  fleet?: FleetSetup;
   /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
   watcher?: Omit<WatcherInfo, "pid" | "started">;
   log: Logger;
@@ -72,5 +75,74 @@ export interface Pipeline {
   /** Settles when the pipeline stops: after `stop()`, or with the fault that stopped it. */
   stopped: Promise<void>;
   /** Finish and flush the batch in hand, then stop watching. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Fleet mode (index.ts sets it up): this host's name, whether it may move the fleet's schemas
+ * down, and how it opens its part of the pipeline (fleet/host.ts), given the run's context.
+ */
+export interface FleetSetup {
+  host: string;
+  downgrade?: boolean;
+  open(context: HostContext): FleetPlug;
+}
+
+/** What a fleet host's part shares with the run: one context, not a bag of callbacks per object. */
+export interface HostContext {
+  dir: string;
+  journalPath: string;
+  table: ConfigTable;
+  /** cdp.rej and the journal (the journal is replaced by compaction), and their held writes. */
+  files: Files;
+  writes: HeldWrites;
+  /** Changes the journal keeps with their history when compacted (the fleet's log keeps as many). */
+  keep: number;
+  validators: Map<string, AppValidator[]>;
+  /** The schemas in force; the host's schema files; taking those a fleet migration moved to. */
+  schemas(): Schemas;
+  schemaFiles: Schemas;
+  take(schemas: Schemas): void;
+  /** How many inbox lines this host has processed. */
+  seq(): number;
+  stopping(): boolean;
+  /** A fault that must stop cdp. */
+  fault(error: unknown): void;
+  /** Run a task in its turn with the batches. */
+  inTurn(task: () => Promise<void>): Promise<void>;
+  /** Changes applied from the fleet's log (compaction counts them, and compacts in `journalTurn` unless this host diverges). */
+  applied(count: number, diverging: boolean, journalTurn: <T>(task: () => Promise<T>) => Promise<T>): void;
+  /** A rollout's step was applied here (the pipeline's "rollout" event). */
+  stepped(step: RolloutStep, nothingHere: { revision: number; reason: string } | undefined): void;
+  /** Append records to cdp.rej (held until it is open). */
+  reject(text: string): Promise<void>;
+  /** What this host says of itself to the fleet. */
+  status(): HostStatus;
+  log: Logger;
+}
+
+/** A fleet host's part of the pipeline, behind its commit point (fleet/host.ts). */
+export interface FleetPlug {
+  readonly commitPoint: CommitPoint;
+  /** app.key (or app) -> why this host keeps its last good value instead of the fleet's. */
+  readonly diverged: ReadonlyMap<string, string>;
+  /** The rollouts this host knows, for judging a rollout's request. */
+  readonly knownRollouts: FleetRollouts;
+  /**
+   * Catch up with the fleet, then say how this host is, run the rollout clock and move the fleet to
+   * newer schema files: the inbox position to resume at (this host's own last record may be later
+   * than its journal's); false while etcd cannot be reached (`first`: tried once, else until it can).
+   */
+  join(first: boolean, at: { seq: number; position: InboxPosition | undefined }): Promise<false | { seq: number; position: InboxPosition | undefined }>;
+  /** The revision and configs the next batch is judged against: this host's batches still in flight, or the table's. */
+  judgingAt(): { revision: number; configs: Configs };
+  /** A batch committed to the fleet's log: in flight until its records come back. */
+  sent(judged: JudgedBatch, judgedAt: number): Promise<void>;
+  /** Resolves once every batch in flight is back and applied here. */
+  landed(): Promise<void>;
+  hosts(): Promise<HostStatus[]>;
+  rollouts(): Rollout[];
+  /** cdp stops: nobody waits for the log any longer. */
+  release(): void;
   stop(): Promise<void>;
 }

@@ -6,14 +6,13 @@ import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
 import { judgeBatch, logOutcomes, partsOf, type JudgedBatch } from "./batch.js";
-import { journalCommit, openFleetCommit, type CommitPoint } from "./commit.js";
+import { journalCommit, type CommitPoint } from "./commit.js";
 import { Compactor } from "../store/compactor.js";
 import type { DurableFile, Files } from "../store/durable.js";
 import { HeldWrites } from "../store/held.js";
 import { Inbox, type InboxBatch, type InboxPosition } from "../inbox/inbox.js";
 import { replayJournal, type JournalState } from "../store/journal.js";
 import { configsAt } from "../store/history.js";
-import type { FleetMember } from "../fleet/member.js";
 import { REJECTS_FILE, openRejects } from "../store/rejects.js";
 import type { Schemas, SchemaTexts } from "../schemas/schemas.js";
 import { ConfigTable, type AppliedChange } from "../store/table.js";
@@ -21,18 +20,16 @@ import { Turns } from "./turns.js";
 import { declaredVersion } from "../schemas/migrations.js";
 import { LiveSchemas } from "./upgrade.js";
 import type { AppValidator } from "../schemas/validate.js";
-import { moveFleet } from "../fleet/versions.js";
 import { Vetoes } from "./vetoes.js";
 import type { Renderer, RenderStatus, RenderVerdicts } from "../render/renderer.js";
 import { writeRenderVerdicts } from "./receipts.js";
 import type { RenderTarget } from "../render/targets.js";
-import { PendingConfigs, type AppConfig } from "../lines/values.js";
+import type { AppConfig } from "../lines/values.js";
 import type { HostStatus } from "../fleet/hosts.js";
 import { hostname } from "node:os";
-import type { Pipeline, PipelineEvents, PipelineOptions } from "../types.js";
+import type { FleetPlug, FleetSetup, HostContext, Pipeline, PipelineEvents, PipelineOptions } from "../types.js";
 import { announceWatcher } from "../store/watcher.js";
 import { isRolloutDirective, type Rollout } from "../fleet/rollouts.js";
-import { RolloutClock } from "../fleet/rollout-clock.js";
 import { warnIfOthersCanWrite } from "../store/datadir.js";
 
 /** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
@@ -46,9 +43,6 @@ export interface Loaded {
   /** Render targets and their loop, loaded only when there are any (the serializers and the template engine cost memory). */
   render?: { targets: RenderTarget[]; Renderer: typeof Renderer; recorded?: RenderVerdicts["good"] };
 }
-
-/** A fleet host's committed batches still travelling: the revision they end at, the configs they leave. */
-type InFlight = { revision: number; apps: PendingConfigs };
 
 /** One run of the pipeline: its state, in one place, and the steps that change it. */
 export class Run implements Pipeline {
@@ -66,14 +60,12 @@ export class Run implements Pipeline {
   readonly #live: LiveSchemas;
   readonly #compactor: Compactor;
   readonly #vetoes: Vetoes;
-  // batches, schema upgrades and reverts take turns; in a fleet, the member's journal appends and
-  // compaction take turns of their own, so that compaction never swaps the file under a write
+  // batches, schema upgrades and reverts take turns
   readonly #turns = new Turns();
-  readonly #journalTurns = new Turns();
   #commitPoint!: CommitPoint;
   #renderer: Renderer | undefined;
   readonly #renderTargets: readonly RenderTarget[];
-  #member: FleetMember | undefined;
+  #fleet: FleetPlug | undefined; // a fleet host's part, behind the commit point
   #inbox: Inbox | undefined;
   #closeSchemaWatch: () => Promise<void> = async () => undefined;
   #withdraw: () => Promise<void> = async () => undefined;
@@ -83,16 +75,9 @@ export class Run implements Pipeline {
   #stopping = false;
   #fault: unknown;
   #stopped: Promise<void> = Promise.resolve();
-  #announcing: NodeJS.Timeout | undefined;
-  #rollouts: RolloutClock | undefined; // a fleet's
   #rejectsLater = ""; // cdp.rej records due before cdp.rej is open
-  // In a fleet, this host's committed batches that have not come back through the log yet: the
-  // revision they end at, and the configs of the apps they change. The next batch is judged
-  // against that state (etcd's compare-and-swap on the head guarantees it) and committed while
-  // they travel.
-  #inFlight: InFlight | undefined;
 
-  /** A run of what start-up loaded; its commit point opened (in a fleet, the member: etcd's client is loaded then). */
+  /** A run of what start-up loaded, its commit point opened (in a fleet, by the fleet host's part). */
   static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
     const run = new Run(options, unlock, loaded);
     await run.#openCommitPoint();
@@ -187,65 +172,48 @@ export class Run implements Pipeline {
     }
   }
 
-  /** The commit point: the journal, or in a fleet the fleet's log, through this host's member. */
+  /** The commit point: the journal, or in a fleet the fleet's log, through the fleet host's part. */
   async #openCommitPoint(): Promise<void> {
-    const { fleet, compaction, validators } = this.#options;
+    const { fleet } = this.#options;
     if (!fleet) {
       this.#commitPoint = journalCommit(this.#files, this.#writes, this.#log);
       return;
     }
-    const journalTurn = <T>(task: () => Promise<T>) => this.#journalTurns.run(task);
-    const rollouts = this.#openRollouts(fleet);
-    const opened = await openFleetCommit({
-      fleet: fleet.log,
-      host: fleet.host,
-      keep: compaction.keep,
-      table: this.table,
-      schemas: () => this.#live.schemas,
-      schemaFiles: this.#schemaFiles,
-      took: (schemas) => (this.#live.schemas = schemas),
-      validators,
+    this.#fleet = fleet.open(this.#hostContext(fleet));
+    this.#commitPoint = this.#fleet.commitPoint;
+  }
+
+  /** What a fleet host's part shares with this run. */
+  #hostContext(fleet: FleetSetup): HostContext {
+    const { validators, compaction } = this.#options;
+    return {
+      dir: this.dir,
       journalPath: this.journalPath,
+      table: this.table,
       files: this.#files,
       writes: this.#writes,
-      journalTurn,
-      applied: (count, diverging) => {
+      keep: compaction.keep,
+      validators,
+      schemas: () => this.#live.schemas,
+      schemaFiles: this.#schemaFiles,
+      take: (schemas) => (this.#live.schemas = schemas),
+      seq: () => this.#seq,
+      stopping: () => this.#stopping,
+      fault: (error) => this.#stopOn(error),
+      inTurn: (task) => this.#turns.run(task),
+      applied: (count, diverging, journalTurn) => {
         this.#compactor.counted(count);
         // not while this host diverges: it reads those revisions again when its schemas catch up
         if (this.#compactor.due && !diverging) this.#compactor.compact(journalTurn);
       },
-      seq: () => this.#seq,
-      stopping: () => this.#stopping,
-      fault: (error) => this.#stopOn(error),
-      rollouts: rollouts.known,
-      rolloutStep: (step) => rollouts.stepApplied(step),
-      vetoRollout: (id, reason) => rollouts.veto(id, reason),
-      log: this.#log,
-    });
-    [this.#member, this.#commitPoint] = [opened.member, opened.commitPoint];
-  }
-
-  /** A fleet host's part in its rollouts: known, kept in cdp.rollouts, decided by its clock. */
-  #openRollouts(fleet: NonNullable<PipelineOptions["fleet"]>): RolloutClock {
-    this.#rollouts = new RolloutClock({
-      dir: this.dir,
-      host: fleet.host,
-      fleet: fleet.log,
-      member: () => this.#member!,
-      table: this.table,
-      schemas: () => this.#live.schemas,
-      inTurn: (task) => this.#turns.run(task),
-      seq: () => this.#seq,
-      stopping: () => this.#stopping,
       stepped: (step, nothingHere) => this.events.emit("rollout", step, nothingHere),
       reject: async (text) => {
         if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
         else this.#rejectsLater += text;
       },
-      fault: (error) => this.#stopOn(error),
+      status: () => this.#hostStatus(fleet.host),
       log: this.#log,
-    });
-    return this.#rollouts;
+    };
   }
 
   /** Watch the schemas, catch up with the fleet (or keep trying in the background), follow the inbox. */
@@ -270,10 +238,8 @@ export class Run implements Pipeline {
       if (this.#fault) throw this.#fault;
     } finally {
       await this.#compactor.settled();
-      clearInterval(this.#announcing);
-      this.#rollouts?.stop();
+      await this.#fleet?.stop();
       await this.#renderer?.close();
-      await this.#member?.stop();
       await this.#closeSchemaWatch();
       await this.#inbox?.close();
       await this.#withdraw().catch(() => undefined);
@@ -293,47 +259,14 @@ export class Run implements Pipeline {
     });
   }
 
-  // A fleet host joins before it reads its inbox: it catches up (its own changes may move the inbox
-  // on), then says how it is (on a timer), starts its rollout clock and moves the fleet to newer
-  // schema files. While etcd cannot be reached it serves its journal's configuration and keeps
-  // trying. A single host has nothing to join: true at once.
+  // A fleet host joins before it reads its inbox (its own changes may move the inbox on); while
+  // etcd cannot be reached it serves its journal's configuration and keeps trying. A single host
+  // has nothing to join: true at once.
   async #joinFleet(first: boolean): Promise<boolean> {
-    const member = this.#member;
-    if (!member) return true;
-    if (!(first ? await member.join() : await member.joinLater())) return false;
-    const { fleet, validators } = this.#options;
-    if (member.own && member.own.seq > this.#seq) [this.#seq, this.#resumeAt] = [member.own.seq, member.own.position];
-    // every host says how it is, for every host's /v1/hosts and the rollouts' clocks: every 2 s,
-    // and within a quarter of a second when its readiness changes (a canary's clock aborts on it)
-    let pending = false; // one at a time: while etcd does not answer, announcements do not pile up
-    let said = "";
-    let sinceSaid = 0;
-    const announce = () => {
-      const status = this.#hostStatus();
-      const readiness = `${status.ready} ${status.reason ?? ""}`;
-      if (pending || (readiness === said && ++sinceSaid < 8)) return;
-      [pending, said, sinceSaid] = [true, readiness, 0];
-      fleet!.log
-        .announce(status)
-        .catch((error: unknown) => this.#log.debug({ err: error }, "could not say how this host is"))
-        .finally(() => (pending = false));
-    };
-    announce();
-    this.#announcing ??= setInterval(announce, 250).unref();
-    this.#rollouts?.start();
-    // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
-    await moveFleet(member, {
-      inForce: () => this.#live.schemas,
-      files: this.#schemaFiles,
-      down: fleet!.downgrade === true,
-      table: this.table,
-      validators,
-      host: fleet!.host,
-      seq: this.#seq,
-      position: this.#resumeAt,
-      stopping: () => this.#stopping,
-      log: this.#log,
-    });
+    if (!this.#fleet) return true;
+    const joined = await this.#fleet.join(first, { seq: this.#seq, position: this.#resumeAt });
+    if (!joined) return false;
+    [this.#seq, this.#resumeAt] = [joined.seq, joined.position];
     return true;
   }
 
@@ -367,21 +300,21 @@ export class Run implements Pipeline {
     }
     const started = performance.now();
     // a rollout's canaries are checked against the hosts as they say they are
-    const fleet = this.#options.fleet;
+    const fleet = this.#fleet;
     const hosts =
-      fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.log.hosts().catch((error: unknown) => (error as Error).message) : [];
-    const inFlight = this.#inFlight && this.#inFlight.revision > this.table.revision ? this.#inFlight : undefined;
-    const judgedAt = inFlight?.revision ?? this.table.revision;
+      fleet && batch.lines.some((line) => isRolloutDirective(line.text)) ? await fleet.hosts().catch((error: unknown) => (error as Error).message) : [];
+    // in a fleet, against what this host's batches still in flight leave
+    const { revision: judgedAt, configs } = fleet?.judgingAt() ?? { revision: this.table.revision, configs: this.table };
     const judged = judgeBatch(batch, {
       schemas: this.#live.schemas,
       validators: this.#options.validators,
       maxLineBytes: this.#options.inbox.maxLineBytes,
-      configs: inFlight?.apps ?? this.table,
+      configs,
       revision: judgedAt,
       seq: this.#seq,
       time: new Date().toISOString(),
-      fleetHost: fleet?.host,
-      ...(this.#rollouts ? { rollouts: { known: this.#rollouts.known, hosts } } : {}),
+      fleetHost: this.#options.fleet?.host,
+      ...(fleet ? { rollouts: { known: fleet.knownRollouts, hosts } } : {}),
       details: this.events.listenerCount("lines") > 0,
       log: this.#log,
     });
@@ -403,18 +336,8 @@ export class Run implements Pipeline {
       return;
     }
     if (committed === "stopped") return;
-    if (this.#commitPoint.appliesItself) await this.#sentToFleet(judged, judgedAt, inFlight);
+    await fleet?.sent(judged, judgedAt);
     await this.#finishBatch(batch, judged, started, read);
-  }
-
-  /** A fleet batch committed: the state it leaves is where the next batch is judged, until its records are back. */
-  async #sentToFleet(judged: JudgedBatch, judgedAt: number, inFlight: InFlight | undefined): Promise<void> {
-    // what this batch and those still travelling set, over the table
-    const apps = inFlight?.apps ?? new PendingConfigs(this.table);
-    for (const { change } of judged.changes) apps.set(change.app, change.path[0]!, change.topValue);
-    this.#inFlight = { revision: judgedAt + judged.fleetRecords.length, apps };
-    // a rollout's step changes what the next lines may do (its app is closed): judged once it is back
-    if (judged.fleetRecords.some((record) => record.rollout)) await this.#member!.untilRevision(this.#inFlight.revision);
   }
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
@@ -434,10 +357,10 @@ export class Run implements Pipeline {
       this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
       if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
     };
-    if (this.#commitPoint.appliesItself) {
+    if (this.#fleet) {
       // in a fleet, once the changes are back from its log and applied here (a sidecar's answer then reads them);
       // they are counted (and compacted) as they come back
-      void this.#member!.untilRevision(this.#inFlight!.revision).then(announce);
+      void this.#fleet.landed().then(announce);
       return;
     }
     announce();
@@ -447,7 +370,7 @@ export class Run implements Pipeline {
 
   #stopOn(error: unknown): void {
     this.#fault = error;
-    this.#member?.release();
+    this.#fleet?.release();
     void this.#inbox?.close();
   }
 
@@ -473,7 +396,7 @@ export class Run implements Pipeline {
     return this.#renderer?.status() ?? [];
   }
   get diverged(): number {
-    return this.#member?.diverged.size ?? 0;
+    return this.#fleet?.diverged.size ?? 0;
   }
   get stopped(): Promise<void> {
     return this.#stopped;
@@ -481,27 +404,26 @@ export class Run implements Pipeline {
 
   /** The fleet's rollouts as this host knows them, newest first (none for a single host). */
   rollouts(): Rollout[] {
-    return this.#rollouts?.known.list() ?? [];
+    return this.#fleet?.rollouts() ?? [];
   }
 
   async hosts(): Promise<HostStatus[]> {
-    return this.#options.fleet ? this.#options.fleet.log.hosts() : [this.#hostStatus()];
+    return this.#fleet ? this.#fleet.hosts() : [this.#hostStatus(this.host)];
   }
 
   get host(): string {
     return this.#options.fleet?.host ?? hostname();
   }
 
-  #hostStatus(): HostStatus {
+  #hostStatus(host: string): HostStatus {
     const reason = this.notReady();
     const versions = Object.fromEntries([...this.#live.schemas].map(([app, schema]) => [app, schema.version]));
-    const host = this.host;
     return {
       host,
       revision: this.table.revision,
       ready: reason === undefined,
       ...(reason ? { reason } : {}),
-      diverged: [...(this.#member?.diverged.keys() ?? [])],
+      diverged: [...(this.#fleet?.diverged.keys() ?? [])],
       versions,
       time: new Date().toISOString(),
     };
@@ -509,14 +431,14 @@ export class Run implements Pipeline {
 
   notReady(): string | undefined {
     if (this.#stopping || this.#fault) return "cdp is stopping";
-    const diverged = this.#member?.diverged;
+    const diverged = this.#fleet?.diverged;
     const divergence = diverged?.size ? `this host's schemas refuse fleet changes to ${[...diverged.keys()].join(", ")}` : undefined;
     return this.#inbox?.unavailable ?? this.#writes.reason ?? divergence ?? this.#renderer?.problem();
   }
 
   async stop(): Promise<void> {
     this.#stopping = true;
-    this.#member?.release();
+    this.#fleet?.release();
     await this.#inbox?.close();
     await this.#stopped;
   }
