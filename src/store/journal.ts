@@ -238,19 +238,9 @@ class Replay {
   #marked(meta: Meta, line: string): void {
     const [kind, rollout, step, app] = meta.marker!.split(":");
     if (!this.#options.history || kind !== "rollout" || !rollout || !step || !app) return;
-    const entry: HistoryEntry = {
-      revision: meta.rev!,
-      time: meta.time,
-      source: meta.source ?? "",
-      app,
-      key: "",
-      value: undefined,
-      previous: undefined,
-      secret: false,
-      record: `${line}\n`,
-      step: { rollout, step },
-    };
-    this.state.history.push(meta.reason === undefined ? entry : { ...entry, reason: meta.reason });
+    this.state.history.push(
+      appEntry({ revision: meta.rev!, time: meta.time, source: meta.source ?? "", reason: meta.reason }, app, line, { step: { rollout, step } }),
+    );
   }
 
   // The schemas cdp took: apps whose version changed are migrated here, as they were then.
@@ -265,21 +255,7 @@ class Replay {
     if (taken.rev === undefined) return;
     this.state.revision = taken.rev;
     if (!this.#options.history) return;
-    for (const { app, from, to } of migrated) {
-      this.state.history.push({
-        revision: taken.rev,
-        time: taken.time,
-        source: taken.source,
-        app,
-        key: "",
-        value: undefined,
-        previous: undefined,
-        secret: false,
-        record: `${line}\n`,
-        migration: { from, to },
-        ...(taken.reason === undefined ? {} : { reason: taken.reason }),
-      });
-    }
+    for (const { app, from, to } of migrated) this.state.history.push(appEntry({ ...taken, revision: taken.rev }, app, line, { migration: { from, to } }));
   }
 
   #change(parsed: Extract<ParsedLine, { kind: "change" }>, line: string, number: number): void {
@@ -445,4 +421,27 @@ export async function replayForStart(
     log.warn({ kept: `${JOURNAL_FILE}.torn` }, "the journal's last record was cut short by a crash: cut off (a copy is kept) and its line is read again");
   }
   return state;
+}
+
+/** A history entry of a whole app with no key's value (a rollout's step applied nowhere here, a migration). */
+function appEntry(
+  at: { revision: number; time: string | undefined; source: string; reason?: string | undefined },
+  app: string,
+  line: string,
+  what: Pick<HistoryEntry, "step"> | Pick<HistoryEntry, "migration">,
+): HistoryEntry {
+  const entry: HistoryEntry = {
+    revision: at.revision,
+    time: at.time,
+    source: at.source,
+    app,
+    key: "",
+    value: undefined,
+    previous: undefined,
+    secret: false,
+    record: `${line}\n`,
+    ...what,
+  };
+  if (at.reason !== undefined) entry.reason = at.reason;
+  return entry;
 }
