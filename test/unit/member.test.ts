@@ -19,21 +19,34 @@ class MemoryLog implements MemberLog {
   #followers = new Set<(record: FleetRecord) => void>();
   /** The next commit lands but its answer is lost (etcd's leader died after the write). */
   loseNextAnswer = false;
+  /** Transactions sent. */
+  sent = 0;
+  /** Records committed but not yet handed to the followers (a watch that lags): deliver() hands them over. */
+  holding: FleetRecord[] | undefined;
 
   async head(): Promise<number> {
     return this.records.length;
   }
 
   async commitOrRefusal(after: number, records: Committing[]): Promise<true | Refusal> {
+    this.sent++;
     if (after !== this.records.length) return { head: this.records.length, first: this.records[after]! };
     const numbered = records.map((record, i) => ({ ...record, revision: after + i + 1 }));
     this.records.push(...numbered);
-    queueMicrotask(() => {
-      for (const record of numbered) for (const take of this.#followers) take(record);
-    });
+    if (this.holding) this.holding.push(...numbered);
+    else queueMicrotask(() => this.#hand(numbered));
     if (!this.loseNextAnswer) return true;
     this.loseNextAnswer = false;
     throw new Error("the answer was lost");
+  }
+
+  deliver(): void {
+    this.#hand(this.holding ?? []);
+    this.holding = undefined;
+  }
+
+  #hand(records: FleetRecord[]): void {
+    for (const record of records) for (const take of this.#followers) take(record);
   }
 
   async recordsAfter(after: number): Promise<FleetRecord[]> {
@@ -164,10 +177,14 @@ describe("a fleet host's member", () => {
   });
 
   it("loses a race to a commit at the same head: nothing of its own lands, and it knows the head it must catch up to", async () => {
+    log.holding = []; // b's records are not heard here before a's commit is sent
     await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:1500", "ticker:interval:1600"]));
+    const sent = log.sent;
     expect(await member.commit(0, fromHost("a", ["ticker:name:mine"], 0), [judged("ticker:name:mine")])).toBe(false);
+    expect(log.sent).toBe(sent + 1); // refused by the log
     expect(await member.headAfterRefusal()).toBe(2);
     expect(log.records.map((record) => record.host)).toEqual(["b", "b"]);
+    log.deliver();
     await member.untilRevision(2);
     await syncAll();
   });
