@@ -76,6 +76,10 @@ export class Run implements Pipeline {
   #fault: unknown;
   #stopped: Promise<void> = Promise.resolve();
   #rejectsLater = ""; // cdp.rej records due before cdp.rej is open
+  readonly #shared: Pick<
+    HostContext,
+    "journalPath" | "table" | "files" | "writes" | "validators" | "schemas" | "seq" | "stopping" | "fault" | "inTurn" | "log"
+  >;
 
   /** A run of what start-up loaded, its commit point opened (in a fleet, by the fleet host's part). */
   static async open(options: PipelineOptions, unlock: () => Promise<void>, loaded: Loaded): Promise<Run> {
@@ -103,47 +107,34 @@ export class Run implements Pipeline {
     this.#seq = state.seq;
     this.#resumeAt = state.position;
     this.#resumeSince = state.positionTime;
-    this.#writes = new HeldWrites(log, () => this.#stopping);
-    const seq = () => this.#seq;
-    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, {
-      dir: options.schemas,
+    const stopping = () => this.#stopping || this.#fault !== undefined;
+    this.#writes = new HeldWrites(log, stopping);
+    // what the run's parts share, once: not a bag of the same callbacks per part
+    const shared = (this.#shared = {
       journalPath: this.journalPath,
-      validators: options.validators,
-      expect: options.expect,
-      tentative: (undo) => this.#vetoes.window(undo),
       table: this.table,
       files: this.#files,
       writes: this.#writes,
-      seq,
+      validators: options.validators,
+      schemas: () => this.#live.schemas,
+      seq: () => this.#seq,
+      stopping,
+      fault: (error: unknown) => this.#stopOn(error),
+      inTurn: (task: () => Promise<void>) => this.#turns.run(task),
       log,
     });
-    const schemas = () => this.#live.schemas;
-    this.#compactor = new Compactor(
-      {
-        ...options.compaction,
-        journalPath: this.journalPath,
-        files: this.#files,
-        schemas,
-        validators: options.validators,
-        table: this.table,
-        stopping: () => this.#stopping || this.#fault !== undefined,
-        fault: (error) => this.#stopOn(error),
-        log,
-      },
-      state.records,
-    );
+    this.#live = new LiveSchemas(loaded.schemas, loaded.texts, {
+      ...shared,
+      dir: options.schemas,
+      expect: options.expect,
+      tentative: (undo) => this.#vetoes.window(undo),
+    });
+    this.#compactor = new Compactor({ ...shared, ...options.compaction }, state.records);
     this.#vetoes = new Vetoes({
+      ...shared,
       windowMs: options.vetoWindowMs,
-      table: this.table,
-      schemas,
-      validators: options.validators,
-      seq,
       journal: (text) => this.#writes.append(this.#files.journal, text),
-      inTurn: (task) => this.#turns.run(task),
-      stopping: () => this.#stopping,
-      fault: (error) => this.#stopOn(error),
       reverted: () => this.#compactor.counted(1),
-      log,
     });
     // a fleet host keeps its last good file when its service refuses a change: its config is the fleet's
     const revert = options.fleet
@@ -162,7 +153,7 @@ export class Run implements Pipeline {
       this.#renderer = new Renderer({
         targets,
         table: this.table,
-        schemas,
+        schemas: shared.schemas,
         ...(revert ? { revert } : {}),
         judged,
         ...(recorded ? { recorded } : {}),
@@ -185,22 +176,12 @@ export class Run implements Pipeline {
 
   /** What a fleet host's part shares with this run. */
   #hostContext(fleet: FleetSetup): HostContext {
-    const { validators, compaction } = this.#options;
     return {
+      ...this.#shared,
       dir: this.dir,
-      journalPath: this.journalPath,
-      table: this.table,
-      files: this.#files,
-      writes: this.#writes,
-      keep: compaction.keep,
-      validators,
-      schemas: () => this.#live.schemas,
+      keep: this.#options.compaction.keep,
       schemaFiles: this.#schemaFiles,
       take: (schemas) => (this.#live.schemas = schemas),
-      seq: () => this.#seq,
-      stopping: () => this.#stopping,
-      fault: (error) => this.#stopOn(error),
-      inTurn: (task) => this.#turns.run(task),
       applied: (count, diverging, journalTurn) => {
         this.#compactor.counted(count);
         // not while this host diverges: it reads those revisions again when its schemas catch up
@@ -252,11 +233,7 @@ export class Run implements Pipeline {
   // there, so new schemas are taken at a restart (a rolling upgrade).
   #watchSchemas(): void {
     if (this.#options.fleet) return;
-    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, {
-      inTurn: (task) => this.#turns.run(task),
-      stopping: () => this.#stopping,
-      fault: (error) => this.#stopOn(error),
-    });
+    this.#closeSchemaWatch = this.#live.watch(this.#options.inbox.pollIntervalMs, this.#shared);
   }
 
   // A fleet host joins before it reads its inbox (its own changes may move the inbox on); while
