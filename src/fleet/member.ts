@@ -2,7 +2,7 @@
 // fleet order (its own included) through the journal to the table, reports what its schemas
 // refuse, commits its batches (held and retried while etcd is away) and trims the log.
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
-import type { Logger } from "pino";
+import type { HostContext } from "../types.js";
 import { CdpError } from "../errors.js";
 import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./log.js";
 import type { InboxPosition } from "../inbox/inbox.js";
@@ -12,36 +12,28 @@ import { baseRecord, changeRecord, divergedRecord, markerRecord, schemaRecord, t
 import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollouts.js";
 import { parseLine } from "../lines/parse.js";
 import { describeSchemaError, type Schemas } from "../schemas/schemas.js";
-import type { AppliedChange, ConfigTable } from "../store/table.js";
-import { decodeValue, runValidators, validateChange, type AppValidator, type ValidationContext, type ValidChange } from "../schemas/validate.js";
+import type { AppliedChange } from "../store/table.js";
+import { decodeValue, runValidators, validateChange, type ValidationContext, type ValidChange } from "../schemas/validate.js";
 import { PendingConfigs, setIn, type AppConfig, type Configs } from "../lines/values.js";
 
 /** What the member needs of the fleet's log: FleetLog on etcd, or an in-memory log in the unit tests. */
 export type MemberLog = Pick<FleetLog, "head" | "follow" | "commitOrRefusal" | "recordsAfter" | "rollouts" | "trim">;
 
-export interface MemberOptions {
+/**
+ * What the member takes of the run (the HostContext: the table, the schemas in force and this
+ * host's files, taking those a fleet migration moved to, the journal's path, seq, stopping, fault,
+ * the log; `keep`: records kept in etcd when the log is trimmed, at least every 100 revisions), and
+ * what is its own.
+ */
+export interface MemberOptions
+  extends Pick<HostContext, "keep" | "table" | "schemas" | "schemaFiles" | "take" | "validators" | "journalPath" | "seq" | "stopping" | "fault" | "log"> {
   fleet: MemberLog;
   /** This host's name in the fleet's records. */
   host: string;
-  /** Records kept in etcd when the log is trimmed (and how often, at least every 100 revisions). */
-  keep: number;
-  table: ConfigTable;
-  /** The schemas in force (a fleet's migration changes them), and this host's schema files. */
-  schemas: () => Schemas;
-  schemaFiles: Schemas;
-  /** A migration the fleet committed moved some apps to this host's files' versions: these are in force now. */
-  took: (schemas: Schemas) => void;
-  validators: Map<string, AppValidator[]>;
-  journalPath: string;
   /** Append to this host's journal (retried while the disk refuses): its fsync to await, or false when cdp stops meanwhile. */
   journal: (text: string) => Promise<(() => Promise<void>) | false>;
-  /** How many inbox lines this host has processed: the seq of the journal's metadata. */
-  seq: () => number;
-  stopping: () => boolean;
   /** Why etcd cannot be used right now, or undefined once it can (for /readyz). */
   held: (reason: string | undefined) => void;
-  /** A fault that must stop cdp. */
-  fault: (error: unknown) => void;
   /** Called with how many changes were applied (for compaction's count). */
   applied: (count: number) => void;
   /** The fleet's rollouts as this host knows them (loaded at join, then moved on by each step). */
@@ -50,7 +42,6 @@ export interface MemberOptions {
   rolloutStep: (step: RolloutStep) => void;
   /** A subscriber vetoes a change a rollout staged here: true when that aborts the rollout. */
   vetoRollout: (id: string, reason: string) => boolean;
-  log: Logger;
 }
 
 type Item = FleetRecord | FleetSnapshot;
@@ -315,7 +306,7 @@ export class FleetMember {
           this.#options.rollouts.take(change);
           this.#options.rolloutStep(change);
         } else if ("schemas" in change) {
-          this.#options.took(change.schemas);
+          this.#options.take(change.schemas);
           table.applyAll(
             new Map([...change.schemas.keys()].map((app) => [app, change.apps.get(app) ?? table.config(app)])),
             change.revision,

@@ -90,7 +90,7 @@ beforeEach(async () => {
     table,
     schemas: () => schemas,
     schemaFiles: schemas,
-    took: () => undefined,
+    take: () => undefined,
     validators: new Map(),
     journalPath: "/nowhere/cdp",
     // the journal's text is in the page cache at once; its sync waits until the test lets it go
