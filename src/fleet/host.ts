@@ -124,16 +124,21 @@ class FleetHost implements FleetPlug {
     this.#announcing ??= setInterval(announce, 250).unref();
   }
 
+  /** The batches in flight, unless the table has caught up with them. */
+  #stillInFlight(): { revision: number; apps: PendingConfigs } | undefined {
+    return this.#inFlight && this.#inFlight.revision > this.#context.table.revision ? this.#inFlight : undefined;
+  }
+
   judgingAt(): { revision: number; configs: Configs } {
     const { table } = this.#context;
-    const inFlight = this.#inFlight && this.#inFlight.revision > table.revision ? this.#inFlight : undefined;
+    const inFlight = this.#stillInFlight();
     return inFlight ? { revision: inFlight.revision, configs: inFlight.apps } : { revision: table.revision, configs: table };
   }
 
   async sent(judged: JudgedBatch, judgedAt: number): Promise<void> {
     const { table } = this.#context;
     // what this batch and those still travelling set, over the table
-    const apps = this.#inFlight && this.#inFlight.revision > table.revision ? this.#inFlight.apps : new PendingConfigs(table);
+    const apps = this.#stillInFlight()?.apps ?? new PendingConfigs(table);
     for (const { change } of judged.changes) apps.set(change.app, change.path[0]!, change.topValue);
     this.#inFlight = { revision: judgedAt + judged.fleetRecords.length, apps };
     // a rollout's step changes what the next lines may do (its app is closed): judged once it is back
