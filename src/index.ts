@@ -7,7 +7,7 @@ import type { FleetLog } from "./fleet/log.js";
 import { initDataDir, isDataDir } from "./store/datadir.js";
 import { startPipeline } from "./pipeline/start.js";
 import type { Sidecar } from "./sidecar/server.js";
-import { readTokenFile } from "./sidecar/tokens.js";
+import { loadTokenFile } from "./sidecar/tokens.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./store/table.js";
 import type { Rollout } from "./fleet/rollouts.js";
 import type { AppValidator } from "./schemas/validate.js";
@@ -79,7 +79,7 @@ export interface ClusterOptions {
 export interface HttpOptions {
   /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free port. */
   listen: string;
-  /** Bearer tokens, one `read TOKEN` or `write TOKEN` per line; required off loopback. */
+  /** Bearer tokens, one `read|write|admin TOKEN NAME [apps=A,B*] [secrets]` per line; required off loopback; read again when it changes. */
   tokenFile?: string;
   /** Larger request bodies are refused with 413 (default 1 MiB). */
   maxBodyBytes?: number;
@@ -210,8 +210,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
 }
 
 async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
-  const tokens = http.tokenFile === undefined ? undefined : await readTokenFile(http.tokenFile);
-  if (tokens?.warning) log.warn(tokens.warning);
+  const tokens = http.tokenFile === undefined ? undefined : loadTokenFile(http.tokenFile, log.child({ stage: "sidecar" }));
   const { startSidecar } = await import("./sidecar/server.js");
   return startSidecar({
     listen: http.listen,
@@ -221,6 +220,9 @@ async function serveHttp(http: HttpOptions, log: Logger): Promise<Sidecar> {
     keepAliveMs: http.keepAliveMs ?? 15_000,
     requestTimeoutMs: http.requestTimeoutMs ?? 15_000,
     log: log.child({ stage: "sidecar" }),
+  }).catch((error: unknown) => {
+    tokens?.close();
+    throw error;
   });
 }
 

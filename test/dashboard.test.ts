@@ -19,7 +19,7 @@ const FLAGS = [
   "--disable-component-update",
   "--disable-sync",
 ];
-const TOKEN = "dashboard-write-token-0123456789";
+const TOKEN = "dashboard-admin-token-0123456789";
 
 let browser: Browser;
 beforeAll(async () => {
@@ -33,7 +33,7 @@ describe("the dashboard", () => {
   it("shows the live table, takes a token, submits accepted and rejected lines and shows history and rejections", async () => {
     const dir = await dataDir();
     const tokens = join(await tempDir(), "tokens");
-    await writeFile(tokens, `write ${TOKEN} alice\n`, { mode: 0o600 });
+    await writeFile(tokens, `admin ${TOKEN} alice\n`, { mode: 0o600 });
     const { logger } = capturedLogger();
     const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
     afterThisTest(() => cdp.stop());
@@ -118,6 +118,29 @@ describe("the dashboard", () => {
     await expect.poll(() => page.textContent("#plan-result")).toContain('refused: ticker cannot go from version 1 to 2: "x-cdp-migrations" has no step "2"');
     expect(cdp.get("ticker", "interval")).toBe(1500); // a preview changes nothing
     await page.screenshot({ path: process.env.CDP_SCREENSHOT ?? join(await tempDir(), "dashboard.png"), fullPage: true }); // CDP_SCREENSHOT=FILE keeps it to look at
+  });
+
+  it("shows only what its token may see and offers only what it may do", async () => {
+    const dir = await dataDir();
+    const tokens = join(await tempDir(), "tokens");
+    await writeFile(tokens, `read ${TOKEN} bob apps=ticker\n`, { mode: 0o600 });
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0", tokenFile: tokens } });
+    afterThisTest(() => cdp.stop());
+    await appendFile(join(dir, "cdp.new"), "db:host:db.example.org\nticker:token:hunter2-secret\nticker:interval:1500\n");
+    const page = await browser.newPage();
+    afterThisTest(() => page.close());
+    await page.goto(cdp.url!);
+    await page.fill("#token", TOKEN);
+    await page.click("text=Use token");
+    await expect.poll(() => page.textContent("#status")).toBe("live");
+    await expect.poll(() => page.textContent('tr[data-key="ticker.interval"] td.value')).toBe("1500");
+    expect(await page.textContent("#who")).toBe("as bob: read, apps ticker");
+    expect(await page.locator('tr[data-key="db.host"]').count()).toBe(0);
+    expect(await page.textContent("body")).not.toContain("hunter2");
+    for (const form of ["#change-form", "#rollback-form", "#plan-form", "#rollout-form"]) expect([form, await page.isVisible(form)]).toEqual([form, false]);
+    await appendFile(join(dir, "cdp.new"), "db:host:db2.example.org\nticker:interval:1600\n");
+    await expect.poll(() => page.textContent('tr[data-key="ticker.interval"] td.value')).toBe("1600");
+    expect(await page.textContent("#history")).not.toContain("db.host");
   });
 
   it("shows a fleet's rollouts with their countdown, starts one, and aborts or promotes it with a button", async () => {

@@ -64,7 +64,7 @@ describe("GET /v1/config", () => {
     const apps = (await all.json()) as Record<string, Record<string, unknown>>;
     expect(apps.ticker).toMatchObject({ interval: 1500, name: "tick" });
     expect(apps.db).toEqual({ host: "localhost", pool: { min: 1, max: 10 } });
-    expect(apps.ticker).not.toHaveProperty("token"); // writeOnly: never served
+    expect(apps.ticker).not.toHaveProperty("token"); // writeOnly: served only to a token with "secrets"
 
     expect(await (await call("/v1/config/ticker")).json()).toEqual({ interval: 1500, name: "tick", enabled: true });
     expect(await (await call("/v1/config/ticker/interval")).json()).toBe(1500);
@@ -92,7 +92,10 @@ describe("GET /v1/config", () => {
     expect(await error("/v1/config/nope")).toEqual({ status: 404, error: 'unknown app "nope"' });
     expect(await error("/v1/config/ticker/nope")).toMatchObject({ status: 404, error: expect.stringContaining('ticker has no key "nope"') });
     expect(await error("/v1/config/ticker/ratio")).toEqual({ status: 404, error: "ticker.ratio has no value" });
-    expect(await error("/v1/config/ticker/token")).toEqual({ status: 403, error: "ticker.token is secret (writeOnly): it is never served" });
+    expect(await error("/v1/config/ticker/token")).toEqual({
+      status: 403,
+      error: 'ticker.token is secret (writeOnly): it is served only to a token with "secrets"',
+    });
     expect(await error("/v1/nothing")).toEqual({ status: 404, error: "no such endpoint: /v1/nothing" });
     const wrongMethod = await call("/v1/config", { method: "POST", body: "x" });
     expect(wrongMethod.status).toBe(405);
@@ -211,7 +214,7 @@ describe("bearer tokens", () => {
 
     const readOnly = await call("/v1/changes", post("ticker:interval:1500\n", bearer(READ_TOKEN)));
     expect(readOnly.status).toBe(403);
-    expect(await readOnly.json()).toEqual({ error: "this token may read but not change the configuration" });
+    expect(await readOnly.json()).toEqual({ error: 'the token "token-2" has the read scope: POST /v1/changes needs write' });
     expect((await call("/v1/changes", post("ticker:interval:1500\n"))).status).toBe(401);
     expect((await call("/v1/changes", post("ticker:interval:1500\n", bearer(WRITE_TOKEN)))).status).toBe(200);
     expect((await call("/v1/config/ticker/interval", { headers: bearer(WRITE_TOKEN) })).status).toBe(200); // write includes read
@@ -228,10 +231,10 @@ describe("bearer tokens", () => {
     expect(open.output).toContain("cdp: refusing to serve on 0.0.0.0 without --token-file: anyone who reaches it could read and change the configuration");
 
     const bad = join(dir, "bad-tokens");
-    await writeFile(bad, "admin abcdefghijklmnopqrstuvwxyz\n", { mode: 0o600 });
+    await writeFile(bad, "root abcdefghijklmnopqrstuvwxyz\n", { mode: 0o600 });
     const badScope = await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--token-file", bad]);
     expect(badScope.code).toBe(2);
-    expect(badScope.output).toContain(`cdp: ${bad}:1: expected "read TOKEN [NAME]" or "write TOKEN [NAME]", got scope "admin"`);
+    expect(badScope.output).toContain(`cdp: ${bad}:1: expected "read|write|admin TOKEN NAME [apps=APP,GLOB*] [secrets]", got scope "root"`);
 
     await writeFile(bad, "write short\n");
     expect((await runCli(["watch", "--dir", dir, "--schemas", SCHEMAS, "--http", "127.0.0.1:0", "--token-file", bad])).output).toContain(

@@ -66,8 +66,9 @@ Options:
 The sidecar (off unless --http is given):
   --http ADDRESS         serve the HTTP API, event stream, metrics and dashboard on
                          HOST:PORT (or PORT, on 127.0.0.1; 0 takes a free port)
-  --token-file F         bearer tokens, one 'read TOKEN' or 'write TOKEN' per line; without
-                         it only a loopback address is allowed and no token is asked for
+  --token-file F         bearer tokens, one 'read|write|admin TOKEN NAME [apps=A,B*] [secrets]'
+                         per line (read again when it changes); without it only a loopback
+                         address is allowed and no token is asked for
   --http-max-body BYTES  refuse larger request bodies with 413 (default 1048576)
   --http-wait SECONDS    how long POST /v1/changes waits for outcomes before 202 (default 10)
   --http-keepalive SECONDS  keep-alive comment interval on idle event streams (default 15)

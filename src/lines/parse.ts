@@ -139,3 +139,8 @@ function tokenName(type: string, part: number): string {
       return "'.'";
   }
 }
+
+/** The app a line names before its first ':', even when the rest does not parse; undefined for none. */
+export function appOfLine(text: string): string | undefined {
+  return /^[ \t]*([A-Za-z_][A-Za-z0-9_-]{0,63})[ \t]*:/.exec(text)?.[1];
+}

@@ -6,6 +6,7 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { CdpError } from "../errors.js";
+import type { Lacking } from "./tokens.js";
 
 export const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 
@@ -60,6 +61,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** For a 403 that a token's scope caused: what it lacks (counted in /metrics). */
+    readonly lacking?: Lacking,
   ) {
     super(message);
   }

@@ -4,9 +4,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { Pipeline } from "../types.js";
 import type { RenderStatus } from "../render/renderer.js";
 import type { EventStream } from "./stream.js";
+import type { Refusals } from "./tokens.js";
 import { VERSION } from "../version.js";
 
-export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry {
+export function createMetrics(pipeline: Pipeline, stream: EventStream, refused: Refusals): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "cdp_" });
   // prom-client names three gauges "…_total", which is for counters (promtool check metrics
@@ -92,5 +93,15 @@ export function createMetrics(pipeline: Pipeline, stream: EventStream): Registry
   perTarget("cdp_render_last_ok", "1 when a target's last render went well, else 0", (status) => (status.lastOk ? 1 : 0));
   counter("cdp_inbox_outages_total", "Times the inbox became unavailable", () => pipeline.outages);
   counter("cdp_subscriber_errors_total", "Times a subscriber threw or rejected", () => pipeline.table.subscriberErrors);
+  new Counter({
+    name: "cdp_http_refusals_total",
+    help: "Requests refused for what their token lacks: a known token (401), a scope, an app or secrets (403)",
+    labelNames: ["scope"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [scope, count] of Object.entries(refused)) this.inc({ scope }, count);
+    },
+  });
   return registry;
 }

@@ -1,7 +1,7 @@
 // A client for processes beside a cdp sidecar: the embedded table's read and subscribe API, fed
 // over HTTP. It loads the configuration once, then follows the event stream into a local table;
 // after a dropped connection it reconnects with Last-Event-ID, so no change is missed. Secret
-// (writeOnly) keys are never served, so they are absent here.
+// (writeOnly) keys are served only to a token with "secrets": without one they are absent here.
 import { pino, type Logger } from "pino";
 import { CdpError } from "../errors.js";
 import { ConfigTable, type LiveConfig } from "../store/table.js";
@@ -10,7 +10,7 @@ import { withValueBelow, type AppConfig } from "../lines/values.js";
 export interface RemoteOptions {
   /** The sidecar's address, e.g. `http://127.0.0.1:7070`. */
   url: string;
-  /** A bearer token with the read scope, when the sidecar asks for one. */
+  /** A bearer token with the read scope (and `secrets` for secret values), when the sidecar asks for one. */
   token?: string;
   /** A pino logger; by default JSON lines on stderr at level info. */
   logger?: Logger;
@@ -81,7 +81,8 @@ export async function connectCdp(options: RemoteOptions): Promise<RemoteCdp> {
       heard = snapshot.revision;
     } else if (event === "message") {
       const change = JSON.parse(data) as ChangeData;
-      if (!change.secret) {
+      // a secret change carries its value only to a token with "secrets"
+      if (!change.secret || "value" in change) {
         const [top, ...below] = change.key.split(".") as [string, ...string[]];
         const topValue = withValueBelow(table.valueOf(change.app, top), below, change.value);
         table.apply({ app: change.app, key: change.key, topValue, revision: change.revision, source: change.source, time: change.time });

@@ -24,12 +24,13 @@ import { newRolloutId, rolloutDirective, servedRollout, type RolloutRequest } fr
 import { submitLines } from "../pipeline/submit.js";
 import { MAX_SCHEMA_DEPTH } from "../schemas/schemas.js";
 import { nestsDeeperThan } from "../lines/values.js";
-import type { Scope, Tokens } from "./tokens.js";
+import { appRefusal, hasScope, LOOPBACK_GRANT, noRefusals, type Grant, type Refusals, type Scope, type Tokens } from "./tokens.js";
+import { appOfLine } from "../lines/parse.js";
 
 export interface SidecarOptions {
   /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
   listen: string;
-  /** Without tokens, the address must be a loopback one. */
+  /** Without tokens, the address must be a loopback one; closed with the sidecar. */
   tokens?: Tokens;
   /** Larger request bodies are refused with 413. */
   maxBodyBytes: number;
@@ -66,6 +67,8 @@ interface Request {
   pipeline: Pipeline;
   /** What follows the route's prefix in the path (for /v1/config/...). */
   rest: string;
+  /** What the request's token may do. */
+  grant: Grant;
 }
 interface Route {
   method: "GET" | "POST";
@@ -88,6 +91,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   let recent: RecentChanges | undefined;
   let metrics: Registry | undefined;
   const configs = new ConfigCache();
+  const refused = noRefusals();
 
   const routes: Record<string, Route | Route[]> = {
     "/": { method: "GET", scope: null, early: true, handle: ({ res }) => sendPage(res, page) },
@@ -110,21 +114,30 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         res.writeHead(200, { "content-type": metrics!.contentType, "cache-control": "no-store" }).end(text);
       },
     },
-    "/v1/config": { method: "GET", scope: "read", handle: ({ req, res, rest, pipeline }) => configs.serve(req, res, rest, pipeline) },
-    "/v1/events": { method: "GET", scope: "read", handle: (request) => openStream(request, stream!) },
+    "/v1/config": {
+      method: "GET",
+      scope: "read",
+      handle: ({ req, res, rest, pipeline, grant }) => {
+        if (grant.secrets) log.info({ token: grant.name, path: req.url }, "audit: secrets read");
+        configs.serve(req, res, rest, pipeline, grant);
+      },
+    },
+    "/v1/events": { method: "GET", scope: "read", handle: (request) => openStream(request, stream!, options) },
     "/v1/history": { method: "GET", scope: "read", handle: (request) => serveHistory(request, recent!) },
     "/v1/rejections": {
       method: "GET",
       scope: "read",
-      handle: async ({ res, url, pipeline }) => {
+      handle: async ({ res, url, pipeline, grant }) => {
         const limit = limitOf(url, 50);
-        sendJson(res, 200, await recentRejections(join(pipeline.dir, REJECTS_FILE), pipeline.schemas, limit));
+        // a line that names no app is shown only to a token for every app
+        const shown = (app: string | undefined) => (app === undefined ? grant.apps === undefined : grant.allows(app));
+        sendJson(res, 200, await recentRejections(join(pipeline.dir, REJECTS_FILE), pipeline.schemas, limit, shown));
       },
     },
     "/v1/changes": {
       method: "POST",
       scope: "write",
-      handle: async ({ req, res, pipeline }) => {
+      handle: async ({ req, res, pipeline, grant }) => {
         const type = req.headers["content-type"];
         // text/plain, or curl's default for --data-binary: the body is taken as lines either way
         if (type !== undefined && !/^(text\/plain|application\/x-www-form-urlencoded)\b/i.test(type)) {
@@ -133,10 +146,12 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         const body = await readBody(req, options.maxBodyBytes);
         if (body.length === 0) return sendError(res, 400, "the body holds no line: send change lines (app:key:value), one per line");
         if (!isUtf8(body)) return sendError(res, 400, "the body is not valid UTF-8");
-        await sendSubmitted(res, pipeline, body.toString("utf8"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, options.tokens));
+        const text = body.toString("utf8");
+        refuseForeignApps(grant, text.split("\n"));
+        await sendSubmitted(res, pipeline, text, `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, grant));
       },
     },
-    "/v1/rollback": { method: "POST", scope: "write", handle: (request) => rollback(request, options) },
+    "/v1/rollback": { method: "POST", scope: "admin", handle: (request) => rollback(request, options) },
     // "self": the host that answers (the dashboard names it)
     "/v1/hosts": {
       method: "GET",
@@ -148,19 +163,23 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
           (await pipeline.hosts()).map((host) => (host.host === pipeline.host ? { ...host, self: true } : host)),
         ),
     },
-    "/v1/plan": { method: "POST", scope: "read", handle: (request) => planSchemas(request, options) },
+    "/v1/plan": { method: "POST", scope: "admin", handle: (request) => planSchemas(request, options) },
+    "/v1/token": { method: "GET", scope: "read", handle: ({ res, grant }) => sendJson(res, 200, grantJson(grant)) },
     "/v1/rollouts": [
       {
         method: "GET",
         scope: "read",
-        handle: ({ res, pipeline }) =>
+        handle: ({ res, pipeline, grant }) =>
           sendJson(
             res,
             200,
-            pipeline.rollouts().map((rollout) => servedRollout(rollout, pipeline.schemas)),
+            pipeline
+              .rollouts()
+              .filter((rollout) => grant.allows(rollout.app))
+              .map((rollout) => servedRollout(rollout, pipeline.schemas)),
           ),
       },
-      { method: "POST", scope: "write", handle: (request) => rolloutRequest(request, options) },
+      { method: "POST", scope: "admin", handle: (request) => rolloutRequest(request, options) },
     ],
   };
 
@@ -168,7 +187,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs / 4) };
   const server = createServer(
     { ...timeouts, keepAliveTimeout: 5_000 },
-    routeRequests(routes, options, () => pipeline),
+    routeRequests(routes, options, () => pipeline, refused),
   );
   // after Node's own 408 for a request begun but not received in time
   guardDescriptors(server, 2 * requestTimeoutMs + 1000, log);
@@ -181,10 +200,11 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     attach(attached) {
       stream = new EventStream(attached, { log, keepAliveMs: options.keepAliveMs });
       recent = new RecentChanges(attached, log);
-      metrics = createMetrics(attached, stream);
+      metrics = createMetrics(attached, stream, refused);
       pipeline = attached;
     },
     async close() {
+      options.tokens?.close();
       stream?.close();
       recent?.close();
       server.closeAllConnections();
@@ -198,6 +218,7 @@ function routeRequests(
   routes: Record<string, Route | Route[]>,
   options: SidecarOptions,
   attached: () => Pipeline | undefined,
+  refused: Refusals,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const { log } = options;
   const byPath = new Map(Object.entries(routes).map(([path, route]) => [path, [route].flat()]));
@@ -215,18 +236,26 @@ function routeRequests(
     }
     const refusal = foreignRequest(req, !options.tokens);
     if (refusal) return sendError(res, 403, refusal);
-    if (route.scope && options.tokens) {
-      const scope = options.tokens.scopeOf(req.headers.authorization);
-      if (!scope) {
+    const grant = options.tokens ? options.tokens.grantOf(req.headers.authorization) : LOOPBACK_GRANT;
+    if (route.scope) {
+      if (!grant) {
+        refused.token++;
         res.setHeader("www-authenticate", 'Bearer realm="cdp"');
         return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
       }
-      if (route.scope === "write" && scope !== "write") return sendError(res, 403, "this token may read but not change the configuration");
+      if (!hasScope(grant, route.scope)) {
+        refused[route.scope]++;
+        return sendError(res, 403, `the token "${grant.name}" has the ${grant.scope} scope: ${req.method} ${pathname} needs ${route.scope}`);
+      }
+      if (route.method === "POST" && route.scope !== "read") log.info({ token: grant.name, method: req.method, path: pathname }, "audit: a change requested");
     }
     if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
     const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
     const failed = (error: unknown) => {
-      if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      if (error instanceof HttpError) {
+        if (error.status === 403 && error.lacking) refused[error.lacking]++;
+        return sendError(res, error.status, error.message);
+      }
       if (error instanceof CdpError && error.code === "bootstrap") return sendError(res, 503, error.message); // the inbox cannot take lines
       log.error({ err: error, path: pathname }, "request failed");
       if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
@@ -234,7 +263,7 @@ function routeRequests(
     };
     // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
     try {
-      route.handle({ req, res, url, pipeline: attached()!, rest })?.catch(failed);
+      route.handle({ req, res, url, pipeline: attached()!, rest, grant: grant ?? LOOPBACK_GRANT })?.catch(failed);
     } catch (error) {
       failed(error);
     }
@@ -242,7 +271,7 @@ function routeRequests(
 }
 
 /** GET /v1/events[?app=A[&key=K]][&since=REV][&rejections=1]; Last-Event-ID takes precedence over since. */
-async function openStream({ req, res, url, pipeline }: Request, stream: EventStream): Promise<void> {
+async function openStream({ req, res, url, pipeline, grant }: Request, stream: EventStream, options: SidecarOptions): Promise<void> {
   const header = req.headers["last-event-id"];
   const given = (Array.isArray(header) ? header.join(",") : header) ?? url.searchParams.get("since") ?? undefined;
   // decimal digits only: Number() would read "0x10" as 16 and "1e3" as 1000
@@ -253,6 +282,7 @@ async function openStream({ req, res, url, pipeline }: Request, stream: EventStr
   const key = url.searchParams.get("key") ?? undefined;
   if (key !== undefined && app === undefined) throw new HttpError(400, "a key filter needs an app: ?app=APP&key=KEY");
   if (app !== undefined) {
+    refuseApps(grant, [app]);
     const schema = pipeline.schemas.get(app);
     if (!schema) throw new HttpError(404, `unknown app "${app}"`);
     const info = key === undefined ? undefined : schema.key(key.split("."));
@@ -265,20 +295,24 @@ async function openStream({ req, res, url, pipeline }: Request, stream: EventStr
     res.end();
     return;
   }
-  await stream.open(res, since, { app, key, rejections });
+  if (grant.secrets) options.log.info({ token: grant.name, path: "/v1/events", app }, "audit: secrets read");
+  await stream.open(res, since, { app, key, rejections, grant });
 }
 
 /** GET /v1/history[?app=A[&key=K]][&limit=N]: newest first, as `cdp history --json` prints it. */
-async function serveHistory({ res, url }: Request, recent: RecentChanges): Promise<void> {
+async function serveHistory({ res, url, grant }: Request, recent: RecentChanges): Promise<void> {
   const app = url.searchParams.get("app");
   const key = url.searchParams.get("key");
+  if (app !== null) refuseApps(grant, [app]);
   const selector = app === null ? undefined : key === null ? app : `${app}.${key}`;
   const limit = limitOf(url, 100);
-  sendJson(res, 200, historyJson(selectHistory(await recent.entries(), selector, limit)));
+  const entries = await recent.entries();
+  const covered = grant.apps === undefined || app !== null ? entries : entries.filter((entry) => grant.allows(entry.app));
+  sendJson(res, 200, historyJson(selectHistory(covered, selector, limit)));
 }
 
 /** POST /v1/rollback {"to": REV} or {"last": true}, optionally "dryRun": true. */
-async function rollback({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+async function rollback({ req, res, pipeline, grant }: Request, options: SidecarOptions): Promise<void> {
   const request = await readJsonObject<{ to: unknown; last: unknown; dryRun: unknown }>(
     req,
     options.maxBodyBytes,
@@ -295,10 +329,11 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
     if (error instanceof CdpError) throw new HttpError(error.code === "refused" ? 409 : 400, error.message);
     throw error;
   }
+  refuseForeignApps(grant, lines);
   if (lines.length === 0 || request.dryRun === true) {
     return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
   }
-  const said = whoAndWhy(req, options.tokens);
+  const said = whoAndWhy(req, grant);
   await sendSubmitted(
     res,
     pipeline,
@@ -314,7 +349,7 @@ async function rollback({ req, res, pipeline }: Request, options: SidecarOptions
  * POST /v1/rollouts: start one ({"hosts": [H…], "bake": S, "lines": [LINE…]} or "steps"/"every"),
  * or {"action": "abort" | "promote", "id"?: ID, "reason"?: T}; through the inbox, as cdp rollout does.
  */
-async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+async function rolloutRequest({ req, res, pipeline, grant }: Request, options: SidecarOptions): Promise<void> {
   const usage =
     'send JSON: {"hosts": ["H1"], "bake": SECONDS, "lines": ["app:key:value"]}, {"steps": [10, 50, 100], "every": SECONDS, "lines": […]}, or {"action": "abort" | "promote", "id": ID, "reason": TEXT}';
   const body = await readJsonObject<{
@@ -335,9 +370,16 @@ async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarO
       body.steps === undefined
         ? { hosts: body.hosts as string[], bakeSeconds: body.bake as number }
         : { steps: body.steps as number[], everySeconds: body.every as number };
+    if (Array.isArray(body.lines))
+      refuseForeignApps(
+        grant,
+        body.lines.filter((line): line is string => typeof line === "string"),
+      );
     request = { start: { id: newRolloutId(), lines: body.lines as string[], ...timing } };
   } else if (action === "abort" || action === "promote") {
-    const baking = pipeline.rollouts().filter((rollout) => rollout.state === "baking" && (body.id === undefined || rollout.id === body.id));
+    const baking = pipeline
+      .rollouts()
+      .filter((rollout) => rollout.state === "baking" && grant.allows(rollout.app) && (body.id === undefined || rollout.id === body.id));
     if (baking.length !== 1)
       throw new HttpError(
         baking.length === 0 ? 404 : 400,
@@ -348,7 +390,7 @@ async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarO
     const id = baking[0]!.id;
     request = action === "abort" ? { abort: { id, ...(reason ? { reason } : {}) } } : { promote: { id } };
   } else throw new HttpError(400, usage);
-  const said = whoAndWhy(req, options.tokens);
+  const said = whoAndWhy(req, grant);
   const { status, lines } = await submitLines(pipeline, rolloutDirective(request), options.waitMs, `http-rollout:${req.socket.remoteAddress ?? "?"}`, {
     ...said,
     ...(action === "start" && reason ? { reason } : {}),
@@ -361,13 +403,17 @@ async function rolloutRequest({ req, res, pipeline }: Request, options: SidecarO
 }
 
 /** POST /v1/plan {"files": {"NAME.schema.json": SCHEMA, …}}: what taking them would do (nothing is written). */
-async function planSchemas({ req, res, pipeline }: Request, options: SidecarOptions): Promise<void> {
+async function planSchemas({ req, res, pipeline, grant }: Request, options: SidecarOptions): Promise<void> {
   const usage = 'send JSON: {"files": {"APP.schema.json": SCHEMA, …}} (the other apps keep their schemas)';
   const request = await readJsonObject<{ files: unknown }>(req, options.maxBodyBytes, usage);
   const files = request.files;
   if (typeof files !== "object" || files === null || Array.isArray(files) || Object.keys(files).length === 0) throw new HttpError(400, usage);
   const badName = Object.keys(files).find((name) => !/^[A-Za-z_][A-Za-z0-9_-]{0,63}\.schema\.json$/.test(name));
   if (badName !== undefined) throw new HttpError(400, `${JSON.stringify(badName)} is not a schema file name (APP.schema.json)`);
+  refuseApps(
+    grant,
+    Object.keys(files).map((name) => name.slice(0, -".schema.json".length)),
+  );
   const deep = Object.entries(files).find(([, schema]) => nestsDeeperThan(schema, MAX_SCHEMA_DEPTH));
   if (deep) throw new HttpError(400, `${deep[0]}: nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
   const plan = await planFiles(pipeline, files as Record<string, unknown>);
@@ -375,8 +421,8 @@ async function planSchemas({ req, res, pipeline }: Request, options: SidecarOpti
 }
 
 /** Who makes a change over HTTP (the token's name, or the client's address without tokens), and why (X-Cdp-Reason). */
-function whoAndWhy(req: IncomingMessage, tokens: Tokens | undefined): { by: string; reason?: string } {
-  const by = tokens?.nameOf(req.headers.authorization) ?? `http:${req.socket.remoteAddress ?? "?"}`;
+function whoAndWhy(req: IncomingMessage, grant: Grant): { by: string; reason?: string } {
+  const by = grant.name || `http:${req.socket.remoteAddress ?? "?"}`;
   const header = req.headers["x-cdp-reason"];
   const reason = (Array.isArray(header) ? header.join(" ") : header)?.trim().slice(0, 1000);
   return reason ? { by, reason } : { by };
@@ -394,4 +440,20 @@ async function sendSubmitted(
   const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
   const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected" || line.outcome === "taken back") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
+}
+
+/** A 403 unless the token covers each of these apps. */
+function refuseApps(grant: Grant, apps: Iterable<string>): void {
+  const refusal = appRefusal(grant, apps);
+  if (refusal) throw new HttpError(403, refusal, "app");
+}
+
+/** A 403 unless the token covers every app these lines name (a line that names none is rejected as any other). */
+function refuseForeignApps(grant: Grant, lines: readonly string[]): void {
+  if (grant.apps !== undefined) refuseApps(grant, new Set(lines.map(appOfLine).filter((app) => app !== undefined)));
+}
+
+/** GET /v1/token: what the request's token may do (the dashboard shows only that). */
+function grantJson(grant: Grant): object {
+  return { name: grant.name || null, scope: grant.scope, apps: grant.apps ?? null, secrets: grant.secrets };
 }

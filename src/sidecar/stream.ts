@@ -13,6 +13,11 @@ import { serveRejection } from "../store/rejects.js";
 import { withoutSecrets } from "../schemas/schemas.js";
 import type { ChangeEvent } from "../store/table.js";
 import type { AppConfig } from "../lines/values.js";
+import { appOfLine } from "../lines/parse.js";
+import type { Grant } from "./tokens.js";
+
+/** Whether a client with this token sees a line for `app` (a line that names none: only a token for every app). */
+const covers = (grant: Grant | undefined, app: string | undefined) => !grant || (app === undefined ? grant.apps === undefined : grant.allows(app));
 
 /** Which events a client wants: one app, or one key of it (a change above or below the key counts). */
 export interface StreamFilter {
@@ -20,6 +25,8 @@ export interface StreamFilter {
   key?: string;
   /** Also send `rejected` events (no id) for lines that cdp rejected. */
   rejections?: boolean;
+  /** The client's token: only its apps, and secret values only with `secrets` (none: every app, no secrets). */
+  grant?: Grant;
 }
 
 export interface StreamOptions {
@@ -38,6 +45,8 @@ interface Frame {
   key: string;
   /** Encoded once, written as is to every client. */
   bytes: Buffer;
+  /** The same event with its secret values, for clients whose token has `secrets` (a change that touches a secret). */
+  secretBytes?: Buffer;
 }
 
 interface Client {
@@ -132,10 +141,11 @@ export class EventStream {
   }
 
   #deliver(client: Client, frame: Frame): void {
-    const { app, key } = client.filter;
+    const { app, key, grant } = client.filter;
     if (app !== undefined && frame.app !== app) return;
     if (key !== undefined && !(frame.key === key || frame.key.startsWith(`${key}.`) || key.startsWith(`${frame.key}.`))) return;
-    this.#send(client, frame.bytes);
+    if (grant && !grant.allows(frame.app)) return;
+    this.#send(client, grant?.secrets && frame.secretBytes ? frame.secretBytes : frame.bytes);
   }
 
   #send(client: Client, data: string | Buffer): void {
@@ -154,7 +164,10 @@ export class EventStream {
   #onRollout = ({ step, rollout }: RolloutStep) => {
     const { lines: _lines, before: _before, ...said } = rollout;
     const text = `event: rollout\ndata: ${JSON.stringify({ step, revision: this.#pipeline.table.revision, ...said, keys: keysOf(rollout) })}\n\n`;
-    for (const client of this.#clients) if (!client.backlog && (client.filter.app === undefined || client.filter.app === rollout.app)) this.#send(client, text);
+    for (const client of this.#clients) {
+      const { app, grant } = client.filter;
+      if (!client.backlog && (app === undefined || app === rollout.app) && (!grant || grant.allows(rollout.app))) this.#send(client, text);
+    }
   };
 
   #onLines = (_file: string, lines: LineOutcome[]) => {
@@ -163,7 +176,8 @@ export class EventStream {
       if (line.outcome !== "rejected") continue;
       const served = serveRejection({ time, source: `cdp.new:${line.number}`, reason: line.reason!, text: line.text }, this.#pipeline.schemas);
       const text = `event: rejected\ndata: ${JSON.stringify(served)}\n\n`;
-      for (const client of this.#clients) if (client.filter.rejections && !client.backlog) this.#send(client, text);
+      const app = appOfLine(line.text);
+      for (const client of this.#clients) if (client.filter.rejections && !client.backlog && covers(client.filter.grant, app)) this.#send(client, text);
     }
   };
 
@@ -179,8 +193,12 @@ export class EventStream {
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;
-    if (!schema || (typeof info === "object" && info.secret)) data = { revision, app, key, secret: true, time, source, ...who };
-    else
+    let secretBytes: Buffer | undefined;
+    if (!schema || (typeof info === "object" && info.secret)) {
+      data = { revision, app, key, secret: true, time, source, ...who };
+      const whole = { revision, app, key, secret: true, value: change.value, previous: change.previous, time, source, ...who };
+      secretBytes = Buffer.from(`id: ${revision}\ndata: ${JSON.stringify(whole)}\n\n`);
+    } else
       data = {
         revision,
         app,
@@ -191,7 +209,7 @@ export class EventStream {
         source,
         ...who,
       };
-    return { revision, app, key, bytes: Buffer.from(`id: ${revision}\ndata: ${JSON.stringify(data)}\n\n`) };
+    return { revision, app, key, bytes: Buffer.from(`id: ${revision}\ndata: ${JSON.stringify(data)}\n\n`), secretBytes };
   }
 
   #snapshotFrame(filter: StreamFilter): string {
@@ -199,7 +217,8 @@ export class EventStream {
     const apps: Record<string, unknown> = {};
     for (const [app, config] of Object.entries(snapshot.apps)) {
       const schema = this.#pipeline.schemas.get(app);
-      if (schema && (filter.app === undefined || filter.app === app)) apps[app] = withoutSecrets(schema, [], config as AppConfig);
+      if (!schema || (filter.app !== undefined && filter.app !== app) || (filter.grant && !filter.grant.allows(app))) continue;
+      apps[app] = filter.grant?.secrets ? config : withoutSecrets(schema, [], config as AppConfig);
     }
     return `event: snapshot\nid: ${snapshot.revision}\ndata: ${JSON.stringify({ revision: snapshot.revision, apps })}\n\n`;
   }

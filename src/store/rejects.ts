@@ -4,7 +4,7 @@
 import { createReadStream } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { DurableFile } from "./durable.js";
-import { parseLine } from "../lines/parse.js";
+import { appOfLine, parseLine } from "../lines/parse.js";
 import type { Schemas } from "../schemas/schemas.js";
 
 export const REJECTS_FILE = "cdp.rej";
@@ -107,8 +107,16 @@ function setsSecret(text: string, schemas: Schemas): boolean {
   return info === undefined || typeof info === "string" ? false : info.secret;
 }
 
-/** The last `limit` rejections recorded in `cdp.rej`, newest first (read from its end). */
-export async function recentRejections(path: string, schemas: Schemas, limit: number): Promise<ServedRejection[]> {
+/**
+ * The last `limit` rejections recorded in `cdp.rej`, newest first (read from its end), of those
+ * whose line `shown` takes (given the app the line names, if any).
+ */
+export async function recentRejections(
+  path: string,
+  schemas: Schemas,
+  limit: number,
+  shown: (app: string | undefined) => boolean = () => true,
+): Promise<ServedRejection[]> {
   let handle: FileHandle;
   try {
     handle = await open(path, "r");
@@ -126,6 +134,10 @@ export async function recentRejections(path: string, schemas: Schemas, limit: nu
       const header = /^# seq=\d+ time=(\S+) source=(\S+)(?: length=(\d+))? reason: (.*)$/.exec(lines[i - 1]!);
       if (!header) continue;
       const [, time, source, fullLength, reason] = header as unknown as [string, string, string, string | undefined, string];
+      if (!shown(appOfLine(lines[i]!))) {
+        i--;
+        continue;
+      }
       served.push(serveRejection({ time, source, reason, text: lines[i]!, fullLength: fullLength === undefined ? undefined : Number(fullLength) }, schemas));
       i--;
     }
