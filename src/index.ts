@@ -8,6 +8,7 @@ import { initDataDir, isDataDir } from "./store/datadir.js";
 import { startPipeline } from "./pipeline/start.js";
 import type { Sidecar } from "./sidecar/server.js";
 import { loadTokenFile } from "./sidecar/tokens.js";
+import { readSecretsKey } from "./store/secrets-key.js";
 import type { ChangeEvent, LiveConfig, Snapshot, Subscriber } from "./store/table.js";
 import type { Rollout } from "./fleet/rollouts.js";
 import type { AppValidator } from "./schemas/validate.js";
@@ -55,6 +56,11 @@ export interface CdpOptions {
   cluster?: ClusterOptions;
   /** Render files (paths of JSON files of `{"targets": [...]}`): app configs written for services that read files. */
   render?: string[];
+  /**
+   * A file holding a 256-bit key as 64 hex digits, kept outside the data directory: every secret
+   * (writeOnly) value cdp writes is sealed with it (AES-256-GCM), and sealed values are opened with it.
+   */
+  secretsKeyFile?: string;
 }
 
 export interface ClusterOptions {
@@ -144,7 +150,8 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
   }
   for (const name of ["pollIntervalMs", "maxOutageMs", "outageWindowMs", "vetoWindowMs"] as const) checkMs(name, options[name]);
   for (const name of ["waitMs", "keepAliveMs", "requestTimeoutMs"] as const) checkMs(`http.${name}`, options.http?.[name]);
-  if (options.init && !(await isDataDir(resolve(options.dir)))) await initDataDir(resolve(options.dir), resolve(options.schemas));
+  const sealing = options.secretsKeyFile === undefined ? undefined : await readSecretsKey(options.secretsKeyFile);
+  if (options.init && !(await isDataDir(resolve(options.dir)))) await initDataDir(resolve(options.dir), resolve(options.schemas), sealing);
   const validators = new Map<string, AppValidator[]>();
   for (const [app, list] of Object.entries(options.validators ?? {})) validators.set(app, [list].flat());
   const log = options.logger ?? pino({ level: "info" }, pino.destination(2));
@@ -174,6 +181,7 @@ export async function startCdp(options: CdpOptions): Promise<Cdp> {
     fleet: fleet && fleetCode && { host, downgrade, open: (context) => fleetCode.openFleetHost(fleet, host, downgrade, context) },
     // for `cdp status`: what this watcher serves
     watcher: { ...(sidecar ? { url: sidecar.url } : {}), ...(fleet ? { fleet: { prefix: options.cluster!.prefix, host } } : {}) },
+    sealing,
     log,
   }).catch(async (error: unknown) => {
     await sidecar?.close();

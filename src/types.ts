@@ -14,6 +14,7 @@ import type { WatcherInfo } from "./store/watcher.js";
 import type { ConfigTable } from "./store/table.js";
 import type { AppValidator } from "./schemas/validate.js";
 import type { EventEmitter } from "eventemitter3";
+import type { SecretsKey } from "./lines/sealed.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -32,6 +33,8 @@ export interface PipelineOptions {
   fleet?: FleetSetup;
   /** What `cdp status` is told of this watcher (written to cdp.watcher while it follows the inbox). */
   watcher?: Omit<WatcherInfo, "pid" | "started">;
+  /** The key secret values are sealed with wherever cdp writes them (none: they are written as they are). */
+  sealing?: SecretsKey;
   log: Logger;
 }
 
@@ -55,6 +58,8 @@ export interface Pipeline {
   validators: Map<string, AppValidator[]>;
   dir: string;
   journalPath: string;
+  /** The key secret values are sealed with (lines pushed over HTTP are sealed before they reach the inbox). */
+  sealing: SecretsKey | undefined;
   events: EventEmitter<PipelineEvents>;
   /** How many times the inbox became unavailable since start. */
   readonly outages: number;
@@ -98,6 +103,8 @@ export interface HostContext {
   writes: HeldWrites;
   /** Changes the journal keeps with their history when compacted (the fleet's log keeps as many). */
   keep: number;
+  /** The key secret values are sealed with (the fleet's saved state holds them). */
+  sealing: SecretsKey | undefined;
   validators: Map<string, AppValidator[]>;
   /** The schemas in force; the host's schema files; taking those a fleet migration moved to. */
   schemas(): Schemas;

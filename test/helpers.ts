@@ -62,9 +62,10 @@ export interface Running {
 }
 
 /** Start the real `cdp` command; it is killed after the test if still running. */
-export function runCdp(args: string[], options: { stdin?: string; uid?: number; gid?: number } = {}): Running {
+export function runCdp(args: string[], options: { stdin?: string; uid?: number; gid?: number; env?: Record<string, string> } = {}): Running {
   const as = options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid };
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"], ...as });
+  const env = options.env ? { env: { ...process.env, ...options.env } } : {};
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"], ...as, ...env });
   let output = "";
   let stdout = "";
   child.stdout!.on("data", (data: Buffer) => {

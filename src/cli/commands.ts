@@ -1,10 +1,15 @@
 // The commands that work on the data directory's files, without the watcher: status, get,
 // check, history, plan and compact.
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { compactJournal, swapIn } from "../store/compactor.js";
-import { openDataDir } from "../store/datadir.js";
+import { checkSecretsKey, openDataDir, recordSecretsKey } from "../store/datadir.js";
+import { createSecretsKey, readSecretsKey } from "../store/secrets-key.js";
+import { checkResealed, resealFile, swapResealed } from "../store/rekey.js";
+import { REJECTS_FILE } from "../store/rejects.js";
+import { maskLine, sealLines } from "../schemas/sealing.js";
+import type { SecretsKey } from "../lines/sealed.js";
 import { lockDataDir } from "../store/durable.js";
 import { CdpError } from "../errors.js";
 import { formatHistory, historyJson, selectHistory } from "../store/history.js";
@@ -14,7 +19,7 @@ import { noPositionals, positiveInteger, required, type Values } from "./options
 import { describePlan, formatPlan } from "../pipeline/plan.js";
 import { loadSchemas, maskSecrets, readSchemaTexts } from "../schemas/schemas.js";
 import { readStatus } from "./status.js";
-import { keysOf, readRolloutsView } from "../fleet/rollouts.js";
+import { keysOf, readRolloutsView, ROLLOUTS_FILE } from "../fleet/rollouts.js";
 import { planUpgrade } from "../pipeline/upgrade.js";
 import { judgeInSequence } from "../schemas/validate.js";
 import type { AppConfig } from "../lines/values.js";
@@ -30,12 +35,40 @@ export interface Io {
 export const stderrLog = { info: (_fields: object, message: string) => void process.stderr.write(`cdp: ${message}\n`) } as Pick<Logger, "info">;
 
 /** The data directory, which must be initialised, and the schema directory: given, else recorded by `cdp init`. */
-export async function dataDir(values: Values, log: Pick<Logger, "info"> = stderrLog): Promise<{ dir: string; schemas: string }> {
+/**
+ * The data directory and its schemas; with --secrets-key, the key (sealed values then open). A
+ * directory whose secrets are sealed is refused without its key (exit 2).
+ */
+export async function dataDir(values: Values, log: Pick<Logger, "info"> = stderrLog): Promise<{ dir: string; schemas: string; sealing?: SecretsKey }> {
   const dir = required(values, "dir");
   const settings = await openDataDir(dir, log);
   const schemas = values.schemas ? resolve(values.schemas) : settings.schemas;
   if (!schemas) throw new CdpError("usage", `no schema directory: give --schemas (or CDP_SCHEMAS), or record one with 'cdp init --dir ${dir} --schemas DIR'`);
-  return { dir, schemas };
+  const sealing = await secretsKeyOption(values);
+  checkSecretsKey(dir, settings, sealing);
+  return sealing ? { dir, schemas, sealing } : { dir, schemas };
+}
+
+/**
+ * Lines as they go to the inbox, and as they are shown: with a key (or in a directory whose secrets
+ * are sealed, where a secret line needs its key) each secret value sealed, and shown as [secret].
+ */
+export async function sealForInbox(dir: string, values: Values, lines: string[]): Promise<{ queued: string[]; shown: string[] }> {
+  const settings = await openDataDir(dir, stderrLog);
+  const sealing = await secretsKeyOption(values);
+  if (!sealing && settings.secretsKey === undefined) return { queued: lines, shown: lines };
+  const schemaDir = values.schemas ? resolve(values.schemas) : settings.schemas;
+  if (!schemaDir) throw new CdpError("usage", `to seal secret values cdp needs the schemas: give --schemas (or CDP_SCHEMAS)`);
+  const schemas = await loadSchemas(schemaDir);
+  const shown = lines.map((line) => maskLine(line, schemas));
+  if (sealing || shown.some((line, i) => line !== lines[i])) checkSecretsKey(dir, settings, sealing);
+  return { queued: sealLines(lines, schemas, sealing), shown };
+}
+
+/** The key --secrets-key (CDP_SECRETS_KEY_FILE) names, if given. */
+export async function secretsKeyOption(values: Values): Promise<SecretsKey | undefined> {
+  const file = values["secrets-key"];
+  return file === undefined ? undefined : readSecretsKey(resolve(file));
 }
 
 export async function statusCommand(values: Values, positionals: string[], io: Io): Promise<number> {
@@ -123,6 +156,7 @@ export async function getCommand(values: Values, positionals: string[], io: Io):
 export async function checkCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals, 1);
   const target = values.dir === undefined ? undefined : await dataDir(values);
+  if (!target) await secretsKeyOption(values); // sealed values in the lines open with it
   const schemas = await loadSchemas(target?.schemas ?? required(values, "schemas"));
   const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
   const input = positionals[0] ?? "-";
@@ -159,13 +193,13 @@ export async function historyCommand(values: Values, positionals: string[], io: 
 
 export async function compactCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
-  const { dir, schemas: schemaDir } = await dataDir(values);
+  const { dir, schemas: schemaDir, sealing } = await dataDir(values);
   const schemas = await loadSchemas(schemaDir);
   const keep = positiveInteger(values, "keep", 1000, 0);
   const unlock = await lockDataDir(dir, "compact by hand (a running watcher compacts by itself)");
   try {
     const path = join(dir, JOURNAL_FILE);
-    const { temporary, before, after, expected } = await compactJournal(path, schemas, keep);
+    const { temporary, before, after, expected } = await compactJournal(path, schemas, keep, { sealing });
     await swapIn(temporary, path);
     io.stderr(`compacted ${path}: ${before} → ${after} bytes, revision ${expected.revision}\n`);
     return 0;
@@ -179,7 +213,9 @@ export async function planCommand(values: Values, positionals: string[], io: Io)
   noPositionals(positionals);
   const dir = required(values, "dir");
   const target = required(values, "schemas");
-  const current = (await openDataDir(dir, stderrLog)).schemas;
+  const settings = await openDataDir(dir, stderrLog);
+  checkSecretsKey(dir, settings, await secretsKeyOption(values));
+  const current = settings.schemas;
   if (!current) throw new CdpError("usage", `${dir} records no schema directory to compare with: record one with 'cdp init --dir ${dir} --schemas DIR'`);
   const inForce = await loadSchemas(current);
   const journalPath = join(dir, JOURNAL_FILE);
@@ -194,4 +230,48 @@ export async function planCommand(values: Values, positionals: string[], io: Io)
   if (!values.json) io.stdout(`${formatPlan(plan)}\n`);
   io.stderr(`the configuration holds under ${target} (the data directory's schemas are ${current})\n`);
   return 0;
+}
+
+/**
+ * `cdp rekey --dir D --secrets-key OLD --new-key NEW`: every sealed value (and every secret still
+ * in clear) of D's journal, cdp.rej and cdp.rollouts sealed with NEW (written when it does not
+ * exist), then NEW recorded as the directory's key. Run again after a crash, it finishes the work.
+ */
+export async function rekeyCommand(values: Values, positionals: string[], io: Io): Promise<number> {
+  noPositionals(positionals);
+  const dir = required(values, "dir");
+  const settings = await openDataDir(dir, stderrLog);
+  const schemaDir = values.schemas ? resolve(values.schemas) : settings.schemas;
+  if (!schemaDir) throw new CdpError("usage", "give --schemas (or CDP_SCHEMAS): the schemas say which values are secret");
+  const newFile = values["new-key"];
+  if (newFile === undefined) throw new CdpError("usage", "--new-key FILE is required: the key to seal with from now on (written when FILE does not exist)");
+  const old = await secretsKeyOption(values);
+  const created = !(await stat(resolve(newFile)).catch(() => undefined));
+  const to = created ? await createSecretsKey(resolve(newFile)) : await readSecretsKey(resolve(newFile));
+  // the recorded key is the old one, or already the new one (a rekey cut short, run again)
+  if (settings.secretsKey !== to.id) checkSecretsKey(dir, settings, old);
+  const schemas = await loadSchemas(schemaDir);
+  const unlock = await lockDataDir(dir, "rekey (stop the watcher first)");
+  try {
+    const files = [
+      { path: join(dir, JOURNAL_FILE), lines: true },
+      { path: join(dir, REJECTS_FILE), lines: true },
+      { path: join(dir, ROLLOUTS_FILE), lines: false },
+    ];
+    const written: { path: string; temporary: string; values: number }[] = [];
+    for (const { path, lines } of files) {
+      const resealed = await resealFile(path, schemas, to, lines);
+      if (resealed) written.push({ path, ...resealed });
+    }
+    const journal = written.find(({ path }) => path === files[0]!.path);
+    if (journal) await checkResealed(journal.path, journal.temporary, schemas);
+    for (const { temporary, path } of written) await swapResealed(temporary, path);
+    await recordSecretsKey(dir, to);
+    const sealed = written.reduce((sum, file) => sum + file.values, 0);
+    if (created) io.stderr(`wrote a new secrets key to ${resolve(newFile)} (key ${to.id})\n`);
+    io.stderr(`sealed ${sealed} value${sealed === 1 ? "" : "s"} with key ${to.id} in ${dir}: from now on give --secrets-key ${resolve(newFile)}\n`);
+    return 0;
+  } finally {
+    await unlock();
+  }
 }

@@ -14,6 +14,7 @@ Usage:
   cdp history --dir D [app[.key]] [--limit N] [--json]   revisions, newest first
   cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
   cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
+  cdp rekey  --dir D --secrets-key OLD --new-key NEW   seal every secret value with NEW
   cdp plan   --dir D --schemas NEW   what taking the schemas in NEW would do (versions, keys)
   cdp rollout start --dir D --hosts H1[,H2] --bake S [--wait] LINE...   stage a fleet change on canaries
   cdp rollout status|abort|promote --dir D   follow, stop or finish a fleet's rollouts
@@ -22,19 +23,29 @@ Settings come from flags, then environment variables, then the data directory: e
 --NAME may be given as CDP_NAME (upper case, '-' as '_': CDP_DIR, CDP_SCHEMAS,
 CDP_MAX_LINE_BYTES, CDP_HTTP …; for a switch, 1 or 0), and --schemas defaults to the schema
 directory recorded by 'cdp init'. Flags win.
+Secret (writeOnly) values are sealed at rest (AES-256-GCM) when a key is given: --secrets-key FILE
+(CDP_SECRETS_KEY_FILE), 64 hex digits, on every command that reads or writes values ('cdp init
+--secrets-key FILE' writes a new one); a directory whose secrets are sealed refuses to run without it.
 Run 'cdp COMMAND --help' for a command's options.
 Exit codes: 0 done; 1 a check found rejections, a rollback was refused, or a fault stopped cdp;
 2 bad usage or an invalid bootstrap (a schema or the journal); 3 the inbox stayed unavailable.`;
 
 export const HELP: Record<string, string> = {
-  init: `Usage: cdp init --dir D --schemas S
+  init: `Usage: cdp init --dir D --schemas S [--secrets-key FILE]
 
 Create the data directory D (mode 0700) and mark it as cdp's, recording the schema directory S
 in D/cdp.conf. Every other command refuses a directory that is not initialised (exit 2), so
 that a typo in --dir or an unmounted volume never looks like an empty configuration.
 The schemas must load (at least one S/<app>.schema.json), and a journal already in D (from an
 earlier cdp) must hold under them. Running it again with the same settings changes nothing
-(exit 0).`,
+(exit 0).
+
+Options:
+  --secrets-key FILE     seal secret (writeOnly) values at rest with the key in FILE (64 hex
+                         digits; a new random key is written there, mode 0600, when FILE does
+                         not exist). Keep FILE outside D. Its id is recorded in D/cdp.conf: from
+                         then on every command on D needs --secrets-key FILE (or
+                         CDP_SECRETS_KEY_FILE)`,
   watch: `Usage: cdp watch --dir D --schemas S [options]
 
 Follow D/${INBOX_FILE}: each new line is parsed, validated against S/<app>.schema.json and
@@ -181,6 +192,13 @@ Exit 0 when the configuration holds under NEW; 1 with the reason when it would b
 
 Options:
   --json                 the plan as JSON ({"ok": true, "apps": [...]} or {"ok": false, "reason": ...})`,
+  rekey: `Usage: cdp rekey --dir D --secrets-key OLD --new-key NEW
+
+Seal every secret value of D (in D/${JOURNAL_FILE}, D/cdp.rej and D/cdp.rollouts) again with the
+key in NEW (written, mode 0600, when NEW does not exist), and every secret still in clear too;
+then record NEW as D's key. Each file is rewritten beside itself, fsync'd and renamed over it:
+after a crash, run the same command again to finish. Stop the watcher first; start it again
+with --secrets-key NEW. OLD may be left out for a directory that has no key yet.`,
   compact: `Usage: cdp compact --dir D [--schemas S] [--keep N]
 
 Rewrite the journal D/${JOURNAL_FILE} as the configuration before its last N changes plus those

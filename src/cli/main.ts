@@ -4,7 +4,22 @@
 import { randomUUID } from "node:crypto";
 import { join, resolve } from "node:path";
 import { initDataDir, openDataDir } from "../store/datadir.js";
-import { checkCommand, compactCommand, dataDir, getCommand, historyCommand, planCommand, statusCommand, stderrLog, type Io } from "./commands.js";
+import { createSecretsKey, readSecretsKey } from "../store/secrets-key.js";
+import { maskLine, sealLines } from "../schemas/sealing.js";
+import { stat } from "node:fs/promises";
+import {
+  checkCommand,
+  compactCommand,
+  dataDir,
+  getCommand,
+  historyCommand,
+  planCommand,
+  rekeyCommand,
+  sealForInbox,
+  statusCommand,
+  stderrLog,
+  type Io,
+} from "./commands.js";
 import { lockHolder } from "../store/durable.js";
 import { CdpError } from "../errors.js";
 import { HELP, USAGE } from "./help.js";
@@ -80,6 +95,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await rollbackCommand(values, positionals, io);
       case "compact":
         return await compactCommand(values, positionals, io);
+      case "rekey":
+        return await rekeyCommand(values, positionals, io);
       case "plan":
         return await planCommand(values, positionals, io);
       case "rollout":
@@ -103,8 +120,15 @@ async function initCommand(values: Values, positionals: string[], io: Io): Promi
   const dir = required(values, "dir");
   const schemaDir = required(values, "schemas");
   const schemas = await loadSchemas(schemaDir);
+  const keyFile = values["secrets-key"] === undefined ? undefined : resolve(values["secrets-key"]);
+  const created = keyFile !== undefined && !(await stat(keyFile).catch(() => undefined));
+  const sealing = keyFile === undefined ? undefined : created ? await createSecretsKey(keyFile) : await readSecretsKey(keyFile);
   await replayJournal(join(dir, JOURNAL_FILE), schemas); // an earlier cdp's journal must hold under them
-  const outcome = await initDataDir(dir, schemaDir);
+  const outcome = await initDataDir(dir, schemaDir, sealing);
+  if (sealing)
+    io.stderr(
+      `${created ? "wrote a new secrets key to" : "secret values are sealed with the key in"} ${keyFile} (key ${sealing.id}): every command on ${dir} needs it (--secrets-key)\n`,
+    );
   const said = {
     created: `initialised the data directory ${dir}`,
     adopted: `adopted ${dir}, written by an earlier cdp`,
@@ -131,7 +155,9 @@ async function watchCommand(values: Values, positionals: string[]): Promise<numb
     cluster: await clusterOptions(values),
     ...(values.render ? { render: values.render.map((path) => resolve(path)) } : {}),
   };
-  const options: CdpOptions = { ...(await dataDir(values, logger)), logger, ...settings };
+  const { dir, schemas } = await dataDir(values, logger);
+  const secretsKey = values["secrets-key"];
+  const options: CdpOptions = { dir, schemas, logger, ...settings, ...(secretsKey === undefined ? {} : { secretsKeyFile: resolve(secretsKey) }) };
   // listening from the start: a signal that arrives while cdp starts stops it once it has started
   let cdp: Cdp | undefined;
   let stopping = false;
@@ -168,9 +194,10 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
   const timeoutMs = seconds(values, "wait-timeout", 10);
   const wait = values["no-wait"] ? false : values.wait ? true : "if-watching";
-  const { receipts, watching } = await queueLines(dir, lines, io, { reason: values.reason, wait, timeoutMs });
-  if (!watching && wait !== false) return judgeQueued(values, lines, io);
-  for (const receipt of receipts ?? []) {
+  const { queued, shown } = await sealForInbox(dir, values, lines);
+  const { receipts, watching } = await queueLines(dir, queued, io, { reason: values.reason, wait, timeoutMs });
+  if (!watching && wait !== false) return judgeQueued(values, queued, shown, io);
+  for (const [i, receipt] of (receipts ?? []).entries()) {
     const outcome =
       receipt.outcome === "accepted"
         ? `accepted at revision ${receipt.revision}`
@@ -181,7 +208,7 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
             : receipt.outcome === "ignored"
               ? "ignored (a comment)"
               : "still waiting in the inbox";
-    io.stdout(`${receipt.text}  ${outcome}\n`);
+    io.stdout(`${shown[i]}  ${outcome}\n`);
   }
   const waiting = receipts?.filter((receipt) => receipt.outcome === "waiting").length ?? 0;
   if (waiting > 0)
@@ -239,14 +266,14 @@ async function queueLines(
  * Lines queued while no watcher runs: judged now against the schemas and the configuration in
  * force, as the watcher will judge them (unless either changes first); exit 1 if any would be rejected.
  */
-async function judgeQueued(values: Values, lines: string[], io: Io): Promise<number> {
+async function judgeQueued(values: Values, lines: string[], shown: string[], io: Io): Promise<number> {
   const { dir, schemas: schemaDir } = await dataDir(values, { info: () => undefined });
   const schemas = await loadSchemas(schemaDir);
   const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
   const maxLineBytes = positiveInteger(values, "max-line-bytes", 65536);
   let rejected = 0;
   for (const { line, outcome } of judgeInSequence(Buffer.from(`${lines.join("\n")}\n`), schemas, apps, maxLineBytes)) {
-    const text = lines[line.number - 1] ?? line.text;
+    const text = shown[line.number - 1] ?? line.text;
     if (outcome.kind === "reject") rejected++;
     io.stdout(
       `${text}  queued; ${outcome.kind === "reject" ? `would be rejected now: ${outcome.reason}` : outcome.kind === "accept" ? "would be accepted now" : "ignored (a comment)"}\n`,
@@ -261,7 +288,7 @@ async function judgeQueued(values: Values, lines: string[], io: Io): Promise<num
 
 async function rollbackCommand(values: Values, positionals: string[], io: Io): Promise<number> {
   noPositionals(positionals);
-  const { dir, schemas: schemaDir } = await dataDir(values);
+  const { dir, schemas: schemaDir, sealing } = await dataDir(values);
   const schemas = await loadSchemas(schemaDir);
   const state = await replayJournal(join(dir, JOURNAL_FILE), schemas, { history: true });
   if ((values.to === undefined) === !values.last) throw new CdpError("usage", "give either --to REV or --last");
@@ -272,19 +299,20 @@ async function rollbackCommand(values: Values, positionals: string[], io: Io): P
     io.stderr(`the configuration is already as it was at revision ${revision}\n`);
     return 0;
   }
+  const shown = lines.map((line) => maskLine(line, schemas));
   if (values["dry-run"]) {
-    io.stdout(`${lines.join("\n")}\n`);
+    io.stdout(`${shown.join("\n")}\n`);
     return 0;
   }
   // like cdp push: with a watcher running, done once the lines are applied (or refused)
-  const { receipts } = await queueLines(dir, lines, io, {
+  const { receipts } = await queueLines(dir, sealLines(lines, schemas, sealing), io, {
     reason: `rollback to revision ${revision}`,
     wait: "if-watching",
     timeoutMs: seconds(values, "wait-timeout", 10),
   });
-  io.stdout(`${lines.join("\n")}\n`);
+  io.stdout(`${shown.join("\n")}\n`);
+  for (const [i, receipt] of (receipts ?? []).entries()) if (receipt.outcome === "rejected") io.stderr(`cdp: ${shown[i]} was rejected: ${receipt.reason}\n`);
   const refused = receipts?.filter((receipt) => receipt.outcome === "rejected") ?? [];
-  for (const receipt of refused) io.stderr(`cdp: ${receipt.text} was rejected: ${receipt.reason}\n`);
   return refused.length > 0 ? 1 : 0;
 }
 

@@ -58,6 +58,8 @@ export const OPTIONS = {
   every: { type: "string" },
   id: { type: "string" },
   app: { type: "string" },
+  "secrets-key": { type: "string" },
+  "new-key": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 export type Values = {
@@ -111,6 +113,8 @@ function editDistance(a: string, b: string): number {
 
 /** CDP_NAME for each option --NAME (CDP_MAX_LINE_BYTES for --max-line-bytes); flags win. */
 export function environmentName(option: string): string {
+  // it names a file, not the key itself
+  if (option === "secrets-key" || option === "new-key") return `CDP_${option.toUpperCase().replace(/-/g, "_")}_FILE`;
   return `CDP_${option.toUpperCase().replace(/-/g, "_")}`;
 }
 

@@ -3,7 +3,7 @@
 // in the file the watcher keeps of them (cdp.rollouts), as `cdp status` reads cdp.watcher.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Io } from "./commands.js";
+import { sealForInbox, type Io } from "./commands.js";
 import { openDataDir } from "../store/datadir.js";
 import { lockHolder } from "../store/durable.js";
 import { CdpError } from "../errors.js";
@@ -42,7 +42,8 @@ async function startCommand(dir: string, values: Values, lines: string[], io: Io
   if (lines.length === 0) throw new CdpError("usage", "give the change LINEs to roll out");
   if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
   const id = newRolloutId();
-  const request: RolloutRequest = { start: { id, lines, ...timing(values) } };
+  const { queued } = await sealForInbox(dir, values, lines);
+  const request: RolloutRequest = { start: { id, lines: queued, ...timing(values) } };
   await fleetWatcher(dir);
   const marks = await receiptMarks(dir);
   await append(dir, request, values.reason);

@@ -26,7 +26,10 @@ export type MemberLog = Pick<FleetLog, "head" | "follow" | "commitOrRefusal" | "
  * what is its own.
  */
 export interface MemberOptions
-  extends Pick<HostContext, "keep" | "table" | "schemas" | "schemaFiles" | "take" | "validators" | "journalPath" | "seq" | "stopping" | "fault" | "log"> {
+  extends Pick<
+    HostContext,
+    "keep" | "table" | "schemas" | "schemaFiles" | "take" | "validators" | "journalPath" | "seq" | "stopping" | "fault" | "sealing" | "log"
+  > {
   fleet: MemberLog;
   /** This host's name in the fleet's records. */
   host: string;
@@ -197,7 +200,7 @@ export class FleetMember {
     if (this.#options.rollouts.baking().length > 0) return; // the saved state must be every host's: not while canaries differ
     if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
     const { revision, apps } = table.snapshot();
-    const lines = stateLines(new Map(Object.entries(apps)), schemas);
+    const lines = stateLines(new Map(Object.entries(apps)), schemas, this.#options.sealing);
     const keepFrom = revision - keep + 1;
     await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
       (saved) => saved && log.info({ revision, keptFrom: keepFrom }, "trimmed the fleet's log in etcd"),

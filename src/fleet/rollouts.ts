@@ -15,6 +15,7 @@ import { parseLine } from "../lines/parse.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import { validateChange, type AppValidator, type ParsedChange } from "../schemas/validate.js";
 import { PendingConfigs, type Configs } from "../lines/values.js";
+import type { SecretsKey } from "../lines/sealed.js";
 
 /** A rollout as the fleet knows it. */
 export interface Rollout {
@@ -114,6 +115,8 @@ export interface RolloutContext {
   seq: number;
   by?: string;
   reason?: string;
+  /** The rollout's lines (and the values they replace) are kept with secret values sealed with it. */
+  sealing?: SecretsKey;
 }
 
 /** The step an operator's request makes, judged against the fleet's state; or why it is refused. */
@@ -246,10 +249,10 @@ function judgeLines(lines: string[], context: RolloutContext): { app: string; li
       return { reason: `${which}: ${app}.${top} has no value yet, so an abort could not take it back: set it with cdp push first` };
     touched.add(top);
     pending.set(app, top, verdict.change.topValue);
-    encoded.push(encodeChange(app, verdict.change.key, verdict.change.value, schemas.get(app)!.key(verdict.change.path) as KeyInfo));
+    encoded.push(encodeChange(app, verdict.change.key, verdict.change.value, schemas.get(app)!.key(verdict.change.path) as KeyInfo, context.sealing));
   }
   const schema = schemas.get(app!)!;
-  const before = [...touched].map((key) => encodeChange(app!, key, context.current.valueOf(app!, key), schema.key([key]) as KeyInfo));
+  const before = [...touched].map((key) => encodeChange(app!, key, context.current.valueOf(app!, key), schema.key([key]) as KeyInfo, context.sealing));
   return { app: app!, lines: encoded, before };
 }
 

@@ -6,6 +6,8 @@ import type { FleetRecord } from "../fleet/log.js";
 import { INBOX_FILE, type InboxBatch, type InboxLine } from "../inbox/inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "../store/journal.js";
 import { rejectionRecord } from "../store/rejects.js";
+import { sealLine } from "../schemas/sealing.js";
+import type { SecretsKey } from "../lines/sealed.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import type { HostStatus } from "../fleet/hosts.js";
 import {
@@ -46,6 +48,8 @@ export interface BatchContext {
   rollouts?: { known: RolloutContext["rollouts"]; hosts: HostStatus[] | string };
   /** Keep every line's outcome (for those who asked: the sidecar's POST). */
   details: boolean;
+  /** Secret values are journaled (and committed, and rejected) sealed with it. */
+  sealing?: SecretsKey;
   log?: Logger;
 }
 
@@ -79,7 +83,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   const { schemas, time } = context;
   // what the accepted lines set, not a config per line: memory in proportion to what the batch changes
   const pending = new PendingConfigs(context.configs);
-  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: pending, log: context.log };
+  const judging = { schemas, validators: context.validators, maxLineBytes: context.maxLineBytes, current: pending, sealing: context.sealing, log: context.log };
   const judged: JudgedBatch = {
     changes: [],
     rejections: [],
@@ -132,7 +136,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     } else if (outcome.kind === "accept") {
       const { change } = outcome;
       pending.set(change.app, change.path[0]!, change.topValue);
-      const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo);
+      const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo, context.sealing);
       revision++;
       // in a fleet the change is committed to the fleet's log; the member journals and applies it
       if (context.fleetHost !== undefined) {
@@ -145,7 +149,8 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       judged.changes.push(judgedChange);
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else {
-      judged.rejectText += rejectionRecord({ seq: commit.seq, time, source, reason: outcome.reason, text: line.text, fullLength: line.tooLong });
+      const text = context.sealing ? sealLine(line.text, schemas, context.sealing) : line.text;
+      judged.rejectText += rejectionRecord({ seq: commit.seq, time, source, reason: outcome.reason, text, fullLength: line.tooLong });
       judged.rejections.push({ source, reason: outcome.reason });
       judged.lines?.push({ number: line.number, text: line.text, outcome: "rejected", reason: outcome.reason });
     }
@@ -175,7 +180,7 @@ function rolloutsInBatch(fleet: BatchContext["rollouts"]) {
 }
 
 type RolloutsInBatch = ReturnType<typeof rolloutsInBatch>;
-type Judging = Parameters<typeof judgeLine>[1] & Pick<RolloutContext, "current"> & { log?: Logger };
+type Judging = Parameters<typeof judgeLine>[1] & Pick<RolloutContext, "current" | "sealing"> & { log?: Logger };
 type StepAt = Pick<RolloutContext, "source" | "seq" | "revision" | "time" | "by" | "reason"> & { host: string | undefined };
 
 /** A line's outcome in a batch: a change to an app in a rollout is refused. */

@@ -5,6 +5,7 @@ import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { EventEmitter } from "eventemitter3";
 import type { Logger } from "pino";
+import type { SecretsKey } from "../lines/sealed.js";
 import { judgeBatch, logOutcomes, partsOf, type JudgedBatch } from "./batch.js";
 import { journalCommit, type CommitPoint } from "./commit.js";
 import { Compactor } from "../store/compactor.js";
@@ -59,6 +60,7 @@ export class Run implements Pipeline {
   readonly #writes: HeldWrites;
   readonly #live: LiveSchemas;
   readonly #compactor: Compactor;
+  readonly sealing: SecretsKey | undefined;
   readonly #vetoes: Vetoes;
   // batches, schema upgrades and reverts take turns
   readonly #turns = new Turns();
@@ -78,7 +80,7 @@ export class Run implements Pipeline {
   #rejectsLater = ""; // cdp.rej records due before cdp.rej is open
   readonly #shared: Pick<
     HostContext,
-    "journalPath" | "table" | "files" | "writes" | "validators" | "schemas" | "seq" | "stopping" | "fault" | "inTurn" | "log"
+    "journalPath" | "table" | "files" | "writes" | "validators" | "schemas" | "seq" | "stopping" | "fault" | "inTurn" | "sealing" | "log"
   >;
 
   /** A run of what start-up loaded, its commit point opened (in a fleet, by the fleet host's part). */
@@ -95,7 +97,7 @@ export class Run implements Pipeline {
     this.#schemaFiles = loaded.files;
     this.#log = log;
     this.#unlock = unlock;
-    [this.dir, this.validators, this.journalPath] = [options.dir, options.validators, loaded.journalPath];
+    [this.dir, this.validators, this.journalPath, this.sealing] = [options.dir, options.validators, loaded.journalPath, options.sealing];
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
     // events of apps that use versions say which shape their value has
     this.table.versionOf = (app) => {
@@ -121,6 +123,7 @@ export class Run implements Pipeline {
       stopping,
       fault: (error: unknown) => this.#stopOn(error),
       inTurn: (task: () => Promise<void>) => this.#turns.run(task),
+      sealing: options.sealing,
       log,
     });
     this.#live = new LiveSchemas(loaded.schemas, loaded.texts, {
@@ -293,6 +296,7 @@ export class Run implements Pipeline {
       fleetHost: this.#options.fleet?.host,
       ...(fleet ? { rollouts: { known: fleet.knownRollouts, hosts } } : {}),
       details: this.events.listenerCount("lines") > 0,
+      sealing: this.#options.sealing,
       log: this.#log,
     });
     if (!judged.last) {

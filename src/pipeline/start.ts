@@ -2,7 +2,7 @@
 // (announce), with render targets after it. This file is start-up; run.ts is the running pipeline.
 import { join } from "node:path";
 import { lockDataDir } from "../store/durable.js";
-import { openDataDir } from "../store/datadir.js";
+import { checkSecretsKey, openDataDir, recordSecretsKey } from "../store/datadir.js";
 import { CdpError } from "../errors.js";
 import { JOURNAL_FILE, openJournal, replayForStart } from "../store/journal.js";
 import { Run, type Loaded } from "./run.js";
@@ -19,11 +19,13 @@ import type { Pipeline, PipelineOptions } from "../types.js";
  */
 export async function startPipeline(options: PipelineOptions): Promise<Pipeline> {
   const { dir, log } = options;
-  await openDataDir(dir, log);
+  checkSecretsKey(dir, await openDataDir(dir, log), options.sealing);
   const unlock = await lockDataDir(dir, "start another watcher", (message) => log.warn(message));
   try {
     const run = await Run.open(options, unlock, await loadAtStart(options));
     await run.start();
+    // from now on the journal may hold values sealed with it: every command needs that key
+    if (options.sealing) await recordSecretsKey(dir, options.sealing);
     return run;
   } catch (error) {
     await unlock();

@@ -2,6 +2,7 @@
 import type { Logger } from "pino";
 import { linesOf, type InboxLine } from "../inbox/inbox.js";
 import { parseLine, type ParsedLine } from "../lines/parse.js";
+import { isSealed, openSealed } from "../lines/sealed.js";
 import { describeSchemaError, type AppSchema, type KeyInfo, type Schemas } from "./schemas.js";
 import {
   defineKey,
@@ -114,10 +115,16 @@ type Decoded = { ok: true; value: unknown } | { ok: false; reason: string };
 
 /**
  * Decode a value's text by the schema type of its key: a string key takes the text as it is
- * (or a JSON-quoted string), every other type takes JSON of that type.
+ * (or a JSON-quoted string), every other type takes JSON of that type. A sealed value is opened
+ * first (lines/sealed.ts).
  */
 export function decodeValue(text: string, key: KeyInfo): Decoded {
-  const trimmed = text.trim();
+  let trimmed = text.trim();
+  if (isSealed(trimmed)) {
+    const opened = openSealed(trimmed);
+    if (!opened.ok) return opened;
+    trimmed = opened.text.trim();
+  }
   const types = key.types;
   if (trimmed === "") return { ok: false, reason: `has no value (write "" for an empty string)` };
   const acceptsString = types === null || types.has("string");

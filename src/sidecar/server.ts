@@ -26,6 +26,7 @@ import { MAX_SCHEMA_DEPTH } from "../schemas/schemas.js";
 import { nestsDeeperThan } from "../lines/values.js";
 import { appRefusal, hasScope, LOOPBACK_GRANT, noRefusals, type Grant, type Refusals, type Scope, type Tokens } from "./tokens.js";
 import { appOfLine } from "../lines/parse.js";
+import { maskLine, sealLines } from "../schemas/sealing.js";
 
 export interface SidecarOptions {
   /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
@@ -146,8 +147,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         const body = await readBody(req, options.maxBodyBytes);
         if (body.length === 0) return sendError(res, 400, "the body holds no line: send change lines (app:key:value), one per line");
         if (!isUtf8(body)) return sendError(res, 400, "the body is not valid UTF-8");
-        const text = body.toString("utf8");
-        refuseForeignApps(grant, text.split("\n"));
+        const given = body.toString("utf8").split("\n");
+        refuseForeignApps(grant, given);
+        // a secret value is sealed before it reaches the inbox
+        const text = sealLines(given, pipeline.schemas, pipeline.sealing).join("\n");
         await sendSubmitted(res, pipeline, text, `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, grant));
       },
     },
@@ -330,18 +333,19 @@ async function rollback({ req, res, pipeline, grant }: Request, options: Sidecar
     throw error;
   }
   refuseForeignApps(grant, lines);
+  const shown = lines.map((line) => maskLine(line, pipeline.schemas));
   if (lines.length === 0 || request.dryRun === true) {
-    return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: lines });
+    return sendJson(res, 200, { status: lines.length === 0 ? "unchanged" : "dry-run", revision: pipeline.table.revision, changes: shown });
   }
   const said = whoAndWhy(req, grant);
   await sendSubmitted(
     res,
     pipeline,
-    lines.join("\n"),
+    sealLines(lines, pipeline.schemas, pipeline.sealing).join("\n"),
     `http-rollback:${req.socket.remoteAddress ?? "?"}`,
     options.waitMs,
     { ...said, reason: said.reason ?? "rollback" },
-    lines,
+    shown,
   );
 }
 
@@ -375,7 +379,10 @@ async function rolloutRequest({ req, res, pipeline, grant }: Request, options: S
         grant,
         body.lines.filter((line): line is string => typeof line === "string"),
       );
-    request = { start: { id: newRolloutId(), lines: body.lines as string[], ...timing } };
+    const given = body.lines;
+    const lines =
+      Array.isArray(given) && given.every((line) => typeof line === "string") ? sealLines(given, pipeline.schemas, pipeline.sealing) : (given as string[]);
+    request = { start: { id: newRolloutId(), lines, ...timing } };
   } else if (action === "abort" || action === "promote") {
     const baking = pipeline
       .rollouts()

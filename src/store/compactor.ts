@@ -10,6 +10,7 @@ import type { Files } from "./durable.js";
 import { DurableFile, StorageFault, syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { replayJournal, type HistoryEntry, type JournalState, type ReplayOptions } from "./journal.js";
 import { CdpError } from "../errors.js";
+import type { SecretsKey } from "../lines/sealed.js";
 import { baseRecord, encodeChange, markerRecord, positionRecord, schemaRecord } from "./records.js";
 import { INBOX_FILE } from "../inbox/inbox.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
@@ -31,6 +32,8 @@ export interface CompactionSettings {
   stopping: () => boolean;
   /** A fault that must stop cdp (the compacted journal could not be reopened). */
   fault: (error: unknown) => void;
+  /** The base block's secret values are sealed with it. */
+  sealing: SecretsKey | undefined;
   log: Logger;
 }
 
@@ -75,7 +78,11 @@ export class Compactor {
     this.#running = (async () => {
       const upTo = await turn(async () => files.journal.size);
       // the replay reads in small chunks: between two, the batches' turns come
-      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, { validators: this.#settings.validators, upTo });
+      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, {
+        validators: this.#settings.validators,
+        upTo,
+        sealing: this.#settings.sealing,
+      });
       const swapped = await turn(async () => {
         if (stopping()) return false;
         await appendRange(journalPath, upTo, files.journal.size, written.temporary);
@@ -113,10 +120,11 @@ export async function compactJournal(
   path: string,
   schemas: Schemas,
   keep: number,
-  options: Pick<ReplayOptions, "validators" | "upTo"> = {},
+  options: Pick<ReplayOptions, "validators" | "upTo"> & { sealing?: SecretsKey } = {},
 ): Promise<Compacted> {
+  const { sealing, ...replay } = options;
   // the replayed state is used up by the writing, and let go before the check replays the file
-  const written = await writeCompacted(path, await replayJournal(path, schemas, { ...options, history: true, historyLast: keep }), schemas, keep);
+  const written = await writeCompacted(path, await replayJournal(path, schemas, { ...replay, history: true, historyLast: keep }), schemas, keep, sealing);
   await checkCompacted(path, written, schemas);
   return written;
 }
@@ -133,7 +141,7 @@ export interface Compacted {
  * The compacted journal, written to PATH.compacting and fsync'd. `state` is used up: the kept
  * changes are undone in its configs (one copy of the state is held, not two).
  */
-async function writeCompacted(path: string, state: JournalState, schemas: Schemas, keep: number): Promise<Compacted> {
+async function writeCompacted(path: string, state: JournalState, schemas: Schemas, keep: number, sealing: SecretsKey | undefined): Promise<Compacted> {
   if (state.torn !== undefined) throw new CdpError("usage", `${path} ends with a torn record: start cdp watch once to repair it`);
   for (const [app, schema] of schemas) {
     const installed = state.versions.get(app);
@@ -175,7 +183,7 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
     await takeDirectoryOwner(file, dirname(path)); // root's cdp compact of a service user's journal
     if (state.versions.size > 0) await write(schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries));
     await write(baseRecord(baseRevision, state.seq, time, `compaction (the state at revision ${baseRevision})`));
-    for (const line of stateLines(base, schemas)) await write(`${line}\n`);
+    for (const line of stateLines(base, schemas, sealing)) await write(`${line}\n`);
     for (const entry of kept) await write(entry.record);
     // revisions with no change here (a fleet's rollout steps elsewhere) after the last change kept
     const lastKept = kept.at(-1)?.revision ?? baseRevision;
@@ -256,14 +264,14 @@ export async function swapIn(temporary: string, path: string): Promise<void> {
   await syncDirectory(dirname(path));
 }
 
-/** A configuration as change lines: one per top-level key whose value is not its schema default. */
-export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas): string[] {
+/** A configuration as change lines: one per top-level key whose value is not its schema default (secret ones sealed with `sealing`). */
+export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): string[] {
   const lines: string[] = [];
   for (const [app, config] of apps) {
     const schema = schemas.get(app);
     if (!schema) continue;
     for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
-      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo));
+      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo, sealing));
     }
   }
   return lines;

@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { CdpError } from "../errors.js";
 import { syncDirectory, takeDirectoryOwner } from "./durable.js";
 import { JOURNAL_FILE } from "./journal.js";
+import type { SecretsKey } from "../lines/sealed.js";
 
 /** The marker and the settings the data directory remembers. */
 export const SETTINGS_FILE = "cdp.conf";
@@ -21,14 +22,21 @@ export interface DataDirSettings {
   created: string;
   /** The schema directory given at init: read commands use it when none is given. */
   schemas?: string;
+  /** The id of the key secret values are sealed with (never the key): commands refuse to run without that key. */
+  secretsKey?: string;
 }
 
-/** Create and mark `dir` (idempotent): "created", "adopted" (an earlier cdp's data) or "unchanged". */
-export async function initDataDir(dir: string, schemas: string): Promise<"created" | "adopted" | "unchanged"> {
+/**
+ * Create and mark `dir` (idempotent): "created", "adopted" (an earlier cdp's data) or "unchanged".
+ * With a secrets key, its id is recorded (from then on, every command needs that key).
+ */
+export async function initDataDir(dir: string, schemas: string, sealing?: SecretsKey): Promise<"created" | "adopted" | "unchanged"> {
   const recorded = await readSettings(dir);
   if (recorded) {
     if (recorded.schemas === schemas || recorded.schemas === undefined) {
-      if (recorded.schemas === undefined) await writeSettings(dir, { ...recorded, schemas });
+      if (sealing) checkSecretsKey(dir, recorded, sealing);
+      if (recorded.schemas === undefined || (sealing && recorded.secretsKey === undefined))
+        await writeSettings(dir, { ...recorded, schemas, ...(sealing ? { secretsKey: sealing.id } : {}) });
       return "unchanged";
     }
     throw new CdpError(
@@ -46,8 +54,30 @@ export async function initDataDir(dir: string, schemas: string): Promise<"create
     throw new CdpError("usage", `cannot create the data directory ${dir}: ${(error as Error).message}`);
   }
   const adopted = existed && (await exists(join(dir, JOURNAL_FILE)));
-  await writeSettings(dir, { cdp: 1, created: new Date().toISOString(), schemas });
+  await writeSettings(dir, { cdp: 1, created: new Date().toISOString(), schemas, ...(sealing ? { secretsKey: sealing.id } : {}) });
   return adopted ? "adopted" : "created";
+}
+
+/**
+ * Refuse to go on without the key the directory's secrets are sealed with, or with another key
+ * (a usage error: exit 2, naming the key's id and the option).
+ */
+export function checkSecretsKey(dir: string, settings: DataDirSettings, sealing: SecretsKey | undefined): void {
+  const needed = settings.secretsKey;
+  if (needed === undefined) return;
+  if (!sealing)
+    throw new CdpError(
+      "usage",
+      `the data directory ${dir} keeps its secret values sealed with secrets key ${needed}: give that key with --secrets-key FILE (or CDP_SECRETS_KEY_FILE)`,
+    );
+  if (sealing.id !== needed)
+    throw new CdpError("usage", `the secrets key given is key ${sealing.id}, but the data directory ${dir} keeps its secret values sealed with key ${needed}`);
+}
+
+/** From now on the directory's secrets are sealed with this key (a watcher given a key; cdp rekey). */
+export async function recordSecretsKey(dir: string, sealing: SecretsKey): Promise<void> {
+  const settings = await openDataDir(dir);
+  if (settings.secretsKey !== sealing.id) await writeSettings(dir, { ...settings, secretsKey: sealing.id });
 }
 
 /**

@@ -1,6 +1,7 @@
 // Change management: the journal's history as operators read it, and rollback as ordinary lines.
 import { isDeepStrictEqual } from "node:util";
 import { CdpError } from "../errors.js";
+import { maskLine } from "../schemas/sealing.js";
 import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
 import { migrateConfig, movesBetween } from "../schemas/migrations.js";
 import { judgeInSequence } from "../schemas/validate.js";
@@ -133,7 +134,7 @@ export function planRollback(state: JournalState, schemas: Schemas, revision: nu
 
 function firstRefusal(lines: string[], schemas: Schemas, apps: ReadonlyMap<string, AppConfig>, validators?: Map<string, AppValidator[]>): string | undefined {
   for (const { line, outcome } of judgeInSequence(Buffer.from(lines.join("\n")), schemas, apps, Infinity, validators)) {
-    if (outcome.kind === "reject") return `${line.text}: ${outcome.reason}`;
+    if (outcome.kind === "reject") return `${maskLine(line.text, schemas)}: ${outcome.reason}`;
   }
   return undefined;
 }

@@ -10,6 +10,7 @@ import type { Step } from "../schemas/migrations.js";
 import type { KeyInfo } from "../schemas/schemas.js";
 import { decodeValue } from "../schemas/validate.js";
 import { jsonTypeOf } from "../lines/values.js";
+import { isSealed, type SecretsKey } from "../lines/sealed.js";
 
 export interface Commit {
   seq: number;
@@ -184,10 +185,12 @@ export function upgradeRecord(seq: number, time: string, revision: number, files
 
 /**
  * The change line to journal: the value in the form that decodes back to exactly the same value
- * (a string as plain text where that is unambiguous, otherwise JSON).
+ * (a string as plain text where that is unambiguous, otherwise JSON); a secret one sealed with
+ * `sealing` when given.
  */
-export function encodeChange(app: string, key: string, value: unknown, info: KeyInfo): string {
-  if (typeof value === "string" && !/[\r\n]/.test(value)) {
+export function encodeChange(app: string, key: string, value: unknown, info: KeyInfo, sealing?: SecretsKey): string {
+  if (sealing && info.secret) return `${app}:${key}:${sealing.seal(encodeChange(app, key, value, info).slice(app.length + key.length + 2))}`;
+  if (typeof value === "string" && !/[\r\n]/.test(value) && !isSealed(value)) {
     const plain = decodeValue(value, info);
     if (plain.ok && plain.value === value) return `${app}:${key}:${value}`;
   }

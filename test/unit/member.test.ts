@@ -87,6 +87,7 @@ beforeEach(async () => {
     fleet: log,
     host: "a",
     keep: 1000,
+    sealing: undefined,
     table,
     schemas: () => schemas,
     schemaFiles: schemas,
