@@ -63,6 +63,11 @@ describe("scoped tokens", () => {
       ["reader", "/v1/events?app=db", undefined, [403, APP("reader", "db", "ticker")]],
       ["reader", "/v1/changes", text("ticker:interval:1600\n"), [403, SCOPE("reader", "read", "write", "POST /v1/changes")]],
       ["reader", "/v1/plan", json({ files: {} }), [403, SCOPE("reader", "read", "admin", "POST /v1/plan")]],
+      ["reader", "/v1/rollback", json({ last: true, dryRun: true }), [403, SCOPE("reader", "read", "admin", "POST /v1/rollback")]],
+      ["reader", "/v1/hosts", undefined, [200, "ok"]],
+      ["reader", "/v1/rollouts", undefined, [200, "ok"]],
+      ["reader", "/v1/rejections", undefined, [200, "ok"]],
+      ["reader", "/v1/token", undefined, [200, "ok"]],
       // write: also changes to its apps; no rollback, rollout or plan
       ["writer", "/v1/changes", text("ticker:interval:1600\n"), [200, "ok"]],
       ["writer", "/v1/changes", text("ticker:interval:1700\ndb:host:db2\n"), [403, APP("writer", "db", "ticker")]],
@@ -93,7 +98,7 @@ describe("scoped tokens", () => {
     // refusals are counted by what the token lacked
     const metrics = await (await call("reader", "/metrics")).text();
     expect(metrics).toContain('cdp_http_refusals_total{scope="app"} 7');
-    expect(metrics).toContain('cdp_http_refusals_total{scope="admin"} 3');
+    expect(metrics).toContain('cdp_http_refusals_total{scope="admin"} 4');
     expect(metrics).toContain('cdp_http_refusals_total{scope="write"} 1');
     expect((await fetch(`${cdp.url}/v1/config`)).status).toBe(401);
     expect(await (await call("reader", "/metrics")).text()).toContain('cdp_http_refusals_total{scope="token"} 1');

@@ -4,7 +4,9 @@
 import { appendFile, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, journalOf, runCdp, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
+import { Etcd3 } from "etcd3";
+import { afterThisTest, cdp, FLEET_TIMEOUT, journalOf, runCdp, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
+import { fleetArgs, startEtcd, startFleetHost } from "./etcd.js";
 
 /** Every file of the data directory that holds `text` (as grep -r would find it). */
 async function filesHolding(dir: string, text: string): Promise<string[]> {
@@ -135,3 +137,42 @@ describe("secrets sealed at rest", () => {
     expect((await cdp(["get", "--dir", dir, "--secrets-key", newer, "ticker"])).code).toBe(0);
   });
 });
+
+describe("secrets sealed in a fleet", () => {
+  it("keeps no secret in clear in etcd, and a host without the fleet's key is told so at join (exit 2)", { timeout: FLEET_TIMEOUT }, async () => {
+    const etcd = await startEtcd();
+    const key = join(await tempDir(), "fleet.key");
+    const a = await startFleetHost(etcd, "a", { dir: await keyedAt(key), extra: ["--secrets-key", key] });
+    await cdp(["push", "--dir", a.dir, "--secrets-key", key, "ticker:token:fleet-secret-1"]);
+    await waitUntil(async () => (await journalOf(a.dir)).length === 1);
+    const b = await startFleetHost(etcd, "b", { dir: await keyedAt(key), extra: ["--secrets-key", key] });
+    await waitUntil(async () => (await journalOf(b.dir)).length === 1);
+    const get = await cdp(["get", "--dir", b.dir, "--secrets-key", key, "--show-secrets", "ticker.token"]);
+    expect(get.output.trim()).toBe('"fleet-secret-1"');
+
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    afterThisTest(async () => client.close());
+    const all = await client.getAll().prefix("/").buffers();
+    expect(Object.keys(all).length).toBeGreaterThan(0);
+    expect(Object.entries(all).filter(([, value]) => value.includes("fleet-secret-1"))).toEqual([]);
+    for (const host of [a, b]) expect(await filesHolding(host.dir, "fleet-secret-1")).toEqual([]);
+
+    const c = await cdp(["watch", "--dir", await initialised(), ...fleetArgs(etcd, "/cdp/test", "c")]);
+    expect(c.code).toBe(2);
+    expect(c.output).toMatch(/the fleet seals its secret values with secrets key [0-9a-f]{12}: give this host that key with --secrets-key FILE/);
+  });
+});
+
+async function initialised(): Promise<string> {
+  const dir = join(await tempDir(), "data");
+  expect((await cdp(["init", "--dir", dir, "--schemas", SCHEMAS])).code).toBe(0);
+  return dir;
+}
+
+/** A data directory initialised with the key in `key` (written by the first). */
+async function keyedAt(key: string): Promise<string> {
+  const dir = join(await tempDir(), "data");
+  const init = await cdp(["init", "--dir", dir, "--schemas", SCHEMAS, "--secrets-key", key]);
+  expect(init.code, init.output).toBe(0);
+  return dir;
+}

@@ -9,6 +9,7 @@ import { type Configs, PendingConfigs } from "../lines/values.js";
 import type { JudgedBatch } from "../pipeline/batch.js";
 import type { CommitPoint } from "../pipeline/commit.js";
 import { Turns } from "../pipeline/turns.js";
+import { CdpError } from "../errors.js";
 import type { DurableFile, Files } from "../store/durable.js";
 import type { HeldWrites } from "../store/held.js";
 import type { ConfigTable } from "../store/table.js";
@@ -83,6 +84,7 @@ class FleetHost implements FleetPlug {
 
   async join(first: boolean, at: { seq: number; position: InboxPosition | undefined }): Promise<false | { seq: number; position: InboxPosition | undefined }> {
     const member = this.#member;
+    await this.#sameSecretsKey();
     if (!(first ? await member.join() : await member.joinLater())) return false;
     const own = member.own && member.own.seq > at.seq ? { seq: member.own.seq, position: member.own.position } : at;
     this.#announce();
@@ -102,6 +104,19 @@ class FleetHost implements FleetPlug {
       log,
     });
     return own;
+  }
+
+  // every host must open the fleet's sealed values, and seal its own with the same key
+  async #sameSecretsKey(): Promise<void> {
+    const own = this.#context.sealing?.id;
+    const fleet = await this.#log.secretsKey(own).catch(() => own); // etcd away: the records will tell
+    if (fleet === own) return;
+    throw new CdpError(
+      "usage",
+      own === undefined
+        ? `the fleet seals its secret values with secrets key ${fleet}: give this host that key with --secrets-key FILE (or CDP_SECRETS_KEY_FILE)`
+        : `this host's secrets key is key ${own}, but the fleet seals its secret values with key ${fleet}: every host needs the same key`,
+    );
   }
 
   // Every host says how it is, for every host's /v1/hosts and the rollouts' clocks: every 2 s, and

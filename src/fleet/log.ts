@@ -169,6 +169,7 @@ export class FleetLog {
   #stateRevision: string;
   #hosts: string;
   #rollouts: string;
+  #secretsKey: string;
   #lease: Lease | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
@@ -182,11 +183,21 @@ export class FleetLog {
     this.#stateRevision = `${prefix}/state-rev`;
     this.#hosts = `${prefix}/hosts/`;
     this.#rollouts = `${prefix}/rollouts/`;
+    this.#secretsKey = `${prefix}/secrets-key`;
     // a read of many commits' records may be larger than gRPC's default 4 MiB per message
     const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000, grpcOptions: { "grpc.max_receive_message_length": 256 << 20 } };
     if (options.auth) clientOptions.auth = options.auth;
     if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
     this.#client = new Etcd3(clientOptions);
+  }
+
+  /**
+   * The id of the key the fleet's secret values are sealed with (never the key): the first host
+   * that has a key records its id; every host is told the fleet's.
+   */
+  async secretsKey(id: string | undefined): Promise<string | undefined> {
+    if (id !== undefined) await this.#client.if(this.#secretsKey, "Create", "==", 0).then(this.#client.put(this.#secretsKey).value(id)).commit();
+    return (await this.#client.get(this.#secretsKey).string()) ?? undefined;
   }
 
   /** The fleet's revision: the number of the last committed record (0: none yet). */
