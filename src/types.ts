@@ -15,6 +15,7 @@ import type { ConfigTable } from "./store/table.js";
 import type { AppValidator } from "./schemas/validate.js";
 import type { EventEmitter } from "eventemitter3";
 import type { SecretsKey } from "./lines/sealed.js";
+import type { Scheduled } from "./store/records.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -73,6 +74,8 @@ export interface Pipeline {
   readonly host: string;
   /** The fleet's rollouts as this host knows them: those in progress and the recent ones, newest first. */
   rollouts(): Rollout[];
+  /** The changes in time still due, soonest first. */
+  schedules(): Scheduled[];
   /** Why cdp cannot take changes right now (inbox unavailable, writes held, stopping), or undefined. */
   notReady(): string | undefined;
   /** The services' verdicts once they cover `revision` (or when `timeoutMs` passes); undefined when the app is rendered for no service. */

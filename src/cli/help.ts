@@ -15,6 +15,8 @@ Usage:
   cdp rollback --dir D (--to REV | --last) [--dry-run]   undo changes through the inbox
   cdp compact --dir D [--keep N]   rewrite the journal as its state plus recent history
   cdp rekey  --dir D --secrets-key OLD --new-key NEW   seal every secret value with NEW
+  cdp push   --dir D --at TIME|--for DURATION LINE...   a change in time (scheduled, temporary)
+  cdp schedule [cancel ID] --dir D [--json]   the changes in time that are due
   cdp plan   --dir D --schemas NEW   what taking the schemas in NEW would do (versions, keys)
   cdp rollout start --dir D --hosts H1[,H2] --bake S [--wait] LINE...   stage a fleet change on canaries
   cdp rollout status|abort|promote --dir D   follow, stop or finish a fleet's rollouts
@@ -114,7 +116,26 @@ Options:
   --reason TEXT          why: recorded with each change
   --wait                 wait for the outcomes (the default when a watcher is running)
   --no-wait              only queue the lines
-  --wait-timeout SECONDS how long to wait for the outcomes (default 10)`,
+  --wait-timeout SECONDS how long to wait for the outcomes (default 10)
+  --at TIME              apply the lines at TIME (RFC 3339, 2026-12-24T02:00:00Z, or +DURATION
+                         from now: +90s, +30m, +2h, +1d), judged again then (a line that no
+                         longer holds lands in cdp.rej with the reason). Judged now as well:
+                         exit 1, and nothing scheduled, when it would be refused today
+  --for DURATION         apply the lines (now, or --at TIME) and take them back after DURATION
+                         (90s, 30m, 2h, 1d): each key goes back to its value before, unless
+                         someone changed it since (then it is left alone, and history says so)
+With --at or --for the schedule's id is printed; 'cdp schedule' lists what is due.`,
+  schedule: `Usage: cdp schedule --dir D [--json]
+       cdp schedule cancel --dir D ID
+
+List the changes in time that are due (cdp push --at/--for, POST /v1/changes?at=…&for=…),
+soonest first: id, when, the lines (secret values as [secret]), who and why. A schedule is
+journaled when it is made: a watcher that was stopped when a time passed applies what is due
+at start, once, in order. cancel ends one through the inbox (the watcher records it).
+
+Options:
+  --json                 [{"id", "at", "lines", "by", "reason", "kind"}] ("kind": "change", or
+                         "expiry" for the end of a --for change, with "restores")`,
   rollout: `Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS) [--wait] [--reason TEXT] LINE...
        cdp rollout status --dir D [--json]
        cdp rollout abort --dir D [--id ID | --app APP] [--reason TEXT]

@@ -1,9 +1,10 @@
 // The `cdp` command: a thin layer over the pipeline. `main` is callable from tests (src/cli.ts
 // runs it and exits the process). The commands that start or feed the watcher
 // are here; those that read the data directory's files are in commands.ts.
-import { randomUUID } from "node:crypto";
 import { join, resolve } from "node:path";
-import { initDataDir, openDataDir } from "../store/datadir.js";
+import { initDataDir } from "../store/datadir.js";
+import { queueLines } from "./queue.js";
+import { pushInTime, scheduleCommand } from "./schedule-commands.js";
 import { createSecretsKey, readSecretsKey } from "../store/secrets-key.js";
 import { maskLine, sealLines } from "../schemas/sealing.js";
 import { stat } from "node:fs/promises";
@@ -17,14 +18,11 @@ import {
   rekeyCommand,
   sealForInbox,
   statusCommand,
-  stderrLog,
   type Io,
 } from "./commands.js";
-import { lockHolder } from "../store/durable.js";
 import { CdpError } from "../errors.js";
 import { HELP, USAGE } from "./help.js";
 import { planRollback } from "../store/history.js";
-import { INBOX_FILE } from "../inbox/inbox.js";
 import { startCdp, type Cdp, type CdpOptions } from "../index.js";
 import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
 import {
@@ -40,12 +38,9 @@ import {
   TIMER_MAX_MS,
   type Values,
 } from "./options.js";
-import { awaitReceipts, awaitVerdicts, receiptMarks, type Receipt } from "../pipeline/receipts.js";
 import { loadSchemas } from "../schemas/schemas.js";
 import { judgeInSequence } from "../schemas/validate.js";
 import { rolloutCommand } from "./rollout-commands.js";
-import { readWatcherInfo } from "../store/watcher.js";
-import { appendToInbox, invokingUser } from "../pipeline/submit.js";
 import { VERSION } from "../version.js";
 
 export type { Io } from "./commands.js";
@@ -97,6 +92,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
         return await compactCommand(values, positionals, io);
       case "rekey":
         return await rekeyCommand(values, positionals, io);
+      case "schedule":
+        return await scheduleCommand(values, positionals, io);
       case "plan":
         return await planCommand(values, positionals, io);
       case "rollout":
@@ -192,6 +189,7 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
   else if (lines.length === 0) throw new CdpError("usage", "give at least one LINE to push (or - to read them from stdin)");
   else if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
   if (values.wait && values["no-wait"]) throw new CdpError("usage", "give --wait or --no-wait, not both");
+  if (values.at !== undefined || values.for !== undefined) return pushInTime(values, lines, io);
   const timeoutMs = seconds(values, "wait-timeout", 10);
   const wait = values["no-wait"] ? false : values.wait ? true : "if-watching";
   const { queued, shown } = await sealForInbox(dir, values, lines);
@@ -216,50 +214,6 @@ async function pushCommand(values: Values, positionals: string[], io: Io): Promi
       `cdp: ${waiting} line${waiting === 1 ? " was" : "s were"} not processed within ${timeoutMs / 1000} s: they wait in the inbox (is the watcher busy or stopped?)\n`,
     );
   return receipts?.some((receipt) => receipt.outcome === "rejected" || receipt.outcome === "taken back") ? 1 : 0;
-}
-
-/**
- * Append lines to the inbox with one write in append mode (concurrent writers never interleave
- * within it), each after a `# by:` (and `# reason:`) comment; then, when asked, wait for their
- * outcomes from the running watcher.
- */
-async function queueLines(
-  dir: string,
-  lines: string[],
-  io: Io,
-  options: { reason?: string; wait: boolean | "if-watching"; timeoutMs: number },
-): Promise<{ receipts?: Receipt[]; watching: boolean }> {
-  await openDataDir(dir, stderrLog);
-  const watcher = await lockHolder(dir);
-  const marks = await receiptMarks(dir);
-  const said = `# by: ${invokingUser()}\n${options.reason ? `# reason: ${options.reason.replace(/[\r\n]+/g, " ")}\n` : ""}`;
-  let text = `# cdp push id=${randomUUID()}\n`;
-  const ends: number[] = [];
-  for (const line of lines) {
-    text += `${said}${line}\n`;
-    ends.push(Buffer.byteLength(text));
-  }
-  const landed = await appendToInbox(dir, text, options.wait !== false && watcher !== undefined);
-  io.stderr(`queued ${lines.length} line${lines.length === 1 ? "" : "s"} in ${join(dir, INBOX_FILE)}\n`);
-  if (options.wait === false) return { watching: watcher !== undefined };
-  if (watcher === undefined) {
-    io.stderr(`cdp: no watcher is running on ${dir}: the lines wait in the inbox until 'cdp watch --dir ${dir}' starts\n`);
-    return { watching: false };
-  }
-  if (!landed) return { watching: true }; // the inbox was replaced at once: their outcomes cannot be told apart
-  const start = landed.end - Buffer.byteLength(text);
-  const numberOf = (i: number) => landed.linesBefore + (text.slice(0, ends[i]).match(/\n/g)?.length ?? 0);
-  const deadline = Date.now() + options.timeoutMs;
-  const receipts = await awaitReceipts(
-    dir,
-    landed.file,
-    lines.map((line, i) => ({ text: line, end: start + ends[i]!, number: numberOf(i) })),
-    marks,
-    options.timeoutMs,
-  );
-  // an app rendered for a service: accepted is not the end of it until the service has taken it
-  const rendered = (await readWatcherInfo(dir))?.render ?? [];
-  return { watching: true, receipts: await awaitVerdicts(dir, receipts, rendered, Math.max(0, deadline - Date.now())) };
 }
 
 /**

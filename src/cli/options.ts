@@ -59,6 +59,8 @@ export const OPTIONS = {
   id: { type: "string" },
   app: { type: "string" },
   "secrets-key": { type: "string" },
+  at: { type: "string" },
+  for: { type: "string" },
   "new-key": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 

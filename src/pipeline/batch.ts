@@ -7,6 +7,8 @@ import { INBOX_FILE, type InboxBatch, type InboxLine } from "../inbox/inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "../store/journal.js";
 import { rejectionRecord } from "../store/rejects.js";
 import { sealLine } from "../schemas/sealing.js";
+import { expiryOf, isScheduleDirective, judgeLines, readScheduleDirective, type ScheduleContext } from "./schedule.js";
+import { scheduleDoneRecord, scheduleRecord, type Scheduled } from "../store/records.js";
 import type { SecretsKey } from "../lines/sealed.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import type { HostStatus } from "../fleet/hosts.js";
@@ -50,6 +52,8 @@ export interface BatchContext {
   details: boolean;
   /** Secret values are journaled (and committed, and rejected) sealed with it. */
   sealing?: SecretsKey;
+  /** The changes in time still due (a cancel names one of them). */
+  schedules?: ReadonlyMap<string, Scheduled>;
   log?: Logger;
 }
 
@@ -77,6 +81,8 @@ export interface JudgedBatch {
   last: { commit: Commit; accepted: boolean } | undefined;
   /** The count of processed lines after the batch. */
   seq: number;
+  /** Schedules made (an expiry replaces its schedule) and no longer due, in order. */
+  schedules: (Scheduled | { done: string })[];
 }
 
 export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatch {
@@ -93,13 +99,31 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     fleetRecords: [],
     last: undefined,
     seq: context.seq,
+    schedules: [],
   };
   let revision = context.revision;
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
+  const schedules = new Map(context.schedules);
+  // an accepted change: journaled (in a fleet, a record of the fleet's log), pending for the lines after it
+  const accept = (change: ValidChange, commit: Commit) => {
+    pending.set(change.app, change.path[0]!, change.topValue);
+    const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo, context.sealing);
+    revision++;
+    const { source } = commit;
+    // in a fleet the change is committed to the fleet's log; the member journals and applies it
+    if (context.fleetHost !== undefined) {
+      const said = { ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) };
+      judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
+    } else judged.journalText += changeRecord(commit, revision, encoded);
+    const judgedChange: JudgedChange = { change, revision, source, time };
+    if (commit.by !== undefined) judgedChange.by = commit.by;
+    if (commit.reason !== undefined) judgedChange.reason = commit.reason;
+    judged.changes.push(judgedChange);
+  };
   for (const line of batch.lines) {
-    let outcome: Outcome | { kind: "step"; step: RolloutStep } = outcomeOf(line, judging, rollouts);
+    let outcome: Outcome | { kind: "step"; step: RolloutStep } | ScheduleOutcome = outcomeOf(line, judging, rollouts);
     if (outcome.kind === "ignore" && isRolloutDirective(line.text)) {
       outcome = stepOf(line, judging, rollouts, {
         source: `${INBOX_FILE}:${line.number}`,
@@ -109,6 +133,13 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
         host: context.fleetHost,
         ...said,
       });
+    }
+    if (outcome.kind === "ignore" && isScheduleDirective(line.text)) {
+      outcome = scheduleOf(line.text, { ...judging, fleet: context.fleetHost !== undefined }, schedules, { time, ...said });
+      if (outcome.kind === "schedule") {
+        if (outcome.made) schedules.set(outcome.made.id, outcome.made);
+        if (outcome.done) schedules.delete(outcome.done.id);
+      }
     }
     if (outcome.kind === "ignore") {
       said = { ...said, ...directive(line.text) };
@@ -134,20 +165,18 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       judged.fleetRecords.push({ line: "", host: context.fleetHost!, source, time, seq: commit.seq, position: commit.position!, rollout: outcome.step });
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else if (outcome.kind === "accept") {
-      const { change } = outcome;
-      pending.set(change.app, change.path[0]!, change.topValue);
-      const encoded = encodeChange(change.app, change.key, change.value, schemas.get(change.app)!.key(change.path) as KeyInfo, context.sealing);
-      revision++;
-      // in a fleet the change is committed to the fleet's log; the member journals and applies it
-      if (context.fleetHost !== undefined) {
-        const said = { ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) };
-        judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
-      } else judged.journalText += changeRecord(commit, revision, encoded);
-      const judgedChange: JudgedChange = { change, revision, source, time };
-      if (commit.by !== undefined) judgedChange.by = commit.by;
-      if (commit.reason !== undefined) judgedChange.reason = commit.reason;
-      judged.changes.push(judgedChange);
+      accept(outcome.change, commit);
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
+    } else if (outcome.kind === "schedule") {
+      for (const change of outcome.changes) accept(change, commit);
+      const record = { seq: commit.seq, time, source };
+      if (outcome.made) judged.journalText += scheduleRecord(record, outcome.made);
+      if (outcome.done) judged.journalText += scheduleDoneRecord(record, outcome.done);
+      judged.schedules.push(outcome.made ?? { done: outcome.done!.id });
+      const accepted = outcome.changes.length > 0;
+      judged.lines?.push({ number: line.number, text: line.text, outcome: accepted ? "accepted" : "ignored", ...(accepted ? { revision } : {}) });
+      judged.last = { commit, accepted };
+      continue;
     } else {
       const text = context.sealing ? sealLine(line.text, schemas, context.sealing) : line.text;
       judged.rejectText += rejectionRecord({ seq: commit.seq, time, source, reason: outcome.reason, text, fullLength: line.tooLong });
@@ -257,4 +286,40 @@ export function partsOf(lines: InboxLine[], { maxLines, maxBytes }: { maxLines: 
   }
   if (part.length > 0) parts.push(part);
   return parts;
+}
+
+type ScheduleOutcome = { kind: "schedule"; changes: ValidChange[]; made?: Scheduled; done?: { id: string; outcome: string; by?: string } };
+
+/**
+ * A schedule directive judged: `--at` is judged now (refused when it would be refused today) and
+ * recorded; `--for` alone is applied now, and its expiry recorded; a cancel ends one that is due.
+ */
+function scheduleOf(
+  text: string,
+  judging: ScheduleContext & { fleet: boolean },
+  schedules: ReadonlyMap<string, Scheduled>,
+  said: { time: string; by?: string; reason?: string },
+): ScheduleOutcome | { kind: "reject"; reason: string } {
+  const request = readScheduleDirective(text);
+  if (typeof request === "string") return { kind: "reject", reason: request };
+  if (judging.fleet) return { kind: "reject", reason: "changes in time (--at, --for) are not built for a fleet yet: this watcher is a fleet host" };
+  const who = { ...(said.by === undefined ? {} : { by: said.by }), ...(said.reason === undefined ? {} : { reason: said.reason }) };
+  if ("cancel" in request) {
+    const { id } = request.cancel;
+    if (!schedules.has(id)) return { kind: "reject", reason: `no schedule ${id} is due (cdp schedule lists them)` };
+    return { kind: "schedule", changes: [], done: { id, outcome: "cancelled", ...(said.by === undefined ? {} : { by: said.by }) } };
+  }
+  const { id, at, forMs, lines } = request.make;
+  if (schedules.has(id)) return { kind: "reject", reason: `schedule ${id} is already due` };
+  const judgedLines = judgeLines(lines, judging);
+  if ("reason" in judgedLines) return { kind: "reject", reason: judgedLines.reason };
+  if (at !== undefined) {
+    const encoded = judgedLines.changes.map((change) =>
+      encodeChange(change.app, change.key, change.value, judging.schemas.get(change.app)!.key(change.path) as KeyInfo, judging.sealing),
+    );
+    return { kind: "schedule", changes: [], made: { id, at, lines: encoded, ...(forMs === undefined ? {} : { forMs }), ...who } };
+  }
+  const expiry = expiryOf(id, judgedLines.changes, judging, new Date(Date.parse(said.time) + forMs!).toISOString(), who);
+  if ("refused" in expiry) return { kind: "reject", reason: expiry.refused };
+  return { kind: "schedule", changes: judgedLines.changes, made: expiry };
 }

@@ -32,6 +32,9 @@ import type { FleetPlug, FleetSetup, HostContext, Pipeline, PipelineEvents, Pipe
 import { announceWatcher } from "../store/watcher.js";
 import { isRolloutDirective, type Rollout } from "../fleet/rollouts.js";
 import { warnIfOthersCanWrite } from "../store/datadir.js";
+import { fireSchedule } from "./schedule.js";
+import type { Scheduled } from "../store/records.js";
+import { TIMER_MAX_MS } from "../errors.js";
 
 /** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
 export interface Loaded {
@@ -61,6 +64,9 @@ export class Run implements Pipeline {
   readonly #live: LiveSchemas;
   readonly #compactor: Compactor;
   readonly sealing: SecretsKey | undefined;
+  // changes in time still due, by id (in the order they were made), and the timer of the next
+  readonly #schedules: Map<string, Scheduled>;
+  #scheduleTimer: NodeJS.Timeout | undefined;
   readonly #vetoes: Vetoes;
   // batches, schema upgrades and reverts take turns
   readonly #turns = new Turns();
@@ -98,6 +104,7 @@ export class Run implements Pipeline {
     this.#log = log;
     this.#unlock = unlock;
     [this.dir, this.validators, this.journalPath, this.sealing] = [options.dir, options.validators, loaded.journalPath, options.sealing];
+    this.#schedules = state.schedules;
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
     // events of apps that use versions say which shape their value has
     this.table.versionOf = (app) => {
@@ -206,6 +213,7 @@ export class Run implements Pipeline {
     await this.#renderer?.start(); // before "cdp is watching": a service can start from its file
     const joined = await this.#joinFleet(true);
     if (joined) await this.#startReading();
+    this.#armSchedules(); // what fell due while cdp was stopped fires now, once, in order
     this.#stopped = this.#follow(joined);
     this.#stopped.catch((error: unknown) => this.#log.fatal({ err: error }, "cdp stopped"));
   }
@@ -297,6 +305,7 @@ export class Run implements Pipeline {
       ...(fleet ? { rollouts: { known: fleet.knownRollouts, hosts } } : {}),
       details: this.events.listenerCount("lines") > 0,
       sealing: this.#options.sealing,
+      schedules: this.#schedules,
       log: this.#log,
     });
     if (!judged.last) {
@@ -317,8 +326,64 @@ export class Run implements Pipeline {
       return;
     }
     if (committed === "stopped") return;
+    if (judged.schedules.length > 0) this.#tookSchedules(judged.schedules);
     await fleet?.sent(judged, judgedAt);
     await this.#finishBatch(batch, judged, started, read);
+  }
+
+  #tookSchedules(taken: (Scheduled | { done: string })[]): void {
+    for (const entry of taken) {
+      if ("done" in entry) this.#schedules.delete(entry.done);
+      else this.#schedules.set(entry.id, entry);
+    }
+    this.#armSchedules();
+  }
+
+  /** The timer of the next schedule due (a long wait is taken in steps a timer can hold; a clock set back only delays it). */
+  #armSchedules(): void {
+    clearTimeout(this.#scheduleTimer);
+    if (this.#stopping || this.#options.fleet) return;
+    const next = Math.min(...[...this.#schedules.values()].map((entry) => Date.parse(entry.at)));
+    if (!Number.isFinite(next)) return;
+    const wait = Math.min(Math.max(0, next - Date.now()), TIMER_MAX_MS);
+    this.#scheduleTimer = setTimeout(() => void this.#turns.run(() => this.#fireDue()).catch((error: unknown) => this.#stopOn(error)), wait);
+    this.#scheduleTimer.unref();
+  }
+
+  // Each schedule due, in the order of its time (then of its making): judged, committed and applied as a batch of its own.
+  async #fireDue(): Promise<void> {
+    const due = [...this.#schedules.values()].filter((entry) => Date.parse(entry.at) <= Date.now()).sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    for (const entry of due) {
+      if (this.#stopping || this.#fault) return;
+      const time = new Date().toISOString();
+      const fired = fireSchedule(entry, {
+        schemas: this.#live.schemas,
+        validators: this.#options.validators,
+        current: this.table,
+        sealing: this.#options.sealing,
+        revision: this.table.revision,
+        seq: this.#seq,
+        time,
+      });
+      const judged = { rejectText: fired.rejectText, journalText: fired.journalText } as JudgedBatch;
+      if ((await this.#commitPoint.commit(judged, this.table.revision)) !== "committed") return;
+      const source = `schedule:${entry.id}`;
+      for (const { change, revision } of fired.changes) {
+        const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision, source, time };
+        if (entry.by !== undefined) applied.by = entry.by;
+        if (entry.reason !== undefined) applied.reason = entry.reason;
+        this.table.apply(applied);
+      }
+      for (const revision of fired.markers) this.table.advance(revision);
+      this.#log[fired.rejected.length > 0 ? "warn" : "info"](
+        { schedule: entry.id, applied: fired.changes.length, kept: fired.markers.length, ...(fired.rejected.length ? { rejected: fired.rejected } : {}) },
+        entry.restore ? "a temporary change ended" : "a scheduled change fired",
+      );
+      if (fired.next) this.#schedules.set(entry.id, fired.next);
+      else this.#schedules.delete(entry.id);
+      this.#compactor.counted(fired.changes.length);
+    }
+    this.#armSchedules();
   }
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
@@ -383,6 +448,11 @@ export class Run implements Pipeline {
     return this.#stopped;
   }
 
+  /** The changes in time still due, soonest first. */
+  schedules(): Scheduled[] {
+    return [...this.#schedules.values()].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+  }
+
   /** The fleet's rollouts as this host knows them, newest first (none for a single host). */
   rollouts(): Rollout[] {
     return this.#fleet?.rollouts() ?? [];
@@ -419,6 +489,7 @@ export class Run implements Pipeline {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    clearTimeout(this.#scheduleTimer);
     this.#fleet?.release();
     await this.#inbox?.close();
     await this.#stopped;

@@ -52,7 +52,8 @@ export function foreignRequest(req: IncomingMessage, loopbackOnly: boolean): str
   const host = req.headers.host ?? "";
   if (loopbackOnly && !isLoopback(host.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1"))) return `refused: Host "${host}" is not a loopback address`;
   const origin = req.headers.origin;
-  if (req.method === "POST" && origin !== undefined && origin !== `http://${host}`) return `refused: a change from another origin (${origin})`;
+  if ((req.method === "POST" || req.method === "DELETE") && origin !== undefined && origin !== `http://${host}`)
+    return `refused: a change from another origin (${origin})`;
   return undefined;
 }
 

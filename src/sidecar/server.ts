@@ -11,7 +11,20 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { CdpError } from "../errors.js";
 import { historyJson, planRollback, selectHistory } from "../store/history.js";
-import { foreignRequest, guardDescriptors, HttpError, isLoopback, limitOf, listenOn, readBody, readJsonObject, sendError, sendJson, sendPage } from "./http.js";
+import {
+  decodePathPart,
+  foreignRequest,
+  guardDescriptors,
+  HttpError,
+  isLoopback,
+  limitOf,
+  listenOn,
+  readBody,
+  readJsonObject,
+  sendError,
+  sendJson,
+  sendPage,
+} from "./http.js";
 import { replayJournal } from "../store/journal.js";
 import { createMetrics } from "./metrics.js";
 import type { Pipeline } from "../types.js";
@@ -27,6 +40,7 @@ import { nestsDeeperThan } from "../lines/values.js";
 import { appRefusal, hasScope, LOOPBACK_GRANT, noRefusals, type Grant, type Refusals, type Scope, type Tokens } from "./tokens.js";
 import { appOfLine } from "../lines/parse.js";
 import { maskLine, sealLines } from "../schemas/sealing.js";
+import { newScheduleId, parseDuration, parseWhen, scheduleDirective, servedSchedule } from "../pipeline/schedule.js";
 
 export interface SidecarOptions {
   /** `HOST:PORT`, `[IPv6]:PORT` or `PORT` (on 127.0.0.1); port 0 takes a free one. */
@@ -72,7 +86,7 @@ interface Request {
   grant: Grant;
 }
 interface Route {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "DELETE";
   /** null: open to all (probes, the page). */
   scope: Scope | null;
   handle: Handler;
@@ -138,7 +152,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     "/v1/changes": {
       method: "POST",
       scope: "write",
-      handle: async ({ req, res, pipeline, grant }) => {
+      handle: async ({ req, res, url, pipeline, grant }) => {
         const type = req.headers["content-type"];
         // text/plain, or curl's default for --data-binary: the body is taken as lines either way
         if (type !== undefined && !/^(text\/plain|application\/x-www-form-urlencoded)\b/i.test(type)) {
@@ -150,8 +164,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         const given = body.toString("utf8").split("\n");
         refuseForeignApps(grant, given);
         // a secret value is sealed before it reaches the inbox
-        const text = sealLines(given, pipeline.schemas, pipeline.sealing).join("\n");
-        await sendSubmitted(res, pipeline, text, `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, grant));
+        const sealed = sealLines(given, pipeline.schemas, pipeline.sealing);
+        if (url.searchParams.has("at") || url.searchParams.has("for")) return scheduleChanges({ req, res, url, pipeline, grant, rest: "" }, sealed, options);
+        await sendSubmitted(res, pipeline, sealed.join("\n"), `http:${req.socket.remoteAddress ?? "?"}`, options.waitMs, whoAndWhy(req, grant));
       },
     },
     "/v1/rollback": { method: "POST", scope: "admin", handle: (request) => rollback(request, options) },
@@ -167,6 +182,22 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         ),
     },
     "/v1/plan": { method: "POST", scope: "admin", handle: (request) => planSchemas(request, options) },
+    "/v1/schedule": [
+      {
+        method: "GET",
+        scope: "read",
+        handle: ({ res, pipeline, grant }) =>
+          sendJson(
+            res,
+            200,
+            pipeline
+              .schedules()
+              .filter((entry) => entry.lines.every((line) => grant.allows(appOfLine(line) ?? "")))
+              .map((entry) => servedSchedule(entry, pipeline.schemas)),
+          ),
+      },
+      { method: "DELETE", scope: "write", handle: (request) => cancelSchedule(request, options) },
+    ],
     "/v1/token": { method: "GET", scope: "read", handle: ({ res, grant }) => sendJson(res, 200, grantJson(grant)) },
     "/v1/rollouts": [
       {
@@ -228,7 +259,7 @@ function routeRequests(
   return (req, res) => {
     const url = new URL(req.url ?? "/", "http://cdp.invalid");
     const { pathname } = url;
-    const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname;
+    const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname.startsWith("/v1/schedule/") ? "/v1/schedule" : pathname;
     const candidates = byPath.get(prefix) ?? [];
     if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
     const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
@@ -250,7 +281,7 @@ function routeRequests(
         refused[route.scope]++;
         return sendError(res, 403, `the token "${grant.name}" has the ${grant.scope} scope: ${req.method} ${pathname} needs ${route.scope}`);
       }
-      if (route.method === "POST" && route.scope !== "read") log.info({ token: grant.name, method: req.method, path: pathname }, "audit: a change requested");
+      if (route.method !== "GET" && route.scope !== "read") log.info({ token: grant.name, method: req.method, path: pathname }, "audit: a change requested");
     }
     if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
     const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
@@ -447,6 +478,49 @@ async function sendSubmitted(
   const { status, lines } = await submitLines(pipeline, text, waitMs, from, said);
   const code = status === "queued" ? 202 : lines.some((line) => line.outcome === "rejected" || line.outcome === "taken back") ? 422 : 200;
   sendJson(res, code, { status, revision: pipeline.table.revision, lines, ...(changes ? { changes } : {}) });
+}
+
+/** POST /v1/changes?at=TIME&for=DURATION: the lines as one schedule, judged by the watcher now (201 made, 200 applied for now, 422 refused). */
+async function scheduleChanges({ req, res, url, pipeline, grant }: Request, lines: string[], options: SidecarOptions): Promise<void> {
+  const atText = url.searchParams.get("at");
+  const forText = url.searchParams.get("for");
+  const at = atText === null ? undefined : parseWhen(atText);
+  if (typeof at === "object") throw new HttpError(400, at.reason.replace("--at", "at"));
+  if (at !== undefined && Date.parse(at) <= Date.now()) throw new HttpError(400, `at ${atText} is not in the future`);
+  const forMs = forText === null ? undefined : parseDuration(forText);
+  if (forText !== null && forMs === undefined) throw new HttpError(400, `for takes a duration such as 90s, 30m, 2h, 1d, got "${forText}"`);
+  const given = lines.filter((line) => line.trim() !== "");
+  const id = newScheduleId();
+  const directive = scheduleDirective({ make: { id, lines: given, ...(at === undefined ? {} : { at }), ...(forMs === undefined ? {} : { forMs }) } });
+  const { status, lines: outcomes } = await submitLines(pipeline, directive, options.waitMs, `http:${req.socket.remoteAddress ?? "?"}`, whoAndWhy(req, grant));
+  const outcome = outcomes[0];
+  if (status === "queued") return sendJson(res, 202, { status, id });
+  if (outcome?.outcome === "rejected") return sendJson(res, 422, { status: "refused", id, reason: outcome.reason });
+  const made = pipeline.schedules().find((entry) => entry.id === id);
+  sendJson(res, outcome?.outcome === "accepted" ? 200 : 201, {
+    status: outcome?.outcome === "accepted" ? "applied" : "scheduled",
+    id,
+    ...(outcome?.revision === undefined ? {} : { revision: outcome.revision }),
+    ...(made ? { schedule: servedSchedule(made, pipeline.schemas) } : {}),
+  });
+}
+
+/** DELETE /v1/schedule/ID: the schedule is cancelled through the inbox (404 when none is due). */
+async function cancelSchedule({ req, res, rest, pipeline, grant }: Request, options: SidecarOptions): Promise<void> {
+  const id = decodePathPart(rest);
+  const entry = pipeline.schedules().find((due) => due.id === id);
+  if (!entry) throw new HttpError(404, `no schedule ${id} is due`);
+  refuseForeignApps(grant, entry.lines);
+  const { status, lines } = await submitLines(
+    pipeline,
+    scheduleDirective({ cancel: { id } }),
+    options.waitMs,
+    `http:${req.socket.remoteAddress ?? "?"}`,
+    whoAndWhy(req, grant),
+  );
+  if (status === "queued") return sendJson(res, 202, { status, id });
+  if (lines[0]?.outcome === "rejected") return sendError(res, 409, lines[0].reason ?? "refused");
+  sendJson(res, 200, { status: "cancelled", id });
 }
 
 /** A 403 unless the token covers each of these apps. */

@@ -186,6 +186,7 @@ export class EventStream {
     const schema = this.#pipeline.schemas.get(app);
     const version = schema && declaredVersion(schema);
     const who = {
+      ...(source.startsWith("schedule:") ? { scheduled: source.slice("schedule:".length) } : {}),
       ...(change.by === undefined ? {} : { by: change.by }),
       ...(change.reason === undefined ? {} : { reason: change.reason }),
       ...(version === undefined ? {} : { version }),

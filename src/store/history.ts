@@ -45,12 +45,16 @@ export function formatHistory(entries: readonly HistoryEntry[]): string {
 function whatChanged(entry: HistoryEntry): string {
   if (entry.migration) return `schema version ${entry.migration.from} → ${entry.migration.to}`;
   if (entry.step) return `rollout ${entry.step.rollout} ${entry.step.step}, nothing changed here`;
+  if (entry.key === "") return entry.reason ?? "nothing changed here";
   return `${shown(entry, entry.previous)} → ${shown(entry, entry.value)}`;
 }
 
 /** History for scripts: secret values are never shown. */
 export function historyJson(entries: readonly HistoryEntry[]): object[] {
-  return entries.map(({ secret, record: _record, ...entry }) => (secret ? { ...entry, value: "[secret]", previous: "[secret]" } : entry));
+  return entries.map(({ secret, record: _record, ...entry }) => {
+    const scheduled = entry.source.startsWith("schedule:") ? { scheduled: entry.source.slice("schedule:".length) } : {};
+    return secret ? { ...entry, ...scheduled, value: "[secret]", previous: "[secret]" } : { ...entry, ...scheduled };
+  });
 }
 
 /**

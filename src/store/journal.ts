@@ -8,7 +8,7 @@ import { CdpError } from "../errors.js";
 import { DurableFile } from "./durable.js";
 import { parseLine, type ParsedLine } from "../lines/parse.js";
 import { InstalledSchemas, type InstalledVersion, type Migrated } from "./installed.js";
-import { META, readMeta, readSchemaRecord, type Meta } from "./records.js";
+import { META, readMeta, readScheduleRecord, readSchemaRecord, type Meta, type Scheduled } from "./records.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import { describeSchemaError } from "../schemas/schemas.js";
 import { decodeValue, runValidators, type AppValidator } from "../schemas/validate.js";
@@ -24,10 +24,13 @@ export {
   markerRecord,
   positionRecord,
   readMeta,
+  scheduleDoneRecord,
+  scheduleRecord,
   schemaRecord,
   upgradeRecord,
   vetoRecord,
   type Commit,
+  type Scheduled,
   type SchemaEntries,
 } from "./records.js";
 
@@ -57,6 +60,8 @@ export interface JournalState {
   divergedFrom?: { revision: number; line: number };
   /** Each app's schema version as the journal last recorded it (none: never recorded, the file's is assumed). */
   versions: ReadonlyMap<string, InstalledVersion>;
+  /** The changes in time still due, by id, in the order they were made. */
+  schedules: Map<string, Scheduled>;
 }
 
 export interface ReplayOptions {
@@ -167,6 +172,7 @@ class Replay {
       historyFrom: 0,
       records: 0,
       versions: installed.versions,
+      schedules: new Map(),
     };
   }
 
@@ -204,6 +210,12 @@ class Replay {
       this.#schemasTaken(taken, line, number);
       return;
     }
+    const scheduled = readScheduleRecord(line);
+    if (scheduled) {
+      if ("made" in scheduled) state.schedules.set(scheduled.made.id, scheduled.made);
+      else state.schedules.delete(scheduled.done.id);
+      return;
+    }
     const meta = readMeta(line);
     if (meta.seq === undefined) return; // an operator's comment
     [this.#meta, this.#metaText] = [meta, line];
@@ -237,7 +249,12 @@ class Replay {
   // A rollout's step this host applied nothing at (marker=rollout:ID:STEP:APP) is in its history all the same, with why.
   #marked(meta: Meta, line: string): void {
     const [kind, rollout, step, app] = meta.marker!.split(":");
-    if (!this.#options.history || kind !== "rollout" || !rollout || !step || !app) return;
+    if (!this.#options.history || (kind !== "rollout" && kind !== "schedule") || !rollout || !step || !app) return;
+    // an expiry that left a key alone (marker=schedule:ID:kept:APP): its reason says which and why
+    if (kind === "schedule") {
+      this.state.history.push(appEntry({ revision: meta.rev!, time: meta.time, source: meta.source ?? "", reason: meta.reason }, app, line, {}));
+      return;
+    }
     this.state.history.push(
       appEntry({ revision: meta.rev!, time: meta.time, source: meta.source ?? "", reason: meta.reason }, app, line, { step: { rollout, step } }),
     );
@@ -428,7 +445,7 @@ function appEntry(
   at: { revision: number; time: string | undefined; source: string; reason?: string | undefined },
   app: string,
   line: string,
-  what: Pick<HistoryEntry, "step"> | Pick<HistoryEntry, "migration">,
+  what: Pick<HistoryEntry, "step"> | Pick<HistoryEntry, "migration"> | Record<string, never>,
 ): HistoryEntry {
   const entry: HistoryEntry = {
     revision: at.revision,

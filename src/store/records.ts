@@ -203,3 +203,43 @@ export function encodeChange(app: string, key: string, value: unknown, info: Key
   }
   return `${app}:${key}:${json}`;
 }
+
+/** A change in time (`cdp push --at/--for`): due at `at`, its lines judged again then. */
+export interface Scheduled {
+  id: string;
+  /** When it is due (RFC 3339). */
+  at: string;
+  /** The change lines as journaled (secret values sealed). */
+  lines: string[];
+  /** Once applied, taken back after this many ms (a window: --at with --for). */
+  forMs?: number;
+  /** An expiry: the lines that put each key back, and the line each key must still hold to be put back. */
+  restore?: { line: string; holds: string }[];
+  by?: string;
+  reason?: string;
+}
+
+const SCHEDULE_RECORD = /^# seq=(\d+) time=(\S+) source=(\S+) schedule(-done)?: (\{.*\})$/;
+
+/** A schedule made (or, an expiry, replaced): no revision of its own. */
+export function scheduleRecord(commit: { seq: number; time: string; source: string }, entry: Scheduled): string {
+  return `# seq=${commit.seq} time=${commit.time} source=${commit.source} schedule: ${JSON.stringify(entry)}\n`;
+}
+
+/** A schedule that is no longer due: fired, cancelled or refused when it fired (`outcome`), and by whom. */
+export function scheduleDoneRecord(commit: { seq: number; time: string; source: string }, done: { id: string; outcome: string; by?: string }): string {
+  return `# seq=${commit.seq} time=${commit.time} source=${commit.source} schedule-done: ${JSON.stringify(done)}\n`;
+}
+
+/** A schedule record's fields, or undefined for any other line. */
+export function readScheduleRecord(line: string): { made: Scheduled } | { done: { id: string; outcome: string; by?: string } } | undefined {
+  const match = line.includes(" schedule") ? SCHEDULE_RECORD.exec(line) : null;
+  if (!match) return undefined;
+  try {
+    const body = JSON.parse(match[5]!) as Scheduled & { outcome: string };
+    if (typeof body.id !== "string") return undefined;
+    return match[4] ? { done: body } : { made: body };
+  } catch {
+    return undefined;
+  }
+}
