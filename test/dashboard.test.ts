@@ -143,6 +143,31 @@ describe("the dashboard", () => {
     expect(await page.textContent("#history")).not.toContain("db.host");
   });
 
+  it("shows what is scheduled and counts down to it", async () => {
+    const dir = await dataDir();
+    const cdp = await startCdp({ init: true, dir, schemas: SCHEMAS, logger: capturedLogger().logger, http: { listen: "127.0.0.1:0" } });
+    afterThisTest(() => cdp.stop());
+    const page = await browser.newPage();
+    afterThisTest(() => page.close());
+    await page.goto(cdp.url!);
+    await expect.poll(() => page.textContent("#status")).toBe("live");
+    expect(await page.isVisible("#schedule-none")).toBe(true);
+    const made = await fetch(`${cdp.url}/v1/changes?at=%2B2m`, {
+      method: "POST",
+      body: "ticker:interval:1500\n",
+      headers: { "x-cdp-reason": "after the deploy" },
+    });
+    const { id } = (await made.json()) as { id: string };
+    const row = `#schedule tr[data-schedule="${id}"]`;
+    await expect.poll(() => page.locator(row).count(), { timeout: 15_000 }).toBe(1);
+    expect(await page.textContent(`${row} td:nth-child(4)`)).toBe("ticker:interval:1500");
+    expect(await page.textContent(`${row} td:nth-child(6)`)).toBe("after the deploy");
+    const left = async () => page.textContent(`${row} td:nth-child(3)`);
+    expect(await left()).toMatch(/^(1 min \d+ s|2 min 0 s)$/);
+    const first = await left();
+    await expect.poll(left, { timeout: 15_000 }).not.toBe(first); // it counts down
+  });
+
   it("shows a fleet's rollouts with their countdown, starts one, and aborts or promotes it with a button", async () => {
     const { endpoints } = await startEtcd();
     const { logger } = capturedLogger();

@@ -4,7 +4,7 @@
 import { appendFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, dataDir, journalOf, openEvents, readText, runCdp, startWatch, waitUntil } from "./helpers.js";
+import { cdp, dataDir, journalOf, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
 
 type Listed = { id: string; at: string; lines: string[]; by: string | null; reason: string | null; kind: string; restores?: string[] };
 
@@ -31,7 +31,7 @@ describe("cdp push --at", () => {
     const watch = await startWatch(dir, ["--http", "127.0.0.1:0"]);
     const url = /"url":"(http:[^"]+)"/.exec(watch.output())![1]!;
     const events = openEvents(`${url}/v1/events`);
-    const pushed = await pushInTime(dir, ["--at", "+2s", "--reason", "night shift", "ticker:interval:1500", "ticker:name:night"]);
+    const pushed = await pushInTime(dir, ["--at", "+5s", "--reason", "night shift", "ticker:interval:1500", "ticker:name:night"]);
     expect(pushed.code, pushed.output).toBe(0);
     expect(pushed.id).toMatch(/^s-[0-9a-f]{8}$/);
     expect(pushed.output).toMatch(/scheduled s-[0-9a-f]{8}: ticker:interval:1500, ticker:name:night, at \d{4}-/);
@@ -66,7 +66,7 @@ describe("cdp push --at", () => {
     ]);
 
     // max 5 holds now (min 1); by the time it is due, min is 8
-    const later = await pushInTime(dir, ["--at", "+2s", "db:pool.max:5"]);
+    const later = await pushInTime(dir, ["--at", "+5s", "db:pool.max:5"]);
     expect(later.code).toBe(0);
     expect((await cdp(["push", "--dir", dir, "db:pool.min:8"])).code).toBe(0);
     await waitUntil(async () => (await readText(join(dir, "cdp.rej"))).includes(`source=schedule:${later.id}`), 20_000, "the schedule was judged when due");
@@ -120,9 +120,9 @@ describe("cdp push --for", () => {
   it("applies now and puts the value back when the time is up, or leaves a key someone changed since and says so", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    const temporary = await pushInTime(dir, ["--for", "2s", "--reason", "debugging", "ticker:interval:1500", "ticker:name:debug"]);
+    const temporary = await pushInTime(dir, ["--for", "5s", "--reason", "debugging", "ticker:interval:1500", "ticker:name:debug"]);
     expect(temporary.code, temporary.output).toBe(0);
-    expect(temporary.output).toContain(`applied at revision 2: ticker:interval:1500, ticker:name:debug; schedule ${temporary.id} takes it back 2s later`);
+    expect(temporary.output).toContain(`applied at revision 2: ticker:interval:1500, ticker:name:debug; schedule ${temporary.id} takes it back 5s later`);
     const [expiry] = await listed(dir);
     expect(expiry).toMatchObject({ id: temporary.id, kind: "expiry", restores: ["ticker:interval:1000", "ticker:name:tick"] });
     // someone else changes the name meanwhile: the end of the temporary change leaves it alone
@@ -161,8 +161,10 @@ describe("schedules across stops", () => {
   it("applies at start, once and in order, what fell due while the watcher was stopped", async () => {
     const dir = await dataDir();
     const watch = await startWatch(dir);
-    await pushInTime(dir, ["--at", "+2s", "ticker:interval:1500"]);
-    await pushInTime(dir, ["--at", "+1s", "ticker:interval:2500"]);
+    // made in one order, due in the other (times fixed now: each push takes its time under load)
+    const base = Date.now();
+    await pushInTime(dir, ["--at", new Date(base + 9000).toISOString(), "ticker:interval:1500"]);
+    await pushInTime(dir, ["--at", new Date(base + 8000).toISOString(), "ticker:interval:2500"]);
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
     expect((await listed(dir)).length).toBe(2);
@@ -206,5 +208,30 @@ describe("schedules across stops", () => {
     await watch.exited;
     expect((await cdp(["compact", "--dir", dir, "--keep", "0"])).code).toBe(0);
     expect((await listed(dir)).map((entry) => entry.id)).toEqual([later.id]);
+  });
+});
+
+describe("schedules and secrets", () => {
+  it("keep a secret value sealed in the journal and the inbox, and show it as [secret]", async () => {
+    const dir = join(await tempDir(), "data");
+    const key = join(await tempDir(), "secrets.key");
+    expect((await cdp(["init", "--dir", dir, "--schemas", SCHEMAS, "--secrets-key", key])).code).toBe(0);
+    const watch = await startWatch(dir, ["--secrets-key", key]);
+    expect((await cdp(["push", "--dir", dir, "--secrets-key", key, "ticker:token:first-secret"])).code).toBe(0);
+    const later = await pushInTime(dir, ["--secrets-key", key, "--at", "+1h", "ticker:token:scheduled-secret"]);
+    const temporary = await pushInTime(dir, ["--secrets-key", key, "--for", "1h", "ticker:token:temporary-secret"]);
+    expect([later.code, temporary.code]).toEqual([0, 0]);
+    for (const output of [later.output, temporary.output]) expect(output).toContain("ticker:token:[secret]");
+    const listedNow = await cdp(["schedule", "--dir", dir, "--secrets-key", key, "--json"]);
+    expect(JSON.parse(listedNow.output)).toEqual([
+      expect.objectContaining({ id: later.id, lines: ["ticker:token:[secret]"] }),
+      expect.objectContaining({ id: temporary.id, lines: ["ticker:token:[secret]"], restores: ["ticker:token:[secret]"] }),
+    ]);
+    for (const secret of ["first-secret", "scheduled-secret", "temporary-secret"]) {
+      for (const file of ["cdp", "cdp.new", "cdp.rej"])
+        expect([secret, file, (await readText(join(dir, file))).includes(secret)]).toEqual([secret, file, false]);
+    }
+    watch.child.kill("SIGTERM");
+    await watch.exited;
   });
 });

@@ -72,6 +72,9 @@ describe("scoped tokens", () => {
       ["writer", "/v1/changes", text("ticker:interval:1600\n"), [200, "ok"]],
       ["writer", "/v1/changes", text("ticker:interval:1700\ndb:host:db2\n"), [403, APP("writer", "db", "ticker")]],
       ["writer", "/v1/rollback", json({ last: true, dryRun: true }), [403, SCOPE("writer", "write", "admin", "POST /v1/rollback")]],
+      ["writer", "/v1/changes?at=%2B1h", text("db:host:later\n"), [403, APP("writer", "db", "ticker")]],
+      ["reader", "/v1/schedule", undefined, [200, "ok"]],
+      ["reader", "/v1/schedule/s-00000000", { method: "DELETE" }, [403, SCOPE("reader", "read", "write", "DELETE /v1/schedule/s-00000000")]],
       ["writer", "/v1/rollouts", json({ action: "abort" }), [403, SCOPE("writer", "write", "admin", "POST /v1/rollouts")]],
       // admin: also rollbacks and plans, on its apps only
       ["boss", "/v1/rollback", json({ to: 1, dryRun: true }), [200, "ok"]],
@@ -97,9 +100,9 @@ describe("scoped tokens", () => {
 
     // refusals are counted by what the token lacked
     const metrics = await (await call("reader", "/metrics")).text();
-    expect(metrics).toContain('cdp_http_refusals_total{scope="app"} 7');
+    expect(metrics).toContain('cdp_http_refusals_total{scope="app"} 8');
     expect(metrics).toContain('cdp_http_refusals_total{scope="admin"} 4');
-    expect(metrics).toContain('cdp_http_refusals_total{scope="write"} 1');
+    expect(metrics).toContain('cdp_http_refusals_total{scope="write"} 2');
     expect((await fetch(`${cdp.url}/v1/config`)).status).toBe(401);
     expect(await (await call("reader", "/metrics")).text()).toContain('cdp_http_refusals_total{scope="token"} 1');
   });
