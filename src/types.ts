@@ -6,6 +6,7 @@ import type { Files } from "./store/durable.js";
 import type { HeldWrites } from "./store/held.js";
 import type { Configs } from "./lines/values.js";
 import type { HostStatus } from "./fleet/hosts.js";
+import type { FleetRecord } from "./fleet/log.js";
 import type { InboxPosition, InboxSettings } from "./inbox/inbox.js";
 import type { RenderStatus, RenderVerdicts } from "./render/renderer.js";
 import type { FleetRollouts, Rollout, RolloutStep } from "./fleet/rollouts.js";
@@ -15,7 +16,7 @@ import type { ConfigTable } from "./store/table.js";
 import type { AppValidator } from "./schemas/validate.js";
 import type { EventEmitter } from "eventemitter3";
 import type { SecretsKey } from "./lines/sealed.js";
-import type { Scheduled } from "./store/records.js";
+import type { Scheduled, ScheduleStep } from "./store/records.js";
 
 export interface PipelineOptions {
   dir: string;
@@ -108,6 +109,8 @@ export interface HostContext {
   keep: number;
   /** The key secret values are sealed with (the fleet's saved state holds them). */
   sealing: SecretsKey | undefined;
+  /** A change in time the fleet made or ended (applied here from its log), or every one due (`all`, at join). */
+  scheduled(step: ScheduleStep | { all: Scheduled[] }): void;
   validators: Map<string, AppValidator[]>;
   /** The schemas in force; the host's schema files; taking those a fleet migration moved to. */
   schemas(): Schemas;
@@ -150,6 +153,12 @@ export interface FleetPlug {
   sent(judged: JudgedBatch, judgedAt: number): Promise<void>;
   /** Resolves once every batch in flight is back and applied here. */
   landed(): Promise<void>;
+  /**
+   * Commit records made here by no inbox line (a due schedule) after the revision the table is
+   * at: true once committed and applied here; false when another host committed first (decide
+   * again); undefined when cdp stops.
+   */
+  commitDue(records: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined>;
   hosts(): Promise<HostStatus[]>;
   rollouts(): Rollout[];
   /** cdp stops: nobody waits for the log any longer. */

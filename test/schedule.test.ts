@@ -4,7 +4,8 @@
 import { appendFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cdp, dataDir, journalOf, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { cdp, dataDir, FLEET_TIMEOUT, journalOf, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
+import { startEtcd, startFleetHost } from "./etcd.js";
 
 type Listed = { id: string; at: string; lines: string[]; by: string | null; reason: string | null; kind: string; restores?: string[] };
 
@@ -233,5 +234,31 @@ describe("schedules and secrets", () => {
     }
     watch.child.kill("SIGTERM");
     await watch.exited;
+  });
+});
+
+describe("schedules in a fleet", () => {
+  it("are fleet records: every host knows what is due (one that joins later too), and one host fires each step for all", {
+    timeout: FLEET_TIMEOUT,
+  }, async () => {
+    const etcd = await startEtcd();
+    const a = await startFleetHost(etcd, "a");
+    const b = await startFleetHost(etcd, "b");
+    const later = await pushInTime(a.dir, ["--at", new Date(Date.now() + 15_000).toISOString(), "--reason", "window", "ticker:interval:1500"]);
+    expect(later.code, later.output).toBe(0);
+    const temporary = await pushInTime(b.dir, ["--for", "14s", "ticker:name:for-a-while"]);
+    expect(temporary.code, temporary.output).toBe(0);
+    await waitUntil(async () => (await listed(a.dir)).length === 2 && (await listed(b.dir)).length === 2, 20_000, "both hosts know both");
+    const c = await startFleetHost(etcd, "c"); // joins after they were made
+    await waitUntil(async () => (await listed(c.dir)).length === 2, 20_000, "the host that joined later knows both");
+    expect((await listed(c.dir)).map((entry) => entry.id).sort()).toEqual([later.id, temporary.id].sort());
+
+    for (const host of [a, b, c])
+      await waitUntil(async () => (await journalOf(host.dir)).length === 3 && (await listed(host.dir)).length === 0, 40_000, `${host.name} applied both ends`);
+    for (const host of [a, b, c]) {
+      expect([host.name, (await journalOf(host.dir)).sort()]).toEqual([host.name, ["ticker:interval:1500", "ticker:name:for-a-while", "ticker:name:tick"]]);
+      const fired = (await history(host.dir)).filter((entry) => entry.key !== "" && String(entry.source).includes(`schedule:${later.id}`));
+      expect(fired).toEqual([expect.objectContaining({ key: "interval", value: 1500, scheduled: later.id, reason: "window" })]);
+    }
   });
 });

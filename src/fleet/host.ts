@@ -16,7 +16,7 @@ import type { ConfigTable } from "../store/table.js";
 import { positionRecord } from "../store/journal.js";
 import type { FleetPlug, HostContext } from "../types.js";
 import type { HostStatus } from "./hosts.js";
-import type { FleetLog } from "./log.js";
+import type { FleetLog, FleetRecord } from "./log.js";
 import { FleetMember } from "./member.js";
 import { RolloutClock } from "./rollout-clock.js";
 import type { FleetRollouts, Rollout } from "./rollouts.js";
@@ -87,6 +87,11 @@ class FleetHost implements FleetPlug {
     await this.#sameSecretsKey();
     if (!(first ? await member.join() : await member.joinLater())) return false;
     const own = member.own && member.own.seq > at.seq ? { seq: member.own.seq, position: member.own.position } : at;
+    // what is due, as the fleet keeps it (the log before a trim is gone)
+    await this.#log
+      .schedules()
+      .then((all) => this.#context.scheduled({ all }))
+      .catch((error: unknown) => this.#context.log.warn({ err: error }, "could not read the fleet's schedules; they come with its log"));
     this.#announce();
     this.#clock.start();
     // a host that starts with newer schema files moves the fleet to them (a rolling upgrade)
@@ -104,6 +109,15 @@ class FleetHost implements FleetPlug {
       log,
     });
     return own;
+  }
+
+  async commitDue(records: Omit<FleetRecord, "revision">[]): Promise<boolean | undefined> {
+    const member = this.#member;
+    const after = this.#context.table.revision;
+    const committed = await member.commit(after, records);
+    if (committed === undefined) return undefined;
+    await member.untilRevision(committed ? after + records.length : await member.head());
+    return committed;
   }
 
   // every host must open the fleet's sealed values, and seal its own with the same key
@@ -225,7 +239,7 @@ function fleetCommit(
       const rejectsBefore = files.rejects.size;
       // the changes in the order of their records (a rollout's step has none: its lines are judged by each host)
       let next = 0;
-      const judged = fleetRecords.map((record) => (record.rollout ? undefined : changes[next++]?.change));
+      const judged = fleetRecords.map((record) => (record.rollout || record.schedule ? undefined : changes[next++]?.change));
       let committed: boolean | undefined;
       try {
         committed = (await writes.append(files.rejects, rejectText)) && (await member.commit(judgedAt, fleetRecords, judged));

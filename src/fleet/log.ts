@@ -13,10 +13,10 @@
 // Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
 // then followed live with a watch; a host that was away past the trimmed records starts again
 // from the state.
-import { Etcd3, type IOptions, type Lease, type Watcher } from "etcd3";
+import { Etcd3, type DeleteBuilder, type IOptions, type Lease, type PutBuilder, type Watcher } from "etcd3";
 import type { Logger } from "pino";
 import type { InboxPosition } from "../inbox/inbox.js";
-import type { SchemaEntries } from "../store/records.js";
+import type { Scheduled, ScheduleStep, SchemaEntries } from "../store/records.js";
 import type { HostStatus } from "./hosts.js";
 import type { Rollout, RolloutStep } from "./rollouts.js";
 
@@ -41,6 +41,8 @@ export interface FleetRecord {
   /** Who made the change and why (`# by:`, `# reason:` before its line): every host's history says so. */
   by?: string;
   reason?: string;
+  /** A change in time made or done instead of a change (`line` is empty). */
+  schedule?: ScheduleStep;
 }
 
 /** How long a host's status outlives its last keepalive (a host killed is gone from the list after it). */
@@ -124,6 +126,7 @@ export function packCommit(records: FleetRecord[]): string {
     }
     if (record.rollout !== undefined) later.rollout = record.rollout;
     if (record.migration !== undefined) later.migration = record.migration;
+    if (record.schedule !== undefined) later.schedule = record.schedule;
     if (record.by !== undefined) later.by = record.by;
     if (record.reason !== undefined) later.reason = record.reason;
     then.push(later);
@@ -170,6 +173,7 @@ export class FleetLog {
   #hosts: string;
   #rollouts: string;
   #secretsKey: string;
+  #schedules: string;
   #lease: Lease | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
@@ -184,6 +188,7 @@ export class FleetLog {
     this.#hosts = `${prefix}/hosts/`;
     this.#rollouts = `${prefix}/rollouts/`;
     this.#secretsKey = `${prefix}/secrets-key`;
+    this.#schedules = `${prefix}/schedules/`;
     // a read of many commits' records may be larger than gRPC's default 4 MiB per message
     const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000, grpcOptions: { "grpc.max_receive_message_length": 256 << 20 } };
     if (options.auth) clientOptions.auth = options.auth;
@@ -227,10 +232,15 @@ export class FleetLog {
     const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
     if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES)
       throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
-    const puts = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
+    const puts: (PutBuilder | DeleteBuilder)[] = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
     // a rollout's state moves with the record of its step, in the same transaction
     for (const { rollout } of records)
       if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
+    // what is due is kept beside the log (a host that joins after a trim still knows it), moved with its record
+    for (const { schedule } of records) {
+      if (schedule && "made" in schedule) puts.push(this.#client.put(`${this.#schedules}${schedule.made.id}`).value(JSON.stringify(schedule.made)));
+      if (schedule && "done" in schedule) puts.push(this.#client.delete().key(`${this.#schedules}${schedule.done.id}`));
+    }
     const checked = records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts);
     const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
     if (result.succeeded) return true;
@@ -393,6 +403,12 @@ export class FleetLog {
   async rollouts(): Promise<Rollout[]> {
     const values = await this.#client.getAll().prefix(this.#rollouts).strings();
     return Object.values(values).map((value) => JSON.parse(value as string) as Rollout);
+  }
+
+  /** The fleet's changes in time still due. */
+  async schedules(): Promise<Scheduled[]> {
+    const values = await this.#client.getAll().prefix(this.#schedules).strings();
+    return Object.values(values).map((value) => JSON.parse(value as string) as Scheduled);
   }
 
   /** Stop following and disconnect (this host leaves the list at once). */

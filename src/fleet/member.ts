@@ -8,9 +8,20 @@ import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type
 import type { InboxPosition } from "../inbox/inbox.js";
 import { stateLines } from "../store/compactor.js";
 import { migrateChecked } from "../store/installed.js";
-import { baseRecord, changeRecord, divergedRecord, markerRecord, schemaRecord, type Commit, type SchemaEntries } from "../store/journal.js";
+import {
+  baseRecord,
+  changeRecord,
+  divergedRecord,
+  markerRecord,
+  scheduleDoneRecord,
+  scheduleRecord,
+  schemaRecord,
+  type Commit,
+  type SchemaEntries,
+} from "../store/journal.js";
+import type { ScheduleStep } from "../store/records.js";
 import { linesAt, passedAt, type FleetRollouts, type RolloutStep } from "./rollouts.js";
-import { parseLine } from "../lines/parse.js";
+import { appOfLine, parseLine } from "../lines/parse.js";
 import { describeSchemaError, type Schemas } from "../schemas/schemas.js";
 import type { AppliedChange } from "../store/table.js";
 import { decodeValue, runValidators, validateChange, type ValidationContext, type ValidChange } from "../schemas/validate.js";
@@ -28,7 +39,7 @@ export type MemberLog = Pick<FleetLog, "head" | "follow" | "commitOrRefusal" | "
 export interface MemberOptions
   extends Pick<
     HostContext,
-    "keep" | "table" | "schemas" | "schemaFiles" | "take" | "validators" | "journalPath" | "seq" | "stopping" | "fault" | "sealing" | "log"
+    "keep" | "table" | "schemas" | "schemaFiles" | "take" | "validators" | "journalPath" | "seq" | "stopping" | "fault" | "sealing" | "scheduled" | "log"
   > {
   fleet: MemberLog;
   /** This host's name in the fleet's records. */
@@ -253,6 +264,7 @@ export class FleetMember {
     let schemas = this.#options.schemas();
     const pending = new PendingConfigs(table);
     const changes: (AppliedChange | Migration | RolloutStep | number)[] = []; // a number: a revision with no change here
+    const scheduled: ScheduleStep[] = [];
     let text = "";
     for (const record of records) {
       const own = record.host === host;
@@ -264,6 +276,12 @@ export class FleetMember {
         text += taken.text;
         for (const change of taken.changes) pending.set(change.app, change.key.split(".", 1)[0]!, change.topValue);
         changes.push(...(taken.changes.length > 0 ? taken.changes : [record.revision]), record.rollout);
+        continue;
+      }
+      if (record.schedule) {
+        text += this.#scheduleStep(record, { seq, source });
+        changes.push(record.revision);
+        scheduled.push(record.schedule);
         continue;
       }
       if (record.migration) {
@@ -318,12 +336,28 @@ export class FleetMember {
           );
         } else table.apply(change);
       }
+      for (const step of scheduled) this.#options.scheduled(step);
       // in force here: a host that lost a race judges again now, not after the sync (the fleet's log holds the records)
       this.#wake();
     } finally {
       await sync();
     }
     this.#options.applied(changes.filter((change) => !(typeof change === "object" && "step" in change)).length);
+  }
+
+  /** A change in time made or done by the fleet: a revision with no change of its own, and the schedule's record. */
+  #scheduleStep(record: FleetRecord, at: { seq: number; source: string }): string {
+    const step = record.schedule!;
+    const commit = { seq: at.seq, time: record.time, source: at.source };
+    if ("made" in step) {
+      const { id, at: due, lines } = step.made;
+      const app = appOfLine(lines[0] ?? "") ?? "-";
+      const what = step.made.restore ? `the end of ${id} is due at ${due}` : `scheduled ${id}, due at ${due}`;
+      return `${markerRecord({ ...commit, marker: `schedule:${id}:made:${app}`, reason: what }, record.revision)}${scheduleRecord(commit, step.made)}`;
+    }
+    const { id, outcome, note, app = "-" } = step.done;
+    const why = note ?? `schedule ${id} ${outcome}`;
+    return `${markerRecord({ ...commit, marker: `schedule:${id}:${outcome.replace(/\s/g, "_")}:${app}`, reason: why }, record.revision)}${scheduleDoneRecord(commit, step.done)}`;
   }
 
   /** A fleet's change line checked against this host's schemas; a refusal is reported, and its key kept as it was (diverged). */

@@ -7,6 +7,7 @@ import { INBOX_FILE, type InboxBatch, type InboxLine } from "../inbox/inbox.js";
 import { changeRecord, encodeChange, positionRecord, type Commit } from "../store/journal.js";
 import { rejectionRecord } from "../store/rejects.js";
 import { sealLine } from "../schemas/sealing.js";
+import { appOfLine } from "../lines/parse.js";
 import { expiryOf, isScheduleDirective, judgeLines, readScheduleDirective, type ScheduleContext } from "./schedule.js";
 import { scheduleDoneRecord, scheduleRecord, type Scheduled } from "../store/records.js";
 import type { SecretsKey } from "../lines/sealed.js";
@@ -135,7 +136,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       });
     }
     if (outcome.kind === "ignore" && isScheduleDirective(line.text)) {
-      outcome = scheduleOf(line.text, { ...judging, fleet: context.fleetHost !== undefined }, schedules, { time, ...said });
+      outcome = scheduleOf(line.text, judging, schedules, { time, ...said });
       if (outcome.kind === "schedule") {
         if (outcome.made) schedules.set(outcome.made.id, outcome.made);
         if (outcome.done) schedules.delete(outcome.done.id);
@@ -170,9 +171,16 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     } else if (outcome.kind === "schedule") {
       for (const change of outcome.changes) accept(change, commit);
       const record = { seq: commit.seq, time, source };
-      if (outcome.made) judged.journalText += scheduleRecord(record, outcome.made);
-      if (outcome.done) judged.journalText += scheduleDoneRecord(record, outcome.done);
-      judged.schedules.push(outcome.made ?? { done: outcome.done!.id });
+      if (context.fleetHost !== undefined) {
+        // a fleet's record (a revision of its own): every host journals it and knows what is due
+        revision++;
+        const step = outcome.made ? { made: outcome.made } : { done: outcome.done! };
+        judged.fleetRecords.push({ line: "", host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, schedule: step });
+      } else {
+        if (outcome.made) judged.journalText += scheduleRecord(record, outcome.made);
+        if (outcome.done) judged.journalText += scheduleDoneRecord(record, outcome.done);
+        judged.schedules.push(outcome.made ?? { done: outcome.done!.id });
+      }
       const accepted = outcome.changes.length > 0;
       judged.lines?.push({ number: line.number, text: line.text, outcome: accepted ? "accepted" : "ignored", ...(accepted ? { revision } : {}) });
       judged.last = { commit, accepted };
@@ -296,18 +304,18 @@ type ScheduleOutcome = { kind: "schedule"; changes: ValidChange[]; made?: Schedu
  */
 function scheduleOf(
   text: string,
-  judging: ScheduleContext & { fleet: boolean },
+  judging: ScheduleContext,
   schedules: ReadonlyMap<string, Scheduled>,
   said: { time: string; by?: string; reason?: string },
 ): ScheduleOutcome | { kind: "reject"; reason: string } {
   const request = readScheduleDirective(text);
   if (typeof request === "string") return { kind: "reject", reason: request };
-  if (judging.fleet) return { kind: "reject", reason: "changes in time (--at, --for) are not built for a fleet yet: this watcher is a fleet host" };
   const who = { ...(said.by === undefined ? {} : { by: said.by }), ...(said.reason === undefined ? {} : { reason: said.reason }) };
   if ("cancel" in request) {
     const { id } = request.cancel;
     if (!schedules.has(id)) return { kind: "reject", reason: `no schedule ${id} is due (cdp schedule lists them)` };
-    return { kind: "schedule", changes: [], done: { id, outcome: "cancelled", ...(said.by === undefined ? {} : { by: said.by }) } };
+    const app = appOfLine(schedules.get(id)!.lines[0] ?? "");
+    return { kind: "schedule", changes: [], done: { id, outcome: "cancelled", ...(said.by === undefined ? {} : { by: said.by }), ...(app ? { app } : {}) } };
   }
   const { id, at, forMs, lines } = request.make;
   if (schedules.has(id)) return { kind: "reject", reason: `schedule ${id} is already due` };

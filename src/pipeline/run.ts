@@ -32,7 +32,7 @@ import type { FleetPlug, FleetSetup, HostContext, Pipeline, PipelineEvents, Pipe
 import { announceWatcher } from "../store/watcher.js";
 import { isRolloutDirective, type Rollout } from "../fleet/rollouts.js";
 import { warnIfOthersCanWrite } from "../store/datadir.js";
-import { fireSchedule } from "./schedule.js";
+import { fireSchedule, fleetRecordsOf } from "./schedule.js";
 import type { Scheduled } from "../store/records.js";
 import { TIMER_MAX_MS } from "../errors.js";
 
@@ -198,6 +198,13 @@ export class Run implements Pipeline {
         if (this.#compactor.due && !diverging) this.#compactor.compact(journalTurn);
       },
       stepped: (step, nothingHere) => this.events.emit("rollout", step, nothingHere),
+      scheduled: (step) => {
+        if ("all" in step) {
+          this.#schedules.clear();
+          for (const entry of step.all.sort((a, b) => Date.parse(a.at) - Date.parse(b.at))) this.#schedules.set(entry.id, entry);
+          this.#armSchedules();
+        } else this.#tookSchedules(["made" in step ? step.made : { done: step.done.id }]);
+      },
       reject: async (text) => {
         if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
         else this.#rejectsLater += text;
@@ -224,6 +231,7 @@ export class Run implements Pipeline {
       if (!joined) {
         if (!(await this.#joinFleet(false)) || this.#stopping) return;
         await this.#startReading();
+        this.#armSchedules();
       }
       for await (const batch of this.#inbox!.batches()) await this.#turns.run(() => this.#handleBatch(batch));
       await this.#turns.settled();
@@ -342,7 +350,7 @@ export class Run implements Pipeline {
   /** The timer of the next schedule due (a long wait is taken in steps a timer can hold; a clock set back only delays it). */
   #armSchedules(): void {
     clearTimeout(this.#scheduleTimer);
-    if (this.#stopping || this.#options.fleet) return;
+    if (this.#stopping || !this.#inbox) return; // a fleet host fires once it has joined
     const next = Math.min(...[...this.#schedules.values()].map((entry) => Date.parse(entry.at)));
     if (!Number.isFinite(next)) return;
     const wait = Math.min(Math.max(0, next - Date.now()), TIMER_MAX_MS);
@@ -365,6 +373,14 @@ export class Run implements Pipeline {
         seq: this.#seq,
         time,
       });
+      if (this.#fleet) {
+        // every host's clock fires it; etcd's compare-and-swap lets one host's decision through
+        const committed = await this.#fleet.commitDue(fleetRecordsOf(entry, fired, this.#options.fleet!.host, this.#seq, time));
+        if (committed === undefined) return;
+        if (!committed) continue; // another host was first: what it decided comes back through the log
+        if (fired.rejectText) await this.#writes.append(this.#files.rejects, fired.rejectText);
+        continue;
+      }
       const judged = { rejectText: fired.rejectText, journalText: fired.journalText } as JudgedBatch;
       if ((await this.#commitPoint.commit(judged, this.table.revision)) !== "committed") return;
       const source = `schedule:${entry.id}`;

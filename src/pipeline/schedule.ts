@@ -5,14 +5,24 @@
 // it in its turn with the batches, recording in the same append that it fired: never twice.
 import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
-import { parseLine } from "../lines/parse.js";
+import { appOfLine, parseLine } from "../lines/parse.js";
+import type { FleetRecord } from "../fleet/log.js";
 import type { SecretsKey } from "../lines/sealed.js";
 import type { Configs } from "../lines/values.js";
 import { PendingConfigs } from "../lines/values.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import { maskLine, sealLine } from "../schemas/sealing.js";
 import { decodeValue, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "../schemas/validate.js";
-import { changeRecord, encodeChange, markerRecord, scheduleDoneRecord, scheduleRecord, type Commit, type Scheduled } from "../store/records.js";
+import {
+  changeRecord,
+  encodeChange,
+  markerRecord,
+  scheduleDoneRecord,
+  scheduleRecord,
+  type Commit,
+  type ScheduleDone,
+  type Scheduled,
+} from "../store/records.js";
 import { rejectionRecord } from "../store/rejects.js";
 
 const MAKE = "# schedule: ";
@@ -154,11 +164,12 @@ export interface Fired {
   journalText: string;
   rejectText: string;
   /** Accepted changes with their revisions, and revisions that change nothing here (an expiry that left a key alone). */
-  changes: { change: ValidChange; revision: number }[];
+  changes: { change: ValidChange; revision: number; line: string; reason?: string }[];
   markers: number[];
   rejected: string[];
-  /** What is due next of it (a window's expiry), else it is done. */
+  /** What is due next of it (a window's expiry), else that it is done (and what an expiry left alone, and why). */
   next: Scheduled | undefined;
+  done: ScheduleDone | undefined;
 }
 
 /**
@@ -170,7 +181,18 @@ export function fireSchedule(entry: Scheduled, context: ScheduleContext & { revi
   const { id } = entry;
   const source = `schedule:${id}`;
   const commit: Commit = { seq: context.seq, time: context.time, source, ...(entry.by === undefined ? {} : { by: entry.by }) };
-  const fired: Fired = { journalText: "", rejectText: "", changes: [], markers: [], rejected: [], next: undefined };
+  const fired: Fired = { journalText: "", rejectText: "", changes: [], markers: [], rejected: [], next: undefined, done: undefined };
+  const done = (outcome: string, notes: string[] = []) => {
+    const app = appOfLine(entry.lines[0] ?? "");
+    fired.done = {
+      id,
+      outcome,
+      ...(entry.by === undefined ? {} : { by: entry.by }),
+      ...(notes.length ? { note: notes.join("; ") } : {}),
+      ...(app ? { app } : {}),
+    };
+    fired.journalText += scheduleDoneRecord(commit, fired.done);
+  };
   const pending = new PendingConfigs(context.current);
   let revision = context.revision;
   const apply = (line: string, reason: string | undefined): ValidChange | undefined => {
@@ -185,10 +207,11 @@ export function fireSchedule(entry: Scheduled, context: ScheduleContext & { revi
     revision++;
     const encoded = encodeChange(change.app, change.key, change.value, keyOf(context.schemas, change), context.sealing);
     fired.journalText += changeRecord({ ...commit, ...(reason === undefined ? {} : { reason }) }, revision, encoded);
-    fired.changes.push({ change, revision });
+    fired.changes.push({ change, revision, line: encoded, ...(reason === undefined ? {} : { reason }) });
     return change;
   };
   if (entry.restore) {
+    const notes: string[] = [];
     for (const { line, holds } of entry.restore) {
       const parsed = parseLine(line) as ParsedChange;
       if (stillHolds(holds, context.schemas, pending)) {
@@ -199,8 +222,9 @@ export function fireSchedule(entry: Scheduled, context: ScheduleContext & { revi
       const why = `the end of ${id} left ${parsed.app}.${parsed.key} as it was: it was changed since`;
       fired.journalText += markerRecord({ ...commit, marker: `schedule:${id}:kept:${parsed.app}`, reason: why }, revision);
       fired.markers.push(revision);
+      notes.push(why);
     }
-    fired.journalText += scheduleDoneRecord(commit, { id, outcome: "expired" });
+    done("expired", notes);
     return fired;
   }
   const applied = entry.lines.map((line) => apply(line, entry.reason)).filter((change) => change !== undefined);
@@ -216,8 +240,22 @@ export function fireSchedule(entry: Scheduled, context: ScheduleContext & { revi
     }
     fired.rejected.push(expiry.refused);
   }
-  fired.journalText += scheduleDoneRecord(commit, { id, outcome: applied.length === entry.lines.length ? "fired" : "refused in part" });
+  done(applied.length === entry.lines.length ? "fired" : "refused in part");
   return fired;
+}
+
+/** A fired schedule as a fleet's records: its changes, then what is due next of it or that it is done (one commit). */
+export function fleetRecordsOf(entry: Scheduled, fired: Fired, host: string, seq: number, time: string): Omit<FleetRecord, "revision">[] {
+  const at = { host, source: `schedule:${entry.id}`, time, seq };
+  const by = entry.by === undefined ? {} : { by: entry.by };
+  const records: Omit<FleetRecord, "revision">[] = fired.changes.map(({ line, reason }) => ({
+    line,
+    ...at,
+    ...by,
+    ...(reason === undefined ? {} : { reason }),
+  }));
+  records.push({ line: "", ...at, schedule: fired.next ? { made: fired.next } : { done: fired.done! } });
+  return records;
 }
 
 const sealed = (line: string, context: ScheduleContext) => (context.sealing ? sealLine(line, context.schemas, context.sealing) : line);

@@ -15,6 +15,7 @@ import type { ChangeEvent } from "../store/table.js";
 import type { AppConfig } from "../lines/values.js";
 import { appOfLine } from "../lines/parse.js";
 import type { Grant } from "./tokens.js";
+import { scheduledBy } from "../store/records.js";
 
 /** Whether a client with this token sees a line for `app` (a line that names none: only a token for every app). */
 const covers = (grant: Grant | undefined, app: string | undefined) => !grant || (app === undefined ? grant.apps === undefined : grant.allows(app));
@@ -186,7 +187,7 @@ export class EventStream {
     const schema = this.#pipeline.schemas.get(app);
     const version = schema && declaredVersion(schema);
     const who = {
-      ...(source.startsWith("schedule:") ? { scheduled: source.slice("schedule:".length) } : {}),
+      ...(scheduledBy(source) === undefined ? {} : { scheduled: scheduledBy(source) }),
       ...(change.by === undefined ? {} : { by: change.by }),
       ...(change.reason === undefined ? {} : { reason: change.reason }),
       ...(version === undefined ? {} : { version }),

@@ -2,6 +2,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { CdpError } from "../errors.js";
 import { maskLine } from "../schemas/sealing.js";
+import { scheduledBy } from "./records.js";
 import { encodeChange, type HistoryEntry, type JournalState } from "./journal.js";
 import { migrateConfig, movesBetween } from "../schemas/migrations.js";
 import { judgeInSequence } from "../schemas/validate.js";
@@ -52,7 +53,8 @@ function whatChanged(entry: HistoryEntry): string {
 /** History for scripts: secret values are never shown. */
 export function historyJson(entries: readonly HistoryEntry[]): object[] {
   return entries.map(({ secret, record: _record, ...entry }) => {
-    const scheduled = entry.source.startsWith("schedule:") ? { scheduled: entry.source.slice("schedule:".length) } : {};
+    const id = scheduledBy(entry.source);
+    const scheduled = id === undefined || entry.key === "" ? {} : { scheduled: id };
     return secret ? { ...entry, ...scheduled, value: "[secret]", previous: "[secret]" } : { ...entry, ...scheduled };
   });
 }

@@ -219,6 +219,19 @@ export interface Scheduled {
   reason?: string;
 }
 
+/** A schedule no longer due: fired, expired, cancelled, or refused when it fired; `note`: what an expiry left alone, and why. */
+export interface ScheduleDone {
+  id: string;
+  outcome: string;
+  by?: string;
+  note?: string;
+  /** The app of its lines (a fleet's history entry names it). */
+  app?: string;
+}
+
+/** What a fleet's record says of a schedule: made (or a window's expiry, replacing it), or done. */
+export type ScheduleStep = { made: Scheduled } | { done: ScheduleDone };
+
 const SCHEDULE_RECORD = /^# seq=(\d+) time=(\S+) source=(\S+) schedule(-done)?: (\{.*\})$/;
 
 /** A schedule made (or, an expiry, replaced): no revision of its own. */
@@ -227,12 +240,12 @@ export function scheduleRecord(commit: { seq: number; time: string; source: stri
 }
 
 /** A schedule that is no longer due: fired, cancelled or refused when it fired (`outcome`), and by whom. */
-export function scheduleDoneRecord(commit: { seq: number; time: string; source: string }, done: { id: string; outcome: string; by?: string }): string {
+export function scheduleDoneRecord(commit: { seq: number; time: string; source: string }, done: ScheduleDone): string {
   return `# seq=${commit.seq} time=${commit.time} source=${commit.source} schedule-done: ${JSON.stringify(done)}\n`;
 }
 
 /** A schedule record's fields, or undefined for any other line. */
-export function readScheduleRecord(line: string): { made: Scheduled } | { done: { id: string; outcome: string; by?: string } } | undefined {
+export function readScheduleRecord(line: string): ScheduleStep | undefined {
   const match = line.includes(" schedule") ? SCHEDULE_RECORD.exec(line) : null;
   if (!match) return undefined;
   try {
@@ -242,4 +255,9 @@ export function readScheduleRecord(line: string): { made: Scheduled } | { done: 
   } catch {
     return undefined;
   }
+}
+
+/** The schedule a change came from, by its source (`schedule:ID`, or `HOST:schedule:ID` in a fleet). */
+export function scheduledBy(source: string): string | undefined {
+  return /(?:^|:)schedule:([\w.-]+)$/.exec(source)?.[1];
 }

@@ -88,6 +88,7 @@ beforeEach(async () => {
     host: "a",
     keep: 1000,
     sealing: undefined,
+    scheduled: () => undefined,
     table,
     schemas: () => schemas,
     schemaFiles: schemas,

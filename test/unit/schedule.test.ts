@@ -44,7 +44,7 @@ describe("fireSchedule", () => {
     expect(fired.rejectText).toContain("source=schedule:s-1 reason: ticker.interval must be > 200, got 100\nticker:interval:100\n");
     expect(fired.journalText).toContain("# rev=8 seq=3 time=2026-12-06T00:00:00.000Z source=schedule:s-1 by=ann\nticker:interval:1500\n");
     const done = fired.journalText.trimEnd().split("\n").at(-1)!;
-    expect(readScheduleRecord(done)).toEqual({ done: { id: "s-1", outcome: "refused in part" } });
+    expect(readScheduleRecord(done)).toEqual({ done: { id: "s-1", outcome: "refused in part", by: "ann", app: "ticker" } });
     expect(fired.next).toBeUndefined();
   });
 
@@ -65,6 +65,8 @@ describe("fireSchedule", () => {
     expect(expired.changes.map(({ change }) => `${change.key}=${String(change.value)}`)).toEqual(["interval=1000"]);
     expect(expired.markers).toEqual([9]);
     expect(expired.journalText).toContain("marker=schedule:s-2:kept:ticker reason: the end of s-2 left ticker.name as it was: it was changed since");
-    expect(readScheduleRecord(expired.journalText.trimEnd().split("\n").at(-1)!)).toEqual({ done: { id: "s-2", outcome: "expired" } });
+    expect(readScheduleRecord(expired.journalText.trimEnd().split("\n").at(-1)!)).toEqual({
+      done: { id: "s-2", outcome: "expired", note: "the end of s-2 left ticker.name as it was: it was changed since", app: "ticker" },
+    });
   });
 });
