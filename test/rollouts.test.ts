@@ -90,6 +90,35 @@ describe("cdp rollout on a fleet of three hosts", { timeout: FLEET_TIMEOUT }, ()
     );
   });
 
+  it("takes a temporary rollout (--for) back on every host once its time after the promotion is up", async () => {
+    const { hosts } = await fleetOf(["a", "b"], withHttp);
+    const [a, b] = hosts;
+    const started = await cdp([
+      "rollout",
+      "start",
+      "--dir",
+      a!.dir,
+      "--hosts",
+      "b",
+      "--bake",
+      "2",
+      "--for",
+      "10s",
+      "--wait",
+      "--reason",
+      "load test",
+      "ticker:interval:1500",
+    ]);
+    expect(started.code, started.output).toBe(0);
+    for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1500);
+    const due = JSON.parse((await cdp(["schedule", "--dir", b!.dir, "--json"])).output) as { id: string; kind: string; restores: string[] }[];
+    const id = (await rollouts(a!.dir))[0]!.id;
+    expect(due).toEqual([expect.objectContaining({ id: `${id}-end`, kind: "expiry", restores: ["ticker:interval:1000"] })]);
+    for (const host of hosts) await waitUntil(async () => (await interval(host.dir)) === 1000, 30_000, `${host.name} took it back`);
+    const history = JSON.parse((await cdp(["history", "--dir", a!.dir, "ticker.interval", "--json"])).output) as Record<string, unknown>[];
+    expect(history[0]).toMatchObject({ value: 1000, previous: 1500, scheduled: `${id}-end`, reason: `the end of "load test" (${id}-end): put back as it was` });
+  });
+
   it("brings a host whose schemas refused the key's last value back in line when a rollout's value is promoted", async () => {
     // host b still runs a schema where the interval may not exceed 5000
     const oldSchemas = await tempDir();

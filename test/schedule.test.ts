@@ -238,7 +238,7 @@ describe("schedules and secrets", () => {
 });
 
 describe("schedules in a fleet", () => {
-  it("are fleet records: every host knows what is due (one that joins later too), and one host fires each step for all", {
+  it("are fleet records: every host knows what is due (one that joins later too), and one host fires each step for all, the one that made them killed -9", {
     timeout: FLEET_TIMEOUT,
   }, async () => {
     const etcd = await startEtcd();
@@ -252,8 +252,13 @@ describe("schedules in a fleet", () => {
     const c = await startFleetHost(etcd, "c"); // joins after they were made
     await waitUntil(async () => (await listed(c.dir)).length === 2, 20_000, "the host that joined later knows both");
     expect((await listed(c.dir)).map((entry) => entry.id).sort()).toEqual([later.id, temporary.id].sort());
+    // the host that made them is killed before they are due, and comes back after: the others fire them
+    a.watch.child.kill("SIGKILL");
+    await a.watch.exited;
+    await waitUntil(async () => (await journalOf(b.dir)).length === 3, 40_000, "b applied both ends without a");
+    const restarted = await startFleetHost(etcd, "a", { dir: a.dir });
 
-    for (const host of [a, b, c])
+    for (const host of [restarted, b, c])
       await waitUntil(async () => (await journalOf(host.dir)).length === 3 && (await listed(host.dir)).length === 0, 40_000, `${host.name} applied both ends`);
     for (const host of [a, b, c]) {
       expect([host.name, (await journalOf(host.dir)).sort()]).toEqual([host.name, ["ticker:interval:1500", "ticker:name:for-a-while", "ticker:name:tick"]]);

@@ -136,7 +136,7 @@ at start, once, in order. cancel ends one through the inbox (the watcher records
 Options:
   --json                 [{"id", "at", "lines", "by", "reason", "kind"}] ("kind": "change", or
                          "expiry" for the end of a --for change, with "restores")`,
-  rollout: `Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS) [--wait] [--reason TEXT] LINE...
+  rollout: `Usage: cdp rollout start --dir D (--hosts H1[,H2…] --bake SECONDS | --steps 10,50,100 --every SECONDS) [--for DURATION] [--wait] [--reason TEXT] LINE...
        cdp rollout status --dir D [--json]
        cdp rollout abort --dir D [--id ID | --app APP] [--reason TEXT]
        cdp rollout promote --dir D [--id ID | --app APP]
@@ -163,6 +163,8 @@ Options:
   --bake SECONDS         how long the canaries run it before it is promoted
   --steps P1,P2,…,100    percentages of the fleet's hosts, step by step (instead of --hosts)
   --every SECONDS        how long each step bakes
+  --for DURATION         (start) a temporary change: once promoted, each key it changed is put
+                         back after DURATION (90s, 30m, 2h), unless changed since (cdp schedule)
   --wait                 (start) wait until the rollout ends
   --reason TEXT          why (start: recorded with the changes; abort: with the abort)
   --id ID, --app APP     which rollout (abort, promote)

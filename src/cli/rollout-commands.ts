@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sealForInbox, type Io } from "./commands.js";
+import { parseDuration } from "../pipeline/schedule.js";
 import { openDataDir } from "../store/datadir.js";
 import { lockHolder } from "../store/durable.js";
 import { CdpError } from "../errors.js";
@@ -43,7 +44,9 @@ async function startCommand(dir: string, values: Values, lines: string[], io: Io
   if (lines.some((line) => /[\r\n]/.test(line))) throw new CdpError("usage", "a LINE may not contain a newline: give each line as its own argument");
   const id = newRolloutId();
   const { queued } = await sealForInbox(dir, values, lines);
-  const request: RolloutRequest = { start: { id, lines: queued, ...timing(values) } };
+  const forMs = values.for === undefined ? undefined : parseDuration(values.for);
+  if (values.for !== undefined && forMs === undefined) throw new CdpError("usage", `--for takes a duration such as 90s, 30m, 2h, 1d, got "${values.for}"`);
+  const request: RolloutRequest = { start: { id, lines: queued, ...timing(values), ...(forMs === undefined ? {} : { forMs }) } };
   await fleetWatcher(dir);
   const marks = await receiptMarks(dir);
   await append(dir, request, values.reason);

@@ -8,7 +8,18 @@ import type { FleetLog } from "./log.js";
 import type { FleetMember } from "./member.js";
 import { rejectionRecord } from "../store/rejects.js";
 import type { Schemas } from "../schemas/schemas.js";
-import { decideRollout, endRollout, FleetRollouts, linesAt, passedAt, servedRollout, writeRolloutsView, type Rollout, type RolloutStep } from "./rollouts.js";
+import {
+  decideRollout,
+  endRollout,
+  FleetRollouts,
+  linesAt,
+  passedAt,
+  rolloutExpiry,
+  servedRollout,
+  writeRolloutsView,
+  type Rollout,
+  type RolloutStep,
+} from "./rollouts.js";
 import type { ConfigTable } from "../store/table.js";
 
 export interface ClockOptions {
@@ -118,9 +129,13 @@ export class RolloutClock {
       const time = new Date().toISOString();
       const step = decide(rollout, { time, revision: after + 1 });
       if (!step) return;
-      const committed = await member.commit(after, [{ line: "", host, source: `rollout:${id}`, time, seq: this.#options.seq(), rollout: step }]);
+      const at = { line: "", host, source: `rollout:${id}`, time, seq: this.#options.seq() };
+      // a temporary rollout's end is due from its promotion: made in the same commit
+      const expiry = rolloutExpiry(step, time);
+      const records = [{ ...at, rollout: step }, ...(expiry ? [{ ...at, schedule: { made: expiry } }] : [])];
+      const committed = await member.commit(after, records);
       if (committed === undefined) return;
-      await member.untilRevision(committed ? after + 1 : await member.head());
+      await member.untilRevision(committed ? after + records.length : await member.head());
       if (committed) return;
     }
   }

@@ -16,6 +16,7 @@ import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import { validateChange, type AppValidator, type ParsedChange } from "../schemas/validate.js";
 import { PendingConfigs, type Configs } from "../lines/values.js";
 import type { SecretsKey } from "../lines/sealed.js";
+import type { Scheduled } from "../store/records.js";
 
 /** A rollout as the fleet knows it. */
 export interface Rollout {
@@ -49,6 +50,9 @@ export interface Rollout {
   staged: number;
   ended?: number;
   endedAt?: string;
+  /** A temporary change (--for): once promoted, put back after this many ms; `after`: the top-level keys as the lines leave them. */
+  forMs?: number;
+  after?: string[];
 }
 
 /** One rollout decision, as a fleet record carries it: the step and the rollout's state after it. */
@@ -61,7 +65,7 @@ export interface RolloutStep {
 
 /** What an operator asks for, as the `# rollout:` directive line in the inbox carries it. */
 export type RolloutRequest =
-  | { start: { id: string; lines: string[]; hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number } }
+  | { start: { id: string; lines: string[]; hosts?: string[]; bakeSeconds?: number; steps?: number[]; everySeconds?: number; forMs?: number } }
   | { abort: { id: string; reason?: string } }
   | { promote: { id: string } };
 
@@ -150,9 +154,10 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
     if (!host) return { reason: `no host named ${name} in the fleet (its hosts: ${[...known.keys()].join(", ") || "none"})` };
     if (!host.ready) return { reason: `canary ${name} is not ready: ${host.reason ?? "it says so"}` };
   }
+  if (start.forMs !== undefined && (!Number.isInteger(start.forMs) || start.forMs <= 0)) return { reason: "a rollout's for must be a positive duration" };
   const judged = judgeLines(lines, context);
   if ("reason" in judged) return judged;
-  const { app, before } = judged;
+  const { app, before, after } = judged;
   const busy = context.rollouts.inProgress(app);
   if (busy) return { reason: inProgressReason(busy) };
   const bakeUntil = new Date(Date.parse(context.time) + timing.seconds * 1000).toISOString();
@@ -172,6 +177,7 @@ function startRollout(start: Extract<RolloutRequest, { start: unknown }>["start"
     seq: context.seq,
     started: context.time,
     staged: context.revision,
+    ...(start.forMs === undefined ? {} : { forMs: start.forMs, after }),
   };
   // each step's record and the rollout's key carry it to etcd in one request (1.5 MiB by default)
   const size = Buffer.byteLength(JSON.stringify(rollout));
@@ -230,7 +236,7 @@ export function pickHosts(hosts: readonly HostStatus[], percent: number): string
 }
 
 /** Each line must be a change of one app that would be accepted; the keys it touches must have a value (an abort puts it back). */
-function judgeLines(lines: string[], context: RolloutContext): { app: string; lines: string[]; before: string[] } | { reason: string } {
+function judgeLines(lines: string[], context: RolloutContext): { app: string; lines: string[]; before: string[]; after: string[] } | { reason: string } {
   const { schemas, validators } = context;
   let app: string | undefined;
   const pending = new PendingConfigs(context.current);
@@ -253,7 +259,8 @@ function judgeLines(lines: string[], context: RolloutContext): { app: string; li
   }
   const schema = schemas.get(app!)!;
   const before = [...touched].map((key) => encodeChange(app!, key, context.current.valueOf(app!, key), schema.key([key]) as KeyInfo, context.sealing));
-  return { app: app!, lines: encoded, before };
+  const after = [...touched].map((key) => encodeChange(app!, key, pending.valueOf(app!, key), schema.key([key]) as KeyInfo, context.sealing));
+  return { app: app!, lines: encoded, before, after };
 }
 
 /** Why a change to an app in a rollout is refused. */
@@ -399,4 +406,18 @@ export class FleetRollouts {
     const over = this.list().filter((rollout) => rollout.state !== "baking");
     for (const rollout of over.slice(FleetRollouts.KEPT)) this.#byId.delete(rollout.id);
   }
+}
+
+/** A temporary rollout's end (--for), due once it is promoted: each top-level key put back unless changed since. */
+export function rolloutExpiry(step: RolloutStep, time: string): Scheduled | undefined {
+  const { rollout } = step;
+  if (step.step !== "promoted" || rollout.forMs === undefined || !rollout.after) return undefined;
+  return {
+    id: `${rollout.id}-end`,
+    at: new Date(Date.parse(time) + rollout.forMs).toISOString(),
+    lines: rollout.lines,
+    restore: rollout.before.map((line, i) => ({ line, holds: rollout.after![i]! })),
+    ...(rollout.by ? { by: rollout.by } : {}),
+    reason: rollout.why ?? `rollout ${rollout.id}`,
+  };
 }

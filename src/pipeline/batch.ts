@@ -18,6 +18,7 @@ import {
   isRolloutDirective,
   judgeRollout,
   readRolloutDirective,
+  rolloutExpiry,
   type Rollout,
   type RolloutContext,
   type RolloutStep,
@@ -164,6 +165,12 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       // a rollout's step: one fleet revision with no change line of its own
       revision++;
       judged.fleetRecords.push({ line: "", host: context.fleetHost!, source, time, seq: commit.seq, position: commit.position!, rollout: outcome.step });
+      // a temporary rollout promoted by hand: its end is due from now
+      const expiry = rolloutExpiry(outcome.step, time);
+      if (expiry) {
+        revision++;
+        judged.fleetRecords.push({ line: "", host: context.fleetHost!, source, time, seq: commit.seq, position: commit.position!, schedule: { made: expiry } });
+      }
       judged.lines?.push({ number: line.number, text: line.text, outcome: "accepted", revision });
     } else if (outcome.kind === "accept") {
       accept(outcome.change, commit);

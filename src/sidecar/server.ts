@@ -396,6 +396,7 @@ async function rolloutRequest({ req, res, pipeline, grant }: Request, options: S
     steps: unknown;
     every: unknown;
     lines: unknown;
+    for: unknown;
   }>(req, options.maxBodyBytes, usage);
   const action = body.action ?? "start";
   const reason = typeof body.reason === "string" ? body.reason : undefined;
@@ -413,7 +414,10 @@ async function rolloutRequest({ req, res, pipeline, grant }: Request, options: S
     const given = body.lines;
     const lines =
       Array.isArray(given) && given.every((line) => typeof line === "string") ? sealLines(given, pipeline.schemas, pipeline.sealing) : (given as string[]);
-    request = { start: { id: newRolloutId(), lines, ...timing } };
+    const forMs = body.for === undefined ? undefined : typeof body.for === "string" ? parseDuration(body.for) : undefined;
+    if (body.for !== undefined && forMs === undefined)
+      throw new HttpError(400, `"for" takes a duration such as "90s", "30m", "2h", "1d", got ${JSON.stringify(body.for)}`);
+    request = { start: { id: newRolloutId(), lines, ...timing, ...(forMs === undefined ? {} : { forMs }) } };
   } else if (action === "abort" || action === "promote") {
     const baking = pipeline
       .rollouts()
