@@ -1,7 +1,7 @@
 // Changes in time (cdp push --at/--for, cdp schedule, the sidecar's /v1/schedule) with real
 // processes and files: applied when due and judged again then, taken back when their time is up
 // unless changed since, cancelled, and never lost or applied twice across a stop or a kill -9.
-import { appendFile, readFile } from "node:fs/promises";
+import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cdp, dataDir, FLEET_TIMEOUT, journalOf, openEvents, readText, runCdp, SCHEMAS, startWatch, tempDir, waitUntil } from "./helpers.js";
@@ -265,5 +265,31 @@ describe("schedules in a fleet", () => {
       const fired = (await history(host.dir)).filter((entry) => entry.key !== "" && String(entry.source).includes(`schedule:${later.id}`));
       expect(fired).toEqual([expect.objectContaining({ key: "interval", value: 1500, scheduled: later.id, reason: "window" })]);
     }
+  });
+});
+
+describe("schedules and the clock", () => {
+  it("never fires a schedule twice when the clock is set back after it fired, and fires one due when the clock is set forward", async () => {
+    const dir = await dataDir();
+    const clock = join(await tempDir(), "offset");
+    await writeFile(clock, "0");
+    const env = { NODE_OPTIONS: `--import=${join(SCHEMAS, "..", "shifted-clock.mjs")}`, CDP_TEST_CLOCK_FILE: clock };
+    const watch = runCdp(["watch", "--dir", dir, "--schemas", SCHEMAS], { env });
+    await waitUntil(() => watch.output().includes("cdp is watching"));
+    const first = await pushInTime(dir, ["--at", "+3s", "ticker:interval:1500"]);
+    await waitUntil(async () => (await journalOf(dir)).length === 1, 20_000, "it fired");
+    await writeFile(clock, String(-3_600_000)); // an hour back: the time it was due comes again
+    const second = await pushInTime(dir, ["--at", "+2h", "ticker:name:two-hours"]);
+    await writeFile(clock, String(2 * 3_600_000 + 60_000)); // two hours on: the second is due
+    await waitUntil(async () => (await journalOf(dir)).length === 2, 20_000, "the second fired");
+    await writeFile(clock, String(-3_600_000));
+    // set back again: nothing is due any more; a change after it is the next revision
+    expect(await listed(dir)).toEqual([]);
+    expect((await cdp(["push", "--dir", dir, "ticker:enabled:false"])).code).toBe(0);
+    expect(await journalOf(dir)).toEqual(["ticker:interval:1500", "ticker:name:two-hours", "ticker:enabled:false"]);
+    const done = (await readFile(join(dir, "cdp"), "utf8")).match(/schedule-done: \{"id":"(s-[0-9a-f]+)"/g);
+    expect(done).toEqual([`schedule-done: {"id":"${first.id}"`, `schedule-done: {"id":"${second.id}"`]);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
   });
 });

@@ -34,7 +34,9 @@ import { isRolloutDirective, type Rollout } from "../fleet/rollouts.js";
 import { warnIfOthersCanWrite } from "../store/datadir.js";
 import { fireSchedule, fleetRecordsOf } from "./schedule.js";
 import type { Scheduled } from "../store/records.js";
-import { TIMER_MAX_MS } from "../errors.js";
+
+/** How often what is due is looked at again while the next schedule is further off. */
+const SCHEDULE_CHECK_MS = 5000;
 
 /** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
 export interface Loaded {
@@ -347,13 +349,14 @@ export class Run implements Pipeline {
     this.#armSchedules();
   }
 
-  /** The timer of the next schedule due (a long wait is taken in steps a timer can hold; a clock set back only delays it). */
+  /** The timer of the next schedule due (a clock set back only delays it; set forward, it fires within SCHEDULE_CHECK_MS). */
   #armSchedules(): void {
     clearTimeout(this.#scheduleTimer);
     if (this.#stopping || !this.#inbox) return; // a fleet host fires once it has joined
     const next = Math.min(...[...this.#schedules.values()].map((entry) => Date.parse(entry.at)));
     if (!Number.isFinite(next)) return;
-    const wait = Math.min(Math.max(0, next - Date.now()), TIMER_MAX_MS);
+    // looked at again every few seconds: a timer runs on the monotonic clock, and the wall clock may be set on meanwhile
+    const wait = Math.min(Math.max(0, next - Date.now()), SCHEDULE_CHECK_MS);
     this.#scheduleTimer = setTimeout(() => void this.#turns.run(() => this.#fireDue()).catch((error: unknown) => this.#stopOn(error)), wait);
     this.#scheduleTimer.unref();
   }
