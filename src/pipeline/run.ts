@@ -32,11 +32,9 @@ import type { FleetPlug, FleetSetup, HostContext, Pipeline, PipelineEvents, Pipe
 import { announceWatcher } from "../store/watcher.js";
 import { isRolloutDirective, type Rollout } from "../fleet/rollouts.js";
 import { warnIfOthersCanWrite } from "../store/datadir.js";
-import { fireSchedule, fleetRecordsOf } from "./schedule.js";
+import { fleetRecordsOf, type Fired } from "./schedule.js";
+import { ScheduleClock } from "./schedule-clock.js";
 import type { Scheduled } from "../store/records.js";
-
-/** How often what is due is looked at again while the next schedule is further off. */
-const SCHEDULE_CHECK_MS = 5000;
 
 /** What start-up loaded (pipeline.ts): the schemas in force and as the files say, the journal's state, the render targets. */
 export interface Loaded {
@@ -66,9 +64,7 @@ export class Run implements Pipeline {
   readonly #live: LiveSchemas;
   readonly #compactor: Compactor;
   readonly sealing: SecretsKey | undefined;
-  // changes in time still due, by id (in the order they were made), and the timer of the next
-  readonly #schedules: Map<string, Scheduled>;
-  #scheduleTimer: NodeJS.Timeout | undefined;
+  readonly #clock: ScheduleClock;
   readonly #vetoes: Vetoes;
   // batches, schema upgrades and reverts take turns
   readonly #turns = new Turns();
@@ -106,7 +102,6 @@ export class Run implements Pipeline {
     this.#log = log;
     this.#unlock = unlock;
     [this.dir, this.validators, this.journalPath, this.sealing] = [options.dir, options.validators, loaded.journalPath, options.sealing];
-    this.#schedules = state.schedules;
     this.table = new ConfigTable(state.apps, state.revision, log.child({ stage: "table" }));
     // events of apps that use versions say which shape their value has
     this.table.versionOf = (app) => {
@@ -142,6 +137,7 @@ export class Run implements Pipeline {
       tentative: (undo) => this.#vetoes.window(undo),
     });
     this.#compactor = new Compactor({ ...shared, ...options.compaction }, state.records);
+    this.#clock = new ScheduleClock(state.schedules, { ...shared, commit: (entry, fired, time) => this.#commitFired(entry, fired, time) });
     this.#vetoes = new Vetoes({
       ...shared,
       windowMs: options.vetoWindowMs,
@@ -201,11 +197,8 @@ export class Run implements Pipeline {
       },
       stepped: (step, nothingHere) => this.events.emit("rollout", step, nothingHere),
       scheduled: (step) => {
-        if ("all" in step) {
-          this.#schedules.clear();
-          for (const entry of step.all.sort((a, b) => Date.parse(a.at) - Date.parse(b.at))) this.#schedules.set(entry.id, entry);
-          this.#armSchedules();
-        } else this.#tookSchedules(["made" in step ? step.made : { done: step.done.id }]);
+        if ("all" in step) this.#clock.replace(step.all);
+        else this.#clock.took(["made" in step ? step.made : { done: step.done.id }]);
       },
       reject: async (text) => {
         if (this.#files.rejects) await this.#writes.append(this.#files.rejects, text);
@@ -222,7 +215,7 @@ export class Run implements Pipeline {
     await this.#renderer?.start(); // before "cdp is watching": a service can start from its file
     const joined = await this.#joinFleet(true);
     if (joined) await this.#startReading();
-    this.#armSchedules(); // what fell due while cdp was stopped fires now, once, in order
+    if (joined) this.#clock.start(); // what fell due while cdp was stopped fires now, once, in order
     this.#stopped = this.#follow(joined);
     this.#stopped.catch((error: unknown) => this.#log.fatal({ err: error }, "cdp stopped"));
   }
@@ -233,7 +226,7 @@ export class Run implements Pipeline {
       if (!joined) {
         if (!(await this.#joinFleet(false)) || this.#stopping) return;
         await this.#startReading();
-        this.#armSchedules();
+        this.#clock.start();
       }
       for await (const batch of this.#inbox!.batches()) await this.#turns.run(() => this.#handleBatch(batch));
       await this.#turns.settled();
@@ -315,7 +308,7 @@ export class Run implements Pipeline {
       ...(fleet ? { rollouts: { known: fleet.knownRollouts, hosts } } : {}),
       details: this.events.listenerCount("lines") > 0,
       sealing: this.#options.sealing,
-      schedules: this.#schedules,
+      schedules: this.#clock.due,
       log: this.#log,
     });
     if (!judged.last) {
@@ -336,73 +329,34 @@ export class Run implements Pipeline {
       return;
     }
     if (committed === "stopped") return;
-    if (judged.schedules.length > 0) this.#tookSchedules(judged.schedules);
+    if (judged.schedules.length > 0) this.#clock.took(judged.schedules);
     await fleet?.sent(judged, judgedAt);
     await this.#finishBatch(batch, judged, started, read);
   }
 
-  #tookSchedules(taken: (Scheduled | { done: string })[]): void {
-    for (const entry of taken) {
-      if ("done" in entry) this.#schedules.delete(entry.done);
-      else this.#schedules.set(entry.id, entry);
+  /**
+   * A due schedule's changes, committed: to a fleet's log (every host's clock fires it; etcd's
+   * compare-and-swap lets one host's decision through, and it comes back through the log), or to
+   * this host's journal (after cdp.rej) and applied.
+   */
+  async #commitFired(entry: Scheduled, fired: Fired, time: string): Promise<boolean | undefined> {
+    if (this.#fleet) {
+      const committed = await this.#fleet.commitDue(fleetRecordsOf(entry, fired, this.#options.fleet!.host, this.#seq, time));
+      if (committed && fired.rejectText) await this.#writes.append(this.#files.rejects, fired.rejectText);
+      return committed;
     }
-    this.#armSchedules();
-  }
-
-  /** The timer of the next schedule due (a clock set back only delays it; set forward, it fires within SCHEDULE_CHECK_MS). */
-  #armSchedules(): void {
-    clearTimeout(this.#scheduleTimer);
-    if (this.#stopping || !this.#inbox) return; // a fleet host fires once it has joined
-    const next = Math.min(...[...this.#schedules.values()].map((entry) => Date.parse(entry.at)));
-    if (!Number.isFinite(next)) return;
-    // looked at again every few seconds: a timer runs on the monotonic clock, and the wall clock may be set on meanwhile
-    const wait = Math.min(Math.max(0, next - Date.now()), SCHEDULE_CHECK_MS);
-    this.#scheduleTimer = setTimeout(() => void this.#turns.run(() => this.#fireDue()).catch((error: unknown) => this.#stopOn(error)), wait);
-    this.#scheduleTimer.unref();
-  }
-
-  // Each schedule due, in the order of its time (then of its making): judged, committed and applied as a batch of its own.
-  async #fireDue(): Promise<void> {
-    const due = [...this.#schedules.values()].filter((entry) => Date.parse(entry.at) <= Date.now()).sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
-    for (const entry of due) {
-      if (this.#stopping || this.#fault) return;
-      const time = new Date().toISOString();
-      const fired = fireSchedule(entry, {
-        schemas: this.#live.schemas,
-        validators: this.#options.validators,
-        current: this.table,
-        sealing: this.#options.sealing,
-        revision: this.table.revision,
-        seq: this.#seq,
-        time,
-      });
-      if (this.#fleet) {
-        // every host's clock fires it; etcd's compare-and-swap lets one host's decision through
-        const committed = await this.#fleet.commitDue(fleetRecordsOf(entry, fired, this.#options.fleet!.host, this.#seq, time));
-        if (committed === undefined) return;
-        if (!committed) continue; // another host was first: what it decided comes back through the log
-        if (fired.rejectText) await this.#writes.append(this.#files.rejects, fired.rejectText);
-        continue;
-      }
-      const judged = { rejectText: fired.rejectText, journalText: fired.journalText } as JudgedBatch;
-      if ((await this.#commitPoint.commit(judged, this.table.revision)) !== "committed") return;
-      const source = `schedule:${entry.id}`;
-      for (const { change, revision } of fired.changes) {
-        const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision, source, time };
-        if (entry.by !== undefined) applied.by = entry.by;
-        if (entry.reason !== undefined) applied.reason = entry.reason;
-        this.table.apply(applied);
-      }
-      for (const revision of fired.markers) this.table.advance(revision);
-      this.#log[fired.rejected.length > 0 ? "warn" : "info"](
-        { schedule: entry.id, applied: fired.changes.length, kept: fired.markers.length, ...(fired.rejected.length ? { rejected: fired.rejected } : {}) },
-        entry.restore ? "a temporary change ended" : "a scheduled change fired",
-      );
-      if (fired.next) this.#schedules.set(entry.id, fired.next);
-      else this.#schedules.delete(entry.id);
-      this.#compactor.counted(fired.changes.length);
+    const judged = { rejectText: fired.rejectText, journalText: fired.journalText } as JudgedBatch;
+    if ((await this.#commitPoint.commit(judged, this.table.revision)) !== "committed") return undefined;
+    const source = `schedule:${entry.id}`;
+    for (const { change, revision, reason = entry.reason } of fired.changes) {
+      const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision, source, time };
+      if (entry.by !== undefined) applied.by = entry.by;
+      if (reason !== undefined) applied.reason = reason;
+      this.table.apply(applied);
     }
-    this.#armSchedules();
+    for (const revision of fired.markers) this.table.advance(revision);
+    this.#compactor.counted(fired.changes.length);
+    return true;
   }
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
@@ -469,7 +423,7 @@ export class Run implements Pipeline {
 
   /** The changes in time still due, soonest first. */
   schedules(): Scheduled[] {
-    return [...this.#schedules.values()].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    return this.#clock.list();
   }
 
   /** The fleet's rollouts as this host knows them, newest first (none for a single host). */
@@ -508,7 +462,7 @@ export class Run implements Pipeline {
 
   async stop(): Promise<void> {
     this.#stopping = true;
-    clearTimeout(this.#scheduleTimer);
+    this.#clock.stop();
     this.#fleet?.release();
     await this.#inbox?.close();
     await this.#stopped;
