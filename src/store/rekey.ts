@@ -7,6 +7,7 @@ import { open, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { isDeepStrictEqual } from "node:util";
+import { CdpError } from "../errors.js";
 import { openSealed, type SecretsKey } from "../lines/sealed.js";
 import { sealLine } from "../schemas/sealing.js";
 import type { Schemas } from "../schemas/schemas.js";
@@ -37,7 +38,7 @@ export async function resealFile(path: string, schemas: Schemas, to: SecretsKey,
     for await (const text of input) {
       let line = text.replace(SEALED_ANYWHERE, (sealed) => {
         const opened = openSealed(sealed);
-        if (!opened.ok) throw new Error(`${path}: a value ${opened.reason}`);
+        if (!opened.ok) throw new CdpError("usage", `${path}: a value ${opened.reason}`);
         values++;
         return to.seal(opened.text);
       });
