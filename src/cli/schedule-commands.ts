@@ -8,7 +8,8 @@ import { isDataDir } from "../store/datadir.js";
 import { JOURNAL_FILE, replayJournal } from "../store/journal.js";
 import { loadSchemas } from "../schemas/schemas.js";
 import { judgeLines, newScheduleId, parseDuration, parseWhen, scheduleDirective, servedSchedule } from "../pipeline/schedule.js";
-import { dataDir, sealForInbox, type Io } from "./commands.js";
+import { dataDir, type Io } from "./commands.js";
+import { maskLine, sealLines } from "../schemas/sealing.js";
 import { noPositionals, required, seconds, type Values } from "./options.js";
 import { queueLines } from "./queue.js";
 
@@ -20,10 +21,11 @@ export async function pushInTime(values: Values, lines: string[], io: Io): Promi
   if (at !== undefined && Date.parse(at) <= Date.now()) throw new CdpError("usage", `--at ${values.at} is not in the future (${at})`);
   const forMs = values.for === undefined ? undefined : parseDuration(values.for);
   if (values.for !== undefined && forMs === undefined) throw new CdpError("usage", `--for takes a duration such as 90s, 30m, 2h, 1d, got "${values.for}"`);
-  const { queued, shown } = await sealForInbox(dir, values, lines);
   // judged now against the configuration in force: what would be refused today is never scheduled
-  const { schemas: schemaDir } = await dataDir(values, { info: () => undefined });
+  const { schemas: schemaDir, sealing } = await dataDir(values, { info: () => undefined });
   const schemas = await loadSchemas(schemaDir);
+  const queued = sealLines(lines, schemas, sealing);
+  const shown = lines.map((line) => maskLine(line, schemas));
   const { apps } = await replayJournal(join(dir, JOURNAL_FILE), schemas);
   const now = judgeLines(queued, { schemas, validators: new Map(), current: configsOf(apps) });
   if ("reason" in now) {

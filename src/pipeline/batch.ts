@@ -107,7 +107,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
   let ended: Commit | undefined; // the batch ends with lines ignored after the last committed one
   let said: { by?: string; reason?: string } = {}; // `# by:` and `# reason:` for the next change line
   const rollouts = rolloutsInBatch(context.rollouts);
-  const schedules = new Map(context.schedules);
+  let schedules: Map<string, Scheduled> | undefined; // copied once a batch holds a schedule directive
   // an accepted change: journaled (in a fleet, a record of the fleet's log), pending for the lines after it
   const accept = (change: ValidChange, commit: Commit) => {
     pending.set(change.app, change.path[0]!, change.topValue);
@@ -137,6 +137,7 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       });
     }
     if (outcome.kind === "ignore" && isScheduleDirective(line.text)) {
+      schedules ??= new Map(context.schedules);
       outcome = scheduleOf(line.text, judging, schedules, { time, ...said });
       if (outcome.kind === "schedule") {
         if (outcome.made) schedules.set(outcome.made.id, outcome.made);

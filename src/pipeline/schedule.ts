@@ -9,7 +9,7 @@ import { appOfLine, parseLine } from "../lines/parse.js";
 import type { FleetRecord } from "../fleet/log.js";
 import type { SecretsKey } from "../lines/sealed.js";
 import type { Configs } from "../lines/values.js";
-import { PendingConfigs } from "../lines/values.js";
+import { getIn, PendingConfigs } from "../lines/values.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import { maskLine, sealLine } from "../schemas/sealing.js";
 import { decodeValue, validateChange, type AppValidator, type ParsedChange, type ValidChange } from "../schemas/validate.js";
@@ -143,9 +143,7 @@ export function stillHolds(holds: string, schemas: Schemas, current: Configs): b
   if (typeof info !== "object") return false;
   const decoded = decodeValue(parsed.valueText, info);
   const [top, ...below] = parsed.path;
-  let value: unknown = current.valueOf(parsed.app, top!);
-  for (const segment of below) value = value && typeof value === "object" ? (value as Record<string, unknown>)[segment] : undefined;
-  return decoded.ok && isDeepStrictEqual(decoded.value, value);
+  return decoded.ok && isDeepStrictEqual(decoded.value, getIn(current.valueOf(parsed.app, top!), below));
 }
 
 /** A schedule as served and listed: its lines with secret values masked. */

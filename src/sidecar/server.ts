@@ -192,7 +192,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
             200,
             pipeline
               .schedules()
-              .filter((entry) => entry.lines.every((line) => grant.allows(appOfLine(line) ?? "")))
+              .filter((entry) => refusalOfLines(grant, entry.lines) === undefined)
               .map((entry) => servedSchedule(entry, pipeline.schemas)),
           ),
       },
@@ -535,7 +535,13 @@ function refuseApps(grant: Grant, apps: Iterable<string>): void {
 
 /** A 403 unless the token covers every app these lines name (a line that names none is rejected as any other). */
 function refuseForeignApps(grant: Grant, lines: readonly string[]): void {
-  if (grant.apps !== undefined) refuseApps(grant, new Set(lines.map(appOfLine).filter((app) => app !== undefined)));
+  const refusal = refusalOfLines(grant, lines);
+  if (refusal) throw new HttpError(403, refusal, "app");
+}
+
+/** Why the token may not touch the apps these lines name, or undefined when it may. */
+function refusalOfLines(grant: Grant, lines: readonly string[]): string | undefined {
+  return grant.apps === undefined ? undefined : appRefusal(grant, new Set(lines.map(appOfLine).filter((app) => app !== undefined)));
 }
 
 /** GET /v1/token: what the request's token may do (the dashboard shows only that). */

@@ -186,8 +186,9 @@ export class EventStream {
     const { revision, app, key, time, source } = change;
     const schema = this.#pipeline.schemas.get(app);
     const version = schema && declaredVersion(schema);
+    const scheduled = scheduledBy(source);
     const who = {
-      ...(scheduledBy(source) === undefined ? {} : { scheduled: scheduledBy(source) }),
+      ...(scheduled === undefined ? {} : { scheduled }),
       ...(change.by === undefined ? {} : { by: change.by }),
       ...(change.reason === undefined ? {} : { reason: change.reason }),
       ...(version === undefined ? {} : { version }),
