@@ -1,10 +1,10 @@
 // The `cdp` command's options: flags, then CDP_* environment variables; and the checks on them
 // that answer an operator's typo in one sentence (with "did you mean").
+import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { pino, type Logger } from "pino";
-import pretty from "pino-pretty";
 import { CdpError, TIMER_MAX_MS } from "../errors.js";
 
 export { TIMER_MAX_MS };
@@ -255,6 +255,10 @@ export async function clusterOptions(values: Values): Promise<ClusterOptions | u
 export function createLogger(values: Values): Logger {
   const level = values["log-level"] ?? "info";
   if (!pino.levels.values[level]) throw new CdpError("usage", `--log-level must be one of trace, debug, info, warn, error, got "${level}"`);
-  if (values.pretty || process.stdout.isTTY) return pino({ level }, pretty({ colorize: process.stdout.isTTY, sync: true }));
+  // pino-pretty is loaded only for a human's terminal: a service's log is JSON, and its memory is kept for it
+  if (values.pretty || process.stdout.isTTY) {
+    const pretty = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
+    return pino({ level }, pretty({ colorize: process.stdout.isTTY, sync: true }));
+  }
   return pino({ level }, pino.destination({ fd: 1, sync: true }));
 }
