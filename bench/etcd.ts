@@ -75,18 +75,28 @@ async function healthy(member: EtcdMember, timeoutMs = 20_000): Promise<void> {
  * is healthy. With `tls`, clients connect over https and must present a certificate signed by its CA
  * (`client` is one, for the health checks).
  */
-export async function startEtcdCluster(dir: string, size = 1, tls?: EtcdTls & { client: { cert: string; key: string } }): Promise<EtcdCluster> {
+export async function startEtcdCluster(
+  dir: string,
+  size = 1,
+  tls?: EtcdTls & { client: { cert: string; key: string } },
+  extra: string[] = [],
+): Promise<EtcdCluster> {
   // a free port may be taken by another process before etcd binds it (tests run side by side): new ports, then
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(join(dir, `start-${attempt}`), size, tls);
+      return await startOnce(join(dir, `start-${attempt}`), size, tls, extra);
     } catch (error) {
       if (attempt === 3 || !/address already in use/.test((error as Error).message)) throw error;
     }
   }
 }
 
-async function startOnce(dir: string, size: number, tls?: EtcdTls & { client: { cert: string; key: string } }): Promise<EtcdCluster> {
+async function startOnce(
+  dir: string,
+  size: number,
+  tls: (EtcdTls & { client: { cert: string; key: string } }) | undefined,
+  extra: string[],
+): Promise<EtcdCluster> {
   const scheme = tls ? "https" : "http";
   const tlsArgs = tls ? [`--cert-file=${tls.cert}`, `--key-file=${tls.key}`, `--trusted-ca-file=${tls.ca}`, "--client-cert-auth"] : [];
   const checkTls = tls && { ca: readFileSync(tls.ca), cert: readFileSync(tls.client.cert), key: readFileSync(tls.client.key) };
@@ -108,6 +118,7 @@ async function startOnce(dir: string, size: number, tls?: EtcdTls & { client: { 
       "--initial-cluster-token=cdp-local",
       "--log-level=warn",
       ...tlsArgs,
+      ...extra,
     ];
     let output = "";
     const launch = () => {

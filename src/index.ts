@@ -116,19 +116,9 @@ export interface Cdp extends LiveConfig {
   stop(): Promise<void>;
 }
 
-/** The fleet's code and etcd's client: an optional peer dependency, installed only by those who run fleets. */
+/** The fleet's code, loaded only for a fleet. */
 async function loadFleet(): Promise<typeof import("./fleet/log.js") & typeof import("./fleet/host.js")> {
-  try {
-    return { ...(await import("./fleet/log.js")), ...(await import("./fleet/host.js")) };
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ERR_MODULE_NOT_FOUND" && String((error as Error).message).includes("etcd3")) {
-      throw new CdpError(
-        "bootstrap",
-        "a fleet (--cluster) needs etcd's client, the npm package etcd3, which is not installed: run 'npm install etcd3' where cdp is installed",
-      );
-    }
-    throw error;
-  }
+  return { ...(await import("./fleet/log.js")), ...(await import("./fleet/host.js")) };
 }
 
 /** A line escaped to JSON (6 bytes for a control character) still fits one etcd request with its commit. */

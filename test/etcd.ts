@@ -7,9 +7,9 @@ import { afterThisTest, type Running, startWatch, tempDir } from "./helpers.js";
 
 export { compactEtcd, leaderOf } from "../bench/etcd.js";
 
-/** An etcd cluster of `size` members on free loopback ports, stopped after the test. */
-export async function startEtcd(size = 1, tls?: Certificates): Promise<EtcdCluster> {
-  const cluster = await startEtcdCluster(await tempDir(), size, tls && { ...tls.server, ca: tls.ca, client: tls.client });
+/** An etcd cluster of `size` members on free loopback ports (`extra`: more of etcd's flags), stopped after the test. */
+export async function startEtcd(size = 1, tls?: Certificates, extra: string[] = []): Promise<EtcdCluster> {
+  const cluster = await startEtcdCluster(await tempDir(), size, tls && { ...tls.server, ca: tls.ca, client: tls.client }, extra);
   afterThisTest(() => cluster.stop());
   return cluster;
 }

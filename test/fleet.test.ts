@@ -372,23 +372,35 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(history[0]!.revision).toBe(161);
   });
 
-  it("authenticates to etcd with --cluster-user and --cluster-password-file, and says so when etcd refuses", async () => {
-    const etcd = await startEtcd();
+  it("authenticates to etcd with --cluster-user and --cluster-password-file, again once its token expired, and says so when etcd refuses", async () => {
+    const etcd = await startEtcd(1, undefined, ["--auth-token-ttl=1"]); // a token unused for a second is forgotten
     const gateway = etcd.endpoints[0]!;
-    const call = async (path: string, body: object) => {
-      const response = await fetch(`${gateway}/v3/auth/${path}`, { method: "POST", body: JSON.stringify(body) });
+    const call = async (path: string, body: object, token?: string) => {
+      const response = await fetch(`${gateway}/v3/${path}`, { method: "POST", body: JSON.stringify(body), headers: token ? { authorization: token } : {} });
       if (response.status !== 200) throw new Error(`${path}: ${await response.text()}`);
+      return (await response.json()) as { token?: string };
     };
-    await call("role/add", { name: "root" });
-    await call("user/add", { name: "root", password: "root-password" });
-    await call("user/grant", { user: "root", role: "root" });
-    await call("enable", {});
+    const auth = (path: string, body: object) => call(`auth/${path}`, body);
+    await auth("role/add", { name: "root" });
+    await auth("user/add", { name: "root", password: "root-password" });
+    await auth("user/grant", { user: "root", role: "root" });
+    await auth("enable", {});
     const dir = await dataDir();
     const password = join(await tempDir(), "password");
     await writeFile(password, "root-password\n", { mode: 0o600 });
     const cluster = ["--cluster", `etcd://${new URL(gateway).host}`, "--cluster-prefix", "/cdp/auth"];
     const watch = await startWatch(dir, [...cluster, "--cluster-user", "root", "--cluster-password-file", password]);
     await appendAndWait(dir, "ticker:interval:1500\n", 1);
+    // time passing is what this tests: a token taken now is forgotten within 3 s (each use would
+    // keep it, so it is tried once), and the host's token, used once per 2 s, lapses meanwhile
+    const { token } = await auth("authenticate", { name: "root", password: "root-password" });
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const used = await call("kv/range", { key: Buffer.from("/cdp/auth/head").toString("base64") }, token).then(
+      () => "",
+      (error: Error) => error.message,
+    );
+    expect(used).toContain("invalid auth token");
+    await appendAndWait(dir, "ticker:interval:1600\n", 2);
     watch.child.kill("SIGTERM");
     expect(await watch.exited).toBe(0);
 

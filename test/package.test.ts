@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { afterThisTest, CLI, dataDir, tempDir, waitUntil, appendAndWait } from "./helpers.js";
+import { fleetArgs, startEtcd } from "./etcd.js";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -33,8 +34,10 @@ describe("the package", () => {
     const manifest = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as Record<string, Record<string, unknown>>;
     expect(manifest.scripts).not.toHaveProperty("prepare");
     expect(manifest.scripts).toHaveProperty("prepack");
-    expect(manifest).toMatchObject({ types: "./dist/src/index.d.ts", license: "MIT", peerDependenciesMeta: { etcd3: { optional: true } } });
+    expect(manifest).toMatchObject({ types: "./dist/src/index.d.ts", license: "MIT" });
+    // a fleet talks to etcd's JSON gateway with node:http: nothing to install for it
     expect(manifest.dependencies).not.toHaveProperty("etcd3");
+    expect(manifest).not.toHaveProperty("peerDependencies");
     for (const key of ["repository", "bugs", "homepage"]) expect(manifest).toHaveProperty(key);
     // source maps carry their sources: they point at nothing that is not shipped
     for (const map of files.filter((path) => path.endsWith(".js.map"))) {
@@ -43,35 +46,32 @@ describe("the package", () => {
     }
   });
 
-  it("runs a single host without etcd's client (an optional peer), and says what --cluster needs without it", async () => {
-    // a resolver hook that finds no etcd3, as where it was never installed
+  it("runs a fleet host on a real etcd with cdp's own dependencies: no gRPC client, no package to add", async () => {
+    // a resolver hook that finds none of the gRPC client's packages, as where they were never installed
     const work = await tempDir();
-    const hook = join(work, "no-etcd3.mjs");
+    const hook = join(work, "no-grpc.mjs");
     const resolver = `export async function resolve(specifier, context, next) {
-      if (specifier === "etcd3") throw Object.assign(new Error("Cannot find package 'etcd3'"), { code: "ERR_MODULE_NOT_FOUND" });
+      if (/^(etcd3|@grpc\\/)/.test(specifier)) throw Object.assign(new Error("Cannot find package " + specifier), { code: "ERR_MODULE_NOT_FOUND" });
       return next(specifier, context);
     }`;
     await writeFile(hook, `import { register } from "node:module";\nregister("data:text/javascript," + encodeURIComponent(${JSON.stringify(resolver)}));\n`);
-    const withoutEtcd3 = (args: string[]) => {
-      const child = spawn(process.execPath, ["--import", hook, CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
-      child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-      afterThisTest(async () => {
-        if (child.exitCode === null) child.kill("SIGKILL");
-        await exited;
-      });
-      return { child, output: () => output, exited };
-    };
+    const etcd = await startEtcd();
     const dir = await dataDir();
-    const single = withoutEtcd3(["watch", "--dir", dir]);
-    await waitUntil(() => single.output().includes("cdp is watching") || single.child.exitCode !== null);
-    expect(single.output()).toContain("cdp is watching");
+    const child = spawn(process.execPath, ["--import", hook, CLI, "watch", "--dir", dir, ...fleetArgs(etcd, "/cdp/package", "a")], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout!.on("data", (data: Buffer) => (output += data.toString()));
+    child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    afterThisTest(async () => {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await exited;
+    });
+    await waitUntil(() => output.includes("cdp is watching") || child.exitCode !== null);
+    expect(output).toContain("caught up with the fleet");
     await appendAndWait(dir, "ticker:interval:1500\n", 1);
-    const fleet = withoutEtcd3(["watch", "--dir", await dataDir(), "--cluster", "etcd://127.0.0.1:1", "--cluster-prefix", "/cdp/x", "--cluster-host", "a"]);
-    expect(await fleet.exited).toBe(2);
-    expect(fleet.output()).toContain("needs etcd's client, the npm package etcd3, which is not installed");
+    expect(output).not.toMatch(/Cannot find package/);
   });
 
   it("the systemd unit passes systemd-analyze verify", async () => {

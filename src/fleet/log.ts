@@ -13,8 +13,8 @@
 // Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
 // then followed live with a watch; a host that was away past the trimmed records starts again
 // from the state.
-import { Etcd3, type DeleteBuilder, type IOptions, type Lease, type PutBuilder, type Watcher } from "etcd3";
 import type { Logger } from "pino";
+import { Etcd, prefixEnd, type Operation } from "./etcd.js";
 import type { InboxPosition } from "../inbox/inbox.js";
 import type { Scheduled, ScheduleStep, SchemaEntries } from "../store/records.js";
 import type { HostStatus } from "./hosts.js";
@@ -165,7 +165,7 @@ export function unpackCommit(value: string): FleetRecord[] {
 const pad = (revision: number) => String(revision).padStart(12, "0");
 
 export class FleetLog {
-  #client: Etcd3;
+  #client: Etcd;
   #head: string;
   #log: string;
   #state: string;
@@ -174,7 +174,8 @@ export class FleetLog {
   #rollouts: string;
   #secretsKey: string;
   #schedules: string;
-  #lease: Lease | undefined;
+  #lease: Promise<string> | undefined;
+  #keepingAlive: NodeJS.Timeout | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
 
@@ -189,11 +190,7 @@ export class FleetLog {
     this.#rollouts = `${prefix}/rollouts/`;
     this.#secretsKey = `${prefix}/secrets-key`;
     this.#schedules = `${prefix}/schedules/`;
-    // a read of many commits' records may be larger than gRPC's default 4 MiB per message
-    const clientOptions: IOptions = { hosts: options.endpoints, dialTimeout: 5000, grpcOptions: { "grpc.max_receive_message_length": 256 << 20 } };
-    if (options.auth) clientOptions.auth = options.auth;
-    if (options.tls) clientOptions.credentials = { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key };
-    this.#client = new Etcd3(clientOptions);
+    this.#client = new Etcd({ endpoints: options.endpoints, auth: options.auth, tls: options.tls });
   }
 
   /**
@@ -201,14 +198,14 @@ export class FleetLog {
    * that has a key records its id; every host is told the fleet's.
    */
   async secretsKey(id: string | undefined): Promise<string | undefined> {
-    if (id !== undefined) await this.#client.if(this.#secretsKey, "Create", "==", 0).then(this.#client.put(this.#secretsKey).value(id)).commit();
-    return (await this.#client.get(this.#secretsKey).string()) ?? undefined;
+    if (id !== undefined) await this.#client.txn([{ key: this.#secretsKey, absent: true }], [{ put: this.#secretsKey, value: id }]);
+    return await this.#client.get(this.#secretsKey);
   }
 
   /** The fleet's revision: the number of the last committed record (0: none yet). */
   async head(): Promise<number> {
-    const value = await this.#client.get(this.#head).string();
-    return value === null ? 0 : Number(value);
+    const value = await this.#client.get(this.#head);
+    return value === undefined ? 0 : Number(value);
   }
 
   /**
@@ -227,32 +224,36 @@ export class FleetLog {
   async commitOrRefusal(after: number, records: Omit<FleetRecord, "revision">[]): Promise<true | Refusal> {
     // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
-    const head = after === 0 ? this.#client.if(this.#head, "Create", "==", 0) : this.#client.if(this.#head, "Value", "==", String(after));
+    const head = after === 0 ? { key: this.#head, absent: true as const } : { key: this.#head, value: String(after) };
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
     const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
     if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES)
       throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
-    const puts: (PutBuilder | DeleteBuilder)[] = records.length === 0 ? [] : [this.#client.put(`${this.#log}${pad(after + 1)}`).value(value)];
+    const puts: Operation[] =
+      records.length === 0
+        ? []
+        : [
+            { put: this.#head, value: String(after + records.length) },
+            { put: `${this.#log}${pad(after + 1)}`, value },
+          ];
     // a rollout's state moves with the record of its step, in the same transaction
-    for (const { rollout } of records)
-      if (rollout) puts.push(this.#client.put(`${this.#rollouts}${rollout.rollout.id}`).value(JSON.stringify(rollout.rollout)));
+    for (const { rollout } of records) if (rollout) puts.push({ put: `${this.#rollouts}${rollout.rollout.id}`, value: JSON.stringify(rollout.rollout) });
     // what is due is kept beside the log (a host that joins after a trim still knows it), moved with its record
     for (const { schedule } of records) {
-      if (schedule && "made" in schedule) puts.push(this.#client.put(`${this.#schedules}${schedule.made.id}`).value(JSON.stringify(schedule.made)));
-      if (schedule && "done" in schedule) puts.push(this.#client.delete().key(`${this.#schedules}${schedule.done.id}`));
+      if (schedule && "made" in schedule) puts.push({ put: `${this.#schedules}${schedule.made.id}`, value: JSON.stringify(schedule.made) });
+      if (schedule && "done" in schedule) puts.push({ delete: `${this.#schedules}${schedule.done.id}` });
     }
-    const checked = records.length === 0 ? head : head.then(this.#client.put(this.#head).value(String(after + records.length)), ...puts);
-    const result = await checked.else(this.#client.get(this.#head), this.#client.get(`${this.#log}${pad(after + 1)}`)).commit();
+    const result = await this.#client.txn([head], puts, [{ get: this.#head }, { get: `${this.#log}${pad(after + 1)}` }]);
     if (result.succeeded) return true;
-    const [headKv, firstKv] = result.responses.map((response) => response.response_range?.kvs[0]);
-    const taken = firstKv?.value ? unpackCommit(firstKv.value.toString())[0] : undefined;
-    return { head: headKv?.value ? Number(headKv.value.toString()) : 0, ...(taken ? { first: taken } : {}) };
+    const [headKv, firstKv] = result.got;
+    const taken = firstKv?.value ? unpackCommit(firstKv.value)[0] : undefined;
+    return { head: headKv?.value ? Number(headKv.value) : 0, ...(taken ? { first: taken } : {}) };
   }
 
   /** The fleet's configuration as last saved by a trim, if any. */
   async snapshot(): Promise<FleetSnapshot | undefined> {
-    const value = await this.#client.get(this.#state).string();
-    return value === null ? undefined : (JSON.parse(value) as FleetSnapshot);
+    const value = await this.#client.get(this.#state);
+    return value === undefined ? undefined : (JSON.parse(value) as FleetSnapshot);
   }
 
   /**
@@ -265,47 +266,37 @@ export class FleetLog {
     // two trims at once (two hosts, or two of one host's batches): the one with the newer state wins,
     // whichever comes first, so a failed comparison is looked at again
     for (;;) {
-      const saved = await this.#client.get(this.#stateRevision).string();
-      if (saved !== null && saved >= pad(snapshot.revision)) return false;
+      const saved = await this.#client.get(this.#stateRevision);
+      if (saved !== undefined && saved >= pad(snapshot.revision)) return false;
       // the commit that holds revision keepFrom is kept whole
       const keptFrom = (await this.#commitKeyAt(keepFrom)) ?? `${this.#log}${pad(keepFrom)}`;
       const ended = (await this.rollouts()).filter((rollout) => rollout.ended !== undefined && rollout.ended < keepFrom).sort((a, b) => b.ended! - a.ended!);
-      const forgotten = ended.slice(ENDED_ROLLOUTS_KEPT, ENDED_ROLLOUTS_KEPT + 100).map(({ id }) => this.#client.delete().key(`${this.#rollouts}${id}`));
-      const unchanged = saved === null ? this.#client.if(this.#stateRevision, "Create", "==", 0) : this.#client.if(this.#stateRevision, "Value", "==", saved);
-      const result = await unchanged
-        .then(
-          this.#client.put(this.#state).value(JSON.stringify(snapshot)),
-          this.#client.put(this.#stateRevision).value(pad(snapshot.revision)),
-          this.#client.delete().inRange({ start: this.#log, end: keptFrom }),
+      const forgotten = ended.slice(ENDED_ROLLOUTS_KEPT, ENDED_ROLLOUTS_KEPT + 100).map(({ id }) => ({ delete: `${this.#rollouts}${id}` }));
+      const unchanged = saved === undefined ? { key: this.#stateRevision, absent: true as const } : { key: this.#stateRevision, value: saved };
+      const result = await this.#client.txn(
+        [unchanged],
+        [
+          { put: this.#state, value: JSON.stringify(snapshot) },
+          { put: this.#stateRevision, value: pad(snapshot.revision) },
+          { delete: this.#log, end: keptFrom },
           ...forgotten, // at most 100: a transaction takes 128 operations
-        )
-        .commit();
+        ],
+      );
       if (result.succeeded) return true;
     }
   }
 
   /** The records after revision `after`, in order, read by key (those of at most `commits` commits). */
   async recordsAfter(after: number, commits = 100): Promise<FleetRecord[]> {
-    const values = await this.#client
-      .getAll()
-      .inRange({ start: (await this.#commitKeyAt(after + 1)) ?? `${this.#log}${pad(after + 1)}`, end: `${this.#log}~` })
-      .sort("Key", "Ascend")
-      .limit(commits)
-      .strings();
-    return Object.values(values)
-      .flatMap((value) => unpackCommit(value as string))
-      .filter((record) => record.revision > after);
+    const start = (await this.#commitKeyAt(after + 1)) ?? `${this.#log}${pad(after + 1)}`;
+    const commitsRead = await this.#client.range(start, { end: `${this.#log}~`, order: "ASCEND", limit: commits });
+    return commitsRead.flatMap(({ value }) => unpackCommit(value)).filter((record) => record.revision > after);
   }
 
   /** The key of the commit that holds `revision`, if it is still in the log. */
   async #commitKeyAt(revision: number): Promise<string | undefined> {
-    const keys = await this.#client
-      .getAll()
-      .inRange({ start: this.#log, end: `${this.#log}${pad(revision + 1)}` })
-      .sort("Key", "Descend")
-      .limit(1)
-      .keys();
-    return keys[0];
+    const [last] = await this.#client.range(this.#log, { end: `${this.#log}${pad(revision + 1)}`, order: "DESCEND", limit: 1, keysOnly: true });
+    return last?.key;
   }
 
   /**
@@ -343,35 +334,36 @@ export class FleetLog {
       last = snapshot.revision;
       take(snapshot);
     };
-    const watcher: Watcher = await this.#client.watch().prefix(this.#log).create();
     // a commit that follows the last scheduled is queued at once; the commits of one watch
     // response are handed over together (the member journals them with one fsync)
     let arriving: FleetRecord[] | undefined;
-    watcher.on("put", (kv) => {
-      const records = unpackCommit(kv.value!.toString());
-      const first = records[0]!.revision;
-      if (first === scheduled + 1) {
-        scheduled = records.at(-1)!.revision;
-        if (!arriving) {
-          const handed = (arriving = []);
-          reading = reading.then(() => {
-            arriving = undefined;
-            handed.forEach(deliver);
-          });
+    const watch = await this.#client.watch(this.#log, prefixEnd(this.#log), {
+      put: (kv) => {
+        const records = unpackCommit(kv.value);
+        const first = records[0]!.revision;
+        if (first === scheduled + 1) {
+          scheduled = records.at(-1)!.revision;
+          if (!arriving) {
+            const handed = (arriving = []);
+            reading = reading.then(() => {
+              arriving = undefined;
+              handed.forEach(deliver);
+            });
+          }
+          arriving.push(...records);
+        } else if (first > scheduled + 1) {
+          void readOn();
         }
-        arriving.push(...records);
-      } else if (first > scheduled + 1) {
-        void readOn();
-      }
+      },
+      connected: () => void readOn(), // after a reconnect, read what the cut may have hidden
+      error: (error) => this.#options.log.warn({ err: error }, "the fleet watch failed; reading on from the last record"),
     });
-    watcher.on("connected", () => void readOn()); // after a reconnect, read what the cut may have hidden
-    watcher.on("error", (error) => this.#options.log.warn({ err: error }, "the fleet watch failed; reading on from the last record"));
     await readOn();
     const following = {
       stop: async () => {
         stopped = true;
         this.#following.delete(following);
-        await watcher.cancel().catch(() => undefined);
+        watch.cancel();
         await reading;
       },
     };
@@ -381,42 +373,63 @@ export class FleetLog {
 
   /** Say how this host is, on its lease (granted at the first call, kept alive, granted again if lost). */
   async announce(status: HostStatus): Promise<void> {
-    if (!this.#lease) {
-      const lease = this.#client.lease(HOST_TTL_SECONDS);
-      lease.on("lost", () => {
-        if (this.#lease === lease) this.#lease = undefined;
-      });
-      this.#lease = lease;
+    const lease = (this.#lease ??= this.#grantLease());
+    try {
+      await this.#client.put(`${this.#hosts}${status.host}`, JSON.stringify(status), await lease);
+    } catch (error) {
+      if (this.#lease === lease) this.#lease = undefined; // granted again at the next call
+      throw error;
     }
-    await this.#lease.put(`${this.#hosts}${status.host}`).value(JSON.stringify(status));
+  }
+
+  /** A lease for this host's status, renewed a few times per time to live; forgotten once etcd lets it lapse. */
+  async #grantLease(): Promise<string> {
+    const id = await this.#client.grant(HOST_TTL_SECONDS);
+    clearInterval(this.#keepingAlive);
+    let renewed = Date.now();
+    const lost = () => {
+      clearInterval(this.#keepingAlive);
+      this.#lease = undefined;
+    };
+    this.#keepingAlive = setInterval(
+      () => {
+        this.#client.keepAlive(id).then(
+          (left) => (left > 0 ? (renewed = Date.now()) : lost()),
+          () => Date.now() - renewed > HOST_TTL_SECONDS * 1000 && lost(),
+        );
+      },
+      (HOST_TTL_SECONDS * 1000) / 3,
+    ).unref();
+    return id;
   }
 
   /** The hosts that say how they are, by name. */
   async hosts(): Promise<HostStatus[]> {
-    const values = await this.#client.getAll().prefix(this.#hosts).strings();
-    return Object.values(values)
-      .map((value) => JSON.parse(value as string) as HostStatus)
-      .sort((a, b) => a.host.localeCompare(b.host));
+    const values = await this.#client.range(this.#hosts, { end: prefixEnd(this.#hosts) });
+    return values.map(({ value }) => JSON.parse(value) as HostStatus).sort((a, b) => a.host.localeCompare(b.host));
   }
 
   /** Every rollout's current state. */
   async rollouts(): Promise<Rollout[]> {
-    const values = await this.#client.getAll().prefix(this.#rollouts).strings();
-    return Object.values(values).map((value) => JSON.parse(value as string) as Rollout);
+    const values = await this.#client.range(this.#rollouts, { end: prefixEnd(this.#rollouts) });
+    return values.map(({ value }) => JSON.parse(value) as Rollout);
   }
 
   /** The fleet's changes in time still due. */
   async schedules(): Promise<Scheduled[]> {
-    const values = await this.#client.getAll().prefix(this.#schedules).strings();
-    return Object.values(values).map((value) => JSON.parse(value as string) as Scheduled);
+    const values = await this.#client.range(this.#schedules, { end: prefixEnd(this.#schedules) });
+    return values.map(({ value }) => JSON.parse(value) as Scheduled);
   }
 
   /** Stop following and disconnect (this host leaves the list at once). */
   async close(): Promise<void> {
     await Promise.all([...this.#following].map((following) => following.stop()));
     // at most a second: an etcd that does not answer must not hold up a stop (the lease expires anyway)
-    const lease = this.#lease;
-    if (lease) await Promise.race([lease.revoke().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    clearInterval(this.#keepingAlive);
+    const lease = this.#lease?.catch(() => undefined);
+    this.#lease = undefined;
+    const revoked = lease?.then((id) => (id === undefined ? undefined : this.#client.revoke(id))).catch(() => undefined);
+    if (revoked) await Promise.race([revoked, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     this.#client.close();
   }
 }

@@ -1,10 +1,10 @@
 // This host as a member of a fleet: it catches up with the fleet's log, applies every record in
 // fleet order (its own included) through the journal to the table, reports what its schemas
 // refuse, commits its batches (held and retried while etcd is away) and trims the log.
-import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError } from "etcd3";
 import type { HostContext } from "../types.js";
 import { CdpError } from "../errors.js";
 import { CommitTooLarge, MAX_LINE_BYTES_PER_COMMIT, MAX_RECORDS_PER_COMMIT, type FleetLog, type FleetRecord, type FleetSnapshot } from "./log.js";
+import { isRefusal } from "./etcd.js";
 import type { InboxPosition } from "../inbox/inbox.js";
 import { stateLines } from "../store/compactor.js";
 import { migrateChecked } from "../store/installed.js";
@@ -109,7 +109,7 @@ export class FleetMember {
       await this.untilRevision(head);
     } catch (error) {
       if (error instanceof CdpError) throw error;
-      if (error instanceof EtcdAuthenticationFailedError || error instanceof EtcdPermissionDeniedError) {
+      if (isRefusal(error)) {
         throw new CdpError("usage", `etcd refused this host: ${error.message} (check --cluster-user, --cluster-password-file and the user's role)`);
       }
       this.#options.held(`cannot reach etcd: ${(error as Error).message}`);
