@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { Etcd3 } from "etcd3";
 import { startCdp } from "../src/index.js";
+import { bareClients, type BareClient } from "./bare.js";
 import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";
 import { memoryOf, stopAll, watcher } from "./hosts.js";
 
@@ -25,33 +25,28 @@ const IDLE_MS = 30_000;
 const percentile = (values: number[], p: number) => values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))]!;
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
-/** Bare etcd's fan-out: a put on one follower, heard by `watchers` watches on their own clients (half on each other member). */
-async function bareFanOut(etcd: EtcdCluster, watchers: number) {
+/** Bare etcd's fan-out: a put on one follower, heard by `watchers` watches on their own clients (spread over the members). */
+async function bareFanOut(etcd: EtcdCluster, watchers: number, client: (endpoint: string) => BareClient) {
   const leader = await leaderOf(etcd);
   const followers = etcd.endpoints.filter((_, i) => i !== leader);
-  const writer = new Etcd3({ hosts: followers[0]! });
-  const readers = Array.from({ length: watchers }, (_, i) => new Etcd3({ hosts: etcd.endpoints[i % etcd.endpoints.length]! }));
+  const writer = client(followers[0]!);
+  const readers = Array.from({ length: watchers }, (_, i) => client(etcd.endpoints[i % etcd.endpoints.length]!));
   let heard: ((at: number) => void)[] = [];
-  const watches = await Promise.all(
-    readers.map(async (reader, i) => {
-      const watch = await reader.watch().key("/baseline/fan").create();
-      watch.on("put", () => heard[i]?.(now()));
-      return watch;
-    }),
-  );
+  const watches = await Promise.all(readers.map((reader, i) => reader.watch("/baseline/fan", () => heard[i]?.(now()))));
   return {
+    name: writer.name,
     /** ms from the put to the last watch, and to the one on the same member as host 16's client. */
     async sample(): Promise<{ one: number; last: number }> {
       const arrivals = readers.map((_, i) => new Promise<number>((resolve) => (heard[i] = resolve)));
       const started = now();
-      await writer.put("/baseline/fan").value(String(started));
+      await writer.put("/baseline/fan", String(started));
       const times = await Promise.all(arrivals);
       heard = [];
       return { one: times[times.length - 1]! - started, last: Math.max(...times) - started };
     },
     async close() {
       await Promise.all(watches.map((watch) => watch.cancel()));
-      for (const client of [writer, ...readers]) client.close();
+      for (const each of [writer, ...readers]) each.close();
     },
   };
 }
@@ -74,10 +69,10 @@ async function main(): Promise<void> {
       logger: pino({ level: "warn" }, pino.destination({ dest: "/dev/null", sync: true })),
       cluster: { endpoints: etcd.endpoints, prefix: "/cdp/fanout", host: `h${HOSTS}` },
     });
-    const bare = await bareFanOut(etcd, HOSTS);
+    const bares = await Promise.all(bareClients.map((client) => bareFanOut(etcd, HOSTS, client)));
     const latencies: number[] = [];
-    const bareOne: number[] = [];
-    const bareLast: number[] = [];
+    const bareOnes: number[][] = bares.map(() => []);
+    const bareLasts: number[][] = bares.map(() => []);
     let heard: (() => void) | undefined;
     host.subscribe("bench", "t", ({ value }) => {
       latencies.push(Number(process.hrtime.bigint() - BigInt(value as string)) / 1e6);
@@ -86,16 +81,18 @@ async function main(): Promise<void> {
     // every host journals each change: the next sample waits until the machine is quiet again
     const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
     for (let i = 0; i < SAMPLES; i++) {
-      const { one, last } = await bare.sample();
-      bareOne.push(one);
-      bareLast.push(last);
-      await settle();
+      for (const [i, bare] of bares.entries()) {
+        const { one, last } = await bare.sample();
+        bareOnes[i]!.push(one);
+        bareLasts[i]!.push(last);
+        await settle();
+      }
       const arrived = new Promise<void>((resolve) => (heard = resolve));
       appendFileSync(join(root, "h1", "cdp.new"), `bench:t:${process.hrtime.bigint()}\n`);
       await arrived;
       await settle();
     }
-    await bare.close();
+    for (const bare of bares) await bare.close();
     process.stderr.write(`fan-out: ${SAMPLES} samples taken; the fleet idles ${IDLE_MS / 1000} s before its memory is read\n`);
     await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
     const memory = children.map((child) => memoryOf(child.pid!));
@@ -103,6 +100,9 @@ async function main(): Promise<void> {
     const ms = (value: number) => `${value.toFixed(2)} ms`;
     const mb = (values: number[]) => `${Math.round(percentile(values, 50))} MB (${Math.round(Math.min(...values))}-${Math.round(Math.max(...values))})`;
     const [p50, p99] = [percentile(latencies, 50), percentile(latencies, 99)];
+    // the baseline is the faster client's
+    const fastest = bareOnes.map((ones) => percentile(ones, 50)).reduce((best, p50, i, all) => (p50 < all[best]! ? i : best), 0);
+    const [bareOne, bareLast] = [bareOnes[fastest]!, bareLasts[fastest]!];
     const [oneP50, oneP99, lastP50] = [percentile(bareOne, 50), percentile(bareOne, 99), percentile(bareLast, 50)];
     const rss = percentile(
       memory.map((m) => m.rss),
@@ -120,7 +120,11 @@ async function main(): Promise<void> {
     );
     console.log(`| its private part (anonymous pages) | ${mb(memory.map((m) => m.anon))} | | | | |`);
     console.log(`| its proportional share (PSS: shared pages split between processes) | ${mb(memory.map((m) => m.pss))} | | | | |`);
-    console.log(`\n${SAMPLES} samples, each cdp change beside one bare put, 30 ms apart; memory after ${IDLE_MS / 1000} s idle.`);
+    console.log(`\n${SAMPLES} samples, each cdp change beside one bare put per client, 30 ms apart; memory after ${IDLE_MS / 1000} s idle.`);
+    for (const [i, bare] of bares.entries())
+      console.log(
+        `  bare etcd by ${bare.name}: put → one watch p50 ${ms(percentile(bareOnes[i]!, 50))}, p99 ${ms(percentile(bareOnes[i]!, 99))}; the last ${ms(percentile(bareLasts[i]!, 50))}${i === fastest ? " (the table's)" : ""}`,
+      );
   } finally {
     await host?.stop();
     await stopAll(children);
