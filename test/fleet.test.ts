@@ -50,12 +50,14 @@ describe("the fleet log on etcd", () => {
     expect(await a.commit(0, [record("ticker:interval:1500"), record("ticker:interval:1600")])).toBe(true);
     expect(await b.head()).toBe(2);
     expect(await b.commit(0, [record("ticker:interval:1700", "b")])).toBe(false); // a got there first
-    // what the refused transaction saw: the head, and the record that took revision 1 (no second read)
-    expect(await b.commitOrRefusal(0, [record("ticker:interval:1700", "b")])).toMatchObject({
+    // what the refused transaction saw: the head; for a commit sent before, also the record that took revision 1 (no second read)
+    expect(await b.commitOrRefusal(0, [record("ticker:interval:1700", "b")])).toEqual({ head: 2 });
+    expect(await b.commitOrRefusal(0, [record("ticker:interval:1700", "b")], true)).toMatchObject({
       head: 2,
+      mayBeOurs: true,
       first: { revision: 1, line: "ticker:interval:1500", host: "a" },
     });
-    expect(await b.commitOrRefusal(1, [record("ticker:interval:1700", "b")])).toEqual({ head: 2 }); // revision 2 is inside a's commit: no commit starts there
+    expect(await b.commitOrRefusal(1, [record("ticker:interval:1700", "b")], true)).toEqual({ head: 2, mayBeOurs: true }); // revision 2 is inside a's commit: no commit starts there
     expect(await b.commit(2, [record("ticker:interval:1700", "b")])).toBe(true);
     expect((await a.recordsAfter(0)).map((r) => [r.revision, r.line, r.host])).toEqual([
       [1, "ticker:interval:1500", "a"],

@@ -146,15 +146,21 @@ export class Etcd {
     await this.#call("/v3/kv/put", { key: base64(key), value: base64(value), ...(lease ? { lease } : {}) });
   }
 
-  /** A transaction: `success` if every condition holds, else `failure`; the values `failure`'s gets read. */
-  async txn(compare: Compare[], success: Operation[], failure: Operation[] = []): Promise<{ succeeded: boolean; got: (KeyValue | undefined)[] }> {
-    const answer = await this.#call<TxnAnswer>("/v3/kv/txn", {
-      compare: compare.map(compareOp),
-      success: success.map(requestOp),
-      failure: failure.map(requestOp),
-    });
+  /**
+   * A transaction: `success` if every condition holds, else `failure`; the values `failure`'s gets
+   * read, and whether it was sent more than once (an answer lost on the way: it may have been
+   * applied by an earlier sending).
+   */
+  async txn(
+    compare: Compare[],
+    success: Operation[],
+    failure: Operation[] = [],
+  ): Promise<{ succeeded: boolean; got: (KeyValue | undefined)[]; resent: boolean }> {
+    let resent = false;
+    const body = { compare: compare.map(compareOp), success: success.map(requestOp), failure: failure.map(requestOp) };
+    const answer = await this.#call<TxnAnswer>("/v3/kv/txn", body, () => (resent = true));
     const got = (answer.responses ?? []).filter((response) => "response_range" in response).map((response) => decodeKvs(response.response_range!.kvs)[0]);
-    return { succeeded: answer.succeeded === true, got };
+    return { succeeded: answer.succeeded === true, got, resent };
   }
 
   /** A lease of `ttl` seconds: its id. */
@@ -257,10 +263,11 @@ export class Etcd {
   }
 
   /** A call to the member in use; to the next ones while it cannot be reached, and once more after a token expired. */
-  async #call<T>(path: string, body: object): Promise<T> {
+  async #call<T>(path: string, body: object, resending?: () => void): Promise<T> {
     const payload = JSON.stringify(body);
     let renewed = false;
     for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) resending?.();
       try {
         return await this.#post<T>(this.#endpoints[this.#current]!, path, payload, await this.#tokenOnce());
       } catch (error) {

@@ -79,9 +79,14 @@ export const ENDED_ROLLOUTS_KEPT = 20;
 /** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
 const MAX_COMMIT_BYTES = 1 << 20;
 
-/** What a refused commit saw: the fleet's head, and the record at the revision it wanted (absent when no commit starts there, e.g. trimmed). */
+/**
+ * What a refused commit saw: the fleet's head; and when the refused commit may be this very one
+ * sent before (`mayBeOurs`), the record at the revision it wanted (absent when no commit starts
+ * there, e.g. trimmed).
+ */
 export interface Refusal {
   head: number;
+  mayBeOurs?: boolean;
   first?: FleetRecord;
 }
 
@@ -218,10 +223,12 @@ export class FleetLog {
 
   /**
    * `commit`, and when the fleet is no longer at `after`, what the same transaction saw instead:
-   * the head, and the first record committed after `after` (a lost race then costs one round
-   * trip, not three: the head, and whether that record is this very commit sent again).
+   * the head (a lost race costs one round trip); and when this commit was sent before (`sentBefore`,
+   * or the client sent it again after losing an answer), the first record committed after `after`,
+   * to tell whether it is this very commit. Only then: that record's commit is a whole
+   * transaction's worth of bytes, for etcd to send and the host to read at every lost race.
    */
-  async commitOrRefusal(after: number, records: Omit<FleetRecord, "revision">[]): Promise<true | Refusal> {
+  async commitOrRefusal(after: number, records: Omit<FleetRecord, "revision">[], sentBefore = false): Promise<true | Refusal> {
     // with no records, the transaction only checks that the fleet is still at `after`
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? { key: this.#head, absent: true as const } : { key: this.#head, value: String(after) };
@@ -243,11 +250,15 @@ export class FleetLog {
       if (schedule && "made" in schedule) puts.push({ put: `${this.#schedules}${schedule.made.id}`, value: JSON.stringify(schedule.made) });
       if (schedule && "done" in schedule) puts.push({ delete: `${this.#schedules}${schedule.done.id}` });
     }
-    const result = await this.#client.txn([head], puts, [{ get: this.#head }, { get: `${this.#log}${pad(after + 1)}` }]);
+    const firstKey = `${this.#log}${pad(after + 1)}`;
+    const result = await this.#client.txn([head], puts, sentBefore ? [{ get: this.#head }, { get: firstKey }] : [{ get: this.#head }]);
     if (result.succeeded) return true;
     const [headKv, firstKv] = result.got;
-    const taken = firstKv?.value ? unpackCommit(firstKv.value)[0] : undefined;
-    return { head: headKv?.value ? Number(headKv.value) : 0, ...(taken ? { first: taken } : {}) };
+    const fleetHead = headKv?.value ? Number(headKv.value) : 0;
+    if (!sentBefore && !result.resent) return { head: fleetHead };
+    const stored = sentBefore ? firstKv?.value : await this.#client.get(firstKey);
+    const taken = stored ? unpackCommit(stored)[0] : undefined;
+    return { head: fleetHead, mayBeOurs: true, ...(taken ? { first: taken } : {}) };
   }
 
   /** The fleet's configuration as last saved by a trim, if any. */

@@ -138,12 +138,12 @@ export class FleetMember {
   async commit(after: number, records: Omit<FleetRecord, "revision">[], judged: readonly (ValidChange | undefined)[] = []): Promise<boolean | undefined> {
     for (const [i, record] of records.entries())
       if (record.line !== "" && judged[i]) this.#judged.set(after + i + 1, { line: record.line, change: judged[i]! });
-    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+    for (let delay = 100, sentBefore = false; ; delay = Math.min(delay * 2, 5000), sentBefore = true) {
       try {
-        // a refused comparison may be this very commit, sent again: etcd's client retries a
-        // transaction whose answer was lost (its leader died) on another member by itself
-        const result = await this.#options.fleet.commitOrRefusal(after, records);
-        const committed = result === true || (await this.#committedBefore(after, records, result.first));
+        // a refused comparison may be this very commit, sent before: here, after an error, or by
+        // etcd's client, which sends again a transaction whose answer was lost (its member died)
+        const result = await this.#options.fleet.commitOrRefusal(after, records, sentBefore);
+        const committed = result === true || (result.mayBeOurs === true && (await this.#committedBefore(after, records, result.first)));
         this.#refusedHead = result === true ? undefined : result.head;
         this.#options.held(undefined);
         if (!committed) for (let i = 1; i <= records.length; i++) this.#judged.delete(after + i);

@@ -28,9 +28,11 @@ class MemoryLog implements MemberLog {
     return this.records.length;
   }
 
-  async commitOrRefusal(after: number, records: Committing[]): Promise<true | Refusal> {
+  async commitOrRefusal(after: number, records: Committing[], sentBefore = false): Promise<true | Refusal> {
     this.sent++;
-    if (after !== this.records.length) return { head: this.records.length, first: this.records[after]! };
+    // as etcd's transaction: the record that took the revision only for a commit sent before
+    if (after !== this.records.length)
+      return sentBefore ? { head: this.records.length, mayBeOurs: true, first: this.records[after]! } : { head: this.records.length };
     const numbered = records.map((record, i) => ({ ...record, revision: after + i + 1 }));
     this.records.push(...numbered);
     if (this.holding) this.holding.push(...numbered);
