@@ -18,7 +18,7 @@ import { packCommit } from "../src/fleet/log.js";
 import { startCdp, type Cdp } from "../src/index.js";
 import { bareClients, type BareClient } from "./bare.js";
 import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";
-import { stopAll, watcher } from "./hosts.js";
+import { cpuOf, stopAll, watcher } from "./hosts.js";
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const SCHEMAS = here("../../bench/schemas");
@@ -150,9 +150,19 @@ async function main(): Promise<void> {
       bare: { sequential: number; pipelined: number };
       byClient: { sequential: number; pipelined: number }[];
     }[] = [];
+    // where the CPU goes, per record: etcd's members writing bare (one log), and during the three-host bursts etcd's and each host's
+    const etcdPids = etcd.members.map((member) => member.child.pid!);
+    const hostPids = [...children.map((child) => child.pid!), process.pid];
+    const cpu = (pids: number[]) => pids.reduce((sum, pid) => sum + cpuOf(pid), 0);
+    const spent = { bareEtcd: 0, bareRecords: 0, etcd: 0, hosts: hostPids.map(() => 0), records: 0 };
     for (let round = 0, revision = SAMPLES; round < ROUNDS; round++) {
       const byClient = [];
-      for (const [i, client] of bareClients.entries()) byClient.push(await bareCommits(etcd, `round-${round}-${i}`, client));
+      for (const [i, client] of bareClients.entries()) {
+        const before = cpu(etcdPids);
+        byClient.push(await bareCommits(etcd, `round-${round}-${i}`, client));
+        spent.bareEtcd += cpu(etcdPids) - before;
+        spent.bareRecords += 9 * BARE_RECORDS; // one log, then 8
+      }
       // the honest limit: whichever client wrote faster
       const bare = { sequential: Math.max(...byClient.map((b) => b.sequential)), pipelined: Math.max(...byClient.map((b) => b.pipelined)) };
       let started = performance.now();
@@ -160,9 +170,15 @@ async function main(): Promise<void> {
       await untilRevision((revision += BURST));
       const oneHost = BURST / ((performance.now() - started) / 1000);
       started = performance.now();
+      const [etcdBefore, hostsBefore] = [cpu(etcdPids), hostPids.map(cpuOf)];
       for (const dir of [a, b, c]) appendFileSync(join(dir, "cdp.new"), lines(1));
       await untilRevision((revision += 3 * BURST));
-      rounds.push({ oneHost, threeHosts: (3 * BURST) / ((performance.now() - started) / 1000), bare, byClient });
+      const threeHosts = (3 * BURST) / ((performance.now() - started) / 1000);
+      await new Promise((resolve) => setTimeout(resolve, 100)); // hosts A and B finish applying the last records
+      spent.etcd += cpu(etcdPids) - etcdBefore;
+      for (const [i, pid] of hostPids.entries()) spent.hosts[i]! += cpuOf(pid) - hostsBefore[i]!;
+      spent.records += 3 * BURST;
+      rounds.push({ oneHost, threeHosts, bare, byClient });
     }
     const median = (values: number[]) => percentile(values, 50);
     const oneHost = median(rounds.map((r) => r.oneHost));
@@ -195,6 +211,11 @@ async function main(): Promise<void> {
     );
     for (const [name, value, baseline, ratio, goal, met] of rows)
       console.log(`| ${name} | ${value} | ${baseline} | ${ratio} | ${goal} | ${met === undefined ? "" : met ? "yes" : "no"} |`);
+    const us = (ms: number, records: number) => `${((1000 * ms) / records).toFixed(1)} µs`;
+    console.log(
+      `\nCPU per record (from /proc, 10 ms ticks, ${ROUNDS} rounds): bare etcd's three members ${us(spent.bareEtcd, spent.bareRecords)}; ` +
+        `during the three-host bursts etcd's members ${us(spent.etcd, spent.records)}, hosts A / B / C ${spent.hosts.map((ms) => us(ms, spent.records)).join(" / ")} (C: this process)`,
+    );
     console.log("\nbare etcd by client (the table takes the faster):");
     for (const { name, latency, rounds: each } of clients) {
       const sequential = median(each.map((r) => r.sequential));

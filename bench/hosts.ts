@@ -39,3 +39,10 @@ export function memoryOf(pid: number): { rss: number; anon: number; pss: number 
   const kb = (text: string, name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1024;
   return { rss: kb(status, "VmRSS"), anon: kb(status, "RssAnon"), pss: kb(rollup, "Pss") };
 }
+
+/** CPU time (ms, user + system) a process has used so far, from /proc (10 ms ticks). */
+export function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime: the 14th and 15th fields
+}
