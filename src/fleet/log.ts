@@ -95,7 +95,7 @@ export class CommitTooLarge extends Error {}
 
 /**
  * One commit as stored: its first record whole, then the rest in `then`, each without what
- * follows from the record before it (a burst's records are a third of the bytes: etcd, gRPC and
+ * follows from the record before it (a burst's records are a third of the bytes: etcd, its gateway and
  * every host's JSON reading cost per byte). A later record leaves out its revision (always the
  * one before's + 1); its host, time and inbox file when the same; its seq and inbox line when
  * one more; its source when it names that line of the same file.
