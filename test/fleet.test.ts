@@ -139,6 +139,31 @@ describe("the fleet log on etcd", () => {
     expect((await log.rollouts()).map((r) => r.id).sort()).toEqual([...Array.from({ length: 22 }, (_, i) => `r-${i + 9}`), "r-31"].sort());
   });
 
+  it("saves a state too large for one etcd request in parts: two trims at once leave one whole state, a later trim deletes its parts", async () => {
+    const { endpoints } = await startEtcd();
+    const [a, b] = [fleet(endpoints, "/cdp/parts"), fleet(endpoints, "/cdp/parts")];
+    const raw = new Etcd3({ hosts: endpoints[0]! });
+    afterThisTest(async () => raw.close());
+    const partKeys = () => raw.getAll().prefix("/cdp/parts/state-parts/").keys();
+    expect(await a.commit(0, [record("ticker:interval:1500")])).toBe(true);
+    const big: FleetSnapshot = {
+      revision: 1,
+      lines: Array.from({ length: 1500 }, (_, i) => `flags:k${i}:${"v".repeat(1000)}`),
+      time: new Date().toISOString(),
+    };
+    const saved = await Promise.all([a.trim(big, 1), b.trim(big, 1)]);
+    expect(saved.filter(Boolean)).toHaveLength(1); // the same revision: the first saves it, the other finds it saved
+    expect(await b.snapshot()).toEqual(big);
+    expect(await partKeys()).toHaveLength(2); // 1.5 MB in parts of at most 1 MiB, of one attempt only
+    expect((await raw.get("/cdp/parts/state").string())!.length).toBeLessThan(1000);
+
+    expect(await a.commit(1, [record("ticker:interval:1600")])).toBe(true);
+    const small: FleetSnapshot = { revision: 2, lines: ["ticker:interval:1600"], time: new Date().toISOString() };
+    expect(await b.trim(small, 2)).toBe(true);
+    expect(await a.snapshot()).toEqual(small);
+    expect(await partKeys()).toEqual([]);
+  });
+
   it("lets exactly one of many concurrent commits at the same head succeed", async () => {
     const { endpoints } = await startEtcd();
     const hosts = Array.from({ length: 5 }, () => fleet(endpoints));
@@ -349,6 +374,39 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     expect(await readText(join(cDir, "cdp"))).toMatch(/^# base rev=2\d\d seq=/m);
     await appendFile(join(cDir, "cdp.new"), "ticker:interval:1500\n");
     await waitUntil(async () => ((await getConfig(a, "ticker.interval")) as number) === 1500);
+  });
+
+  it("trims a fleet whose state is larger than one etcd request (saved in parts), and a host away takes it", async () => {
+    const { endpoints } = await startEtcd();
+    const schemas = await tempDir();
+    await writeFile(join(schemas, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "string" } }));
+    const trimming = ["--schemas", schemas, ...fleetArgs({ endpoints }, "/cdp/big", "a").slice(0, 4), "--keep-history", "5"];
+    const a = await tempDir();
+    await startWatch(a, [...trimming, "--cluster-host", "a"]);
+    const cDir = await tempDir();
+    const first = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
+    await appendFile(join(a, "cdp.new"), "flags:first:one\n");
+    await waitUntil(async () => (await journalOf(cDir)).length === 1);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+
+    // 2,400 keys of 2,000 characters: a state of up to 4.8 MB, where etcd takes 1.5 MiB per request
+    const value = "v".repeat(2000);
+    await appendFile(join(a, "cdp.new"), Array.from({ length: 2400 }, (_, i) => `flags:k${i}:${value}\n`).join(""));
+    await waitUntil(async () => (await journalOf(a)).length === 2401, 60_000);
+    const log = fleet(endpoints, "/cdp/big");
+    await waitUntil(async () => ((await log.snapshot())?.revision ?? 0) >= 1000, 30_000, "a trim saves a state of 2 MB or more");
+    const saved = (await log.snapshot())!;
+    expect(saved.lines).toHaveLength(saved.revision); // one key per revision
+    expect(saved.lines).toContain(`flags:k${saved.revision - 2}:${value}`);
+    expect((await log.recordsAfter(0))[0]!.revision).toBeGreaterThan(1); // the records it covers are trimmed
+    const raw = new Etcd3({ hosts: endpoints[0]! });
+    afterThisTest(async () => raw.close());
+    expect((await raw.get("/cdp/big/state").string())!.length).toBeLessThan(1000); // the lines are in parts beside it
+
+    const again = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
+    expect(again.output()).toContain("took the fleet's state");
+    expect(await getConfig(cDir, "flags", schemas)).toEqual(await getConfig(a, "flags", schemas));
   });
 
   it("compacts a host's journal while the fleet's changes keep coming, and restarts from it", async () => {

@@ -7,12 +7,14 @@
 //   <prefix>/rollouts/<id> each rollout's current state (written with the record of its last step)
 //   <prefix>/hosts/<name>  what each host says of itself, on its lease
 //   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
-//                         records up to S minus a kept tail were trimmed
+//                         records up to S minus a kept tail were trimmed; a state over 1 MiB keeps
+//                         its lines in parts, <prefix>/state-parts/<S>-<id>/<i> (etcd takes 1.5 MiB per request)
 // A host commits records after revision R with one transaction that succeeds only if the head is
 // still R; otherwise another host got there first, and the caller judges its lines again.
 // Records are read back by key range (unaffected by etcd's compaction of its MVCC history) and
 // then followed live with a watch; a host that was away past the trimmed records starts again
 // from the state.
+import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { Etcd, prefixEnd, type Operation } from "./etcd.js";
 import type { InboxPosition } from "../inbox/inbox.js";
@@ -76,8 +78,32 @@ export const MAX_LINE_BYTES_PER_COMMIT = 384 << 10; // JSON escapes may double a
 /** How many ended rollouts a trim keeps in etcd: as many as a host shows (FleetRollouts.KEPT). */
 export const ENDED_ROLLOUTS_KEPT = 20;
 
-/** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit stays under this. */
+/** etcd refuses a request over --max-request-bytes (1.5 MiB by default): a commit, or a part of a saved state, stays under this. */
 const MAX_COMMIT_BYTES = 1 << 20;
+
+/** A saved state whose lines are in parts beside it, under `generation` (a key prefix). */
+interface StateInParts {
+  revision: number;
+  time: string;
+  parts: number;
+  generation: string;
+}
+
+/** Lines in parts of at most `bytes` once JSON-encoded (a line is at most a fleet's --max-line-bytes, escaped: under 1 MiB). */
+function inParts(lines: string[], bytes: number): string[][] {
+  const parts: string[][] = [[]];
+  let size = 2;
+  for (const line of lines) {
+    const encoded = Buffer.byteLength(JSON.stringify(line)) + 1;
+    if (size + encoded > bytes && parts.at(-1)!.length > 0) {
+      parts.push([]);
+      size = 2;
+    }
+    parts.at(-1)!.push(line);
+    size += encoded;
+  }
+  return parts;
+}
 
 /**
  * What a refused commit saw: the fleet's head; and when the refused commit may be this very one
@@ -175,6 +201,7 @@ export class FleetLog {
   #log: string;
   #state: string;
   #stateRevision: string;
+  #stateParts: string;
   #hosts: string;
   #rollouts: string;
   #secretsKey: string;
@@ -191,6 +218,7 @@ export class FleetLog {
     this.#log = `${prefix}/log/`;
     this.#state = `${prefix}/state`;
     this.#stateRevision = `${prefix}/state-rev`;
+    this.#stateParts = `${prefix}/state-parts/`;
     this.#hosts = `${prefix}/hosts/`;
     this.#rollouts = `${prefix}/rollouts/`;
     this.#secretsKey = `${prefix}/secrets-key`;
@@ -263,8 +291,18 @@ export class FleetLog {
 
   /** The fleet's configuration as last saved by a trim, if any. */
   async snapshot(): Promise<FleetSnapshot | undefined> {
-    const value = await this.#client.get(this.#state);
-    return value === undefined ? undefined : (JSON.parse(value) as FleetSnapshot);
+    for (let before: string | undefined; ; ) {
+      const value = await this.#client.get(this.#state);
+      if (value === undefined) return undefined;
+      const saved = JSON.parse(value) as FleetSnapshot | StateInParts;
+      if (!("parts" in saved)) return saved;
+      const parts = await this.#client.range(saved.generation, { end: prefixEnd(saved.generation) });
+      if (parts.length === saved.parts)
+        return { revision: saved.revision, time: saved.time, lines: parts.flatMap((part) => JSON.parse(part.value) as string[]) };
+      // a newer trim replaced this state (and deleted its parts) as they were read: read the newer one
+      if (value === before) throw new Error(`the fleet's saved state at revision ${saved.revision} misses parts (${parts.length} of ${saved.parts})`);
+      before = value;
+    }
   }
 
   /**
@@ -274,11 +312,30 @@ export class FleetLog {
    * before `keepFrom` go too, but for the most recent ones (`cdp rollout status` on a new host).
    */
   async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
+    const whole = JSON.stringify(snapshot);
+    if (Buffer.byteLength(whole) <= MAX_COMMIT_BYTES) return this.#saveState(snapshot.revision, whole, keepFrom);
+    // a state too large for one request: its lines in parts first, under a name of this attempt's
+    // own; deleted unless the state is saved (or by the next trim that is, should this host die)
+    const generation = `${this.#stateParts}${pad(snapshot.revision)}-${randomBytes(4).toString("hex")}/`;
+    const parts = inParts(snapshot.lines, MAX_COMMIT_BYTES);
+    let saved = false;
+    try {
+      for (const [i, part] of parts.entries()) await this.#client.put(`${generation}${pad(i)}`, JSON.stringify(part));
+      const stored: StateInParts = { revision: snapshot.revision, time: snapshot.time, parts: parts.length, generation };
+      saved = await this.#saveState(snapshot.revision, JSON.stringify(stored), keepFrom, generation);
+      return saved;
+    } finally {
+      if (!saved) await this.#client.txn([], [{ delete: generation, end: prefixEnd(generation) }]).catch(() => undefined);
+    }
+  }
+
+  /** Save a state (`stored`: whole, or naming the `generation` of its parts) unless a newer one is saved; trim the log before `keepFrom`. */
+  async #saveState(revision: number, stored: string, keepFrom: number, generation = `${this.#stateParts}${pad(revision)}`): Promise<boolean> {
     // two trims at once (two hosts, or two of one host's batches): the one with the newer state wins,
     // whichever comes first, so a failed comparison is looked at again
     for (;;) {
       const saved = await this.#client.get(this.#stateRevision);
-      if (saved !== undefined && saved >= pad(snapshot.revision)) return false;
+      if (saved !== undefined && saved >= pad(revision)) return false;
       // the commit that holds revision keepFrom is kept whole
       const keptFrom = (await this.#commitKeyAt(keepFrom)) ?? `${this.#log}${pad(keepFrom)}`;
       const ended = (await this.rollouts()).filter((rollout) => rollout.ended !== undefined && rollout.ended < keepFrom).sort((a, b) => b.ended! - a.ended!);
@@ -287,9 +344,10 @@ export class FleetLog {
       const result = await this.#client.txn(
         [unchanged],
         [
-          { put: this.#state, value: JSON.stringify(snapshot) },
-          { put: this.#stateRevision, value: pad(snapshot.revision) },
+          { put: this.#state, value: stored },
+          { put: this.#stateRevision, value: pad(revision) },
           { delete: this.#log, end: keptFrom },
+          { delete: this.#stateParts, end: generation }, // the parts of older states
           ...forgotten, // at most 100: a transaction takes 128 operations
         ],
       );

@@ -85,6 +85,7 @@ export class FleetMember {
   /** This host's changes being committed, by revision: applied as judged when they come back. */
   #judged = new Map<number, { line: string; change: ValidChange }>();
   #refusedHead: number | undefined; // what the last refused commit saw of the fleet's head
+  #savedLines = 0; // the lines of the last state this host saved
 
   constructor(options: MemberOptions) {
     this.#options = options;
@@ -203,15 +204,20 @@ export class FleetMember {
     this.#waiters.clear();
   }
 
-  /** After this host committed up to revision `from`…`to`: every `keep` revisions, save the state and trim the log. */
+  /**
+   * After this host committed up to revision `from`…`to`: every `keep` revisions (at least 100, and
+   * at least as many as the last saved state had lines: saving it costs its size, so that cost is
+   * spread over as many changes), save the state and trim the log.
+   */
   async trimIfDue(from: number): Promise<void> {
     const { keep, table, fleet, log } = this.#options;
     const schemas = this.#options.schemas();
-    const every = Math.max(keep, 100);
+    const every = Math.max(keep, 100, this.#savedLines);
     if (this.#options.rollouts.baking().length > 0) return; // the saved state must be every host's: not while canaries differ
     if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
     const { revision, apps } = table.snapshot();
     const lines = stateLines(new Map(Object.entries(apps)), schemas, this.#options.sealing);
+    this.#savedLines = lines.length;
     const keepFrom = revision - keep + 1;
     await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
       (saved) => saved && log.info({ revision, keptFrom: keepFrom }, "trimmed the fleet's log in etcd"),

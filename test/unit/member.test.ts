@@ -1,8 +1,11 @@
 // A fleet host's member against an in-memory log: records applied in fleet order, each checked
 // against this host's schemas and journaled; a lost race; an answer lost in transit. (test/fleet*.ts
 // run the same against real etcd and cdp processes.)
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
-import type { FleetRecord, Refusal } from "../../src/fleet/log.js";
+import type { FleetRecord, FleetSnapshot, Refusal } from "../../src/fleet/log.js";
 import { FleetMember, type MemberLog } from "../../src/fleet/member.js";
 import { FleetRollouts } from "../../src/fleet/rollouts.js";
 import { loadSchemas, type Schemas } from "../../src/schemas/schemas.js";
@@ -65,8 +68,12 @@ class MemoryLog implements MemberLog {
     return [];
   }
 
-  async trim(): Promise<boolean> {
-    return false;
+  /** The states saved by trims. */
+  trims: FleetSnapshot[] = [];
+
+  async trim(snapshot: FleetSnapshot): Promise<boolean> {
+    this.trims.push(snapshot);
+    return true;
   }
 }
 
@@ -78,8 +85,9 @@ let pendingSyncs: (() => void)[];
 let member: FleetMember;
 const TIME = "2026-12-06T00:00:00.000Z";
 
-beforeEach(async () => {
-  schemas = await loadSchemas(SCHEMAS);
+/** A member of a new log, host "a", with the schemas in `dir`; `keep`: records kept in the log at a trim. */
+async function startMember(dir = SCHEMAS, keep = 1000): Promise<void> {
+  schemas = await loadSchemas(dir);
   log = new MemoryLog();
   const { logger } = capturedLogger();
   table = new ConfigTable(new Map([...schemas].map(([app, schema]) => [app, schema.defaults])), 0, logger);
@@ -88,7 +96,7 @@ beforeEach(async () => {
   member = new FleetMember({
     fleet: log,
     host: "a",
-    keep: 1000,
+    keep,
     sealing: undefined,
     scheduled: () => undefined,
     table,
@@ -115,7 +123,9 @@ beforeEach(async () => {
     log: logger,
   });
   await member.join();
-});
+}
+
+beforeEach(() => startMember());
 
 const syncAll = async () => {
   while (pendingSyncs.length > 0) {
@@ -137,6 +147,32 @@ function judged(line: string): ValidChange {
 }
 
 describe("a fleet host's member", () => {
+  it("saves the state every --keep-history revisions, and no more often than the last state had lines", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
+    await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
+    await startMember(dir, 100);
+    const commit = async (count: number) => {
+      const from = log.records.length;
+      await log.commitOrRefusal(
+        from,
+        fromHost(
+          "b",
+          Array.from({ length: count }, (_, i) => `flags:k${from + i}:${i}`),
+        ),
+      );
+      await member.untilRevision(from + count);
+      await syncAll();
+      await member.trimIfDue(from);
+    };
+    await commit(150); // past revision 100: saved, 150 lines
+    expect(log.trims.map((state) => [state.revision, state.lines.length])).toEqual([[150, 150]]);
+    await commit(100); // past 200, but not 150 revisions since: saving 150 lines again would cost more than the changes did
+    expect(log.trims).toHaveLength(1);
+    await commit(100); // past 300 = 2 × 150
+    expect(log.trims.map((state) => state.revision)).toEqual([150, 350]);
+    await rm(dir, { recursive: true });
+  });
+
   it("applies another host's records in order, each journaled with its host in the source", async () => {
     await log.commitOrRefusal(0, fromHost("b", ["ticker:interval:1500", "ticker:name:fleet"]));
     const applied = member.untilRevision(2);
