@@ -26,6 +26,21 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
     expect(await getConfig(a, "ticker.name")).toBe("after-the-election");
   }, 90_000);
 
+  it("moves its commits and its watch to the next member when the member it talks to is killed", async () => {
+    const cluster = await startEtcd(3);
+    const hosts = await Promise.all(["a", "b"].map(async (name) => (await startFleetHost(cluster, name, { prefix: "/cdp/member" })).dir));
+    const [a, b] = hosts as [string, string];
+    await appendAndWait(a, "ticker:interval:1001\n", 1);
+    await waitUntil(async () => (await journalOf(b)).length === 1);
+    cluster.members[0]!.child.kill("SIGKILL"); // every host talks to the first member it is given
+    await appendFile(join(b, "cdp.new"), Array.from({ length: 20 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
+    await appendFile(join(a, "cdp.new"), "ticker:name:after\n");
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 22, 60_000);
+    const [journalA, journalB] = await Promise.all(hosts.map((dir) => journalOf(dir)));
+    expect(journalB).toEqual(journalA);
+    expect(journalA!.filter((line) => line.startsWith("ticker:interval:"))).toHaveLength(21);
+  }, 90_000);
+
   it("applies each line once when the etcd leader is killed in the middle of a burst (a commit's answer may be lost)", async () => {
     const cluster = await startEtcd(3);
     const [a, b] = [(await startFleetHost(cluster, "a", { prefix: "/cdp/burst" })).dir, (await startFleetHost(cluster, "b", { prefix: "/cdp/burst" })).dir];
