@@ -32,6 +32,9 @@ export class EtcdError extends Error {
 /** etcd refused who this host is (a wrong user or password, a role without the prefix): trying again will not help. */
 export const isRefusal = (error: unknown): error is EtcdError => error instanceof EtcdError && /authentication failed|permission denied/.test(error.message);
 
+/** The member answered but cannot serve now (gRPC's UNAVAILABLE, a deadline): another member may. */
+const cannotServe = (error: EtcdError) => error.code === 14 || error.code === 4 || /context deadline exceeded/.test(error.message);
+
 /** A condition of a transaction: the key does not exist, or holds exactly `value`. */
 export type Compare = { key: string; absent: true } | { key: string; value: string };
 
@@ -218,7 +221,8 @@ export class Etcd {
             request = this.#transport.request(`${this.#endpoints[this.#current]}/v3/watch`, {
               method: "POST",
               agent: this.#agent,
-              headers: headersOf(body, token),
+              // a member without a leader ends the watch (clientv3's WithRequireLeader): it would hear nothing more
+              headers: { ...headersOf(body, token), "grpc-metadata-hasleader": "true" },
             });
             request.on("socket", (socket) => socket.setKeepAlive(true, 5000));
             request.on("error", failed);
@@ -271,7 +275,7 @@ export class Etcd {
       try {
         return await this.#post<T>(this.#endpoints[this.#current]!, path, payload, await this.#tokenOnce());
       } catch (error) {
-        if (error instanceof EtcdError) {
+        if (error instanceof EtcdError && !cannotServe(error)) {
           // a token etcd no longer knows (it forgets them after a while): ask for another, once
           if (!renewed && this.#forgetToken(error)) {
             renewed = true;
@@ -279,7 +283,8 @@ export class Etcd {
           }
           throw error;
         }
-        // at least twice: a kept-alive connection may have been closed as it was reused
+        // the member cannot be reached, or cannot serve (no leader: cut off from the others): the
+        // next one; at least twice: a kept-alive connection may have been closed as it was reused
         if (attempt >= Math.max(2, this.#endpoints.length)) throw error;
         this.#current = (this.#current + 1) % this.#endpoints.length;
       }
