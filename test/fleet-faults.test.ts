@@ -4,7 +4,7 @@ import { appendFile, cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { leaderOf, startEtcd, startFleetHost } from "./etcd.js";
-import { FLEET_TIMEOUT, getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
+import { afterThisTest, FLEET_TIMEOUT, getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
 describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
@@ -40,6 +40,21 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
     expect(journalB).toEqual(journalA);
     expect(journalA!.filter((line) => line.startsWith("ticker:interval:"))).toHaveLength(21);
   }, 90_000);
+
+  it("moves on from a member that hangs with its connections open (stopped): commits time out, the quiet watch is moved", async () => {
+    const cluster = await startEtcd(3);
+    const hosts = await Promise.all(["a", "b"].map(async (name) => (await startFleetHost(cluster, name, { prefix: "/cdp/hang" })).dir));
+    const [a, b] = hosts as [string, string];
+    await appendAndWait(a, "ticker:interval:1001\n", 1);
+    await waitUntil(async () => (await journalOf(b)).length === 1);
+    const hung = cluster.members[0]!; // every host talks to the first member it is given
+    hung.child.kill("SIGSTOP");
+    afterThisTest(async () => void hung.child.kill("SIGCONT"));
+    await appendFile(join(a, "cdp.new"), "ticker:interval:1002\n");
+    // a's commit moves on after 10 s without an answer; b's watch hears nothing until its watchdog reads the head
+    for (const dir of hosts) await waitUntil(async () => (await journalOf(dir)).length === 2, 60_000);
+    expect(await getConfig(b, "ticker.interval")).toBe(1002);
+  }, 120_000);
 
   it("applies each line once when the etcd leader is killed in the middle of a burst (a commit's answer may be lost)", async () => {
     const cluster = await startEtcd(3);

@@ -181,10 +181,11 @@ export class Etcd {
     await this.#call("/v3/lease/revoke", { ID: id });
   }
 
-  /** Follow the keys from `key` to `end`: resolved once etcd has opened the watch. */
-  async watch(key: string, end: string, handlers: WatchHandlers): Promise<{ cancel(): void }> {
+  /** Follow the keys from `key` to `end`: resolved once etcd has opened the watch; `reopen` moves it to the next member. */
+  async watch(key: string, end: string, handlers: WatchHandlers): Promise<{ cancel(): void; reopen(why: string): void }> {
     let cancelled = false;
     let request: http.ClientRequest | undefined;
+    let cut: ((error: Error) => void) | undefined; // ends the connection in use
     let retry: NodeJS.Timeout | undefined;
     let delay = 250;
     const body = JSON.stringify({ create_request: { key: base64(key), range_end: base64(end) } });
@@ -202,6 +203,7 @@ export class Etcd {
           retry = setTimeout(() => void open(false), delay);
           delay = Math.min(delay * 2, 5000);
         };
+        cut = failed;
         const take = (line: string) => {
           const answer = JSON.parse(line) as { result?: { created?: boolean; canceled?: boolean; events?: { type?: string; kv: RawKv }[] } };
           const error = answerError(answer as never);
@@ -256,6 +258,7 @@ export class Etcd {
         request?.destroy();
         this.#watches.delete(watch);
       },
+      reopen: (why: string) => cut?.(new Error(why)),
     };
     this.#watches.add(watch);
     return watch;

@@ -47,6 +47,9 @@ export interface FleetRecord {
   schedule?: ScheduleStep;
 }
 
+/** How long a quiet watch is trusted before the head is read to see whether it is stuck. */
+const QUIET_WATCH_MS = 5000;
+
 /** How long a host's status outlives its last keepalive (a host killed is gone from the list after it). */
 export const HOST_TTL_SECONDS = 5;
 
@@ -406,8 +409,10 @@ export class FleetLog {
     // a commit that follows the last scheduled is queued at once; the commits of one watch
     // response are handed over together (the member journals them with one fsync)
     let arriving: FleetRecord[] | undefined;
+    let heard = Date.now(); // the watch's last sign of life
     const watch = await this.#client.watch(this.#log, prefixEnd(this.#log), {
       put: (kv) => {
+        heard = Date.now();
         const records = unpackCommit(kv.value);
         const first = records[0]!.revision;
         if (first === scheduled + 1) {
@@ -424,13 +429,35 @@ export class FleetLog {
           void readOn();
         }
       },
-      connected: () => void readOn(), // after a reconnect, read what the cut may have hidden
+      connected: () => {
+        heard = Date.now();
+        void readOn(); // after a reconnect, read what the cut may have hidden
+      },
       error: (error) => this.#options.log.warn({ err: error }, "the fleet watch failed; reading on from the last record"),
     });
+    // a member that hangs (stopped, a stuck disk) keeps its connections open and says nothing: when
+    // the watch has been quiet a while, the head is read (from another member if need be), and a
+    // head past what the watch brought moves the watch to the next member
+    let checking = false;
+    const watchdog = setInterval(() => {
+      if (checking || stopped || Date.now() - heard < QUIET_WATCH_MS) return;
+      checking = true;
+      this.head()
+        .then((head) => {
+          heard = Date.now();
+          if (head > scheduled && !stopped) {
+            watch.reopen(`the fleet's head is at ${head}, but the watch brought nothing after ${scheduled} for ${QUIET_WATCH_MS / 1000} s`);
+            void readOn();
+          }
+        })
+        .catch(() => undefined) // etcd unreachable: commits say so
+        .finally(() => (checking = false));
+    }, QUIET_WATCH_MS).unref();
     await readOn();
     const following = {
       stop: async () => {
         stopped = true;
+        clearInterval(watchdog);
         this.#following.delete(following);
         watch.cancel();
         await reading;
