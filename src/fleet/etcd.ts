@@ -205,8 +205,8 @@ export class Etcd {
         };
         cut = failed;
         const take = (line: string) => {
-          const answer = JSON.parse(line) as { result?: { created?: boolean; canceled?: boolean; events?: { type?: string; kv: RawKv }[] } };
-          const error = answerError(answer as never);
+          const answer = JSON.parse(line) as { error?: unknown; result?: { created?: boolean; canceled?: boolean; events?: { type?: string; kv: RawKv }[] } };
+          const error = answerError(answer);
           if (error) return failed(error);
           const result = answer.result ?? {};
           if (result.created) {

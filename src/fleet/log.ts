@@ -315,12 +315,11 @@ export class FleetLog {
    * before `keepFrom` go too, but for the most recent ones (`cdp rollout status` on a new host).
    */
   async trim(snapshot: FleetSnapshot, keepFrom: number): Promise<boolean> {
-    const whole = JSON.stringify(snapshot);
-    if (Buffer.byteLength(whole) <= MAX_COMMIT_BYTES) return this.#saveState(snapshot.revision, whole, keepFrom);
+    const parts = inParts(snapshot.lines, MAX_COMMIT_BYTES);
+    if (parts.length === 1) return this.#saveState(snapshot.revision, JSON.stringify(snapshot), keepFrom);
     // a state too large for one request: its lines in parts first, under a name of this attempt's
     // own; deleted unless the state is saved (or by the next trim that is, should this host die)
     const generation = `${this.#stateParts}${pad(snapshot.revision)}-${randomBytes(4).toString("hex")}/`;
-    const parts = inParts(snapshot.lines, MAX_COMMIT_BYTES);
     let saved = false;
     try {
       for (const [i, part] of parts.entries()) await this.#client.put(`${generation}${pad(i)}`, JSON.stringify(part));
