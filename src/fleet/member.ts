@@ -27,6 +27,9 @@ import type { AppliedChange } from "../store/table.js";
 import { decodeValue, runValidators, validateChange, type ValidationContext, type ValidChange } from "../schemas/validate.js";
 import { PendingConfigs, setIn, type AppConfig, type Configs } from "../lines/values.js";
 
+/** How long after a trim this host's next one waits. */
+const TRIM_GAP_MS = 1000;
+
 /** What the member needs of the fleet's log: FleetLog on etcd, or an in-memory log in the unit tests. */
 export type MemberLog = Pick<FleetLog, "head" | "follow" | "commitOrRefusal" | "recordsAfter" | "rollouts" | "trim">;
 
@@ -56,6 +59,8 @@ export interface MemberOptions
   rolloutStep: (step: RolloutStep) => void;
   /** A subscriber vetoes a change a rollout staged here: true when that aborts the rollout. */
   vetoRollout: (id: string, reason: string) => boolean;
+  /** How long after a trim the next waits (1 s unless given). */
+  trimGapMs?: number;
 }
 
 type Item = FleetRecord | FleetSnapshot;
@@ -86,6 +91,7 @@ export class FleetMember {
   #judged = new Map<number, { line: string; change: ValidChange }>();
   #refusedHead: number | undefined; // what the last refused commit saw of the fleet's head
   #savedLines = 0; // the lines of the last state this host saved
+  #trimming: { now: boolean; last: number; later?: NodeJS.Timeout } = { now: false, last: 0 };
 
   constructor(options: MemberOptions) {
     this.#options = options;
@@ -207,25 +213,50 @@ export class FleetMember {
   /**
    * After this host committed up to revision `from`…`to`: every `keep` revisions (at least 100, and
    * at least as many as the last saved state had lines: saving it costs its size, so that cost is
-   * spread over as many changes), save the state and trim the log.
+   * spread over as many changes), save the state and trim the log. One trim at a time, and at most
+   * one a second (`trimGapMs`): a burst's commits each crossed a multiple of `keep`, and their trims
+   * ran at once, fought over the saved state and cost etcd a third of its work; one that falls due
+   * meanwhile runs when the gap is over, with the state of then. Resolves once a trim run at once is done.
    */
-  async trimIfDue(from: number): Promise<void> {
+  trimIfDue(from: number): Promise<void> {
+    const every = Math.max(this.#options.keep, 100, this.#savedLines);
+    if (this.#options.rollouts.baking().length > 0) return Promise.resolve(); // the saved state must be every host's: not while canaries differ
+    if (Math.floor(this.#options.table.revision / every) <= Math.floor(from / every)) return Promise.resolve();
+    const wait = this.#trimming.last + (this.#options.trimGapMs ?? TRIM_GAP_MS) - Date.now();
+    if (this.#trimming.now || this.#trimming.later || wait > 0) {
+      this.#trimming.later ??= setTimeout(
+        () => {
+          this.#trimming.later = undefined;
+          if (!this.#options.stopping()) void this.#trimNow();
+        },
+        Math.max(wait, 0),
+      ).unref();
+      return Promise.resolve();
+    }
+    return this.#trimNow();
+  }
+
+  async #trimNow(): Promise<void> {
     const { keep, table, fleet, log } = this.#options;
-    const schemas = this.#options.schemas();
-    const every = Math.max(keep, 100, this.#savedLines);
-    if (this.#options.rollouts.baking().length > 0) return; // the saved state must be every host's: not while canaries differ
-    if (Math.floor(table.revision / every) <= Math.floor(from / every)) return;
-    const { revision, apps } = table.snapshot();
-    const lines = stateLines(new Map(Object.entries(apps)), schemas, this.#options.sealing);
-    this.#savedLines = lines.length;
-    const keepFrom = revision - keep + 1;
-    await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
-      (saved) => saved && log.info({ revision, keptFrom: keepFrom }, "trimmed the fleet's log in etcd"),
-      (error: unknown) => log.warn({ err: error }, "could not trim the fleet's log in etcd; trying again later"),
-    );
+    if (this.#trimming.now) return void (this.#trimming.later ??= setTimeout(() => void this.#trimNow(), 50).unref()); // after the one running
+    this.#trimming.now = true;
+    try {
+      const { revision, apps } = table.snapshot();
+      const lines = stateLines(new Map(Object.entries(apps)), this.#options.schemas(), this.#options.sealing);
+      this.#savedLines = lines.length;
+      const keepFrom = revision - keep + 1;
+      await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(
+        (saved) => saved && log.info({ revision, keptFrom: keepFrom }, "trimmed the fleet's log in etcd"),
+        (error: unknown) => log.warn({ err: error }, "could not trim the fleet's log in etcd; trying again later"),
+      );
+    } finally {
+      this.#trimming.now = false;
+      this.#trimming.last = Date.now();
+    }
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.#trimming.later);
     await this.#following?.stop();
   }
 

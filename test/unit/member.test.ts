@@ -86,7 +86,7 @@ let member: FleetMember;
 const TIME = "2026-12-06T00:00:00.000Z";
 
 /** A member of a new log, host "a", with the schemas in `dir`; `keep`: records kept in the log at a trim. */
-async function startMember(dir = SCHEMAS, keep = 1000): Promise<void> {
+async function startMember(dir = SCHEMAS, keep = 1000, trimGapMs = 0): Promise<void> {
   schemas = await loadSchemas(dir);
   log = new MemoryLog();
   const { logger } = capturedLogger();
@@ -118,6 +118,7 @@ async function startMember(dir = SCHEMAS, keep = 1000): Promise<void> {
     },
     applied: () => undefined,
     rollouts: new FleetRollouts(),
+    trimGapMs, // 0: each trim at once (the tests commit faster than a second apart)
     rolloutStep: () => undefined,
     vetoRollout: () => false,
     log: logger,
@@ -170,6 +171,39 @@ describe("a fleet host's member", () => {
     expect(log.trims).toHaveLength(1);
     await commit(100); // past 300 = 2 × 150
     expect(log.trims.map((state) => state.revision)).toEqual([150, 350]);
+    await rm(dir, { recursive: true });
+  });
+
+  it("trims one at a time and at most once per gap: one due meanwhile runs after it, with the state of then", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
+    await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
+    await startMember(dir, 100, 300);
+    const commit = async (count: number) => {
+      const from = log.records.length;
+      await log.commitOrRefusal(
+        from,
+        fromHost(
+          "b",
+          Array.from({ length: count }, (_, i) => `flags:k${i}:${from + i}`),
+        ),
+      );
+      await member.untilRevision(from + count);
+      await syncAll();
+      return member.trimIfDue(from);
+    };
+    await commit(100); // past revision 100: saved at once
+    expect(log.trims.map((state) => state.revision)).toEqual([100]);
+    const started = Date.now();
+    await commit(100); // past 200 within the gap: not yet
+    await commit(100); // past 300: the same deferred trim
+    expect(log.trims).toHaveLength(1);
+    await new Promise<void>((resolve) => {
+      const check = () => (log.trims.length === 2 ? resolve() : setTimeout(check, 10));
+      check();
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250); // the gap after the first, less what the commits took
+    expect(log.trims.map((state) => state.revision)).toEqual([100, 300]); // one trim, of the state when it ran
+    await member.stop();
     await rm(dir, { recursive: true });
   });
 
