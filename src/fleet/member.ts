@@ -222,23 +222,30 @@ export class FleetMember {
     const every = Math.max(this.#options.keep, 100, this.#savedLines);
     if (this.#options.rollouts.baking().length > 0) return Promise.resolve(); // the saved state must be every host's: not while canaries differ
     if (Math.floor(this.#options.table.revision / every) <= Math.floor(from / every)) return Promise.resolve();
-    const wait = this.#trimming.last + (this.#options.trimGapMs ?? TRIM_GAP_MS) - Date.now();
-    if (this.#trimming.now || this.#trimming.later || wait > 0) {
-      this.#trimming.later ??= setTimeout(
-        () => {
-          this.#trimming.later = undefined;
-          if (!this.#options.stopping()) void this.#trimNow();
-        },
-        Math.max(wait, 0),
-      ).unref();
-      return Promise.resolve();
-    }
-    return this.#trimNow();
+    if (this.#trimming.later) return Promise.resolve(); // one is coming, with the state of then
+    return this.#trimming.now || this.#trimGap() > 0 ? Promise.resolve(this.#trimLater()) : this.#trimNow();
+  }
+
+  /** How long until this host may trim again. */
+  #trimGap(): number {
+    return this.#trimming.last + (this.#options.trimGapMs ?? TRIM_GAP_MS) - Date.now();
+  }
+
+  /** Trim once the one running is done and the gap is over. */
+  #trimLater(): void {
+    this.#trimming.later ??= setTimeout(
+      () => {
+        this.#trimming.later = undefined;
+        if (this.#options.stopping()) return;
+        if (this.#trimming.now || this.#trimGap() > 0) this.#trimLater();
+        else void this.#trimNow().catch((error: unknown) => this.#options.log.warn({ err: error }, "could not trim the fleet's log"));
+      },
+      Math.max(this.#trimGap(), 50),
+    ).unref();
   }
 
   async #trimNow(): Promise<void> {
     const { keep, table, fleet, log } = this.#options;
-    if (this.#trimming.now) return void (this.#trimming.later ??= setTimeout(() => void this.#trimNow(), 50).unref()); // after the one running
     this.#trimming.now = true;
     try {
       const { revision, apps } = table.snapshot();

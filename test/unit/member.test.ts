@@ -71,7 +71,11 @@ class MemoryLog implements MemberLog {
   /** The states saved by trims. */
   trims: FleetSnapshot[] = [];
 
+  /** While set, a trim waits for it (etcd slow to answer). */
+  trimHeld: Promise<void> | undefined;
+
   async trim(snapshot: FleetSnapshot): Promise<boolean> {
+    await this.trimHeld;
     this.trims.push(snapshot);
     return true;
   }
@@ -203,6 +207,52 @@ describe("a fleet host's member", () => {
     });
     expect(Date.now() - started).toBeGreaterThanOrEqual(250); // the gap after the first, less what the commits took
     expect(log.trims.map((state) => state.revision)).toEqual([100, 300]); // one trim, of the state when it ran
+    await member.stop();
+    await rm(dir, { recursive: true });
+  });
+
+  it("trims once the trim running is done when another falls due meanwhile", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
+    await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
+    await startMember(dir, 100, 0);
+    let release = () => {};
+    log.trimHeld = new Promise<void>((resolve) => (release = resolve));
+    for (const count of [100, 100, 100]) {
+      const from = log.records.length;
+      await log.commitOrRefusal(
+        from,
+        fromHost(
+          "b",
+          Array.from({ length: count }, (_, i) => `flags:k${i}:${from + i}`),
+        ),
+      );
+      await member.untilRevision(from + count);
+      await syncAll();
+      void member.trimIfDue(from); // the first runs (held by etcd), the next two fall due meanwhile
+    }
+    log.trimHeld = undefined;
+    release();
+    await new Promise<void>((resolve) => {
+      const check = () => (log.trims.length === 2 ? resolve() : setTimeout(check, 10));
+      check();
+    });
+    expect(log.trims.map((state) => state.revision)).toEqual([100, 300]);
+    await log.commitOrRefusal(300, fromHost("b", ["flags:k0:400"]));
+    await member.untilRevision(301);
+    await syncAll();
+    await member.trimIfDue(300); // and the next trims come as before
+    expect(log.trims.map((state) => state.revision)).toEqual([100, 300]);
+    await log.commitOrRefusal(
+      301,
+      fromHost(
+        "b",
+        Array.from({ length: 99 }, (_, i) => `flags:k${i}:${i}`),
+      ),
+    );
+    await member.untilRevision(400);
+    await syncAll();
+    await member.trimIfDue(301);
+    expect(log.trims.map((state) => state.revision)).toEqual([100, 300, 400]);
     await member.stop();
     await rm(dir, { recursive: true });
   });
