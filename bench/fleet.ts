@@ -59,7 +59,7 @@ async function barePutWatch(
 
 /**
  * Bare etcd's committed records per second written as cdp commits them: head-checked transactions
- * of one value packing 1,000 records (packed by cdp's own code), one log written one
+ * of one value packing 1,000 records (packed and deflated by cdp's own code: the same bytes), one log written one
  * transaction at a time (a fleet's log is one sequence), and 8 logs in flight at once.
  */
 async function bareCommits(etcd: EtcdCluster, keys: string, client: (endpoint: string) => BareClient): Promise<{ sequential: number; pipelined: number }> {
@@ -81,7 +81,8 @@ async function bareCommits(etcd: EtcdCluster, keys: string, client: (endpoint: s
           position: { file, offset: 12 * (head + i + 1), line: head + i + 1 },
         }));
         const key = `/baseline/${name}/log/${String(head + 1).padStart(12, "0")}`;
-        if (!(await writer.commit(`/baseline/${name}/head`, head, key, packCommit(records), head + PACKED))) throw new Error("baseline transaction refused");
+        if (!(await writer.commit(`/baseline/${name}/head`, head, key, packCommit(records, true), head + PACKED)))
+          throw new Error("baseline transaction refused");
       }
     };
     let started = performance.now();

@@ -67,6 +67,32 @@ describe("the fleet log on etcd", () => {
     expect(await fleet(endpoints, "/cdp/other").head()).toBe(0); // fleets are apart by prefix
   });
 
+  it("deflates a large commit once every host says it reads that, and reads either back", async () => {
+    const { endpoints } = await startEtcd();
+    const raw = new Etcd3({ hosts: endpoints });
+    afterThisTest(async () => raw.close());
+    const status = (host: string) => ({ host, revision: 0, ready: true, diverged: [], versions: {}, time: new Date().toISOString() });
+    // a host of an earlier version says nothing of the formats it reads
+    await raw.put("/cdp/formats/hosts/old").value(JSON.stringify(status("old")));
+    const a = fleet(endpoints, "/cdp/formats");
+    await a.announce(status("a"));
+    expect(JSON.parse((await raw.get("/cdp/formats/hosts/a").string())!)).toMatchObject({ host: "a", reads: ["deflated"] });
+    const burst = (from: number) => Array.from({ length: 200 }, (_, i) => record(`ticker:interval:${1000 + from + i}`));
+    expect(await a.commit(0, burst(0))).toBe(true);
+    const first = (await raw.get("/cdp/formats/log/000000000001").string())!;
+    expect(JSON.parse(first)).toHaveProperty("then"); // "old" would not read it deflated
+    expect(JSON.parse(first)).not.toHaveProperty("deflated");
+
+    await raw.delete().key("/cdp/formats/hosts/old"); // every host left reads it
+    const b = fleet(endpoints, "/cdp/formats"); // (a asks again after 5 s)
+    expect(await b.commit(200, burst(200))).toBe(true);
+    const second = (await raw.get("/cdp/formats/log/000000000201").string())!;
+    expect(JSON.parse(second)).toHaveProperty("deflated");
+    expect(second.length).toBeLessThan(first.length / 3);
+    const back = await fleet(endpoints, "/cdp/formats").recordsAfter(0);
+    expect(back.map((r) => [r.revision, r.line])).toEqual([...burst(0), ...burst(200)].map((r, i) => [i + 1, r.line]));
+  });
+
   it("keeps one commit under one key, and reads, follows and trims from the middle of a commit", async () => {
     const { endpoints } = await startEtcd();
     const log = fleet(endpoints);

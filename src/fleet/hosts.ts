@@ -12,4 +12,6 @@ export interface HostStatus {
   /** Each app's schema version in force there. */
   versions: Record<string, number>;
   time: string;
+  /** The formats of the fleet's log it reads beyond the first (FleetLog adds them as it announces). */
+  reads?: string[];
 }

@@ -15,6 +15,7 @@
 // then followed live with a watch; a host that was away past the trimmed records starts again
 // from the state.
 import { randomBytes } from "node:crypto";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import type { Logger } from "pino";
 import { Etcd, prefixEnd, type Operation } from "./etcd.js";
 import type { InboxPosition } from "../inbox/inbox.js";
@@ -130,11 +131,27 @@ export class CommitTooLarge extends Error {}
  * one more; its source when it names that line of the same file.
  */
 type LaterRecord = Partial<Omit<FleetRecord, "position">> & { position?: Partial<InboxPosition> };
-type StoredCommit = FleetRecord & { then?: LaterRecord[] };
+type StoredCommit = FleetRecord & { then?: LaterRecord[]; deflated?: string };
+
+/**
+ * What this version reads beyond the first format, said in each host's status: a host writes a
+ * commit `deflated` only once every host says it reads it (one of an earlier version reads the
+ * first record and waits, naming the revisions it misses).
+ */
+export const READS = ["deflated"];
+
+/**
+ * A `then` of this many bytes or more is stored `deflated` (raw DEFLATE, base64) where every host
+ * reads it: a burst's commit of 1,000 records goes from ~50 KB to ~6 KB, and etcd's cost per record
+ * (its gateway's JSON, raft, the WAL, each watcher's copy) halved in the fleet bench. A commit of
+ * one change stays plain: nothing to gain.
+ */
+const DEFLATE_FROM = 4096;
 
 const sourceFile = (source: string) => source.slice(0, source.lastIndexOf(":"));
 
-export function packCommit(records: FleetRecord[]): string {
+/** One commit's value; `deflate`: its `then` deflated when large (every host reads it). */
+export function packCommit(records: FleetRecord[], deflate = false): string {
   const [first, ...rest] = records;
   if (rest.length === 0) return JSON.stringify(first);
   const then: LaterRecord[] = [];
@@ -166,11 +183,14 @@ export function packCommit(records: FleetRecord[]): string {
     then.push(later);
     before = record;
   }
-  return JSON.stringify({ ...first, then });
+  const plain = JSON.stringify(then);
+  if (!deflate || plain.length < DEFLATE_FROM) return `${JSON.stringify(first).slice(0, -1)},"then":${plain}}`;
+  return JSON.stringify({ ...first, deflated: deflateRawSync(plain, { level: 1 }).toString("base64") });
 }
 
 export function unpackCommit(value: string): FleetRecord[] {
-  const { then, ...first } = JSON.parse(value) as StoredCommit;
+  const { then: plain, deflated, ...first } = JSON.parse(value) as StoredCommit;
+  const then = deflated === undefined ? plain : (JSON.parse(inflateRawSync(Buffer.from(deflated, "base64")).toString()) as LaterRecord[]);
   if (!then) return [first];
   const records: FleetRecord[] = [first];
   let before: FleetRecord = first;
@@ -213,6 +233,7 @@ export class FleetLog {
   #keepingAlive: NodeJS.Timeout | undefined;
   #options: FleetOptions;
   #following = new Set<{ stop(): Promise<void> }>();
+  #deflating: { at: number; answer: Promise<boolean> } | undefined;
 
   constructor(options: FleetOptions) {
     this.#options = options;
@@ -264,7 +285,14 @@ export class FleetLog {
     if (records.length > MAX_RECORDS_PER_COMMIT) throw new Error(`at most ${MAX_RECORDS_PER_COMMIT} records per commit`);
     const head = after === 0 ? { key: this.#head, absent: true as const } : { key: this.#head, value: String(after) };
     // a host of an earlier version reads the first record and waits, naming the revisions it misses
-    const value = records.length === 0 ? "" : packCommit(records.map((record, i) => ({ revision: after + i + 1, ...record })));
+    const deflate = records.length > 1 && (await this.#everyHostReadsDeflated());
+    const value =
+      records.length === 0
+        ? ""
+        : packCommit(
+            records.map((record, i) => ({ revision: after + i + 1, ...record })),
+            deflate,
+          );
     if (records.length > 1 && Buffer.byteLength(value) > MAX_COMMIT_BYTES)
       throw new CommitTooLarge(`a commit of ${records.length} records takes ${Buffer.byteLength(value)} bytes`);
     const puts: Operation[] =
@@ -466,11 +494,23 @@ export class FleetLog {
     return following;
   }
 
+  /** Whether every host says it reads deflated commits: asked of etcd at most every 5 s (a host that joins says so within 2 s). */
+  #everyHostReadsDeflated(): Promise<boolean> {
+    const now = Date.now();
+    if (this.#deflating && now - this.#deflating.at < 5000) return this.#deflating.answer;
+    const answer = this.hosts().then(
+      (hosts) => hosts.every((host) => host.reads?.includes("deflated")),
+      () => false, // etcd unreachable: the commit will say so
+    );
+    this.#deflating = { at: now, answer };
+    return answer;
+  }
+
   /** Say how this host is, on its lease (granted at the first call, kept alive, granted again if lost). */
   async announce(status: HostStatus): Promise<void> {
     const lease = (this.#lease ??= this.#grantLease());
     try {
-      await this.#client.put(`${this.#hosts}${status.host}`, JSON.stringify(status), await lease);
+      await this.#client.put(`${this.#hosts}${status.host}`, JSON.stringify({ ...status, reads: READS }), await lease);
     } catch (error) {
       if (this.#lease === lease) this.#lease = undefined; // granted again at the next call
       throw error;
