@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startCdp } from "../src/index.js";
+import { Etcd, prefixEnd } from "../src/fleet/etcd.js";
 import { bareClients, type BareClient } from "./bare.js";
 import { ETCD, leaderOf, startEtcdCluster, type EtcdCluster } from "./etcd.js";
 import { memoryOf, stopAll, watcher } from "./hosts.js";
@@ -71,6 +72,18 @@ async function main(): Promise<void> {
     });
     const bares = await Promise.all(bareClients.map((client) => bareFanOut(etcd, HOSTS, client)));
     const latencies: number[] = [];
+    // where the time goes: when etcd publishes each change (a watch of the fleet's log in this
+    // process, on the last member) splits host 1's part (inbox, judging, commit) from the fan-out's
+    const published: number[] = [];
+    const probe = new Etcd({ endpoints: etcd.endpoints.slice(-1) });
+    await probe.watch("/cdp/fanout/log/", prefixEnd("/cdp/fanout/log/"), {
+      put: ({ value }) => {
+        const sent = /bench:t:(\d+)/.exec(value)?.[1];
+        if (sent) published.push(Number(process.hrtime.bigint() - BigInt(sent)) / 1e6);
+      },
+      connected: () => undefined,
+      error: () => undefined,
+    });
     const bareOnes: number[][] = bares.map(() => []);
     const bareLasts: number[][] = bares.map(() => []);
     let heard: (() => void) | undefined;
@@ -93,6 +106,7 @@ async function main(): Promise<void> {
       await settle();
     }
     for (const bare of bares) await bare.close();
+    probe.close();
     process.stderr.write(`fan-out: ${SAMPLES} samples taken; the fleet idles ${IDLE_MS / 1000} s before its memory is read\n`);
     await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
     const memory = children.map((child) => memoryOf(child.pid!));
@@ -121,6 +135,9 @@ async function main(): Promise<void> {
     console.log(`| its private part (anonymous pages) | ${mb(memory.map((m) => m.anon))} | | | | |`);
     console.log(`| its proportional share (PSS: shared pages split between processes) | ${mb(memory.map((m) => m.pss))} | | | | |`);
     console.log(`\n${SAMPLES} samples, each cdp change beside one bare put per client, 30 ms apart; memory after ${IDLE_MS / 1000} s idle.`);
+    console.log(
+      `  of cdp's p50: append on host 1 → its record published by etcd ${ms(percentile(published, 50))} (heard by a watch in this process), the rest on the way to host ${HOSTS}'s subscriber`,
+    );
     for (const [i, bare] of bares.entries())
       console.log(
         `  bare etcd by ${bare.name}: put → one watch p50 ${ms(percentile(bareOnes[i]!, 50))}, p99 ${ms(percentile(bareOnes[i]!, 99))}; the last ${ms(percentile(bareLasts[i]!, 50))}${i === fastest ? " (the table's)" : ""}`,
