@@ -361,7 +361,6 @@ export class Run implements Pipeline {
 
   // Durable: log, apply to the table (a fleet's member does it as the records come back), announce, compact.
   async #finishBatch(batch: InboxBatch, judged: JudgedBatch, started: number, read: number): Promise<void> {
-    logOutcomes(batch, judged, this.#log, read);
     if (!this.#commitPoint.appliesItself) {
       for (const { change, revision, source, time, by, reason } of judged.changes) {
         const applied: AppliedChange = { app: change.app, key: change.key, topValue: change.topValue, revision, source, time };
@@ -372,6 +371,9 @@ export class Run implements Pipeline {
         this.table.apply(applied);
       }
     }
+    // logged once the subscribers have the changes: a line of log before them cost each echo
+    // ~16 µs of its ~70 µs of JS (timed stage by stage: inotify, read, judge, write, fsync, apply)
+    logOutcomes(batch, judged, this.#log, read);
     const announce = () => {
       this.events.emit("batch", { accepted: judged.changes.length, rejected: judged.rejections.length, seconds: (performance.now() - started) / 1000 });
       if (judged.lines) this.events.emit("lines", batch.file, judged.lines);
