@@ -3,9 +3,10 @@
 //   <prefix>/head          the fleet's revision (the number of the last record)
 //   <prefix>/log/<rev>     one commit's records: the first, numbered rev (zero-padded, so keys
 //                         sort in order), with the rest of the commit in its `then` (one etcd
-//                         key per commit, not per record: etcd's cost is per key written)
+//                         key per commit, not per record: etcd's cost is per key written), or a
+//                         large `then` `deflated` once every host reads that
 //   <prefix>/rollouts/<id> each rollout's current state (written with the record of its last step)
-//   <prefix>/hosts/<name>  what each host says of itself, on its lease
+//   <prefix>/hosts/<name>  what each host says of itself (and the log formats it reads), on its lease
 //   <prefix>/state        the fleet's configuration at some revision S (change lines), once the
 //                         records up to S minus a kept tail were trimmed; a state over 1 MiB keeps
 //                         its lines in parts, <prefix>/state-parts/<S>-<id>/<i> (etcd takes 1.5 MiB per request)
