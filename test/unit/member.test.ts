@@ -151,6 +151,37 @@ function judged(line: string): ValidChange {
   return verdict.change;
 }
 
+/** A member (keep 100, trims `trimGapMs` apart) with one app, "flags", a map of integers: its schema directory. */
+async function startFlagsMember(trimGapMs: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
+  await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
+  await startMember(dir, 100, trimGapMs);
+  return dir;
+}
+
+/** Host b commits `count` changes to flags k0, k1, …, applied and synced here: the revision before them. */
+async function commitFlags(count: number): Promise<number> {
+  const from = log.records.length;
+  await log.commitOrRefusal(
+    from,
+    fromHost(
+      "b",
+      Array.from({ length: count }, (_, i) => `flags:k${i}:${from + i}`),
+    ),
+  );
+  await member.untilRevision(from + count);
+  await syncAll();
+  return from;
+}
+
+/** Until the log has saved `count` states (a trim that waits for its gap runs on a timer). */
+function untilTrims(count: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const check = () => (log.trims.length === count ? resolve() : setTimeout(check, 10));
+    check();
+  });
+}
+
 describe("a fleet host's member", () => {
   it("saves the state every --keep-history revisions, and no more often than the last state had lines", async () => {
     const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
@@ -179,32 +210,14 @@ describe("a fleet host's member", () => {
   });
 
   it("trims one at a time and at most once per gap: one due meanwhile runs after it, with the state of then", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
-    await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
-    await startMember(dir, 100, 300);
-    const commit = async (count: number) => {
-      const from = log.records.length;
-      await log.commitOrRefusal(
-        from,
-        fromHost(
-          "b",
-          Array.from({ length: count }, (_, i) => `flags:k${i}:${from + i}`),
-        ),
-      );
-      await member.untilRevision(from + count);
-      await syncAll();
-      return member.trimIfDue(from);
-    };
-    await commit(100); // past revision 100: saved at once
+    const dir = await startFlagsMember(300);
+    await member.trimIfDue(await commitFlags(100)); // past revision 100: saved at once
     expect(log.trims.map((state) => state.revision)).toEqual([100]);
     const started = Date.now();
-    await commit(100); // past 200 within the gap: not yet
-    await commit(100); // past 300: the same deferred trim
+    await member.trimIfDue(await commitFlags(100)); // past 200 within the gap: not yet
+    await member.trimIfDue(await commitFlags(100)); // past 300: the same deferred trim
     expect(log.trims).toHaveLength(1);
-    await new Promise<void>((resolve) => {
-      const check = () => (log.trims.length === 2 ? resolve() : setTimeout(check, 10));
-      check();
-    });
+    await untilTrims(2);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250); // the gap after the first, less what the commits took
     expect(log.trims.map((state) => state.revision)).toEqual([100, 300]); // one trim, of the state when it ran
     await member.stop();
@@ -212,46 +225,18 @@ describe("a fleet host's member", () => {
   });
 
   it("trims once the trim running is done when another falls due meanwhile", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "cdp-member-"));
-    await writeFile(join(dir, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
-    await startMember(dir, 100, 0);
+    const dir = await startFlagsMember(0);
     let release = () => {};
     log.trimHeld = new Promise<void>((resolve) => (release = resolve));
-    for (const count of [100, 100, 100]) {
-      const from = log.records.length;
-      await log.commitOrRefusal(
-        from,
-        fromHost(
-          "b",
-          Array.from({ length: count }, (_, i) => `flags:k${i}:${from + i}`),
-        ),
-      );
-      await member.untilRevision(from + count);
-      await syncAll();
-      void member.trimIfDue(from); // the first runs (held by etcd), the next two fall due meanwhile
-    }
+    // the first runs (held by etcd), the next two fall due meanwhile
+    for (let i = 0; i < 3; i++) void member.trimIfDue(await commitFlags(100));
     log.trimHeld = undefined;
     release();
-    await new Promise<void>((resolve) => {
-      const check = () => (log.trims.length === 2 ? resolve() : setTimeout(check, 10));
-      check();
-    });
+    await untilTrims(2);
     expect(log.trims.map((state) => state.revision)).toEqual([100, 300]);
-    await log.commitOrRefusal(300, fromHost("b", ["flags:k0:400"]));
-    await member.untilRevision(301);
-    await syncAll();
-    await member.trimIfDue(300); // and the next trims come as before
+    await member.trimIfDue(await commitFlags(1)); // and the next trims come as before
     expect(log.trims.map((state) => state.revision)).toEqual([100, 300]);
-    await log.commitOrRefusal(
-      301,
-      fromHost(
-        "b",
-        Array.from({ length: 99 }, (_, i) => `flags:k${i}:${i}`),
-      ),
-    );
-    await member.untilRevision(400);
-    await syncAll();
-    await member.trimIfDue(301);
+    await member.trimIfDue(await commitFlags(99));
     expect(log.trims.map((state) => state.revision)).toEqual([100, 300, 400]);
     await member.stop();
     await rm(dir, { recursive: true });
