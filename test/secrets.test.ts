@@ -5,6 +5,7 @@ import { appendFile, readdir, readFile, stat, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Etcd3 } from "etcd3";
+import { unpackCommit } from "../src/fleet/log.js";
 import { afterThisTest, cdp, FLEET_TIMEOUT, journalOf, runCdp, SCHEMAS, tempDir, waitUntil } from "./helpers.js";
 import { fleetArgs, startEtcd, startFleetHost } from "./etcd.js";
 
@@ -150,12 +151,23 @@ describe("secrets sealed in a fleet", () => {
     const get = await cdp(["get", "--dir", b.dir, "--secrets-key", key, "--show-secrets", "ticker.token"]);
     expect(get.output.trim()).toBe('"fleet-secret-1"');
 
+    // a burst goes in one commit, deflated: what it holds is looked at once inflated
+    const burst = Array.from({ length: 150 }, (_, i) => `ticker:token:fleet-secret-${i + 2}\nticker:interval:${1001 + i}\n`).join("");
+    const pushed = await cdp(["push", "--dir", a.dir, "--secrets-key", key, "-"], burst);
+    expect(pushed.code, pushed.output).toBe(0);
+    await waitUntil(async () => (await journalOf(b.dir)).length === 301);
+
     const client = new Etcd3({ hosts: etcd.endpoints });
     afterThisTest(async () => client.close());
     const all = await client.getAll().prefix("/").buffers();
     expect(Object.keys(all).length).toBeGreaterThan(0);
-    expect(Object.entries(all).filter(([, value]) => value.includes("fleet-secret-1"))).toEqual([]);
-    for (const host of [a, b]) expect(await filesHolding(host.dir, "fleet-secret-1")).toEqual([]);
+    expect(Object.entries(all).filter(([, value]) => value.includes("fleet-secret-"))).toEqual([]);
+    const commits = Object.entries(all).filter(([name]) => name.startsWith("/cdp/test/log/"));
+    expect(commits.some(([, value]) => value.includes('"deflated":'))).toBe(true);
+    const records = commits.flatMap(([, value]) => unpackCommit(value.toString()));
+    expect(records.filter((record) => record.line.startsWith("ticker:token:"))).toHaveLength(151);
+    expect(records.filter((record) => JSON.stringify(record).includes("fleet-secret-"))).toEqual([]);
+    for (const host of [a, b]) expect(await filesHolding(host.dir, "fleet-secret-")).toEqual([]);
 
     const c = await cdp(["watch", "--dir", await initialised(), ...fleetArgs(etcd, "/cdp/test", "c")]);
     expect(c.code).toBe(2);
