@@ -235,6 +235,37 @@ describe("judging one key alone (the schema takes each top-level key by itself)"
     expect(byEntry).toBeGreaterThan(50); // the schemas drawn do take the per-key path
   });
 
+  it("judges with a schema too large for ajv's optimising pass as with a small one", async () => {
+    const { compileAppSchema } = await import("../../src/schemas/schemas.js");
+    const wide = (count: number) => ({
+      type: "object",
+      properties: Object.fromEntries(Array.from({ length: count }, (_, i) => [`p${i}`, { type: "integer", minimum: 0, default: i }])),
+      additionalProperties: false,
+    });
+    const [small, large] = [compileAppSchema("a", "a.schema.json", wide(10)), compileAppSchema("a", "a.schema.json", wide(2000))];
+    expect(JSON.stringify(large.source).length).toBeGreaterThan(64 << 10); // compiled without the pass
+    expect(large.defaults).toMatchObject({ p0: 0, p9: 9, p1999: 1999 });
+    const verdicts = (app: typeof small) =>
+      ["a:p5:7", "a:p5:-1", "a:p5:x", "a:p99:1", 'a:p3:{"b":1}'].map((line) => {
+        const verdict = validateChange(
+          { schemas: new Map([["a", app]]), validators: new Map(), current: configsOf(new Map([["a", app.defaults]])) },
+          parseLine(line) as ParsedChange,
+        );
+        return verdict.ok ? "accepted" : verdict.reason;
+      });
+    const [fromSmall, fromLarge] = [verdicts(small), verdicts(large)];
+    expect(fromLarge.slice(0, 3)).toEqual(fromSmall.slice(0, 3));
+    expect(fromLarge[0]).toBe("accepted");
+    expect(fromLarge[1]).toMatch(/a\.p5 must be >= 0/);
+    expect(fromLarge[3]).toBe("accepted"); // p99 exists only in the large one
+    expect(fromSmall[3]).toMatch(/p99/);
+    expect(fromLarge[4]).toEqual(fromSmall[4]);
+    // the whole config checked at once, as at start-up
+    expect(large.validate({ ...large.defaults })).toBe(true);
+    expect(large.validate({ ...large.defaults, p7: -3 })).toBe(false);
+    expect(large.validate.errors?.map((error) => error.instancePath)).toEqual(["/p7"]);
+  });
+
   it("keeps a secret out of the reason when it checks one key alone", async () => {
     const { compileAppSchema } = await import("../../src/schemas/schemas.js");
     const app = compileAppSchema("a", "a.schema.json", {
