@@ -6,6 +6,14 @@ import { describe, expect, it } from "vitest";
 import { leaderOf, startEtcd, startFleetHost } from "./etcd.js";
 import { afterThisTest, FLEET_TIMEOUT, getConfig, journalOf, runCdp, SCHEMAS, startWatch, tempDir, waitUntil, dataDir, appendAndWait } from "./helpers.js";
 
+/** Hosts a and b on `cluster` under `prefix`, both at the fleet's first change (ticker.interval 1001): their data directories. */
+async function twoHostsInStep(cluster: Awaited<ReturnType<typeof startEtcd>>, prefix: string): Promise<[string, string]> {
+  const [a, b] = await Promise.all(["a", "b"].map(async (name) => (await startFleetHost(cluster, name, { prefix })).dir));
+  await appendAndWait(a!, "ticker:interval:1001\n", 1);
+  await waitUntil(async () => (await journalOf(b!)).length === 1);
+  return [a!, b!];
+}
+
 describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, () => {
   it("loses no accepted change when the etcd leader is killed, and takes changes again after the election", async () => {
     const cluster = await startEtcd(3);
@@ -28,10 +36,8 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
 
   it("moves its commits and its watch to the next member when the member it talks to is killed", async () => {
     const cluster = await startEtcd(3);
-    const hosts = await Promise.all(["a", "b"].map(async (name) => (await startFleetHost(cluster, name, { prefix: "/cdp/member" })).dir));
-    const [a, b] = hosts as [string, string];
-    await appendAndWait(a, "ticker:interval:1001\n", 1);
-    await waitUntil(async () => (await journalOf(b)).length === 1);
+    const hosts = await twoHostsInStep(cluster, "/cdp/member");
+    const [a, b] = hosts;
     cluster.members[0]!.child.kill("SIGKILL"); // every host talks to the first member it is given
     await appendFile(join(b, "cdp.new"), Array.from({ length: 20 }, (_, i) => `ticker:interval:${2001 + i}\n`).join(""));
     await appendFile(join(a, "cdp.new"), "ticker:name:after\n");
@@ -43,10 +49,8 @@ describe("cdp watch --cluster on a 3-member etcd", { timeout: FLEET_TIMEOUT }, (
 
   it("moves on from a member that hangs with its connections open (stopped): commits time out, the quiet watch is moved", async () => {
     const cluster = await startEtcd(3);
-    const hosts = await Promise.all(["a", "b"].map(async (name) => (await startFleetHost(cluster, name, { prefix: "/cdp/hang" })).dir));
-    const [a, b] = hosts as [string, string];
-    await appendAndWait(a, "ticker:interval:1001\n", 1);
-    await waitUntil(async () => (await journalOf(b)).length === 1);
+    const hosts = await twoHostsInStep(cluster, "/cdp/hang");
+    const [a, b] = hosts;
     const hung = cluster.members[0]!; // every host talks to the first member it is given
     hung.child.kill("SIGSTOP");
     afterThisTest(async () => void hung.child.kill("SIGCONT"));

@@ -32,6 +32,19 @@ function fleet(endpoints: string[], prefix = "/cdp/test"): FleetLog {
   return log;
 }
 
+/** Hosts a and c watching with `args`; c takes `lines` (appended on a), then stops: it is away while the test goes on. */
+async function hostAwayAfter(args: string[], lines: string, count: number): Promise<{ a: string; cDir: string }> {
+  const a = await tempDir();
+  await startWatch(a, [...args, "--cluster-host", "a"]);
+  const cDir = await tempDir();
+  const first = await startWatch(cDir, [...args, "--cluster-host", "c"]);
+  await appendFile(join(a, "cdp.new"), lines);
+  await waitUntil(async () => (await journalOf(cDir)).length === count);
+  first.child.kill("SIGTERM");
+  expect(await first.exited).toBe(0);
+  return { a, cDir };
+}
+
 const record = (line: string, host = "a") => ({
   line,
   host,
@@ -374,14 +387,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     const { endpoints } = await startEtcd();
     const cluster = `etcd://${new URL(endpoints[0]!).host}`;
     const trimming = ["--cluster", cluster, "--cluster-prefix", "/cdp/trim", "--keep-history", "5"];
-    const a = await tempDir();
-    await startWatch(a, [...trimming, "--cluster-host", "a"]);
-    const cDir = await tempDir();
-    const first = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
-    await appendFile(join(a, "cdp.new"), 'ticker:interval:1001\nticker:meta:{"from":"a"}\n');
-    await waitUntil(async () => (await journalOf(cDir)).length === 2);
-    first.child.kill("SIGTERM");
-    expect(await first.exited).toBe(0);
+    const { a, cDir } = await hostAwayAfter(trimming, 'ticker:interval:1001\nticker:meta:{"from":"a"}\n', 2);
 
     for (let from = 0; from < 250; from += 25) {
       // in ten commits: the log keeps whole commits
@@ -407,14 +413,7 @@ describe("cdp watch --cluster: three hosts, one configuration", { timeout: FLEET
     const schemas = await tempDir();
     await writeFile(join(schemas, "flags.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "string" } }));
     const trimming = ["--schemas", schemas, ...fleetArgs({ endpoints }, "/cdp/big", "a").slice(0, 4), "--keep-history", "5"];
-    const a = await tempDir();
-    await startWatch(a, [...trimming, "--cluster-host", "a"]);
-    const cDir = await tempDir();
-    const first = await startWatch(cDir, [...trimming, "--cluster-host", "c"]);
-    await appendFile(join(a, "cdp.new"), "flags:first:one\n");
-    await waitUntil(async () => (await journalOf(cDir)).length === 1);
-    first.child.kill("SIGTERM");
-    expect(await first.exited).toBe(0);
+    const { a, cDir } = await hostAwayAfter(trimming, "flags:first:one\n", 1);
 
     // 2,400 keys of 2,000 characters: a state of up to 4.8 MB, where etcd takes 1.5 MiB per request
     const value = "v".repeat(2000);

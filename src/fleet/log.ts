@@ -184,7 +184,7 @@ export function packCommit(records: FleetRecord[], deflate = false): string {
     then.push(later);
     before = record;
   }
-  const plain = JSON.stringify(then);
+  const plain = JSON.stringify(then); // measured for the threshold, and written as it is: `then` is serialised once
   if (!deflate || plain.length < DEFLATE_FROM) return `${JSON.stringify(first).slice(0, -1)},"then":${plain}}`;
   return JSON.stringify({ ...first, deflated: deflateRawSync(plain, { level: 1 }).toString("base64") });
 }

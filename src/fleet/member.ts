@@ -223,12 +223,17 @@ export class FleetMember {
     if (this.#options.rollouts.baking().length > 0) return Promise.resolve(); // the saved state must be every host's: not while canaries differ
     if (Math.floor(this.#options.table.revision / every) <= Math.floor(from / every)) return Promise.resolve();
     if (this.#trimming.later) return Promise.resolve(); // one is coming, with the state of then
-    return this.#trimming.now || this.#trimGap() > 0 ? Promise.resolve(this.#trimLater()) : this.#trimNow();
+    return this.#mayTrimNow() ? this.#trimNow() : Promise.resolve(this.#trimLater());
   }
 
   /** How long until this host may trim again. */
   #trimGap(): number {
     return this.#trimming.last + (this.#options.trimGapMs ?? TRIM_GAP_MS) - Date.now();
+  }
+
+  /** No trim of this host's is running, and the gap after the last is over. */
+  #mayTrimNow(): boolean {
+    return !this.#trimming.now && this.#trimGap() <= 0;
   }
 
   /** Trim once the one running is done and the gap is over. */
@@ -237,7 +242,7 @@ export class FleetMember {
       () => {
         this.#trimming.later = undefined;
         if (this.#options.stopping()) return;
-        if (this.#trimming.now || this.#trimGap() > 0) this.#trimLater();
+        if (!this.#mayTrimNow()) this.#trimLater();
         else void this.#trimNow().catch((error: unknown) => this.#options.log.warn({ err: error }, "could not trim the fleet's log"));
       },
       Math.max(this.#trimGap(), 50),
