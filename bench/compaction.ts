@@ -1,8 +1,10 @@
-// One point of the compaction curve, in a fresh process. argv: MODE DIR SCHEMAS RECORDS
+// One point of the compaction curve, in a fresh process. argv: MODE DIR SCHEMAS RECORDS [ETCD]
 //   steady:  start cdp on the journal, report its RSS (what a watcher holds)
 //   compact: what `cdp compact` does, report its time and peak RSS
 //   watch:   a watcher whose compaction comes due; lines appended every 20 ms while it compacts,
 //            report their append→subscriber latencies
+//   fleet:   the same, the watcher a fleet host on the etcd at ETCD (its log's head set to the
+//            journal's revision first: the host's lines go through the fleet's log)
 import { appendFile } from "node:fs/promises";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -11,8 +13,9 @@ import { pino } from "pino";
 import { compactJournal, swapIn } from "../src/store/compactor.js";
 import { startCdp } from "../src/index.js";
 import { loadSchemas } from "../src/schemas/schemas.js";
+import { Etcd } from "../src/fleet/etcd.js";
 
-const [mode, dir, schemas, recordsText] = process.argv.slice(2) as [string, string, string, string];
+const [mode, dir, schemas, recordsText, endpoint] = process.argv.slice(2) as [string, string, string, string, string | undefined];
 const records = Number(recordsText);
 const quiet = () => pino({ level: "warn" }, pino.destination({ dest: "/dev/null", sync: true }));
 
@@ -37,7 +40,14 @@ if (mode === "steady") {
       next();
     },
   });
-  const cdp = await startCdp({ init: true, dir, schemas, logger: pino({ level: "info" }, log), compactAfter: records + 1, keepHistory: 1000 });
+  const prefix = `/cdp/compaction-${process.pid}`;
+  if (mode === "fleet") {
+    const etcd = new Etcd({ endpoints: [endpoint!] });
+    await etcd.put(`${prefix}/head`, String(records)); // a fleet whose log is where this host's journal is
+    etcd.close();
+  }
+  const cluster = mode === "fleet" ? { cluster: { endpoints: [endpoint!], prefix, host: "bench" } } : {};
+  const cdp = await startCdp({ init: true, dir, schemas, logger: pino({ level: "info" }, log), compactAfter: records + 1, keepHistory: 1000, ...cluster });
   const latencies: number[] = [];
   const sent = new Map<number, number>();
   cdp.subscribe("bench", "n", ({ value }) => {
