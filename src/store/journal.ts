@@ -128,8 +128,42 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     state.unterminated = true;
   }
   replay.settle();
-  replay.checkWhole();
+  const failure = replay.checkWhole();
+  if (failure) {
+    const where = await lineSetting(path, options.upTo, failure, state.torn === undefined);
+    throw new CdpError("bootstrap", `${where === undefined ? failure.file : `${path}:${where}`}: ${failure.reason}`);
+  }
   return state;
+}
+
+/** Why an app's whole config does not hold after replay: the schema's first error, at `key` ("" for the whole config). */
+interface WholeFailure {
+  app: string;
+  key: string;
+  reason: string;
+  /** The schema file, named when no journal line set the key (a default broke the rule). */
+  file: string;
+}
+
+/**
+ * The journal line that last set the failing key, a key above it or a key below it. Read again
+ * only when start-up fails: kept for every key as it replayed, it held a map as large as the
+ * config (300,000 keys: 30 MB and a fifth of the start-up).
+ */
+async function lineSetting(path: string, upTo: number | undefined, { app, key }: WholeFailure, withTail: boolean): Promise<number | undefined> {
+  let found: number | undefined;
+  let number = 0;
+  const consider = (raw: string) => {
+    number++;
+    if (raw.charCodeAt(0) === 0x23) return;
+    const parsed = parseLine(raw.endsWith("\r") ? raw.slice(0, -1) : raw);
+    if (parsed.kind !== "change" || parsed.app !== app) return;
+    const set = parsed.key;
+    if (key === "" || set === key || set.startsWith(`${key}.`) || key.startsWith(`${set}.`)) found = number;
+  };
+  const { tail } = await readLines(path, upTo, (lines) => lines.forEach(consider));
+  if (withTail && tail !== "") consider(tail);
+  return found;
 }
 
 const NO_META: Meta = Object.freeze({});
@@ -152,7 +186,6 @@ class Replay {
   // Replay builds each app's config in place (a copy per line would be quadratic in its keys);
   // with history, each value is frozen as it is set, so that setting below it later copies it
   // and the entries keep the values they saw.
-  readonly #setBy = new Map<string, Map<string, number>>(); // app -> key -> journal line that set it last
   #meta: Meta = {}; // the metadata comment that applies to the next change line
   #metaText = "";
   #positioned: string | undefined; // without history: the last change record's comment, read once at the end for the inbox position
@@ -286,9 +319,6 @@ class Replay {
     const before = state.apps.get(parsed.app)!;
     const previous = this.#options.history ? getIn(before, parsed.path) : undefined;
     state.apps.set(parsed.app, setInPlace(before, parsed.path, this.#options.history ? freezeDeep(decoded.value) : decoded.value));
-    let lines = this.#setBy.get(parsed.app);
-    if (!lines) this.#setBy.set(parsed.app, (lines = new Map()));
-    lines.set(parsed.key, number);
     const meta = this.#meta;
     if (meta.base) return; // part of the compacted state: no revision of its own
     state.revision = meta.rev ?? state.revision + 1;
@@ -312,16 +342,15 @@ class Replay {
     this.#metaText = "";
   }
 
-  /** The whole config of every app must hold, as if each change had come through the inbox. */
-  checkWhole(): void {
+  /** The whole config of every app must hold, as if each change had come through the inbox: the first that does not, if any. */
+  checkWhole(): WholeFailure | undefined {
     const validators = this.#options.validators ?? new Map<string, readonly AppValidator[]>();
     for (const app of this.#schemas.keys()) {
       const schema = this.#installed.schemaOf(app)!;
       const config = (this.#options.history ? structuredClone(this.state.apps.get(app)!) : this.state.apps.get(app)!) as Record<string, unknown>;
       if (!schema.validate(config)) {
         const error = schema.validate.errors![0]!;
-        const where = lineOf(this.#setBy.get(app), error.instancePath.split("/").slice(1).join("."));
-        throw new CdpError("bootstrap", `${where ? `${this.#path}:${where}` : schema.file}: ${describeSchemaError(schema, error, config)}`);
+        return { app, key: error.instancePath.split("/").slice(1).join("."), reason: describeSchemaError(schema, error, config), file: schema.file };
       }
       const refusal = this.#installed.isCurrent(app) ? runValidators(schema, validators.get(app), config) : undefined; // the code checks its own version
       if (refusal) throw new CdpError("bootstrap", `${this.#path}: ${refusal}`);
@@ -370,16 +399,6 @@ async function readLines(path: string, upTo: number | undefined, take: (lines: s
   } finally {
     await handle.close();
   }
-}
-
-/** The journal line that last set this key, a key above it or a key below it. */
-function lineOf(setBy: Map<string, number> | undefined, key: string): number | undefined {
-  let found: number | undefined;
-  for (const [setKey, line] of setBy ?? []) {
-    const related = key === "" || setKey === key || setKey.startsWith(`${key}.`) || key.startsWith(`${setKey}.`);
-    if (related && (found === undefined || line > found)) found = line;
-  }
-  return found;
 }
 
 /** The journal file, open for durable appends; a torn last record is cut off, a copy kept in `cdp.torn`. */

@@ -76,6 +76,9 @@ describe("replaying the journal", () => {
     ["ticker:interval:abc\n", ":1: ticker.interval must be an integer"],
     ["ticker:interval:100\nticker:name:x\n", ":1: ticker.interval must be > 200, got 100"],
     ["ticker:interval:9000\n# later\nticker:mode:fast\n", ":1: ticker.interval must be <= 5000, got 9000"],
+    // the line that set the key last, counted as the file's lines (comments, CRLF, an unterminated last line)
+    ["ticker:interval:9000\r\n# ticker:interval:300\r\n\r\nticker:interval:7000\r\nticker:mode:fast", ":4: ticker.interval must be <= 5000, got 7000"],
+    ["ticker:mode:fast\nticker:interval:6000", ":2: ticker.interval must be <= 5000, got 6000"],
   ])("refuses an invalid journal %j, saying file:line and why", async (text, message) => {
     const path = await journalWith(text);
     await expect(replayJournal(path, schemas)).rejects.toMatchObject({ code: "bootstrap", message: expect.stringContaining(`${path}${message}`) });
