@@ -21,12 +21,20 @@ export function keyLookup(root: AnySchemaObject): (path: readonly string[]) => K
   // of 300,000 keys is resolved once, not once per key
   const nodes = expand(root, root);
   const patterns = nodes.map((node) => Object.keys(ownObject(node.patternProperties)).map((pattern) => linearRegExp(pattern)));
+  const named = new Set(nodes.flatMap((node) => Object.keys(ownObject(node.properties))));
+  const plain = patterns.every((each) => each.length === 0); // no patterns: every unnamed top-level key is alike
   const unnamed = new Map<string, KeyInfo>();
   const ruleOf = (segment: string): string | undefined => {
-    if (nodes.some((node) => Object.hasOwn(ownObject(node.properties), segment))) return undefined;
-    return patterns.map((each) => each.flatMap((pattern, index) => (pattern.test(segment) ? [index] : [])).join(",")).join(";");
+    if (named.has(segment)) return undefined;
+    return plain ? "" : patterns.map((each) => each.flatMap((pattern, index) => (pattern.test(segment) ? [index] : [])).join(",")).join(";");
   };
   return (path) => {
+    if (plain && path.length === 1) {
+      // found without a name in the cache: a map's keys would fill it and each miss costs more than this
+      const rule = ruleOf(path[0]!);
+      const shared = rule === undefined ? undefined : unnamed.get(rule);
+      if (shared !== undefined) return shared;
+    }
     const dotted = path.length === 1 ? path[0]! : path.join(".");
     let info = cache.get(dotted);
     if (info === undefined) {

@@ -40,3 +40,27 @@ describe("a key in a schema", () => {
     expect(key(["limit_EU"])).toMatch(/has no key "limit_EU"/);
   });
 });
+
+describe("a key of a map (additionalProperties, no patterns)", () => {
+  const key = keyLookup({
+    type: "object",
+    properties: { token: { type: "string", writeOnly: true }, name: { type: "string" } },
+    additionalProperties: { type: "integer" },
+  });
+
+  it("tells the named keys from the map's, in any order and again", () => {
+    for (let round = 0; round < 3; round++) {
+      expect(key([`k${round}`])).toEqual({ types: new Set(["integer"]), secret: false, writeOnly: false });
+      expect(key(["token"])).toMatchObject({ types: new Set(["string"]), secret: true, writeOnly: true });
+      expect(key(["name"])).toEqual({ types: new Set(["string"]), secret: false, writeOnly: false });
+      expect(key(["__proto__"])).toMatchObject({ types: new Set(["integer"]) });
+      expect(key(["k1", "below"])).toMatch(/has no key "below"/);
+    }
+  });
+
+  it("refuses every unnamed key where the map allows none", () => {
+    const closed = keyLookup({ type: "object", properties: { a: { type: "integer" } }, additionalProperties: false });
+    for (let round = 0; round < 2; round++) expect(closed(["b"])).toBe(' has no key "b" (it has a)');
+    expect(closed(["a"])).toMatchObject({ types: new Set(["integer"]) });
+  });
+});
