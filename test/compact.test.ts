@@ -44,6 +44,20 @@ describe("cdp compact", () => {
     }
   });
 
+  it("compacts a hand-written journal, keeping its last lines as changes", async () => {
+    const dir = await dataDir();
+    await writeFile(join(dir, "cdp"), "ticker:name:boot\nticker:interval:1500\nticker:interval:1600\n");
+    const before = await snapshot(dir);
+    const { code, output } = await cdp(["compact", "--dir", dir, "--schemas", SCHEMAS, "--keep", "2"]);
+    expect({ code, output }).toMatchObject({ code: 0, output: expect.stringMatching(/revision 3/) });
+    expect(await snapshot(dir)).toEqual(before);
+    const history = JSON.parse((await cdp(["history", "--dir", dir, "--schemas", SCHEMAS, "--json"])).output) as { revision: number; source: string }[];
+    expect(history.map(({ revision, source }) => ({ revision, source }))).toEqual([
+      { revision: 3, source: "cdp:3" },
+      { revision: 2, source: "cdp:2" },
+    ]);
+  });
+
   it("rewrites the journal as its state plus the last N changes; replay gives the same table and revision", async () => {
     const dir = await journalWithChanges(300);
     const before = await snapshot(dir);

@@ -11,7 +11,7 @@ import { DurableFile, StorageFault, syncDirectory, takeDirectoryOwner } from "./
 import { replayJournal, type HistoryEntry, type JournalState, type ReplayOptions } from "./journal.js";
 import { CdpError } from "../errors.js";
 import type { SecretsKey } from "../lines/sealed.js";
-import { baseRecord, encodeChange, markerRecord, positionRecord, scheduleRecord, schemaRecord } from "./records.js";
+import { baseRecord, encodeChange, handWrittenRecord, markerRecord, positionRecord, scheduleRecord, schemaRecord } from "./records.js";
 import { INBOX_FILE } from "../inbox/inbox.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import type { ConfigTable } from "./table.js";
@@ -184,7 +184,7 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
     if (state.versions.size > 0) await write(schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries));
     await write(baseRecord(baseRevision, state.seq, time, `compaction (the state at revision ${baseRevision})`));
     for (const line of stateLines(base, schemas, sealing)) await write(`${line}\n`);
-    for (const entry of kept) await write(entry.record);
+    for (const entry of kept) await write(entry.record.startsWith("#") ? entry.record : handWrittenRecord(entry, state.seq, entry.record));
     // the changes in time still due go on being due
     for (const entry of state.schedules.values()) await write(scheduleRecord({ seq: state.seq, time, source: "compaction" }, entry));
     // revisions with no change here (a fleet's rollout steps elsewhere) after the last change kept

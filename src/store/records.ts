@@ -105,6 +105,17 @@ export function changeRecord(commit: Commit, revision: number, line: string): st
   return `${metaLine(commit, revision)}${line}\n`;
 }
 
+/**
+ * A change kept by compaction that had no comment with its revision (a hand-written line): after
+ * the base block it needs one, or it is read as part of that state. No time: it was never applied
+ * by cdp at one, as its history says.
+ */
+export function handWrittenRecord(change: { revision: number; source: string; by?: string; reason?: string }, seq: number, record: string): string {
+  const by = change.by === undefined ? "" : ` by=${change.by.replace(/\s/g, "_")}`;
+  const reason = change.reason === undefined ? "" : ` reason: ${change.reason.replace(/[\r\n]+/g, " ")}`;
+  return `# rev=${change.revision} seq=${seq} source=${change.source}${by}${reason}\n${record}`;
+}
+
 /** A fleet revision this host applies no change for (a rollout's step elsewhere): the revision, what it was, and where the inbox stands. */
 export function markerRecord(commit: Commit & { marker: string }, revision: number): string {
   return metaLine(commit, revision);

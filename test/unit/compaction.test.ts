@@ -59,4 +59,18 @@ describe("compaction's rewrite", () => {
       { numRuns: 40 },
     );
   });
+
+  it("keeps hand-written changes as changes after the base block, with where they came from", async () => {
+    const path = join(await tempDir(), "cdp");
+    await writeFile(path, "ticker:name:first\nticker:interval:1500\n# an operator's note\nticker:interval:1600\n");
+    const written = await compactJournal(path, schemas, 2);
+    await swapIn(written.temporary, path);
+    const after = await replayJournal(path, schemas, { history: true });
+    expect(after.revision).toBe(3);
+    expect(after.apps.get("ticker")).toMatchObject({ name: "first", interval: 1600 });
+    expect(after.history.map(({ revision, source, time, previous }) => ({ revision, source, time, previous }))).toEqual([
+      { revision: 2, source: "cdp:2", time: undefined, previous: 1000 },
+      { revision: 3, source: "cdp:4", time: undefined, previous: 1500 },
+    ]);
+  });
 });
