@@ -3,6 +3,7 @@
 // a fleet: between journal appends), so that the journal is whole. Then appends go to the new file.
 import { createHash } from "node:crypto";
 import { open, rename, rm } from "node:fs/promises";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { dirname } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "pino";
@@ -15,7 +16,6 @@ import { baseRecord, encodeChange, handWrittenRecord, markerRecord, positionReco
 import { INBOX_FILE } from "../inbox/inbox.js";
 import type { KeyInfo, Schemas } from "../schemas/schemas.js";
 import type { ConfigTable } from "./table.js";
-import type { AppValidator } from "../schemas/validate.js";
 import { setInPlace, type AppConfig } from "../lines/values.js";
 
 export interface CompactionSettings {
@@ -26,7 +26,6 @@ export interface CompactionSettings {
   journalPath: string;
   files: Files;
   schemas: () => Schemas;
-  validators: ReadonlyMap<string, readonly AppValidator[]>;
   table: ConfigTable;
   /** Whether cdp is stopping (a compaction then ends without swapping the files). */
   stopping: () => boolean;
@@ -77,12 +76,8 @@ export class Compactor {
     const counted = this.#records;
     this.#running = (async () => {
       const upTo = await turn(async () => files.journal.size);
-      // the replay reads in small chunks: between two, the batches' turns come
-      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, {
-        validators: this.#settings.validators,
-        upTo,
-        sealing: this.#settings.sealing,
-      });
+      // the replay reads in small chunks, and the rewrite gives way every few thousand keys: between two, the batches' turns come
+      const written = await compactJournal(journalPath, this.#settings.schemas(), keep, { upTo, sealing: this.#settings.sealing, judged: true });
       const swapped = await turn(async () => {
         if (stopping()) return false;
         await appendRange(journalPath, upTo, files.journal.size, written.temporary);
@@ -120,14 +115,17 @@ export async function compactJournal(
   path: string,
   schemas: Schemas,
   keep: number,
-  options: Pick<ReplayOptions, "validators" | "upTo"> & { sealing?: SecretsKey } = {},
+  options: Pick<ReplayOptions, "validators" | "upTo" | "judged"> & { sealing?: SecretsKey } = {},
 ): Promise<Compacted> {
   const { sealing, ...replay } = options;
   // the replayed state is used up by the writing, and let go before the check replays the file
   const written = await writeCompacted(path, await replayJournal(path, schemas, { ...replay, history: true, historyLast: keep }), schemas, keep, sealing);
-  await checkCompacted(path, written, schemas);
+  await checkCompacted(path, written, schemas, replay.judged);
   return written;
 }
+
+/** How many keys a step over a whole state takes before it gives the event loop a turn (a batch waits no longer than that). */
+const KEYS_PER_TURN = 2000;
 
 /** A compacted journal written, and what replaying it must give. */
 export interface Compacted {
@@ -157,7 +155,7 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
   const after = kept.map((entry) => entry.migration !== undefined).lastIndexOf(true) + 1;
   kept = kept.slice(after);
   const baseRevision = kept[0] ? kept[0].revision - 1 : state.revision;
-  const expected = { revision: state.revision, seq: state.seq, position: state.position, digest: digestOf(state.apps) };
+  const expected = { revision: state.revision, seq: state.seq, position: state.position, digest: await digestOf(state.apps) };
   const base = undoInPlace(state.apps, kept);
 
   const time = new Date().toISOString();
@@ -183,7 +181,11 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
     await takeDirectoryOwner(file, dirname(path)); // root's cdp compact of a service user's journal
     if (state.versions.size > 0) await write(schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries));
     await write(baseRecord(baseRevision, state.seq, time, `compaction (the state at revision ${baseRevision})`));
-    for (const line of stateLines(base, schemas, sealing)) await write(`${line}\n`);
+    let count = 0;
+    for (const line of linesOfState(base, schemas, sealing)) {
+      await write(`${line}\n`);
+      if (++count % KEYS_PER_TURN === 0) await nextTurn();
+    }
     for (const entry of kept) await write(entry.record.startsWith("#") ? entry.record : handWrittenRecord(entry, state.seq, entry.record));
     // the changes in time still due go on being due
     for (const entry of state.schedules.values()) await write(scheduleRecord({ seq: state.seq, time, source: "compaction" }, entry));
@@ -200,10 +202,10 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
 }
 
 /** The compacted file must replay to the state it was written from; otherwise it is removed. */
-async function checkCompacted(path: string, { temporary, expected }: Compacted, schemas: Schemas): Promise<void> {
-  const check = await replayJournal(temporary, schemas);
+async function checkCompacted(path: string, { temporary, expected }: Compacted, schemas: Schemas, judged = false): Promise<void> {
+  const check = await replayJournal(temporary, schemas, { judged });
   const same = check.revision === expected.revision && check.seq === expected.seq && isDeepStrictEqual(check.position, expected.position);
-  if (!same || digestOf(check.apps) !== expected.digest) {
+  if (!same || (await digestOf(check.apps)) !== expected.digest) {
     await rm(temporary, { force: true });
     throw new Error(`compaction of ${path} would change the configuration; the journal is left as it was`);
   }
@@ -217,8 +219,8 @@ function undoInPlace(apps: Map<string, AppConfig>, kept: readonly HistoryEntry[]
   return apps;
 }
 
-/** A digest of the apps' configs that does not depend on the order of keys. */
-function digestOf(apps: ReadonlyMap<string, AppConfig>): string {
+/** A digest of the apps' configs that does not depend on the order of keys; it gives way between top-level keys. */
+async function digestOf(apps: ReadonlyMap<string, AppConfig>): Promise<string> {
   const hash = createHash("sha256");
   const walk = (value: unknown): void => {
     if (value === null || typeof value !== "object") return void hash.update(`${JSON.stringify(value) ?? "undefined"};`);
@@ -237,7 +239,15 @@ function digestOf(apps: ReadonlyMap<string, AppConfig>): string {
   };
   for (const app of [...apps.keys()].sort()) {
     hash.update(`${JSON.stringify(app)}=`);
-    walk(apps.get(app));
+    const config = apps.get(app)!;
+    const keys = Object.keys(config).sort();
+    hash.update(`{${keys.length}`);
+    for (const [i, key] of keys.entries()) {
+      hash.update(`${JSON.stringify(key)}:`);
+      walk(config[key]);
+      if ((i + 1) % KEYS_PER_TURN === 0) await nextTurn();
+    }
+    hash.update("}");
   }
   return hash.digest("hex");
 }
@@ -268,13 +278,19 @@ export async function swapIn(temporary: string, path: string): Promise<void> {
 
 /** A configuration as change lines: one per top-level key whose value is not its schema default (secret ones sealed with `sealing`). */
 export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): string[] {
-  const lines: string[] = [];
+  return [...linesOfState(apps, schemas, sealing)];
+}
+
+/** `stateLines` one at a time: a large app's are written without a copy of its config or a list of them all. */
+function* linesOfState(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): Generator<string> {
   for (const [app, config] of apps) {
     const schema = schemas.get(app);
     if (!schema) continue;
-    for (const [key, value] of Object.entries(JSON.parse(JSON.stringify(config)) as Record<string, unknown>)) {
-      if (!isDeepStrictEqual(value, schema.defaults[key])) lines.push(encodeChange(app, key, value, schema.key([key]) as KeyInfo, sealing));
+    for (const key of Object.keys(config)) {
+      const stored = config[key];
+      if (stored === undefined) continue; // undone to nothing: as JSON, no key
+      const value: unknown = JSON.parse(JSON.stringify(stored));
+      if (!isDeepStrictEqual(value, schema.defaults[key])) yield encodeChange(app, key, value, schema.key([key]) as KeyInfo, sealing);
     }
   }
-  return lines;
 }

@@ -75,6 +75,12 @@ export interface ReplayOptions {
   upTo?: number;
   /** The schemas a running cdp holds: lines the journal has no schema record for are read with them where their version differs from the files'. */
   inForce?: Schemas;
+  /**
+   * Skip the whole-config check at the end: the watcher's own compaction reads a journal whose
+   * every change it judged (and checks its rewrite by digest); at 300,000 keys the check held the
+   * event loop for half a second.
+   */
+  judged?: boolean;
 }
 
 /** One accepted change as the journal records it. */
@@ -128,7 +134,7 @@ export async function replayJournal(path: string, schemas: Schemas, options: Rep
     state.unterminated = true;
   }
   replay.settle();
-  const failure = replay.checkWhole();
+  const failure = options.judged ? undefined : replay.checkWhole();
   if (failure) {
     const where = await lineSetting(path, options.upTo, failure, state.torn === undefined);
     throw new CdpError("bootstrap", `${where === undefined ? failure.file : `${path}:${where}`}: ${failure.reason}`);
