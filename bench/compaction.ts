@@ -1,11 +1,12 @@
 // One point of the compaction curve, in a fresh process. argv: MODE DIR SCHEMAS RECORDS [ETCD]
 //   steady:  start cdp on the journal, report its RSS (what a watcher holds)
 //   compact: what `cdp compact` does, report its time and peak RSS
-//   watch:   a watcher whose compaction comes due; lines appended every 20 ms while it compacts,
-//            report their append→subscriber latencies
+//   watch:   a watcher whose compaction comes due; lines appended by another process, each 20 ms
+//            after the last was heard, while it compacts: report their append→subscriber latencies
 //   fleet:   the same, the watcher a fleet host on the etcd at ETCD (its log's head set to the
 //            journal's revision first: the host's lines go through the fleet's log)
-import { appendFile } from "node:fs/promises";
+import { fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Writable } from "node:stream";
@@ -48,21 +49,20 @@ if (mode === "steady") {
   }
   const cluster = mode === "fleet" ? { cluster: { endpoints: [endpoint!], prefix, host: "bench" } } : {};
   const cdp = await startCdp({ init: true, dir, schemas, logger: pino({ level: "info" }, log), compactAfter: records + 1, keepHistory: 1000, ...cluster });
+  let ended = false;
+  void done.then(() => (ended = true));
   const latencies: number[] = [];
-  const sent = new Map<number, number>();
-  cdp.subscribe("bench", "n", ({ value }) => {
-    const at = sent.get(value as number);
-    if (at !== undefined) latencies.push(performance.now() - at);
+  // another process appends (a watcher that holds its event loop delays the line, not its append)
+  const appender = fork(fileURLToPath(new URL("./appender.js", import.meta.url)), [join(dir, "cdp.new"), "1000000", "bench:t:", "20"], { stdio: "ignore" });
+  cdp.subscribe("bench", "t", ({ value }) => {
+    latencies.push(Number(process.hrtime.bigint() - BigInt(value as string)) / 1e6);
+    if (!ended || latencies.length < 3)
+      appender.send(1); // the first line makes compaction due
+    else appender.kill();
   });
   const delay = monitorEventLoopDelay({ resolution: 5 });
   delay.enable();
-  let ended = false;
-  void done.then(() => (ended = true));
-  for (let i = 1; !ended || i < 3; i++) {
-    sent.set(i, performance.now());
-    await appendFile(join(dir, "cdp.new"), `bench:n:${i}\n`); // the first makes compaction due
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await new Promise((resolve) => appender.on("exit", resolve));
   await new Promise((resolve) => setTimeout(resolve, 200));
   await cdp.stop();
   latencies.sort((a, b) => a - b);

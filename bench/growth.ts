@@ -144,13 +144,25 @@ async function compactionPoint(lines: number, etcd: string | undefined): Promise
   return { ms, peak, steady, p99, lines: heard, fleetP99: fleet.p99, fleetLines: fleet.lines };
 }
 
+/** A watcher's compaction of an app of `keys` keys (one record each): a line appended meanwhile, p99. */
+async function wideCompactionPoint(keys: number): Promise<{ p99: number; lines: number }> {
+  const journal = range(keys).map((i) => `# rev=${i + 1} seq=${i + 1} time=2026-12-05T00:00:00.000Z source=cdp.new:${i + 1}\nwide:k${i}:${i}\n`);
+  const { dir } = await prepared("wide", {}, journal, []);
+  const point = await child<{ p99: number; lines: number }>(["watch", dir, here("../../bench/schemas"), String(keys)]);
+  await rm(join(dir, ".."), { recursive: true });
+  return point;
+}
+const WIDE = 300_000;
+
 const compactions: CompactionPoint[][] = JOURNAL.map(() => []);
+const wide: { p99: number; lines: number }[] = [];
 const etcdRoot = await mkdtemp(join(tmpdir(), "cdp-growth-etcd-"));
 const etcd = existsSync(ETCD) ? await startEtcdCluster(etcdRoot, 1) : undefined;
 if (!etcd) process.stderr.write(`compaction in a fleet host not measured: no etcd at ${ETCD} (apt-get install etcd-server, or set ETCD)\n`);
 try {
   for (let round = 0; round < 2; round++) {
     for (const [i, lines] of JOURNAL.entries()) compactions[i]!.push(await compactionPoint(lines, etcd?.endpoints[0]));
+    wide.push(await wideCompactionPoint(WIDE));
     process.stderr.write(`compaction: round ${round + 1} of 2 done\n`);
   }
 } finally {
@@ -166,6 +178,7 @@ const compactionTable = [
       `| ${lines.toLocaleString("en")} | ${(compactionAt(i, "ms") / 1000).toFixed(2)} s | ${Math.round(compactionAt(i, "peak"))} MB | ${Math.round(compactionAt(i, "steady"))} MB | ${(compactionAt(i, "peak") / compactionAt(i, "steady")).toFixed(2)}× | ${compactionAt(i, "p99").toFixed(1)} ms (${Math.round(compactionAt(i, "lines"))} lines) | ${compactionAt(i, "fleetP99").toFixed(1)} ms (${Math.round(compactionAt(i, "fleetLines"))} lines) |`,
   ),
 ].join("\n");
+const wideP99 = median(wide.map((point) => point.p99));
 
 const keys = await curve("keys in one app", KEYS, keysPoint);
 const properties = await curve("properties in one schema", PROPERTIES, propertiesPoint);
@@ -200,12 +213,15 @@ const goals = [
   ["the same in a fleet host (3,000,000 lines), p99", `${compactionAt(2, "fleetP99").toFixed(1)} ms`, "≤ 100 ms", compactionAt(2, "fleetP99") <= 100],
 ] as const;
 console.log(`${table(keys)}\n\n${table(properties)}\n\n${compactionTable}\n`);
+console.log(
+  `a line appended during the watcher's compaction of an app of ${WIDE.toLocaleString("en")} keys: p99 ${wideP99.toFixed(1)} ms (${Math.round(median(wide.map((point) => point.lines)))} lines)\n`,
+);
 console.log("| growth goal | cdp | goal | met |\n| --- | --- | --- | --- |");
 for (const [name, value, goal, met] of goals) console.log(`| ${name} | ${value} | ${goal} | ${met ? "yes" : "**no**"} |`);
 console.log(`\nmedians of ${ROUNDS} rounds (± the spread: (max − min) / median); each point in a fresh process`);
 writeFileSync(
   here("../../bench/growth.json"),
-  `${JSON.stringify({ date: new Date().toISOString(), curves: [keys, properties], compactions, goals }, null, 2)}\n`,
+  `${JSON.stringify({ date: new Date().toISOString(), curves: [keys, properties], compactions, wide, goals }, null, 2)}\n`,
 );
 const curveOf = (c: Curve, field: keyof Point, title: string): Panel => ({ title, sizes: c.sizes, values: c.sizes.map((_, i) => figure(c, i, field)) });
 const compactionOf = (field: keyof CompactionPoint, title: string): Panel => ({ title, sizes: JOURNAL, values: JOURNAL.map((_, i) => compactionAt(i, field)) });
