@@ -254,7 +254,7 @@ export class FleetMember {
     this.#trimming.now = true;
     try {
       const { revision, apps } = table.snapshot();
-      const lines = stateLines(new Map(Object.entries(apps)), this.#options.schemas(), this.#options.sealing);
+      const lines = await stateLines(new Map(Object.entries(apps)), this.#options.schemas(), this.#options.sealing);
       this.#savedLines = lines.length;
       const keepFrom = revision - keep + 1;
       await fleet.trim({ revision, lines, time: new Date().toISOString() }, keepFrom).then(

@@ -276,9 +276,15 @@ export async function swapIn(temporary: string, path: string): Promise<void> {
   await syncDirectory(dirname(path));
 }
 
-/** A configuration as change lines: one per top-level key whose value is not its schema default (secret ones sealed with `sealing`). */
-export function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): string[] {
-  return [...linesOfState(apps, schemas, sealing)];
+/**
+ * A configuration as change lines: one per top-level key whose value is not its schema default
+ * (secret ones sealed with `sealing`); it gives the event loop a turn every few thousand keys
+ * (a fleet's trim of a large state runs beside the pipeline).
+ */
+export async function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): Promise<string[]> {
+  const lines: string[] = [];
+  for (const line of linesOfState(apps, schemas, sealing)) if (lines.push(line) % KEYS_PER_TURN === 0) await nextTurn();
+  return lines;
 }
 
 /** `stateLines` one at a time: a large app's are written without a copy of its config or a list of them all. */
