@@ -74,6 +74,20 @@ describe("compaction's rewrite", () => {
       { revision: 3, source: "cdp:4", time: undefined, previous: 1500 },
     ]);
   });
+  it("leaves nested defaults to start-up when the watcher compacts without the whole-config checks", async () => {
+    const path = join(await tempDir(), "cdp");
+    // a whole object set without its defaulted keys: start-up's check fills them in
+    const lines = ['db:pool:{"max":20}', "db:pool.min:2", "db:host:example.org", 'db:pool:{"max":30}'];
+    await writeFile(path, lines.map((line) => `${line}\n`).join(""));
+    const before = await replayJournal(path, schemas);
+    expect(before.apps.get("db")).toEqual({ host: "example.org", pool: { max: 30, min: 1 } });
+    for (const keep of [0, 1, 3]) {
+      const written = await compactJournal(path, schemas, keep, { judged: true });
+      await swapIn(written.temporary, path);
+      expect((await replayJournal(path, schemas)).apps).toEqual(before.apps);
+    }
+  });
+
   it("rewrites an app of thousands of keys in steps, to the same state", async () => {
     const [dir, schemaDir] = [await tempDir(), await tempDir()];
     await writeFile(join(schemaDir, "map.schema.json"), JSON.stringify({ type: "object", additionalProperties: { type: "integer" } }));
