@@ -332,15 +332,22 @@ class Replay {
     if (this.#options.history) {
       const { time, source, reason, by } = meta;
       const record = `${this.#metaText && meta.rev !== undefined ? `${this.#metaText}\n` : ""}${line}\n`;
-      const entry = { revision: state.revision, app: parsed.app, key: parsed.key, value: decoded.value, previous, secret: info.secret };
-      state.history.push({
-        ...entry,
+      // one literal, fields added after it: spreads here made every entry in V8's slow path (a
+      // compaction's replay of 3M lines spent two thirds of its time and all its full GCs on them)
+      const entry: HistoryEntry = {
+        revision: state.revision,
+        app: parsed.app,
+        key: parsed.key,
+        value: decoded.value,
+        previous,
+        secret: info.secret,
         time,
         source: source ?? `${JOURNAL_FILE}:${number}`,
         record,
-        ...(reason === undefined ? {} : { reason }),
-        ...(by === undefined ? {} : { by }),
-      });
+      };
+      if (reason !== undefined) entry.reason = reason;
+      if (by !== undefined) entry.by = by;
+      state.history.push(entry);
       const last = this.#options.historyLast;
       if (last !== undefined && state.history.length >= 2 * last + 64) state.history.splice(0, state.history.length - last);
     }
