@@ -116,8 +116,11 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
     const { source } = commit;
     // in a fleet the change is committed to the fleet's log; the member journals and applies it
     if (context.fleetHost !== undefined) {
-      const said = { ...(commit.by === undefined ? {} : { by: commit.by }), ...(commit.reason === undefined ? {} : { reason: commit.reason }) };
-      judged.fleetRecords.push({ line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position!, ...said });
+      // no spreads on this path (nor below): V8 builds such objects in its slow path, per line
+      const record: Omit<FleetRecord, "revision"> = { line: encoded, host: context.fleetHost, source, time, seq: commit.seq, position: commit.position! };
+      if (commit.by !== undefined) record.by = commit.by;
+      if (commit.reason !== undefined) record.reason = commit.reason;
+      judged.fleetRecords.push(record);
     } else judged.journalText += changeRecord(commit, revision, encoded);
     const judgedChange: JudgedChange = { change, revision, source, time };
     if (commit.by !== undefined) judgedChange.by = commit.by;
@@ -157,7 +160,11 @@ export function judgeBatch(batch: InboxBatch, context: BatchContext): JudgedBatc
       continue;
     }
     const source = `${INBOX_FILE}:${line.number}`;
-    const position = batch.late ?? { file: batch.file, offset: line.end, line: line.number, ...(line.check === undefined ? {} : { check: line.check }) };
+    let position = batch.late;
+    if (!position) {
+      position = { file: batch.file, offset: line.end, line: line.number };
+      if (line.check !== undefined) position.check = line.check;
+    }
     const commit: Commit = { seq: ++judged.seq, time, source, position };
     if (said.by !== undefined) commit.by = said.by;
     if (said.reason !== undefined) commit.reason = said.reason;

@@ -65,7 +65,10 @@ export async function submitLines(pipeline: Pipeline, text: string, waitMs: numb
       }
       skip = directives.length;
       const { outcome, revision, reason } = line;
-      results.push({ line: results.length + 1, outcome, ...(revision === undefined ? {} : { revision }), ...(reason === undefined ? {} : { reason }) });
+      const result: (typeof results)[number] = { line: results.length + 1, outcome };
+      if (revision !== undefined) result.revision = revision;
+      if (reason !== undefined) result.reason = reason;
+      results.push(result);
       if (results.length === count) done();
     }
   };
