@@ -187,12 +187,12 @@ export class EventStream {
     const schema = this.#pipeline.schemas.get(app);
     const version = schema && declaredVersion(schema);
     const scheduled = scheduledBy(source);
-    const who = {
-      ...(scheduled === undefined ? {} : { scheduled }),
-      ...(change.by === undefined ? {} : { by: change.by }),
-      ...(change.reason === undefined ? {} : { reason: change.reason }),
-      ...(version === undefined ? {} : { version }),
-    };
+    // set one by one: conditional spreads would build it in V8's slow path, at every change
+    const who: { scheduled?: string; by?: string; reason?: string; version?: number } = {};
+    if (scheduled !== undefined) who.scheduled = scheduled;
+    if (change.by !== undefined) who.by = change.by;
+    if (change.reason !== undefined) who.reason = change.reason;
+    if (version !== undefined) who.version = version;
     const path = key.split(".");
     const info = schema?.key(path);
     let data: object;
