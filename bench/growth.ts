@@ -122,10 +122,14 @@ async function child<T>(args: string[]): Promise<T> {
   });
 }
 
+/** `records` change records as cdp writes them, the change line of each from `line`. */
+const journalOf = (records: number, line: (i: number) => string) =>
+  range(records).map((i) => `# rev=${i + 1} seq=${i + 1} time=2026-12-05T00:00:00.000Z source=cdp.new:${i + 1}\n${line(i)}\n`);
+
 async function compactionPoint(lines: number, etcd: string | undefined): Promise<CompactionPoint> {
   const records = lines / 2;
   const schemas = here("../../bench/schemas");
-  const journal = range(records).map((i) => `# rev=${i + 1} seq=${i + 1} time=2026-12-05T00:00:00.000Z source=cdp.new:${i + 1}\nbench:n:${i + 1}\n`);
+  const journal = journalOf(records, (i) => `bench:n:${i + 1}`);
   const fresh = async () => (await prepared("bench", {}, journal, [])).dir;
   let dir = await fresh();
   const { rss: steady } = await child<{ rss: number }>(["steady", dir, schemas, String(records)]);
@@ -146,7 +150,7 @@ async function compactionPoint(lines: number, etcd: string | undefined): Promise
 
 /** A watcher's compaction of an app of `keys` keys (one record each): a line appended meanwhile, p99. */
 async function wideCompactionPoint(keys: number): Promise<{ p99: number; lines: number }> {
-  const journal = range(keys).map((i) => `# rev=${i + 1} seq=${i + 1} time=2026-12-05T00:00:00.000Z source=cdp.new:${i + 1}\nwide:k${i}:${i}\n`);
+  const journal = journalOf(keys, (i) => `wide:k${i}:${i}`);
   const { dir } = await prepared("wide", {}, journal, []);
   const point = await child<{ p99: number; lines: number }>(["watch", dir, here("../../bench/schemas"), String(keys)]);
   await rm(join(dir, ".."), { recursive: true });

@@ -29,16 +29,14 @@ export function keyLookup(root: AnySchemaObject): (path: readonly string[]) => K
     return plain ? "" : patterns.map((each) => each.flatMap((pattern, index) => (pattern.test(segment) ? [index] : [])).join(",")).join(";");
   };
   return (path) => {
-    if (plain && path.length === 1) {
-      // found without a name in the cache: a map's keys would fill it and each miss costs more than this
-      const rule = ruleOf(path[0]!);
-      const shared = rule === undefined ? undefined : unnamed.get(rule);
-      if (shared !== undefined) return shared;
-    }
+    // without patterns a map's unnamed keys are found by their rule alone: by name they would fill the cache, each a miss
+    const known = plain && path.length === 1 ? ruleOf(path[0]!) : undefined;
+    const shared = known === undefined ? undefined : unnamed.get(known);
+    if (shared !== undefined) return shared;
     const dotted = path.length === 1 ? path[0]! : path.join(".");
     let info = cache.get(dotted);
     if (info === undefined) {
-      const rule = path.length === 1 ? ruleOf(path[0]!) : undefined;
+      const rule = known ?? (path.length === 1 ? ruleOf(path[0]!) : undefined);
       info = rule === undefined ? undefined : unnamed.get(rule);
       if (info === undefined) {
         info = resolveKey(root, path);

@@ -181,11 +181,7 @@ async function writeCompacted(path: string, state: JournalState, schemas: Schema
     await takeDirectoryOwner(file, dirname(path)); // root's cdp compact of a service user's journal
     if (state.versions.size > 0) await write(schemaRecord({ seq: state.seq, time, source: "compaction" }, undefined, entries));
     await write(baseRecord(baseRevision, state.seq, time, `compaction (the state at revision ${baseRevision})`));
-    let count = 0;
-    for (const line of linesOfState(base, schemas, sealing)) {
-      await write(`${line}\n`);
-      if (++count % KEYS_PER_TURN === 0) await nextTurn();
-    }
+    for await (const line of linesOfState(base, schemas, sealing)) await write(`${line}\n`);
     for (const entry of kept) await write(entry.record.startsWith("#") ? entry.record : handWrittenRecord(entry, state.seq, entry.record));
     // the changes in time still due go on being due
     for (const entry of state.schedules.values()) await write(scheduleRecord({ seq: state.seq, time, source: "compaction" }, entry));
@@ -229,22 +225,24 @@ async function digestOf(apps: ReadonlyMap<string, AppConfig>): Promise<string> {
       for (const item of value) walk(item);
       return void hash.update("]");
     }
-    const keys = Object.keys(value).sort();
-    hash.update(`{${keys.length}`);
-    for (const key of keys) {
-      hash.update(`${JSON.stringify(key)}:`);
-      walk((value as Record<string, unknown>)[key]);
-    }
+    for (const key of opened(value)) walkEntry(value as Record<string, unknown>, key);
     hash.update("}");
+  };
+  const opened = (object: object) => {
+    const keys = Object.keys(object).sort();
+    hash.update(`{${keys.length}`);
+    return keys;
+  };
+  const walkEntry = (object: Record<string, unknown>, key: string) => {
+    hash.update(`${JSON.stringify(key)}:`);
+    walk(object[key]);
   };
   for (const app of [...apps.keys()].sort()) {
     hash.update(`${JSON.stringify(app)}=`);
+    // walked as `walk` walks an object, giving way between its keys
     const config = apps.get(app)!;
-    const keys = Object.keys(config).sort();
-    hash.update(`{${keys.length}`);
-    for (const [i, key] of keys.entries()) {
-      hash.update(`${JSON.stringify(key)}:`);
-      walk(config[key]);
+    for (const [i, key] of opened(config).entries()) {
+      walkEntry(config, key);
       if ((i + 1) % KEYS_PER_TURN === 0) await nextTurn();
     }
     hash.update("}");
@@ -283,16 +281,17 @@ export async function swapIn(temporary: string, path: string): Promise<void> {
  */
 export async function stateLines(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): Promise<string[]> {
   const lines: string[] = [];
-  for (const line of linesOfState(apps, schemas, sealing)) if (lines.push(line) % KEYS_PER_TURN === 0) await nextTurn();
+  for await (const line of linesOfState(apps, schemas, sealing)) lines.push(line);
   return lines;
 }
 
 /** `stateLines` one at a time: a large app's are written without a copy of its config or a list of them all. */
-function* linesOfState(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): Generator<string> {
+async function* linesOfState(apps: ReadonlyMap<string, AppConfig>, schemas: Schemas, sealing?: SecretsKey): AsyncGenerator<string> {
   for (const [app, config] of apps) {
     const schema = schemas.get(app);
     if (!schema) continue;
-    for (const key of Object.keys(config)) {
+    for (const [i, key] of Object.keys(config).entries()) {
+      if ((i + 1) % KEYS_PER_TURN === 0) await nextTurn();
       const stored = config[key];
       if (stored === undefined) continue; // undone to nothing: as JSON, no key
       const value: unknown = JSON.parse(JSON.stringify(stored));

@@ -81,13 +81,15 @@ export function readMeta(comment: string): Meta {
   return meta;
 }
 
-function metaLine(commit: Commit, revision?: number): string {
+// (a hand-written change kept by compaction has no time: cdp never applied it at one)
+function metaLine(commit: Omit<Commit, "time"> & { time?: string }, revision?: number): string {
   const rev = revision === undefined ? "" : `rev=${revision} `;
   const position = commit.position;
   const inbox = position ? ` inbox=${position.file}@${position.offset}${position.check === undefined ? "" : `/${position.check}`}` : "";
   const by = `${commit.marker === undefined ? "" : ` marker=${commit.marker.replace(/\s/g, "_")}`}${commit.by === undefined ? "" : ` by=${commit.by.replace(/\s/g, "_")}`}`;
   const reason = commit.reason === undefined ? "" : ` reason: ${commit.reason.replace(/[\r\n]+/g, " ")}`;
-  return `# ${rev}seq=${commit.seq} time=${commit.time} source=${commit.source}${inbox}${by}${reason}\n`;
+  const time = commit.time === undefined ? "" : ` time=${commit.time}`;
+  return `# ${rev}seq=${commit.seq}${time} source=${commit.source}${inbox}${by}${reason}\n`;
 }
 
 /** The header of a base block: the change lines after it are the whole state at `revision`, not changes. */
@@ -111,9 +113,7 @@ export function changeRecord(commit: Commit, revision: number, line: string): st
  * by cdp at one, as its history says.
  */
 export function handWrittenRecord(change: { revision: number; source: string; by?: string; reason?: string }, seq: number, record: string): string {
-  const by = change.by === undefined ? "" : ` by=${change.by.replace(/\s/g, "_")}`;
-  const reason = change.reason === undefined ? "" : ` reason: ${change.reason.replace(/[\r\n]+/g, " ")}`;
-  return `# rev=${change.revision} seq=${seq} source=${change.source}${by}${reason}\n${record}`;
+  return `${metaLine({ seq, source: change.source, by: change.by, reason: change.reason }, change.revision)}${record}`;
 }
 
 /** A fleet revision this host applies no change for (a rollout's step elsewhere): the revision, what it was, and where the inbox stands. */
