@@ -8,6 +8,7 @@ const server = http.createServer((_req, res) => {
   res.writeHead(200, {
     etag: '"0"',
     "cache-control": "no-cache",
+    "cdp-schema-versions": "bench=1, wide=1",
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(body),
   });

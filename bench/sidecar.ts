@@ -1,7 +1,8 @@
 // The sidecar under load, part of `npm run bench`: a real `cdp watch --http` process, and the
 // load from this one (on a 2-core machine: one core each).
 // - reads/s of GET /v1/config/{app} (autocannon, 10 s, 3 rounds), beside the same load on a bare
-//   Node HTTP server (bench/bare-server.ts): the loader shares the 2 cores, so that is the ceiling;
+//   Node HTTP server (bench/bare-server.ts) in turn: the loader shares the 2 cores, so that is the
+//   ceiling; the share is the median of the rounds' own;
 // - append -> delivery at 100, 1,000 and 5,000 concurrent event-stream clients: each change line
 //   carries the monotonic time of its append, and every client notes when its event arrives. This
 //   counts from the append, before the journal write, so it is an upper bound of the time from the
@@ -23,6 +24,7 @@ const SCHEMAS = here("../../bench/schemas");
 const SUBSCRIBERS = process.env.SUBS ? [Number(process.env.SUBS)] : [100, 1000, 5000];
 const CHANGES = 50;
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const WARM_SECONDS = 2;
 
 const percentile = (values: number[], p: number) => values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))]!;
 
@@ -52,16 +54,15 @@ async function stop({ child, dir }: { child: ChildProcess; dir: string }): Promi
   await rm(dir, { recursive: true });
 }
 
-async function bareReadsPerSecond(): Promise<number> {
+/** The baseline server (bench/bare-server.ts), in its own process: its URL, and a way to stop it. */
+async function bareServer(): Promise<{ url: string; stop(): void }> {
   const child = fork(here("./bare-server.js"), { stdio: "ignore" });
   const port = await new Promise<number>((resolve) => child.once("message", (message) => resolve(message as number)));
-  const reads = await readsPerSecond(`http://127.0.0.1:${port}`);
-  child.disconnect();
-  return reads;
+  return { url: `http://127.0.0.1:${port}`, stop: () => child.disconnect() };
 }
 
-async function readsPerSecond(url: string): Promise<number> {
-  const result = await autocannon({ url: `${url}/v1/config/bench`, connections: 64, duration: 10, pipelining: 1 });
+async function readsPerSecond(url: string, seconds = 10): Promise<number> {
+  const result = await autocannon({ url: `${url}/v1/config/bench`, connections: 64, duration: seconds, pipelining: 1 });
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`reads failed: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return result.requests.average;
 }
@@ -126,10 +127,21 @@ async function main(): Promise<void> {
   const bare: number[] = [];
   const p50 = new Map<number, number[]>(SUBSCRIBERS.map((count) => [count, []]));
   const p99 = new Map<number, number[]>(SUBSCRIBERS.map((count) => [count, []]));
+  const baseline = await bareServer();
   for (let round = 0; round < ROUNDS; round++) {
-    bare.push(await bareReadsPerSecond());
     const server = await sidecar();
-    reads.push(await readsPerSecond(server.url));
+    // both warmed alike (code compiled, heap grown), then measured in turn, which one first
+    // alternating by round: the machine's load drifts, and 10 s of one then 10 s of the other
+    // would give the drift to one side
+    for (const url of [server.url, baseline.url]) await readsPerSecond(url, WARM_SECONDS);
+    const measure = async (url: string, into: number[]) => into.push(await readsPerSecond(url));
+    if (round % 2 === 0) {
+      await measure(baseline.url, bare);
+      await measure(server.url, reads);
+    } else {
+      await measure(server.url, reads);
+      await measure(baseline.url, bare);
+    }
     let revision = 0;
     for (const count of SUBSCRIBERS) {
       const clients = await subscribers(server.url, count);
@@ -144,13 +156,17 @@ async function main(): Promise<void> {
     await stop(server);
     process.stderr.write(`sidecar round ${round + 1} of ${ROUNDS} done\n`);
   }
+  baseline.stop();
   const m = (values: number[]) => percentile(values, 50);
   const spread = (values: number[]) => `${Math.min(...values).toFixed(1)}-${Math.max(...values).toFixed(1)}`;
   const perSecond = (values: number[]) => `${Math.round(m(values)).toLocaleString("en")} reads/s`;
-  const share = m(reads) / m(bare);
+  // each round's share (its two figures taken minutes apart at most), and their median
+  const shares = reads.map((value, i) => value / bare[i]!);
+  const share = m(shares);
+  const percent = (value: number) => `${Math.round(100 * value)}%`;
   console.log("\n| sidecar figure | cdp | baseline (bare Node HTTP) | goal | met |\n| --- | --- | --- | --- | --- |");
   console.log(
-    `| GET /v1/config/{app} (64 connections) | ${perSecond(reads)} | ${perSecond(bare)} (${Math.round(100 * share)}%) | ≥ 90% of bare | ${share >= 0.9 ? "yes" : "**no**"} |`,
+    `| GET /v1/config/{app} (64 connections) | ${perSecond(reads)} | ${perSecond(bare)} (cdp ${percent(share)}, rounds ${percent(Math.min(...shares))}-${percent(Math.max(...shares))}) | ≥ 90% of bare | ${share >= 0.9 ? "yes" : "**no**"} |`,
   );
   for (const count of SUBSCRIBERS) {
     const clients = count.toLocaleString("en");
@@ -161,7 +177,9 @@ async function main(): Promise<void> {
       `| append→event at ${clients} subscribers, p99 | ${m(p99.get(count)!).toFixed(1)} ms (${spread(p99.get(count)!)}) | | ${goal === undefined ? "" : `≤ ${goal} ms`} | ${met} |`,
     );
   }
-  console.log(`\nmedians of ${ROUNDS} rounds (their range in brackets); each round: 10 s of reads, then ${CHANGES} changes to each number of streams.`);
+  console.log(
+    `\nmedians of ${ROUNDS} rounds (their range in brackets); each round: a fresh cdp, ${WARM_SECONDS} s of reads on each server to warm it, 10 s of reads on each (in turn, the first alternating), then ${CHANGES} changes to each number of streams.`,
+  );
   const byCount = (map: Map<number, number[]>) => Object.fromEntries(map);
   writeFileSync(
     here("../../bench/results-sidecar.json"),
