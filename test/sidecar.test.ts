@@ -575,4 +575,32 @@ describe("cdp watch --http", () => {
     expect(await watch.exited).toBe(0);
     expect(await readFile(join(dir, "cdp"), "utf8")).toContain("ticker:interval:1500");
   });
+
+  it("answers a target that is not a plain path (//host:port, a host that cannot be, absolute-form) and goes on", async () => {
+    const dir = await dataDir();
+    const watch = await startWatch(dir, ["--http", "127.0.0.1:0"]);
+    await waitUntil(() => watch.output().includes("sidecar listening"));
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(watch.output())![1]!;
+    const { port } = new URL(url);
+    // a raw request: fetch would not send these targets as they are
+    const statusOf = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1", () => socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`));
+        let answer = "";
+        socket.on("data", (data: Buffer) => (answer += data.toString()));
+        socket.on("close", () => resolve(answer.split("\r\n", 1)[0]!));
+        socket.on("error", reject);
+      });
+    // `//a:b` read as a URL names a host with an invalid port: cdp exited 1 on it
+    expect(await statusOf("//a:b")).toBe("HTTP/1.1 404 Not Found");
+    expect(await statusOf("//127.0.0.1/v1/config")).toBe("HTTP/1.1 404 Not Found");
+    expect(await statusOf("/\\127.0.0.1/v1/config")).toBe("HTTP/1.1 404 Not Found");
+    expect(await statusOf("http://127.0.0.1/v1/config")).toBe("HTTP/1.1 400 Bad Request");
+    expect(await statusOf("/v1/config/ticker/../ticker?x=1")).toBe("HTTP/1.1 200 OK");
+    expect(watch.child.exitCode).toBeNull();
+    await appendFile(join(dir, "cdp.new"), "ticker:interval:1500\n");
+    await waitUntil(async () => (await fetch(`${url}/v1/config/ticker/interval`)).status === 200);
+    watch.child.kill("SIGTERM");
+    expect(await watch.exited).toBe(0);
+  });
 });

@@ -19,11 +19,13 @@ import {
   isLoopback,
   limitOf,
   listenOn,
+  pathOf,
   readBody,
   readJsonObject,
   sendError,
   sendJson,
   sendPage,
+  URL_BASE,
 } from "./http.js";
 import { replayJournal } from "../store/journal.js";
 import { createMetrics } from "./metrics.js";
@@ -85,6 +87,24 @@ interface Request {
   /** What the request's token may do. */
   grant: Grant;
 }
+/** A request as routed; its URL is made only when a handler asks (most reads need none). */
+class RoutedRequest implements Request {
+  #url: URL | undefined;
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly target: string,
+    readonly pipeline: Pipeline,
+    readonly rest: string,
+    readonly grant: Grant,
+  ) {}
+
+  get url(): URL {
+    this.#url ??= new URL(URL_BASE + this.target); // the target is a path (routed): not `//host…`
+    return this.#url;
+  }
+}
+
 interface Route {
   method: "GET" | "POST" | "DELETE";
   /** null: open to all (probes, the page). */
@@ -257,34 +277,8 @@ function routeRequests(
   const { log } = options;
   const byPath = new Map(Object.entries(routes).map(([path, route]) => [path, [route].flat()]));
   return (req, res) => {
-    const url = new URL(req.url ?? "/", "http://cdp.invalid");
-    const { pathname } = url;
-    const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname.startsWith("/v1/schedule/") ? "/v1/schedule" : pathname;
-    const candidates = byPath.get(prefix) ?? [];
-    if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
-    const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
-    if (!route) {
-      const methods = candidates.map(({ method }) => method);
-      res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
-      return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
-    }
-    const refusal = foreignRequest(req, !options.tokens);
-    if (refusal) return sendError(res, 403, refusal);
-    const grant = options.tokens ? options.tokens.grantOf(req.headers.authorization) : LOOPBACK_GRANT;
-    if (route.scope) {
-      if (!grant) {
-        refused.token++;
-        res.setHeader("www-authenticate", 'Bearer realm="cdp"');
-        return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
-      }
-      if (!hasScope(grant, route.scope)) {
-        refused[route.scope]++;
-        return sendError(res, 403, `the token "${grant.name}" has the ${grant.scope} scope: ${req.method} ${pathname} needs ${route.scope}`);
-      }
-      if (route.method !== "GET" && route.scope !== "read") log.info({ token: grant.name, method: req.method, path: pathname }, "audit: a change requested");
-    }
-    if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
-    const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
+    const target = req.url ?? "/";
+    const pathname = pathOf(target);
     const failed = (error: unknown) => {
       if (error instanceof HttpError) {
         if (error.status === 403 && error.lacking) refused[error.lacking]++;
@@ -295,9 +289,37 @@ function routeRequests(
       if (!res.headersSent) sendError(res, 500, "internal error (see cdp's log)");
       else res.destroy();
     };
-    // called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
+    // a throw here would end cdp (it runs in the server's event): whatever a request does, it is answered.
+    // Called, not wrapped in an async function: a promise per read cost the sidecar a third of its reads (in GC)
     try {
-      route.handle({ req, res, url, pipeline: attached()!, rest, grant: grant ?? LOOPBACK_GRANT })?.catch(failed);
+      if (pathname === undefined) throw new HttpError(400, `the request's target must be a path, e.g. /v1/config, got "${target.slice(0, 64)}"`);
+      const prefix = pathname.startsWith("/v1/config/") ? "/v1/config" : pathname.startsWith("/v1/schedule/") ? "/v1/schedule" : pathname;
+      const candidates = byPath.get(prefix) ?? [];
+      if (candidates.length === 0) return sendError(res, 404, `no such endpoint: ${pathname}`);
+      const route = candidates.find(({ method }) => req.method === method || (method === "GET" && req.method === "HEAD"));
+      if (!route) {
+        const methods = candidates.map(({ method }) => method);
+        res.setHeader("allow", methods.flatMap((method) => (method === "GET" ? ["GET", "HEAD"] : [method])).join(", "));
+        return sendError(res, 405, `${pathname} takes ${methods.join(" or ")}`);
+      }
+      const refusal = foreignRequest(req, !options.tokens);
+      if (refusal) return sendError(res, 403, refusal);
+      const grant = options.tokens ? options.tokens.grantOf(req.headers.authorization) : LOOPBACK_GRANT;
+      if (route.scope) {
+        if (!grant) {
+          refused.token++;
+          res.setHeader("www-authenticate", 'Bearer realm="cdp"');
+          return sendError(res, 401, "a valid bearer token is required (Authorization: Bearer TOKEN)");
+        }
+        if (!hasScope(grant, route.scope)) {
+          refused[route.scope]++;
+          return sendError(res, 403, `the token "${grant.name}" has the ${grant.scope} scope: ${req.method} ${pathname} needs ${route.scope}`);
+        }
+        if (route.method !== "GET" && route.scope !== "read") log.info({ token: grant.name, method: req.method, path: pathname }, "audit: a change requested");
+      }
+      if (!attached() && !route.early) return sendError(res, 503, "cdp is starting: reading the schemas and the journal");
+      const rest = prefix === pathname ? "" : pathname.slice(prefix.length + 1);
+      route.handle(new RoutedRequest(req, res, target, attached()!, rest, grant ?? LOOPBACK_GRANT))?.catch(failed);
     } catch (error) {
       failed(error);
     }
