@@ -12,13 +12,14 @@ import { appRefusal, type Grant } from "./tokens.js";
  * unless the token has `secrets`; the revision is the ETag. Bodies are kept per path until the revision (or the schemas) change.
  */
 export class ConfigCache {
-  #bodies = new Map<string, { text: string; length: string }>();
+  #bodies = new Map<string, { text: string; headers: string[] }>();
   #headers: string[] = [];
   #revision = -1;
   #schemas: Schemas | undefined;
 
   serve(req: IncomingMessage, res: ServerResponse, rest: string, pipeline: Pipeline, grant: Grant): void {
-    const app = rest.split("/", 1)[0]!;
+    const slash = rest.indexOf("/");
+    const app = slash === -1 ? rest : rest.slice(0, slash);
     const refusal = app === "" ? undefined : appRefusal(grant, [decodePathPart(app)]);
     if (refusal) throw new HttpError(403, refusal, "app");
     const { table, schemas } = pipeline;
@@ -37,11 +38,11 @@ export class ConfigCache {
     let body = this.#bodies.get(cached);
     if (body === undefined) {
       const text = JSON.stringify(configAt(pipeline, rest, grant));
-      body = { text, length: String(Buffer.byteLength(text)) };
+      body = { text, headers: [...headers, "content-type", "application/json; charset=utf-8", "content-length", String(Buffer.byteLength(text))] };
       this.#bodies.set(cached, body);
     }
-    // the hot path of reads: headers as a flat list, a known length (not chunked), and a string that Node sends in one write with the headers
-    res.writeHead(200, [...headers, "content-type", "application/json; charset=utf-8", "content-length", body.length]);
+    // the hot path of reads: headers as a flat list made once, a known length (not chunked), and a string that Node sends in one write with the headers
+    res.writeHead(200, body.headers);
     res.end(req.method === "HEAD" ? undefined : body.text);
   }
 }

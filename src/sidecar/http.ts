@@ -16,16 +16,16 @@ const RESERVED_DESCRIPTORS = 128;
 /**
  * Connections must never take the descriptors the inbox and the journal need: 1,100 idle
  * connections under a limit of 1,024 made opening cdp.new fail (EMFILE) and cdp exit 3. So the
- * server takes at most the limit less a reserve, and a connection that sends no request in time
- * is closed (Node closes only requests that have begun).
+ * server takes at most the limit less a reserve, and a connection that has sent nothing in time
+ * is closed (Node closes only requests that have begun). Checked per connection, not per
+ * request: a listener on every request cost reads.
  */
 export function guardDescriptors(server: Server, firstRequestMs: number, log: Logger): void {
   server.maxConnections = Math.max(16, openFileLimit() - RESERVED_DESCRIPTORS);
-  const waiting = new WeakMap<Socket, NodeJS.Timeout>();
   server.on("connection", (socket: Socket) => {
-    waiting.set(socket, setTimeout(() => socket.destroy(), firstRequestMs).unref());
+    const silent = setTimeout(() => socket.bytesRead === 0 && socket.destroy(), firstRequestMs).unref();
+    socket.once("close", () => clearTimeout(silent));
   });
-  server.on("request", (req: IncomingMessage) => clearTimeout(waiting.get(req.socket)));
   let warned = 0;
   server.on("drop", () => {
     if (Date.now() - warned < 10_000) return; // one line per 10 s under a flood
@@ -50,11 +50,20 @@ function openFileLimit(): number {
  */
 export function foreignRequest(req: IncomingMessage, loopbackOnly: boolean): string | undefined {
   const host = req.headers.host ?? "";
-  if (loopbackOnly && !isLoopback(host.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1"))) return `refused: Host "${host}" is not a loopback address`;
+  if (loopbackOnly && !loopbackHost(host)) return `refused: Host "${host}" is not a loopback address`;
   const origin = req.headers.origin;
   if ((req.method === "POST" || req.method === "DELETE") && origin !== undefined && origin !== `http://${host}`)
     return `refused: a change from another origin (${origin})`;
   return undefined;
+}
+
+// a client sends the same Host with each request: the last one's answer is kept (one, so that no
+// client can grow it)
+let lastHost: { host: string; loopback: boolean } | undefined;
+
+function loopbackHost(host: string): boolean {
+  if (lastHost?.host !== host) lastHost = { host, loopback: isLoopback(host.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1")) };
+  return lastHost.loopback;
 }
 
 /** What a request's target (its path and query) is read against. */
@@ -100,6 +109,7 @@ export class HttpError extends Error {
 }
 
 export function decodePathPart(part: string): string {
+  if (!part.includes("%")) return part;
   try {
     return decodeURIComponent(part);
   } catch {
