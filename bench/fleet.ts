@@ -96,12 +96,13 @@ async function bareCommits(etcd: EtcdCluster, keys: string, client: (endpoint: s
 /**
  * The protocol's floor: three processes, one per member, each committing `records` to one log as
  * a fleet's hosts do (head-checked, 1,000 per transaction, refused when another got there first)
- * and reading every commit back, with none of a host's own work (bench/floor-host.ts). What a
+ * and reading every commit back, with none of a host's own work (bench/floor-host.ts), through
+ * `bareClients[client]`. What a
  * fleet of three hosts writing at once could reach on this machine if cdp cost nothing.
  */
-async function floorFleet(etcd: EtcdCluster, keys: string, client: (endpoint: string) => BareClient, records: number) {
+async function floorFleet(etcd: EtcdCluster, keys: string, client: number, records: number) {
   const hosts = etcd.endpoints.map((endpoint, i) =>
-    fork(FLOOR_HOST, [client.name, endpoint, `/floor/${keys}`, `h${i}`, String(records), String(3 * records)], { stdio: "inherit" }),
+    fork(FLOOR_HOST, [String(client), endpoint, `/floor/${keys}`, `h${i}`, String(records), String(3 * records)], { stdio: "inherit" }),
   );
   const said = (host: ChildProcess) => new Promise((resolve, reject) => host.once("message", resolve).once("exit", reject));
   try {
@@ -185,7 +186,7 @@ async function main(): Promise<void> {
         const { sequential, pipelined } = await bareCommits(etcd, `round-${round}-${i}`, client);
         spent.bareEtcd += cpu(etcdPids) - before;
         spent.bareRecords += 9 * BARE_RECORDS; // one log, then 8
-        const floor = await floorFleet(etcd, `round-${round}-${i}`, client, BURST);
+        const floor = await floorFleet(etcd, `round-${round}-${i}`, i, BURST);
         spent.floorEtcd += floor.etcd;
         spent.floorHosts += floor.hosts.reduce((a, b) => a + b);
         spent.floorRecords += 3 * BURST;

@@ -4,13 +4,13 @@
 // past it, then goes again. No inbox, no judging, no journal, no table: what is left of a host's
 // work is the protocol's. Forked with IPC: says "ready" once watching, starts on "go", says
 // its CPU time (ms) once it has read `total` records.
-// argv: <client: grpcClient | gatewayClient> <endpoint> <prefix> <host> <records to commit> <total>
+// argv: <client: an index into bareClients> <endpoint> <prefix> <host> <records to commit> <total>
 import { packCommit, unpackCommit } from "../src/fleet/log.js";
-import { burstRecords, gatewayClient, grpcClient } from "./bare.js";
+import { bareClients, burstRecords } from "./bare.js";
 
 const [kind, endpoint, prefix, host, mine, total] = process.argv.slice(2) as [string, string, string, string, string, string];
 const PACKED = 1000;
-const client = ({ grpcClient, gatewayClient } as Record<string, typeof grpcClient>)[kind]!(endpoint);
+const client = bareClients[Number(kind)]!(endpoint);
 let seen = 0; // the last revision read from the log
 let moved: (() => void) | undefined;
 const watch = await client.watch(
